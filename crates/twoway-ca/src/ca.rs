@@ -1,0 +1,663 @@
+//! The offline CA: a directory with `ca.toml`, the root and intermediate certificates and
+//! keys, and the inventory database.
+
+use crate::config::{CaConfig, CaSection};
+use crate::files::StagedFiles;
+use crate::{Error, Result};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+use twoway_pki::{
+    build_crl, build_intermediate, build_leaf, build_root, der_to_pem, parse_certificates,
+    parse_duration, CaSigner, CertInfo, Issued, KeyType, LeafSpec, NamePolicy, Permits, PrivateKey,
+    Profile, Reason, RevocationUrls, RevokedEntry, San,
+};
+use twoway_store::{
+    verify_chain, AuditEntry, AuditProblem, CertQuery, CertRecord, CertSource, CertStatus,
+    NewAudit, Page, SqliteStore, Store,
+};
+use zeroize::Zeroizing;
+
+/// File names inside a CA directory.
+pub mod layout {
+    /// The configuration.
+    pub const CONFIG: &str = "ca.toml";
+    /// The root certificate.
+    pub const ROOT_CERT: &str = "root.pem";
+    /// The root key (can be moved offline after init).
+    pub const ROOT_KEY: &str = "root.key";
+    /// The intermediate certificate.
+    pub const INTERMEDIATE_CERT: &str = "intermediate.pem";
+    /// The intermediate key, which signs everything after init.
+    pub const INTERMEDIATE_KEY: &str = "intermediate.key";
+    /// The inventory and audit log.
+    pub const DATABASE: &str = "inventory.db";
+}
+
+/// Options of `ca init`.
+pub struct InitOptions {
+    /// Organisation name.
+    pub name: String,
+    /// Key type for both CA keys.
+    pub key_type: KeyType,
+    /// Root validity.
+    pub root_ttl: Duration,
+    /// Intermediate validity.
+    pub intermediate_ttl: Duration,
+    /// Permitted DNS subtrees (name constraints and policy).
+    pub permit_dns: Vec<String>,
+    /// Permitted IP ranges (name constraints and policy).
+    pub permit_ip: Vec<String>,
+    /// SPIFFE trust domain (policy: URIs limited to `spiffe://<td>/*`).
+    pub trust_domain: Option<String>,
+    /// Public URL of the CA.
+    pub url: Option<String>,
+    /// Passphrase to encrypt the CA keys with.
+    pub passphrase: Option<Zeroizing<Vec<u8>>>,
+    /// Who runs the init (audit).
+    pub actor: String,
+}
+
+impl std::fmt::Debug for InitOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitOptions")
+            .field("name", &self.name)
+            .field("key_type", &self.key_type)
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a certificate request asks for, beside the key.
+#[derive(Clone, Debug)]
+pub struct IssueRequest {
+    /// Profile.
+    pub profile: Profile,
+    /// Names; at least one.
+    pub sans: Vec<San>,
+    /// Optional CN.
+    pub common_name: Option<String>,
+    /// Validity; the profile default when absent.
+    pub ttl: Option<Duration>,
+    /// Owner, for the inventory.
+    pub owner: Option<String>,
+    /// Labels, for the inventory.
+    pub labels: BTreeMap<String, String>,
+    /// Where the certificate will be deployed.
+    pub location: Option<String>,
+    /// Who asks (audit).
+    pub actor: String,
+}
+
+/// Result of importing one certificate.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ImportOutcome {
+    /// What the certificate says.
+    pub info: CertInfo,
+    /// `imported` or `already-recorded`.
+    pub outcome: &'static str,
+}
+
+/// An opened CA directory.
+pub struct Ca {
+    dir: PathBuf,
+    config: CaConfig,
+    root_pem: String,
+    intermediate_der: Vec<u8>,
+    intermediate_info: CertInfo,
+    signer: Option<CaSigner>,
+    store: Box<dyn Store>,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ensure_private_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(Error::io("cannot create directory", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(Error::io("cannot set permissions on", dir))
+}
+
+/// Creates a CA in `dir`: root, intermediate, keys (0600), `ca.toml`, an empty inventory.
+pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
+    for f in [
+        layout::CONFIG,
+        layout::ROOT_KEY,
+        layout::INTERMEDIATE_KEY,
+        layout::DATABASE,
+    ] {
+        if dir.join(f).exists() {
+            return Err(Error::CaExists(dir.to_path_buf()));
+        }
+    }
+    if opts.name.trim().is_empty() {
+        return Err(Error::Refused(
+            "--name is empty: give the organisation name, e.g. --name \"Example Corp\"".into(),
+        ));
+    }
+    if opts.intermediate_ttl > opts.root_ttl {
+        return Err(Error::Refused(
+            "--intermediate-ttl is longer than --root-ttl: the intermediate cannot outlive the root".into(),
+        ));
+    }
+    let mut permits = Permits::default();
+    for d in &opts.permit_dns {
+        let san: San = format!("DNS:{}", d.trim_start_matches('.')).parse()?;
+        permits.dns.push(san.value());
+    }
+    for ip in &opts.permit_ip {
+        let net = ip
+            .parse::<ipnet_shim::IpNet>()
+            .or_else(|_| ip.parse::<std::net::IpAddr>().map(ipnet_shim::IpNet::from))
+            .map_err(|_| {
+                Error::Refused(format!(
+                    "--permit-ip {ip:?} is not an IP range such as 10.0.0.0/8"
+                ))
+            })?;
+        permits.ip.push(net);
+    }
+    if let Some(td) = &opts.trust_domain {
+        twoway_pki::validate_spiffe(&format!("spiffe://{td}"))
+            .map_err(|e| Error::Refused(format!("--trust-domain {td:?}: {e}")))?;
+    }
+    let policy = NamePolicy {
+        dns: (!permits.dns.is_empty()).then(|| permits.dns.clone()),
+        ip: (!permits.ip.is_empty()).then(|| permits.ip.iter().map(|n| n.to_string()).collect()),
+        uri: opts
+            .trust_domain
+            .as_ref()
+            .map(|td| vec![format!("spiffe://{td}/*")]),
+        email: None,
+    };
+    let config = CaConfig::new(
+        CaSection {
+            name: opts.name.trim().to_string(),
+            key_type: opts.key_type,
+            encrypted_keys: opts.passphrase.is_some(),
+            url: opts
+                .url
+                .as_ref()
+                .map(|u| u.trim_end_matches('/').to_string()),
+            trust_domain: opts.trust_domain.clone(),
+        },
+        policy,
+    );
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or(OffsetDateTime::now_utc());
+    let not_before = now - Duration::minutes(5);
+    let root_key = Arc::new(PrivateKey::generate(opts.key_type)?);
+    let root_der = build_root(
+        root_key.clone(),
+        &config.ca.name,
+        not_before,
+        now + opts.root_ttl,
+    )?;
+    let root = CaSigner::new(root_der.clone(), root_key.clone())?;
+    let int_key = PrivateKey::generate(opts.key_type)?;
+    let int_der = build_intermediate(
+        &root,
+        &int_key.public_key_der(),
+        &config.ca.name,
+        not_before,
+        now + opts.intermediate_ttl,
+        &permits,
+    )?;
+    let pass = opts.passphrase.as_deref().map(|p| p.as_slice());
+
+    ensure_private_dir(dir)?;
+    let mut staged = StagedFiles::new(dir)?;
+    staged.stage(layout::ROOT_KEY, root_key.to_pem(pass)?.as_bytes(), 0o600)?;
+    staged.stage(
+        layout::INTERMEDIATE_KEY,
+        int_key.to_pem(pass)?.as_bytes(),
+        0o600,
+    )?;
+    staged.stage(
+        layout::ROOT_CERT,
+        der_to_pem("CERTIFICATE", &root_der).as_bytes(),
+        0o644,
+    )?;
+    staged.stage(
+        layout::INTERMEDIATE_CERT,
+        der_to_pem("CERTIFICATE", &int_der).as_bytes(),
+        0o644,
+    )?;
+    staged.stage(
+        layout::CONFIG,
+        config.to_documented_toml().as_bytes(),
+        0o600,
+    )?;
+
+    let db_path = dir.join(layout::DATABASE);
+    let record = || -> Result<()> {
+        let store = open_store(&db_path)?;
+        let root_info = CertInfo::from_der(&root_der)?;
+        let int_info = CertInfo::from_der(&int_der)?;
+        for (info, der) in [(&root_info, &root_der), (&int_info, &int_der)] {
+            let rec = record_for(
+                info,
+                der,
+                "ca",
+                CertSource::Issued,
+                None,
+                BTreeMap::new(),
+                None,
+                now,
+            );
+            store.insert_certificate(
+                &rec,
+                &NewAudit {
+                    actor: opts.actor.clone(),
+                    action: "ca.init".into(),
+                    target: info.serial.clone(),
+                    details: json!({
+                        "subject": info.subject, "fingerprint": info.fingerprint,
+                        "key_type": opts.key_type.as_str(),
+                        "not_after": rfc3339(info.not_after),
+                    }),
+                    time: OffsetDateTime::now_utc(),
+                },
+            )?;
+        }
+        Ok(())
+    };
+    if let Err(e) = record().and_then(|_| staged.commit()) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = fs::remove_file(dir.join(format!("{}{suffix}", layout::DATABASE)));
+        }
+        for f in [
+            layout::ROOT_KEY,
+            layout::INTERMEDIATE_KEY,
+            layout::ROOT_CERT,
+            layout::INTERMEDIATE_CERT,
+            layout::CONFIG,
+        ] {
+            let _ = fs::remove_file(dir.join(f));
+        }
+        return Err(e);
+    }
+    let mut ca = Ca::open(dir)?;
+    ca.signer = Some(CaSigner::new(int_der, Arc::new(int_key))?);
+    Ok(ca)
+}
+
+// ipnet is reached through twoway-pki's policy; parse here with std types.
+mod ipnet_shim {
+    pub use ipnet::IpNet;
+}
+
+fn open_store(path: &Path) -> Result<SqliteStore> {
+    let existed = path.exists();
+    let store = SqliteStore::open(path)?;
+    if !existed {
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
+    }
+    Ok(store)
+}
+
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_for(
+    info: &CertInfo,
+    der: &[u8],
+    profile: &str,
+    source: CertSource,
+    owner: Option<String>,
+    labels: BTreeMap<String, String>,
+    location: Option<String>,
+    now: OffsetDateTime,
+) -> CertRecord {
+    CertRecord {
+        serial: info.serial.clone(),
+        fingerprint: info.fingerprint.clone(),
+        subject: info.subject.clone(),
+        issuer: info.issuer.clone(),
+        common_name: info.common_name.clone(),
+        sans: info.sans.iter().map(|s| s.to_string()).collect(),
+        profile: profile.to_string(),
+        key_type: info
+            .key_type
+            .map(|k| k.as_str().to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        not_before: info.not_before,
+        not_after: info.not_after,
+        owner,
+        labels,
+        location,
+        status: CertStatus::Active,
+        revoked_at: None,
+        revocation_reason: None,
+        source,
+        recorded_at: now,
+        pem: der_to_pem("CERTIFICATE", der),
+    }
+}
+
+impl Ca {
+    /// Opens the CA in `dir` without unlocking its key: enough for the inventory and audit log.
+    pub fn open(dir: &Path) -> Result<Ca> {
+        let cfg_path = dir.join(layout::CONFIG);
+        if !cfg_path.exists() {
+            return Err(Error::NoCa(dir.to_path_buf()));
+        }
+        let config = CaConfig::load(&cfg_path)?;
+        let read = |name: &str| -> Result<Vec<u8>> {
+            let p = dir.join(name);
+            fs::read(&p).map_err(Error::io("cannot read", p))
+        };
+        let root_pem = String::from_utf8_lossy(&read(layout::ROOT_CERT)?).into_owned();
+        let intermediate_der = parse_certificates(&read(layout::INTERMEDIATE_CERT)?)?
+            .into_iter()
+            .next()
+            .ok_or(twoway_pki::Error::NoPemBlock("CERTIFICATE"))?;
+        let intermediate_info = CertInfo::from_der(&intermediate_der)?;
+        let store = Box::new(open_store(&dir.join(layout::DATABASE))?);
+        Ok(Ca {
+            dir: dir.to_path_buf(),
+            config,
+            root_pem,
+            intermediate_der,
+            intermediate_info,
+            signer: None,
+            store,
+        })
+    }
+
+    /// Loads the intermediate key so the CA can sign; `passphrase` when the keys are encrypted.
+    pub fn unlock(&mut self, passphrase: Option<&[u8]>) -> Result<()> {
+        let p = self.dir.join(layout::INTERMEDIATE_KEY);
+        let pem = Zeroizing::new(fs::read_to_string(&p).map_err(Error::io("cannot read", &p))?);
+        if self.config.ca.encrypted_keys && passphrase.is_none() {
+            return Err(twoway_pki::Error::PassphraseRequired.into());
+        }
+        let key = PrivateKey::from_pem(&pem, passphrase)?;
+        self.signer = Some(CaSigner::new(self.intermediate_der.clone(), Arc::new(key))?);
+        Ok(())
+    }
+
+    fn signer(&self) -> Result<&CaSigner> {
+        self.signer
+            .as_ref()
+            .ok_or(Error::Pki(twoway_pki::Error::PassphraseRequired))
+    }
+
+    /// The CA directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CaConfig {
+        &self.config
+    }
+
+    /// The root certificate, PEM.
+    pub fn root_pem(&self) -> &str {
+        &self.root_pem
+    }
+
+    /// The intermediate certificate, PEM.
+    pub fn intermediate_pem(&self) -> String {
+        der_to_pem("CERTIFICATE", &self.intermediate_der)
+    }
+
+    /// The intermediate certificate's details.
+    pub fn intermediate_info(&self) -> &CertInfo {
+        &self.intermediate_info
+    }
+
+    /// The inventory.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    fn urls(&self) -> RevocationUrls {
+        match &self.config.ca.url {
+            Some(u) => RevocationUrls {
+                crl: Some(format!("{u}/crl")),
+                ocsp: Some(format!("{u}/ocsp")),
+            },
+            None => RevocationUrls::default(),
+        }
+    }
+
+    /// Validates a request against policy, profile limits and the issuer's lifetime, and
+    /// returns the validity window.
+    pub fn check_request(&self, req: &IssueRequest) -> Result<(OffsetDateTime, OffsetDateTime)> {
+        if req.sans.is_empty() {
+            return Err(twoway_pki::Error::NoSan.into());
+        }
+        self.config.policy.check_all(&req.sans)?;
+        let prof = self.config.profile(req.profile)?;
+        let max = parse_duration(&prof.max_ttl)?;
+        let ttl = match req.ttl {
+            Some(t) => t,
+            None => parse_duration(&prof.default_ttl)?,
+        };
+        if ttl <= Duration::ZERO {
+            return Err(twoway_pki::Error::BadTtl("the TTL must be positive".into()).into());
+        }
+        if ttl > max {
+            return Err(twoway_pki::Error::BadTtl(format!(
+                "{} exceeds the {} profile's max_ttl of {} in ca.toml: use a shorter --ttl",
+                twoway_pki::format_duration(ttl),
+                req.profile,
+                prof.max_ttl
+            ))
+            .into());
+        }
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(OffsetDateTime::now_utc());
+        let not_before = now - Duration::minutes(1);
+        let not_after = now + ttl;
+        if not_after > self.intermediate_info.not_after {
+            return Err(twoway_pki::Error::TtlBeyondIssuer {
+                requested: rfc3339(not_after),
+                issuer_not_after: rfc3339(self.intermediate_info.not_after),
+            }
+            .into());
+        }
+        Ok((not_before, not_after))
+    }
+
+    /// Signs a certificate for `public_key_der` and records it (with its audit entry) before
+    /// returning it. `action` is `cert.issue` (key made here) or `cert.sign` (from a CSR).
+    pub fn issue(&self, req: &IssueRequest, public_key_der: &[u8], action: &str) -> Result<Issued> {
+        let (not_before, not_after) = self.check_request(req)?;
+        let spec = LeafSpec {
+            profile: req.profile,
+            sans: req.sans.clone(),
+            common_name: req.common_name.clone(),
+            not_before,
+            not_after,
+            urls: self.urls(),
+        };
+        let issued = build_leaf(self.signer()?, public_key_der, &spec)?;
+        let rec = record_for(
+            &issued.info,
+            &issued.der,
+            req.profile.as_str(),
+            CertSource::Issued,
+            req.owner.clone(),
+            req.labels.clone(),
+            req.location.clone(),
+            OffsetDateTime::now_utc(),
+        );
+        self.store.insert_certificate(
+            &rec,
+            &NewAudit {
+                actor: req.actor.clone(),
+                action: action.into(),
+                target: issued.info.serial.clone(),
+                details: json!({
+                    "fingerprint": issued.info.fingerprint,
+                    "profile": req.profile.as_str(),
+                    "sans": rec.sans,
+                    "owner": req.owner,
+                    "not_after": rfc3339(not_after),
+                }),
+                time: OffsetDateTime::now_utc(),
+            },
+        )?;
+        Ok(issued)
+    }
+
+    /// Records certificates issued elsewhere (or anywhere) in the inventory.
+    pub fn import(
+        &self,
+        pem_or_der: &[u8],
+        owner: Option<String>,
+        labels: BTreeMap<String, String>,
+        location: Option<String>,
+        actor: &str,
+    ) -> Result<Vec<ImportOutcome>> {
+        let mut out = Vec::new();
+        for der in parse_certificates(pem_or_der)? {
+            let info = CertInfo::from_der(&der)?;
+            if self.store.find_certificate(&info.fingerprint).is_ok() {
+                out.push(ImportOutcome {
+                    info,
+                    outcome: "already-recorded",
+                });
+                continue;
+            }
+            let profile = match (info.is_ca, info.profile) {
+                (true, _) => "ca".to_string(),
+                (false, Some(p)) => p.as_str().to_string(),
+                (false, None) => "unknown".to_string(),
+            };
+            let rec = record_for(
+                &info,
+                &der,
+                &profile,
+                CertSource::Imported,
+                owner.clone(),
+                labels.clone(),
+                location.clone(),
+                OffsetDateTime::now_utc(),
+            );
+            self.store.insert_certificate(
+                &rec,
+                &NewAudit {
+                    actor: actor.into(),
+                    action: "cert.import".into(),
+                    target: info.serial.clone(),
+                    details: json!({"fingerprint": info.fingerprint, "subject": info.subject, "issuer": info.issuer}),
+                    time: OffsetDateTime::now_utc(),
+                },
+            )?;
+            out.push(ImportOutcome {
+                info,
+                outcome: "imported",
+            });
+        }
+        Ok(out)
+    }
+
+    /// Revokes a certificate this CA issued.
+    pub fn revoke(&self, serial_or_fp: &str, reason: Reason, actor: &str) -> Result<CertRecord> {
+        let rec = self.store.find_certificate(serial_or_fp)?;
+        if rec.source != CertSource::Issued || rec.issuer != self.intermediate_info.subject {
+            return Err(Error::Refused(format!(
+                "certificate {} was not issued by this CA's intermediate ({}): only its issuer can revoke it",
+                rec.serial, rec.issuer
+            )));
+        }
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(OffsetDateTime::now_utc());
+        Ok(self.store.revoke(
+            &rec.fingerprint,
+            now,
+            reason.as_str(),
+            &NewAudit {
+                actor: actor.into(),
+                action: "cert.revoke".into(),
+                target: rec.serial.clone(),
+                details: json!({"fingerprint": rec.fingerprint, "reason": reason.as_str()}),
+                time: now,
+            },
+        )?)
+    }
+
+    /// Signs a CRL of this CA's revoked, unexpired certificates; returns it as DER.
+    pub fn crl(&self, next_update: Option<Duration>, actor: &str) -> Result<(u64, Vec<u8>)> {
+        let signer = self.signer()?;
+        let validity = match next_update {
+            Some(d) => d,
+            None => parse_duration(&self.config.crl.next_update)?,
+        };
+        if validity <= Duration::ZERO {
+            return Err(twoway_pki::Error::BadTtl("--next-update must be positive".into()).into());
+        }
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(OffsetDateTime::now_utc());
+        let revoked = self
+            .store
+            .revoked_by_issuer(&self.intermediate_info.subject, now)?;
+        let entries: Vec<RevokedEntry> = revoked
+            .iter()
+            .map(|r| RevokedEntry {
+                serial_hex: r.serial.clone(),
+                revoked_at: r.revoked_at.unwrap_or(now),
+                reason: r
+                    .revocation_reason
+                    .as_deref()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(Reason::Unspecified),
+            })
+            .collect();
+        let number = self.store.next_crl_number(&NewAudit {
+            actor: actor.into(),
+            action: "crl.sign".into(),
+            target: String::new(),
+            details: json!({"revoked": entries.len(), "next_update": rfc3339(now + validity)}),
+            time: now,
+        })?;
+        let der = build_crl(signer, number, now, now + validity, &entries)?;
+        Ok((number, der))
+    }
+
+    /// Lists the inventory.
+    pub fn list(&self, q: &CertQuery) -> Result<Page<CertRecord>> {
+        Ok(self.store.list_certificates(q)?)
+    }
+
+    /// Audit entries from `from`, at most `limit`.
+    pub fn audit(&self, from: i64, limit: usize) -> Result<Vec<AuditEntry>> {
+        Ok(self.store.audit_entries(from, limit)?)
+    }
+
+    /// Verifies the whole audit chain; returns the number of entries and the problems.
+    pub fn verify_audit(&self) -> Result<(usize, Vec<AuditProblem>)> {
+        let mut all = Vec::new();
+        let mut from = 1;
+        loop {
+            let batch = self.store.audit_entries(from, 10_000)?;
+            let Some(last) = batch.last() else { break };
+            from = last.seq + 1;
+            all.extend(batch);
+        }
+        let problems = verify_chain(&all);
+        Ok((all.len(), problems))
+    }
+}

@@ -1,0 +1,243 @@
+//! The CA's configuration file, `ca.toml`, kept in the CA directory.
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use twoway_pki::{parse_duration, KeyType, NamePolicy, Profile};
+
+/// `ca.toml`: everything the CA needs besides its keys and certificates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// The CA itself.
+    pub ca: CaSection,
+    /// Defaults and limits per leaf profile: `server`, `client`, `peer`.
+    #[serde(default = "default_profiles")]
+    pub profiles: BTreeMap<String, ProfileConfig>,
+    /// Which names this CA may certify.
+    #[serde(default)]
+    pub policy: NamePolicy,
+    /// CRL settings.
+    #[serde(default)]
+    pub crl: CrlConfig,
+}
+
+/// The `[ca]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaSection {
+    /// The organisation name, used in the CA certificates' subjects.
+    pub name: String,
+    /// The key type of the CA keys (`p256`, `p384`, `ed25519`, `rsa2048`, `rsa3072`, `rsa4096`).
+    pub key_type: KeyType,
+    /// Whether the CA keys are passphrase-encrypted.
+    #[serde(default)]
+    pub encrypted_keys: bool,
+    /// The CA's public base URL; when set, leaves carry `<url>/crl` as CRL distribution point
+    /// and `<url>/ocsp` as OCSP responder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The SPIFFE trust domain of this CA, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
+}
+
+/// Per-profile settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// Validity when `--ttl` is not given, e.g. `90d`.
+    pub default_ttl: String,
+    /// The longest validity this profile allows, e.g. `397d`.
+    pub max_ttl: String,
+}
+
+/// The `[crl]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrlConfig {
+    /// How long a CRL is valid (its nextUpdate), e.g. `24h`.
+    pub next_update: String,
+}
+
+impl Default for CrlConfig {
+    fn default() -> Self {
+        CrlConfig {
+            next_update: "24h".into(),
+        }
+    }
+}
+
+fn default_profiles() -> BTreeMap<String, ProfileConfig> {
+    let p = |d: &str, m: &str| ProfileConfig {
+        default_ttl: d.into(),
+        max_ttl: m.into(),
+    };
+    BTreeMap::from([
+        ("server".to_string(), p("90d", "397d")),
+        ("client".to_string(), p("30d", "397d")),
+        ("peer".to_string(), p("30d", "397d")),
+    ])
+}
+
+impl CaConfig {
+    /// A config with default profiles.
+    pub fn new(ca: CaSection, policy: NamePolicy) -> Self {
+        CaConfig {
+            ca,
+            profiles: default_profiles(),
+            policy,
+            crl: CrlConfig::default(),
+        }
+    }
+
+    /// Reads and validates `ca.toml`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(Error::io("cannot read", path))?;
+        let cfg: CaConfig = toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        cfg.validate().map_err(|message| Error::Config {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        for (name, p) in &self.profiles {
+            name.parse::<Profile>()
+                .map_err(|e| format!("[profiles.{name}]: {e}"))?;
+            let d = parse_duration(&p.default_ttl)
+                .map_err(|e| format!("[profiles.{name}] default_ttl: {e}"))?;
+            let m = parse_duration(&p.max_ttl)
+                .map_err(|e| format!("[profiles.{name}] max_ttl: {e}"))?;
+            if d > m {
+                return Err(format!(
+                    "[profiles.{name}]: default_ttl is longer than max_ttl"
+                ));
+            }
+        }
+        parse_duration(&self.crl.next_update).map_err(|e| format!("[crl] next_update: {e}"))?;
+        self.policy
+            .validate()
+            .map_err(|e| format!("[policy]: {e}"))?;
+        if let Some(u) = &self.ca.url {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                return Err("[ca] url must start with https:// or http://".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings of a profile.
+    pub fn profile(&self, p: Profile) -> Result<ProfileConfig> {
+        self.profiles.get(p.as_str()).cloned().ok_or_else(|| {
+            Error::Refused(format!(
+                "profile {p} is not enabled in ca.toml: add a [profiles.{p}] section"
+            ))
+        })
+    }
+
+    /// The config as a TOML text with a comment on every key.
+    pub fn to_documented_toml(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+        let list = |v: &Option<Vec<String>>| {
+            v.as_ref().map(|l| {
+                format!(
+                    "[{}]",
+                    l.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
+                )
+            })
+        };
+        let mut out = String::new();
+        out.push_str(
+            "# twoway CA configuration. Every key is documented; edit and keep it valid\n",
+        );
+        out.push_str(
+            "# (`twoway cert list` or any command re-reads it and says what is wrong).\n\n",
+        );
+        out.push_str("[ca]\n# Organisation name used in the CA certificates' subjects.\n");
+        out.push_str(&format!("name = {}\n", q(&self.ca.name)));
+        out.push_str(
+            "# Key type of the CA keys: p256, p384, ed25519, rsa2048, rsa3072, rsa4096.\n",
+        );
+        out.push_str(&format!("key_type = {}\n", q(self.ca.key_type.as_str())));
+        out.push_str(
+            "# Whether root.key and intermediate.key are passphrase-encrypted (PKCS#8 PBES2).\n",
+        );
+        out.push_str(&format!("encrypted_keys = {}\n", self.ca.encrypted_keys));
+        out.push_str("# Public base URL of the CA. When set, leaves carry <url>/crl as CRL distribution\n# point and <url>/ocsp as OCSP responder.\n");
+        match &self.ca.url {
+            Some(u) => out.push_str(&format!("url = {}\n", q(u))),
+            None => out.push_str("# url = \"https://ca.example.internal:9000\"\n"),
+        }
+        out.push_str(
+            "# SPIFFE trust domain of this CA (informational; URIs are limited by [policy] uri).\n",
+        );
+        match &self.ca.trust_domain {
+            Some(t) => out.push_str(&format!("trust_domain = {}\n", q(t))),
+            None => out.push_str("# trust_domain = \"example.org\"\n"),
+        }
+        out.push_str("\n# Validity per profile: default_ttl when --ttl is not given, max_ttl the longest allowed.\n# Units: s, m, h, d, w, y (365 days).\n");
+        for (name, p) in &self.profiles {
+            out.push_str(&format!(
+                "[profiles.{name}]\ndefault_ttl = {}\nmax_ttl = {}\n",
+                q(&p.default_ttl),
+                q(&p.max_ttl)
+            ));
+        }
+        out.push_str("\n# Name policy: which SANs this CA may certify. A key that is absent leaves that SAN\n# type unrestricted; a list (even empty) allows only names that match an entry.\n[policy]\n");
+        out.push_str("# DNS: \"example.internal\" allows it and every name below; globs like \"*.svc.example.internal\"\n# match one pattern (* stays within a label).\n");
+        match list(&self.policy.dns) {
+            Some(l) => out.push_str(&format!("dns = {l}\n")),
+            None => out.push_str("# dns = [\"example.internal\"]\n"),
+        }
+        out.push_str("# IP ranges in CIDR form.\n");
+        match list(&self.policy.ip) {
+            Some(l) => out.push_str(&format!("ip = {l}\n")),
+            None => out.push_str("# ip = [\"10.0.0.0/8\"]\n"),
+        }
+        out.push_str("# URI globs (* crosses /), e.g. SPIFFE IDs of one trust domain.\n");
+        match list(&self.policy.uri) {
+            Some(l) => out.push_str(&format!("uri = {l}\n")),
+            None => out.push_str("# uri = [\"spiffe://example.org/*\"]\n"),
+        }
+        out.push_str("# E-mail domains (\"example.org\") or globs (\"*@example.org\").\n");
+        match list(&self.policy.email) {
+            Some(l) => out.push_str(&format!("email = {l}\n")),
+            None => out.push_str("# email = [\"example.org\"]\n"),
+        }
+        out.push_str("\n[crl]\n# How long a CRL from `twoway crl` is valid (its nextUpdate).\n");
+        out.push_str(&format!("next_update = {}\n", q(&self.crl.next_update)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_toml_roundtrips() {
+        let cfg = CaConfig::new(
+            CaSection {
+                name: "Example \"Corp\"".into(),
+                key_type: KeyType::P256,
+                encrypted_keys: true,
+                url: Some("https://ca.example.internal:9000".into()),
+                trust_domain: None,
+            },
+            NamePolicy {
+                dns: Some(vec!["example.internal".into()]),
+                ..Default::default()
+            },
+        );
+        let text = cfg.to_documented_toml();
+        let back: CaConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, cfg);
+        assert!(back.validate().is_ok());
+    }
+}

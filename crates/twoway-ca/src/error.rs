@@ -1,0 +1,103 @@
+//! The CA's error type.
+
+use std::path::PathBuf;
+
+/// What can go wrong running the CA. The CLI maps the kind to an exit code and the
+/// (future) HTTP API maps it to a status; the CA itself knows neither.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Certificate, key, CSR or policy problem.
+    #[error(transparent)]
+    Pki(#[from] twoway_pki::Error),
+    /// Inventory problem.
+    #[error(transparent)]
+    Store(#[from] twoway_store::Error),
+    /// No CA at the directory.
+    #[error("no CA in {0}: create one with `twoway ca init --ca-dir {0} --name \"Example Corp\"`, or point --ca-dir / TWOWAY_CA_DIR at an existing one")]
+    NoCa(PathBuf),
+    /// A CA already exists at the directory.
+    #[error("{0} already holds a CA (ca.toml exists): refusing to overwrite it. Choose another --ca-dir, or remove the directory if you really mean to start over")]
+    CaExists(PathBuf),
+    /// The CA configuration is invalid.
+    #[error("invalid CA configuration {path}: {message}")]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An output file exists and overwriting was not asked for.
+    #[error(
+        "{0} already exists: choose another --out directory, or pass --force to replace the files"
+    )]
+    OutputExists(PathBuf),
+    /// A request that the CA refuses for a reason of its own.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    /// The broad kind of the error, for exit codes and status codes.
+    pub fn kind(&self) -> ErrorKind {
+        use twoway_pki::Error as P;
+        use twoway_store::Error as S;
+        match self {
+            Error::Pki(P::WrongPassphrase | P::PassphraseRequired) => ErrorKind::Permission,
+            Error::Pki(_) => ErrorKind::BadInput,
+            Error::Store(S::NotFound(_) | S::Ambiguous(_)) => ErrorKind::NotFound,
+            Error::Store(S::Duplicate(_) | S::AlreadyRevoked(_)) => ErrorKind::Conflict,
+            Error::Store(_) => ErrorKind::Internal,
+            Error::NoCa(_) => ErrorKind::NotFound,
+            Error::CaExists(_) | Error::OutputExists(_) => ErrorKind::Conflict,
+            Error::Config { .. } => ErrorKind::Config,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Refused(_) => ErrorKind::BadInput,
+        }
+    }
+}
+
+/// Broad error kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The request or an input file is wrong.
+    BadInput,
+    /// A configuration is wrong.
+    Config,
+    /// Something asked for does not exist.
+    NotFound,
+    /// It exists already, or the state forbids it.
+    Conflict,
+    /// A key could not be unlocked.
+    Permission,
+    /// A file system error.
+    Io,
+    /// A bug or a broken database.
+    Internal,
+}
+
+/// Result with the CA error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

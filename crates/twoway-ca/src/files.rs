@@ -1,0 +1,134 @@
+//! Crash-safe file output: write to a temporary file in the target directory, fsync,
+//! then rename over the target, so a reader sees the old file or the new one, never half.
+
+use crate::{Error, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Writes `data` to `path` atomically with the given mode (0600 for keys).
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let mut set = StagedFiles::new(path.parent().unwrap_or(Path::new(".")))?;
+    set.stage_path(path.to_path_buf(), data, mode)?;
+    set.commit()
+}
+
+/// A set of files written to temporaries first and renamed into place together.
+/// Dropping the set without `commit` removes the temporaries.
+#[derive(Debug)]
+pub struct StagedFiles {
+    dir: PathBuf,
+    staged: Vec<(PathBuf, PathBuf)>,
+}
+
+impl StagedFiles {
+    /// Prepares to write into `dir`, creating it (0755) if needed.
+    pub fn new(dir: &Path) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(Error::io("cannot create directory", dir))?;
+        Ok(StagedFiles {
+            dir: dir.to_path_buf(),
+            staged: Vec::new(),
+        })
+    }
+
+    /// The target directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stages `name` inside the directory.
+    pub fn stage(&mut self, name: &str, data: &[u8], mode: u32) -> Result<()> {
+        let target = self.dir.join(name);
+        self.stage_path(target, data, mode)
+    }
+
+    fn stage_path(&mut self, target: PathBuf, data: &[u8], mode: u32) -> Result<()> {
+        let file_name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        let mut rnd = [0u8; 6];
+        let _ = unique_bytes(&mut rnd);
+        let tmp = target.with_file_name(format!(".{file_name}.tmp-{}", hex_encode(&rnd)));
+        let write = || -> std::io::Result<()> {
+            let mut f: File = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)?;
+            // The umask may have narrowed the mode; never widened. Set it exactly.
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
+            f.write_all(data)?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::Io {
+                action: "cannot write",
+                path: target,
+                source: e,
+            });
+        }
+        self.staged.push((tmp, target));
+        Ok(())
+    }
+
+    /// Renames every staged file into place and syncs the directory.
+    pub fn commit(mut self) -> Result<()> {
+        for (tmp, target) in std::mem::take(&mut self.staged) {
+            fs::rename(&tmp, &target).map_err(Error::io("cannot write", &target))?;
+        }
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StagedFiles {
+    fn drop(&mut self) {
+        for (tmp, _) in &self.staged {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+fn unique_bytes(buf: &mut [u8]) -> std::result::Result<(), ()> {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    // Uniqueness, not secrecy: the name only has to avoid collisions; create_new guards the rest.
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+        ^ u128::from(std::process::id()) << 64;
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (n >> (i * 8)) as u8;
+    }
+    Ok(())
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_sets_mode_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("key.pem");
+        write_atomic(&p, b"secret", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"secret");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let mut set = StagedFiles::new(d.path()).unwrap();
+        set.stage("a", b"1", 0o644).unwrap();
+        drop(set);
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+}

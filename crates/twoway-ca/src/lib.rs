@@ -1,0 +1,19 @@
+//! twoway-ca: the certificate authority.
+//!
+//! A CA is a directory (see [`layout`]): `ca.toml` ([`CaConfig`]), the root and intermediate
+//! certificates and keys, and the inventory ([`twoway_store::Store`]). [`init`] creates one;
+//! [`Ca::open`] opens it for reading the inventory and audit log, and [`Ca::unlock`] loads the
+//! intermediate key so that [`Ca::issue`], [`Ca::revoke`] and [`Ca::crl`] can sign. Every
+//! issuance is recorded, with its audit entry, before the certificate is returned.
+//! [`files`] writes outputs crash-safely. The crate knows nothing of HTTP or the CLI.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod ca;
+mod config;
+mod error;
+pub mod files;
+
+pub use ca::{init, layout, Ca, ImportOutcome, InitOptions, IssueRequest};
+pub use config::{CaConfig, CaSection, CrlConfig, ProfileConfig};
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,148 @@
+//! Certificate signing requests: made by the key's owner, verified and read by the CA.
+
+use crate::{Error, KeyType, PrivateKey, Result, San};
+use rcgen::{CertificateParams, DistinguishedName, DnType};
+use std::fmt;
+
+/// Creates a PEM CSR for `key` asking for `sans` (and an optional CN).
+pub fn create_csr(key: &PrivateKey, sans: &[San], common_name: Option<&str>) -> Result<String> {
+    if sans.is_empty() {
+        return Err(Error::NoSan);
+    }
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    if let Some(cn) = common_name.filter(|c| !c.is_empty()) {
+        p.distinguished_name.push(DnType::CommonName, cn);
+    }
+    p.subject_alt_names = sans.iter().map(San::to_rcgen).collect::<Result<_>>()?;
+    let csr = p.serialize_request(key.key_pair())?;
+    Ok(csr.pem()?)
+}
+
+/// A CSR whose signature has been verified: only its public key and names are used.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifiedCsr {
+    /// The requester's public key, DER SubjectPublicKeyInfo.
+    pub public_key_der: Vec<u8>,
+    /// The key's type.
+    pub key_type: KeyType,
+    /// The SANs requested in the extensionRequest attribute.
+    pub sans: Vec<San>,
+    /// The subject CN, if any.
+    pub common_name: Option<String>,
+}
+
+impl fmt::Debug for VerifiedCsr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedCsr")
+            .field("key_type", &self.key_type)
+            .field("sans", &self.sans.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses a PEM (`CERTIFICATE REQUEST`) or DER CSR, verifies its self-signature and
+/// returns the key and the names it asks for. Other requested extensions are ignored:
+/// the profile decides them.
+pub fn verify_csr(input: &[u8]) -> Result<VerifiedCsr> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    use x509_parser::prelude::FromDer;
+    let der = if input.first() == Some(&0x30) {
+        input.to_vec()
+    } else {
+        let text = std::str::from_utf8(input)
+            .map_err(|_| Error::MalformedCsr("neither PEM text nor DER".into()))?;
+        pem::parse_many(text)
+            .map_err(|e| Error::MalformedCsr(e.to_string()))?
+            .into_iter()
+            .find(|b| b.tag() == "CERTIFICATE REQUEST" || b.tag() == "NEW CERTIFICATE REQUEST")
+            .ok_or(Error::NoPemBlock("CERTIFICATE REQUEST"))?
+            .into_contents()
+    };
+    let (rest, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+        .map_err(|e| Error::MalformedCsr(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(Error::MalformedCsr("trailing data after the CSR".into()));
+    }
+    let info = &csr.certification_request_info;
+    let spki = &info.subject_pki;
+    let key_type = crate::key::key_type_of_parsed_spki(spki, spki.raw)?;
+    csr.verify_signature().map_err(|_| Error::CsrSignature)?;
+    let mut sans = Vec::new();
+    if let Some(exts) = csr.requested_extensions() {
+        for ext in exts {
+            if let ParsedExtension::SubjectAlternativeName(s) = ext {
+                for gn in &s.general_names {
+                    let san = match gn {
+                        GeneralName::DNSName(d) => format!("DNS:{d}").parse()?,
+                        GeneralName::URI(u) => format!("URI:{u}").parse()?,
+                        GeneralName::RFC822Name(e) => format!("EMAIL:{e}").parse()?,
+                        GeneralName::IPAddress(b) => match b.len() {
+                            4 | 16 => {
+                                let ip = if b.len() == 4 {
+                                    <[u8; 4]>::try_from(*b).map(std::net::IpAddr::from).ok()
+                                } else {
+                                    <[u8; 16]>::try_from(*b).map(std::net::IpAddr::from).ok()
+                                };
+                                San::Ip(ip.ok_or_else(|| Error::MalformedCsr("bad IP SAN".into()))?)
+                            }
+                            _ => {
+                                return Err(Error::MalformedCsr("an IP SAN of a bad length".into()))
+                            }
+                        },
+                        other => {
+                            return Err(Error::MalformedCsr(format!(
+                                "unsupported SAN type {other}: use DNS, IP, URI or EMAIL"
+                            )))
+                        }
+                    };
+                    sans.push(san);
+                }
+            }
+        }
+    }
+    let common_name = info
+        .subject
+        .iter_common_name()
+        .next()
+        .map(|cn| {
+            cn.as_str()
+                .map(str::to_string)
+                .map_err(|_| Error::MalformedCsr("the CN is not a string".into()))
+        })
+        .transpose()?;
+    Ok(VerifiedCsr {
+        public_key_der: spki.raw.to_vec(),
+        key_type,
+        sans,
+        common_name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_tamper() {
+        let key = PrivateKey::generate(KeyType::P256).unwrap();
+        let sans: Vec<San> = vec![
+            "DNS:a.example".parse().unwrap(),
+            "IP:10.0.0.1".parse().unwrap(),
+        ];
+        let pem_text = create_csr(&key, &sans, Some("a")).unwrap();
+        let v = verify_csr(pem_text.as_bytes()).unwrap();
+        assert_eq!(v.sans, sans);
+        assert_eq!(v.common_name.as_deref(), Some("a"));
+        assert_eq!(v.public_key_der, key.public_key_der());
+        // flip a byte inside the signed part (the DNS name) and re-encode
+        let mut der = pem::parse(&pem_text).unwrap().into_contents();
+        let pos = der.windows(9).position(|w| w == b"a.example").unwrap();
+        der[pos] = b'b';
+        assert!(matches!(verify_csr(&der), Err(Error::CsrSignature)));
+        assert!(matches!(
+            verify_csr(b"garbage"),
+            Err(Error::NoPemBlock(_)) | Err(Error::MalformedCsr(_))
+        ));
+    }
+}

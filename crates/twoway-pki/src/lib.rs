@@ -1,0 +1,38 @@
+//! twoway-pki: the sans-IO X.509 core of twoway.
+//!
+//! It sits at the bottom of the workspace: the CA, the store's callers, the proxy and the
+//! CLI build on it, and it knows nothing of files, databases or networks. Entry types:
+//! [`PrivateKey`] and [`KeyType`] (keys), [`San`] and [`NamePolicy`] (names and what may be
+//! certified), [`CaSigner`] with [`build_root`], [`build_intermediate`] and [`build_leaf`]
+//! (certificates by [`Profile`]), [`verify_csr`] (CSRs), [`build_crl`] (CRLs), [`CertInfo`]
+//! (reading any certificate back) and the [`Signer`] trait behind which CA keys live.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod cert;
+mod crl;
+mod csr;
+mod duration;
+mod error;
+mod key;
+mod policy;
+mod profile;
+mod san;
+mod signer;
+
+pub use cert::{
+    build_intermediate, build_leaf, build_root, der_to_pem, key_matches_cert, parse_certificates,
+    random_serial, serial_hex, sha256_hex, CaSigner, CertInfo, Issued, LeafSpec, Permits,
+    RevocationUrls,
+};
+pub use crl::{build_crl, Reason, RevokedEntry};
+pub use csr::{create_csr, verify_csr, VerifiedCsr};
+pub use duration::{format_duration, parse_duration};
+pub use error::{Error, Result};
+pub use key::{key_type_of_spki, KeyType, PrivateKey};
+pub use policy::NamePolicy;
+pub use profile::Profile;
+pub use san::{validate_spiffe, San};
+pub use signer::Signer;
+
+pub use time;

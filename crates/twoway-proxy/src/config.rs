@@ -1,0 +1,584 @@
+//! The proxy configuration: the TOML file's shape (every CLI flag has a key here) and its
+//! validation into the types the runtime uses.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use twoway_tls::Policy;
+
+use crate::ProxyError;
+
+/// The whole file: process-wide settings plus any number of listeners.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Worker threads of the runtime (default: one per CPU core).
+    pub workers: Option<usize>,
+    /// Address of the admin listener serving `/metrics`, `/healthz` and `/ready`
+    /// (plain HTTP; keep it on loopback). No admin listener when absent.
+    pub admin: Option<String>,
+    /// Seconds to let open connections finish after SIGTERM/SIGINT before closing them.
+    pub drain_timeout_secs: Option<f64>,
+    /// Seconds between checks of the certificate, key, CA, CRL and config files for
+    /// changes (content hash, so in-place writes are seen). Default 1.
+    pub reload_interval_secs: Option<f64>,
+    /// Server-mode listeners: terminate mTLS and forward to a plaintext backend.
+    pub server: Vec<ServerListenerConfig>,
+    /// Client-mode listeners: accept plaintext locally and originate mTLS to a target.
+    pub client: Vec<ClientListenerConfig>,
+}
+
+/// One server-mode listener (`twoway proxy server`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerListenerConfig {
+    /// Name used in logs and metrics (default: the listen address).
+    pub name: Option<String>,
+    /// Address to accept mTLS on, e.g. `0.0.0.0:8443`.
+    pub listen: String,
+    /// Where to forward: `HOST:PORT` over TCP, or `unix:/path/to.sock`.
+    pub backend: String,
+    /// PEM certificate chain presented to clients (leaf first).
+    pub cert: PathBuf,
+    /// PEM private key of the certificate (PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+    /// PEM bundle of the CAs client certificates must chain to.
+    pub client_ca: PathBuf,
+    /// CRLs consulted on every handshake: file paths (PEM or DER) or `http://` URLs.
+    pub crl: Vec<String>,
+    /// Seconds between fetches of CRL URLs (default 300).
+    pub crl_refresh_secs: Option<f64>,
+    /// Identity rules for the whole listener (checked during the handshake). Empty allows
+    /// every client with a valid certificate. Syntax: `spiffe://…`, `uri:`, `dns:`, `ip:`,
+    /// `cn:`, `ou:`, `issuer:SHA256HEX`, with `*`/`?` globs.
+    pub allow: Vec<String>,
+    /// HTTP mode: terminate HTTP/1.1 and HTTP/2, pool keep-alive connections to the backend,
+    /// authorize per route and add identity headers. TCP mode (bytes as-is) when false.
+    pub http: bool,
+    /// HTTP mode only: per-route rules, first match wins. Once any route exists, a request
+    /// that matches none is denied with 403.
+    pub route: Vec<RouteConfig>,
+    /// TCP mode only: send a PROXY protocol v2 header to the backend carrying the client
+    /// address and, as TLVs, the TLS details and the peer identity.
+    pub proxy_protocol: bool,
+    /// Also accept TLS 1.2 (TLS 1.3 only by default).
+    pub tls12: bool,
+    /// Allow session resumption (off by default: every connection is a full handshake
+    /// with its client certificate checked against the current CA, CRLs and rules).
+    pub resumption: bool,
+    /// Seconds a client has to complete the TLS handshake (default 10).
+    pub handshake_timeout_secs: Option<f64>,
+    /// Seconds without a byte in either direction before a connection is closed
+    /// (default 300).
+    pub idle_timeout_secs: Option<f64>,
+    /// Most concurrent connections; further ones are closed at once (default 10000).
+    pub max_connections: Option<usize>,
+}
+
+/// One HTTP route rule.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix this route covers, e.g. `/admin/` (default `/`).
+    pub prefix: String,
+    /// HTTP methods covered (any when empty), e.g. `["GET", "HEAD"]`.
+    pub methods: Vec<String>,
+    /// Identity rules for this route; empty allows every client the listener accepted.
+    pub allow: Vec<String>,
+}
+
+/// One client-mode listener (`twoway proxy client`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientListenerConfig {
+    /// Name used in logs and metrics (default: the listen address).
+    pub name: Option<String>,
+    /// Local plaintext address to accept on, e.g. `127.0.0.1:15001`.
+    pub listen: String,
+    /// The mTLS server to connect to, `HOST:PORT`.
+    pub target: String,
+    /// PEM client certificate chain presented to the target.
+    pub cert: PathBuf,
+    /// PEM private key of the client certificate.
+    pub key: PathBuf,
+    /// PEM bundle of the CAs the target's certificate must chain to.
+    pub server_ca: PathBuf,
+    /// CRLs checked against the server certificate: file paths or `http://` URLs.
+    pub crl: Vec<String>,
+    /// Seconds between fetches of CRL URLs (default 300).
+    pub crl_refresh_secs: Option<f64>,
+    /// Name to verify in the server certificate and send as SNI (default: the target host).
+    pub server_name: Option<String>,
+    /// Identity rules the server certificate must match (e.g. `spiffe://…/ns/prod/sa/api`).
+    pub expect_server: Vec<String>,
+    /// Also allow TLS 1.2.
+    pub tls12: bool,
+    /// Seconds for TCP connect plus TLS handshake to the target (default 10).
+    pub handshake_timeout_secs: Option<f64>,
+    /// Seconds without a byte in either direction before closing (default 300).
+    pub idle_timeout_secs: Option<f64>,
+    /// Most concurrent connections (default 10000).
+    pub max_connections: Option<usize>,
+}
+
+impl ProxyConfig {
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str) -> Result<Self, ProxyError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Makes every relative file path absolute against `base` (the config file's folder).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        let fix_crl = |c: &mut String| {
+            if !c.starts_with("http://") && !c.starts_with("https://") && Path::new(c).is_relative()
+            {
+                *c = base.join(&*c).to_string_lossy().into_owned();
+            }
+        };
+        for s in &mut self.server {
+            fix(&mut s.cert);
+            fix(&mut s.key);
+            fix(&mut s.client_ca);
+            s.crl.iter_mut().for_each(fix_crl);
+            if let Some(path) = s.backend.strip_prefix("unix:") {
+                if Path::new(path).is_relative() {
+                    s.backend = format!("unix:{}", base.join(path).display());
+                }
+            }
+        }
+        for c in &mut self.client {
+            fix(&mut c.cert);
+            fix(&mut c.key);
+            fix(&mut c.server_ca);
+            c.crl.iter_mut().for_each(fix_crl);
+        }
+    }
+}
+
+/// Where a server listener forwards to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `HOST:PORT` over TCP (resolved at connect time).
+    Tcp(String),
+    /// A Unix stream socket.
+    Unix(PathBuf),
+}
+
+impl Backend {
+    fn parse(s: &str) -> Result<Self, ProxyError> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err(ProxyError::Config(
+                    "backend \"unix:\" needs a socket path, e.g. unix:/run/app.sock".into(),
+                ));
+            }
+            return Ok(Backend::Unix(PathBuf::from(p)));
+        }
+        check_host_port("backend", s)?;
+        Ok(Backend::Tcp(s.to_owned()))
+    }
+
+    /// The authority used for the backend in HTTP mode.
+    pub(crate) fn authority(&self) -> &str {
+        match self {
+            Backend::Tcp(a) => a,
+            Backend::Unix(_) => "localhost",
+        }
+    }
+}
+
+fn check_host_port(key: &str, s: &str) -> Result<(), ProxyError> {
+    let ok = s
+        .rsplit_once(':')
+        .map(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(ProxyError::Config(format!(
+            "{key} {s:?} is not HOST:PORT (e.g. 127.0.0.1:8080)"
+        )))
+    }
+}
+
+fn parse_listen(key: &str, s: &str) -> Result<SocketAddr, ProxyError> {
+    s.parse().map_err(|_| {
+        ProxyError::Config(format!(
+            "{key} {s:?} is not an IP:PORT socket address (e.g. 0.0.0.0:8443 or [::]:8443)"
+        ))
+    })
+}
+
+fn secs(key: &str, v: Option<f64>, default: f64) -> Result<Duration, ProxyError> {
+    let v = v.unwrap_or(default);
+    if !(v.is_finite() && v > 0.0 && v < 1e9) {
+        return Err(ProxyError::Config(format!(
+            "{key} = {v} must be a positive number of seconds"
+        )));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// A CRL source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CrlSource {
+    /// A local file, re-read on change.
+    File(PathBuf),
+    /// An `http://` URL, fetched on an interval.
+    Url(String),
+}
+
+fn parse_crls(items: &[String]) -> Result<Vec<CrlSource>, ProxyError> {
+    items
+        .iter()
+        .map(|c| {
+            if c.starts_with("https://") {
+                Err(ProxyError::Config(format!(
+                    "CRL URL {c:?}: only http:// is supported (CRLs are signed; serve them over plain HTTP)"
+                )))
+            } else if c.starts_with("http://") {
+                Ok(CrlSource::Url(c.clone()))
+            } else if c.is_empty() {
+                Err(ProxyError::Config("empty CRL entry".into()))
+            } else {
+                Ok(CrlSource::File(PathBuf::from(c)))
+            }
+        })
+        .collect()
+}
+
+fn parse_policy(listener: &str, key: &str, rules: &[String]) -> Result<Policy, ProxyError> {
+    Policy::parse(rules)
+        .map_err(|e| ProxyError::Config(format!("listener {listener:?}, {key}: {e}")))
+}
+
+fn require_path(listener: &str, key: &str, p: &Path) -> Result<(), ProxyError> {
+    if p.as_os_str().is_empty() {
+        Err(ProxyError::Config(format!(
+            "listener {listener:?}: missing {key} (a PEM file path)"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// A route after validation.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// Path prefix.
+    pub prefix: String,
+    /// Methods (any when empty), upper-case.
+    pub methods: Vec<http::Method>,
+    /// Rules.
+    pub policy: Policy,
+}
+
+/// The routes of an HTTP listener.
+#[derive(Clone, Debug, Default)]
+pub struct Routes {
+    /// In order; first match wins.
+    pub routes: Vec<Route>,
+}
+
+impl Routes {
+    /// Finds the route for a request: `None` means "no route matched".
+    pub fn find(&self, method: &http::Method, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| {
+            path.starts_with(&r.prefix) && (r.methods.is_empty() || r.methods.contains(method))
+        })
+    }
+}
+
+fn parse_routes(listener: &str, routes: &[RouteConfig]) -> Result<Routes, ProxyError> {
+    let mut out = Vec::new();
+    for (i, r) in routes.iter().enumerate() {
+        let prefix = if r.prefix.is_empty() {
+            "/".to_owned()
+        } else {
+            r.prefix.clone()
+        };
+        if !prefix.starts_with('/') {
+            return Err(ProxyError::Config(format!(
+                "listener {listener:?}, route {i}: prefix {prefix:?} must start with '/'"
+            )));
+        }
+        let mut methods = Vec::new();
+        for m in &r.methods {
+            let m = http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                ProxyError::Config(format!(
+                    "listener {listener:?}, route {i}: {m:?} is not an HTTP method"
+                ))
+            })?;
+            methods.push(m);
+        }
+        out.push(Route {
+            prefix,
+            methods,
+            policy: parse_policy(listener, &format!("route {i} allow"), &r.allow)?,
+        });
+    }
+    Ok(Routes { routes: out })
+}
+
+/// A server listener after validation.
+#[derive(Clone, Debug)]
+pub struct ServerSpec {
+    /// Name for logs and metrics.
+    pub name: String,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Backend.
+    pub backend: Backend,
+    /// Certificate chain file.
+    pub cert: PathBuf,
+    /// Key file.
+    pub key: PathBuf,
+    /// Client CA bundle file.
+    pub client_ca: PathBuf,
+    /// CRL sources.
+    pub crls: Vec<CrlSource>,
+    /// CRL URL refresh interval.
+    pub crl_refresh: Duration,
+    /// Listener rules.
+    pub policy: Policy,
+    /// HTTP mode.
+    pub http: bool,
+    /// Routes (HTTP mode).
+    pub routes: Routes,
+    /// PROXY protocol v2 to the backend (TCP mode).
+    pub proxy_protocol: bool,
+    /// TLS options.
+    pub tls: twoway_tls::TlsOptions,
+    /// Handshake timeout.
+    pub handshake_timeout: Duration,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+    /// Connection limit.
+    pub max_connections: usize,
+}
+
+/// A client listener after validation.
+#[derive(Clone, Debug)]
+pub struct ClientSpec {
+    /// Name for logs and metrics.
+    pub name: String,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Target `HOST:PORT`.
+    pub target: String,
+    /// Name verified in the server certificate and sent as SNI.
+    pub server_name: rustls::pki_types::ServerName<'static>,
+    /// Client certificate chain file.
+    pub cert: PathBuf,
+    /// Key file.
+    pub key: PathBuf,
+    /// Server CA bundle file.
+    pub server_ca: PathBuf,
+    /// CRL sources.
+    pub crls: Vec<CrlSource>,
+    /// CRL URL refresh interval.
+    pub crl_refresh: Duration,
+    /// Rules for the server identity.
+    pub policy: Policy,
+    /// TLS options.
+    pub tls: twoway_tls::TlsOptions,
+    /// Connect + handshake timeout.
+    pub handshake_timeout: Duration,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+    /// Connection limit.
+    pub max_connections: usize,
+}
+
+/// The whole configuration after validation.
+#[derive(Clone, Debug)]
+pub struct ValidConfig {
+    /// Admin listener address.
+    pub admin: Option<SocketAddr>,
+    /// Drain deadline.
+    pub drain_timeout: Duration,
+    /// File poll interval.
+    pub reload_interval: Duration,
+    /// Server listeners.
+    pub servers: Vec<ServerSpec>,
+    /// Client listeners.
+    pub clients: Vec<ClientSpec>,
+}
+
+impl ServerListenerConfig {
+    /// Validates this listener.
+    pub fn validate(&self) -> Result<ServerSpec, ProxyError> {
+        let listen = parse_listen("listen", &self.listen)?;
+        let name = self.name.clone().unwrap_or_else(|| self.listen.clone());
+        if self.backend.is_empty() {
+            return Err(ProxyError::Config(format!(
+                "listener {name:?}: missing backend (HOST:PORT or unix:/path)"
+            )));
+        }
+        let backend = Backend::parse(&self.backend)?;
+        require_path(&name, "cert", &self.cert)?;
+        require_path(&name, "key", &self.key)?;
+        require_path(&name, "client_ca", &self.client_ca)?;
+        if !self.http && !self.route.is_empty() {
+            return Err(ProxyError::Config(format!(
+                "listener {name:?}: routes need HTTP mode (http = true / --http)"
+            )));
+        }
+        if self.http && self.proxy_protocol {
+            return Err(ProxyError::Config(format!(
+                "listener {name:?}: proxy_protocol is for TCP mode; HTTP mode sends identity headers instead"
+            )));
+        }
+        let alpn = if self.http {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            Vec::new()
+        };
+        let max_connections = self.max_connections.unwrap_or(10_000);
+        if max_connections == 0 {
+            return Err(ProxyError::Config(format!(
+                "listener {name:?}: max_connections must be at least 1"
+            )));
+        }
+        Ok(ServerSpec {
+            listen,
+            backend,
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            client_ca: self.client_ca.clone(),
+            crls: parse_crls(&self.crl)?,
+            crl_refresh: secs("crl_refresh_secs", self.crl_refresh_secs, 300.0)?,
+            policy: parse_policy(&name, "allow", &self.allow)?,
+            http: self.http,
+            routes: parse_routes(&name, &self.route)?,
+            proxy_protocol: self.proxy_protocol,
+            tls: twoway_tls::TlsOptions {
+                tls12: self.tls12,
+                alpn,
+                resumption: self.resumption,
+            },
+            handshake_timeout: secs("handshake_timeout_secs", self.handshake_timeout_secs, 10.0)?,
+            idle_timeout: secs("idle_timeout_secs", self.idle_timeout_secs, 300.0)?,
+            max_connections,
+            name,
+        })
+    }
+}
+
+impl ClientListenerConfig {
+    /// Validates this listener.
+    pub fn validate(&self) -> Result<ClientSpec, ProxyError> {
+        let listen = parse_listen("listen", &self.listen)?;
+        let name = self.name.clone().unwrap_or_else(|| self.listen.clone());
+        check_host_port("target", &self.target)?;
+        require_path(&name, "cert", &self.cert)?;
+        require_path(&name, "key", &self.key)?;
+        require_path(&name, "server_ca", &self.server_ca)?;
+        let host = match &self.server_name {
+            Some(n) => n.clone(),
+            None => {
+                let (h, _) = self.target.rsplit_once(':').unwrap_or((&self.target, ""));
+                h.trim_start_matches('[').trim_end_matches(']').to_owned()
+            }
+        };
+        let server_name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| {
+            ProxyError::Config(format!(
+                "listener {name:?}: {host:?} is not a valid server name; set server_name"
+            ))
+        })?;
+        let max_connections = self.max_connections.unwrap_or(10_000);
+        if max_connections == 0 {
+            return Err(ProxyError::Config(format!(
+                "listener {name:?}: max_connections must be at least 1"
+            )));
+        }
+        Ok(ClientSpec {
+            listen,
+            target: self.target.clone(),
+            server_name,
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            server_ca: self.server_ca.clone(),
+            crls: parse_crls(&self.crl)?,
+            crl_refresh: secs("crl_refresh_secs", self.crl_refresh_secs, 300.0)?,
+            policy: parse_policy(&name, "expect_server", &self.expect_server)?,
+            tls: twoway_tls::TlsOptions {
+                tls12: self.tls12,
+                alpn: Vec::new(),
+                resumption: false,
+            },
+            handshake_timeout: secs("handshake_timeout_secs", self.handshake_timeout_secs, 10.0)?,
+            idle_timeout: secs("idle_timeout_secs", self.idle_timeout_secs, 300.0)?,
+            max_connections,
+            name,
+        })
+    }
+}
+
+impl ProxyConfig {
+    /// Validates everything that can be checked without reading files.
+    pub fn validate(&self) -> Result<ValidConfig, ProxyError> {
+        if self.server.is_empty() && self.client.is_empty() {
+            return Err(ProxyError::Config(
+                "no listener: add a [[server]] or [[client]] section (or use `twoway proxy server|client`)".into(),
+            ));
+        }
+        if self.workers == Some(0) {
+            return Err(ProxyError::Config("workers must be at least 1".into()));
+        }
+        let admin = self
+            .admin
+            .as_deref()
+            .map(|a| parse_listen("admin", a))
+            .transpose()?;
+        let servers = self
+            .server
+            .iter()
+            .map(ServerListenerConfig::validate)
+            .collect::<Result<Vec<_>, _>>()?;
+        let clients = self
+            .client
+            .iter()
+            .map(ClientListenerConfig::validate)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut names: Vec<&str> = servers
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(clients.iter().map(|c| c.name.as_str()))
+            .collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ProxyError::Config(format!(
+                "two listeners are named {:?}; names must be unique",
+                w[0]
+            )));
+        }
+        let mut addrs: Vec<SocketAddr> = servers
+            .iter()
+            .map(|s| s.listen)
+            .chain(clients.iter().map(|c| c.listen))
+            .chain(admin)
+            .collect();
+        addrs.sort_unstable();
+        if let Some(w) = addrs.windows(2).find(|w| w[0] == w[1] && w[0].port() != 0) {
+            return Err(ProxyError::Config(format!(
+                "two listeners use {}; each needs its own address",
+                w[0]
+            )));
+        }
+        Ok(ValidConfig {
+            admin,
+            drain_timeout: secs("drain_timeout_secs", self.drain_timeout_secs, 10.0)?,
+            reload_interval: secs("reload_interval_secs", self.reload_interval_secs, 1.0)?,
+            servers,
+            clients,
+        })
+    }
+}

@@ -1,0 +1,40 @@
+//! twoway-proxy: the mTLS proxy behind `twoway proxy`.
+//!
+//! It puts mutual TLS in front of an application (server mode) or behind a client (client
+//! mode), built on [`twoway_tls`] for the TLS side:
+//!
+//! - [`ProxyConfig`]: the configuration tree (one TOML file or the CLI flags), validated
+//!   into [`ValidConfig`] before anything starts.
+//! - [`Proxy`]: [`Proxy::prepare`] loads and checks every certificate, key, CA bundle, CRL
+//!   and rule (this is `--check-config`); [`Proxy::run`] binds every listener, serves, hot
+//!   reloads changed files (content hash polling and SIGHUP) and drains on shutdown.
+//! - Server listeners forward verified connections byte for byte (TCP mode, optional PROXY
+//!   protocol v2 header, backend over TCP or a Unix socket) or as HTTP/1.1 and HTTP/2
+//!   requests to a pooled HTTP/1.1 backend with per-route rules and identity headers
+//!   (`X-Forwarded-Client-Cert`, `X-Client-Identity`).
+//! - [`Metrics`]: Prometheus counters served by the admin listener with `/healthz` and
+//!   `/ready`.
+//!
+//! The crate installs nothing process-wide and builds no runtime: the binary does.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod backend;
+mod client;
+pub mod config;
+pub mod copy;
+mod error;
+mod http;
+mod metrics;
+pub mod proxy_protocol;
+mod run;
+mod server;
+mod state;
+mod tracker;
+
+pub use config::{
+    ClientListenerConfig, ProxyConfig, RouteConfig, ServerListenerConfig, ValidConfig,
+};
+pub use error::{Origin, ProxyError};
+pub use metrics::Metrics;
+pub use run::Proxy;

@@ -1,0 +1,60 @@
+//! Counts open connections so shutdown can wait for them to drain.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+/// Shared counter of open connections.
+#[derive(Clone, Debug, Default)]
+pub struct Tracker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+/// Held by each connection task.
+#[derive(Debug)]
+pub struct Guard(Arc<Inner>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Tracker {
+    /// Registers a connection.
+    pub fn guard(&self) -> Guard {
+        self.inner.open.fetch_add(1, Ordering::AcqRel);
+        Guard(self.inner.clone())
+    }
+
+    /// Open connections now.
+    pub fn open(&self) -> usize {
+        self.inner.open.load(Ordering::Acquire)
+    }
+
+    /// Waits until no connection is open or `deadline` passed; returns how many are left.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        let wait = async {
+            loop {
+                let notified = self.inner.idle.notified();
+                if self.open() == 0 {
+                    return;
+                }
+                // re-check periodically in case a wake-up raced the counter
+                let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, wait).await;
+        self.open()
+    }
+}

@@ -1,0 +1,156 @@
+//! The inventory's records and queries.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+/// Where a certificate came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertSource {
+    /// Signed by this CA.
+    Issued,
+    /// Recorded from elsewhere with `cert import`.
+    Imported,
+}
+
+impl CertSource {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertSource::Issued => "issued",
+            CertSource::Imported => "imported",
+        }
+    }
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "issued" => Some(CertSource::Issued),
+            "imported" => Some(CertSource::Imported),
+            _ => None,
+        }
+    }
+}
+
+/// A certificate's stored revocation state. Expiry is derived from `not_after` when read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertStatus {
+    /// Not revoked.
+    Active,
+    /// Revoked.
+    Revoked,
+}
+
+impl CertStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertStatus::Active => "active",
+            CertStatus::Revoked => "revoked",
+        }
+    }
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(CertStatus::Active),
+            "revoked" => Some(CertStatus::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// One certificate in the inventory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CertRecord {
+    /// Serial, lower-case hex.
+    pub serial: String,
+    /// SHA-256 fingerprint of the DER, lower-case hex; the primary key.
+    pub fingerprint: String,
+    /// Subject DN.
+    pub subject: String,
+    /// Issuer DN.
+    pub issuer: String,
+    /// Subject CN, if any.
+    pub common_name: Option<String>,
+    /// SANs as `TYPE:value`.
+    pub sans: Vec<String>,
+    /// Profile (`server`, `client`, `peer`, or `ca`/`unknown` for imports).
+    pub profile: String,
+    /// Key type (`p256`, …), or `unknown`.
+    pub key_type: String,
+    /// Start of validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// The team or person responsible.
+    pub owner: Option<String>,
+    /// Free-form labels.
+    pub labels: BTreeMap<String, String>,
+    /// Where it is deployed.
+    pub location: Option<String>,
+    /// Revocation state.
+    pub status: CertStatus,
+    /// When it was revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Why it was revoked.
+    pub revocation_reason: Option<String>,
+    /// Issued here or imported.
+    pub source: CertSource,
+    /// When it was recorded.
+    #[serde(with = "time::serde::rfc3339")]
+    pub recorded_at: OffsetDateTime,
+    /// The certificate, PEM (empty in listings).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub pem: String,
+}
+
+impl CertRecord {
+    /// `active`, `revoked` or `expired` at `now`, as people see it.
+    pub fn effective_status(&self, now: OffsetDateTime) -> &'static str {
+        match self.status {
+            CertStatus::Revoked => "revoked",
+            CertStatus::Active if self.not_after <= now => "expired",
+            CertStatus::Active => "active",
+        }
+    }
+}
+
+/// Filters for listing the inventory. All given filters must hold.
+#[derive(Clone, Debug, Default)]
+pub struct CertQuery {
+    /// Only certificates valid now that expire before this instant.
+    pub expiring_before: Option<OffsetDateTime>,
+    /// Only certificates already expired.
+    pub expired: bool,
+    /// Only these statuses (`active`, `revoked`, `expired`).
+    pub status: Option<String>,
+    /// Only this owner.
+    pub owner: Option<String>,
+    /// Only certificates carrying all these labels.
+    pub labels: Vec<(String, String)>,
+    /// Only certificates with a SAN matching this glob (`*.example.internal`, `spiffe://x/*`).
+    pub san_glob: Option<String>,
+    /// Only this profile.
+    pub profile: Option<String>,
+    /// The instant "now" for expiry decisions.
+    pub now: Option<OffsetDateTime>,
+    /// Rows to skip.
+    pub offset: usize,
+    /// Most rows to return (0 = no limit).
+    pub limit: usize,
+}
+
+/// One page of results.
+#[derive(Clone, Debug, Serialize)]
+pub struct Page<T> {
+    /// The rows.
+    pub items: Vec<T>,
+    /// How many rows matched in all.
+    pub total: usize,
+    /// The offset of the first row.
+    pub offset: usize,
+    /// The page size asked for.
+    pub limit: usize,
+}

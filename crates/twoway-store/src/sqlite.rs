@@ -1,0 +1,586 @@
+//! The embedded SQLite store.
+
+use crate::audit::{chain_hash, AuditEntry, NewAudit, GENESIS_HASH};
+use crate::model::{CertQuery, CertRecord, CertSource, CertStatus, Page};
+use crate::{Error, Result, Store};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use std::path::Path;
+use std::sync::Mutex;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS certificates (
+    fingerprint TEXT PRIMARY KEY,
+    serial TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    common_name TEXT,
+    sans TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    key_type TEXT NOT NULL,
+    not_before INTEGER NOT NULL,
+    not_after INTEGER NOT NULL,
+    owner TEXT,
+    labels TEXT NOT NULL,
+    location TEXT,
+    status TEXT NOT NULL,
+    revoked_at INTEGER,
+    revocation_reason TEXT,
+    source TEXT NOT NULL,
+    recorded_at INTEGER NOT NULL,
+    pem TEXT NOT NULL,
+    UNIQUE (issuer, serial)
+);
+CREATE INDEX IF NOT EXISTS certificates_not_after ON certificates (not_after);
+CREATE INDEX IF NOT EXISTS certificates_serial ON certificates (serial);
+CREATE INDEX IF NOT EXISTS certificates_owner ON certificates (owner);
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    details TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"#;
+
+/// The embedded inventory: one SQLite file in WAL mode with `synchronous=FULL`.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the inventory at `path` and applies the schema.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> Result<Self> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with_tx<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| Error::Database("lock poisoned".into()))?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| Error::Database("lock poisoned".into()))?;
+        f(&conn)
+    }
+}
+
+fn ts(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+fn from_ts(v: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(v).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+fn append_audit_tx(tx: &Transaction<'_>, a: &NewAudit) -> Result<AuditEntry> {
+    let last: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (seq, prev_hash) = match last {
+        Some((s, h)) => (s + 1, h),
+        None => (1, GENESIS_HASH.to_string()),
+    };
+    let time = a
+        .time
+        .to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .map_err(|e| Error::Database(e.to_string()))?;
+    let details = a.details.to_string();
+    let hash = chain_hash(
+        seq, &time, &a.actor, &a.action, &a.target, &details, &prev_hash,
+    );
+    tx.execute(
+        "INSERT INTO audit_log (seq, time, actor, action, target, details, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![seq, time, a.actor, a.action, a.target, details, prev_hash, hash],
+    )?;
+    Ok(AuditEntry {
+        seq,
+        time,
+        actor: a.actor.clone(),
+        action: a.action.clone(),
+        target: a.target.clone(),
+        details,
+        prev_hash,
+        hash,
+    })
+}
+
+const CERT_COLS: &str = "fingerprint, serial, subject, issuer, common_name, sans, profile, \
+    key_type, not_before, not_after, owner, labels, location, status, revoked_at, \
+    revocation_reason, source, recorded_at";
+
+fn row_to_record(r: &Row<'_>, with_pem: bool) -> rusqlite::Result<Result<CertRecord>> {
+    let sans: String = r.get(5)?;
+    let labels: String = r.get(11)?;
+    let status: String = r.get(13)?;
+    let source: String = r.get(16)?;
+    let revoked_at: Option<i64> = r.get(14)?;
+    let pem: String = if with_pem { r.get(18)? } else { String::new() };
+    let (nb, na, rec_at): (i64, i64, i64) = (r.get(8)?, r.get(9)?, r.get(17)?);
+    let fingerprint: String = r.get(0)?;
+    let serial: String = r.get(1)?;
+    let subject: String = r.get(2)?;
+    let issuer: String = r.get(3)?;
+    let common_name: Option<String> = r.get(4)?;
+    let profile: String = r.get(6)?;
+    let key_type: String = r.get(7)?;
+    let owner: Option<String> = r.get(10)?;
+    let location: Option<String> = r.get(12)?;
+    let revocation_reason: Option<String> = r.get(15)?;
+    Ok((|| {
+        Ok(CertRecord {
+            serial,
+            fingerprint,
+            subject,
+            issuer,
+            common_name,
+            sans: serde_json::from_str(&sans).map_err(|e| Error::Corrupt(e.to_string()))?,
+            profile,
+            key_type,
+            not_before: from_ts(nb)?,
+            not_after: from_ts(na)?,
+            owner,
+            labels: serde_json::from_str(&labels).map_err(|e| Error::Corrupt(e.to_string()))?,
+            location,
+            status: CertStatus::parse(&status)
+                .ok_or_else(|| Error::Corrupt(format!("status {status:?}")))?,
+            revoked_at: revoked_at.map(from_ts).transpose()?,
+            revocation_reason,
+            source: CertSource::parse(&source)
+                .ok_or_else(|| Error::Corrupt(format!("source {source:?}")))?,
+            recorded_at: from_ts(rec_at)?,
+            pem,
+        })
+    })())
+}
+
+fn glob_match(pattern: &str, value: &str) -> bool {
+    // `*` matches any run of characters, `?` one character; case-insensitive.
+    fn inner(p: &[u8], v: &[u8]) -> bool {
+        match (p.first(), v.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => inner(&p[1..], v) || (!v.is_empty() && inner(p, &v[1..])),
+            (Some(b'?'), Some(_)) => inner(&p[1..], &v[1..]),
+            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => inner(&p[1..], &v[1..]),
+            _ => false,
+        }
+    }
+    inner(pattern.as_bytes(), value.as_bytes())
+}
+
+fn find_tx(conn: &Connection, key: &str) -> Result<CertRecord> {
+    let k = key.trim().to_ascii_lowercase().replace(':', "");
+    if k.is_empty() || !k.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::NotFound(key.to_string()));
+    }
+    let k = k.trim_start_matches("00").to_string();
+    let exact_sql =
+        format!("SELECT {CERT_COLS}, pem FROM certificates WHERE serial = ?1 OR fingerprint = ?1");
+    let mut stmt = conn.prepare(&exact_sql)?;
+    let mut rows: Vec<CertRecord> = stmt
+        .query_map([&k], |r| row_to_record(r, true))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .collect::<Result<_>>()?;
+    if rows.is_empty() && k.len() >= 8 {
+        let like = format!("{k}%");
+        let sql = format!(
+            "SELECT {CERT_COLS}, pem FROM certificates WHERE serial LIKE ?1 OR fingerprint LIKE ?1 LIMIT 2"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        rows = stmt
+            .query_map([&like], |r| row_to_record(r, true))?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+            .into_iter()
+            .collect::<Result<_>>()?;
+    }
+    match rows.len() {
+        0 => Err(Error::NotFound(key.to_string())),
+        1 => Ok(rows.remove(0)),
+        _ => Err(Error::Ambiguous(key.to_string())),
+    }
+}
+
+impl Store for SqliteStore {
+    fn insert_certificate(&self, rec: &CertRecord, audit: &NewAudit) -> Result<AuditEntry> {
+        let sans = serde_json::to_string(&rec.sans).map_err(|e| Error::Database(e.to_string()))?;
+        let labels =
+            serde_json::to_string(&rec.labels).map_err(|e| Error::Database(e.to_string()))?;
+        self.with_tx(|tx| {
+            let res = tx.execute(
+                &format!(
+                    "INSERT INTO certificates ({CERT_COLS}, pem) VALUES
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+                ),
+                params![
+                    rec.fingerprint,
+                    rec.serial,
+                    rec.subject,
+                    rec.issuer,
+                    rec.common_name,
+                    sans,
+                    rec.profile,
+                    rec.key_type,
+                    ts(rec.not_before),
+                    ts(rec.not_after),
+                    rec.owner,
+                    labels,
+                    rec.location,
+                    rec.status.as_str(),
+                    rec.revoked_at.map(ts),
+                    rec.revocation_reason,
+                    rec.source.as_str(),
+                    ts(rec.recorded_at),
+                    rec.pem,
+                ],
+            );
+            match res {
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(Error::Duplicate(format!(
+                        "{} (serial {})",
+                        rec.fingerprint, rec.serial
+                    )))
+                }
+                other => other?,
+            };
+            append_audit_tx(tx, audit)
+        })
+    }
+
+    fn find_certificate(&self, key: &str) -> Result<CertRecord> {
+        self.with_conn(|c| find_tx(c, key))
+    }
+
+    fn list_certificates(&self, q: &CertQuery) -> Result<Page<CertRecord>> {
+        let now = q.now.unwrap_or_else(OffsetDateTime::now_utc);
+        let mut sql = format!("SELECT {CERT_COLS} FROM certificates WHERE 1=1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut push = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(before) = q.expiring_before {
+            push(&mut sql, " AND not_after <= ?", ts(before).into());
+            push(&mut sql, " AND not_after > ?", ts(now).into());
+            sql.push_str(" AND status = 'active'");
+        }
+        if q.expired {
+            push(&mut sql, " AND not_after <= ?", ts(now).into());
+        }
+        match q.status.as_deref() {
+            Some("revoked") => sql.push_str(" AND status = 'revoked'"),
+            Some("active") => push(
+                &mut sql,
+                " AND status = 'active' AND not_after > ?",
+                ts(now).into(),
+            ),
+            Some("expired") => push(
+                &mut sql,
+                " AND status = 'active' AND not_after <= ?",
+                ts(now).into(),
+            ),
+            _ => {}
+        }
+        if let Some(o) = &q.owner {
+            push(&mut sql, " AND owner = ?", o.clone().into());
+        }
+        if let Some(p) = &q.profile {
+            push(&mut sql, " AND profile = ?", p.clone().into());
+        }
+        sql.push_str(" ORDER BY recorded_at DESC, fingerprint");
+        self.with_conn(|c| {
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                    row_to_record(r, false)
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut items = Vec::new();
+            for r in rows {
+                let r = r?;
+                if !q.labels.iter().all(|(k, v)| r.labels.get(k) == Some(v)) {
+                    continue;
+                }
+                if let Some(g) = &q.san_glob {
+                    let matched = r.sans.iter().any(|s| {
+                        glob_match(g, s) || s.split_once(':').is_some_and(|(_, v)| glob_match(g, v))
+                    });
+                    if !matched {
+                        continue;
+                    }
+                }
+                items.push(r);
+            }
+            let total = items.len();
+            let items: Vec<_> = items
+                .into_iter()
+                .skip(q.offset)
+                .take(if q.limit == 0 { usize::MAX } else { q.limit })
+                .collect();
+            Ok(Page {
+                items,
+                total,
+                offset: q.offset,
+                limit: q.limit,
+            })
+        })
+    }
+
+    fn revoke(
+        &self,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        reason: &str,
+        audit: &NewAudit,
+    ) -> Result<CertRecord> {
+        self.with_tx(|tx| {
+            let mut rec = find_tx(tx, fingerprint)?;
+            if rec.status == CertStatus::Revoked {
+                return Err(Error::AlreadyRevoked(rec.serial));
+            }
+            tx.execute(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ?1, revocation_reason = ?2
+                 WHERE fingerprint = ?3",
+                params![ts(at), reason, rec.fingerprint],
+            )?;
+            append_audit_tx(tx, audit)?;
+            rec.status = CertStatus::Revoked;
+            rec.revoked_at = Some(at);
+            rec.revocation_reason = Some(reason.to_string());
+            Ok(rec)
+        })
+    }
+
+    fn revoked_by_issuer(&self, issuer: &str, since: OffsetDateTime) -> Result<Vec<CertRecord>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {CERT_COLS} FROM certificates
+                 WHERE status = 'revoked' AND issuer = ?1 AND not_after > ?2 ORDER BY revoked_at"
+            ))?;
+            let rows = stmt
+                .query_map(params![issuer, ts(since)], |r| row_to_record(r, false))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().collect()
+        })
+    }
+
+    fn next_crl_number(&self, audit: &NewAudit) -> Result<u64> {
+        self.with_tx(|tx| {
+            tx.execute(
+                "INSERT INTO counters (name, value) VALUES ('crl_number', 1)
+                 ON CONFLICT (name) DO UPDATE SET value = value + 1",
+                [],
+            )?;
+            let n: i64 = tx.query_row(
+                "SELECT value FROM counters WHERE name = 'crl_number'",
+                [],
+                |r| r.get(0),
+            )?;
+            let mut a = audit.clone();
+            a.target = n.to_string();
+            append_audit_tx(tx, &a)?;
+            u64::try_from(n).map_err(|e| Error::Corrupt(e.to_string()))
+        })
+    }
+
+    fn append_audit(&self, audit: &NewAudit) -> Result<AuditEntry> {
+        self.with_tx(|tx| append_audit_tx(tx, audit))
+    }
+
+    fn audit_entries(&self, from: i64, limit: usize) -> Result<Vec<AuditEntry>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, time, actor, action, target, details, prev_hash, hash
+                 FROM audit_log WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let lim = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt
+                .query_map(params![from, lim], |r| {
+                    Ok(AuditEntry {
+                        seq: r.get(0)?,
+                        time: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        target: r.get(4)?,
+                        details: r.get(5)?,
+                        prev_hash: r.get(6)?,
+                        hash: r.get(7)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn count_by_status(&self) -> Result<Vec<(String, u64)>> {
+        let now = ts(OffsetDateTime::now_utc());
+        self.with_conn(|c| {
+            let mut stmt = c.prepare(
+                "SELECT CASE WHEN status = 'revoked' THEN 'revoked'
+                             WHEN not_after <= ?1 THEN 'expired' ELSE 'active' END AS s,
+                        COUNT(*) FROM certificates GROUP BY s ORDER BY s",
+            )?;
+            let rows = stmt
+                .query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows
+                .into_iter()
+                .map(|(s, n)| (s, n.max(0) as u64))
+                .collect())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::verify_chain;
+
+    fn rec(fp: &str, serial: &str) -> CertRecord {
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        CertRecord {
+            serial: serial.into(),
+            fingerprint: fp.into(),
+            subject: "".into(),
+            issuer: "CN=I".into(),
+            common_name: None,
+            sans: vec!["DNS:a.example.internal".into()],
+            profile: "server".into(),
+            key_type: "p256".into(),
+            not_before: now,
+            not_after: now + time::Duration::days(30),
+            owner: Some("team-a".into()),
+            labels: [("env".to_string(), "prod".to_string())].into(),
+            location: None,
+            status: CertStatus::Active,
+            revoked_at: None,
+            revocation_reason: None,
+            source: CertSource::Issued,
+            recorded_at: now,
+            pem: "PEM".into(),
+        }
+    }
+
+    fn audit(action: &str) -> NewAudit {
+        NewAudit {
+            actor: "test".into(),
+            action: action.into(),
+            target: "x".into(),
+            details: serde_json::json!({}),
+            time: OffsetDateTime::now_utc(),
+        }
+    }
+
+    #[test]
+    fn insert_find_revoke_list_and_chain() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.insert_certificate(&rec("aa11aa11aa11", "0102030405"), &audit("cert.issue"))
+            .unwrap();
+        s.insert_certificate(&rec("bb22bb22bb22", "0a0b0c0d0e"), &audit("cert.issue"))
+            .unwrap();
+        assert!(matches!(
+            s.insert_certificate(&rec("aa11aa11aa11", "99"), &audit("cert.issue")),
+            Err(Error::Duplicate(_))
+        ));
+        // a failed insert leaves no audit entry
+        assert_eq!(s.audit_entries(1, 100).unwrap().len(), 2);
+        assert_eq!(s.find_certificate("0102030405").unwrap().pem, "PEM");
+        assert_eq!(s.find_certificate("bb22bb22").unwrap().serial, "0a0b0c0d0e");
+        assert!(matches!(
+            s.find_certificate("ffff"),
+            Err(Error::NotFound(_))
+        ));
+        s.revoke(
+            "aa11aa11aa11",
+            OffsetDateTime::now_utc(),
+            "superseded",
+            &audit("cert.revoke"),
+        )
+        .unwrap();
+        assert!(matches!(
+            s.revoke(
+                "aa11aa11aa11",
+                OffsetDateTime::now_utc(),
+                "superseded",
+                &audit("x")
+            ),
+            Err(Error::AlreadyRevoked(_))
+        ));
+        let q = CertQuery {
+            status: Some("revoked".into()),
+            now: Some(OffsetDateTime::from_unix_timestamp(1_700_000_100).unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(s.list_certificates(&q).unwrap().total, 1);
+        let q = CertQuery {
+            san_glob: Some("*.example.internal".into()),
+            ..Default::default()
+        };
+        assert_eq!(s.list_certificates(&q).unwrap().total, 2);
+        let q = CertQuery {
+            labels: vec![("env".into(), "dev".into())],
+            ..Default::default()
+        };
+        assert_eq!(s.list_certificates(&q).unwrap().total, 0);
+        assert_eq!(s.next_crl_number(&audit("crl.sign")).unwrap(), 1);
+        assert_eq!(s.next_crl_number(&audit("crl.sign")).unwrap(), 2);
+        let entries = s.audit_entries(1, 100).unwrap();
+        assert_eq!(entries.len(), 5);
+        assert!(verify_chain(&entries).is_empty());
+        // tamper: alter one entry, drop another
+        let mut altered = entries.clone();
+        altered[1].actor = "mallory".into();
+        assert_eq!(verify_chain(&altered)[0].seq, 2);
+        let mut removed = entries.clone();
+        removed.remove(2);
+        assert!(!verify_chain(&removed).is_empty());
+    }
+}

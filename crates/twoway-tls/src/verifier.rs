@@ -1,0 +1,243 @@
+//! Certificate verifiers: webpki chain and CRL checks, then the identity rules.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use crate::identity::{IssuerIndex, PeerIdentity};
+use crate::material::TrustBundle;
+use crate::rules::{Decision, Policy};
+use crate::Error;
+
+/// How peers of one side are verified: the CA bundle, the CRLs and the identity rules.
+#[derive(Clone, Debug)]
+pub struct PeerAuth {
+    /// The trust anchors peer chains must lead to.
+    pub trust: TrustBundle,
+    /// CRLs consulted on every handshake (end-entity certificates only; a leaf whose issuer
+    /// has no CRL here is accepted).
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// Identity rules applied after the chain verified; empty allows every verified peer.
+    pub policy: Policy,
+}
+
+impl PeerAuth {
+    /// Trust `trust`, no CRL, no rule.
+    pub fn new(trust: TrustBundle) -> Self {
+        Self {
+            trust,
+            crls: Vec::new(),
+            policy: Policy::allow_all(),
+        }
+    }
+}
+
+/// Evaluates `policy` for a verified leaf; shared by both verifiers.
+#[derive(Debug)]
+struct RuleCheck {
+    policy: Policy,
+    issuers: Option<IssuerIndex>,
+}
+
+impl RuleCheck {
+    fn new(auth: &PeerAuth) -> Self {
+        let issuers = auth
+            .policy
+            .needs_issuers()
+            .then(|| IssuerIndex::new(auth.trust.certificates()));
+        Self {
+            policy: auth.policy.clone(),
+            issuers,
+        }
+    }
+
+    fn check(
+        &self,
+        side: &'static str,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<(), rustls::Error> {
+        if self.policy.is_empty() {
+            return Ok(());
+        }
+        let mut id = PeerIdentity::from_leaf(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        if let Some(index) = &self.issuers {
+            id.issuer_sha256 = index.issuer_chain(end_entity, intermediates);
+        }
+        match self.policy.evaluate(&id) {
+            Decision::Denied => {
+                tracing::info!(
+                    side,
+                    peer = id.primary(),
+                    subject = %id.subject,
+                    decision = "deny",
+                    "peer identity matched no rule"
+                );
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ))
+            }
+            Decision::Allowed(rule) => {
+                tracing::debug!(side, peer = id.primary(), rule, decision = "allow");
+                Ok(())
+            }
+            Decision::AllowedWithoutRules => Ok(()),
+        }
+    }
+}
+
+fn verifier_error(e: impl std::fmt::Display) -> Error {
+    Error::Verifier {
+        detail: e.to_string(),
+    }
+}
+
+/// Client-certificate verifier: webpki path building to the bundle, CRL check of the end
+/// entity (unknown status allowed), then the rules. A denied identity fails the handshake
+/// with an `access_denied` alert.
+#[derive(Debug)]
+pub struct ClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    rules: RuleCheck,
+}
+
+impl ClientVerifier {
+    /// Builds the verifier. CRLs are fixed here: rebuild to pick up new ones.
+    pub fn new(auth: &PeerAuth, provider: Arc<CryptoProvider>) -> Result<Self, Error> {
+        let inner = WebPkiClientVerifier::builder_with_provider(auth.trust.roots.clone(), provider)
+            .with_crls(auth.crls.iter().cloned())
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status()
+            .build()
+            .map_err(verifier_error)?;
+        Ok(Self {
+            inner,
+            rules: RuleCheck::new(auth),
+        })
+    }
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.rules.check("client", end_entity, intermediates)?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Server-certificate verifier for the client side: webpki (chain, name, CRL of the end
+/// entity) then the rules (`--expect-server`).
+#[derive(Debug)]
+pub struct ServerVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    rules: RuleCheck,
+}
+
+impl ServerVerifier {
+    /// Builds the verifier. CRLs are fixed here: rebuild to pick up new ones.
+    pub fn new(auth: &PeerAuth, provider: Arc<CryptoProvider>) -> Result<Self, Error> {
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            auth.trust.roots.clone(),
+            provider,
+        )
+        .with_crls(auth.crls.iter().cloned())
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
+        .build()
+        .map_err(verifier_error)?;
+        Ok(Self {
+            inner,
+            rules: RuleCheck::new(auth),
+        })
+    }
+}
+
+impl ServerCertVerifier for ServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ok = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        self.rules.check("server", end_entity, intermediates)?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}

@@ -1,0 +1,176 @@
+//! `twoway`: the one binary. It parses argv and env, builds runtimes, prints, and chooses
+//! exit codes; everything else lives in the library crates.
+#![forbid(unsafe_code)]
+
+mod cmd_ca;
+mod cmd_cert;
+mod inspect;
+mod output;
+mod proxy_cmd;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit codes (sysexits.h where one fits).
+pub mod exit {
+    /// Something went wrong that has no better code.
+    pub const FAILURE: u8 = 1;
+    /// `cert check` found certificates expiring within the window.
+    pub const EXPIRING: u8 = 1;
+    /// Command line or configuration error.
+    pub const USAGE: u8 = 64;
+    /// Bad input data: a CSR, a certificate file, a name outside policy.
+    pub const DATAERR: u8 = 65;
+    /// Something asked for does not exist: a serial, a CA directory, a file.
+    pub const NOINPUT: u8 = 66;
+    /// Internal error.
+    pub const SOFTWARE: u8 = 70;
+    /// Cannot create an output: it exists, or the state forbids it.
+    pub const CANTCREAT: u8 = 73;
+    /// File system error.
+    pub const IOERR: u8 = 74;
+    /// Key could not be unlocked: wrong or missing passphrase.
+    pub const NOPERM: u8 = 77;
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  twoway quickstart ./demo                      a CA, a server and a client certificate, and
+                                                the commands that show mTLS working
+  twoway ca init --name \"Example Corp\" --permit-dns example.internal
+  twoway cert issue --profile server --san DNS:api.example.internal --owner team-api --out ./api
+  twoway cert list --expiring 30d
+  twoway proxy server --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\
+      --cert chain.pem --key key.pem --client-ca ca.pem
+
+Exit codes: 0 ok, 1 failure (or `cert check` found expiring certificates), 64 usage or
+configuration error, 65 bad input data, 66 not found, 73 output exists, 74 I/O error,
+77 key could not be unlocked.";
+
+/// Mutual TLS made easy: a private CA, certificate lifecycle and inventory, and an mTLS proxy.
+#[derive(Parser, Debug)]
+#[command(name = "twoway", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by every command that uses a local CA.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CaOpts {
+    /// The CA directory.
+    #[arg(
+        long,
+        env = "TWOWAY_CA_DIR",
+        default_value = "./twoway-ca",
+        global = true
+    )]
+    pub ca_dir: PathBuf,
+    /// File holding the passphrase of encrypted CA keys (first line).
+    #[arg(long, env = "TWOWAY_PASSPHRASE_FILE", global = true)]
+    pub passphrase_file: Option<PathBuf>,
+    /// Who is acting, for the audit log (default: cli:$USER@host).
+    #[arg(long, env = "TWOWAY_ACTOR", global = true)]
+    pub actor: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create or inspect the certificate authority.
+    #[command(subcommand)]
+    Ca(cmd_ca::CaCommand),
+    /// Issue, sign, list, inspect, import and revoke certificates.
+    #[command(subcommand)]
+    Cert(cmd_cert::CertCommand),
+    /// Sign a certificate revocation list.
+    Crl(cmd_ca::CrlArgs),
+    /// Read and verify the audit log.
+    #[command(subcommand)]
+    Audit(cmd_ca::AuditCommand),
+    /// Zero to a working mTLS pair in one command.
+    Quickstart(cmd_ca::QuickstartArgs),
+    /// Put mutual TLS in front of an app (server) or behind a client (client).
+    Proxy(proxy_cmd::ProxyArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(exit::USAGE),
+            };
+        }
+    };
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let result = match cli.command {
+        Command::Ca(c) => cmd_ca::run_ca(c),
+        Command::Cert(c) => cmd_cert::run(c),
+        Command::Crl(c) => cmd_ca::run_crl(c),
+        Command::Audit(c) => cmd_ca::run_audit(c),
+        Command::Quickstart(c) => cmd_ca::run_quickstart(c),
+        Command::Proxy(c) => proxy_cmd::run(c).map(|_| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// Maps an error to its exit code by the kind of its root.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use twoway_ca::ErrorKind as K;
+    for cause in e.chain() {
+        if let Some(ca) = cause.downcast_ref::<twoway_ca::Error>() {
+            return match ca.kind() {
+                K::BadInput => exit::DATAERR,
+                K::Config => exit::USAGE,
+                K::NotFound => exit::NOINPUT,
+                K::Conflict => exit::CANTCREAT,
+                K::Permission => exit::NOPERM,
+                K::Io => exit::IOERR,
+                _ => exit::SOFTWARE,
+            };
+        }
+        if let Some(p) = cause.downcast_ref::<twoway_pki::Error>() {
+            return match p {
+                twoway_pki::Error::WrongPassphrase | twoway_pki::Error::PassphraseRequired => {
+                    exit::NOPERM
+                }
+                _ => exit::DATAERR,
+            };
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return exit::USAGE;
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return exit::IOERR;
+        }
+    }
+    exit::FAILURE
+}
+
+/// A command-line mistake found after parsing (exit 64).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Shorthand for a usage error.
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg.into()))
+}

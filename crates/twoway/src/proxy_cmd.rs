@@ -1,0 +1,290 @@
+//! `twoway proxy`: mutual TLS in front of an app (server) or behind a client (client).
+//!
+//! This module only maps flags (or a TOML file) to [`twoway_proxy::ProxyConfig`], builds
+//! the runtime and waits for SIGTERM/SIGINT; the proxy itself lives in `twoway-proxy`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use twoway_proxy::{ClientListenerConfig, Proxy, ProxyConfig, ServerListenerConfig};
+
+const AFTER_HELP: &str = "\
+Examples:
+  # mTLS in front of a local app; only prod workloads may connect
+  twoway proxy server --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\
+      --cert chain.pem --key key.pem --client-ca ca.pem \\
+      --allow 'spiffe://example.org/ns/prod/*' --http --admin 127.0.0.1:9901
+
+  # a local plaintext port that reaches the server above over mTLS
+  twoway proxy client --listen 127.0.0.1:15001 --target api.example.internal:8443 \\
+      --cert client.pem --key client.key --server-ca ca.pem \\
+      --expect-server 'spiffe://example.org/ns/prod/sa/api'
+
+  # several listeners from one file (see docs/proxy.example.toml); validate first
+  twoway proxy --config proxy.toml --check-config
+  twoway proxy --config proxy.toml
+
+Rules (--allow, --expect-server): spiffe://… or uri:GLOB, dns:GLOB, ip:GLOB, cn:GLOB,
+ou:GLOB, issuer:SHA256HEX; '*' matches any run of characters ('*' in dns: stays inside
+one label). With no rule every client holding a valid certificate is accepted; once a
+rule exists, a client must match one.
+
+Certificates, keys, CA bundles, CRL files and the config file are re-read when their
+content changes (checked every second) and on SIGHUP; a broken file keeps the running
+configuration. SIGTERM/SIGINT stop accepting and let connections finish (--drain-timeout).
+Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=twoway::access=info,warn).";
+
+/// Put mutual TLS in front of an app or behind a client.
+#[derive(clap::Args, Debug)]
+#[command(after_help = AFTER_HELP, subcommand_negates_reqs = true)]
+pub struct ProxyArgs {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// Run the listeners of a TOML file (see docs/proxy.example.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Load and check the configuration and every file it names, then exit.
+    #[arg(long, global = true)]
+    check_config: bool,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long, global = true, value_name = "N")]
+    workers: Option<usize>,
+    /// Admin listener for /metrics, /healthz and /ready (plain HTTP; keep it on loopback).
+    #[arg(long, global = true, value_name = "ADDR")]
+    admin: Option<String>,
+    /// Seconds open connections get to finish after SIGTERM/SIGINT.
+    #[arg(long, global = true, value_name = "SECS")]
+    drain_timeout: Option<f64>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Mode {
+    /// Terminate mTLS and forward to a plaintext backend.
+    Server(ServerArgs),
+    /// Accept plaintext locally and originate mTLS to a target.
+    Client(ClientArgs),
+}
+
+/// Flags of `twoway proxy server`; each has the same-named key in a `[[server]]` table.
+#[derive(clap::Args, Debug)]
+struct ServerArgs {
+    /// Address to accept mTLS on.
+    #[arg(long, value_name = "ADDR")]
+    listen: String,
+    /// Backend: HOST:PORT, or unix:/path/to.sock.
+    #[arg(long, value_name = "ADDR")]
+    backend: String,
+    /// PEM certificate chain presented to clients (leaf first).
+    #[arg(long, value_name = "FILE")]
+    cert: PathBuf,
+    /// PEM private key of the certificate.
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// PEM bundle of the CAs client certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    client_ca: PathBuf,
+    /// CRL file (PEM or DER) or http:// URL; repeatable.
+    #[arg(long, value_name = "FILE|URL")]
+    crl: Vec<String>,
+    /// Seconds between fetches of CRL URLs.
+    #[arg(long, value_name = "SECS")]
+    crl_refresh: Option<f64>,
+    /// Identity rule a client must match; repeatable.
+    #[arg(long, value_name = "RULE")]
+    allow: Vec<String>,
+    /// HTTP mode (HTTP/1.1 and HTTP/2, identity headers); TCP mode otherwise.
+    #[arg(long)]
+    http: bool,
+    /// TCP mode: send a PROXY protocol v2 header with the client address and identity.
+    #[arg(long)]
+    proxy_protocol: bool,
+    /// Also accept TLS 1.2.
+    #[arg(long)]
+    tls12: bool,
+    /// Allow TLS session resumption (off: every connection is a full handshake).
+    #[arg(long)]
+    resumption: bool,
+    /// Seconds allowed for the TLS handshake.
+    #[arg(long, value_name = "SECS")]
+    handshake_timeout: Option<f64>,
+    /// Seconds without traffic before a connection is closed.
+    #[arg(long, value_name = "SECS")]
+    idle_timeout: Option<f64>,
+    /// Most concurrent connections.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+}
+
+/// Flags of `twoway proxy client`; each has the same-named key in a `[[client]]` table.
+#[derive(clap::Args, Debug)]
+struct ClientArgs {
+    /// Local plaintext address to accept on.
+    #[arg(long, value_name = "ADDR")]
+    listen: String,
+    /// mTLS server to connect to, HOST:PORT.
+    #[arg(long, value_name = "ADDR")]
+    target: String,
+    /// PEM client certificate chain.
+    #[arg(long, value_name = "FILE")]
+    cert: PathBuf,
+    /// PEM private key of the client certificate.
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// PEM bundle of the CAs the server certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    server_ca: PathBuf,
+    /// Name to verify in the server certificate and send as SNI (default: target host).
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
+    /// Identity rule the server certificate must match; repeatable.
+    #[arg(long, value_name = "RULE")]
+    expect_server: Vec<String>,
+    /// CRL file or http:// URL checked against the server certificate; repeatable.
+    #[arg(long, value_name = "FILE|URL")]
+    crl: Vec<String>,
+    /// Also allow TLS 1.2.
+    #[arg(long)]
+    tls12: bool,
+    /// Seconds for connect plus handshake to the target.
+    #[arg(long, value_name = "SECS")]
+    handshake_timeout: Option<f64>,
+    /// Seconds without traffic before a connection is closed.
+    #[arg(long, value_name = "SECS")]
+    idle_timeout: Option<f64>,
+    /// Most concurrent connections.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+}
+
+fn build_config(args: &ProxyArgs) -> anyhow::Result<(ProxyConfig, Option<PathBuf>)> {
+    let mut cfg = match (&args.config, &args.mode) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "use either --config FILE or `twoway proxy server|client` flags, not both"
+        ),
+        (None, None) => anyhow::bail!(
+            "nothing to run: use `twoway proxy server …`, `twoway proxy client …` or `twoway proxy --config FILE` (see --help)"
+        ),
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            let mut cfg = ProxyConfig::from_toml(&text)
+                .with_context(|| format!("config file {}", path.display()))?;
+            if let Some(dir) = path.parent() {
+                cfg.resolve_paths(dir);
+            }
+            cfg
+        }
+        (None, Some(Mode::Server(s))) => ProxyConfig {
+            server: vec![ServerListenerConfig {
+                name: None,
+                listen: s.listen.clone(),
+                backend: s.backend.clone(),
+                cert: s.cert.clone(),
+                key: s.key.clone(),
+                client_ca: s.client_ca.clone(),
+                crl: s.crl.clone(),
+                crl_refresh_secs: s.crl_refresh,
+                allow: s.allow.clone(),
+                http: s.http,
+                route: Vec::new(),
+                proxy_protocol: s.proxy_protocol,
+                tls12: s.tls12,
+                resumption: s.resumption,
+                handshake_timeout_secs: s.handshake_timeout,
+                idle_timeout_secs: s.idle_timeout,
+                max_connections: s.max_connections,
+            }],
+            ..ProxyConfig::default()
+        },
+        (None, Some(Mode::Client(c))) => ProxyConfig {
+            client: vec![ClientListenerConfig {
+                name: None,
+                listen: c.listen.clone(),
+                target: c.target.clone(),
+                cert: c.cert.clone(),
+                key: c.key.clone(),
+                server_ca: c.server_ca.clone(),
+                crl: c.crl.clone(),
+                crl_refresh_secs: None,
+                server_name: c.server_name.clone(),
+                expect_server: c.expect_server.clone(),
+                tls12: c.tls12,
+                handshake_timeout_secs: c.handshake_timeout,
+                idle_timeout_secs: c.idle_timeout,
+                max_connections: c.max_connections,
+            }],
+            ..ProxyConfig::default()
+        },
+    };
+    // Flags override the file.
+    if args.workers.is_some() {
+        cfg.workers = args.workers;
+    }
+    if args.admin.is_some() {
+        cfg.admin = args.admin.clone();
+    }
+    if args.drain_timeout.is_some() {
+        cfg.drain_timeout_secs = args.drain_timeout;
+    }
+    Ok((cfg, args.config.clone()))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            tracing::warn!("cannot install signal handlers; falling back to Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Runs `twoway proxy` until SIGTERM/SIGINT (or validates with `--check-config`).
+pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    // Harmless when the binary already installed aws-lc-rs: configs name their provider.
+    let _ = twoway_tls::provider().install_default();
+
+    let (cfg, path) = build_config(&args)?;
+    let valid = cfg.validate().context("proxy configuration")?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all().thread_name("twoway-proxy");
+    if let Some(n) = cfg.workers {
+        rt.worker_threads(n);
+    }
+    let rt = rt.build().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let proxy = Proxy::prepare(&cfg, path)
+            .await
+            .context("proxy configuration")?;
+        if args.check_config {
+            for line in proxy.summary() {
+                println!("{line}");
+            }
+            println!(
+                "configuration OK: {} listener(s){}",
+                valid.servers.len() + valid.clients.len(),
+                valid
+                    .admin
+                    .map(|a| format!(", admin on {a}"))
+                    .unwrap_or_default()
+            );
+            return Ok(());
+        }
+        proxy.run(shutdown_signal()).await.context("proxy")
+    })?;
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    Ok(())
+}
