@@ -159,8 +159,8 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
     }
     for ip in &opts.permit_ip {
         let net = ip
-            .parse::<ipnet_shim::IpNet>()
-            .or_else(|_| ip.parse::<std::net::IpAddr>().map(ipnet_shim::IpNet::from))
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| ip.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
             .map_err(|_| {
                 Error::Refused(format!(
                     "--permit-ip {ip:?} is not an IP range such as 10.0.0.0/8"
@@ -292,11 +292,6 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
     let mut ca = Ca::open(dir)?;
     ca.signer = Some(CaSigner::new(int_der, Arc::new(int_key))?);
     Ok(ca)
-}
-
-// ipnet is reached through twoway-pki's policy; parse here with std types.
-mod ipnet_shim {
-    pub use ipnet::IpNet;
 }
 
 fn open_store(path: &Path) -> Result<SqliteStore> {
@@ -659,5 +654,125 @@ impl Ca {
         }
         let problems = verify_chain(&all);
         Ok((all.len(), problems))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pass: Option<&[u8]>) -> InitOptions {
+        InitOptions {
+            name: "Test Corp".into(),
+            key_type: KeyType::P256,
+            root_ttl: Duration::days(3650),
+            intermediate_ttl: Duration::days(365),
+            permit_dns: vec!["example.internal".into()],
+            permit_ip: vec!["10.0.0.0/8".into()],
+            trust_domain: Some("example.org".into()),
+            url: Some("https://ca.example.internal:9000".into()),
+            passphrase: pass.map(|p| Zeroizing::new(p.to_vec())),
+            actor: "test".into(),
+        }
+    }
+
+    fn req(sans: &[&str], ttl_days: i64) -> IssueRequest {
+        IssueRequest {
+            profile: Profile::Server,
+            sans: sans.iter().map(|s| s.parse().unwrap()).collect(),
+            common_name: None,
+            ttl: Some(Duration::days(ttl_days)),
+            owner: Some("team".into()),
+            labels: BTreeMap::new(),
+            location: None,
+            actor: "test".into(),
+        }
+    }
+
+    #[test]
+    fn issue_revoke_crl_and_refusals() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = init(d.path(), &opts(None)).unwrap();
+        assert!(matches!(
+            init(d.path(), &opts(None)),
+            Err(Error::CaExists(_))
+        ));
+        let key = PrivateKey::generate(KeyType::P256).unwrap();
+        let issued = ca
+            .issue(
+                &req(&["DNS:api.example.internal", "IP:10.0.0.5"], 30),
+                &key.public_key_der(),
+                "cert.issue",
+            )
+            .unwrap();
+        assert_eq!(issued.info.profile, Some(Profile::Server));
+        let rec = ca.store().find_certificate(&issued.info.serial).unwrap();
+        assert_eq!(rec.owner.as_deref(), Some("team"));
+        let before = ca.audit(1, 100).unwrap().len();
+        // outside policy, beyond the issuer, beyond max_ttl: refused, nothing recorded
+        let e = ca
+            .issue(
+                &req(&["DNS:evil.com"], 30),
+                &key.public_key_der(),
+                "cert.issue",
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("DNS:evil.com"), "{e}");
+        let e = ca
+            .issue(
+                &req(&["DNS:a.example.internal"], 390),
+                &key.public_key_der(),
+                "cert.issue",
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("after the issuing CA certificate expires"),
+            "{e}"
+        );
+        let e = ca
+            .issue(
+                &req(&["URI:spiffe://other.org/x"], 30),
+                &key.public_key_der(),
+                "cert.issue",
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("spiffe://other.org/x"), "{e}");
+        assert_eq!(ca.audit(1, 100).unwrap().len(), before);
+        assert_eq!(ca.list(&CertQuery::default()).unwrap().total, 3);
+
+        ca.revoke(&issued.info.serial, Reason::KeyCompromise, "test")
+            .unwrap();
+        let (n, der) = ca.crl(None, "test").unwrap();
+        assert_eq!(n, 1);
+        let (_, crl) = x509_parser::parse_x509_crl(&der).unwrap();
+        let serials: Vec<String> = crl
+            .iter_revoked_certificates()
+            .map(|r| twoway_pki::serial_hex(r.raw_serial()))
+            .collect();
+        assert_eq!(serials, vec![issued.info.serial.clone()]);
+        let (_, problems) = ca.verify_audit().unwrap();
+        assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn encrypted_keys_need_the_passphrase() {
+        let d = tempfile::tempdir().unwrap();
+        init(d.path(), &opts(Some(b"correct horse"))).unwrap();
+        let mut ca = Ca::open(d.path()).unwrap();
+        assert!(matches!(
+            ca.unlock(None),
+            Err(Error::Pki(twoway_pki::Error::PassphraseRequired))
+        ));
+        assert!(matches!(
+            ca.unlock(Some(b"wrong")),
+            Err(Error::Pki(twoway_pki::Error::WrongPassphrase))
+        ));
+        ca.unlock(Some(b"correct horse")).unwrap();
+        let mode = fs::metadata(d.path().join(layout::INTERMEDIATE_KEY))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -231,7 +231,10 @@ fn build_config(args: &ProxyArgs) -> anyhow::Result<(ProxyConfig, Option<PathBuf
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM received"),
