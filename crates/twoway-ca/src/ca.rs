@@ -18,7 +18,7 @@ use twoway_pki::{
 };
 use twoway_store::{
     verify_chain, AuditEntry, AuditProblem, CertQuery, CertRecord, CertSource, CertStatus,
-    NewAudit, Page, SqliteStore, Store,
+    IssueExtras, NewAudit, Page, SqliteStore, Store,
 };
 use zeroize::Zeroizing;
 
@@ -309,7 +309,7 @@ pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn record_for(
+pub(crate) fn record_for(
     info: &CertInfo,
     der: &[u8],
     profile: &str,
@@ -348,6 +348,16 @@ fn record_for(
 impl Ca {
     /// Opens the CA in `dir` without unlocking its key: enough for the inventory and audit log.
     pub fn open(dir: &Path) -> Result<Ca> {
+        Self::open_inner(dir, None)
+    }
+
+    /// Opens the CA in `dir` with another inventory than its `inventory.db` (PostgreSQL, for
+    /// several replicas).
+    pub fn open_with_store(dir: &Path, store: Box<dyn Store>) -> Result<Ca> {
+        Self::open_inner(dir, Some(store))
+    }
+
+    fn open_inner(dir: &Path, store: Option<Box<dyn Store>>) -> Result<Ca> {
         let cfg_path = dir.join(layout::CONFIG);
         if !cfg_path.exists() {
             return Err(Error::NoCa(dir.to_path_buf()));
@@ -363,7 +373,10 @@ impl Ca {
             .next()
             .ok_or(twoway_pki::Error::NoPemBlock("CERTIFICATE"))?;
         let intermediate_info = CertInfo::from_der(&intermediate_der)?;
-        let store = Box::new(open_store(&dir.join(layout::DATABASE))?);
+        let store: Box<dyn Store> = match store {
+            Some(s) => s,
+            None => Box::new(open_store(&dir.join(layout::DATABASE))?),
+        };
         Ok(Ca {
             dir: dir.to_path_buf(),
             config,
@@ -387,7 +400,7 @@ impl Ca {
         Ok(())
     }
 
-    fn signer(&self) -> Result<&CaSigner> {
+    pub(crate) fn signer(&self) -> Result<&CaSigner> {
         self.signer
             .as_ref()
             .ok_or(Error::Pki(twoway_pki::Error::PassphraseRequired))
@@ -423,7 +436,7 @@ impl Ca {
         self.store.as_ref()
     }
 
-    fn urls(&self) -> RevocationUrls {
+    pub(crate) fn urls(&self) -> RevocationUrls {
         match &self.config.ca.url {
             Some(u) => RevocationUrls {
                 crl: Some(format!("{u}/crl")),
@@ -476,6 +489,24 @@ impl Ca {
     /// Signs a certificate for `public_key_der` and records it (with its audit entry) before
     /// returning it. `action` is `cert.issue` (key made here) or `cert.sign` (from a CSR).
     pub fn issue(&self, req: &IssueRequest, public_key_der: &[u8], action: &str) -> Result<Issued> {
+        self.issue_with(
+            req,
+            public_key_der,
+            action,
+            IssueExtras::none(OffsetDateTime::now_utc()),
+        )
+    }
+
+    /// Like [`Ca::issue`], and in the same transaction consumes a token and/or supersedes
+    /// the certificate being replaced: if either fails, nothing is recorded and the
+    /// certificate never leaves.
+    pub fn issue_with(
+        &self,
+        req: &IssueRequest,
+        public_key_der: &[u8],
+        action: &str,
+        extras: IssueExtras,
+    ) -> Result<Issued> {
         let (not_before, not_after) = self.check_request(req)?;
         let spec = LeafSpec {
             profile: req.profile,
@@ -496,7 +527,7 @@ impl Ca {
             req.location.clone(),
             OffsetDateTime::now_utc(),
         );
-        self.store.insert_certificate(
+        self.store.record_issuance(
             &rec,
             &NewAudit {
                 actor: req.actor.clone(),
@@ -508,9 +539,12 @@ impl Ca {
                     "sans": rec.sans,
                     "owner": req.owner,
                     "not_after": rfc3339(not_after),
+                    "supersedes": extras.supersede,
+                    "token": extras.consume_token.as_deref().map(|h| &h[..h.len().min(16)]),
                 }),
                 time: OffsetDateTime::now_utc(),
             },
+            &extras,
         )?;
         Ok(issued)
     }

@@ -21,6 +21,50 @@ pub struct CaConfig {
     /// CRL settings.
     #[serde(default)]
     pub crl: CrlConfig,
+    /// The online CA (`twoway ca serve`).
+    #[serde(default)]
+    pub server: ServerSection,
+}
+
+/// The `[server]` section: settings of `twoway ca serve`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Address to listen on, e.g. `127.0.0.1:9000`.
+    pub listen: String,
+    /// SANs of the server's own TLS certificate (issued at start from the intermediate).
+    pub sans: Vec<String>,
+    /// Who may administer the CA over the API (list, revoke any, make tokens): a client
+    /// certificate issued by this CA carrying one of these SANs (`URI:spiffe://…/admin`,
+    /// `DNS:…`), or whose SHA-256 fingerprint is listed as `sha256:<hex>`.
+    pub admins: Vec<String>,
+    /// Validity of workload certificates from enrollment tokens when the token says none.
+    pub workload_ttl: String,
+    /// Enrollment requests allowed per second and client address (token bucket rate).
+    pub enroll_rate: u32,
+    /// Burst of enrollment requests allowed per client address.
+    pub enroll_burst: u32,
+    /// Validity (nextUpdate) of OCSP responses.
+    pub ocsp_validity: String,
+    /// Database URL: `sqlite://PATH` (default: the CA directory's inventory.db) or
+    /// `postgres://user@host:port/db` for several replicas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: "127.0.0.1:9000".into(),
+            sans: vec!["DNS:localhost".into(), "IP:127.0.0.1".into()],
+            admins: Vec::new(),
+            workload_ttl: "24h".into(),
+            enroll_rate: 5,
+            enroll_burst: 20,
+            ocsp_validity: "1h".into(),
+            database: None,
+        }
+    }
 }
 
 /// The `[ca]` section.
@@ -89,6 +133,7 @@ impl CaConfig {
             profiles: default_profiles(),
             policy,
             crl: CrlConfig::default(),
+            server: ServerSection::default(),
         }
     }
 
@@ -124,6 +169,29 @@ impl CaConfig {
         self.policy
             .validate()
             .map_err(|e| format!("[policy]: {e}"))?;
+        parse_duration(&self.server.workload_ttl)
+            .map_err(|e| format!("[server] workload_ttl: {e}"))?;
+        parse_duration(&self.server.ocsp_validity)
+            .map_err(|e| format!("[server] ocsp_validity: {e}"))?;
+        for s in &self.server.sans {
+            s.parse::<twoway_pki::San>()
+                .map_err(|e| format!("[server] sans: {e}"))?;
+        }
+        for a in &self.server.admins {
+            if let Some(fp) = a.strip_prefix("sha256:") {
+                if fp.len() != 64 || !fp.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(format!(
+                        "[server] admins: {a:?} is not sha256:<64 hex digits>"
+                    ));
+                }
+            } else {
+                a.parse::<twoway_pki::San>()
+                    .map_err(|e| format!("[server] admins: {e}"))?;
+            }
+        }
+        if self.server.enroll_rate == 0 || self.server.enroll_burst == 0 {
+            return Err("[server] enroll_rate and enroll_burst must be at least 1".into());
+        }
         if let Some(u) = &self.ca.url {
             if !(u.starts_with("https://") || u.starts_with("http://")) {
                 return Err("[ca] url must start with https:// or http://".into());
@@ -212,6 +280,40 @@ impl CaConfig {
         }
         out.push_str("\n[crl]\n# How long a CRL from `twoway crl` is valid (its nextUpdate).\n");
         out.push_str(&format!("next_update = {}\n", q(&self.crl.next_update)));
+        let sv = &self.server;
+        let qlist = |l: &[String]| {
+            format!(
+                "[{}]",
+                l.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
+            )
+        };
+        out.push_str("\n# The online CA, `twoway ca serve` (HTTPS API, enrollment, OCSP, CRL). Flags override.\n[server]\n");
+        out.push_str("# Address to listen on.\n");
+        out.push_str(&format!("listen = {}\n", q(&sv.listen)));
+        out.push_str(
+            "# SANs of the server's own TLS certificate, issued from the intermediate at start.\n",
+        );
+        out.push_str(&format!("sans = {}\n", qlist(&sv.sans)));
+        out.push_str("# API administrators: SANs of client certificates issued by this CA (\"URI:spiffe://example.org/admin\")\n# or \"sha256:<fingerprint>\" of one certificate.\n");
+        out.push_str(&format!("admins = {}\n", qlist(&sv.admins)));
+        out.push_str("# Validity of workload certificates enrolled with a token that sets none.\n");
+        out.push_str(&format!("workload_ttl = {}\n", q(&sv.workload_ttl)));
+        out.push_str(
+            "# Enrollment rate limit per client address: requests per second, and burst.\n",
+        );
+        out.push_str(&format!(
+            "enroll_rate = {}\nenroll_burst = {}\n",
+            sv.enroll_rate, sv.enroll_burst
+        ));
+        out.push_str("# Validity (nextUpdate) of OCSP responses.\n");
+        out.push_str(&format!("ocsp_validity = {}\n", q(&sv.ocsp_validity)));
+        out.push_str("# Database: sqlite://PATH (default: inventory.db here) or postgres://user@host:5432/db.\n");
+        match &sv.database {
+            Some(d) => out.push_str(&format!("database = {}\n", q(d))),
+            None => {
+                out.push_str("# database = \"postgres://twoway@db.example.internal:5432/twoway\"\n")
+            }
+        }
         out
     }
 }

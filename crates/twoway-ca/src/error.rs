@@ -28,7 +28,7 @@ pub enum Error {
         message: String,
     },
     /// A file could not be read or written.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         /// What was being done.
         action: &'static str,
@@ -45,6 +45,24 @@ pub enum Error {
     /// A request that the CA refuses for a reason of its own.
     #[error("{0}")]
     Refused(String),
+    /// A CSR asks for a name its enrollment token does not allow.
+    #[error("the CSR asks for {0}, which the enrollment token does not allow (it allows: {1})")]
+    NameNotAllowed(String, String),
+    /// No acceptable credential was presented.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The presented certificate has expired.
+    #[error("certificate {0} has expired: renewal needs a valid certificate; enroll again with a new token")]
+    CertExpired(String),
+    /// The presented certificate is revoked.
+    #[error("certificate {0} is revoked (reason {1}): enroll again with a new token")]
+    CertRevoked(String, String),
+    /// A proof of possession that is stale or does not verify.
+    #[error("{0}")]
+    BadProof(String),
+    /// Authenticated, but not allowed to do this.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl Error {
@@ -69,12 +87,19 @@ impl Error {
             Error::Pki(_) => ErrorKind::BadInput,
             Error::Store(S::NotFound(_) | S::Ambiguous(_)) => ErrorKind::NotFound,
             Error::Store(S::Duplicate(_) | S::AlreadyRevoked(_)) => ErrorKind::Conflict,
-            Error::Store(_) => ErrorKind::Internal,
             Error::NoCa(_) => ErrorKind::NotFound,
             Error::CaExists(_) | Error::OutputExists(_) => ErrorKind::Conflict,
             Error::Config { .. } => ErrorKind::Config,
             Error::Io { .. } => ErrorKind::Io,
-            Error::Refused(_) => ErrorKind::BadInput,
+            Error::Store(S::TokenUnknown) => ErrorKind::Unauthenticated,
+            Error::Store(S::TokenExpired(_) | S::TokenUsed(_)) => ErrorKind::Forbidden,
+            Error::Refused(_) | Error::NameNotAllowed(..) => ErrorKind::BadInput,
+            Error::Unauthenticated(_)
+            | Error::CertExpired(_)
+            | Error::CertRevoked(..)
+            | Error::BadProof(_) => ErrorKind::Unauthenticated,
+            Error::Forbidden(_) => ErrorKind::Forbidden,
+            Error::Store(_) => ErrorKind::Internal,
         }
     }
 }
@@ -97,6 +122,10 @@ pub enum ErrorKind {
     Io,
     /// A bug or a broken database.
     Internal,
+    /// No acceptable credential (token, certificate, proof) was presented.
+    Unauthenticated,
+    /// The credential is fine but does not allow this.
+    Forbidden,
 }
 
 /// Result with the CA error.

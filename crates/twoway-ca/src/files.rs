@@ -14,6 +14,19 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     set.commit()
 }
 
+/// Fails unless a file can be created in the directory that will hold `path`: call it
+/// before signing anything whose output goes there, so a bad path costs nothing.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut set = StagedFiles::new(dir)?;
+    set.stage_path(path.to_path_buf(), b"", 0o600)?;
+    drop(set);
+    Ok(())
+}
+
 /// A set of files written to temporaries first and renamed into place together.
 /// Dropping the set without `commit` removes the temporaries.
 #[derive(Debug)]

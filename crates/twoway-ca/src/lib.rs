@@ -13,7 +13,9 @@ mod ca;
 mod config;
 mod error;
 pub mod files;
+mod online;
 
 pub use ca::{init, layout, Ca, ImportOutcome, InitOptions, IssueRequest};
-pub use config::{CaConfig, CaSection, CrlConfig, ProfileConfig};
+pub use config::{CaConfig, CaSection, CrlConfig, ProfileConfig, ServerSection};
 pub use error::{Error, ErrorKind, Result};
+pub use online::{is_admin, token_hash, NewToken, PROOF_WINDOW, TOKEN_PREFIX};

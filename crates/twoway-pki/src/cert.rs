@@ -288,6 +288,20 @@ pub fn der_to_pem(label: &str, der: &[u8]) -> String {
     )
 }
 
+/// The DER SubjectPublicKeyInfo of a DER certificate.
+pub fn spki_of_cert(der: &[u8]) -> Result<Vec<u8>> {
+    let (_, x) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| Error::BadCertificate(e.to_string()))?;
+    Ok(x.public_key().raw.to_vec())
+}
+
+/// The DER subject Name of a DER certificate.
+pub fn subject_der_of_cert(der: &[u8]) -> Result<Vec<u8>> {
+    let (_, x) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| Error::BadCertificate(e.to_string()))?;
+    Ok(x.subject().as_raw().to_vec())
+}
+
 /// Lower-case hex SHA-256 of `der`.
 pub fn sha256_hex(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))

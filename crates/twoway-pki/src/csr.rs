@@ -47,18 +47,7 @@ impl fmt::Debug for VerifiedCsr {
 pub fn verify_csr(input: &[u8]) -> Result<VerifiedCsr> {
     use x509_parser::extensions::{GeneralName, ParsedExtension};
     use x509_parser::prelude::FromDer;
-    let der = if input.first() == Some(&0x30) {
-        input.to_vec()
-    } else {
-        let text = std::str::from_utf8(input)
-            .map_err(|_| Error::MalformedCsr("neither PEM text nor DER".into()))?;
-        pem::parse_many(text)
-            .map_err(|e| Error::MalformedCsr(e.to_string()))?
-            .into_iter()
-            .find(|b| b.tag() == "CERTIFICATE REQUEST" || b.tag() == "NEW CERTIFICATE REQUEST")
-            .ok_or(Error::NoPemBlock("CERTIFICATE REQUEST"))?
-            .into_contents()
-    };
+    let der = csr_der(input)?;
     let (rest, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
         .map_err(|e| Error::MalformedCsr(e.to_string()))?;
     if !rest.is_empty() {
@@ -119,6 +108,39 @@ pub fn verify_csr(input: &[u8]) -> Result<VerifiedCsr> {
     })
 }
 
+/// The DER of a PEM (`CERTIFICATE REQUEST`) or DER CSR, unverified.
+pub fn csr_der(input: &[u8]) -> Result<Vec<u8>> {
+    if input.first() == Some(&0x30) {
+        return Ok(input.to_vec());
+    }
+    let text = std::str::from_utf8(input)
+        .map_err(|_| Error::MalformedCsr("neither PEM text nor DER".into()))?;
+    Ok(pem::parse_many(text)
+        .map_err(|e| Error::MalformedCsr(e.to_string()))?
+        .into_iter()
+        .find(|b| b.tag() == "CERTIFICATE REQUEST" || b.tag() == "NEW CERTIFICATE REQUEST")
+        .ok_or(Error::NoPemBlock("CERTIFICATE REQUEST"))?
+        .into_contents())
+}
+
+/// Verifies `sig` over `msg` with the key of a DER SubjectPublicKeyInfo, using the
+/// algorithm twoway's keys sign with: ECDSA P-256/SHA-256 or P-384/SHA-384 (ASN.1), Ed25519,
+/// RSA PKCS#1 v1.5 SHA-256.
+pub fn verify_signature(spki_der: &[u8], msg: &[u8], sig: &[u8]) -> Result<()> {
+    use aws_lc_rs::signature as s;
+    let kt = crate::key_type_of_spki(spki_der)?;
+    let raw = crate::signer::raw_public_key(spki_der)?;
+    let alg: &dyn s::VerificationAlgorithm = match kt {
+        KeyType::P256 => &s::ECDSA_P256_SHA256_ASN1,
+        KeyType::P384 => &s::ECDSA_P384_SHA384_ASN1,
+        KeyType::Ed25519 => &s::ED25519,
+        KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => &s::RSA_PKCS1_2048_8192_SHA256,
+    };
+    s::UnparsedPublicKey::new(alg, raw)
+        .verify(msg, sig)
+        .map_err(|_| Error::BadSignature)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +162,9 @@ mod tests {
         let pos = der.windows(9).position(|w| w == b"a.example").unwrap();
         der[pos] = b'b';
         assert!(matches!(verify_csr(&der), Err(Error::CsrSignature)));
+        let sig = crate::Signer::sign(&key, b"msg").unwrap();
+        verify_signature(&key.public_key_der(), b"msg", &sig).unwrap();
+        assert!(verify_signature(&key.public_key_der(), b"other", &sig).is_err());
         assert!(matches!(
             verify_csr(b"garbage"),
             Err(Error::NoPemBlock(_)) | Err(Error::MalformedCsr(_))

@@ -69,6 +69,12 @@ pub enum Error {
     /// A CRL that could not be parsed.
     #[error("could not parse the CRL: {0}")]
     BadCrl(String),
+    /// An OCSP request that could not be parsed.
+    #[error("malformed OCSP request: {0}")]
+    BadOcsp(String),
+    /// A signature that does not verify with the given public key.
+    #[error("the signature does not verify with the certificate's public key")]
+    BadSignature,
     /// A revocation reason name twoway does not know.
     #[error("unknown revocation reason {0:?}: use one of unspecified, key-compromise, ca-compromise, affiliation-changed, superseded, cessation-of-operation, certificate-hold, privilege-withdrawn")]
     UnknownReason(String),

@@ -5,7 +5,8 @@
 //! [`PrivateKey`] and [`KeyType`] (keys), [`San`] and [`NamePolicy`] (names and what may be
 //! certified), [`CaSigner`] with [`build_root`], [`build_intermediate`] and [`build_leaf`]
 //! (certificates by [`Profile`]), [`verify_csr`] (CSRs), [`build_crl`] (CRLs), [`CertInfo`]
-//! (reading any certificate back) and the [`Signer`] trait behind which CA keys live.
+//! (reading any certificate back), [`ocsp`] (requests and signed responses) and the
+//! [`Signer`] trait behind which CA keys live.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -15,6 +16,7 @@ mod csr;
 mod duration;
 mod error;
 mod key;
+pub mod ocsp;
 mod policy;
 mod profile;
 mod san;
@@ -22,14 +24,15 @@ mod signer;
 
 pub use cert::{
     build_intermediate, build_leaf, build_root, der_to_pem, key_matches_cert, parse_certificates,
-    random_serial, serial_hex, sha256_hex, CaSigner, CertInfo, Issued, LeafSpec, Permits,
-    RevocationUrls,
+    random_serial, serial_hex, sha256_hex, spki_of_cert, subject_der_of_cert, CaSigner, CertInfo,
+    Issued, LeafSpec, Permits, RevocationUrls,
 };
 pub use crl::{build_crl, Reason, RevokedEntry};
-pub use csr::{create_csr, verify_csr, VerifiedCsr};
+pub use csr::{create_csr, csr_der, verify_csr, verify_signature, VerifiedCsr};
 pub use duration::{format_duration, parse_duration};
 pub use error::{Error, Result};
 pub use key::{key_type_of_spki, KeyType, PrivateKey};
+pub use ocsp::build_ocsp_signer;
 pub use policy::NamePolicy;
 pub use profile::Profile;
 pub use san::{validate_spiffe, San};

@@ -582,3 +582,36 @@ impl ProxyConfig {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_parses_and_validates() {
+        let text = include_str!("../../../docs/proxy.example.toml");
+        let mut cfg = ProxyConfig::from_toml(text).unwrap();
+        cfg.resolve_paths(Path::new("/etc/twoway"));
+        let v = cfg.validate().unwrap();
+        assert_eq!(v.servers.len(), 2);
+        assert_eq!(v.clients.len(), 1);
+        assert_eq!(v.servers[0].routes.routes.len(), 2);
+        assert_eq!(
+            v.servers[0].cert,
+            Path::new("/etc/twoway/certs/api.chain.pem")
+        );
+        assert!(matches!(v.servers[1].backend, Backend::Unix(_)));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        assert!(ProxyConfig::from_toml("[[server]]\nlisten = \"x\"\nbogus = 1\n").is_err());
+        let bad = ProxyConfig::from_toml(
+            "[[server]]\nlisten = \"127.0.0.1:1\"\nbackend = \"b:1\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"a\"\nallow = [\"nope:x\"]\n",
+        )
+        .unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("unknown kind prefix"), "{e}");
+    }
+}

@@ -11,12 +11,15 @@
 
 mod audit;
 mod model;
+pub mod schema;
 mod sqlite;
+mod token;
 
 pub use audit::{chain_hash, verify_chain, AuditEntry, AuditProblem, NewAudit, GENESIS_HASH};
 pub use model::{CertQuery, CertRecord, CertSource, CertStatus, Page};
 pub use sqlite::SqliteStore;
 use time::OffsetDateTime;
+pub use token::{IssueExtras, TokenRecord};
 
 /// Errors of the inventory.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,15 @@ pub enum Error {
     /// The certificate is already revoked.
     #[error("certificate {0} is already revoked")]
     AlreadyRevoked(String),
+    /// No token with this secret exists.
+    #[error("unknown enrollment token: check it was copied whole, or make a new one with `twoway token create`")]
+    TokenUnknown,
+    /// The token expired before it was used.
+    #[error("the enrollment token expired at {0}: make a new one with `twoway token create`")]
+    TokenExpired(String),
+    /// The token was used already (tokens are single-use).
+    #[error("the enrollment token was already used (at {0}): tokens are single-use; make a new one with `twoway token create`")]
+    TokenUsed(String),
     /// A stored row could not be decoded.
     #[error("corrupt inventory row: {0}")]
     Corrupt(String),
@@ -87,4 +99,18 @@ pub trait Store: Send + Sync {
     fn audit_entries(&self, from: i64, limit: usize) -> Result<Vec<AuditEntry>>;
     /// Counts certificates per status (for summaries and metrics).
     fn count_by_status(&self) -> Result<Vec<(String, u64)>>;
+    /// Records a certificate and its audit entry and, in the same transaction, consumes a
+    /// token and/or supersedes the certificate it replaces (see [`IssueExtras`]).
+    fn record_issuance(
+        &self,
+        rec: &CertRecord,
+        audit: &NewAudit,
+        extras: &IssueExtras,
+    ) -> Result<AuditEntry>;
+    /// Stores a new token with its audit entry.
+    fn insert_token(&self, token: &TokenRecord, audit: &NewAudit) -> Result<()>;
+    /// Finds a token by the SHA-256 of its secret.
+    fn find_token(&self, hash: &str) -> Result<TokenRecord>;
+    /// A number that changes whenever any certificate is revoked (cache invalidation).
+    fn revocation_seq(&self) -> Result<u64>;
 }

@@ -2,54 +2,14 @@
 
 use crate::audit::{chain_hash, AuditEntry, NewAudit, GENESIS_HASH};
 use crate::model::{CertQuery, CertRecord, CertSource, CertStatus, Page};
+use crate::schema::{REVOCATION_COUNTER, SCHEMA};
+use crate::token::{IssueExtras, TokenRecord};
 use crate::{Error, Result, Store};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 use std::path::Path;
 use std::sync::Mutex;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS certificates (
-    fingerprint TEXT PRIMARY KEY,
-    serial TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    issuer TEXT NOT NULL,
-    common_name TEXT,
-    sans TEXT NOT NULL,
-    profile TEXT NOT NULL,
-    key_type TEXT NOT NULL,
-    not_before INTEGER NOT NULL,
-    not_after INTEGER NOT NULL,
-    owner TEXT,
-    labels TEXT NOT NULL,
-    location TEXT,
-    status TEXT NOT NULL,
-    revoked_at INTEGER,
-    revocation_reason TEXT,
-    source TEXT NOT NULL,
-    recorded_at INTEGER NOT NULL,
-    pem TEXT NOT NULL,
-    UNIQUE (issuer, serial)
-);
-CREATE INDEX IF NOT EXISTS certificates_not_after ON certificates (not_after);
-CREATE INDEX IF NOT EXISTS certificates_serial ON certificates (serial);
-CREATE INDEX IF NOT EXISTS certificates_owner ON certificates (owner);
-CREATE TABLE IF NOT EXISTS audit_log (
-    seq INTEGER PRIMARY KEY,
-    time TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL,
-    details TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"#;
 
 /// The embedded inventory: one SQLite file in WAL mode with `synchronous=FULL`.
 pub struct SqliteStore {
@@ -247,52 +207,98 @@ fn find_tx(conn: &Connection, key: &str) -> Result<CertRecord> {
     }
 }
 
+fn insert_cert_tx(tx: &Transaction<'_>, rec: &CertRecord) -> Result<()> {
+    let sans = serde_json::to_string(&rec.sans).map_err(|e| Error::Database(e.to_string()))?;
+    let labels = serde_json::to_string(&rec.labels).map_err(|e| Error::Database(e.to_string()))?;
+    let res = tx.execute(
+        &format!(
+            "INSERT INTO certificates ({CERT_COLS}, pem) VALUES
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+        ),
+        params![
+            rec.fingerprint,
+            rec.serial,
+            rec.subject,
+            rec.issuer,
+            rec.common_name,
+            sans,
+            rec.profile,
+            rec.key_type,
+            ts(rec.not_before),
+            ts(rec.not_after),
+            rec.owner,
+            labels,
+            rec.location,
+            rec.status.as_str(),
+            rec.revoked_at.map(ts),
+            rec.revocation_reason,
+            rec.source.as_str(),
+            ts(rec.recorded_at),
+            rec.pem,
+        ],
+    );
+    match res {
+        Err(rusqlite::Error::SqliteFailure(f, _))
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(Error::Duplicate(format!(
+                "{} (serial {})",
+                rec.fingerprint, rec.serial
+            )))
+        }
+        other => other.map(|_| ()).map_err(Error::from),
+    }
+}
+
+fn bump_revocations_tx(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute(
+        "INSERT INTO counters (name, value) VALUES (?1, 1)
+         ON CONFLICT (name) DO UPDATE SET value = value + 1",
+        [REVOCATION_COUNTER],
+    )?;
+    Ok(())
+}
+
+/// Checks a token can be used at `now` and marks it used by `fingerprint`.
+fn consume_token_tx(
+    tx: &Transaction<'_>,
+    hash: &str,
+    fingerprint: &str,
+    now: OffsetDateTime,
+) -> Result<()> {
+    let row: Option<(i64, Option<i64>)> = tx
+        .query_row(
+            "SELECT expires_at, used_at FROM tokens WHERE hash = ?1",
+            [hash],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((expires_at, used_at)) = row else {
+        return Err(Error::TokenUnknown);
+    };
+    if let Some(u) = used_at {
+        return Err(Error::TokenUsed(rfc3339(from_ts(u)?)));
+    }
+    if expires_at <= ts(now) {
+        return Err(Error::TokenExpired(rfc3339(from_ts(expires_at)?)));
+    }
+    let n = tx.execute(
+        "UPDATE tokens SET used_at = ?1, used_by = ?2 WHERE hash = ?3 AND used_at IS NULL",
+        params![ts(now), fingerprint, hash],
+    )?;
+    if n != 1 {
+        return Err(Error::TokenUsed(rfc3339(now)));
+    }
+    Ok(())
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
 impl Store for SqliteStore {
     fn insert_certificate(&self, rec: &CertRecord, audit: &NewAudit) -> Result<AuditEntry> {
-        let sans = serde_json::to_string(&rec.sans).map_err(|e| Error::Database(e.to_string()))?;
-        let labels =
-            serde_json::to_string(&rec.labels).map_err(|e| Error::Database(e.to_string()))?;
-        self.with_tx(|tx| {
-            let res = tx.execute(
-                &format!(
-                    "INSERT INTO certificates ({CERT_COLS}, pem) VALUES
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
-                ),
-                params![
-                    rec.fingerprint,
-                    rec.serial,
-                    rec.subject,
-                    rec.issuer,
-                    rec.common_name,
-                    sans,
-                    rec.profile,
-                    rec.key_type,
-                    ts(rec.not_before),
-                    ts(rec.not_after),
-                    rec.owner,
-                    labels,
-                    rec.location,
-                    rec.status.as_str(),
-                    rec.revoked_at.map(ts),
-                    rec.revocation_reason,
-                    rec.source.as_str(),
-                    ts(rec.recorded_at),
-                    rec.pem,
-                ],
-            );
-            match res {
-                Err(rusqlite::Error::SqliteFailure(f, _))
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    return Err(Error::Duplicate(format!(
-                        "{} (serial {})",
-                        rec.fingerprint, rec.serial
-                    )))
-                }
-                other => other?,
-            };
-            append_audit_tx(tx, audit)
-        })
+        self.record_issuance(rec, audit, &IssueExtras::none(rec.recorded_at))
     }
 
     fn find_certificate(&self, key: &str) -> Result<CertRecord> {
@@ -391,6 +397,7 @@ impl Store for SqliteStore {
                  WHERE fingerprint = ?3",
                 params![ts(at), reason, rec.fingerprint],
             )?;
+            bump_revocations_tx(tx)?;
             append_audit_tx(tx, audit)?;
             rec.status = CertStatus::Revoked;
             rec.revoked_at = Some(at);
@@ -457,6 +464,113 @@ impl Store for SqliteStore {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
+        })
+    }
+
+    fn record_issuance(
+        &self,
+        rec: &CertRecord,
+        audit: &NewAudit,
+        extras: &IssueExtras,
+    ) -> Result<AuditEntry> {
+        self.with_tx(|tx| {
+            if let Some(hash) = &extras.consume_token {
+                consume_token_tx(tx, hash, &rec.fingerprint, extras.now)?;
+            }
+            if let Some(old) = &extras.supersede {
+                let n = tx.execute(
+                    "UPDATE certificates SET status = 'revoked', revoked_at = ?1,
+                     revocation_reason = 'superseded' WHERE fingerprint = ?2 AND status = 'active'",
+                    params![ts(extras.now), old],
+                )?;
+                if n != 1 {
+                    return Err(Error::AlreadyRevoked(old.clone()));
+                }
+                bump_revocations_tx(tx)?;
+            }
+            insert_cert_tx(tx, rec)?;
+            let entry = append_audit_tx(tx, audit)?;
+            if let Some(a) = &extras.supersede_audit {
+                append_audit_tx(tx, a)?;
+            }
+            Ok(entry)
+        })
+    }
+
+    fn insert_token(&self, t: &TokenRecord, audit: &NewAudit) -> Result<()> {
+        let sans = serde_json::to_string(&t.sans).map_err(|e| Error::Database(e.to_string()))?;
+        self.with_tx(|tx| {
+            tx.execute(
+                "INSERT INTO tokens (hash, sans, profile, owner, cert_ttl, created_by, created_at,
+                 expires_at, used_at, used_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL)",
+                params![
+                    t.hash,
+                    sans,
+                    t.profile,
+                    t.owner,
+                    t.cert_ttl,
+                    t.created_by,
+                    ts(t.created_at),
+                    ts(t.expires_at)
+                ],
+            )?;
+            append_audit_tx(tx, audit)?;
+            Ok(())
+        })
+    }
+
+    fn find_token(&self, hash: &str) -> Result<TokenRecord> {
+        self.with_conn(|c| {
+            let row = c
+                .query_row(
+                    "SELECT hash, sans, profile, owner, cert_ttl, created_by, created_at,
+                     expires_at, used_at, used_by FROM tokens WHERE hash = ?1",
+                    [hash],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, Option<i64>>(4)?,
+                            r.get::<_, String>(5)?,
+                            r.get::<_, i64>(6)?,
+                            r.get::<_, i64>(7)?,
+                            r.get::<_, Option<i64>>(8)?,
+                            r.get::<_, Option<String>>(9)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((hash, sans, profile, owner, cert_ttl, created_by, ca, ea, ua, used_by)) = row
+            else {
+                return Err(Error::TokenUnknown);
+            };
+            Ok(TokenRecord {
+                hash,
+                sans: serde_json::from_str(&sans).map_err(|e| Error::Corrupt(e.to_string()))?,
+                profile,
+                owner,
+                cert_ttl,
+                created_by,
+                created_at: from_ts(ca)?,
+                expires_at: from_ts(ea)?,
+                used_at: ua.map(from_ts).transpose()?,
+                used_by,
+            })
+        })
+    }
+
+    fn revocation_seq(&self) -> Result<u64> {
+        self.with_conn(|c| {
+            let v: Option<i64> = c
+                .query_row(
+                    "SELECT value FROM counters WHERE name = ?1",
+                    [REVOCATION_COUNTER],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(v.unwrap_or(0).max(0) as u64)
         })
     }
 

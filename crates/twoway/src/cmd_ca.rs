@@ -24,6 +24,8 @@ Examples:
 
 After init the root key (root.key) is not needed any more: move it offline.")]
     Init(InitArgs),
+    /// Run the online CA: HTTPS API (enroll, renew, revoke, inventory), OCSP, CRL, metrics.
+    Serve(crate::cmd_serve::ServeArgs),
     /// Show the CA: its certificates, settings and inventory counts.
     Show {
         #[command(flatten)]
@@ -146,7 +148,22 @@ fn read_passphrase(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
 
 /// Opens the CA; with `unlock`, also loads the signing key.
 pub fn open_ca(opts: &CaOpts, unlock: bool) -> Result<Ca> {
-    let mut ca = Ca::open(&opts.ca_dir)?;
+    open_ca_with(opts, unlock, None)
+}
+
+/// Opens the CA with the inventory at `database` (`sqlite://PATH`, `postgres://…`; default
+/// `[server] database`, else the directory's inventory.db).
+pub fn open_ca_with(opts: &CaOpts, unlock: bool, database: Option<&str>) -> Result<Ca> {
+    let url = match database {
+        Some(d) => Some(d.to_string()),
+        None => twoway_ca::CaConfig::load(&opts.ca_dir.join(twoway_ca::layout::CONFIG))
+            .ok()
+            .and_then(|c| c.server.database),
+    };
+    let mut ca = match url {
+        None => Ca::open(&opts.ca_dir)?,
+        Some(u) => Ca::open_with_store(&opts.ca_dir, crate::cmd_serve::open_store(&u)?)?,
+    };
     if unlock {
         let pass = opts
             .passphrase_file
@@ -164,6 +181,7 @@ fn duration_arg(flag: &str, v: &str) -> Result<time::Duration> {
 
 pub fn run_ca(cmd: CaCommand) -> Result<ExitCode> {
     match cmd {
+        CaCommand::Serve(a) => crate::cmd_serve::run(a),
         CaCommand::Init(a) => {
             let pass =
                 a.ca.passphrase_file
@@ -263,6 +281,10 @@ pub fn run_crl(a: CrlArgs) -> Result<ExitCode> {
         .map(|v| duration_arg("--next-update", v))
         .transpose()?;
     let ca = open_ca(&a.ca, true)?;
+    if let Some(path) = &a.out {
+        // Before a CRL number is used and audited: the output must be writable.
+        files::check_writable(path)?;
+    }
     let (number, der) = ca.crl(next, &actor(&a.ca))?;
     let pem = twoway_pki::der_to_pem("X509 CRL", &der);
     match &a.out {
@@ -411,13 +433,13 @@ pub fn run_quickstart(a: QuickstartArgs) -> Result<ExitCode> {
     println!("  client/   cert.pem chain.pem key.pem ca.pem   for spiffe://quickstart.twoway/client (serial {})", client.serial);
     println!();
     println!("See mutual TLS work. In one terminal, a server that requires a client certificate:");
-    println!("  openssl s_server -accept 127.0.0.1:8443 -www -cert {d}/server/cert.pem -cert_chain {d}/server/chain.pem -key {d}/server/key.pem -CAfile {d}/server/ca.pem -Verify 1 -verify_return_error");
+    println!("  openssl s_server -accept 127.0.0.1:8443 -www -cert {d}/server/cert.pem -cert_chain {d}/ca/intermediate.pem -key {d}/server/key.pem -CAfile {d}/server/ca.pem -Verify 1 -verify_return_error");
     println!("In another, a client that presents one (answers with the server's status page):");
     println!("  curl --cacert {d}/client/ca.pem --cert {d}/client/chain.pem --key {d}/client/key.pem https://localhost:8443/");
     println!("Without the client certificate the handshake is refused:");
     println!("  curl --cacert {d}/client/ca.pem https://localhost:8443/");
     println!("Or with openssl as the client:");
-    println!("  openssl s_client -connect 127.0.0.1:8443 -CAfile {d}/client/ca.pem -cert {d}/client/cert.pem -cert_chain {d}/client/chain.pem -key {d}/client/key.pem -verify_return_error");
+    println!("  openssl s_client -connect 127.0.0.1:8443 -CAfile {d}/client/ca.pem -cert {d}/client/cert.pem -cert_chain {d}/ca/intermediate.pem -key {d}/client/key.pem -verify_return_error");
     println!();
     println!("Put mTLS in front of any app (here one on 127.0.0.1:8080) with the proxy:");
     println!("  twoway proxy server --listen 127.0.0.1:8443 --backend 127.0.0.1:8080 --cert {d}/server/chain.pem --key {d}/server/key.pem --client-ca {d}/server/ca.pem --http");

@@ -189,36 +189,36 @@ pub struct SignArgs {
 pub struct ListArgs {
     /// Only certificates that expire within this window, e.g. 30d.
     #[arg(long)]
-    expiring: Option<String>,
+    pub(crate) expiring: Option<String>,
     /// Only expired certificates.
     #[arg(long)]
-    expired: bool,
+    pub(crate) expired: bool,
     /// Only this owner.
     #[arg(long)]
-    owner: Option<String>,
+    pub(crate) owner: Option<String>,
     /// Only certificates with this label; repeatable (all must match).
     #[arg(long = "label", value_name = "KEY=VALUE")]
-    labels: Vec<String>,
+    pub(crate) labels: Vec<String>,
     /// Only this status: active, revoked, expired.
     #[arg(long)]
-    status: Option<String>,
+    pub(crate) status: Option<String>,
     /// Only certificates with a SAN matching this glob, e.g. '*.example.internal'.
     #[arg(long)]
-    san: Option<String>,
+    pub(crate) san: Option<String>,
     /// Only this profile: server, client, peer, ca, unknown.
     #[arg(long)]
-    profile: Option<String>,
+    pub(crate) profile: Option<String>,
     /// Rows per page.
     #[arg(long, default_value_t = 50)]
-    limit: usize,
+    pub(crate) limit: usize,
     /// Page number, from 1.
     #[arg(long, default_value_t = 1)]
-    page: usize,
+    pub(crate) page: usize,
     #[command(flatten)]
     ca: CaOpts,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -462,7 +462,11 @@ pub fn run(cmd: CertCommand) -> Result<ExitCode> {
             json,
         } => {
             let ca = open_ca(&ca, false)?;
-            let rec = ca.store().find_certificate(&serial)?;
+            // Through the CA error, so an unknown serial exits 66 like `cert revoke`.
+            let rec = ca
+                .store()
+                .find_certificate(&serial)
+                .map_err(twoway_ca::Error::from)?;
             if json {
                 print_json(&rec)?;
                 return Ok(ExitCode::SUCCESS);

@@ -2,11 +2,15 @@
 //! exit codes; everything else lives in the library crates.
 #![forbid(unsafe_code)]
 
+mod cmd_agent;
 mod cmd_ca;
 mod cmd_cert;
+mod cmd_serve;
+mod cmd_token;
 mod inspect;
 mod output;
 mod proxy_cmd;
+mod remote;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -52,6 +56,8 @@ configuration error, 65 bad input data, 66 not found, 73 output exists, 74 I/O e
 #[derive(Parser, Debug)]
 #[command(name = "twoway", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
+    #[command(flatten)]
+    remote: remote::RemoteOpts,
     #[command(subcommand)]
     command: Command,
 }
@@ -92,6 +98,11 @@ enum Command {
     Quickstart(cmd_ca::QuickstartArgs),
     /// Put mutual TLS in front of an app (server) or behind a client (client).
     Proxy(proxy_cmd::ProxyArgs),
+    /// One-time enrollment tokens for `twoway agent`.
+    #[command(subcommand)]
+    Token(cmd_token::TokenCommand),
+    /// Enroll with a token, write the files, renew forever (or --once).
+    Agent(cmd_agent::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -108,7 +119,13 @@ fn main() -> ExitCode {
         }
     };
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let remote = cli.remote.url.is_some();
     let result = match cli.command {
+        Command::Cert(c) if remote => remote::run_cert(c, &cli.remote),
+        Command::Token(c) if remote => remote::run_token(c, &cli.remote),
+        _ if remote => Err(usage("with --ca URL only `cert list`, `cert revoke` and `token create` work remotely")),
+        Command::Token(c) => cmd_token::run(c),
+        Command::Agent(c) => cmd_agent::run(c),
         Command::Ca(c) => cmd_ca::run_ca(c),
         Command::Cert(c) => cmd_cert::run(c),
         Command::Crl(c) => cmd_ca::run_crl(c),
@@ -137,6 +154,18 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 K::Conflict => exit::CANTCREAT,
                 K::Permission => exit::NOPERM,
                 K::Io => exit::IOERR,
+                K::Unauthenticated | K::Forbidden => exit::NOPERM,
+                _ => exit::SOFTWARE,
+            };
+        }
+        if let Some(s) = cause.downcast_ref::<twoway_store::Error>() {
+            return match s {
+                twoway_store::Error::NotFound(_) | twoway_store::Error::Ambiguous(_) => {
+                    exit::NOINPUT
+                }
+                twoway_store::Error::Duplicate(_) | twoway_store::Error::AlreadyRevoked(_) => {
+                    exit::CANTCREAT
+                }
                 _ => exit::SOFTWARE,
             };
         }
@@ -146,6 +175,15 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                     exit::NOPERM
                 }
                 _ => exit::DATAERR,
+            };
+        }
+        if let Some(c) = cause.downcast_ref::<twoway_agent::ClientError>() {
+            return match c {
+                twoway_agent::ClientError::Api { status: 401 | 403, .. } => exit::NOPERM,
+                twoway_agent::ClientError::Api { status: 404, .. } => exit::NOINPUT,
+                twoway_agent::ClientError::Api { status: 400..=499, .. } => exit::DATAERR,
+                twoway_agent::ClientError::Config(_) => exit::USAGE,
+                _ => exit::FAILURE,
             };
         }
         if cause.downcast_ref::<UsageError>().is_some() {

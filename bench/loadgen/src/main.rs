@@ -1,0 +1,286 @@
+//! A small mTLS load generator for `bench/proxy/run.sh`.
+//!
+//! Every connection presents a client certificate and does a full handshake (resumption
+//! off). Modes:
+//! - `handshake`: connect, handshake, one `Connection: close` request, read to EOF; a
+//!   handshake counts only once the server answered (so it really checked the certificate).
+//! - `keepalive`: N connections each sending requests back to back; req/s, p50, p99.
+//! - `bulk`: one connection downloading a path repeatedly; MB/s.
+//! - `idle`: open N connections, one request each, then hold them for a while.
+//!
+//! Usage: `twoway-loadgen MODE ADDR --ca CA --cert CERT --key KEY [--conns N]
+//! [--secs S] [--path P]`. Prints one `key=value` line.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Args {
+    mode: String,
+    addr: String,
+    ca: String,
+    cert: String,
+    key: String,
+    conns: usize,
+    secs: f64,
+    path: String,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let mode = it.next().context("missing MODE")?;
+    let addr = it.next().context("missing ADDR")?;
+    let mut a = Args {
+        mode,
+        addr,
+        ca: String::new(),
+        cert: String::new(),
+        key: String::new(),
+        conns: 32,
+        secs: 5.0,
+        path: "/".into(),
+    };
+    while let Some(flag) = it.next() {
+        let v = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--ca" => a.ca = v,
+            "--cert" => a.cert = v,
+            "--key" => a.key = v,
+            "--conns" => a.conns = v.parse()?,
+            "--secs" => a.secs = v.parse()?,
+            "--path" => a.path = v,
+            _ => bail!("unknown flag {flag}"),
+        }
+    }
+    Ok(a)
+}
+
+fn config(a: &Args) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&a.ca)? {
+        roots.add(c?)?;
+    }
+    let chain = CertificateDer::pem_file_iter(&a.cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(&a.key)?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(cfg))
+}
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+async fn connect(cfg: &Arc<rustls::ClientConfig>, addr: &str) -> anyhow::Result<Tls> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from("localhost")?;
+    Ok(tokio_rustls::TlsConnector::from(cfg.clone())
+        .connect(name, tcp)
+        .await?)
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body; returns the body length.
+async fn read_response(s: &mut Tls, buf: &mut Vec<u8>) -> anyhow::Result<usize> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end])?.to_ascii_lowercase();
+            if !head.starts_with("http/1.1 200") && !head.starts_with("http/1.0 200") {
+                bail!("unexpected response: {}", head.lines().next().unwrap_or(""));
+            }
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .context("no content-length")?
+                .trim()
+                .parse()?;
+            let have = buf.len() - (end + 4);
+            if have >= len {
+                buf.drain(..end + 4 + len);
+                return Ok(len);
+            }
+            buf.clear();
+            // Discard the rest of the body as it arrives; never hold it whole.
+            let mut remaining = len - have;
+            let mut chunk = vec![0u8; 64 * 1024];
+            while remaining > 0 {
+                let want = remaining.min(chunk.len());
+                let n = s.read(&mut chunk[..want]).await?;
+                if n == 0 {
+                    bail!("eof in body");
+                }
+                remaining -= n;
+            }
+            return Ok(len);
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("eof in headers");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn request(path: &str, close: bool) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
+        if close { "Connection: close\r\n" } else { "" }
+    )
+    .into_bytes()
+}
+
+async fn handshakes(a: &Args, cfg: Arc<rustls::ClientConfig>) -> anyhow::Result<()> {
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..a.conns {
+        let (cfg, addr, path) = (cfg.clone(), a.addr.clone(), a.path.clone());
+        let (done, errors, stop) = (done.clone(), errors.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let r = async {
+                    let mut s = connect(&cfg, &addr).await?;
+                    s.write_all(&request(&path, true)).await?;
+                    let mut resp = Vec::new();
+                    // to EOF: the server answered and closed
+                    let _ = s.read_to_end(&mut resp).await;
+                    if !resp.starts_with(b"HTTP/1.1 200") {
+                        bail!("bad response");
+                    }
+                    anyhow::Ok(())
+                }
+                .await;
+                match r {
+                    Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(a.secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let n = done.load(Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    for t in tasks {
+        let _ = t.await;
+    }
+    println!(
+        "handshakes_per_sec={:.0} handshakes={n} errors={}",
+        n as f64 / elapsed,
+        errors.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+async fn keepalive(a: &Args, cfg: Arc<rustls::ClientConfig>) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let mut conns = Vec::new();
+    for _ in 0..a.conns {
+        conns.push(connect(&cfg, &a.addr).await?);
+    }
+    let start = Instant::now();
+    for mut s in conns {
+        let stop = stop.clone();
+        let req = request(&a.path, false);
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(100_000);
+            let mut buf = Vec::with_capacity(4096);
+            let mut errors = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                if s.write_all(&req).await.is_err()
+                    || read_response(&mut s, &mut buf).await.is_err()
+                {
+                    errors += 1;
+                    break;
+                }
+                lat.push(t.elapsed().as_micros() as u64);
+            }
+            (lat, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(a.secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "requests_per_sec={:.0} p50_us={} p99_us={} requests={} errors={errors}",
+        all.len() as f64 / elapsed,
+        pct(0.50),
+        pct(0.99),
+        all.len()
+    );
+    Ok(())
+}
+
+async fn bulk(a: &Args, cfg: Arc<rustls::ClientConfig>) -> anyhow::Result<()> {
+    let mut s = connect(&cfg, &a.addr).await?;
+    let start = Instant::now();
+    let mut bytes = 0usize;
+    let mut buf = Vec::new();
+    while start.elapsed().as_secs_f64() < a.secs {
+        s.write_all(&request(&a.path, false)).await?;
+        bytes += read_response(&mut s, &mut buf).await?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("mb_per_sec={:.0} bytes={bytes}", bytes as f64 / secs / 1e6);
+    Ok(())
+}
+
+async fn idle(a: &Args, cfg: Arc<rustls::ClientConfig>) -> anyhow::Result<()> {
+    let mut held = Vec::with_capacity(a.conns);
+    let mut buf = Vec::new();
+    for _ in 0..a.conns {
+        let mut s = connect(&cfg, &a.addr).await?;
+        s.write_all(&request(&a.path, false)).await?;
+        read_response(&mut s, &mut buf).await?;
+        held.push(s);
+    }
+    println!("idle_conns={}", held.len());
+    tokio::time::sleep(Duration::from_secs_f64(a.secs)).await;
+    drop(held);
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let a = parse_args()?;
+    let cfg = config(&a)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match a.mode.as_str() {
+            "handshake" => handshakes(&a, cfg).await,
+            "keepalive" => keepalive(&a, cfg).await,
+            "bulk" => bulk(&a, cfg).await,
+            "idle" => idle(&a, cfg).await,
+            m => bail!("unknown mode {m}"),
+        }
+    })
+}

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Side-by-side mTLS terminator benchmark: twoway proxy vs nginx, HAProxy and stunnel, all in
+# front of the same plaintext nginx backend on loopback, with the same certificates.
+#
+#   bench/proxy/run.sh            # SECS=5 per measurement, IDLE_CONNS=1000
+#   SKIP_BUILD=1 CARGO_TARGET_DIR=/path bench/proxy/run.sh   # reuse built binaries
+#
+# Pinning: the terminator under test on core 0 (one worker/thread), the load generator and
+# the backend on core 1. TLS 1.3 only, ECDSA P-256 certificates, client certificate required
+# and verified, session tickets/resumption off everywhere (the load generator never resumes).
+# Prints a markdown table with ratios to nginx; raw lines go to $OUT/raw.txt.
+set -euo pipefail
+ulimit -n 65536 2>/dev/null || true
+
+SECS=${SECS:-5}
+IDLE_CONNS=${IDLE_CONNS:-1000}
+CONNS=${CONNS:-32}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=${OUT:-$(mktemp -d /tmp/twoway-bench.XXXXXX)}
+BACKEND_PORT=18080
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "missing $1: apt-get install $2" >&2; exit 1; }; }
+need nginx nginx; need haproxy haproxy; need stunnel4 stunnel4; need openssl openssl; need taskset util-linux
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+  echo "building release binaries (target: $TARGET)…" >&2
+  (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -q -p twoway -p twoway-loadgen)
+fi
+TWOWAY=$TARGET/release/twoway
+LOADGEN=$TARGET/release/twoway-loadgen
+
+mkdir -p "$OUT"; cd "$OUT"
+echo "working in $OUT" >&2
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# ---- certificates (ECDSA P-256) --------------------------------------------------------
+key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+key ca.key
+openssl req -x509 -new -key ca.key -subj "/CN=bench CA" -days 2 -out ca.pem \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+leaf() { # name subject ext
+  key "$1.key"
+  openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
+  printf '%s\n' "$3" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+    -extfile "$1.ext" -out "$1.pem" 2>/dev/null
+}
+leaf server "/CN=localhost" "subjectAltName=DNS:localhost,IP:127.0.0.1
+extendedKeyUsage=serverAuth
+keyUsage=critical,digitalSignature
+basicConstraints=CA:FALSE"
+leaf client "/CN=loadgen" "subjectAltName=URI:spiffe://bench.example/loadgen
+extendedKeyUsage=clientAuth
+keyUsage=critical,digitalSignature
+basicConstraints=CA:FALSE"
+cat server.pem server.key > server-combined.pem
+truncate -s 1G big.bin
+mkdir -p logs
+
+# ---- backend: plaintext nginx on core 1 -----------------------------------------------
+cat > backend.conf <<CONF
+daemon off; master_process off; worker_processes 1; user root;
+error_log $OUT/logs/backend.err warn; pid $OUT/backend.pid;
+events { worker_connections 8192; }
+http {
+  access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
+  client_body_temp_path $OUT/b1; proxy_temp_path $OUT/b2; fastcgi_temp_path $OUT/b3;
+  uwsgi_temp_path $OUT/b4; scgi_temp_path $OUT/b5;
+  server {
+    listen 127.0.0.1:$BACKEND_PORT backlog=4096;
+    root $OUT;
+    location = /big { try_files /big.bin =404; }
+    location / { default_type text/plain; return 200 "ok\n"; }
+  }
+}
+CONF
+taskset -c 1 nginx -p "$OUT" -c "$OUT/backend.conf" -e "$OUT/logs/backend.err" &
+PIDS+=($!)
+
+# ---- terminators ----------------------------------------------------------------------
+cat > nginx-tls.conf <<CONF
+daemon off; master_process off; worker_processes 1; user root;
+error_log $OUT/logs/nginx-tls.err warn; pid $OUT/nginx-tls.pid;
+events { worker_connections 8192; }
+http {
+  access_log off; keepalive_requests 1000000;
+  client_body_temp_path $OUT/n1; proxy_temp_path $OUT/n2; fastcgi_temp_path $OUT/n3;
+  uwsgi_temp_path $OUT/n4; scgi_temp_path $OUT/n5;
+  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:18444 ssl backlog=4096;
+    ssl_certificate $OUT/server.pem; ssl_certificate_key $OUT/server.key;
+    ssl_client_certificate $OUT/ca.pem; ssl_verify_client on;
+    ssl_protocols TLSv1.3; ssl_session_tickets off; ssl_session_cache off;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+CONF
+cat > haproxy.cfg <<CONF
+global
+  nbthread 1
+  maxconn 8000
+  ssl-default-bind-options ssl-min-ver TLSv1.3 no-tls-tickets
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:18445 ssl crt $OUT/server-combined.pem ca-file $OUT/ca.pem verify required
+  default_backend be
+backend be
+  http-reuse always
+  server s1 127.0.0.1:$BACKEND_PORT
+CONF
+cat > stunnel.conf <<CONF
+foreground = yes
+pid =
+[tls]
+accept = 127.0.0.1:18446
+connect = 127.0.0.1:$BACKEND_PORT
+cert = $OUT/server.pem
+key = $OUT/server.key
+CAfile = $OUT/ca.pem
+verifyChain = yes
+requireCert = yes
+sslVersionMin = TLSv1.3
+options = NO_TICKET
+CONF
+
+wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+cpu_secs() { awk '{printf "%.3f", ($14+$15)/100}' "/proc/$1/stat"; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+LG() { taskset -c 1 "$LOADGEN" "$@" --ca ca.pem --cert client.pem --key client.key; }
+val() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
+
+wait_port $BACKEND_PORT
+declare -A HS HSCPU RPS P50 P99 MBS KIB
+for peer in twoway nginx haproxy stunnel; do
+  case $peer in
+    twoway) port=18443
+      RUST_LOG=warn taskset -c 0 "$TWOWAY" proxy server --listen 127.0.0.1:$port \
+        --backend 127.0.0.1:$BACKEND_PORT --cert server.pem --key server.key --client-ca ca.pem \
+        --http --workers 1 --max-connections 20000 2> logs/twoway.err & ;;
+    nginx) port=18444; taskset -c 0 nginx -p "$OUT" -c "$OUT/nginx-tls.conf" -e "$OUT/logs/nginx-tls.err" & ;;
+    haproxy) port=18445; taskset -c 0 haproxy -db -f haproxy.cfg 2> logs/haproxy.err & ;;
+    stunnel) port=18446; taskset -c 0 stunnel4 stunnel.conf 2> logs/stunnel.err & ;;
+  esac
+  pid=$!
+  PIDS+=($pid)
+  wait_port $port
+  addr=127.0.0.1:$port
+  echo "== $peer (pid $pid)" >&2
+  LG keepalive $addr --conns 1 --secs 0.5 >/dev/null
+  rss0=$(rss_kib $pid)
+  LG idle $addr --conns "$IDLE_CONNS" --secs 6 > idle.out & lg=$!
+  for _ in $(seq 1 100); do grep -q idle_conns idle.out 2>/dev/null && break; sleep 0.1; done
+  sleep 1
+  rss1=$(rss_kib $pid)
+  wait $lg || true
+  KIB[$peer]=$(awk -v a="$rss0" -v b="$rss1" -v n="$IDLE_CONNS" 'BEGIN{printf "%.1f", (b-a)/n}')
+  sleep 1
+  c0=$(cpu_secs $pid)
+  hs=$(LG handshake $addr --conns $CONNS --secs "$SECS"); echo "$peer $hs" >> raw.txt
+  c1=$(cpu_secs $pid)
+  HS[$peer]=$(echo "$hs" | val handshakes_per_sec)
+  n=$(echo "$hs" | val 'handshakes')
+  HSCPU[$peer]=$(awk -v n="$n" -v a="$c0" -v b="$c1" 'BEGIN{ if (b>a) printf "%.0f", n/(b-a); else print "n/a"}')
+  ka=$(LG keepalive $addr --conns $CONNS --secs "$SECS"); echo "$peer $ka" >> raw.txt
+  RPS[$peer]=$(echo "$ka" | val requests_per_sec); P50[$peer]=$(echo "$ka" | val p50_us); P99[$peer]=$(echo "$ka" | val p99_us)
+  bk=$(LG bulk $addr --path /big --secs "$SECS"); echo "$peer $bk" >> raw.txt
+  MBS[$peer]=$(echo "$bk" | val mb_per_sec)
+  echo "$peer idle_kib_per_conn=${KIB[$peer]} handshakes_per_server_cpu_sec=${HSCPU[$peer]}" >> raw.txt
+  kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
+  sleep 1
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2f×", a/b; else print "n/a"}'; }
+{
+  echo "| peer | full mTLS handshakes/s | per server CPU-s | keep-alive req/s ($CONNS conns) | p50 | p99 | bulk MB/s | KiB per idle conn ($IDLE_CONNS) |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for peer in twoway nginx haproxy stunnel; do
+    echo "| $peer | ${HS[$peer]} ($(ratio "${HS[$peer]}" "${HS[nginx]}")) | ${HSCPU[$peer]} ($(ratio "${HSCPU[$peer]}" "${HSCPU[nginx]}")) | ${RPS[$peer]} ($(ratio "${RPS[$peer]}" "${RPS[nginx]}")) | ${P50[$peer]} µs | ${P99[$peer]} µs | ${MBS[$peer]} ($(ratio "${MBS[$peer]}" "${MBS[nginx]}")) | ${KIB[$peer]} ($(ratio "${KIB[$peer]}" "${KIB[nginx]}")) |"
+  done
+} | tee table.md
+echo "raw results: $OUT/raw.txt" >&2

@@ -1,0 +1,427 @@
+//! The enrollment and renewal loop.
+
+use crate::client::{CaClient, ClientError, ClientIdentity};
+use base64::Engine;
+use rand::Rng;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use twoway_pki::{create_csr, CertInfo, KeyType, PrivateKey, San};
+
+/// How the agent runs.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// The CA, `https://host:port`.
+    pub ca_url: String,
+    /// SHA-256 fingerprint of the CA's root: how trust is bootstrapped.
+    pub ca_fingerprint: String,
+    /// The one-time enrollment token (needed when there is no valid certificate yet).
+    pub token: Option<String>,
+    /// Names to ask for.
+    pub sans: Vec<San>,
+    /// Where `cert.pem`, `chain.pem`, `key.pem` (0600) and `ca.pem` are written.
+    pub out: PathBuf,
+    /// Key type of the keys made here.
+    pub key_type: KeyType,
+    /// A shell command run after new files are in place.
+    pub reload_cmd: Option<String>,
+    /// A file holding the pid of a process to send SIGHUP after new files are in place.
+    pub signal_pid_file: Option<PathBuf>,
+    /// Obtain or renew once if due, then return (for cron).
+    pub once: bool,
+    /// First retry delay while the CA is unreachable.
+    pub backoff_min: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Fraction of the lifetime after which to renew.
+    pub renew_fraction: f64,
+    /// Random spread around the renewal point, as a fraction of the lifetime.
+    pub jitter_fraction: f64,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("ca_url", &self.ca_url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("sans", &self.sans)
+            .field("out", &self.out)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentConfig {
+    /// A config with the usual timings: renew at 2/3 with ±5% jitter, back off 1 s … 5 min.
+    pub fn new(ca_url: String, ca_fingerprint: String, sans: Vec<San>, out: PathBuf) -> Self {
+        AgentConfig {
+            ca_url,
+            ca_fingerprint,
+            token: None,
+            sans,
+            out,
+            key_type: KeyType::P256,
+            reload_cmd: None,
+            signal_pid_file: None,
+            once: false,
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            renew_fraction: 2.0 / 3.0,
+            jitter_fraction: 0.05,
+        }
+    }
+}
+
+/// Errors that stop the agent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// Talking to the CA failed for good.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A key, CSR or certificate problem.
+    #[error(transparent)]
+    Pki(#[from] twoway_pki::Error),
+    /// Writing the files failed.
+    #[error(transparent)]
+    Files(#[from] twoway_ca::Error),
+    /// No certificate to renew and no token to enroll with.
+    #[error("{0}")]
+    NeedToken(String),
+}
+
+/// What the agent has done, for logs and `/metrics`.
+#[derive(Debug, Default)]
+pub struct AgentStatus {
+    /// Enrollments that succeeded.
+    pub enrollments: AtomicU64,
+    /// Renewals that succeeded.
+    pub renewals: AtomicU64,
+    /// Attempts that failed.
+    pub failures: AtomicU64,
+    /// notAfter of the current certificate (Unix seconds).
+    pub not_after: AtomicI64,
+    /// The planned renewal (Unix seconds).
+    pub next_renewal: AtomicI64,
+    /// The last success (Unix seconds).
+    pub last_success: AtomicI64,
+}
+
+impl AgentStatus {
+    /// Prometheus text.
+    pub fn render(&self) -> String {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let g = |a: &AtomicI64| a.load(Ordering::Relaxed);
+        format!(
+            "# TYPE twoway_agent_enrollments_total counter\ntwoway_agent_enrollments_total {}\n\
+             # TYPE twoway_agent_renewals_total counter\ntwoway_agent_renewals_total {}\n\
+             # TYPE twoway_agent_failures_total counter\ntwoway_agent_failures_total {}\n\
+             # TYPE twoway_agent_certificate_not_after_seconds gauge\ntwoway_agent_certificate_not_after_seconds {}\n\
+             # TYPE twoway_agent_next_renewal_seconds gauge\ntwoway_agent_next_renewal_seconds {}\n\
+             # TYPE twoway_agent_last_success_seconds gauge\ntwoway_agent_last_success_seconds {}\n",
+            l(&self.enrollments),
+            l(&self.renewals),
+            l(&self.failures),
+            g(&self.not_after),
+            g(&self.next_renewal),
+            g(&self.last_success)
+        )
+    }
+}
+
+/// The current certificate on disk.
+struct Current {
+    info: CertInfo,
+    chain_pem: String,
+    key_pem: zeroize::Zeroizing<String>,
+}
+
+fn read_current(out: &Path) -> Option<Current> {
+    let chain_pem = std::fs::read_to_string(out.join("chain.pem")).ok()?;
+    let key_pem = zeroize::Zeroizing::new(std::fs::read_to_string(out.join("key.pem")).ok()?);
+    let der = twoway_pki::parse_certificates(chain_pem.as_bytes())
+        .ok()?
+        .into_iter()
+        .next()?;
+    let info = CertInfo::from_der(&der).ok()?;
+    let key = PrivateKey::from_pem(&key_pem, None).ok()?;
+    if !twoway_pki::key_matches_cert(&key.public_key_der(), &der).unwrap_or(false) {
+        return None;
+    }
+    Some(Current {
+        info,
+        chain_pem,
+        key_pem,
+    })
+}
+
+/// The instant to renew a certificate valid from `nb` to `na`: `fraction` of the way, moved
+/// by `jitter` (a fraction of the lifetime, positive or negative).
+pub fn renewal_point(
+    nb: OffsetDateTime,
+    na: OffsetDateTime,
+    fraction: f64,
+    jitter: f64,
+) -> OffsetDateTime {
+    let life = (na - nb).as_seconds_f64().max(0.0);
+    let at = (fraction + jitter).clamp(0.1, 0.95) * life;
+    nb + time::Duration::seconds_f64(at)
+}
+
+/// The delay before attempt `n` (from 0): doubling from `min`, capped at `max`, with up to
+/// 20% random spread so a fleet does not retry in step.
+pub fn backoff(n: u32, min: Duration, max: Duration) -> Duration {
+    let base = min.saturating_mul(2u32.saturating_pow(n.min(20))).min(max);
+    let spread = rand::thread_rng().gen_range(0.8..=1.0);
+    base.mul_f64(spread)
+}
+
+enum Outcome {
+    Issued(twoway_api::CertificateResponse, PrivateKey, &'static str),
+}
+
+/// Runs the agent: bootstrap trust, enroll if needed, then renew forever (or once).
+pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), AgentError> {
+    let root_pem = {
+        let mut n = 0;
+        loop {
+            match CaClient::bootstrap_root(&cfg.ca_url, &cfg.ca_fingerprint).await {
+                Ok(r) => break r,
+                Err(e) if e.is_retryable() && !(cfg.once && n >= 2) => {
+                    status.failures.fetch_add(1, Ordering::Relaxed);
+                    let d = backoff(n, cfg.backoff_min, cfg.backoff_max);
+                    tracing::warn!(error = %e, retry_in = ?d, "the CA is unreachable");
+                    tokio::time::sleep(d).await;
+                    n += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    tracing::info!(ca = %cfg.ca_url, "trusting the CA root (fingerprint checked)");
+    let mut attempt: u32 = 0;
+    let mut token = cfg.token.clone();
+    let mut jitter: Option<(String, f64)> = None;
+    loop {
+        let current = read_current(&cfg.out);
+        let now = OffsetDateTime::now_utc();
+        if let Some(c) = &current {
+            status
+                .not_after
+                .store(c.info.not_after.unix_timestamp(), Ordering::Relaxed);
+            let j = match &jitter {
+                Some((fp, j)) if *fp == c.info.fingerprint => *j,
+                _ => {
+                    let j = if cfg.jitter_fraction > 0.0 {
+                        rand::thread_rng().gen_range(-cfg.jitter_fraction..=cfg.jitter_fraction)
+                    } else {
+                        0.0
+                    };
+                    jitter = Some((c.info.fingerprint.clone(), j));
+                    j
+                }
+            };
+            let at = renewal_point(c.info.not_before, c.info.not_after, cfg.renew_fraction, j);
+            status
+                .next_renewal
+                .store(at.unix_timestamp(), Ordering::Relaxed);
+            if now < at {
+                if cfg.once {
+                    tracing::info!(serial = %c.info.serial, renew_at = %at, "certificate is current; nothing to do");
+                    return Ok(());
+                }
+                // Sleep in short steps against the wall clock, so a machine that was
+                // suspended past the renewal point renews as soon as it wakes.
+                let left = (at - now).whole_milliseconds().max(0) as u64;
+                tokio::time::sleep(Duration::from_millis(left.min(30_000))).await;
+                continue;
+            }
+        }
+        let result = match &current {
+            Some(c) if c.info.not_after > now => renew_once(&cfg, &root_pem, c).await,
+            _ => match token.as_deref() {
+                Some(t) => enroll_once(&cfg, &root_pem, t).await,
+                None => {
+                    let why = if current.is_some() {
+                        "the certificate has expired and cannot be renewed: enroll again with a new --token"
+                    } else {
+                        "no certificate yet in the output directory: give an enrollment --token"
+                    };
+                    return Err(AgentError::NeedToken(why.into()));
+                }
+            },
+        };
+        match result {
+            Ok(Outcome::Issued(resp, key, how)) => {
+                write_files(&cfg.out, &resp, &key)?;
+                let now = OffsetDateTime::now_utc().unix_timestamp();
+                status.last_success.store(now, Ordering::Relaxed);
+                if how == "enroll" {
+                    status.enrollments.fetch_add(1, Ordering::Relaxed);
+                    token = None;
+                } else {
+                    status.renewals.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::info!(how, serial = %resp.serial, not_after = %resp.not_after, out = %cfg.out.display(), "new certificate in place");
+                reload(&cfg).await;
+                attempt = 0;
+                if cfg.once {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                status.failures.fetch_add(1, Ordering::Relaxed);
+                let retryable = e.is_retryable();
+                if cfg.once && (!retryable || attempt >= 2) {
+                    return Err(e.into());
+                }
+                if !retryable {
+                    if let ClientError::Api { code, .. } = &e {
+                        if code == twoway_api::codes::CERT_REVOKED && token.is_some() {
+                            tracing::warn!(
+                                "the certificate was revoked; enrolling again with the token"
+                            );
+                            let _ = std::fs::remove_file(cfg.out.join("chain.pem"));
+                            continue;
+                        }
+                    }
+                }
+                let d = backoff(attempt, cfg.backoff_min, cfg.backoff_max);
+                tracing::warn!(error = %e, retry_in = ?d, "could not obtain a certificate");
+                tokio::time::sleep(d).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+async fn enroll_once(
+    cfg: &AgentConfig,
+    root_pem: &str,
+    token: &str,
+) -> Result<Outcome, ClientError> {
+    let key = PrivateKey::generate(cfg.key_type).map_err(|e| ClientError::Config(e.to_string()))?;
+    let csr = create_csr(&key, &cfg.sans, None).map_err(|e| ClientError::Config(e.to_string()))?;
+    let client = CaClient::new(&cfg.ca_url, root_pem, None)?;
+    let resp = client
+        .enroll(&twoway_api::EnrollRequest {
+            token: token.to_string(),
+            csr,
+        })
+        .await?;
+    Ok(Outcome::Issued(resp, key, "enroll"))
+}
+
+async fn renew_once(
+    cfg: &AgentConfig,
+    root_pem: &str,
+    c: &Current,
+) -> Result<Outcome, ClientError> {
+    let key = PrivateKey::generate(cfg.key_type).map_err(|e| ClientError::Config(e.to_string()))?;
+    let sans = if c.info.sans.is_empty() {
+        cfg.sans.clone()
+    } else {
+        c.info.sans.clone()
+    };
+    let csr = create_csr(&key, &sans, None).map_err(|e| ClientError::Config(e.to_string()))?;
+    let id = ClientIdentity {
+        chain_pem: c.chain_pem.clone(),
+        key_pem: c.key_pem.clone(),
+    };
+    let client = CaClient::new(&cfg.ca_url, root_pem, Some(&id))?;
+    let resp = client
+        .renew(&twoway_api::RenewRequest { csr, proof: None })
+        .await?;
+    Ok(Outcome::Issued(resp, key, "renew"))
+}
+
+/// Builds a renewal request that proves possession of the current key without mutual TLS
+/// (for a CA behind a TLS-terminating load balancer).
+pub fn proof_request(
+    current_key: &PrivateKey,
+    current_chain_pem: &str,
+    new_csr_pem: &str,
+    now: OffsetDateTime,
+) -> Result<twoway_api::RenewRequest, twoway_pki::Error> {
+    let der = twoway_pki::csr_der(new_csr_pem.as_bytes())?;
+    let ts = now.unix_timestamp();
+    let sig = twoway_pki::Signer::sign(current_key, &twoway_api::pop_message(&der, ts))?;
+    Ok(twoway_api::RenewRequest {
+        csr: new_csr_pem.to_string(),
+        proof: Some(twoway_api::ProofOfPossession {
+            chain: current_chain_pem.to_string(),
+            timestamp: ts,
+            signature: base64::engine::general_purpose::STANDARD.encode(sig),
+        }),
+    })
+}
+
+fn write_files(
+    out: &Path,
+    resp: &twoway_api::CertificateResponse,
+    key: &PrivateKey,
+) -> Result<(), AgentError> {
+    let mut staged = twoway_ca::files::StagedFiles::new(out)?;
+    staged.stage("key.pem", key.to_pem(None)?.as_bytes(), 0o600)?;
+    staged.stage("cert.pem", resp.certificate.as_bytes(), 0o644)?;
+    staged.stage("chain.pem", resp.chain.as_bytes(), 0o644)?;
+    staged.stage("ca.pem", resp.root.as_bytes(), 0o644)?;
+    staged.commit()?;
+    Ok(())
+}
+
+async fn reload(cfg: &AgentConfig) {
+    if let Some(cmd) = &cfg.reload_cmd {
+        let run = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .kill_on_drop(true)
+            .status();
+        match tokio::time::timeout(Duration::from_secs(60), run).await {
+            Ok(Ok(s)) if s.success() => tracing::info!(cmd, "reload command succeeded"),
+            Ok(Ok(s)) => tracing::warn!(cmd, status = %s, "reload command failed"),
+            Ok(Err(e)) => tracing::warn!(cmd, error = %e, "reload command could not run"),
+            Err(_) => tracing::warn!(cmd, "reload command timed out after 60s"),
+        }
+    }
+    if let Some(f) = &cfg.signal_pid_file {
+        let pid = std::fs::read_to_string(f)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        match pid {
+            Some(pid) => {
+                let r = tokio::process::Command::new("kill")
+                    .arg("-HUP")
+                    .arg(pid.to_string())
+                    .status()
+                    .await;
+                if !matches!(r, Ok(s) if s.success()) {
+                    tracing::warn!(pid, "could not send SIGHUP");
+                }
+            }
+            None => tracing::warn!(file = %f.display(), "no pid in the pid file"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_point_and_backoff() {
+        let nb = OffsetDateTime::from_unix_timestamp(0).unwrap();
+        let na = nb + time::Duration::hours(24);
+        assert_eq!(
+            renewal_point(nb, na, 2.0 / 3.0, 0.0),
+            nb + time::Duration::hours(16)
+        );
+        let j = renewal_point(nb, na, 2.0 / 3.0, 0.05);
+        assert!(j > nb + time::Duration::hours(16) && j < na);
+        let max = Duration::from_secs(300);
+        assert!(backoff(0, Duration::from_secs(1), max) <= Duration::from_secs(1));
+        assert!(backoff(30, Duration::from_secs(1), max) <= max);
+        assert!(backoff(30, Duration::from_secs(1), max) >= max.mul_f64(0.8));
+    }
+}

@@ -1,0 +1,342 @@
+//! What the online CA adds to the offline one, without any HTTP: enrollment tokens,
+//! enrollment, renewal, authentication of a presented certificate, and the certificates
+//! the server issues itself (its TLS certificate and the delegated OCSP signer).
+//! `twoway-server` maps these to routes and `Error::kind()` to status codes.
+
+use crate::ca::{record_for, rfc3339};
+use crate::{Ca, Error, IssueRequest, Result};
+use rand::RngCore;
+use serde_json::json;
+use std::collections::BTreeMap;
+use time::{Duration, OffsetDateTime};
+use twoway_pki::{build_ocsp_signer, parse_duration, sha256_hex, verify_csr, Issued, Profile, San};
+use twoway_store::{CertRecord, CertSource, CertStatus, IssueExtras, NewAudit, TokenRecord};
+
+/// How long a proof of possession stays acceptable, either side of the server's clock.
+pub const PROOF_WINDOW: Duration = Duration::minutes(5);
+
+/// What a new enrollment token allows.
+#[derive(Clone, Debug)]
+pub struct NewToken {
+    /// The names a CSR may ask for.
+    pub sans: Vec<San>,
+    /// The profile of the certificate.
+    pub profile: Profile,
+    /// How long the token is usable.
+    pub ttl: Duration,
+    /// Validity of the certificate (None: `[server] workload_ttl`).
+    pub cert_ttl: Option<Duration>,
+    /// Owner recorded on the certificate.
+    pub owner: Option<String>,
+    /// Who makes it (audit).
+    pub actor: String,
+}
+
+/// The token prefix, so a leaked secret is recognisable in logs and scanners.
+pub const TOKEN_PREFIX: &str = "twt_";
+
+/// SHA-256 (hex) of a token secret: what the store keys tokens by.
+pub fn token_hash(secret: &str) -> String {
+    sha256_hex(secret.trim().as_bytes())
+}
+
+impl Ca {
+    /// Makes a one-time enrollment token: 256 random bits, only its SHA-256 stored. The names
+    /// must pass the CA's policy now, so a token never promises what the CA will refuse.
+    pub fn create_token(&self, t: &NewToken) -> Result<(String, TokenRecord)> {
+        if t.sans.is_empty() {
+            return Err(twoway_pki::Error::NoSan.into());
+        }
+        if t.ttl <= Duration::ZERO {
+            return Err(twoway_pki::Error::BadTtl("the token TTL must be positive".into()).into());
+        }
+        self.config().policy.check_all(&t.sans)?;
+        let prof = self.config().profile(t.profile)?;
+        if let Some(c) = t.cert_ttl {
+            let max = parse_duration(&prof.max_ttl)?;
+            if c <= Duration::ZERO || c > max {
+                return Err(twoway_pki::Error::BadTtl(format!(
+                    "the certificate TTL must be positive and at most the {} profile's max_ttl {}",
+                    t.profile, prof.max_ttl
+                ))
+                .into());
+            }
+        }
+        let mut raw = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut raw);
+        let secret = format!("{TOKEN_PREFIX}{}", hex::encode(raw));
+        let now = now_s();
+        let rec = TokenRecord {
+            hash: token_hash(&secret),
+            sans: t.sans.iter().map(|s| s.to_string()).collect(),
+            profile: t.profile.as_str().into(),
+            owner: t.owner.clone(),
+            cert_ttl: t.cert_ttl.map(|d| d.whole_seconds()),
+            created_by: t.actor.clone(),
+            created_at: now,
+            expires_at: now + t.ttl,
+            used_at: None,
+            used_by: None,
+        };
+        self.store().insert_token(
+            &rec,
+            &NewAudit {
+                actor: t.actor.clone(),
+                action: "token.create".into(),
+                target: rec.hash[..16].to_string(),
+                details: json!({"sans": rec.sans, "profile": rec.profile, "owner": rec.owner,
+                    "expires_at": rfc3339(rec.expires_at)}),
+                time: now,
+            },
+        )?;
+        Ok((secret, rec))
+    }
+
+    /// Enrolls with a one-time token and a CSR: the token must be known, unused and
+    /// unexpired, every name in the CSR allowed by it (a CSR without names gets the token's),
+    /// and the CSR's signature valid. The token is consumed in the transaction that records
+    /// the certificate.
+    pub fn enroll(&self, secret: &str, csr: &[u8], actor: &str) -> Result<Issued> {
+        let hash = token_hash(secret);
+        let tok = self.store().find_token(&hash)?;
+        let now = now_s();
+        if let Some(u) = tok.used_at {
+            return Err(twoway_store::Error::TokenUsed(rfc3339(u)).into());
+        }
+        if tok.expires_at <= now {
+            return Err(twoway_store::Error::TokenExpired(rfc3339(tok.expires_at)).into());
+        }
+        let csr = verify_csr(csr)?;
+        let allowed: Vec<San> = tok
+            .sans
+            .iter()
+            .map(|s| s.parse::<San>())
+            .collect::<std::result::Result<_, _>>()?;
+        let sans = if csr.sans.is_empty() {
+            allowed.clone()
+        } else {
+            for s in &csr.sans {
+                if !allowed.contains(s) {
+                    return Err(Error::NameNotAllowed(s.to_string(), tok.sans.join(", ")));
+                }
+            }
+            csr.sans.clone()
+        };
+        let profile: Profile = tok.profile.parse()?;
+        let ttl = match tok.cert_ttl {
+            Some(s) => Duration::seconds(s),
+            None => parse_duration(&self.config().server.workload_ttl)?,
+        };
+        let req = IssueRequest {
+            profile,
+            sans,
+            common_name: csr.common_name.clone(),
+            ttl: Some(ttl),
+            owner: tok.owner.clone(),
+            labels: BTreeMap::new(),
+            location: None,
+            actor: actor.to_string(),
+        };
+        let mut extras = IssueExtras::none(now);
+        extras.consume_token = Some(hash);
+        self.issue_with(&req, &csr.public_key_der, "cert.enroll", extras)
+    }
+
+    /// Finds a presented certificate (DER) in the inventory and checks it can authenticate:
+    /// issued by this CA's intermediate, not revoked, not expired. The inventory holds the
+    /// exact DER the CA signed, so a match by fingerprint is a match of the certificate.
+    pub fn authenticate(&self, cert_der: &[u8]) -> Result<CertRecord> {
+        let fp = sha256_hex(cert_der);
+        let rec = match self.store().find_certificate(&fp) {
+            Ok(r) if r.fingerprint == fp => r,
+            Ok(_) | Err(twoway_store::Error::NotFound(_)) => {
+                return Err(Error::Unauthenticated(
+                    "the client certificate was not issued by this CA".into(),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if rec.source != CertSource::Issued || rec.issuer != self.intermediate_info().subject {
+            return Err(Error::Unauthenticated(
+                "the client certificate was not issued by this CA's intermediate".into(),
+            ));
+        }
+        if rec.status == CertStatus::Revoked {
+            return Err(Error::CertRevoked(
+                rec.serial.clone(),
+                rec.revocation_reason.clone().unwrap_or_default(),
+            ));
+        }
+        if rec.not_after <= OffsetDateTime::now_utc() {
+            return Err(Error::CertExpired(rec.serial.clone()));
+        }
+        Ok(rec)
+    }
+
+    /// Checks a proof of possession: the chain's leaf authenticates, the timestamp is within
+    /// [`PROOF_WINDOW`] of now, and `signature` verifies over `message` with the leaf's key.
+    pub fn authenticate_proof(
+        &self,
+        chain_pem: &[u8],
+        timestamp: i64,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<CertRecord> {
+        let certs = twoway_pki::parse_certificates(chain_pem)?;
+        let leaf = certs
+            .first()
+            .ok_or(twoway_pki::Error::NoPemBlock("CERTIFICATE"))?;
+        let rec = self.authenticate(leaf)?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if (now - timestamp).abs() > PROOF_WINDOW.whole_seconds() {
+            return Err(Error::BadProof(format!(
+                "the proof's timestamp {timestamp} is more than {}s from the server's clock ({now}): make a fresh proof (and check the clock)",
+                PROOF_WINDOW.whole_seconds()
+            )));
+        }
+        let spki = twoway_pki::spki_of_cert(leaf)?;
+        twoway_pki::verify_signature(&spki, message, signature).map_err(|_| {
+            Error::BadProof(
+                "the proof's signature does not verify with the certificate's key".into(),
+            )
+        })?;
+        Ok(rec)
+    }
+
+    /// Renews `current` (already authenticated) for the key in `csr`: same names, profile,
+    /// owner, labels and location, the same lifetime (capped by the profile); `current` is
+    /// marked superseded in the transaction that records the new certificate.
+    pub fn renew(&self, current: &CertRecord, csr: &[u8], actor: &str) -> Result<Issued> {
+        let csr = verify_csr(csr)?;
+        let profile: Profile = current.profile.parse().map_err(|_| {
+            Error::Refused(format!(
+                "certificate {} has profile {:?}, which cannot be renewed",
+                current.serial, current.profile
+            ))
+        })?;
+        let sans: Vec<San> = current
+            .sans
+            .iter()
+            .map(|s| s.parse::<San>())
+            .collect::<std::result::Result<_, _>>()?;
+        let prof = self.config().profile(profile)?;
+        let max = parse_duration(&prof.max_ttl)?;
+        // The original lifetime: not_after - not_before includes the one-minute backdate.
+        let lifetime = (current.not_after - current.not_before - Duration::minutes(1))
+            .max(Duration::minutes(1))
+            .min(max);
+        let req = IssueRequest {
+            profile,
+            sans,
+            common_name: current.common_name.clone(),
+            ttl: Some(lifetime),
+            owner: current.owner.clone(),
+            labels: current.labels.clone(),
+            location: current.location.clone(),
+            actor: actor.to_string(),
+        };
+        let now = now_s();
+        let mut extras = IssueExtras::none(now);
+        extras.supersede = Some(current.fingerprint.clone());
+        extras.supersede_audit = Some(NewAudit {
+            actor: actor.to_string(),
+            action: "cert.revoke".into(),
+            target: current.serial.clone(),
+            details: json!({"fingerprint": current.fingerprint, "reason": "superseded"}),
+            time: now,
+        });
+        self.issue_with(&req, &csr.public_key_der, "cert.renew", extras)
+    }
+
+    /// Issues and records the delegated OCSP signing certificate for `spki` (a key the server
+    /// keeps in memory), valid for `ttl`.
+    pub fn issue_ocsp_signer(&self, spki: &[u8], ttl: Duration, actor: &str) -> Result<Issued> {
+        let now = now_s();
+        let not_after = (now + ttl).min(self.intermediate_info().not_after);
+        let issued = build_ocsp_signer(
+            self.signer()?,
+            spki,
+            &self.config().ca.name,
+            now - Duration::minutes(1),
+            not_after,
+        )?;
+        self.record_service_cert(&issued, "ocsp", "ocsp.signer", actor)?;
+        Ok(issued)
+    }
+
+    /// Issues and records the server's own TLS certificate (profile server) for `spki`.
+    pub fn issue_server_cert(
+        &self,
+        spki: &[u8],
+        sans: Vec<San>,
+        ttl: Duration,
+        actor: &str,
+    ) -> Result<Issued> {
+        let req = IssueRequest {
+            profile: Profile::Server,
+            sans,
+            common_name: None,
+            ttl: Some(ttl),
+            owner: Some("twoway-server".into()),
+            labels: BTreeMap::new(),
+            location: None,
+            actor: actor.to_string(),
+        };
+        self.issue(&req, spki, "server.cert")
+    }
+
+    fn record_service_cert(
+        &self,
+        issued: &Issued,
+        profile: &str,
+        action: &str,
+        actor: &str,
+    ) -> Result<()> {
+        let now = OffsetDateTime::now_utc();
+        let rec = record_for(
+            &issued.info,
+            &issued.der,
+            profile,
+            CertSource::Issued,
+            Some("twoway-server".into()),
+            BTreeMap::new(),
+            None,
+            now,
+        );
+        self.store().insert_certificate(
+            &rec,
+            &NewAudit {
+                actor: actor.into(),
+                action: action.into(),
+                target: issued.info.serial.clone(),
+                details: json!({"fingerprint": issued.info.fingerprint,
+                    "not_after": rfc3339(issued.info.not_after)}),
+                time: now,
+            },
+        )?;
+        Ok(())
+    }
+}
+
+fn now_s() -> OffsetDateTime {
+    let n = OffsetDateTime::now_utc();
+    n.replace_nanosecond(0).unwrap_or(n)
+}
+
+/// True when `rec` (a presented, authenticated certificate) is an administrator under
+/// `admins` (`[server] admins`): its fingerprint is listed as `sha256:<hex>`, or it is a
+/// client (or peer) certificate carrying a listed SAN.
+pub fn is_admin(admins: &[String], rec: &CertRecord) -> bool {
+    let client = rec.profile == "client" || rec.profile == "peer";
+    admins.iter().any(|a| match a.strip_prefix("sha256:") {
+        Some(fp) => fp.eq_ignore_ascii_case(&rec.fingerprint),
+        None if !client => false,
+        None => match a.parse::<San>() {
+            Ok(want) => rec
+                .sans
+                .iter()
+                .any(|s| s.parse::<San>().map(|s| s == want).unwrap_or(false)),
+            Err(_) => false,
+        },
+    })
+}

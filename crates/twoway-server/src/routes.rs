@@ -1,0 +1,618 @@
+//! Routing, request parsing and the one place where domain errors become HTTP statuses.
+
+use crate::{blocking, ConnInfo, State};
+use base64::Engine;
+use bytes::Bytes;
+use http::{header, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use twoway_api::{codes, ErrorBody, MAX_BODY};
+use twoway_ca::{Error as CaError, ErrorKind};
+use twoway_store::{CertQuery, CertRecord};
+
+type Resp = Response<Full<Bytes>>;
+
+/// An API error: status, code and public message (the cause is logged, not sent).
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Maps a CA error to a status (by kind) and a code (by variant).
+pub fn from_ca(e: &CaError) -> ApiError {
+    use twoway_pki::Error as P;
+    use twoway_store::Error as S;
+    let status = match e.kind() {
+        ErrorKind::BadInput => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let code = match e {
+        CaError::Pki(P::CsrSignature) => codes::BAD_CSR_SIGNATURE,
+        CaError::Pki(P::MalformedCsr(_) | P::NoPemBlock(_) | P::UnsupportedKey(_)) => {
+            codes::BAD_CSR
+        }
+        CaError::Pki(P::PolicyViolation { .. } | P::BadTtl(_) | P::TtlBeyondIssuer { .. }) => {
+            codes::POLICY
+        }
+        CaError::Store(S::TokenUnknown) => codes::TOKEN_UNKNOWN,
+        CaError::Store(S::TokenExpired(_)) => codes::TOKEN_EXPIRED,
+        CaError::Store(S::TokenUsed(_)) => codes::TOKEN_USED,
+        CaError::NameNotAllowed(..) => codes::NAME_NOT_ALLOWED,
+        CaError::CertExpired(_) => codes::CERT_EXPIRED,
+        CaError::CertRevoked(..) => codes::CERT_REVOKED,
+        CaError::BadProof(_) => codes::BAD_PROOF,
+        CaError::Unauthenticated(_) => codes::UNAUTHENTICATED,
+        CaError::Forbidden(_) => codes::FORBIDDEN,
+        CaError::Store(S::AlreadyRevoked(_) | S::Duplicate(_)) => codes::CONFLICT,
+        CaError::Store(S::NotFound(_) | S::Ambiguous(_)) => codes::NOT_FOUND,
+        _ => match e.kind() {
+            ErrorKind::BadInput => codes::BAD_REQUEST,
+            _ => codes::INTERNAL,
+        },
+    };
+    let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %e, "internal error");
+        "internal error: see the CA's log".to_string()
+    } else {
+        e.to_string()
+    };
+    ApiError::new(status, code, message)
+}
+
+fn json_resp<T: serde::Serialize>(status: StatusCode, v: &T) -> Resp {
+    let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn bytes_resp(ctype: &str, body: Bytes) -> Resp {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, ctype)
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Full::new(body))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn route_name(method: &Method, path: &str) -> &'static str {
+    match (method.as_str(), path) {
+        (_, "/healthz") => "healthz",
+        (_, "/metrics") => "metrics",
+        (_, "/roots.pem") => "roots",
+        (_, "/crl") => "crl",
+        (_, p) if p == "/ocsp" || p.starts_with("/ocsp/") => "ocsp",
+        (_, "/v1/enroll") => "enroll",
+        (_, "/v1/renew") => "renew",
+        (_, "/v1/revoke") => "revoke",
+        (_, "/v1/tokens") => "tokens",
+        (_, "/v1/certificates") => "certificates",
+        _ => "other",
+    }
+}
+
+/// Handles one request.
+pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: hyper::Request<Incoming>) -> Resp {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let route = route_name(&method, &path);
+    let resp = match dispatch(&state, &conn, req, route).await {
+        Ok(r) => r,
+        Err(e) => {
+            state.metrics.error(e.code);
+            tracing::info!(peer = %conn.peer, route, code = e.code, status = e.status.as_u16(), "refused: {}", e.message);
+            json_resp(e.status, &ErrorBody::new(e.code, e.message))
+        }
+    };
+    state.metrics.request(route, resp.status().as_u16());
+    resp
+}
+
+async fn dispatch(
+    state: &Arc<State>,
+    conn: &Arc<ConnInfo>,
+    req: hyper::Request<Incoming>,
+    route: &'static str,
+) -> Result<Resp, ApiError> {
+    let method = req.method().clone();
+    let public = matches!(route, "healthz" | "metrics" | "roots" | "crl" | "ocsp");
+    if !conn.tls && !public {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            "the plain-HTTP listener serves only /ocsp, /crl, /roots.pem, /healthz and /metrics: use HTTPS",
+        ));
+    }
+    let not_allowed = || {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            codes::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on this route"),
+        )
+    };
+    match route {
+        "healthz" => Ok(bytes_resp("text/plain", Bytes::from_static(b"ok\n"))),
+        "metrics" => {
+            let ca = state.ca.clone();
+            let counts = blocking(move || ca.store().count_by_status())
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .unwrap_or_default();
+            Ok(bytes_resp(
+                "text/plain; version=0.0.4",
+                Bytes::from(state.metrics.render(&counts)),
+            ))
+        }
+        "roots" => Ok(bytes_resp(
+            "application/x-pem-file",
+            Bytes::from(state.root_pem.clone()),
+        )),
+        "crl" => crl(state).await,
+        "ocsp" => ocsp(state, req).await,
+        "enroll" if method == Method::POST => enroll(state, conn, req).await,
+        "renew" if method == Method::POST => renew(state, conn, req).await,
+        "revoke" if method == Method::POST => revoke(state, conn, req).await,
+        "tokens" if method == Method::POST => tokens(state, conn, req).await,
+        "certificates" if method == Method::GET => certificates(state, conn, req).await,
+        "enroll" | "renew" | "revoke" | "tokens" | "certificates" => Err(not_allowed()),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            "no such route: see docs/api.md",
+        )),
+    }
+}
+
+async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::BODY_TOO_LARGE,
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > MAX_BODY as u64 {
+            return Err(too_large());
+        }
+    }
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+            "the request body could not be read",
+        )),
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: hyper::Request<Incoming>,
+) -> Result<T, ApiError> {
+    let body = read_body(req).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::MALFORMED_JSON,
+            format!("the body is not valid JSON for this route: {e}"),
+        )
+    })
+}
+
+async fn run_ca<T: Send + 'static>(
+    state: &Arc<State>,
+    f: impl FnOnce(&twoway_ca::Ca) -> Result<T, CaError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let ca = state.ca.clone();
+    match blocking(move || f(&ca)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(from_ca(&e)),
+        Err(e) => {
+            tracing::error!(error = %e, "blocking task failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::INTERNAL,
+                "internal error: see the CA's log",
+            ))
+        }
+    }
+}
+
+fn rfc(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn cert_response(state: &State, issued: &twoway_pki::Issued) -> twoway_api::CertificateResponse {
+    let pem = issued.pem();
+    twoway_api::CertificateResponse {
+        chain: format!("{pem}{}", state.intermediate_pem),
+        certificate: pem,
+        root: state.root_pem.clone(),
+        serial: issued.info.serial.clone(),
+        fingerprint: issued.info.fingerprint.clone(),
+        not_before: rfc(issued.info.not_before),
+        not_after: rfc(issued.info.not_after),
+    }
+}
+
+async fn enroll(
+    state: &Arc<State>,
+    conn: &Arc<ConnInfo>,
+    req: hyper::Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    if !state.limiter.allow(conn.peer.ip(), Instant::now()) {
+        state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            codes::RATE_LIMITED,
+            format!(
+                "too many enrollment requests from {}: slow down and retry in a second",
+                conn.peer.ip()
+            ),
+        ));
+    }
+    let body: twoway_api::EnrollRequest = read_json(req).await?;
+    let actor = format!("api:enroll@{}", conn.peer.ip());
+    let issued = run_ca(state, move |ca| {
+        ca.enroll(&body.token, body.csr.as_bytes(), &actor)
+    })
+    .await?;
+    state.metrics.issued("enroll");
+    tracing::info!(serial = %issued.info.serial, peer = %conn.peer, "enrolled");
+    Ok(json_resp(
+        StatusCode::CREATED,
+        &cert_response(state, &issued),
+    ))
+}
+
+/// The authenticated client certificate's record, or an error saying why not.
+async fn client(state: &Arc<State>, conn: &ConnInfo) -> Result<CertRecord, ApiError> {
+    let Some(der) = conn.client_cert.clone() else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            codes::UNAUTHENTICATED,
+            "no client certificate: present a certificate issued by this CA (mutual TLS)",
+        ));
+    };
+    run_ca(state, move |ca| ca.authenticate(&der)).await
+}
+
+async fn admin(state: &Arc<State>, conn: &ConnInfo) -> Result<CertRecord, ApiError> {
+    let rec = client(state, conn).await?;
+    if !twoway_ca::is_admin(&state.ca.config().server.admins, &rec) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            codes::FORBIDDEN,
+            format!(
+                "certificate {} ({}) is not an administrator: list one of its SANs (or sha256:<fingerprint>) in [server] admins in ca.toml",
+                rec.serial,
+                rec.sans.join(", ")
+            ),
+        ));
+    }
+    Ok(rec)
+}
+
+fn invalidate(state: &State) {
+    state.ocsp.clear();
+    state.crl.mark_dirty();
+}
+
+async fn renew(
+    state: &Arc<State>,
+    conn: &Arc<ConnInfo>,
+    req: hyper::Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let body: twoway_api::RenewRequest = read_json(req).await?;
+    let client_cert = conn.client_cert.clone();
+    let actor_peer = conn.peer.ip();
+    let issued = run_ca(state, move |ca| {
+        let current = match (&client_cert, &body.proof) {
+            (Some(der), _) => ca.authenticate(der)?,
+            (None, Some(p)) => {
+                let csr_der = twoway_pki::csr_der(body.csr.as_bytes())?;
+                let sig = base64::engine::general_purpose::STANDARD
+                    .decode(p.signature.trim())
+                    .map_err(|_| CaError::BadProof("the proof's signature is not base64".into()))?;
+                let msg = twoway_api::pop_message(&csr_der, p.timestamp);
+                ca.authenticate_proof(p.chain.as_bytes(), p.timestamp, &msg, &sig)?
+            }
+            (None, None) => {
+                return Err(CaError::Unauthenticated(
+                    "renewal needs the current certificate: present it over mutual TLS, or send a proof of possession".into(),
+                ))
+            }
+        };
+        let actor = format!("api:renew:{}@{actor_peer}", current.serial);
+        ca.renew(&current, body.csr.as_bytes(), &actor)
+    })
+    .await?;
+    invalidate(state);
+    state.metrics.issued("renew");
+    Ok(json_resp(
+        StatusCode::CREATED,
+        &cert_response(state, &issued),
+    ))
+}
+
+async fn revoke(
+    state: &Arc<State>,
+    conn: &Arc<ConnInfo>,
+    req: hyper::Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let body: twoway_api::RevokeRequest = read_json(req).await?;
+    let who = client(state, conn).await?;
+    let is_admin = twoway_ca::is_admin(&state.ca.config().server.admins, &who);
+    let reason: twoway_pki::Reason = match body.reason.as_deref() {
+        None => twoway_pki::Reason::Unspecified,
+        Some(r) => r.parse().map_err(|e: twoway_pki::Error| {
+            ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, e.to_string())
+        })?,
+    };
+    let target = body.serial.trim().to_ascii_lowercase().replace(':', "");
+    if !is_admin {
+        let own = target == who.serial
+            || target == who.fingerprint
+            || target.trim_start_matches("00") == who.serial;
+        if !own {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                codes::FORBIDDEN,
+                "only an administrator may revoke another certificate: a holder may revoke only the certificate it presents",
+            ));
+        }
+    }
+    let actor = format!(
+        "api:{}:{}",
+        if is_admin { "admin" } else { "holder" },
+        who.serial
+    );
+    let rec = run_ca(state, move |ca| ca.revoke(&target, reason, &actor)).await?;
+    invalidate(state);
+    Ok(json_resp(
+        StatusCode::OK,
+        &twoway_api::RevokeResponse {
+            serial: rec.serial,
+            revoked_at: rec.revoked_at.map(rfc).unwrap_or_default(),
+            reason: reason.as_str().into(),
+        },
+    ))
+}
+
+async fn tokens(
+    state: &Arc<State>,
+    conn: &Arc<ConnInfo>,
+    req: hyper::Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let who = admin(state, conn).await?;
+    let body: twoway_api::TokenRequest = read_json(req).await?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, m);
+    let sans = body
+        .sans
+        .iter()
+        .map(|s| s.parse::<twoway_pki::San>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    let profile: twoway_pki::Profile = body
+        .profile
+        .parse()
+        .map_err(|e: twoway_pki::Error| bad(e.to_string()))?;
+    let ttl = twoway_pki::parse_duration(&body.ttl).map_err(|e| bad(format!("ttl: {e}")))?;
+    let cert_ttl = body
+        .cert_ttl
+        .as_deref()
+        .map(twoway_pki::parse_duration)
+        .transpose()
+        .map_err(|e| bad(format!("cert_ttl: {e}")))?;
+    let t = twoway_ca::NewToken {
+        sans,
+        profile,
+        ttl,
+        cert_ttl,
+        owner: body.owner.clone(),
+        actor: format!("api:admin:{}", who.serial),
+    };
+    let (secret, rec) = run_ca(state, move |ca| ca.create_token(&t)).await?;
+    Ok(json_resp(
+        StatusCode::CREATED,
+        &twoway_api::TokenResponse {
+            token: secret,
+            id: rec.hash[..16].to_string(),
+            expires_at: rfc(rec.expires_at),
+            sans: rec.sans,
+            profile: rec.profile,
+        },
+    ))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn certificates(
+    state: &Arc<State>,
+    conn: &Arc<ConnInfo>,
+    req: hyper::Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    admin(state, conn).await?;
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, m);
+    let now = OffsetDateTime::now_utc();
+    let mut q = CertQuery {
+        now: Some(now),
+        limit: 50,
+        ..Default::default()
+    };
+    for pair in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v).ok_or_else(|| bad(format!("bad encoding in {k}")))?;
+        match k {
+            "expiring" => {
+                let d =
+                    twoway_pki::parse_duration(&v).map_err(|e| bad(format!("expiring: {e}")))?;
+                q.expiring_before = Some(now + d);
+            }
+            "expired" => q.expired = v == "true" || v == "1",
+            "status" => {
+                if !["active", "revoked", "expired"].contains(&v.as_str()) {
+                    return Err(bad(format!("status {v:?}: use active, revoked or expired")));
+                }
+                q.status = Some(v);
+            }
+            "owner" => q.owner = Some(v),
+            "san" => q.san_glob = Some(v),
+            "profile" => q.profile = Some(v),
+            "label" => {
+                let (lk, lv) = v
+                    .split_once('=')
+                    .ok_or_else(|| bad(format!("label {v:?}: write key=value")))?;
+                q.labels.push((lk.to_string(), lv.to_string()));
+            }
+            "limit" => {
+                q.limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| bad("limit: a number from 1 to 1000".into()))?
+            }
+            "offset" => q.offset = v.parse().map_err(|_| bad("offset: a number".into()))?,
+            other => return Err(bad(format!("unknown query parameter {other:?}"))),
+        }
+    }
+    let page = run_ca(state, move |ca| ca.list(&q)).await?;
+    let items = page
+        .items
+        .iter()
+        .map(|r| twoway_api::CertificateSummary {
+            serial: r.serial.clone(),
+            fingerprint: r.fingerprint.clone(),
+            subject: r.subject.clone(),
+            issuer: r.issuer.clone(),
+            sans: r.sans.clone(),
+            profile: r.profile.clone(),
+            owner: r.owner.clone(),
+            status: r.effective_status(now).to_string(),
+            not_before: rfc(r.not_before),
+            not_after: rfc(r.not_after),
+            revoked_at: r.revoked_at.map(rfc),
+            revocation_reason: r.revocation_reason.clone(),
+        })
+        .collect();
+    Ok(json_resp(
+        StatusCode::OK,
+        &twoway_api::CertificateList {
+            items,
+            total: page.total,
+            offset: page.offset,
+            limit: page.limit,
+        },
+    ))
+}
+
+async fn crl(state: &Arc<State>) -> Result<Resp, ApiError> {
+    if let Some(der) = state.crl.fresh() {
+        return Ok(bytes_resp("application/pkix-crl", der));
+    }
+    let _g = state.crl.regen.lock().await;
+    if let Some(der) = state.crl.fresh() {
+        return Ok(bytes_resp("application/pkix-crl", der));
+    }
+    let st = state.clone();
+    let der = run_ca(state, move |ca| st.crl.regenerate(ca, &st.actor)).await?;
+    state.metrics.crl_signed.fetch_add(1, Ordering::Relaxed);
+    Ok(bytes_resp("application/pkix-crl", der))
+}
+
+async fn ocsp(state: &Arc<State>, req: hyper::Request<Incoming>) -> Result<Resp, ApiError> {
+    let der = if req.method() == Method::GET {
+        let path = req.uri().path();
+        let enc = path.strip_prefix("/ocsp/").unwrap_or("");
+        let b64 = percent_decode(enc).unwrap_or_default();
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .unwrap_or_default()
+    } else if req.method() == Method::POST {
+        read_body(req).await?.to_vec()
+    } else {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            codes::METHOD_NOT_ALLOWED,
+            "OCSP takes GET /ocsp/<base64> or POST /ocsp",
+        ));
+    };
+    if let Some(hit) = state.ocsp.cached(&der) {
+        state
+            .metrics
+            .ocsp_cache_hits
+            .fetch_add(1, Ordering::Relaxed);
+        state.metrics.ocsp("cached");
+        return Ok(bytes_resp("application/ocsp-response", hit));
+    }
+    let st = state.clone();
+    let ca = state.ca.clone();
+    let resp = blocking(move || st.ocsp.answer(&ca, &der, &st.metrics))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::INTERNAL,
+                "internal error",
+            )
+        })?;
+    Ok(bytes_resp("application/ocsp-response", resp))
+}

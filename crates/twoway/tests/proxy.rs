@@ -1,0 +1,1400 @@
+//! End-to-end tests of `twoway proxy` with real peers: the `twoway` binary itself, curl,
+//! `openssl s_client`, and nginx as the backend. Certificates come from rcgen.
+//!
+//! A missing peer binary fails the test with a message saying what to install.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose as Eku, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
+};
+use time::OffsetDateTime;
+
+const BIN: &str = env!("CARGO_BIN_EXE_twoway");
+const ALICE: &str = "spiffe://example.org/ns/prod/sa/alice";
+const BOB: &str = "spiffe://example.org/ns/dev/sa/bob";
+
+// ---------------------------------------------------------------------------------------
+// Test PKI
+// ---------------------------------------------------------------------------------------
+
+/// A CA that can sign leaves and CRLs.
+struct Ca {
+    params: CertificateParams,
+    key: KeyPair,
+    pem: String,
+}
+
+impl Ca {
+    fn new(cn: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        dn.push(DnType::OrganizationName, "twoway tests");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.not_before = OffsetDateTime::now_utc() - time::Duration::days(1);
+        params.not_after = OffsetDateTime::now_utc() + time::Duration::days(30);
+        params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+        params.use_authority_key_identifier_extension = true;
+        params.key_identifier_method = KeyIdMethod::Sha256;
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca { params, key, pem }
+    }
+
+    fn issuer(&self) -> Issuer<'_, &KeyPair> {
+        Issuer::from_params(&self.params, &self.key)
+    }
+
+    fn crl(&self, revoked: &[&[u8]]) -> String {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(1),
+            next_update: now + time::Duration::days(7),
+            crl_number: SerialNumber::from_slice(&random_serial()),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(s),
+                    revocation_time: now - time::Duration::minutes(1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer()).unwrap().pem().unwrap()
+    }
+}
+
+fn random_serial() -> Vec<u8> {
+    // 16 bytes from the time and a counter are enough to be unique within a test run.
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;
+    let mut v = vec![0x01];
+    v.extend_from_slice(&t.to_be_bytes());
+    v.extend_from_slice(&n.to_be_bytes()[1..]);
+    v
+}
+
+/// A leaf certificate and its key, as PEM, plus its serial.
+struct Leaf {
+    cert: String,
+    key: String,
+    serial: Vec<u8>,
+    der: Vec<u8>,
+}
+
+struct LeafSpec<'a> {
+    cn: &'a str,
+    sans: Vec<SanType>,
+    eku: Vec<Eku>,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    ca_flag: bool,
+}
+
+impl<'a> LeafSpec<'a> {
+    fn client(cn: &'a str, uri: &str) -> Self {
+        LeafSpec {
+            cn,
+            sans: vec![SanType::URI(uri.try_into().unwrap())],
+            eku: vec![Eku::ClientAuth],
+            not_before: OffsetDateTime::now_utc() - time::Duration::hours(1),
+            not_after: OffsetDateTime::now_utc() + time::Duration::days(1),
+            ca_flag: false,
+        }
+    }
+
+    fn server() -> Self {
+        LeafSpec {
+            cn: "localhost",
+            sans: vec![
+                SanType::DnsName("localhost".try_into().unwrap()),
+                SanType::IpAddress("127.0.0.1".parse().unwrap()),
+            ],
+            eku: vec![Eku::ServerAuth],
+            not_before: OffsetDateTime::now_utc() - time::Duration::hours(1),
+            not_after: OffsetDateTime::now_utc() + time::Duration::days(1),
+            ca_flag: false,
+        }
+    }
+
+    fn sign(self, ca: &Ca) -> Leaf {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, self.cn);
+        dn.push(DnType::OrganizationalUnitName, "tests");
+        params.distinguished_name = dn;
+        params.subject_alt_names = self.sans;
+        params.extended_key_usages = self.eku;
+        params.not_before = self.not_before;
+        params.not_after = self.not_after;
+        let serial = random_serial();
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        params.use_authority_key_identifier_extension = true;
+        params.key_identifier_method = KeyIdMethod::Sha256;
+        if self.ca_flag {
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+        } else {
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        }
+        let cert = params.signed_by(&key, &ca.issuer()).unwrap();
+        Leaf {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+            serial,
+            der: cert.der().to_vec(),
+        }
+    }
+}
+
+/// Every certificate the tests use, written to a temp dir.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: Ca,
+    other_ca: Ca,
+    revoked_serial: Vec<u8>,
+    alice_der: Vec<u8>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new("twoway test CA");
+        // Same subject as `ca`, different key: a look-alike issuer.
+        let lookalike = Ca::new("twoway test CA");
+        let other_ca = Ca::new("twoway second CA");
+        let now = OffsetDateTime::now_utc();
+        let server = LeafSpec::server().sign(&ca);
+        let alice = LeafSpec::client("alice", ALICE).sign(&ca);
+        let bob = LeafSpec::client("bob", BOB).sign(&ca);
+        let revoked =
+            LeafSpec::client("mallory", "spiffe://example.org/ns/prod/sa/mallory").sign(&ca);
+        let expired = LeafSpec {
+            not_before: now - time::Duration::days(10),
+            not_after: now - time::Duration::days(1),
+            ..LeafSpec::client("old", "spiffe://example.org/ns/prod/sa/old")
+        }
+        .sign(&ca);
+        let future = LeafSpec {
+            not_before: now + time::Duration::days(1),
+            not_after: now + time::Duration::days(10),
+            ..LeafSpec::client("new", "spiffe://example.org/ns/prod/sa/new")
+        }
+        .sign(&ca);
+        let server_only = LeafSpec {
+            eku: vec![Eku::ServerAuth],
+            ..LeafSpec::client("srv", "spiffe://example.org/ns/prod/sa/srv")
+        }
+        .sign(&ca);
+        let ca_leaf = LeafSpec {
+            ca_flag: true,
+            ..LeafSpec::client("subca", "spiffe://example.org/ns/prod/sa/subca")
+        }
+        .sign(&ca);
+        let evil = LeafSpec::client("alice", ALICE).sign(&lookalike);
+        let carol =
+            LeafSpec::client("carol", "spiffe://example.org/ns/prod/sa/carol").sign(&other_ca);
+
+        let p = Pki {
+            dir,
+            revoked_serial: revoked.serial.clone(),
+            alice_der: alice.der.clone(),
+            ca,
+            other_ca,
+        };
+        p.write("ca.pem", &p.ca.pem);
+        p.write("other-ca.pem", &p.other_ca.pem);
+        p.write("empty.pem", "# no certificate here\n");
+        p.write("crl.pem", &p.ca.crl(&[&p.revoked_serial]));
+        p.write("crl-empty.pem", &p.ca.crl(&[]));
+        for (name, leaf) in [
+            ("server", &server),
+            ("alice", &alice),
+            ("bob", &bob),
+            ("revoked", &revoked),
+            ("expired", &expired),
+            ("future", &future),
+            ("serveronly", &server_only),
+            ("caleaf", &ca_leaf),
+            ("evil", &evil),
+            ("carol", &carol),
+        ] {
+            p.write(&format!("{name}.pem"), &leaf.cert);
+            p.write(&format!("{name}.key"), &leaf.key);
+        }
+        p
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path(name), text).unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------
+
+fn require(bin: &str, package: &str) -> PathBuf {
+    for dir in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/usr/local/bin",
+        "/usr/local/sbin",
+        "/sbin",
+        "/bin",
+    ] {
+        let p = Path::new(dir).join(bin);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("`{bin}` is required by this test but was not found: install it (apt-get install {package})");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16, what: &str, child: &mut Child, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited early ({status}):\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    panic!(
+        "{what} did not listen on {port}:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// A child process killed on drop.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx as a plaintext backend on a TCP port and a Unix socket. `/` answers with the
+/// identity headers it received; `/big` serves 1 MiB.
+fn nginx(dir: &Path) -> (Proc, u16, PathBuf) {
+    let bin = require("nginx", "nginx");
+    let port = free_port();
+    let prefix = dir.join(format!("nginx-{port}"));
+    std::fs::create_dir_all(prefix.join("logs")).unwrap();
+    let sock = prefix.join("nginx.sock");
+    std::fs::write(prefix.join("big.bin"), vec![b'x'; 1 << 20]).unwrap();
+    let conf = format!(
+        r#"
+daemon off;
+master_process off;
+user root;
+worker_processes 1;
+error_log {p}/logs/error.log warn;
+pid {p}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {p}/body;
+    proxy_temp_path {p}/proxy;
+    fastcgi_temp_path {p}/fastcgi;
+    uwsgi_temp_path {p}/uwsgi;
+    scgi_temp_path {p}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        listen unix:{sock};
+        root {p};
+        location = /big {{ try_files /big.bin =404; }}
+        location / {{
+            default_type text/plain;
+            return 200 "hello id=[$http_x_client_identity] xfcc=[$http_x_forwarded_client_cert] path=[$uri]\n";
+        }}
+    }}
+}}
+"#,
+        p = prefix.display(),
+        sock = sock.display()
+    );
+    let conf_path = prefix.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let log = prefix.join("stderr.log");
+    let mut child = Command::new(bin)
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-e")
+        .arg(prefix.join("logs/error.log"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_port(port, "nginx", &mut child, &log);
+    (Proc { child, log }, port, sock)
+}
+
+/// Starts `twoway proxy ARGS…` and waits for its admin `/ready`.
+fn proxy(dir: &Path, args: &[String], admin: u16) -> Proc {
+    let log = dir.join(format!("proxy-{admin}.log"));
+    let mut child = Command::new(BIN)
+        .arg("proxy")
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_port(admin, "twoway proxy", &mut child, &log);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(admin, "/ready").0 != 200 {
+        assert!(Instant::now() < deadline, "proxy never became ready");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    Proc { child, log }
+}
+
+/// A plain HTTP/1.0 GET on loopback; returns (status, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn metrics(admin: u16) -> String {
+    let (status, body) = http_get(admin, "/metrics");
+    assert_eq!(status, 200, "metrics endpoint");
+    body
+}
+
+/// The value of the series whose line starts with `series` (name plus labels).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in metrics:\n{text}"))
+}
+
+fn rejected(text: &str, listener: &str, reason: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with("twoway_proxy_handshakes_total{")
+                && l.contains(&format!("listener=\"{listener}\""))
+                && l.contains(&format!("reason=\"{reason}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn curl(args: &[&str]) -> Output {
+    let bin = require("curl", "curl");
+    Command::new(bin)
+        .args(["--silent", "--show-error", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn curl_mtls(pki: &Pki, who: Option<&str>, url: &str, extra: &[&str]) -> Output {
+    let mut args: Vec<String> = vec!["--cacert".into(), pki.p("ca.pem")];
+    if let Some(w) = who {
+        args.extend([
+            "--cert".into(),
+            pki.p(&format!("{w}.pem")),
+            "--key".into(),
+            pki.p(&format!("{w}.key")),
+        ]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(url.into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    curl(&refs)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    let out = Command::new(require("openssl", "openssl"))
+        .args(["dgst", "-sha256", "-r"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(der)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    stdout(&out).split_whitespace().next().unwrap().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+/// TCP mode: forwarding, every handshake rejection seen by the client and in /metrics,
+/// garbage, a slow handshake, and the proxy still serving afterwards.
+#[test]
+fn tcp_mode_forwards_and_rejects_bad_clients() {
+    let pki = Pki::new();
+    let (_nginx, nginx_port, _) = nginx(pki.dir.path());
+    let port = free_port();
+    let admin = free_port();
+    let p = proxy(
+        pki.dir.path(),
+        &s(&[
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--backend",
+            &format!("127.0.0.1:{nginx_port}"),
+            "--cert",
+            &pki.p("server.pem"),
+            "--key",
+            &pki.p("server.key"),
+            "--client-ca",
+            &pki.p("ca.pem"),
+            "--crl",
+            &pki.p("crl.pem"),
+            "--allow",
+            "spiffe://example.org/ns/prod/*",
+            "--handshake-timeout",
+            "1",
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ]),
+        admin,
+    );
+    let name = format!("127.0.0.1:{port}");
+    let url = format!("https://localhost:{port}/hello");
+
+    let ok = curl_mtls(&pki, Some("alice"), &url, &[]);
+    assert!(ok.status.success(), "alice: {}\n{}", stderr(&ok), p.log());
+    assert!(stdout(&ok).starts_with("hello"), "{}", stdout(&ok));
+
+    // bulk bytes through TCP mode arrive intact
+    let big = curl_mtls(
+        &pki,
+        Some("alice"),
+        &format!("https://localhost:{port}/big"),
+        &[],
+    );
+    assert!(big.status.success());
+    assert_eq!(big.stdout.len(), 1 << 20);
+
+    for (who, reason) in [
+        (None, "no_client_cert"),
+        (Some("bob"), "denied"),
+        (Some("expired"), "expired"),
+        (Some("future"), "not_yet_valid"),
+        (Some("revoked"), "revoked"),
+        (Some("serveronly"), "bad_eku"),
+        (Some("caleaf"), "ca_as_leaf"),
+        (Some("carol"), "unknown_ca"),
+    ] {
+        let out = curl_mtls(&pki, who, &url, &[]);
+        assert!(
+            !out.status.success(),
+            "{who:?} must be refused: {}",
+            stdout(&out)
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains("alert"),
+            "{who:?}: client should see a TLS alert, got: {err}"
+        );
+        let m = metrics(admin);
+        assert!(
+            rejected(&m, &name, reason) >= 1.0,
+            "{who:?}: no {reason} in\n{m}\n{}",
+            p.log()
+        );
+    }
+    // look-alike issuer (same subject, other key)
+    let out = curl_mtls(&pki, Some("evil"), &url, &[]);
+    assert!(!out.status.success());
+    let m = metrics(admin);
+    assert!(
+        rejected(&m, &name, "unknown_ca") + rejected(&m, &name, "bad_signature") >= 2.0,
+        "look-alike issuer not counted:\n{m}"
+    );
+
+    // openssl s_client sees the alert for a revoked certificate, and completes for alice
+    let openssl = require("openssl", "openssl");
+    let run_s_client = |who: &str| {
+        let mut c = Command::new(&openssl)
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-servername",
+                "localhost",
+            ])
+            .args(["-CAfile", &pki.p("ca.pem"), "-verify_return_error"])
+            .args([
+                "-cert",
+                &pki.p(&format!("{who}.pem")),
+                "-key",
+                &pki.p(&format!("{who}.key")),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = c.stdin.take().unwrap();
+        let _ = stdin.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        std::thread::sleep(Duration::from_millis(500));
+        drop(stdin);
+        let out = c.wait_with_output().unwrap();
+        format!("{}{}", stdout(&out), stderr(&out))
+    };
+    let good = run_s_client("alice");
+    assert!(good.contains("Verify return code: 0"), "{good}");
+    assert!(good.contains("hello"), "{good}");
+    let bad = run_s_client("revoked");
+    assert!(
+        bad.contains("certificate revoked"),
+        "s_client should report the alert: {bad}"
+    );
+
+    // garbage instead of a ClientHello
+    let mut g = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    g.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    g.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 256];
+    let _ = g.read(&mut buf);
+    // a slow client that never finishes the handshake is cut off after 1 s
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let n = slow.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "slow client should be closed");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    std::thread::sleep(Duration::from_millis(200));
+    let m = metrics(admin);
+    assert!(
+        rejected(&m, &name, "protocol") >= 1.0,
+        "garbage not counted:\n{m}"
+    );
+    assert!(
+        rejected(&m, &name, "handshake_timeout") >= 1.0,
+        "timeout not counted:\n{m}"
+    );
+
+    // still serving, and the metrics show the good handshakes, bytes and cert expiry
+    let ok = curl_mtls(&pki, Some("alice"), &url, &[]);
+    assert!(ok.status.success(), "{}", p.log());
+    let m = metrics(admin);
+    assert!(
+        metric(
+            &m,
+            &format!(
+                "twoway_proxy_handshakes_total{{listener=\"{name}\",mode=\"tcp\",result=\"ok\""
+            )
+        ) >= 3.0
+    );
+    assert!(metric(&m, &format!("twoway_proxy_bytes_total{{listener=\"{name}\",mode=\"tcp\",direction=\"to_client\"}}")) >= 1_048_576.0);
+    let expiry = metric(
+        &m,
+        &format!("twoway_proxy_certificate_expiry_seconds{{listener=\"{name}\""),
+    );
+    assert!(expiry > 3600.0 && expiry < 2.0 * 86400.0, "expiry {expiry}");
+    assert_eq!(http_get(admin, "/healthz").0, 200);
+    // the access log has the decisions and identities
+    let log = p.log();
+    assert!(log.contains(ALICE), "access log lacks the identity:\n{log}");
+    assert!(log.contains("handshake rejected"), "{log}");
+}
+
+/// HTTP mode from a config file: identity headers (spoofs stripped), HTTP/2, per-route
+/// rules with 403, a Unix-socket backend, and --check-config.
+#[test]
+fn http_mode_sets_identity_headers_and_enforces_routes() {
+    let pki = Pki::new();
+    let (_nginx, _, sock) = nginx(pki.dir.path());
+    let port = free_port();
+    let admin = free_port();
+    let config = format!(
+        r#"
+admin = "127.0.0.1:{admin}"
+drain_timeout_secs = 2
+
+[[server]]
+name = "web"
+listen = "127.0.0.1:{port}"
+backend = "unix:{sock}"
+cert = "server.pem"
+key = "server.key"
+client_ca = "ca.pem"
+crl = ["crl.pem"]
+http = true
+
+[[server.route]]
+prefix = "/admin"
+allow = ["{ALICE}"]
+
+[[server.route]]
+prefix = "/"
+methods = ["GET", "HEAD"]
+allow = ["spiffe://example.org/*"]
+"#,
+        sock = sock.display()
+    );
+    pki.write("proxy.toml", &config);
+    let check = Command::new(BIN)
+        .args(["proxy", "--config", &pki.p("proxy.toml"), "--check-config"])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", stderr(&check));
+    assert!(
+        stdout(&check).contains("configuration OK"),
+        "{}",
+        stdout(&check)
+    );
+
+    let p = proxy(
+        pki.dir.path(),
+        &s(&["--config", &pki.p("proxy.toml")]),
+        admin,
+    );
+    let base = format!("https://localhost:{port}");
+
+    let out = curl_mtls(
+        &pki,
+        Some("alice"),
+        &format!("{base}/x"),
+        &[
+            "-H",
+            "X-Client-Identity: spiffe://example.org/ns/prod/sa/admin",
+            "-H",
+            "X-Forwarded-Client-Cert: Hash=00;URI=spoofed",
+        ],
+    );
+    let body = stdout(&out);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), p.log());
+    assert!(body.contains(&format!("id=[{ALICE}]")), "{body}");
+    let hash = sha256_hex(&pki.alice_der);
+    assert!(
+        body.contains(&format!(
+            "xfcc=[Hash={hash};Subject=\"OU=tests,CN=alice\";URI={ALICE}]"
+        )),
+        "{body}"
+    );
+    assert!(
+        !body.contains("spoofed") && !body.contains("sa/admin"),
+        "{body}"
+    );
+
+    // HTTP/2 over ALPN
+    let out = curl_mtls(
+        &pki,
+        Some("alice"),
+        &format!("{base}/h2"),
+        &["--http2", "-w", "|%{http_version}"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).ends_with("|2"), "{}", stdout(&out));
+
+    // routes: bob may GET / but not /admin, and may not POST
+    let out = curl_mtls(
+        &pki,
+        Some("bob"),
+        &format!("{base}/ok"),
+        &["-w", "|%{http_code}"],
+    );
+    assert!(stdout(&out).ends_with("|200"), "{}", stdout(&out));
+    let out = curl_mtls(
+        &pki,
+        Some("bob"),
+        &format!("{base}/admin/x"),
+        &["-w", "|%{http_code}"],
+    );
+    assert_eq!(stdout(&out), "forbidden\n|403");
+    let out = curl_mtls(
+        &pki,
+        Some("bob"),
+        &format!("{base}/ok"),
+        &["-X", "POST", "-w", "|%{http_code}"],
+    );
+    assert_eq!(stdout(&out), "forbidden\n|403");
+    let out = curl_mtls(
+        &pki,
+        Some("alice"),
+        &format!("{base}/admin/x"),
+        &["-w", "|%{http_code}"],
+    );
+    assert!(stdout(&out).ends_with("|200"), "{}", stdout(&out));
+
+    // a revoked certificate never reaches HTTP
+    let out = curl_mtls(&pki, Some("revoked"), &format!("{base}/x"), &[]);
+    assert!(!out.status.success());
+
+    let m = metrics(admin);
+    assert_eq!(
+        metric(&m, "twoway_proxy_http_denied_total{listener=\"web\""),
+        2.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "twoway_proxy_http_responses_total{listener=\"web\",code=\"2xx\"}"
+        ) >= 4.0
+    );
+    assert!(
+        metric(
+            &m,
+            "twoway_proxy_http_request_duration_seconds_count{listener=\"web\"}"
+        ) >= 6.0
+    );
+    assert!(rejected(&m, "web", "revoked") >= 1.0);
+}
+
+/// Client mode: a plaintext port that reaches the server proxy over mTLS, with the server
+/// identity checked; a wrong expected identity is refused and counted.
+#[test]
+fn client_mode_originates_mtls() {
+    let pki = Pki::new();
+    let (_nginx, nginx_port, _) = nginx(pki.dir.path());
+    let sport = free_port();
+    let sadmin = free_port();
+    let _server = proxy(
+        pki.dir.path(),
+        &s(&[
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{sport}"),
+            "--backend",
+            &format!("127.0.0.1:{nginx_port}"),
+            "--cert",
+            &pki.p("server.pem"),
+            "--key",
+            &pki.p("server.key"),
+            "--client-ca",
+            &pki.p("ca.pem"),
+            "--admin",
+            &format!("127.0.0.1:{sadmin}"),
+        ]),
+        sadmin,
+    );
+    let good = free_port();
+    let wrong = free_port();
+    let cadmin = free_port();
+    pki.write(
+        "client.toml",
+        &format!(
+            r#"
+admin = "127.0.0.1:{cadmin}"
+[[client]]
+name = "good"
+listen = "127.0.0.1:{good}"
+target = "127.0.0.1:{sport}"
+server_name = "localhost"
+cert = "alice.pem"
+key = "alice.key"
+server_ca = "ca.pem"
+expect_server = ["dns:localhost"]
+
+[[client]]
+name = "wrong"
+listen = "127.0.0.1:{wrong}"
+target = "127.0.0.1:{sport}"
+server_name = "localhost"
+cert = "alice.pem"
+key = "alice.key"
+server_ca = "ca.pem"
+expect_server = ["spiffe://example.org/ns/prod/sa/someone-else"]
+"#
+        ),
+    );
+    let c = proxy(
+        pki.dir.path(),
+        &s(&["--config", &pki.p("client.toml")]),
+        cadmin,
+    );
+    let out = curl(&[&format!("http://127.0.0.1:{good}/via-client")]);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), c.log());
+    assert!(stdout(&out).starts_with("hello"), "{}", stdout(&out));
+    let out = curl(&[&format!("http://127.0.0.1:{wrong}/")]);
+    assert!(
+        !out.status.success(),
+        "must not reach the server: {}",
+        stdout(&out)
+    );
+    let m = metrics(cadmin);
+    assert!(rejected(&m, "wrong", "denied") >= 1.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            "twoway_proxy_handshakes_total{listener=\"good\",mode=\"client\",result=\"ok\""
+        ) >= 1.0
+    );
+}
+
+/// PROXY protocol v2 reaches a TCP backend with the client address and identity TLV.
+#[test]
+fn tcp_mode_sends_proxy_protocol_v2() {
+    let pki = Pki::new();
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let bport = backend.local_addr().unwrap().port();
+    let port = free_port();
+    let admin = free_port();
+    let _p = proxy(
+        pki.dir.path(),
+        &s(&[
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--backend",
+            &format!("127.0.0.1:{bport}"),
+            "--cert",
+            &pki.p("server.pem"),
+            "--key",
+            &pki.p("server.key"),
+            "--client-ca",
+            &pki.p("ca.pem"),
+            "--proxy-protocol",
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ]),
+        admin,
+    );
+    let reader = std::thread::spawn(move || {
+        let (mut conn, _) = backend.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut head = [0u8; 16];
+        conn.read_exact(&mut head).unwrap();
+        let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+        let mut body = vec![0u8; len];
+        conn.read_exact(&mut body).unwrap();
+        conn.write_all(b"HTTP/1.0 200 OK\r\n\r\npp-ok").unwrap();
+        (head, body)
+    });
+    let out = curl_mtls(
+        &pki,
+        Some("alice"),
+        &format!("https://localhost:{port}/"),
+        &[],
+    );
+    assert_eq!(stdout(&out), "pp-ok", "{}", stderr(&out));
+    let (head, body) = reader.join().unwrap();
+    assert_eq!(&head[..12], b"\r\n\r\n\0\r\nQUIT\n");
+    assert_eq!(head[12], 0x21);
+    assert_eq!(head[13], 0x11);
+    assert_eq!(&body[..4], &[127, 0, 0, 1]);
+    assert!(body.windows(ALICE.len()).any(|w| w == ALICE.as_bytes()));
+    let mut i = 12;
+    let mut found = false;
+    while i + 3 <= body.len() {
+        let (t, l) = (
+            body[i],
+            u16::from_be_bytes([body[i + 1], body[i + 2]]) as usize,
+        );
+        if t == 0xE0 {
+            assert_eq!(&body[i + 3..i + 3 + l], ALICE.as_bytes());
+            found = true;
+        }
+        i += 3 + l;
+    }
+    assert!(found, "identity TLV 0xE0 missing");
+}
+
+/// Bad input at start: a clear message naming the problem, a non-zero exit, nothing served.
+#[test]
+fn bad_input_fails_before_listening() {
+    let pki = Pki::new();
+    pki.write(
+        "garbage-crl.pem",
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    );
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let base = |listen: u16, cert: &str, key: &str, ca: &str| -> Vec<String> {
+        s(&[
+            "proxy",
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--backend",
+            "127.0.0.1:9",
+            "--cert",
+            &pki.p(cert),
+            "--key",
+            &pki.p(key),
+            "--client-ca",
+            &pki.p(ca),
+        ])
+    };
+    let port = free_port();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            base(port, "server.pem", "missing.key", "ca.pem"),
+            "cannot read key file",
+        ),
+        (
+            base(port, "server.pem", "alice.key", "ca.pem"),
+            "does not match the certificate",
+        ),
+        (
+            base(port, "server.pem", "server.key", "empty.pem"),
+            "no certificate found",
+        ),
+        (
+            [
+                base(port, "server.pem", "server.key", "ca.pem"),
+                s(&["--crl", &pki.p("garbage-crl.pem")]),
+            ]
+            .concat(),
+            "not a valid CRL",
+        ),
+        (
+            [
+                base(port, "server.pem", "server.key", "ca.pem"),
+                s(&["--allow", "team:payments"]),
+            ]
+            .concat(),
+            "unknown kind prefix",
+        ),
+        (
+            base(busy_port, "server.pem", "server.key", "ca.pem"),
+            "already listens there",
+        ),
+        (s(&["proxy"]), "nothing to run"),
+    ];
+    for (args, want) in cases {
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("proxy kept running with bad input {args:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = child.wait_with_output().unwrap();
+        assert!(!status.success(), "{args:?} should fail");
+        let err = stderr(&out);
+        assert!(err.contains(want), "{args:?}: expected {want:?} in:\n{err}");
+        if !want.contains("already listens") {
+            assert!(
+                TcpStream::connect(("127.0.0.1", port)).is_err(),
+                "listened despite bad input"
+            );
+        }
+    }
+    drop(busy);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reload under load
+// ---------------------------------------------------------------------------------------
+
+fn client_config(pki: &Pki, who: &str) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap())
+        .unwrap();
+    let chain = vec![CertificateDer::from_pem_file(pki.path(&format!("{who}.pem"))).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(pki.path(&format!("{who}.key"))).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Arc::new(cfg)
+}
+
+/// One full handshake plus one request; returns the server leaf on a 200.
+async fn one_request(cfg: Arc<rustls::ClientConfig>, addr: SocketAddr) -> Result<Vec<u8>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tls.write_all(b"GET /r HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut resp = Vec::new();
+        tls.read_to_end(&mut resp)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        let leaf = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec());
+        if resp.starts_with(b"HTTP/1.1 200") {
+            leaf.ok_or_else(|| "no server certificate".to_owned())
+        } else {
+            Err(format!("response: {}", String::from_utf8_lossy(&resp)))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+}
+
+/// Under steady load the server certificate and the client CA bundle are replaced and a
+/// client certificate is revoked by rewriting the CRL in place: valid clients see no
+/// failure, the new CA's client gets in, and the revoked client is refused after a reload.
+#[test]
+fn reload_under_load_keeps_valid_clients_working() {
+    let pki = Pki::new();
+    let (_nginx, nginx_port, _) = nginx(pki.dir.path());
+    pki.write("live-ca.pem", &pki.ca.pem);
+    pki.write("live-crl.pem", &pki.ca.crl(&[]));
+    std::fs::copy(pki.path("server.pem"), pki.path("live-server.pem")).unwrap();
+    std::fs::copy(pki.path("server.key"), pki.path("live-server.key")).unwrap();
+    // bob is valid at first and revoked during the run
+    let port = free_port();
+    let admin = free_port();
+    let p = proxy(
+        pki.dir.path(),
+        &s(&[
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--backend",
+            &format!("127.0.0.1:{nginx_port}"),
+            "--cert",
+            &pki.p("live-server.pem"),
+            "--key",
+            &pki.p("live-server.key"),
+            "--client-ca",
+            &pki.p("live-ca.pem"),
+            "--crl",
+            &pki.p("live-crl.pem"),
+            "--http",
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ]),
+        admin,
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let alice = client_config(&pki, "alice");
+    let bob = client_config(&pki, "bob");
+    let carol = client_config(&pki, "carol");
+    let new_server = LeafSpec::server().sign(&pki.ca);
+    let bob_serial = {
+        // read bob's serial back from his certificate
+        use rustls::pki_types::pem::PemObject;
+        let der = rustls::pki_types::CertificateDer::from_pem_file(pki.path("bob.pem")).unwrap();
+        let (_, c) = x509_serial(&der);
+        c
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        assert!(
+            one_request(bob.clone(), addr).await.is_ok(),
+            "bob works before revocation"
+        );
+        assert!(
+            one_request(carol.clone(), addr).await.is_err(),
+            "carol's CA is not trusted yet"
+        );
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut loaders = Vec::new();
+        for _ in 0..2 {
+            let cfg = alice.clone();
+            let stop = stop.clone();
+            loaders.push(tokio::spawn(async move {
+                let (mut ok, mut failed, mut leaves) =
+                    (0u32, Vec::new(), std::collections::BTreeSet::new());
+                let deadline = Instant::now() + Duration::from_secs(12);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline
+                {
+                    match one_request(cfg.clone(), addr).await {
+                        Ok(leaf) => {
+                            ok += 1;
+                            leaves.insert(leaf);
+                        }
+                        Err(e) => failed.push(e),
+                    }
+                }
+                (ok, failed, leaves)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        // 1. new server certificate and key, written in place
+        std::fs::write(pki.path("live-server.key"), &new_server.key).unwrap();
+        std::fs::write(pki.path("live-server.pem"), &new_server.cert).unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // 2. client CA bundle gains the second CA
+        std::fs::write(
+            pki.path("live-ca.pem"),
+            format!("{}{}", pki.ca.pem, pki.other_ca.pem),
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // 3. bob is revoked: the CRL file is rewritten in place
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(pki.path("live-crl.pem"))
+            .unwrap();
+        f.write_all(pki.ca.crl(&[&bob_serial]).as_bytes()).unwrap();
+        drop(f);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let bob_after = one_request(bob.clone(), addr).await;
+        let carol_after = one_request(carol.clone(), addr).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut total = 0;
+        let mut leaves = std::collections::BTreeSet::new();
+        for l in loaders {
+            let (ok, failed, seen) = l.await.unwrap();
+            assert!(
+                failed.is_empty(),
+                "valid client saw failures: {failed:?}\n{}",
+                p.log()
+            );
+            total += ok;
+            leaves.extend(seen);
+        }
+        assert!(total > 50, "too few requests under load: {total}");
+        assert!(
+            leaves.contains(&new_server.der),
+            "new server certificate never served"
+        );
+        assert_eq!(
+            leaves.len(),
+            2,
+            "expected the old then the new server certificate"
+        );
+        assert!(bob_after.is_err(), "revoked client still accepted");
+        assert!(
+            carol_after.is_ok(),
+            "client of the added CA refused: {carol_after:?}\n{}",
+            p.log()
+        );
+    });
+    let m = metrics(admin);
+    assert!(
+        metric(
+            &m,
+            &format!("twoway_proxy_reloads_total{{listener=\"127.0.0.1:{port}\"")
+        ) >= 3.0,
+        "{m}"
+    );
+    assert!(
+        rejected(&m, &format!("127.0.0.1:{port}"), "revoked") >= 1.0,
+        "{m}"
+    );
+}
+
+/// The serial number bytes of a DER certificate (minimal DER walk: tbsCertificate's
+/// optional [0] version, then the INTEGER serial).
+fn x509_serial(der: &[u8]) -> ((), Vec<u8>) {
+    fn tlv(b: &[u8]) -> (u8, usize, usize) {
+        let tag = b[0];
+        let (len, hdr) = if b[1] & 0x80 == 0 {
+            (b[1] as usize, 2)
+        } else {
+            let n = (b[1] & 0x7f) as usize;
+            let mut l = 0usize;
+            for i in 0..n {
+                l = (l << 8) | b[2 + i] as usize;
+            }
+            (l, 2 + n)
+        };
+        (tag, hdr, len)
+    }
+    let (_, h, _) = tlv(der); // Certificate SEQUENCE
+    let tbs = &der[h..];
+    let (_, h2, _) = tlv(tbs); // tbsCertificate SEQUENCE
+    let mut rest = &tbs[h2..];
+    let (tag, h3, l3) = tlv(rest);
+    if tag == 0xa0 {
+        rest = &rest[h3 + l3..];
+    }
+    let (_, h4, l4) = tlv(rest);
+    ((), rest[h4..h4 + l4].to_vec())
+}
+
+/// SIGTERM: no new connections, an open connection still completes its request, and the
+/// process exits by itself within the drain deadline.
+#[test]
+fn sigterm_drains_open_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let (_nginx, nginx_port, _) = nginx(pki.dir.path());
+    let port = free_port();
+    let admin = free_port();
+    let mut p = proxy(
+        pki.dir.path(),
+        &s(&[
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--backend",
+            &format!("127.0.0.1:{nginx_port}"),
+            "--cert",
+            &pki.p("server.pem"),
+            "--key",
+            &pki.p("server.key"),
+            "--client-ca",
+            &pki.p("ca.pem"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--drain-timeout",
+            "5",
+        ]),
+        admin,
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let cfg = client_config(&pki, "alice");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        tls.write_all(b"GET /draining HTTP/1.1\r\nHost: localhost\r\n")
+            .await
+            .unwrap();
+        tls.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let term = Command::new("kill")
+            .args(["-TERM", &p.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "new connections must be refused while draining"
+        );
+        tls.write_all(b"Connection: close\r\n\r\n").await.unwrap();
+        let mut resp = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut resp))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&resp);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("path=[/draining]"), "{text}");
+    });
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let status = loop {
+        if let Some(st) = p.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "proxy did not exit after draining:\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}:\n{}", p.log());
+    assert!(p.log().contains("drained"), "{}", p.log());
+}
