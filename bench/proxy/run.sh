@@ -15,6 +15,8 @@ ulimit -n 65536 2>/dev/null || true
 SECS=${SECS:-5}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 CONNS=${CONNS:-32}
+HS_CONNS=${HS_CONNS:-64}
+PEERS=${PEERS:-twoway nginx haproxy stunnel}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${OUT:-$(mktemp -d /tmp/twoway-bench.XXXXXX)}
@@ -136,11 +138,12 @@ wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev
 cpu_secs() { awk '{printf "%.3f", ($14+$15)/100}' "/proc/$1/stat"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 LG() { taskset -c 1 "$LOADGEN" "$@" --ca ca.pem --cert client.pem --key client.key; }
+per_cpu() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN{ if (b>a) printf "%.0f", n/(b-a); else print "n/a"}'; }
 val() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 
 wait_port $BACKEND_PORT
-declare -A HS HSCPU RPS P50 P99 MBS KIB
-for peer in twoway nginx haproxy stunnel; do
+declare -A HS HSCPU RPS RPSCPU P50 P99 MBS MBSCPU KIB LOAD
+for peer in $PEERS; do
   case $peer in
     twoway) port=18443
       RUST_LOG=warn taskset -c 0 "$TWOWAY" proxy server --listen 127.0.0.1:$port \
@@ -165,26 +168,33 @@ for peer in twoway nginx haproxy stunnel; do
   KIB[$peer]=$(awk -v a="$rss0" -v b="$rss1" -v n="$IDLE_CONNS" 'BEGIN{printf "%.1f", (b-a)/n}')
   sleep 1
   c0=$(cpu_secs $pid)
-  hs=$(LG handshake $addr --conns $CONNS --secs "$SECS"); echo "$peer $hs" >> raw.txt
+  LOAD[$peer]=$(cut -d' ' -f1 /proc/loadavg)
+  hs=$(LG handshake $addr --conns "$HS_CONNS" --secs "$SECS"); echo "$peer $hs" >> raw.txt
   c1=$(cpu_secs $pid)
   HS[$peer]=$(echo "$hs" | val handshakes_per_sec)
   n=$(echo "$hs" | val 'handshakes')
-  HSCPU[$peer]=$(awk -v n="$n" -v a="$c0" -v b="$c1" 'BEGIN{ if (b>a) printf "%.0f", n/(b-a); else print "n/a"}')
+  HSCPU[$peer]=$(per_cpu "$n" "$c0" "$c1")
+  c0=$(cpu_secs $pid)
   ka=$(LG keepalive $addr --conns $CONNS --secs "$SECS"); echo "$peer $ka" >> raw.txt
+  c1=$(cpu_secs $pid)
   RPS[$peer]=$(echo "$ka" | val requests_per_sec); P50[$peer]=$(echo "$ka" | val p50_us); P99[$peer]=$(echo "$ka" | val p99_us)
+  RPSCPU[$peer]=$(per_cpu "$(echo "$ka" | val 'requests')" "$c0" "$c1")
+  c0=$(cpu_secs $pid)
   bk=$(LG bulk $addr --path /big --secs "$SECS"); echo "$peer $bk" >> raw.txt
+  c1=$(cpu_secs $pid)
   MBS[$peer]=$(echo "$bk" | val mb_per_sec)
-  echo "$peer idle_kib_per_conn=${KIB[$peer]} handshakes_per_server_cpu_sec=${HSCPU[$peer]}" >> raw.txt
+  MBSCPU[$peer]=$(per_cpu "$(awk -v b="$(echo "$bk" | val 'bytes')" 'BEGIN{printf "%.0f", b/1e6}')" "$c0" "$c1")
+  echo "$peer idle_kib_per_conn=${KIB[$peer]} handshakes_per_server_cpu_sec=${HSCPU[$peer]} requests_per_server_cpu_sec=${RPSCPU[$peer]} mb_per_server_cpu_sec=${MBSCPU[$peer]} loadavg=${LOAD[$peer]}" >> raw.txt
   kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
   sleep 1
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2f×", a/b; else print "n/a"}'; }
 {
-  echo "| peer | full mTLS handshakes/s | per server CPU-s | keep-alive req/s ($CONNS conns) | p50 | p99 | bulk MB/s | KiB per idle conn ($IDLE_CONNS) |"
-  echo "|---|---|---|---|---|---|---|---|"
-  for peer in twoway nginx haproxy stunnel; do
-    echo "| $peer | ${HS[$peer]} ($(ratio "${HS[$peer]}" "${HS[nginx]}")) | ${HSCPU[$peer]} ($(ratio "${HSCPU[$peer]}" "${HSCPU[nginx]}")) | ${RPS[$peer]} ($(ratio "${RPS[$peer]}" "${RPS[nginx]}")) | ${P50[$peer]} µs | ${P99[$peer]} µs | ${MBS[$peer]} ($(ratio "${MBS[$peer]}" "${MBS[nginx]}")) | ${KIB[$peer]} ($(ratio "${KIB[$peer]}" "${KIB[nginx]}")) |"
+  echo "| peer | full mTLS handshakes/s | per server CPU-s | keep-alive req/s ($CONNS conns) | per server CPU-s | p50 | p99 | bulk MB/s | per server CPU-s | KiB per idle conn ($IDLE_CONNS) | load avg |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  for peer in $PEERS; do
+    echo "| $peer | ${HS[$peer]} ($(ratio "${HS[$peer]}" "${HS[nginx]:-0}")) | ${HSCPU[$peer]} ($(ratio "${HSCPU[$peer]}" "${HSCPU[nginx]:-0}")) | ${RPS[$peer]} ($(ratio "${RPS[$peer]}" "${RPS[nginx]:-0}")) | ${RPSCPU[$peer]} ($(ratio "${RPSCPU[$peer]}" "${RPSCPU[nginx]:-0}")) | ${P50[$peer]} µs | ${P99[$peer]} µs | ${MBS[$peer]} ($(ratio "${MBS[$peer]}" "${MBS[nginx]:-0}")) | ${MBSCPU[$peer]} ($(ratio "${MBSCPU[$peer]}" "${MBSCPU[nginx]:-0}")) | ${KIB[$peer]} ($(ratio "${KIB[$peer]}" "${KIB[nginx]:-0}")) | ${LOAD[$peer]} |"
   done
 } | tee table.md
 echo "raw results: $OUT/raw.txt" >&2

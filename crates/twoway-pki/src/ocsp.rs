@@ -141,8 +141,11 @@ fn bad(what: &str) -> Error {
     Error::BadOcsp(what.to_string())
 }
 
-/// Reads one TLV; returns (tag, content, whole TLV, rest).
-fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8], &[u8])> {
+/// One TLV: (tag, content, whole TLV, rest).
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// Reads one TLV.
+fn tlv(input: &[u8]) -> Result<Tlv<'_>> {
     let (&tag, rest) = input.split_first().ok_or_else(|| bad("truncated"))?;
     if tag & 0x1f == 0x1f {
         return Err(bad("multi-byte tags are not used in OCSP"));

@@ -15,7 +15,7 @@ fn mutations(valid: &[u8]) -> Vec<Vec<u8>> {
         seed ^= seed << 17;
         let mut m = valid.to_vec();
         let i = (seed as usize) % m.len();
-        m[i] ^= 1 << (seed >> 60) % 8;
+        m[i] ^= 1 << ((seed >> 60) % 8);
         out.push(m);
         let r: Vec<u8> = (0..(seed % 300) as usize)
             .map(|k| (seed >> (k % 56)) as u8)

@@ -14,6 +14,9 @@ use tokio::net::{TcpStream, UnixStream};
 use crate::config::Backend;
 use crate::copy::ReadReady;
 
+/// Time allowed to reach the backend.
+pub(crate) const BACKEND_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A connected backend stream.
 #[derive(Debug)]
 pub enum BackendStream {

@@ -11,7 +11,7 @@ use crate::config::ClientSpec;
 use crate::copy;
 use crate::metrics::ListenerMetrics;
 use crate::state::ClientState;
-use crate::tracker::Tracker;
+use crate::tracker::{Spawner, Tracker};
 
 /// One bound client-mode listener.
 pub struct ClientListener {
@@ -21,6 +21,7 @@ pub struct ClientListener {
     pub(crate) metrics: Arc<ListenerMetrics>,
     pub(crate) tracker: Tracker,
     pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) workers: Spawner,
 }
 
 impl ClientListener {
@@ -50,7 +51,7 @@ impl ClientListener {
             let state = self.state.load();
             let metrics = self.metrics.clone();
             let guard = self.tracker.guard();
-            tokio::spawn(async move {
+            self.workers.spawn(tcp, move |tcp| async move {
                 one(spec, state, metrics, tcp, addr, permit).await;
                 drop(guard);
             });

@@ -14,7 +14,8 @@ use crate::ProxyError;
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
-    /// Worker threads of the runtime (default: one per CPU core).
+    /// Worker threads, each running its own single-threaded runtime (default: one per CPU
+    /// core). With one, everything runs on the main thread.
     pub workers: Option<usize>,
     /// Address of the admin listener serving `/metrics`, `/healthz` and `/ready`
     /// (plain HTTP; keep it on loopback). No admin listener when absent.

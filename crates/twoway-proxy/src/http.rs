@@ -1,30 +1,53 @@
-//! HTTP mode: HTTP/1.1 and HTTP/2 from clients, pooled HTTP/1.1 keep-alive to the backend,
-//! per-route authorization, identity headers.
+//! HTTP mode: HTTP/1.1 and HTTP/2 from clients, per-route authorization, identity headers,
+//! HTTP/1.1 keep-alive to the backend.
+//!
+//! Backend connections: a client connection that sends a second request gets its own
+//! backend connection (HTTP/1.1, opened lazily, reused while the client connection stays
+//! busy) and drives it inside its own task, so a request never waits for another task to be
+//! scheduled. A client connection's first request, and requests that overlap on one HTTP/2
+//! connection, go through a shared keep-alive pool instead.
+//!
+//! Idle HTTP/1.1 connections are parked: after [`PARK_AFTER`] without a byte moving and no
+//! request in flight, the hyper connection is taken apart (freeing its read and write
+//! buffers) and the dedicated backend connection is closed; only the TLS session and the
+//! peer's identity stay until the client sends again.
 
 use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::future::{poll_fn, Future};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use twoway_tls::{Decision, PeerIdentity, Reloadable};
 
-use crate::backend::BackendConnector;
+use crate::backend::{BackendConnector, BackendStream, BACKEND_CONNECT_TIMEOUT};
 use crate::config::Backend;
+use crate::copy::ReadReady;
 use crate::metrics::ListenerMetrics;
 use crate::state::ServerState;
+
+/// How long an HTTP/1.1 connection must be silent, with no request in flight, before it is
+/// parked (hyper's buffers and the dedicated backend connection released).
+pub const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// The HTTP/2 connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Response body: the backend's, or one of our short answers.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -37,11 +60,16 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 /// Per-listener HTTP machinery.
 pub struct HttpCtx {
     name: String,
-    client: Client<BackendConnector, Incoming>,
+    /// The shared keep-alive pool (first request of a connection, overlapping requests).
+    pool: Client<BackendConnector, Incoming>,
+    backend: Backend,
     authority: http::uri::Authority,
+    host: HeaderValue,
     metrics: Arc<ListenerMetrics>,
     state: Arc<Reloadable<ServerState>>,
-    builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    upstream: hyper::client::conn::http1::Builder,
 }
 
 impl std::fmt::Debug for HttpCtx {
@@ -64,26 +92,33 @@ impl HttpCtx {
                 backend.authority()
             ))
         })?;
-        let client = Client::builder(TokioExecutor::new())
+        let host = HeaderValue::from_str(backend.authority()).map_err(|_| {
+            crate::ProxyError::Config(format!(
+                "listener {name:?}: backend {:?} is not a valid Host header",
+                backend.authority()
+            ))
+        })?;
+        let pool = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
             .pool_timer(TokioTimer::new())
             .build(BackendConnector::new(backend.clone()));
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30));
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(256);
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new()).max_concurrent_streams(256);
         Ok(Self {
             name: name.to_owned(),
-            client,
+            pool,
+            backend: backend.clone(),
             authority,
+            host,
             metrics,
             state,
-            builder,
+            h1,
+            h2,
+            upstream: hyper::client::conn::http1::Builder::new(),
         })
     }
 }
@@ -151,12 +186,158 @@ fn strip_hop_by_hop(h: &mut http::HeaderMap) {
     }
 }
 
-async fn handle(
-    req: Request<Incoming>,
+type Upstream = hyper::client::conn::http1::SendRequest<Incoming>;
+type UpstreamConn =
+    Pin<Box<hyper::client::conn::http1::Connection<TokioIo<BackendStream>, Incoming>>>;
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The client connection's own backend connection.
+#[derive(Default)]
+struct Dedicated {
+    /// Idle and ready for the next request; `None` while a request uses it or before it
+    /// exists.
+    sender: Option<Upstream>,
+    /// A connection just opened by a request, for the serving loop to drive.
+    fresh: Option<UpstreamConn>,
+    /// A dedicated connection exists (idle in `sender` or busy).
+    open: bool,
+    /// Requests since the connection was last (un)parked.
+    requests: u32,
+}
+
+/// State shared by one client connection's serving loop and its requests.
+struct ConnState {
     ctx: Arc<HttpCtx>,
-    peer: Arc<Peer>,
-) -> Result<Response<Body>, Infallible> {
+    peer: Peer,
+    dedicated: Mutex<Dedicated>,
+    in_flight: AtomicUsize,
+    /// `now_millis()` of the last byte moved on the client connection.
+    last: AtomicU64,
+}
+
+impl ConnState {
+    fn dedicated(&self) -> std::sync::MutexGuard<'_, Dedicated> {
+        self.dedicated.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Relaxed);
+        Self(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// `err` and its sources, joined with ": ".
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        cur = e.source();
+    }
+    s
+}
+
+enum Via {
+    Dedicated(Upstream),
+    Open,
+    Pool,
+}
+
+/// Sends `req` (origin-form URI) to the backend over the dedicated connection or the pool.
+async fn forward(st: &ConnState, req: Request<Incoming>) -> Result<Response<Incoming>, BoxError> {
+    let via = {
+        let mut d = st.dedicated();
+        d.requests = d.requests.saturating_add(1);
+        match d.sender.take() {
+            Some(s) if !s.is_closed() => Via::Dedicated(s),
+            Some(_) => {
+                d.open = false;
+                Via::Pool
+            }
+            None if !d.open && d.requests >= 2 => {
+                d.open = true;
+                Via::Open
+            }
+            None => Via::Pool,
+        }
+    };
+    let mut sender = match via {
+        Via::Pool => return pool(st, req).await,
+        Via::Dedicated(mut s) => {
+            if s.ready().await.is_err() {
+                st.dedicated().open = false;
+                return pool(st, req).await;
+            }
+            s
+        }
+        Via::Open => match open(st).await {
+            Ok(s) => s,
+            Err(e) => {
+                st.dedicated().open = false;
+                return Err(e);
+            }
+        },
+    };
+    match sender.try_send_request(req).await {
+        Ok(resp) => {
+            st.dedicated().sender = Some(sender);
+            Ok(resp)
+        }
+        Err(mut e) => {
+            st.dedicated().open = false;
+            match e.take_message() {
+                // never written: the connection had just closed, so try the pool
+                Some(req) => pool(st, req).await,
+                None => Err(e.into_error().into()),
+            }
+        }
+    }
+}
+
+/// Opens the dedicated backend connection; the serving loop picks it up from `fresh`.
+async fn open(st: &ConnState) -> Result<Upstream, BoxError> {
+    let stream = tokio::time::timeout(
+        BACKEND_CONNECT_TIMEOUT,
+        BackendStream::connect(&st.ctx.backend),
+    )
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "backend connect timed out"))??;
+    let (sender, conn) = st.ctx.upstream.handshake(TokioIo::new(stream)).await?;
+    st.dedicated().fresh = Some(Box::pin(conn));
+    Ok(sender)
+}
+
+/// Sends `req` through the shared pool, which wants an absolute URI.
+async fn pool(st: &ConnState, req: Request<Incoming>) -> Result<Response<Incoming>, BoxError> {
+    let (mut parts, body) = req.into_parts();
+    let mut up = parts.uri.into_parts();
+    up.scheme = Some(Scheme::HTTP);
+    up.authority = Some(st.ctx.authority.clone());
+    parts.uri = http::Uri::from_parts(up)?;
+    Ok(st
+        .ctx
+        .pool
+        .request(Request::from_parts(parts, body))
+        .await?)
+}
+
+async fn handle(req: Request<Incoming>, st: Arc<ConnState>) -> Result<Response<Body>, Infallible> {
+    let _in_flight = InFlight::new(&st.in_flight);
     let start = Instant::now();
+    let ctx = &st.ctx;
+    let peer = &st.peer;
     let (mut parts, body) = req.into_parts();
     let state = ctx.state.load();
     let decision = if state.routes.routes.is_empty() {
@@ -167,6 +348,7 @@ async fn handle(
             None => Decision::Denied,
         }
     };
+    drop(state);
     if let Decision::Denied = decision {
         ctx.metrics.http_denied();
         ctx.metrics.http_request(403, start.elapsed());
@@ -191,32 +373,24 @@ async fn handle(
     h.append(X_FORWARDED_FOR.clone(), peer.addr_value.clone());
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
     if !h.contains_key(header::HOST) {
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                h.insert(header::HOST, v);
-            }
-        }
+        let host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .unwrap_or_else(|| ctx.host.clone());
+        h.insert(header::HOST, host);
     }
+    // origin-form for the backend: keep the path and query, drop scheme and authority
     let pq = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_owned();
-    parts.uri = match http::Uri::builder()
-        .scheme("http")
-        .authority(ctx.authority.clone())
-        .path_and_query(pq)
-        .build()
-    {
-        Ok(u) => u,
-        Err(_) => return Ok(small(StatusCode::BAD_REQUEST, "bad request\n")),
-    };
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let orig = std::mem::take(&mut parts.uri);
+    parts.uri = http::Uri::from(pq);
     parts.version = http::Version::HTTP_11;
     let method = parts.method.clone();
-    let req = Request::from_parts(parts, body);
-    let path_for_log = req.uri().path().to_owned();
-    match ctx.client.request(req).await {
+    match forward(&st, Request::from_parts(parts, body)).await {
         Ok(resp) => {
             let (mut rparts, rbody) = resp.into_parts();
             strip_hop_by_hop(&mut rparts.headers);
@@ -228,7 +402,7 @@ async fn handle(
                 peer = %peer.addr,
                 identity = peer.id.primary(),
                 method = %method,
-                path = path_for_log,
+                path = orig.path(),
                 decision = "allow",
                 status,
             );
@@ -241,8 +415,9 @@ async fn handle(
                 listener = %ctx.name,
                 peer = %peer.addr,
                 identity = peer.id.primary(),
-                error = %format!("{e:#}"),
+                error = %chain(e.as_ref()),
                 origin = "upstream",
+                retryable = true,
                 "backend request failed"
             );
             Ok(small(StatusCode::BAD_GATEWAY, "bad gateway\n"))
@@ -256,59 +431,67 @@ fn now_millis() -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// An I/O wrapper that stamps the time of the last byte moved.
-struct Tracked<T> {
+/// The client stream as hyper sees it: replays bytes already read (the protocol sniff, or
+/// what a parked hyper connection had buffered), and stamps the time of the last byte moved.
+struct Io<T> {
     inner: T,
-    last: Arc<AtomicU64>,
+    prefix: Bytes,
+    st: Arc<ConnState>,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for Io<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.last.store(now_millis(), Relaxed);
+            self.st.last.store(now_millis(), Relaxed);
         }
         r
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Io<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             if n > 0 {
-                self.last.store(now_millis(), Relaxed);
+                self.st.last.store(now_millis(), Relaxed);
             }
         }
         r
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = r {
             if n > 0 {
-                self.last.store(now_millis(), Relaxed);
+                self.st.last.store(now_millis(), Relaxed);
             }
         }
         r
@@ -319,28 +502,159 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 }
 
-/// Serves HTTP on one verified TLS connection until it closes, goes idle, or the proxy
-/// drains (in-flight requests finish; HTTP/2 gets GOAWAY, HTTP/1.1 closes after the
+/// Drives the dedicated backend connection, adopting a freshly opened one first. Returns
+/// `Pending` without a waker when there is none: a request can only open one while the
+/// client connection is polled, and the serving loop polls this right after it.
+fn poll_upstream(st: &ConnState, cur: &mut Option<UpstreamConn>, cx: &mut Context<'_>) -> Poll<()> {
+    loop {
+        if cur.is_none() {
+            match st.dedicated().fresh.take() {
+                Some(c) => *cur = Some(c),
+                None => return Poll::Pending,
+            }
+        }
+        let Some(conn) = cur.as_mut() else {
+            return Poll::Pending;
+        };
+        match conn.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => {
+                if let Err(e) = r {
+                    tracing::debug!(listener = %st.ctx.name, error = %e, "backend connection ended with an error");
+                }
+                *cur = None;
+                let mut d = st.dedicated();
+                d.sender = None;
+                d.open = false;
+            }
+        }
+    }
+}
+
+/// The negotiated or sniffed HTTP version of a client connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// ALPN said `http/1.1`.
+    Http1,
+    /// ALPN said `h2`.
+    Http2,
+    /// No ALPN: look for the HTTP/2 preface.
+    Sniff,
+}
+
+impl Proto {
+    /// From the ALPN protocol the TLS handshake settled on.
+    pub fn from_alpn(alpn: Option<&[u8]>) -> Self {
+        match alpn {
+            Some(b"h2") => Proto::Http2,
+            Some(_) => Proto::Http1,
+            None => Proto::Sniff,
+        }
+    }
+}
+
+/// Reads until the bytes match or rule out the HTTP/2 preface; returns them for replay.
+async fn sniff<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<(bool, Bytes)> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut have = 0;
+    while have < buf.len() {
+        let n = io.read(&mut buf[have..]).await?;
+        if n == 0 {
+            break;
+        }
+        have += n;
+        if !H2_PREFACE.starts_with(&buf[..have]) {
+            return Ok((false, Bytes::copy_from_slice(&buf[..have])));
+        }
+    }
+    Ok((have == buf.len(), Bytes::copy_from_slice(&buf[..have])))
+}
+
+/// The per-connection hyper service; its future is boxed so that a parked connection can
+/// be taken apart (`poll_without_shutdown` wants an `Unpin` future).
+#[derive(Clone)]
+struct Svc(Arc<ConnState>);
+
+impl hyper::service::Service<Request<Incoming>> for Svc {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        Box::pin(handle(req, self.0.clone()))
+    }
+}
+
+fn service(st: &Arc<ConnState>) -> Svc {
+    Svc(st.clone())
+}
+
+/// Serves HTTP on one verified TLS connection until it closes, stays idle for `idle`, or the
+/// proxy drains (in-flight requests finish; HTTP/2 gets GOAWAY, HTTP/1.1 closes after the
 /// current response).
 pub async fn serve<IO>(
     io: IO,
-    peer: Arc<Peer>,
+    proto: Proto,
+    peer: Peer,
     ctx: Arc<HttpCtx>,
+    idle: Duration,
+    shutdown: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+{
+    let st = Arc::new(ConnState {
+        ctx,
+        peer,
+        dedicated: Mutex::new(Dedicated::default()),
+        in_flight: AtomicUsize::new(0),
+        last: AtomicU64::new(now_millis()),
+    });
+    let mut io = Io {
+        inner: io,
+        prefix: Bytes::new(),
+        st: st.clone(),
+    };
+    let h2 = match proto {
+        Proto::Http1 => false,
+        Proto::Http2 => true,
+        Proto::Sniff => match tokio::time::timeout(idle, sniff(&mut io)).await {
+            Ok(Ok((h2, prefix))) => {
+                io.prefix = prefix;
+                h2
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(listener = %st.ctx.name, error = %e, "HTTP connection ended before a request");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(listener = %st.ctx.name, "closing idle HTTP connection");
+                return;
+            }
+        },
+    };
+    if h2 {
+        serve_h2(io, st, idle, shutdown).await
+    } else {
+        serve_h1(io, st, idle, shutdown).await
+    }
+}
+
+fn millis(idle: Duration) -> u64 {
+    u64::try_from(idle.as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn serve_h2<IO>(
+    io: Io<IO>,
+    st: Arc<ConnState>,
     idle: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let last = Arc::new(AtomicU64::new(now_millis()));
-    let io = Tracked {
-        inner: io,
-        last: last.clone(),
-    };
-    let svc_ctx = ctx.clone();
-    let svc = hyper::service::service_fn(move |req| handle(req, svc_ctx.clone(), peer.clone()));
-    let conn = ctx.builder.serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    let conn = st.ctx.h2.serve_connection(TokioIo::new(io), service(&st));
+    let mut conn = Box::pin(conn);
+    let mut upstream: Option<UpstreamConn> = None;
+    let idle_ms = millis(idle);
     let mut draining = *shutdown.borrow();
     if draining {
         conn.as_mut().graceful_shutdown();
@@ -349,23 +663,114 @@ pub async fn serve<IO>(
     tokio::pin!(timer);
     loop {
         tokio::select! {
+            biased;
             r = conn.as_mut() => {
                 if let Err(e) = r {
-                    tracing::debug!(listener = %ctx.name, error = %e, "HTTP connection ended with an error");
+                    tracing::debug!(listener = %st.ctx.name, error = %e, "HTTP connection ended with an error");
                 }
                 return;
             }
+            () = poll_fn(|cx| poll_upstream(&st, &mut upstream, cx)) => {}
             _ = shutdown.changed(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = &mut timer => {
-                let since = now_millis().saturating_sub(last.load(Relaxed));
+            () = &mut timer => {
+                let since = now_millis().saturating_sub(st.last.load(Relaxed));
                 if since >= idle_ms {
-                    tracing::debug!(listener = %ctx.name, "closing idle HTTP connection");
+                    tracing::debug!(listener = %st.ctx.name, "closing idle HTTP connection");
                     return;
                 }
                 timer.as_mut().reset(Instant::now() + Duration::from_millis(idle_ms - since));
+            }
+        }
+    }
+}
+
+async fn serve_h1<IO>(
+    mut io: Io<IO>,
+    st: Arc<ConnState>,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+{
+    let idle_ms = millis(idle);
+    let park_ms = idle_ms.min(millis(PARK_AFTER));
+    let mut draining = *shutdown.borrow();
+    // Each turn serves one busy period with a fresh hyper connection; bounded by the
+    // client's activity (every turn needs bytes from the client) and the idle timeout.
+    loop {
+        let mut conn = Box::new(st.ctx.h1.serve_connection(TokioIo::new(io), service(&st)));
+        if draining {
+            Pin::new(&mut *conn).graceful_shutdown();
+        }
+        let mut upstream: Option<UpstreamConn> = None;
+        let mut parking = false;
+        let timer = tokio::time::sleep(Duration::from_millis(park_ms));
+        tokio::pin!(timer);
+        let ended = loop {
+            tokio::select! {
+                biased;
+                r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+                () = poll_fn(|cx| poll_upstream(&st, &mut upstream, cx)) => {}
+                _ = shutdown.changed(), if !draining => {
+                    draining = true;
+                    Pin::new(&mut *conn).graceful_shutdown();
+                }
+                () = &mut timer => {
+                    let since = now_millis().saturating_sub(st.last.load(Relaxed));
+                    if since >= idle_ms {
+                        tracing::debug!(listener = %st.ctx.name, "closing idle HTTP connection");
+                        return;
+                    }
+                    let mut next = idle_ms - since;
+                    if !parking && !draining {
+                        if since >= park_ms && st.in_flight.load(Relaxed) == 0 {
+                            parking = true;
+                            Pin::new(&mut *conn).graceful_shutdown();
+                        } else {
+                            next = next.min(park_ms.saturating_sub(since).max(1));
+                        }
+                    }
+                    timer.as_mut().reset(Instant::now() + Duration::from_millis(next));
+                }
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(listener = %st.ctx.name, error = %e, "HTTP connection ended with an error");
+            return;
+        }
+        let parts = conn.into_parts();
+        drop(upstream);
+        *st.dedicated() = Dedicated::default();
+        io = parts.io.into_inner();
+        if !parking || draining {
+            // The client ended keep-alive, closed, or we drain: close the TLS session.
+            let _ = tokio::time::timeout(Duration::from_secs(5), io.shutdown()).await;
+            return;
+        }
+        io.prefix = parts.read_buf;
+        if !io.prefix.is_empty() {
+            continue;
+        }
+        // Parked: only the TLS session is held until the client sends again.
+        let since = now_millis().saturating_sub(st.last.load(Relaxed));
+        let left = Duration::from_millis(idle_ms.saturating_sub(since));
+        tokio::select! {
+            r = poll_fn(|cx| io.inner.poll_read_ready(cx)) => {
+                if let Err(e) = r {
+                    tracing::debug!(listener = %st.ctx.name, error = %e, "HTTP connection ended with an error");
+                    return;
+                }
+            }
+            () = tokio::time::sleep(left) => {
+                tracing::debug!(listener = %st.ctx.name, "closing idle HTTP connection");
+                return;
+            }
+            _ = shutdown.changed(), if !draining => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), io.shutdown()).await;
+                return;
             }
         }
     }

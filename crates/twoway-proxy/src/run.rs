@@ -18,7 +18,7 @@ use crate::http::HttpCtx;
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::server::ServerListener;
 use crate::state::{self, ClientState, CrlCache, ServerState};
-use crate::tracker::Tracker;
+use crate::tracker::{Spawner, Tracker};
 use crate::ProxyError;
 
 struct LoadedServer {
@@ -44,6 +44,7 @@ pub struct Proxy {
     clients: Vec<LoadedClient>,
     crl_cache: Arc<CrlCache>,
     metrics: Arc<Metrics>,
+    workers: Spawner,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -124,7 +125,18 @@ impl Proxy {
             clients,
             crl_cache,
             metrics,
+            workers: Spawner::default(),
         })
+    }
+
+    /// Serves accepted connections on these runtimes (round robin) instead of the one
+    /// [`Proxy::run`] runs on. The binary passes one current-thread runtime per worker
+    /// thread: a connection then lives on one thread, and its tasks (client side, backend
+    /// side, pooled backend connections it opened) wake each other without crossing
+    /// threads. Accepting, reloading and the admin listener stay on the calling runtime.
+    pub fn with_workers(mut self, workers: Vec<tokio::runtime::Handle>) -> Self {
+        self.workers = Spawner::new(workers);
+        self
     }
 
     /// A one-line summary per listener, for `--check-config`.
@@ -203,6 +215,7 @@ impl Proxy {
                 http,
                 tracker: tracker.clone(),
                 shutdown: stop_rx.clone(),
+                workers: self.workers.clone(),
             };
             tasks.push(tokio::spawn(l.run()));
         }
@@ -220,6 +233,7 @@ impl Proxy {
                 metrics: c.metrics.clone(),
                 tracker: tracker.clone(),
                 shutdown: stop_rx.clone(),
+                workers: self.workers.clone(),
             };
             tasks.push(tokio::spawn(l.run()));
         }

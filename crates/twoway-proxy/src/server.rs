@@ -10,16 +10,13 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use twoway_tls::{PeerIdentity, Reason, Reloadable};
 
-use crate::backend::BackendStream;
+use crate::backend::{BackendStream, BACKEND_CONNECT_TIMEOUT};
 use crate::config::ServerSpec;
-use crate::http::{HttpCtx, Peer};
+use crate::http::{HttpCtx, Peer, Proto};
 use crate::metrics::ListenerMetrics;
 use crate::state::ServerState;
-use crate::tracker::Tracker;
+use crate::tracker::{Spawner, Tracker};
 use crate::{copy, proxy_protocol};
-
-/// Time allowed to reach the backend.
-const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One bound server-mode listener.
 pub struct ServerListener {
@@ -30,6 +27,7 @@ pub struct ServerListener {
     pub(crate) http: Option<Arc<HttpCtx>>,
     pub(crate) tracker: Tracker,
     pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) workers: Spawner,
 }
 
 impl ServerListener {
@@ -63,11 +61,10 @@ impl ServerListener {
                 metrics: self.metrics.clone(),
                 http: self.http.clone(),
                 shutdown: self.shutdown.clone(),
-                local: tcp.local_addr().unwrap_or(self.spec.listen),
                 addr,
             };
             let guard = self.tracker.guard();
-            tokio::spawn(async move {
+            self.workers.spawn(tcp, move |tcp| async move {
                 conn.run(tcp, permit).await;
                 drop(guard);
             });
@@ -82,7 +79,6 @@ struct Conn {
     metrics: Arc<ListenerMetrics>,
     http: Option<Arc<HttpCtx>>,
     shutdown: watch::Receiver<bool>,
-    local: SocketAddr,
     addr: SocketAddr,
 }
 
@@ -129,9 +125,11 @@ impl Conn {
         );
         match &self.http {
             Some(ctx) => {
-                let peer = Arc::new(Peer::new(id, self.addr));
+                let proto = Proto::from_alpn(tls.get_ref().1.alpn_protocol());
+                let peer = Peer::new(id, self.addr);
                 crate::http::serve(
                     tls,
+                    proto,
                     peer,
                     ctx.clone(),
                     self.spec.idle_timeout,
@@ -155,7 +153,8 @@ impl Conn {
             Err(_) => return self.upstream_failed(&"connect timed out"),
         };
         if self.spec.proxy_protocol {
-            let (_, session) = tls.get_ref();
+            let (tcp, session) = tls.get_ref();
+            let local = tcp.local_addr().unwrap_or(self.spec.listen);
             let version = match session.protocol_version() {
                 Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
                 _ => "TLSv1.3",
@@ -163,7 +162,7 @@ impl Conn {
             let sha = id.leaf_sha256_hex();
             let header = proxy_protocol::encode(
                 self.addr,
-                self.local,
+                local,
                 &proxy_protocol::TlsInfo {
                     alpn: session.alpn_protocol(),
                     sni: session.server_name(),

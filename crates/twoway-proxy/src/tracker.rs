@@ -58,3 +58,47 @@ impl Tracker {
         self.open()
     }
 }
+
+/// Where accepted connections run: the current runtime, or one of the worker runtimes in
+/// turn.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Spawner {
+    workers: Arc<[tokio::runtime::Handle]>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Spawner {
+    pub(crate) fn new(workers: Vec<tokio::runtime::Handle>) -> Self {
+        Self {
+            workers: workers.into(),
+            next: Arc::default(),
+        }
+    }
+
+    /// Runs `serve(tcp)` on the next worker (moving the socket to that worker's reactor), or
+    /// on the current runtime when there are no workers.
+    pub(crate) fn spawn<F, Fut>(&self, tcp: tokio::net::TcpStream, serve: F)
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if self.workers.is_empty() {
+            tokio::spawn(serve(tcp));
+            return;
+        }
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.workers.len();
+        let std = match tcp.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand a connection to a worker");
+                return;
+            }
+        };
+        self.workers[i].spawn(async move {
+            match tokio::net::TcpStream::from_std(std) {
+                Ok(tcp) => serve(tcp).await,
+                Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
+            }
+        });
+    }
+}

@@ -353,7 +353,7 @@ async fn maintenance(state: Arc<State>) {
             }
             last_seq = Some(seq);
         }
-        if n % 40 != 0 {
+        if !n.is_multiple_of(40) {
             continue;
         }
         let now = OffsetDateTime::now_utc();

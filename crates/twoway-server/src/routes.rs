@@ -4,7 +4,7 @@ use crate::{blocking, ConnInfo, State};
 use base64::Engine;
 use bytes::Bytes;
 use http::{header, Method, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -195,23 +195,41 @@ async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, ApiError> {
             format!("the request body is larger than {MAX_BODY} bytes"),
         )
     };
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > MAX_BODY as u64 {
-            return Err(too_large());
+    let mut body = req.into_body();
+    let mut buf = bytes::BytesMut::new();
+    let mut drained = 0usize;
+    // Read up to the limit; past it, keep draining (bounded in size and time) so the
+    // client reads the 413 instead of a reset connection.
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    codes::BAD_REQUEST,
+                    "the request body could not be read",
+                ));
+            };
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() <= MAX_BODY && drained == 0 {
+                    buf.extend_from_slice(&data);
+                } else {
+                    drained += data.len();
+                    if drained > 16 * MAX_BODY {
+                        break;
+                    }
+                }
+            }
         }
-    }
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(30), read).await {
+        Ok(Ok(())) if drained == 0 => Ok(buf.freeze()),
+        Ok(Ok(())) => Err(too_large()),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
+            StatusCode::REQUEST_TIMEOUT,
             codes::BAD_REQUEST,
-            "the request body could not be read",
+            "the request body took too long to arrive",
         )),
     }
 }

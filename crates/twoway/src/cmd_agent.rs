@@ -60,9 +60,12 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| usage(format!("--san: {e}")))?;
     if sans.is_empty() && a.token.is_some() {
-        return Err(usage("no --san given: name what the certificate is for, e.g. --san DNS:api.example.internal"));
+        return Err(usage(
+            "no --san given: name what the certificate is for, e.g. --san DNS:api.example.internal",
+        ));
     }
-    let mut cfg = twoway_agent::AgentConfig::new(a.ca.clone(), a.ca_fingerprint.clone(), sans, a.out.clone());
+    let mut cfg =
+        twoway_agent::AgentConfig::new(a.ca.clone(), a.ca_fingerprint.clone(), sans, a.out.clone());
     cfg.token = a.token.clone();
     cfg.key_type = a.key_type;
     cfg.reload_cmd = a.reload_cmd.clone();

@@ -44,12 +44,18 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     let cfg = ca.config().server.clone();
     let listen: SocketAddr = match a.listen {
         Some(l) => l,
-        None => cfg
-            .listen
-            .parse()
-            .map_err(|_| usage(format!("[server] listen {:?} is not an address", cfg.listen)))?,
+        None => cfg.listen.parse().map_err(|_| {
+            usage(format!(
+                "[server] listen {:?} is not an address",
+                cfg.listen
+            ))
+        })?,
     };
-    let raw_sans = if a.sans.is_empty() { cfg.sans.clone() } else { a.sans.clone() };
+    let raw_sans = if a.sans.is_empty() {
+        cfg.sans.clone()
+    } else {
+        a.sans.clone()
+    };
     let sans = raw_sans
         .iter()
         .map(|s| s.parse::<twoway_pki::San>())

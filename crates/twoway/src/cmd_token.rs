@@ -49,7 +49,9 @@ pub struct CreateArgs {
 pub fn run(cmd: TokenCommand) -> Result<ExitCode> {
     let TokenCommand::Create(a) = cmd;
     if a.sans.is_empty() {
-        return Err(usage("no --san given: a token allows only the names it is bound to"));
+        return Err(usage(
+            "no --san given: a token allows only the names it is bound to",
+        ));
     }
     let sans = a
         .sans

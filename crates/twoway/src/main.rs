@@ -123,7 +123,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Cert(c) if remote => remote::run_cert(c, &cli.remote),
         Command::Token(c) if remote => remote::run_token(c, &cli.remote),
-        _ if remote => Err(usage("with --ca URL only `cert list`, `cert revoke` and `token create` work remotely")),
+        _ if remote => Err(usage(
+            "with --ca URL only `cert list`, `cert revoke` and `token create` work remotely",
+        )),
         Command::Token(c) => cmd_token::run(c),
         Command::Agent(c) => cmd_agent::run(c),
         Command::Ca(c) => cmd_ca::run_ca(c),
@@ -179,12 +181,21 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         }
         if let Some(c) = cause.downcast_ref::<twoway_agent::ClientError>() {
             return match c {
-                twoway_agent::ClientError::Api { status: 401 | 403, .. } => exit::NOPERM,
+                twoway_agent::ClientError::Api {
+                    status: 401 | 403, ..
+                } => exit::NOPERM,
                 twoway_agent::ClientError::Api { status: 404, .. } => exit::NOINPUT,
-                twoway_agent::ClientError::Api { status: 400..=499, .. } => exit::DATAERR,
+                twoway_agent::ClientError::Api {
+                    status: 400..=499, ..
+                } => exit::DATAERR,
                 twoway_agent::ClientError::Config(_) => exit::USAGE,
                 _ => exit::FAILURE,
             };
+        }
+        if let Some(p) = cause.downcast_ref::<twoway_proxy::ProxyError>() {
+            if p.origin() == twoway_proxy::Origin::Config {
+                return exit::USAGE;
+            }
         }
         if cause.downcast_ref::<UsageError>().is_some() {
             return exit::USAGE;

@@ -46,7 +46,7 @@ pub struct ProxyArgs {
     /// Load and check the configuration and every file it names, then exit.
     #[arg(long, global = true)]
     check_config: bool,
-    /// Runtime worker threads (default: one per core).
+    /// Worker threads, each with its own single-threaded runtime (default: one per core).
     #[arg(long, global = true, value_name = "N")]
     workers: Option<usize>,
     /// Admin listener for /metrics, /healthz and /ready (plain HTTP; keep it on loopback).
@@ -262,16 +262,60 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
 
     let (cfg, path) = build_config(&args)?;
     let valid = cfg.validate().context("proxy configuration")?;
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all().thread_name("twoway-proxy");
-    if let Some(n) = cfg.workers {
-        rt.worker_threads(n);
+    // Every runtime is current-thread: a connection lives on one thread, and its tasks
+    // (client side, backend side) wake each other without crossing threads. With one worker
+    // everything runs on the main thread; with N, the main thread accepts, reloads and
+    // serves the admin listener, and hands each connection to one of N worker threads.
+    let workers = cfg.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("twoway-proxy")
+        .build()
+        .context("cannot start the async runtime")?;
+    let (stop_workers, worker_stop) = tokio::sync::watch::channel(false);
+    let mut threads = Vec::new();
+    let mut handles = Vec::new();
+    if workers > 1 {
+        for i in 0..workers {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let mut stop = worker_stop.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("twoway-worker-{i}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = tx.send(Ok(rt.handle().clone()));
+                    rt.block_on(async move {
+                        let _ = stop.changed().await;
+                    });
+                    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+                })
+                .context("cannot start a worker thread")?;
+            threads.push(thread);
+            let handle = rx
+                .recv()
+                .context("worker thread exited at start")?
+                .context("cannot start a worker runtime")?;
+            handles.push(handle);
+        }
     }
-    let rt = rt.build().context("cannot start the async runtime")?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let proxy = Proxy::prepare(&cfg, path)
             .await
-            .context("proxy configuration")?;
+            .context("proxy configuration")?
+            .with_workers(handles);
         if args.check_config {
             for line in proxy.summary() {
                 println!("{line}");
@@ -287,7 +331,12 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         proxy.run(shutdown_signal()).await.context("proxy")
-    })?;
+    });
+    let _ = stop_workers.send(true);
+    for t in threads {
+        let _ = t.join();
+    }
+    served?;
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(())
 }

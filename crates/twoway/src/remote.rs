@@ -38,11 +38,16 @@ fn client(r: &RemoteOpts) -> Result<twoway_agent::CaClient> {
             chain_pem: std::fs::read_to_string(c)
                 .with_context(|| format!("cannot read {}", c.display()))?,
             key_pem: zeroize::Zeroizing::new(
-                std::fs::read_to_string(k).with_context(|| format!("cannot read {}", k.display()))?,
+                std::fs::read_to_string(k)
+                    .with_context(|| format!("cannot read {}", k.display()))?,
             ),
         }),
         (None, None) => None,
-        _ => return Err(usage("give both --cert and --key (the admin client certificate)")),
+        _ => {
+            return Err(usage(
+                "give both --cert and --key (the admin client certificate)",
+            ))
+        }
     };
     Ok(twoway_agent::CaClient::new(url, &root, id.as_ref())?)
 }
@@ -159,7 +164,9 @@ pub fn run_cert(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
 pub fn run_token(cmd: TokenCommand, r: &RemoteOpts) -> Result<ExitCode> {
     let TokenCommand::Create(a) = cmd;
     if a.sans.is_empty() {
-        return Err(usage("no --san given: a token allows only the names it is bound to"));
+        return Err(usage(
+            "no --san given: a token allows only the names it is bound to",
+        ));
     }
     let c = client(r)?;
     let resp = runtime()?.block_on(c.create_token(&twoway_api::TokenRequest {

@@ -1398,3 +1398,126 @@ fn sigterm_drains_open_connections() {
     assert!(status.success(), "exit status {status}:\n{}", p.log());
     assert!(p.log().contains("drained"), "{}", p.log());
 }
+
+// ---------------------------------------------------------------------------------------
+// Keep-alive across parking, worker threads
+// ---------------------------------------------------------------------------------------
+
+/// Reads one HTTP/1.1 response with a Content-Length body from `tls`; returns head and body.
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(tls: &mut S) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .expect("content-length")
+                .parse()
+                .unwrap();
+            while buf.len() < end + 4 + len {
+                let n = tls.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "eof in body");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+            return (head, body);
+        }
+        let n = tls.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "eof in head: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// One HTTP/1.1 connection keeps working across an idle pause long enough for the proxy to
+/// park it (release hyper's buffers and the dedicated backend connection), with worker
+/// threads serving the connections; identity headers stay right on every request.
+#[test]
+fn http_keep_alive_survives_parking_on_workers() {
+    use tokio::io::AsyncWriteExt;
+    let pki = Pki::new();
+    let (_nginx, nginx_port, _) = nginx(pki.dir.path());
+    let port = free_port();
+    let admin = free_port();
+    let p = proxy(
+        pki.dir.path(),
+        &s(&[
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--backend",
+            &format!("127.0.0.1:{nginx_port}"),
+            "--cert",
+            &pki.p("server.pem"),
+            "--key",
+            &pki.p("server.key"),
+            "--client-ca",
+            &pki.p("ca.pem"),
+            "--http",
+            "--workers",
+            "2",
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ]),
+        admin,
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let alice = client_config(&pki, "alice");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let fut = async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let mut tls = tokio_rustls::TlsConnector::from(alice)
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            // two back to back (pool, then the dedicated backend connection), a pause that
+            // parks the connection, one more, then a pipelined pair ending with close
+            for (i, pause_ms) in [(0, 0u64), (1, 0), (2, 800), (3, 0)] {
+                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                let req = format!("GET /k{i} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+                tls.write_all(req.as_bytes()).await.unwrap();
+                let (head, body) = read_response(&mut tls).await;
+                assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head}\n{}", p.log());
+                assert!(body.contains(&format!("id=[{ALICE}]")), "{body}");
+                assert!(body.contains(&format!("path=[/k{i}]")), "{body}");
+            }
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            tls.write_all(
+                b"GET /p1 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /p2 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            for path in ["/p1", "/p2"] {
+                let (head, body) = read_response(&mut tls).await;
+                assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+                assert!(body.contains(&format!("path=[{path}]")), "{body}");
+            }
+            let mut rest = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut rest).await;
+            assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+        };
+        tokio::time::timeout(Duration::from_secs(20), fut)
+            .await
+            .expect("timed out");
+    });
+    let m = metrics(admin);
+    let ok: f64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("twoway_proxy_http_responses_total{") && l.contains("code=\"2xx\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(ok >= 6.0, "{m}");
+}

@@ -1,0 +1,796 @@
+//! The online CA end to end: the real `twoway` binary as server, agent and remote CLI, with
+//! openssl and curl as independent peers. Only 127.0.0.1; every wait is bounded.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_twoway");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("TWOWAY_CA_URL")
+        .env_remove("TWOWAY_CA_DIR")
+        .output()
+        .expect("run twoway")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "twoway {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn tool(name: &str, args: &[&str]) -> Output {
+    Command::new(name)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{name} is needed for this test (apt-get install {name}): {e}"))
+}
+
+/// A CA directory with an admin client certificate, served by `twoway ca serve`.
+struct Ca {
+    dir: tempfile::TempDir,
+    child: Child,
+    https: String,
+    http: String,
+    fingerprint: String,
+}
+
+impl Drop for Ca {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Ca {
+    fn start(extra_toml: &[(&str, &str)]) -> Ca {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        let cas = ca.to_str().unwrap();
+        ok(&["ca", "init", "--ca-dir", cas, "--name", "Online Test"]);
+        ok(&[
+            "cert",
+            "issue",
+            "--ca-dir",
+            cas,
+            "--profile",
+            "client",
+            "--san",
+            "URI:spiffe://online.test/admin",
+            "--out",
+            dir.path().join("admin").to_str().unwrap(),
+        ]);
+        let cfg_path = ca.join("ca.toml");
+        let mut cfg = std::fs::read_to_string(&cfg_path).unwrap();
+        cfg = cfg.replace(
+            "admins = []",
+            "admins = [\"URI:spiffe://online.test/admin\"]",
+        );
+        for (k, v) in extra_toml {
+            let line = cfg
+                .lines()
+                .find(|l| l.starts_with(&format!("{k} =")))
+                .unwrap()
+                .to_string();
+            cfg = cfg.replace(&line, &format!("{k} = {v}"));
+        }
+        std::fs::write(&cfg_path, cfg).unwrap();
+        Self::serve(dir)
+    }
+
+    fn serve(dir: tempfile::TempDir) -> Ca {
+        let cas = dir.path().join("ca");
+        let mut child = Command::new(BIN)
+            .args([
+                "ca",
+                "serve",
+                "--ca-dir",
+                cas.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ca serve");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut https, mut http, mut fingerprint) = (String::new(), String::new(), String::new());
+        for _ in 0..3 {
+            let l = lines.next().expect("server output").unwrap();
+            if let Some(a) = l.strip_prefix("twoway CA serving ") {
+                https = a.to_string();
+            } else if let Some(a) = l.strip_prefix("OCSP, CRL and roots also on ") {
+                http = a.to_string();
+            } else if let Some(a) = l.strip_prefix("root fingerprint (SHA-256) ") {
+                fingerprint = a.to_string();
+            }
+        }
+        assert!(!https.is_empty() && !http.is_empty() && !fingerprint.is_empty());
+        Ca {
+            dir,
+            child,
+            https,
+            http,
+            fingerprint,
+        }
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    fn s(&self, rel: &str) -> String {
+        self.p(rel).to_str().unwrap().to_string()
+    }
+
+    /// `twoway --ca URL --cert … token create …` as the admin.
+    fn token(&self, san: &str, extra: &[&str]) -> String {
+        let (c, k, r) = (
+            self.s("admin/chain.pem"),
+            self.s("admin/key.pem"),
+            self.s("ca/root.pem"),
+        );
+        let mut args = vec![
+            "--ca",
+            &self.https,
+            "--cert",
+            &c,
+            "--key",
+            &k,
+            "--ca-cert",
+            &r,
+            "token",
+            "create",
+            "--san",
+            san,
+        ];
+        args.extend_from_slice(extra);
+        ok(&args).trim().to_string()
+    }
+
+    fn remote(&self, args: &[&str]) -> Output {
+        let (c, k, r) = (
+            self.s("admin/chain.pem"),
+            self.s("admin/key.pem"),
+            self.s("ca/root.pem"),
+        );
+        let mut a = vec![
+            "--ca",
+            self.https.as_str(),
+            "--cert",
+            &c,
+            "--key",
+            &k,
+            "--ca-cert",
+            &r,
+        ];
+        a.extend_from_slice(args);
+        run(&a)
+    }
+
+    fn agent_once(&self, token: Option<&str>, san: &str, out: &str) -> Output {
+        let out = self.s(out);
+        let mut a = vec![
+            "agent",
+            "--ca",
+            self.https.as_str(),
+            "--ca-fingerprint",
+            self.fingerprint.as_str(),
+            "--san",
+            san,
+            "--out",
+            &out,
+            "--once",
+        ];
+        if let Some(t) = token {
+            a.extend_from_slice(&["--token", t]);
+        }
+        run(&a)
+    }
+
+    /// POSTs `body` to the API with curl (optionally with a client certificate); returns
+    /// the status and the JSON answer.
+    fn post(&self, path: &str, body: &[u8], client: Option<&str>) -> (u16, Value) {
+        let f = self.dir.path().join(format!("body-{}", rand_suffix()));
+        std::fs::write(&f, body).unwrap();
+        let url = format!("{}{path}", self.https);
+        let root = self.s("ca/root.pem");
+        let data = format!("@{}", f.display());
+        let mut args = vec![
+            "-sS",
+            "--cacert",
+            &root,
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &data,
+            "-w",
+            "\n%{http_code}",
+        ];
+        let (c, k);
+        if let Some(dir) = client {
+            c = self.s(&format!("{dir}/chain.pem"));
+            k = self.s(&format!("{dir}/key.pem"));
+            args.extend_from_slice(&["--cert", &c, "--key", &k]);
+        }
+        args.push(&url);
+        let o = tool("curl", &args);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let (json, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(json).unwrap_or(Value::Null),
+        )
+    }
+
+    fn ocsp(&self, cert: &str) -> String {
+        let o = tool(
+            "openssl",
+            &[
+                "ocsp",
+                "-issuer",
+                &self.s("ca/intermediate.pem"),
+                "-cert",
+                &self.s(cert),
+                "-url",
+                &format!("{}/ocsp", self.http),
+                "-CAfile",
+                &self.s("ca/root.pem"),
+            ],
+        );
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(out.contains("Response verify OK"), "openssl ocsp: {out}");
+        out
+    }
+
+    fn count(&self) -> u64 {
+        let o = self.remote(&["cert", "list", "--json", "--limit", "1"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["total"].as_u64().unwrap()
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn serial_of(cert: &Path) -> String {
+    let o = tool(
+        "openssl",
+        &["x509", "-in", cert.to_str().unwrap(), "-noout", "-serial"],
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase()
+}
+
+fn csr(ca: &Ca, name: &str, sans: &str) -> String {
+    let key = ca.s(&format!("{name}.key"));
+    let out = ca.s(&format!("{name}.csr"));
+    let o = tool(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &out,
+            "-subj",
+            "/",
+            "-addext",
+            &format!("subjectAltName={sans}"),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read_to_string(out).unwrap()
+}
+
+fn enroll_body(token: &str, csr: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"token": token, "csr": csr})).unwrap()
+}
+
+#[test]
+fn agent_enrolls_and_ocsp_and_crl_follow_a_remote_revocation() {
+    let ca = Ca::start(&[]);
+    let token = ca.token(
+        "DNS:api.example.internal",
+        &["--profile", "server", "--owner", "team-api"],
+    );
+    assert!(token.starts_with("twt_"), "{token}");
+    let o = ca.agent_once(Some(&token), "DNS:api.example.internal", "api");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in ["cert.pem", "chain.pem", "key.pem", "ca.pem"] {
+        assert!(ca.p("api").join(f).exists(), "{f}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(ca.p("api/key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // 24h workload certificates by default
+    let info = twoway_pki::CertInfo::from_der(
+        &twoway_pki::parse_certificates(&std::fs::read(ca.p("api/cert.pem")).unwrap()).unwrap()[0],
+    )
+    .unwrap();
+    assert_eq!((info.not_after - info.not_before).whole_hours(), 24);
+    // the certificate verifies with openssl against the root
+    let v = tool(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            &ca.s("ca/root.pem"),
+            "-untrusted",
+            &ca.s("ca/intermediate.pem"),
+            &ca.s("api/cert.pem"),
+        ],
+    );
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    // a second --once run has nothing to do
+    assert!(ca
+        .agent_once(None, "DNS:api.example.internal", "api")
+        .status
+        .success());
+
+    assert!(ca.ocsp("api/cert.pem").contains("api/cert.pem: good"));
+    let serial = serial_of(&ca.p("api/cert.pem"));
+    let o = ca.remote(&["cert", "revoke", &serial, "--reason", "key-compromise"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = ca.ocsp("api/cert.pem");
+    assert!(out.contains("api/cert.pem: revoked"), "{out}");
+    assert!(out.contains("keyCompromise"), "{out}");
+    // the CRL, DER over plain HTTP, lists the serial
+    let crl = ca.p("crl.der");
+    let c = tool(
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            crl.to_str().unwrap(),
+            &format!("{}/crl", ca.http),
+        ],
+    );
+    assert!(c.status.success());
+    let t = tool(
+        "openssl",
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            crl.to_str().unwrap(),
+            "-noout",
+            "-text",
+        ],
+    );
+    let text = String::from_utf8_lossy(&t.stdout).to_ascii_lowercase();
+    assert!(t.status.success() && text.contains(&serial), "{text}");
+    // an unknown serial is "unknown" to OCSP: a cert from another CA's intermediate name
+    let m = tool("curl", &["-sS", &format!("{}/metrics", ca.http)]);
+    let metrics = String::from_utf8_lossy(&m.stdout);
+    assert!(
+        metrics.contains("twoway_ca_ocsp_responses_total{status=\"revoked\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn enrollment_refuses_bad_input_and_records_nothing() {
+    let ca = Ca::start(&[("enroll_rate", "1"), ("enroll_burst", "40")]);
+    let good_csr = csr(&ca, "a", "DNS:a.example.internal");
+    let before = ca.count();
+
+    // unknown token
+    let (s, v) = ca.post("/v1/enroll", &enroll_body("twt_nope", &good_csr), None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("token_unknown")),
+        "{v}"
+    );
+    // names outside the token
+    let tok = ca.token("DNS:b.example.internal", &["--profile", "server"]);
+    let (s, v) = ca.post("/v1/enroll", &enroll_body(&tok, &good_csr), None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("name_not_allowed")),
+        "{v}"
+    );
+    // a CSR whose signature does not verify
+    let der = tool(
+        "openssl",
+        &["req", "-in", &ca.s("a.csr"), "-outform", "DER"],
+    )
+    .stdout;
+    let mut bad = der.clone();
+    let n = bad.len();
+    bad[n - 5] ^= 0x01;
+    let bad_pem = twoway_pki::der_to_pem("CERTIFICATE REQUEST", &bad);
+    let tok_a = ca.token("DNS:a.example.internal", &["--profile", "server"]);
+    let (s, v) = ca.post("/v1/enroll", &enroll_body(&tok_a, &bad_pem), None);
+    assert_eq!(s, 400, "{v}");
+    let code = v["error"]["code"].as_str().unwrap_or_default();
+    assert!(code == "bad_csr_signature" || code == "bad_csr", "{v}");
+    // a garbage CSR
+    let (s, v) = ca.post("/v1/enroll", &enroll_body(&tok_a, "not a csr"), None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("bad_csr")),
+        "{v}"
+    );
+    // malformed JSON
+    let (s, v) = ca.post("/v1/enroll", b"{\"token\": ", None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("malformed_json")),
+        "{v}"
+    );
+    // oversized body
+    let big = vec![b'a'; 70 * 1024];
+    let (s, v) = ca.post("/v1/enroll", &big, None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (413, Some("body_too_large")),
+        "{v}"
+    );
+    // an expired token
+    let tok_exp = ca.token(
+        "DNS:a.example.internal",
+        &["--profile", "server", "--ttl", "1s"],
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    let (s, v) = ca.post("/v1/enroll", &enroll_body(&tok_exp, &good_csr), None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("token_expired")),
+        "{v}"
+    );
+    assert_eq!(
+        ca.count(),
+        before,
+        "nothing recorded by refused enrollments"
+    );
+
+    // the happy path, then the token reused
+    let (s, v) = ca.post("/v1/enroll", &enroll_body(&tok_a, &good_csr), None);
+    assert_eq!(s, 201, "{v}");
+    assert!(
+        v["chain"]
+            .as_str()
+            .unwrap()
+            .matches("BEGIN CERTIFICATE")
+            .count()
+            == 2
+    );
+    assert_eq!(ca.count(), before + 1);
+    let (s, v) = ca.post("/v1/enroll", &enroll_body(&tok_a, &good_csr), None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("token_used")),
+        "{v}"
+    );
+    assert_eq!(ca.count(), before + 1);
+
+    // wrong method, unknown route
+    let o = tool(
+        "curl",
+        &[
+            "-sS",
+            "--cacert",
+            &ca.s("ca/root.pem"),
+            "-w",
+            "\n%{http_code}",
+            &format!("{}/v1/enroll", ca.https),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).ends_with("405"));
+
+    // flooding: one curl, many requests; the bucket (burst 40, 1/s) runs dry
+    let f = ca.p("flood.json");
+    std::fs::write(&f, enroll_body("twt_nope", &good_csr)).unwrap();
+    let url = format!("{}/v1/enroll", ca.https);
+    let data = format!("@{}", f.display());
+    let root = ca.s("ca/root.pem");
+    let mut args = vec!["-sS", "--cacert", &root, "--data-binary", &data];
+    for _ in 0..50 {
+        args.push(&url);
+    }
+    let o = tool("curl", &args);
+    let codes = String::from_utf8_lossy(&o.stdout);
+    let limited = codes.matches("\"rate_limited\"").count();
+    assert!(limited >= 5, "{codes}");
+    let m = tool("curl", &["-sS", &format!("{}/metrics", ca.http)]);
+    let metrics = String::from_utf8_lossy(&m.stdout);
+    for code in [
+        "token_unknown",
+        "token_used",
+        "token_expired",
+        "name_not_allowed",
+        "bad_csr",
+        "malformed_json",
+        "body_too_large",
+        "rate_limited",
+    ] {
+        assert!(
+            metrics.contains(&format!("twoway_ca_errors_total{{code=\"{code}\"}}")),
+            "{code}\n{metrics}"
+        );
+    }
+    assert_eq!(ca.count(), before + 1);
+}
+
+#[test]
+fn renewal_over_mtls_and_by_proof_and_refusals() {
+    let ca = Ca::start(&[]);
+    let tok = ca.token(
+        "DNS:r.example.internal",
+        &["--profile", "peer", "--cert-ttl", "1h"],
+    );
+    assert!(ca
+        .agent_once(Some(&tok), "DNS:r.example.internal", "r")
+        .status
+        .success());
+    let first = serial_of(&ca.p("r/cert.pem"));
+
+    // renew over mutual TLS with curl presenting the current certificate
+    let new_csr = csr(&ca, "r2", "DNS:ignored.example.internal");
+    let body = serde_json::to_vec(&serde_json::json!({"csr": new_csr})).unwrap();
+    let (s, v) = ca.post("/v1/renew", &body, Some("r"));
+    assert_eq!(s, 201, "{v}");
+    let renewed = v["certificate"].as_str().unwrap().to_string();
+    let info = twoway_pki::CertInfo::from_der(
+        &twoway_pki::parse_certificates(renewed.as_bytes()).unwrap()[0],
+    )
+    .unwrap();
+    assert_eq!(
+        info.sans,
+        vec!["DNS:r.example.internal".parse().unwrap()],
+        "same names"
+    );
+    assert_eq!((info.not_after - info.not_before).whole_minutes(), 61);
+    // the old one is superseded (revoked), visible through OCSP
+    let out = ca.ocsp("r/cert.pem");
+    assert!(
+        out.contains("revoked") && out.contains("superseded"),
+        "{out}"
+    );
+    // renewing with the superseded certificate is refused
+    let (s, v) = ca.post("/v1/renew", &body, Some("r"));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("certificate_revoked")),
+        "{v}"
+    );
+    // without any credential
+    let (s, v) = ca.post("/v1/renew", &body, None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("unauthenticated")),
+        "{v}"
+    );
+    assert!(!first.is_empty());
+
+    // proof of possession (behind a TLS-terminating load balancer): no client cert
+    std::fs::create_dir_all(ca.p("r3")).unwrap();
+    std::fs::write(
+        ca.p("r3/chain.pem"),
+        format!(
+            "{renewed}{}",
+            std::fs::read_to_string(ca.p("ca/intermediate.pem")).unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::copy(ca.p("r2.key"), ca.p("r3/key.pem")).unwrap();
+    let key =
+        twoway_pki::PrivateKey::from_pem(&std::fs::read_to_string(ca.p("r2.key")).unwrap(), None)
+            .unwrap();
+    let next_key = twoway_pki::PrivateKey::generate(twoway_pki::KeyType::P256).unwrap();
+    let next_csr = twoway_pki::create_csr(
+        &next_key,
+        &["DNS:r.example.internal".parse().unwrap()],
+        None,
+    )
+    .unwrap();
+    let chain = std::fs::read_to_string(ca.p("r3/chain.pem")).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    // a stale proof is refused
+    let stale =
+        twoway_agent::proof_request(&key, &chain, &next_csr, now - time::Duration::minutes(10))
+            .unwrap();
+    let (s, v) = ca.post("/v1/renew", &serde_json::to_vec(&stale).unwrap(), None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("bad_proof")),
+        "{v}"
+    );
+    // a proof signed by another key is refused
+    let forged = twoway_agent::proof_request(&next_key, &chain, &next_csr, now).unwrap();
+    let (s, v) = ca.post("/v1/renew", &serde_json::to_vec(&forged).unwrap(), None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("bad_proof")),
+        "{v}"
+    );
+    let good = twoway_agent::proof_request(&key, &chain, &next_csr, now).unwrap();
+    let (s, v) = ca.post("/v1/renew", &serde_json::to_vec(&good).unwrap(), None);
+    assert_eq!(s, 201, "{v}");
+
+    // an expired certificate cannot renew
+    let tok = ca.token(
+        "DNS:e.example.internal",
+        &["--profile", "client", "--cert-ttl", "2s"],
+    );
+    assert!(ca
+        .agent_once(Some(&tok), "DNS:e.example.internal", "e")
+        .status
+        .success());
+    std::thread::sleep(Duration::from_millis(2500));
+    let (s, v) = ca.post("/v1/renew", &body, Some("e"));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("certificate_expired")),
+        "{v}"
+    );
+}
+
+#[test]
+fn agent_renews_when_due() {
+    let ca = Ca::start(&[]);
+    let tok = ca.token(
+        "DNS:due.example.internal",
+        &["--profile", "server", "--cert-ttl", "6s"],
+    );
+    assert!(ca
+        .agent_once(Some(&tok), "DNS:due.example.internal", "d")
+        .status
+        .success());
+    let first = serial_of(&ca.p("d/cert.pem"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // past 2/3 (±5%) of 6 s the agent renews over mTLS with a fresh key
+    std::thread::sleep(Duration::from_millis(4700));
+    let o = ca.agent_once(None, "DNS:due.example.internal", "d");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(Instant::now() < deadline);
+    let second = serial_of(&ca.p("d/cert.pem"));
+    assert_ne!(first, second);
+    assert!(ca.ocsp("d/cert.pem").contains("d/cert.pem: good"));
+}
+
+#[test]
+fn revocation_and_listing_are_authorized() {
+    let ca = Ca::start(&[]);
+    let t1 = ca.token("DNS:h1.example.internal", &["--profile", "client"]);
+    let t2 = ca.token("DNS:h2.example.internal", &["--profile", "client"]);
+    assert!(ca
+        .agent_once(Some(&t1), "DNS:h1.example.internal", "h1")
+        .status
+        .success());
+    assert!(ca
+        .agent_once(Some(&t2), "DNS:h2.example.internal", "h2")
+        .status
+        .success());
+    let (s1, s2) = (
+        serial_of(&ca.p("h1/cert.pem")),
+        serial_of(&ca.p("h2/cert.pem")),
+    );
+    let body = |s: &str| serde_json::to_vec(&serde_json::json!({"serial": s})).unwrap();
+    // no certificate, another holder's certificate
+    let (s, v) = ca.post("/v1/revoke", &body(&s2), None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("unauthenticated")),
+        "{v}"
+    );
+    let (s, v) = ca.post("/v1/revoke", &body(&s2), Some("h1"));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{v}"
+    );
+    // the holder revokes its own
+    let (s, v) = ca.post("/v1/revoke", &body(&s1), Some("h1"));
+    assert_eq!(s, 200, "{v}");
+    // a non-admin may not list
+    let o = tool(
+        "curl",
+        &[
+            "-sS",
+            "--cacert",
+            &ca.s("ca/root.pem"),
+            "--cert",
+            &ca.s("h2/chain.pem"),
+            "--key",
+            &ca.s("h2/key.pem"),
+            &format!("{}/v1/certificates", ca.https),
+        ],
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "forbidden");
+    // the admin lists, filtered and paginated
+    let o = ca.remote(&["cert", "list", "--status", "revoked", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["total"], 1);
+    assert_eq!(v["items"][0]["serial"].as_str(), Some(s1.as_str()));
+    let o = ca.remote(&["cert", "list", "--limit", "2", "--page", "2", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["offset"], 2);
+    assert_eq!(v["items"].as_array().unwrap().len(), 2);
+    // the remote CLI with a non-admin certificate is refused with exit 77
+    let o = run(&[
+        "--ca",
+        &ca.https,
+        "--cert",
+        &ca.s("h2/chain.pem"),
+        "--key",
+        &ca.s("h2/key.pem"),
+        "--ca-cert",
+        &ca.s("ca/root.pem"),
+        "cert",
+        "revoke",
+        &s1,
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(77),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // the holder revokes its own again: conflict
+    let (s, v) = ca.post("/v1/revoke", &body(&s2), Some("h2"));
+    assert_eq!(s, 200, "{v}");
+    // roots.pem and healthz
+    let o = tool("curl", &["-sS", &format!("{}/healthz", ca.http)]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "ok");
+    let o = tool("curl", &["-sS", &format!("{}/roots.pem", ca.http)]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        std::fs::read_to_string(ca.p("ca/root.pem")).unwrap()
+    );
+    // a wrong fingerprint makes the agent refuse to trust the CA
+    let o = run(&[
+        "agent",
+        "--ca",
+        &ca.https,
+        "--ca-fingerprint",
+        &"00".repeat(32),
+        "--token",
+        "x",
+        "--san",
+        "DNS:x.example.internal",
+        "--out",
+        &ca.s("x"),
+        "--once",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fingerprint"));
+    assert!(!ca.p("x/key.pem").exists());
+}
