@@ -26,7 +26,7 @@ done
 lib=$($pin "$bin/twoway-issue-bench" "$work/ca" "$work/csr" "$secs")
 lib_rate=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["certs_per_sec"])' "$lib")
 
-count_loop() { # name, command... ; runs the command with $i for $secs seconds
+count_loop() { # command... ; runs "command $i" for $secs seconds, prints the rate
   local n=0 end=$((SECONDS + secs)) start now
   start=$(date +%s.%N)
   while [ $SECONDS -lt $end ]; do
@@ -51,8 +51,8 @@ ossl_sign() {
     -days 90 -set_serial "0x$(openssl rand -hex 16)" -out "$work/ossl.pem" 2>/dev/null
 }
 
-cli_rate=$(count_loop cli cli_sign)
-ossl_rate=$(count_loop openssl ossl_sign)
+cli_rate=$(count_loop cli_sign)
+ossl_rate=$(count_loop ossl_sign)
 issued=$("$bin/twoway" cert list --ca-dir "$work/ca" --json --limit 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
 
 printf '\n%-52s %12s %10s\n' "issuer (P-256 server profile, ${secs}s each, core 0)" "certs/s" "vs openssl"

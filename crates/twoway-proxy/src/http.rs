@@ -727,6 +727,7 @@ async fn serve_h1<IO>(
                     let mut next = idle_ms - since;
                     if !parking && !draining {
                         if since >= park_ms && st.in_flight.load(Relaxed) == 0 {
+                            tracing::trace!(listener = %st.ctx.name, "parking idle HTTP/1.1 connection");
                             parking = true;
                             Pin::new(&mut *conn).graceful_shutdown();
                         } else {
@@ -750,10 +751,12 @@ async fn serve_h1<IO>(
             let _ = tokio::time::timeout(Duration::from_secs(5), io.shutdown()).await;
             return;
         }
-        io.prefix = parts.read_buf;
-        if !io.prefix.is_empty() {
+        if !parts.read_buf.is_empty() {
+            // Copied: the `Bytes` hyper hands back pins its whole read buffer.
+            io.prefix = Bytes::copy_from_slice(&parts.read_buf);
             continue;
         }
+        drop(parts.read_buf);
         // Parked: only the TLS session is held until the client sends again.
         let since = now_millis().saturating_sub(st.last.load(Relaxed));
         let left = Duration::from_millis(idle_ms.saturating_sub(since));
@@ -763,6 +766,7 @@ async fn serve_h1<IO>(
                     tracing::debug!(listener = %st.ctx.name, error = %e, "HTTP connection ended with an error");
                     return;
                 }
+                tracing::trace!(listener = %st.ctx.name, "unparking HTTP/1.1 connection");
             }
             () = tokio::time::sleep(left) => {
                 tracing::debug!(listener = %st.ctx.name, "closing idle HTTP connection");

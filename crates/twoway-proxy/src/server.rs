@@ -99,12 +99,15 @@ impl Conn {
     async fn run(self, tcp: TcpStream, _permit: OwnedSemaphorePermit) {
         let _active = self.metrics.connection();
         let acceptor = TlsAcceptor::from(self.state.tls.clone());
-        let tls =
-            match tokio::time::timeout(self.spec.handshake_timeout, acceptor.accept(tcp)).await {
-                Err(_) => return self.reject(Reason::Timeout, &"handshake timed out"),
-                Ok(Err(e)) => return self.reject(Reason::from_io(&e), &e),
-                Ok(Ok(s)) => s,
-            };
+        // The handshake future and the TLS session are boxed so that this task (and every
+        // state of it) stays small: an idle connection holds the session once, not a
+        // task sized for the largest state of every mode.
+        let accept = Box::pin(acceptor.accept(tcp));
+        let tls = match tokio::time::timeout(self.spec.handshake_timeout, accept).await {
+            Err(_) => return self.reject(Reason::Timeout, &"handshake timed out"),
+            Ok(Err(e)) => return self.reject(Reason::from_io(&e), &e),
+            Ok(Ok(s)) => Box::new(s),
+        };
         let (_, session) = tls.get_ref();
         let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) else {
             return self.reject(Reason::NoClientCert, &"no client certificate");
@@ -137,11 +140,15 @@ impl Conn {
                 )
                 .await;
             }
-            None => self.forward(tls, id).await,
+            None => Box::pin(self.forward(tls, id)).await,
         }
     }
 
-    async fn forward(&self, mut tls: tokio_rustls::server::TlsStream<TcpStream>, id: PeerIdentity) {
+    async fn forward(
+        &self,
+        mut tls: Box<tokio_rustls::server::TlsStream<TcpStream>>,
+        id: PeerIdentity,
+    ) {
         let mut backend = match tokio::time::timeout(
             BACKEND_CONNECT_TIMEOUT,
             BackendStream::connect(&self.spec.backend),
@@ -176,7 +183,7 @@ impl Conn {
                 return self.upstream_failed(&e);
             }
         }
-        match copy::relay(&mut tls, &mut backend, self.spec.idle_timeout).await {
+        match copy::relay(&mut *tls, &mut backend, self.spec.idle_timeout).await {
             Ok(r) => {
                 self.metrics.add_bytes(r.a_to_b, r.b_to_a);
                 tracing::debug!(

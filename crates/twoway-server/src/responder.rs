@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration as StdDuration, Instant};
 use time::{Duration, OffsetDateTime};
@@ -55,6 +55,9 @@ pub struct Responder {
     issuer: IssuerHashes,
     validity: Duration,
     cache: RwLock<HashMap<String, Cached>>,
+    /// Bumped by every [`Responder::clear`]: an answer computed from a read made before a
+    /// clear is not cached after it (it may predate the revocation that caused the clear).
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Responder {
@@ -80,6 +83,7 @@ impl Responder {
             signer: ArcSwap::from_pointee(signer),
             validity,
             cache: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -97,6 +101,7 @@ impl Responder {
     /// Drops every cached answer.
     pub fn clear(&self) {
         if let Ok(mut c) = self.cache.write() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
             c.clear();
         }
     }
@@ -122,6 +127,7 @@ impl Responder {
                 return Bytes::from(error_response(OcspErrorStatus::MalformedRequest));
             }
         };
+        let generation = self.generation.load(Ordering::SeqCst);
         let now = OffsetDateTime::now_utc();
         let now = now.replace_nanosecond(0).unwrap_or(now);
         let signer = self.signer();
@@ -187,6 +193,9 @@ impl Responder {
             let half: Duration = (next_update - now) / 2;
             let fresh = StdDuration::from_secs(half.whole_seconds().max(0) as u64);
             if let Ok(mut c) = self.cache.write() {
+                if self.generation.load(Ordering::SeqCst) != generation {
+                    return der;
+                }
                 if c.len() >= MAX_CACHED {
                     c.clear();
                 }

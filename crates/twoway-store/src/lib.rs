@@ -2,7 +2,8 @@
 //! counter, behind the [`Store`] trait.
 //!
 //! The CA crate talks only to the trait; [`SqliteStore`] is the embedded default (WAL,
-//! `synchronous=FULL`, so a committed row survives a crash). Every write that the CA makes
+//! `synchronous=FULL`, so a committed row survives a crash); [`PostgresStore`] is one
+//! database shared by several replicas of the online CA. Every write that the CA makes
 //! commits its certificate row and its audit entry in one transaction: there is never a
 //! certificate without an audit entry or the other way round. Entry types: [`Store`],
 //! [`CertRecord`], [`CertQuery`], [`NewAudit`], [`AuditEntry`].
@@ -10,13 +11,17 @@
 #![warn(missing_docs)]
 
 mod audit;
+#[cfg(test)]
+mod conformance;
 mod model;
+mod postgres;
 pub mod schema;
 mod sqlite;
 mod token;
 
 pub use audit::{chain_hash, verify_chain, AuditEntry, AuditProblem, NewAudit, GENESIS_HASH};
 pub use model::{CertQuery, CertRecord, CertSource, CertStatus, Page};
+pub use postgres::{PostgresStore, DEFAULT_POOL_SIZE, WRITE_LOCK};
 pub use sqlite::SqliteStore;
 use time::OffsetDateTime;
 pub use token::{IssueExtras, TokenRecord};

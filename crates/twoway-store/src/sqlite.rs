@@ -596,105 +596,24 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::verify_chain;
-
-    fn rec(fp: &str, serial: &str) -> CertRecord {
-        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        CertRecord {
-            serial: serial.into(),
-            fingerprint: fp.into(),
-            subject: "".into(),
-            issuer: "CN=I".into(),
-            common_name: None,
-            sans: vec!["DNS:a.example.internal".into()],
-            profile: "server".into(),
-            key_type: "p256".into(),
-            not_before: now,
-            not_after: now + time::Duration::days(30),
-            owner: Some("team-a".into()),
-            labels: [("env".to_string(), "prod".to_string())].into(),
-            location: None,
-            status: CertStatus::Active,
-            revoked_at: None,
-            revocation_reason: None,
-            source: CertSource::Issued,
-            recorded_at: now,
-            pem: "PEM".into(),
-        }
-    }
-
-    fn audit(action: &str) -> NewAudit {
-        NewAudit {
-            actor: "test".into(),
-            action: action.into(),
-            target: "x".into(),
-            details: serde_json::json!({}),
-            time: OffsetDateTime::now_utc(),
-        }
-    }
+    use crate::conformance;
 
     #[test]
     fn insert_find_revoke_list_and_chain() {
-        let s = SqliteStore::in_memory().unwrap();
-        s.insert_certificate(&rec("aa11aa11aa11", "0102030405"), &audit("cert.issue"))
-            .unwrap();
-        s.insert_certificate(&rec("bb22bb22bb22", "0a0b0c0d0e"), &audit("cert.issue"))
-            .unwrap();
-        assert!(matches!(
-            s.insert_certificate(&rec("aa11aa11aa11", "99"), &audit("cert.issue")),
-            Err(Error::Duplicate(_))
-        ));
-        // a failed insert leaves no audit entry
-        assert_eq!(s.audit_entries(1, 100).unwrap().len(), 2);
-        assert_eq!(s.find_certificate("0102030405").unwrap().pem, "PEM");
-        assert_eq!(s.find_certificate("bb22bb22").unwrap().serial, "0a0b0c0d0e");
-        assert!(matches!(
-            s.find_certificate("ffff"),
-            Err(Error::NotFound(_))
-        ));
-        s.revoke(
-            "aa11aa11aa11",
-            OffsetDateTime::now_utc(),
-            "superseded",
-            &audit("cert.revoke"),
-        )
-        .unwrap();
-        assert!(matches!(
-            s.revoke(
-                "aa11aa11aa11",
-                OffsetDateTime::now_utc(),
-                "superseded",
-                &audit("x")
-            ),
-            Err(Error::AlreadyRevoked(_))
-        ));
-        let q = CertQuery {
-            status: Some("revoked".into()),
-            now: Some(OffsetDateTime::from_unix_timestamp(1_700_000_100).unwrap()),
-            ..Default::default()
-        };
-        assert_eq!(s.list_certificates(&q).unwrap().total, 1);
-        let q = CertQuery {
-            san_glob: Some("*.example.internal".into()),
-            ..Default::default()
-        };
-        assert_eq!(s.list_certificates(&q).unwrap().total, 2);
-        let q = CertQuery {
-            labels: vec![("env".into(), "dev".into())],
-            ..Default::default()
-        };
-        assert_eq!(s.list_certificates(&q).unwrap().total, 0);
-        assert_eq!(s.next_crl_number(&audit("crl.sign")).unwrap(), 1);
-        assert_eq!(s.next_crl_number(&audit("crl.sign")).unwrap(), 2);
-        let entries = s.audit_entries(1, 100).unwrap();
-        assert_eq!(entries.len(), 5);
-        assert!(verify_chain(&entries).is_empty());
-        // tamper: alter one entry, drop another
-        let mut altered = entries.clone();
-        altered[1].actor = "mallory".into();
-        assert_eq!(verify_chain(&altered)[0].seq, 2);
-        let mut removed = entries.clone();
-        removed.remove(2);
-        assert!(!verify_chain(&removed).is_empty());
+        conformance::insert_find_revoke_list_and_chain(&SqliteStore::in_memory().unwrap());
+    }
+
+    #[test]
+    fn tokens_and_supersession() {
+        conformance::tokens_and_supersession(&SqliteStore::in_memory().unwrap());
+    }
+
+    #[test]
+    fn concurrent_writers_on_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.db");
+        let a = SqliteStore::open(&path).unwrap();
+        let b = SqliteStore::open(&path).unwrap();
+        conformance::concurrent_writers(&a, &b);
     }
 }

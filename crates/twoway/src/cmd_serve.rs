@@ -119,9 +119,44 @@ pub fn open_store(url: &str) -> Result<Box<dyn twoway_store::Store>> {
         return Ok(Box::new(s));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(usage("PostgreSQL storage is not available in this build"));
+        let s = twoway_store::PostgresStore::connect(url)
+            .with_context(|| format!("cannot open the PostgreSQL inventory {}", redact(url)))?;
+        return Ok(Box::new(s));
     }
     Err(usage(format!(
-        "--database {url:?}: use sqlite://PATH or postgres://user@host:port/db"
+        "--database {:?}: use sqlite://PATH or postgres://user@host:port/db",
+        redact(url)
     )))
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(unparsable URL)".into();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    let host = host.split_once('?').map_or(host, |(h, _)| h);
+    match auth {
+        Some(a) => {
+            let user = a.split_once(':').map_or(a, |(u, _)| u);
+            format!("{scheme}://{user}@{host}")
+        }
+        None => format!("{scheme}://{host}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_drops_the_password_and_parameters() {
+        assert_eq!(
+            super::redact("postgres://u:secret@db:5432/x?password=p"),
+            "postgres://u@db:5432/x"
+        );
+        assert_eq!(super::redact("postgres://db/x"), "postgres://db/x");
+        assert_eq!(super::redact("nonsense"), "(unparsable URL)");
+    }
 }

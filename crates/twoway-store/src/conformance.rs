@@ -1,0 +1,331 @@
+//! One test suite for every engine: each function takes `&dyn Store` and is called by the
+//! SQLite and the PostgreSQL tests.
+
+use crate::audit::verify_chain;
+use crate::{
+    CertQuery, CertRecord, CertSource, CertStatus, Error, IssueExtras, NewAudit, Store,
+    TokenRecord,
+};
+use time::OffsetDateTime;
+
+pub(crate) fn rec(fp: &str, serial: &str) -> CertRecord {
+    let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    CertRecord {
+        serial: serial.into(),
+        fingerprint: fp.into(),
+        subject: "".into(),
+        issuer: "CN=I".into(),
+        common_name: None,
+        sans: vec!["DNS:a.example.internal".into()],
+        profile: "server".into(),
+        key_type: "p256".into(),
+        not_before: now,
+        not_after: now + time::Duration::days(30),
+        owner: Some("team-a".into()),
+        labels: [("env".to_string(), "prod".to_string())].into(),
+        location: None,
+        status: CertStatus::Active,
+        revoked_at: None,
+        revocation_reason: None,
+        source: CertSource::Issued,
+        recorded_at: now,
+        pem: "PEM".into(),
+    }
+}
+
+pub(crate) fn audit(action: &str) -> NewAudit {
+    NewAudit {
+        actor: "test".into(),
+        action: action.into(),
+        target: "x".into(),
+        details: serde_json::json!({}),
+        time: OffsetDateTime::now_utc(),
+    }
+}
+
+fn token(hash: &str, expires_in: time::Duration) -> TokenRecord {
+    let now = OffsetDateTime::now_utc();
+    TokenRecord {
+        hash: hash.into(),
+        sans: vec!["DNS:t.example.internal".into()],
+        profile: "server".into(),
+        owner: Some("team-t".into()),
+        cert_ttl: Some(3600),
+        created_by: "test".into(),
+        created_at: now,
+        expires_at: now + expires_in,
+        used_at: None,
+        used_by: None,
+    }
+}
+
+/// Insert, find, revoke, list, CRL numbers and the audit chain.
+pub(crate) fn insert_find_revoke_list_and_chain(s: &dyn Store) {
+    s.insert_certificate(&rec("aa11aa11aa11", "0102030405"), &audit("cert.issue"))
+        .unwrap();
+    s.insert_certificate(&rec("bb22bb22bb22", "0a0b0c0d0e"), &audit("cert.issue"))
+        .unwrap();
+    assert!(matches!(
+        s.insert_certificate(&rec("aa11aa11aa11", "99"), &audit("cert.issue")),
+        Err(Error::Duplicate(_))
+    ));
+    // same serial from the same issuer under another fingerprint: refused by constraint
+    assert!(matches!(
+        s.insert_certificate(&rec("cc33cc33cc33", "0102030405"), &audit("cert.issue")),
+        Err(Error::Duplicate(_))
+    ));
+    // a failed insert leaves no audit entry
+    assert_eq!(s.audit_entries(1, 100).unwrap().len(), 2);
+    assert_eq!(s.find_certificate("0102030405").unwrap().pem, "PEM");
+    assert_eq!(s.find_certificate("bb22bb22").unwrap().serial, "0a0b0c0d0e");
+    assert!(matches!(
+        s.find_certificate("ffff"),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        s.find_certificate("not hex%"),
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(s.revocation_seq().unwrap(), 0);
+    s.revoke(
+        "aa11aa11aa11",
+        OffsetDateTime::now_utc(),
+        "superseded",
+        &audit("cert.revoke"),
+    )
+    .unwrap();
+    assert_eq!(s.revocation_seq().unwrap(), 1);
+    assert!(matches!(
+        s.revoke(
+            "aa11aa11aa11",
+            OffsetDateTime::now_utc(),
+            "superseded",
+            &audit("x")
+        ),
+        Err(Error::AlreadyRevoked(_))
+    ));
+    assert_eq!(s.revocation_seq().unwrap(), 1);
+    let since = OffsetDateTime::from_unix_timestamp(1_700_000_100).unwrap();
+    let revoked = s.revoked_by_issuer("CN=I", since).unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].serial, "0102030405");
+    assert_eq!(revoked[0].revocation_reason.as_deref(), Some("superseded"));
+    let q = CertQuery {
+        status: Some("revoked".into()),
+        now: Some(since),
+        ..Default::default()
+    };
+    assert_eq!(s.list_certificates(&q).unwrap().total, 1);
+    let q = CertQuery {
+        status: Some("active".into()),
+        now: Some(since),
+        ..Default::default()
+    };
+    assert_eq!(s.list_certificates(&q).unwrap().total, 1);
+    let q = CertQuery {
+        san_glob: Some("*.example.internal".into()),
+        ..Default::default()
+    };
+    assert_eq!(s.list_certificates(&q).unwrap().total, 2);
+    let q = CertQuery {
+        labels: vec![("env".into(), "dev".into())],
+        ..Default::default()
+    };
+    assert_eq!(s.list_certificates(&q).unwrap().total, 0);
+    let q = CertQuery {
+        owner: Some("team-a".into()),
+        limit: 1,
+        ..Default::default()
+    };
+    let page = s.list_certificates(&q).unwrap();
+    assert_eq!((page.total, page.items.len()), (2, 1));
+    assert!(page.items[0].pem.is_empty(), "listings carry no PEM");
+    let counts = s.count_by_status().unwrap();
+    assert!(counts.contains(&("revoked".to_string(), 1)), "{counts:?}");
+    assert_eq!(s.next_crl_number(&audit("crl.sign")).unwrap(), 1);
+    assert_eq!(s.next_crl_number(&audit("crl.sign")).unwrap(), 2);
+    let entries = s.audit_entries(1, 100).unwrap();
+    assert_eq!(entries.len(), 5);
+    assert_eq!(entries[4].target, "2", "the CRL entry names its number");
+    assert!(verify_chain(&entries).is_empty());
+    assert_eq!(s.audit_entries(4, 1).unwrap().len(), 1);
+    // tamper: alter one entry, drop another
+    let mut altered = entries.clone();
+    altered[1].actor = "mallory".into();
+    assert_eq!(verify_chain(&altered)[0].seq, 2);
+    let mut removed = entries.clone();
+    removed.remove(2);
+    assert!(!verify_chain(&removed).is_empty());
+}
+
+/// Tokens: stored, found, consumed once with the certificate, refused when used, expired
+/// or unknown, and supersession in the same transaction.
+pub(crate) fn tokens_and_supersession(s: &dyn Store) {
+    let now = OffsetDateTime::now_utc();
+    s.insert_token(&token("t1", time::Duration::hours(1)), &audit("token.create"))
+        .unwrap();
+    s.insert_token(&token("t2", -time::Duration::hours(1)), &audit("token.create"))
+        .unwrap();
+    assert!(matches!(
+        s.insert_token(&token("t1", time::Duration::hours(1)), &audit("token.create")),
+        Err(Error::Duplicate(_))
+    ));
+    let t = s.find_token("t1").unwrap();
+    assert_eq!(t.cert_ttl, Some(3600));
+    assert_eq!(t.used_at, None);
+    assert!(matches!(s.find_token("nope"), Err(Error::TokenUnknown)));
+
+    let with_token = |h: &str| IssueExtras {
+        consume_token: Some(h.into()),
+        supersede: None,
+        supersede_audit: None,
+        now,
+    };
+    s.record_issuance(&rec("f1f1f1f1", "11"), &audit("cert.enroll"), &with_token("t1"))
+        .unwrap();
+    assert_eq!(
+        s.find_token("t1").unwrap().used_by.as_deref(),
+        Some("f1f1f1f1")
+    );
+    // used, expired, unknown: nothing recorded
+    let before = s.audit_entries(1, 1000).unwrap().len();
+    assert!(matches!(
+        s.record_issuance(&rec("f2f2f2f2", "12"), &audit("cert.enroll"), &with_token("t1")),
+        Err(Error::TokenUsed(_))
+    ));
+    assert!(matches!(
+        s.record_issuance(&rec("f2f2f2f2", "12"), &audit("cert.enroll"), &with_token("t2")),
+        Err(Error::TokenExpired(_))
+    ));
+    assert!(matches!(
+        s.record_issuance(&rec("f2f2f2f2", "12"), &audit("cert.enroll"), &with_token("t9")),
+        Err(Error::TokenUnknown)
+    ));
+    assert_eq!(s.audit_entries(1, 1000).unwrap().len(), before);
+    assert!(matches!(
+        s.find_certificate("f2f2f2f2"),
+        Err(Error::NotFound(_))
+    ));
+    // a token is not spent by an issuance that fails later in the transaction
+    s.insert_token(&token("t3", time::Duration::hours(1)), &audit("token.create"))
+        .unwrap();
+    assert!(matches!(
+        s.record_issuance(&rec("f1f1f1f1", "13"), &audit("cert.enroll"), &with_token("t3")),
+        Err(Error::Duplicate(_))
+    ));
+    assert_eq!(s.find_token("t3").unwrap().used_at, None);
+
+    // renewal supersedes the old certificate atomically
+    let seq = s.revocation_seq().unwrap();
+    let renew = IssueExtras {
+        consume_token: None,
+        supersede: Some("f1f1f1f1".into()),
+        supersede_audit: Some(audit("cert.supersede")),
+        now,
+    };
+    s.record_issuance(&rec("f3f3f3f3", "14"), &audit("cert.renew"), &renew)
+        .unwrap();
+    assert_eq!(s.revocation_seq().unwrap(), seq + 1);
+    let old = s.find_certificate("f1f1f1f1").unwrap();
+    assert_eq!(old.status, CertStatus::Revoked);
+    assert_eq!(old.revocation_reason.as_deref(), Some("superseded"));
+    // superseding it again fails and records nothing
+    assert!(matches!(
+        s.record_issuance(&rec("f4f4f4f4", "15"), &audit("cert.renew"), &renew),
+        Err(Error::AlreadyRevoked(_))
+    ));
+    assert!(matches!(
+        s.find_certificate("f4f4f4f4"),
+        Err(Error::NotFound(_))
+    ));
+    assert!(verify_chain(&s.audit_entries(1, 1000).unwrap()).is_empty());
+}
+
+/// Two handles on one database (two connections or pools, as two processes would have),
+/// writing from several threads at once: the audit chain stays linear, every certificate is
+/// recorded once, a token is consumed by exactly one of its racers, and each revocation
+/// bumps the counter once.
+pub(crate) fn concurrent_writers(a: &dyn Store, b: &dyn Store) {
+    const PER_THREAD: usize = 15;
+    let stores = [a, b];
+    for i in 0..4 {
+        stores[i % 2]
+            .insert_token(
+                &token(&format!("race{i}"), time::Duration::hours(1)),
+                &audit("token.create"),
+            )
+            .unwrap();
+    }
+    let base_audit = a.audit_entries(1, 100_000).unwrap().len();
+    std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for t in 0..4usize {
+            let s = stores[t % 2];
+            handles.push(scope.spawn(move || {
+                let mut won = 0usize;
+                for i in 0..PER_THREAD {
+                    let fp = format!("c{t:02}{i:04}ffff");
+                    s.insert_certificate(&rec(&fp, &format!("7{t:02}{i:04}")), &audit("cert.issue"))
+                        .unwrap();
+                    s.append_audit(&audit("note")).unwrap();
+                    // every thread races for every token
+                    let extras = IssueExtras {
+                        consume_token: Some(format!("race{}", i % 4)),
+                        supersede: None,
+                        supersede_audit: None,
+                        now: OffsetDateTime::now_utc(),
+                    };
+                    let fp2 = format!("d{t:02}{i:04}eeee");
+                    match s.record_issuance(
+                        &rec(&fp2, &format!("8{t:02}{i:04}")),
+                        &audit("cert.enroll"),
+                        &extras,
+                    ) {
+                        Ok(_) => won += 1,
+                        Err(Error::TokenUsed(_)) => {}
+                        Err(e) => panic!("unexpected: {e}"),
+                    }
+                }
+                won
+            }));
+        }
+        let won: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(won, 4, "each token is consumed exactly once");
+    });
+    let entries = b.audit_entries(1, 100_000).unwrap();
+    assert_eq!(entries.len(), base_audit + 4 * PER_THREAD * 2 + 4);
+    assert!(verify_chain(&entries).is_empty(), "the chain stays linear");
+    let all = a.list_certificates(&CertQuery::default()).unwrap();
+    assert_eq!(all.total, 4 * PER_THREAD + 4);
+    // concurrent revocations of distinct certificates each count once; of the same one,
+    // only one wins
+    let before = a.revocation_seq().unwrap();
+    std::thread::scope(|scope| {
+        let hs: Vec<_> = (0..4usize)
+            .map(|t| {
+                let s = stores[t % 2];
+                scope.spawn(move || {
+                    let own = s.revoke(
+                        &format!("c{t:02}0000ffff"),
+                        OffsetDateTime::now_utc(),
+                        "key-compromise",
+                        &audit("cert.revoke"),
+                    );
+                    assert!(own.is_ok(), "{own:?}");
+                    s.revoke(
+                        "c000001ffff",
+                        OffsetDateTime::now_utc(),
+                        "key-compromise",
+                        &audit("cert.revoke"),
+                    )
+                    .is_ok()
+                })
+            })
+            .collect();
+        let wins = hs.into_iter().map(|h| h.join().unwrap());
+        assert_eq!(wins.filter(|w| *w).count(), 1);
+    });
+    assert_eq!(a.revocation_seq().unwrap(), before + 5);
+    assert_eq!(b.revocation_seq().unwrap(), before + 5);
+    assert!(verify_chain(&a.audit_entries(1, 100_000).unwrap()).is_empty());
+}
