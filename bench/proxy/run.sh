@@ -2,12 +2,14 @@
 # Side-by-side mTLS terminator benchmark: twoway proxy vs nginx, HAProxy and stunnel, all in
 # front of the same plaintext nginx backend on loopback, with the same certificates.
 #
-#   bench/proxy/run.sh            # SECS=5 per measurement, IDLE_CONNS=1000
+#   bench/proxy/run.sh            # SECS=5 per measurement, IDLE_CONNS=1000, CONNS=32, HS_CONNS=64
 #   SKIP_BUILD=1 CARGO_TARGET_DIR=/path bench/proxy/run.sh   # reuse built binaries
+#   PEERS="twoway nginx" bench/proxy/run.sh                  # only some terminators
 #
 # Pinning: the terminator under test on core 0 (one worker/thread), the load generator and
 # the backend on core 1. TLS 1.3 only, ECDSA P-256 certificates, client certificate required
-# and verified, session tickets/resumption off everywhere (the load generator never resumes).
+# and verified, session tickets/resumption off everywhere (the load generator never resumes),
+# X25519 offered by the load generator. Server CPU time is read from /proc for every test.
 # Prints a markdown table with ratios to nginx; raw lines go to $OUT/raw.txt.
 set -euo pipefail
 ulimit -n 65536 2>/dev/null || true
@@ -63,6 +65,9 @@ truncate -s 1G big.bin
 mkdir -p logs
 
 # ---- backend: plaintext nginx on core 1 -----------------------------------------------
+if (exec 3<>/dev/tcp/127.0.0.1/$BACKEND_PORT) 2>/dev/null; then
+  echo "port $BACKEND_PORT is already taken: stop whatever listens there" >&2; exit 1
+fi
 cat > backend.conf <<CONF
 daemon off; master_process off; worker_processes 1; user root;
 error_log $OUT/logs/backend.err warn; pid $OUT/backend.pid;

@@ -8,10 +8,10 @@
 //! - `bulk`: one connection downloading a path repeatedly; MB/s.
 //! - `idle`: open N connections, one request each, then hold them for a while.
 //!
-//! The client offers X25519 only (the key exchange every peer in PERF-ANCHORS.md was measured
-//! with) and, to keep the load generator's own CPU off the critical path, does not verify the
-//! server's certificate unless `--verify-server` is given: it measures servers, it does not
-//! protect secrets. It always presents and signs with its client certificate.
+//! The client offers X25519 only (the key exchange the reference peer figures used) and,
+//! to keep the load generator's own CPU off the critical path, does not verify the server's
+//! certificate unless `--verify-server` is given: it measures servers, it does not protect
+//! secrets. It always presents and signs with its client certificate.
 //!
 //! Usage: `twoway-loadgen MODE ADDR --ca CA --cert CERT --key KEY [--conns N]
 //! [--secs S] [--path P] [--verify-server]`. Prints one `key=value` line.

@@ -714,17 +714,19 @@ async fn serve_h1<IO>(
                 biased;
                 r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
                 () = poll_fn(|cx| poll_upstream(&st, &mut upstream, cx)) => {}
-                _ = shutdown.changed(), if !draining => {
-                    draining = true;
-                    Pin::new(&mut *conn).graceful_shutdown();
-                }
+                // The drain signal is checked on this timer (at least every PARK_AFTER), not
+                // polled on every wake-up of a busy connection.
                 () = &mut timer => {
+                    if !draining && *shutdown.borrow() {
+                        draining = true;
+                        Pin::new(&mut *conn).graceful_shutdown();
+                    }
                     let since = now_millis().saturating_sub(st.last.load(Relaxed));
                     if since >= idle_ms {
                         tracing::debug!(listener = %st.ctx.name, "closing idle HTTP connection");
                         return;
                     }
-                    let mut next = idle_ms - since;
+                    let mut next = (idle_ms - since).min(park_ms);
                     if !parking && !draining {
                         if since >= park_ms && st.in_flight.load(Relaxed) == 0 {
                             tracing::trace!(listener = %st.ctx.name, "parking idle HTTP/1.1 connection");

@@ -10,12 +10,15 @@
 //!   reloads changed files (content hash polling and SIGHUP) and drains on shutdown.
 //! - Server listeners forward verified connections byte for byte (TCP mode, optional PROXY
 //!   protocol v2 header, backend over TCP or a Unix socket) or as HTTP/1.1 and HTTP/2
-//!   requests to a pooled HTTP/1.1 backend with per-route rules and identity headers
-//!   (`X-Forwarded-Client-Cert`, `X-Client-Identity`).
+//!   requests to an HTTP/1.1 backend (a dedicated keep-alive connection per busy client
+//!   connection, else a shared pool) with per-route rules and identity headers
+//!   (`X-Forwarded-Client-Cert`, `X-Client-Identity`). Idle HTTP/1.1 connections are
+//!   parked without hyper's buffers.
 //! - [`Metrics`]: Prometheus counters served by the admin listener with `/healthz` and
 //!   `/ready`.
 //!
-//! The crate installs nothing process-wide and builds no runtime: the binary does.
+//! The crate installs nothing process-wide and builds no runtime: the binary does, and may
+//! hand [`Proxy::with_workers`] one single-threaded runtime per worker thread.
 #![forbid(unsafe_code)]
 
 mod admin;

@@ -3,8 +3,7 @@
 
 use crate::audit::verify_chain;
 use crate::{
-    CertQuery, CertRecord, CertSource, CertStatus, Error, IssueExtras, NewAudit, Store,
-    TokenRecord,
+    CertQuery, CertRecord, CertSource, CertStatus, Error, IssueExtras, NewAudit, Store, TokenRecord,
 };
 use time::OffsetDateTime;
 
@@ -162,12 +161,21 @@ pub(crate) fn insert_find_revoke_list_and_chain(s: &dyn Store) {
 /// or unknown, and supersession in the same transaction.
 pub(crate) fn tokens_and_supersession(s: &dyn Store) {
     let now = OffsetDateTime::now_utc();
-    s.insert_token(&token("t1", time::Duration::hours(1)), &audit("token.create"))
-        .unwrap();
-    s.insert_token(&token("t2", -time::Duration::hours(1)), &audit("token.create"))
-        .unwrap();
+    s.insert_token(
+        &token("t1", time::Duration::hours(1)),
+        &audit("token.create"),
+    )
+    .unwrap();
+    s.insert_token(
+        &token("t2", -time::Duration::hours(1)),
+        &audit("token.create"),
+    )
+    .unwrap();
     assert!(matches!(
-        s.insert_token(&token("t1", time::Duration::hours(1)), &audit("token.create")),
+        s.insert_token(
+            &token("t1", time::Duration::hours(1)),
+            &audit("token.create")
+        ),
         Err(Error::Duplicate(_))
     ));
     let t = s.find_token("t1").unwrap();
@@ -181,8 +189,12 @@ pub(crate) fn tokens_and_supersession(s: &dyn Store) {
         supersede_audit: None,
         now,
     };
-    s.record_issuance(&rec("f1f1f1f1", "11"), &audit("cert.enroll"), &with_token("t1"))
-        .unwrap();
+    s.record_issuance(
+        &rec("f1f1f1f1", "11"),
+        &audit("cert.enroll"),
+        &with_token("t1"),
+    )
+    .unwrap();
     assert_eq!(
         s.find_token("t1").unwrap().used_by.as_deref(),
         Some("f1f1f1f1")
@@ -190,15 +202,27 @@ pub(crate) fn tokens_and_supersession(s: &dyn Store) {
     // used, expired, unknown: nothing recorded
     let before = s.audit_entries(1, 1000).unwrap().len();
     assert!(matches!(
-        s.record_issuance(&rec("f2f2f2f2", "12"), &audit("cert.enroll"), &with_token("t1")),
+        s.record_issuance(
+            &rec("f2f2f2f2", "12"),
+            &audit("cert.enroll"),
+            &with_token("t1")
+        ),
         Err(Error::TokenUsed(_))
     ));
     assert!(matches!(
-        s.record_issuance(&rec("f2f2f2f2", "12"), &audit("cert.enroll"), &with_token("t2")),
+        s.record_issuance(
+            &rec("f2f2f2f2", "12"),
+            &audit("cert.enroll"),
+            &with_token("t2")
+        ),
         Err(Error::TokenExpired(_))
     ));
     assert!(matches!(
-        s.record_issuance(&rec("f2f2f2f2", "12"), &audit("cert.enroll"), &with_token("t9")),
+        s.record_issuance(
+            &rec("f2f2f2f2", "12"),
+            &audit("cert.enroll"),
+            &with_token("t9")
+        ),
         Err(Error::TokenUnknown)
     ));
     assert_eq!(s.audit_entries(1, 1000).unwrap().len(), before);
@@ -207,10 +231,17 @@ pub(crate) fn tokens_and_supersession(s: &dyn Store) {
         Err(Error::NotFound(_))
     ));
     // a token is not spent by an issuance that fails later in the transaction
-    s.insert_token(&token("t3", time::Duration::hours(1)), &audit("token.create"))
-        .unwrap();
+    s.insert_token(
+        &token("t3", time::Duration::hours(1)),
+        &audit("token.create"),
+    )
+    .unwrap();
     assert!(matches!(
-        s.record_issuance(&rec("f1f1f1f1", "13"), &audit("cert.enroll"), &with_token("t3")),
+        s.record_issuance(
+            &rec("f1f1f1f1", "13"),
+            &audit("cert.enroll"),
+            &with_token("t3")
+        ),
         Err(Error::Duplicate(_))
     ));
     assert_eq!(s.find_token("t3").unwrap().used_at, None);
@@ -265,8 +296,11 @@ pub(crate) fn concurrent_writers(a: &dyn Store, b: &dyn Store) {
                 let mut won = 0usize;
                 for i in 0..PER_THREAD {
                     let fp = format!("c{t:02}{i:04}ffff");
-                    s.insert_certificate(&rec(&fp, &format!("7{t:02}{i:04}")), &audit("cert.issue"))
-                        .unwrap();
+                    s.insert_certificate(
+                        &rec(&fp, &format!("7{t:02}{i:04}")),
+                        &audit("cert.issue"),
+                    )
+                    .unwrap();
                     s.append_audit(&audit("note")).unwrap();
                     // every thread races for every token
                     let extras = IssueExtras {

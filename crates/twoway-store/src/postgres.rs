@@ -170,7 +170,9 @@ impl PostgresStore {
                             st.open = st.open.saturating_sub(1);
                         }
                         self.freed.notify_one();
-                        Err(Error::Database(format!("cannot connect to PostgreSQL: {e}")))
+                        Err(Error::Database(format!(
+                            "cannot connect to PostgreSQL: {e}"
+                        )))
                     }
                 };
             }
@@ -364,9 +366,10 @@ fn insert_cert_tx(tx: &mut Transaction<'_>, rec: &CertRecord) -> Result<()> {
     );
     match res {
         Ok(_) => Ok(()),
-        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(Error::Duplicate(
-            format!("{} (serial {})", rec.fingerprint, rec.serial),
-        )),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(Error::Duplicate(format!(
+            "{} (serial {})",
+            rec.fingerprint, rec.serial
+        ))),
         Err(e) => Err(pg(e)),
     }
 }

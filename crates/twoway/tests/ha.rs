@@ -241,7 +241,7 @@ impl Env {
         );
         let text = String::from_utf8_lossy(&o.stdout).into_owned();
         let (json, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        assert_eq!(code.trim(), "200", "enroll on {}: {text}", r.https);
+        assert_eq!(code.trim(), "201", "enroll on {}: {text}", r.https);
         serde_json::from_str(json).unwrap()
     }
 
@@ -381,9 +381,16 @@ fn two_replicas_share_one_postgres_inventory() {
             .iter()
             .filter(|i| i["sans"].as_array().unwrap().iter().any(|s| s == SAN))
             .collect();
-        assert_eq!(workload.len(), total, "enrolled certificates in the inventory");
+        assert_eq!(
+            workload.len(),
+            total,
+            "enrolled certificates in the inventory"
+        );
         for s in &issued_serials {
-            assert!(unique.contains(s), "issued serial {s} is not in the inventory");
+            assert!(
+                unique.contains(s),
+                "issued serial {s} is not in the inventory"
+            );
         }
         for (serial, fp, _) in &issued {
             let rec = items
@@ -408,7 +415,10 @@ fn two_replicas_share_one_postgres_inventory() {
     std::fs::write(&cert, pem).unwrap();
     let out = env.ocsp(&b, &cert);
     assert!(out.contains(": good"), "{out}");
-    let o = env.remote(&a, &["cert", "revoke", serial, "--reason", "key-compromise"]);
+    let o = env.remote(
+        &a,
+        &["cert", "revoke", serial, "--reason", "key-compromise"],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let revoked_at = Instant::now();
     let deadline = revoked_at + Duration::from_secs(1);
