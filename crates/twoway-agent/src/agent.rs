@@ -3,7 +3,7 @@
 use crate::client::{CaClient, ClientError, ClientIdentity};
 use base64::Engine;
 use rand::Rng;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +21,8 @@ pub struct AgentConfig {
     pub token: Option<String>,
     /// Names to ask for.
     pub sans: Vec<San>,
-    /// Where `cert.pem`, `chain.pem`, `key.pem` (0600) and `ca.pem` are written.
-    pub out: PathBuf,
+    /// Where the key and certificates are kept: files in a directory, or only in memory.
+    pub storage: Storage,
     /// Key type of the keys made here.
     pub key_type: KeyType,
     /// A shell command run after new files are in place.
@@ -47,20 +47,25 @@ impl std::fmt::Debug for AgentConfig {
             .field("ca_url", &self.ca_url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("sans", &self.sans)
-            .field("out", &self.out)
+            .field("storage", &self.storage)
             .finish_non_exhaustive()
     }
 }
 
 impl AgentConfig {
     /// A config with the usual timings: renew at 2/3 with ±5% jitter, back off 1 s … 5 min.
-    pub fn new(ca_url: String, ca_fingerprint: String, sans: Vec<San>, out: PathBuf) -> Self {
+    pub fn new(
+        ca_url: String,
+        ca_fingerprint: String,
+        sans: Vec<San>,
+        storage: impl Into<Storage>,
+    ) -> Self {
         AgentConfig {
             ca_url,
             ca_fingerprint,
             token: None,
             sans,
-            out,
+            storage: storage.into(),
             key_type: KeyType::P256,
             reload_cmd: None,
             signal_pid_file: None,
@@ -70,6 +75,94 @@ impl AgentConfig {
             renew_fraction: 2.0 / 3.0,
             jitter_fraction: 0.05,
         }
+    }
+}
+
+/// Where the agent keeps its key and certificates.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// `cert.pem`, `chain.pem`, `key.pem` (0600) and `ca.pem` in this directory, written
+    /// atomically; a restarted agent renews what it finds there.
+    Dir(PathBuf),
+    /// Only in memory, handed to the process the agent runs in (the proxy's in-process
+    /// agent): no key on disk, but a restarted process needs a new token.
+    Memory(Arc<MemoryCredentials>),
+}
+
+impl From<PathBuf> for Storage {
+    fn from(p: PathBuf) -> Self {
+        Storage::Dir(p)
+    }
+}
+
+impl std::fmt::Display for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Storage::Dir(p) => write!(f, "{}", p.display()),
+            Storage::Memory(_) => f.write_str("memory"),
+        }
+    }
+}
+
+/// A certificate chain, its key and the CA root, as PEM.
+#[derive(Clone)]
+pub struct Material {
+    /// Leaf first, then the intermediates.
+    pub chain_pem: String,
+    /// The private key (PKCS#8).
+    pub key_pem: zeroize::Zeroizing<String>,
+    /// The CA's root certificate.
+    pub root_pem: String,
+}
+
+impl std::fmt::Debug for Material {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Material")
+            .field("key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Credentials the agent keeps in memory for its host process, with a change signal.
+#[derive(Debug)]
+pub struct MemoryCredentials {
+    current: std::sync::Mutex<Option<Material>>,
+    version: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for MemoryCredentials {
+    fn default() -> Self {
+        MemoryCredentials {
+            current: std::sync::Mutex::new(None),
+            version: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl MemoryCredentials {
+    /// The current material, if the agent has enrolled.
+    pub fn get(&self) -> Option<Material> {
+        self.current.lock().ok().and_then(|m| m.clone())
+    }
+
+    /// Replaces the material and signals watchers.
+    pub fn set(&self, m: Material) {
+        if let Ok(mut cur) = self.current.lock() {
+            *cur = Some(m);
+        }
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Forgets the material (after a revocation, before enrolling again).
+    fn clear(&self) {
+        if let Ok(mut cur) = self.current.lock() {
+            *cur = None;
+        }
+    }
+
+    /// A receiver that sees every [`MemoryCredentials::set`].
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
     }
 }
 
@@ -106,40 +199,67 @@ pub struct AgentStatus {
     pub next_renewal: AtomicI64,
     /// The last success (Unix seconds).
     pub last_success: AtomicI64,
+    /// Why the last attempt failed (cleared on success).
+    pub last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl AgentStatus {
     /// Prometheus text.
     pub fn render(&self) -> String {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        for (name, kind, v) in self.samples() {
+            out.push_str(&format!(
+                "# TYPE twoway_agent_{name} {kind}\ntwoway_agent_{name} {v}\n"
+            ));
+        }
+        out
+    }
+
+    /// Every metric as (name after `twoway_agent_`, Prometheus type, value), for a host
+    /// process that renders them with its own labels.
+    pub fn samples(&self) -> [(&'static str, &'static str, i64); 6] {
+        let l = |a: &AtomicU64| i64::try_from(a.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
         let g = |a: &AtomicI64| a.load(Ordering::Relaxed);
-        format!(
-            "# TYPE twoway_agent_enrollments_total counter\ntwoway_agent_enrollments_total {}\n\
-             # TYPE twoway_agent_renewals_total counter\ntwoway_agent_renewals_total {}\n\
-             # TYPE twoway_agent_failures_total counter\ntwoway_agent_failures_total {}\n\
-             # TYPE twoway_agent_certificate_not_after_seconds gauge\ntwoway_agent_certificate_not_after_seconds {}\n\
-             # TYPE twoway_agent_next_renewal_seconds gauge\ntwoway_agent_next_renewal_seconds {}\n\
-             # TYPE twoway_agent_last_success_seconds gauge\ntwoway_agent_last_success_seconds {}\n",
-            l(&self.enrollments),
-            l(&self.renewals),
-            l(&self.failures),
-            g(&self.not_after),
-            g(&self.next_renewal),
-            g(&self.last_success)
-        )
+        [
+            ("enrollments_total", "counter", l(&self.enrollments)),
+            ("renewals_total", "counter", l(&self.renewals)),
+            ("failures_total", "counter", l(&self.failures)),
+            ("certificate_not_after_seconds", "gauge", g(&self.not_after)),
+            ("next_renewal_seconds", "gauge", g(&self.next_renewal)),
+            ("last_success_seconds", "gauge", g(&self.last_success)),
+        ]
+    }
+
+    /// Why the last attempt failed, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        if let Ok(mut cur) = self.last_error.lock() {
+            *cur = e;
+        }
     }
 }
 
-/// The current certificate on disk.
+/// The current certificate.
 struct Current {
     info: CertInfo,
     chain_pem: String,
     key_pem: zeroize::Zeroizing<String>,
 }
 
-fn read_current(out: &Path) -> Option<Current> {
-    let chain_pem = std::fs::read_to_string(out.join("chain.pem")).ok()?;
-    let key_pem = zeroize::Zeroizing::new(std::fs::read_to_string(out.join("key.pem")).ok()?);
+fn read_current(storage: &Storage) -> Option<Current> {
+    let (chain_pem, key_pem) = match storage {
+        Storage::Dir(out) => (
+            std::fs::read_to_string(out.join("chain.pem")).ok()?,
+            zeroize::Zeroizing::new(std::fs::read_to_string(out.join("key.pem")).ok()?),
+        ),
+        Storage::Memory(m) => {
+            let cur = m.get()?;
+            (cur.chain_pem, cur.key_pem)
+        }
+    };
     let der = twoway_pki::parse_certificates(chain_pem.as_bytes())
         .ok()?
         .into_iter()
@@ -190,6 +310,7 @@ pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), Agent
                 Ok(r) => break r,
                 Err(e) if e.is_retryable() && !(cfg.once && n >= 2) => {
                     status.failures.fetch_add(1, Ordering::Relaxed);
+                    status.set_error(Some(e.to_string()));
                     let d = backoff(n, cfg.backoff_min, cfg.backoff_max);
                     tracing::warn!(error = %e, retry_in = ?d, "the CA is unreachable");
                     tokio::time::sleep(d).await;
@@ -204,7 +325,7 @@ pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), Agent
     let mut token = cfg.token.clone();
     let mut jitter: Option<(String, f64)> = None;
     loop {
-        let current = read_current(&cfg.out);
+        let current = read_current(&cfg.storage);
         let now = OffsetDateTime::now_utc();
         if let Some(c) = &current {
             status
@@ -238,6 +359,7 @@ pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), Agent
                 continue;
             }
         }
+        let enrolling = !matches!(&current, Some(c) if c.info.not_after > now);
         let result = match &current {
             Some(c) if c.info.not_after > now => renew_once(&cfg, &root_pem, c).await,
             _ => match token.as_deref() {
@@ -246,7 +368,7 @@ pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), Agent
                     let why = if current.is_some() {
                         "the certificate has expired and cannot be renewed: enroll again with a new --token"
                     } else {
-                        "no certificate yet in the output directory: give an enrollment --token"
+                        "no certificate yet: give an enrollment token (--token)"
                     };
                     return Err(AgentError::NeedToken(why.into()));
                 }
@@ -254,16 +376,17 @@ pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), Agent
         };
         match result {
             Ok(Outcome::Issued(resp, key, how)) => {
-                write_files(&cfg.out, &resp, &key)?;
+                save(&cfg.storage, &resp, &key)?;
                 let now = OffsetDateTime::now_utc().unix_timestamp();
                 status.last_success.store(now, Ordering::Relaxed);
+                status.set_error(None);
                 if how == "enroll" {
                     status.enrollments.fetch_add(1, Ordering::Relaxed);
                     token = None;
                 } else {
                     status.renewals.fetch_add(1, Ordering::Relaxed);
                 }
-                tracing::info!(how, serial = %resp.serial, not_after = %resp.not_after, out = %cfg.out.display(), "new certificate in place");
+                tracing::info!(how, serial = %resp.serial, not_after = %resp.not_after, storage = %cfg.storage, "new certificate in place");
                 reload(&cfg).await;
                 attempt = 0;
                 if cfg.once {
@@ -272,6 +395,7 @@ pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), Agent
             }
             Err(e) => {
                 status.failures.fetch_add(1, Ordering::Relaxed);
+                status.set_error(Some(e.to_string()));
                 let retryable = e.is_retryable();
                 if cfg.once && (!retryable || attempt >= 2) {
                     return Err(e.into());
@@ -282,9 +406,19 @@ pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), Agent
                             tracing::warn!(
                                 "the certificate was revoked; enrolling again with the token"
                             );
-                            let _ = std::fs::remove_file(cfg.out.join("chain.pem"));
+                            match &cfg.storage {
+                                Storage::Dir(out) => {
+                                    let _ = std::fs::remove_file(out.join("chain.pem"));
+                                }
+                                Storage::Memory(m) => m.clear(),
+                            }
                             continue;
                         }
+                    }
+                    if enrolling {
+                        // A used, expired or unknown token, or names it does not allow:
+                        // asking again cannot help.
+                        return Err(e.into());
                     }
                 }
                 let d = backoff(attempt, cfg.backoff_min, cfg.backoff_max);
@@ -357,11 +491,22 @@ pub fn proof_request(
     })
 }
 
-fn write_files(
-    out: &Path,
+fn save(
+    storage: &Storage,
     resp: &twoway_api::CertificateResponse,
     key: &PrivateKey,
 ) -> Result<(), AgentError> {
+    let out = match storage {
+        Storage::Dir(out) => out,
+        Storage::Memory(m) => {
+            m.set(Material {
+                chain_pem: resp.chain.clone(),
+                key_pem: key.to_pem(None)?,
+                root_pem: resp.root.clone(),
+            });
+            return Ok(());
+        }
+    };
     let mut staged = twoway_ca::files::StagedFiles::new(out)?;
     staged.stage("key.pem", key.to_pem(None)?.as_bytes(), 0o600)?;
     staged.stage("cert.pem", resp.certificate.as_bytes(), 0o644)?;

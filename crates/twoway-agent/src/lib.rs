@@ -3,7 +3,8 @@
 //! [`CaClient`] speaks the CA's API (`twoway-api` types) over rustls; the remote CLI uses it
 //! too. [`run`] is the agent: it bootstraps trust from the root's SHA-256 fingerprint,
 //! makes its key locally, enrolls with a one-time token, writes `cert.pem`, `chain.pem`,
-//! `key.pem` (0600) and `ca.pem` atomically, runs a reload hook, and renews at about two
+//! `key.pem` (0600) and `ca.pem` atomically (or, for an agent inside another process such as
+//! the proxy, keeps them only in memory: [`Storage::Memory`]), runs a reload hook, and renews at about two
 //! thirds of the lifetime (with jitter) over mutual TLS with a fresh key, backing off while
 //! the CA is down. It never touches the CA's crates except `twoway_ca::files` for atomic
 //! writes. Timers are `tokio::time`.
@@ -13,5 +14,8 @@
 mod agent;
 mod client;
 
-pub use agent::{backoff, proof_request, renewal_point, run, AgentConfig, AgentError, AgentStatus};
+pub use agent::{
+    backoff, proof_request, renewal_point, run, AgentConfig, AgentError, AgentStatus, Material,
+    MemoryCredentials, Storage,
+};
 pub use client::{CaClient, ClientError, ClientIdentity};

@@ -41,16 +41,21 @@ pub struct ServerListenerConfig {
     pub listen: String,
     /// Where to forward: `HOST:PORT` over TCP, or `unix:/path/to.sock`.
     pub backend: String,
-    /// PEM certificate chain presented to clients (leaf first).
+    /// PEM certificate chain presented to clients (leaf first). Not with `[server.enroll]`.
     pub cert: PathBuf,
-    /// PEM private key of the certificate (PKCS#8, SEC1 or PKCS#1).
+    /// PEM private key of the certificate (PKCS#8, SEC1 or PKCS#1). Not with
+    /// `[server.enroll]`.
     pub key: PathBuf,
-    /// PEM bundle of the CAs client certificates must chain to.
+    /// PEM bundle of the CAs client certificates must chain to. With `[server.enroll]` it
+    /// defaults to the enrolling CA's root.
     pub client_ca: PathBuf,
     /// CRLs consulted on every handshake: file paths (PEM or DER) or `http://` URLs.
     pub crl: Vec<String>,
     /// Seconds between fetches of CRL URLs (default 300).
     pub crl_refresh_secs: Option<f64>,
+    /// Get the certificate from a twoway CA instead of files: an agent inside the proxy
+    /// enrolls with a one-time token, keeps the key in memory and renews it before expiry.
+    pub enroll: Option<EnrollConfig>,
     /// Identity rules for the whole listener (checked during the handshake). Empty allows
     /// every client with a valid certificate. Syntax: `spiffe://…`, `uri:`, `dns:`, `ip:`,
     /// `cn:`, `ou:`, `issuer:SHA256HEX`, with `*`/`?` globs.
@@ -76,6 +81,144 @@ pub struct ServerListenerConfig {
     pub idle_timeout_secs: Option<f64>,
     /// Most concurrent connections; further ones are closed at once (default 10000).
     pub max_connections: Option<usize>,
+}
+
+/// `[server.enroll]`: the listener's certificate comes from a twoway CA (`twoway ca serve`).
+#[derive(Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnrollConfig {
+    /// The CA's URL, `https://host:port`.
+    pub ca: String,
+    /// SHA-256 fingerprint of the CA's root certificate (hex, colons allowed): how the
+    /// proxy knows it talks to the right CA before it has any certificate.
+    pub ca_fingerprint: String,
+    /// The one-time enrollment token (`twoway token create`). Prefer `token_file`.
+    pub token: Option<String>,
+    /// A file whose first line is the token.
+    pub token_file: Option<PathBuf>,
+    /// Names to ask for, e.g. `DNS:api.example.internal` (at least one; the token must
+    /// allow each).
+    pub san: Vec<String>,
+    /// Key type of the keys made here: p256 (default), p384, ed25519, rsa2048, rsa3072,
+    /// rsa4096.
+    pub key_type: Option<String>,
+    /// Keep the key (0600) and certificates in this directory instead of only in memory,
+    /// so a restarted proxy renews what it has instead of needing a new token.
+    pub state_dir: Option<PathBuf>,
+    /// Seconds to wait at start for the first certificate before giving up (default 60).
+    pub timeout_secs: Option<f64>,
+}
+
+impl std::fmt::Debug for EnrollConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollConfig")
+            .field("ca", &self.ca)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("san", &self.san)
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An enrollment after validation.
+#[derive(Clone)]
+pub struct EnrollSpec {
+    /// The CA's URL.
+    pub ca: String,
+    /// The root's SHA-256 fingerprint.
+    pub ca_fingerprint: String,
+    /// The token, if one was given (read from `token_file` at start).
+    pub token: Option<zeroize::Zeroizing<String>>,
+    /// Names to ask for.
+    pub sans: Vec<twoway_pki::San>,
+    /// Key type.
+    pub key_type: twoway_pki::KeyType,
+    /// Where the material lives: a directory, or memory shared with the listener.
+    pub storage: twoway_agent::Storage,
+    /// How long to wait for the first certificate.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for EnrollSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollSpec")
+            .field("ca", &self.ca)
+            .field("sans", &self.sans)
+            .field("storage", &self.storage.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EnrollConfig {
+    fn validate(&self, listener: &str) -> Result<EnrollSpec, ProxyError> {
+        let bad = |m: String| ProxyError::Config(format!("listener {listener:?}: enroll: {m}"));
+        if !self.ca.starts_with("https://") {
+            return Err(bad(format!(
+                "ca must be the CA's https:// URL (got {:?})",
+                self.ca
+            )));
+        }
+        if self.ca_fingerprint.trim().is_empty() {
+            return Err(bad(
+                "missing ca_fingerprint: the SHA-256 of the CA's root (`twoway ca show` prints it)"
+                    .into(),
+            ));
+        }
+        let token = match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(bad("give token or token_file, not both".into()));
+            }
+            (Some(t), None) => Some(zeroize::Zeroizing::new(t.trim().to_owned())),
+            (None, Some(f)) => {
+                let text =
+                    zeroize::Zeroizing::new(std::fs::read_to_string(f).map_err(|e| {
+                        bad(format!("cannot read token_file {}: {e}", f.display()))
+                    })?);
+                let line = text.lines().next().unwrap_or("").trim().to_owned();
+                if line.is_empty() {
+                    return Err(bad(format!("token_file {} is empty", f.display())));
+                }
+                Some(zeroize::Zeroizing::new(line))
+            }
+            (None, None) => None,
+        };
+        if token.is_none() && self.state_dir.is_none() {
+            return Err(bad(
+                "missing token: create one with `twoway token create` and pass it (token / token_file / --enroll-token)"
+                    .into(),
+            ));
+        }
+        let sans = self
+            .san
+            .iter()
+            .map(|s| s.parse::<twoway_pki::San>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("san: {e}")))?;
+        if sans.is_empty() {
+            return Err(bad(
+                "no san: name what the certificate is for, e.g. san = [\"DNS:api.example.internal\"] / --san DNS:api.example.internal"
+                    .into(),
+            ));
+        }
+        let key_type = match &self.key_type {
+            None => twoway_pki::KeyType::P256,
+            Some(k) => k.parse().map_err(|e| bad(format!("key_type: {e}")))?,
+        };
+        let storage = match &self.state_dir {
+            Some(d) => twoway_agent::Storage::Dir(d.clone()),
+            None => twoway_agent::Storage::Memory(Default::default()),
+        };
+        Ok(EnrollSpec {
+            ca: self.ca.clone(),
+            ca_fingerprint: self.ca_fingerprint.clone(),
+            token,
+            sans,
+            key_type,
+            storage,
+            timeout: secs("enroll.timeout_secs", self.timeout_secs, 60.0)?,
+        })
+    }
 }
 
 /// One HTTP route rule.
@@ -147,6 +290,14 @@ impl ProxyConfig {
             fix(&mut s.cert);
             fix(&mut s.key);
             fix(&mut s.client_ca);
+            if let Some(e) = &mut s.enroll {
+                if let Some(p) = &mut e.token_file {
+                    fix(p);
+                }
+                if let Some(p) = &mut e.state_dir {
+                    fix(p);
+                }
+            }
             s.crl.iter_mut().for_each(fix_crl);
             if let Some(path) = s.backend.strip_prefix("unix:") {
                 if Path::new(path).is_relative() {
@@ -341,12 +492,14 @@ pub struct ServerSpec {
     pub cert: PathBuf,
     /// Key file.
     pub key: PathBuf,
-    /// Client CA bundle file.
+    /// Client CA bundle file (empty: the enrolling CA's root).
     pub client_ca: PathBuf,
     /// CRL sources.
     pub crls: Vec<CrlSource>,
     /// CRL URL refresh interval.
     pub crl_refresh: Duration,
+    /// Enrollment with a twoway CA, which then provides the certificate and key.
+    pub enroll: Option<EnrollSpec>,
     /// Listener rules.
     pub policy: Policy,
     /// HTTP mode.
@@ -424,9 +577,26 @@ impl ServerListenerConfig {
             )));
         }
         let backend = Backend::parse(&self.backend)?;
-        require_path(&name, "cert", &self.cert)?;
-        require_path(&name, "key", &self.key)?;
-        require_path(&name, "client_ca", &self.client_ca)?;
+        let enroll = match &self.enroll {
+            Some(e) => {
+                if !self.cert.as_os_str().is_empty() || !self.key.as_os_str().is_empty() {
+                    return Err(ProxyError::Config(format!(
+                        "listener {name:?}: give either cert and key files or an enrollment (enroll / --enroll-token), not both"
+                    )));
+                }
+                Some(e.validate(&name)?)
+            }
+            None => {
+                require_path(&name, "cert", &self.cert)?;
+                require_path(&name, "key", &self.key)?;
+                require_path(&name, "client_ca", &self.client_ca)?;
+                None
+            }
+        };
+        let (cert, key) = match enroll.as_ref().map(|e| &e.storage) {
+            Some(twoway_agent::Storage::Dir(d)) => (d.join("chain.pem"), d.join("key.pem")),
+            _ => (self.cert.clone(), self.key.clone()),
+        };
         if !self.http && !self.route.is_empty() {
             return Err(ProxyError::Config(format!(
                 "listener {name:?}: routes need HTTP mode (http = true / --http)"
@@ -451,11 +621,17 @@ impl ServerListenerConfig {
         Ok(ServerSpec {
             listen,
             backend,
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-            client_ca: self.client_ca.clone(),
+            cert,
+            key,
+            client_ca: match enroll.as_ref().map(|e| &e.storage) {
+                Some(twoway_agent::Storage::Dir(d)) if self.client_ca.as_os_str().is_empty() => {
+                    d.join("ca.pem")
+                }
+                _ => self.client_ca.clone(),
+            },
             crls: parse_crls(&self.crl)?,
             crl_refresh: secs("crl_refresh_secs", self.crl_refresh_secs, 300.0)?,
+            enroll,
             policy: parse_policy(&name, "allow", &self.allow)?,
             http: self.http,
             routes: parse_routes(&name, &self.route)?,

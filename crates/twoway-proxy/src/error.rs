@@ -52,6 +52,20 @@ pub enum ProxyError {
         /// What went wrong.
         detail: String,
     },
+    /// An enrolling listener got no certificate from its CA.
+    #[error("listener {listener:?}: cannot get a certificate from the CA at {ca}: {detail}")]
+    Enroll {
+        /// The listener.
+        listener: String,
+        /// The CA's URL.
+        ca: String,
+        /// What went wrong, with the fix.
+        detail: String,
+        /// The HTTP status of the CA's refusal (4xx: a bad token or names), if it refused.
+        status: Option<u16>,
+        /// Whether our own settings are at fault (wrong fingerprint, no token).
+        config: bool,
+    },
     /// A listening socket could not be opened.
     #[error("cannot listen on {addr} ({what}): {source}{hint}")]
     Bind {
@@ -82,7 +96,8 @@ impl ProxyError {
             | ProxyError::Toml(_)
             | ProxyError::ReadFile { .. }
             | ProxyError::Tls { .. } => Origin::Config,
-            ProxyError::FetchCrl { .. } => Origin::Upstream,
+            ProxyError::Enroll { config: true, .. } => Origin::Config,
+            ProxyError::FetchCrl { .. } | ProxyError::Enroll { .. } => Origin::Upstream,
             ProxyError::Bind { .. } | ProxyError::Io { .. } => Origin::Internal,
         }
     }

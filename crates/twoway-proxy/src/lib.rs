@@ -14,6 +14,9 @@
 //!   connection, else a shared pool) with per-route rules and identity headers
 //!   (`X-Forwarded-Client-Cert`, `X-Client-Identity`). Idle HTTP/1.1 connections are
 //!   parked without hyper's buffers.
+//! - A server listener may enroll with a twoway CA instead of reading certificate files: an
+//!   in-process agent (`twoway-agent`) obtains the certificate with a one-time token, keeps
+//!   the key in memory and renews it; the reloader picks up each new certificate.
 //! - [`Metrics`]: Prometheus counters served by the admin listener with `/healthz` and
 //!   `/ready`.
 //!
@@ -26,6 +29,7 @@ mod backend;
 mod client;
 pub mod config;
 pub mod copy;
+mod enroll;
 mod error;
 mod http;
 mod metrics;
@@ -36,7 +40,7 @@ mod state;
 mod tracker;
 
 pub use config::{
-    ClientListenerConfig, ProxyConfig, RouteConfig, ServerListenerConfig, ValidConfig,
+    ClientListenerConfig, EnrollConfig, ProxyConfig, RouteConfig, ServerListenerConfig, ValidConfig,
 };
 pub use error::{Origin, ProxyError};
 pub use metrics::Metrics;

@@ -146,6 +146,7 @@ impl Drop for ActiveGuard {
 #[derive(Debug, Default)]
 pub struct Metrics {
     listeners: Mutex<Vec<Arc<ListenerMetrics>>>,
+    agents: Mutex<Vec<(String, Arc<twoway_agent::AgentStatus>)>>,
 }
 
 fn escape_label(v: &str) -> String {
@@ -162,6 +163,34 @@ impl Metrics {
             l.push(m.clone());
         }
         m
+    }
+
+    /// Registers the in-process agent of an enrolling listener.
+    pub fn agent(&self, listener: &str, status: Arc<twoway_agent::AgentStatus>) {
+        if let Ok(mut a) = self.agents.lock() {
+            a.push((listener.to_owned(), status));
+        }
+    }
+
+    fn render_agents(&self, o: &mut String) {
+        let agents = match self.agents.lock() {
+            Ok(a) => a.clone(),
+            Err(_) => return,
+        };
+        let Some((_, first)) = agents.first() else {
+            return;
+        };
+        for (i, (name, kind, _)) in first.samples().iter().enumerate() {
+            let _ = writeln!(o, "# TYPE twoway_agent_{name} {kind}");
+            for (listener, st) in &agents {
+                let v = st.samples()[i].2;
+                let _ = writeln!(
+                    o,
+                    "twoway_agent_{name}{{listener=\"{}\"}} {v}",
+                    escape_label(listener)
+                );
+            }
+        }
     }
 
     /// Renders the Prometheus text exposition format.
@@ -321,6 +350,7 @@ impl Metrics {
                 l.name
             );
         }
+        self.render_agents(&mut o);
         o
     }
 }

@@ -39,6 +39,7 @@ struct LoadedClient {
 /// bind and serve.
 pub struct Proxy {
     cfg: ValidConfig,
+    notes: Vec<String>,
     config_path: Option<PathBuf>,
     servers: Vec<LoadedServer>,
     clients: Vec<LoadedClient>,
@@ -70,14 +71,30 @@ fn crl_urls<'a>(
 }
 
 impl Proxy {
-    /// Validates `config`, fetches CRL URLs once and loads every listener's certificate,
-    /// key, CA bundle, CRLs and rules. Nothing listens yet. `config_path` (the TOML file, if
-    /// any) is watched for rule changes.
+    /// Validates `config`, fetches CRL URLs once, enrolls the listeners that get their
+    /// certificate from a CA (starting their in-process agents, which keep renewing) and
+    /// loads every listener's certificate, key, CA bundle, CRLs and rules. Nothing listens
+    /// yet. `config_path` (the TOML file, if any) is watched for rule changes.
     pub async fn prepare(
         config: &ProxyConfig,
         config_path: Option<PathBuf>,
     ) -> Result<Self, ProxyError> {
+        Self::prepare_inner(config, config_path, true).await
+    }
+
+    /// What `--check-config` runs: [`Proxy::prepare`] without contacting any CA (an
+    /// enrollment token is single use), so enrolling listeners are validated but not loaded.
+    pub async fn check(config: &ProxyConfig) -> Result<Self, ProxyError> {
+        Self::prepare_inner(config, None, false).await
+    }
+
+    async fn prepare_inner(
+        config: &ProxyConfig,
+        config_path: Option<PathBuf>,
+        enroll: bool,
+    ) -> Result<Self, ProxyError> {
         let cfg = config.validate()?;
+        let mut notes = Vec::new();
         let crl_cache = Arc::new(CrlCache::default());
         let urls = crl_urls(
             cfg.servers
@@ -96,6 +113,17 @@ impl Proxy {
         let metrics = Arc::new(Metrics::default());
         let mut servers = Vec::new();
         for spec in &cfg.servers {
+            if let Some(e) = &spec.enroll {
+                if !enroll {
+                    notes.push(format!(
+                        "server {:?}: listen {} -> {:?}, certificate from the CA at {} (not contacted by a check)",
+                        spec.name, spec.listen, spec.backend, e.ca
+                    ));
+                    continue;
+                }
+                let status = crate::enroll::start(spec, e).await?;
+                metrics.agent(&spec.name, status);
+            }
             let (st, fingerprint) = state::load_server(spec, &crl_cache)?;
             let m = metrics.listener(&spec.name, if spec.http { "http" } else { "tcp" });
             m.set_cert_not_after(st.not_after);
@@ -120,6 +148,7 @@ impl Proxy {
         }
         Ok(Self {
             cfg,
+            notes,
             config_path,
             servers,
             clients,
@@ -141,7 +170,7 @@ impl Proxy {
 
     /// A one-line summary per listener, for `--check-config`.
     pub fn summary(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.notes.clone();
         for s in &self.servers {
             out.push(format!(
                 "server {:?}: listen {} -> {:?}, {} mode, {} rule(s), {} route(s), {} CRL source(s)",
@@ -459,21 +488,23 @@ impl Reloader {
                 {
                     tracing::warn!(listener = %s.spec.name, "listen address, backend or mode changed: restart to apply those; rules and TLS files apply now");
                 }
-                let keep = (
-                    s.spec.listen,
-                    s.spec.backend.clone(),
-                    s.spec.http,
-                    s.spec.proxy_protocol,
-                    s.spec.tls.alpn.clone(),
-                );
-                s.spec = new.clone();
-                (
-                    s.spec.listen,
-                    s.spec.backend,
-                    s.spec.http,
-                    s.spec.proxy_protocol,
-                    s.spec.tls.alpn,
-                ) = keep;
+                let old = std::mem::replace(&mut s.spec, new.clone());
+                s.spec.listen = old.listen;
+                s.spec.backend = old.backend;
+                s.spec.http = old.http;
+                s.spec.proxy_protocol = old.proxy_protocol;
+                s.spec.tls.alpn = old.tls.alpn;
+                if old.enroll.is_some() || new.enroll.is_some() {
+                    // The running agent owns this listener's certificate; starting or
+                    // stopping an enrollment needs a restart.
+                    if old.enroll.is_some() != new.enroll.is_some() {
+                        tracing::warn!(listener = %s.spec.name, "enrollment added or removed: restart to apply that");
+                        s.spec.client_ca = old.client_ca;
+                    }
+                    s.spec.enroll = old.enroll;
+                    s.spec.cert = old.cert;
+                    s.spec.key = old.key;
+                }
             }
         }
         for c in &mut self.clients {

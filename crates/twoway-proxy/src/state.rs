@@ -94,7 +94,7 @@ fn read(kind: &'static str, path: &Path) -> Result<Vec<u8>, ProxyError> {
 /// The raw bytes of a listener's inputs, read once.
 struct Inputs {
     cert: Vec<u8>,
-    key: Vec<u8>,
+    key: zeroize::Zeroizing<Vec<u8>>,
     ca: Vec<u8>,
     crls: Vec<(String, Vec<u8>)>,
 }
@@ -107,6 +107,7 @@ impl Inputs {
         ca_kind: &'static str,
         crls: &[CrlSource],
         cache: &CrlCache,
+        memory: Option<&twoway_agent::MemoryCredentials>,
     ) -> Result<Self, ProxyError> {
         let mut crl_bytes = Vec::new();
         for c in crls {
@@ -123,9 +124,27 @@ impl Inputs {
                 },
             }
         }
+        if let Some(m) = memory {
+            let Some(mat) = m.get() else {
+                return Err(ProxyError::Config(
+                    "no certificate yet: the enrollment has not succeeded".into(),
+                ));
+            };
+            let ca = if ca.as_os_str().is_empty() {
+                mat.root_pem.into_bytes()
+            } else {
+                read(ca_kind, ca)?
+            };
+            return Ok(Self {
+                cert: mat.chain_pem.into_bytes(),
+                key: zeroize::Zeroizing::new(mat.key_pem.as_bytes().to_vec()),
+                ca,
+                crls: crl_bytes,
+            });
+        }
         Ok(Self {
             cert: read("certificate", cert)?,
-            key: read("key", key)?,
+            key: zeroize::Zeroizing::new(read("key", key)?),
             ca: read(ca_kind, ca)?,
             crls: crl_bytes,
         })
@@ -133,7 +152,7 @@ impl Inputs {
 
     fn fingerprint(&self, extra: &str) -> [u8; 32] {
         let mut h = Sha256::new();
-        for part in [&self.cert, &self.key, &self.ca] {
+        for part in [&self.cert, &*self.key, &self.ca] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part);
         }
@@ -212,6 +231,14 @@ fn name_files(err: ProxyError, cert: &Path, key: &Path) -> ProxyError {
     }
 }
 
+/// The in-memory credentials of an enrolling listener.
+fn memory(spec: &ServerSpec) -> Option<&twoway_agent::MemoryCredentials> {
+    match spec.enroll.as_ref().map(|e| &e.storage) {
+        Some(twoway_agent::Storage::Memory(m)) => Some(m),
+        _ => None,
+    }
+}
+
 /// A fingerprint of everything a server listener's state is built from.
 pub fn server_fingerprint(spec: &ServerSpec, cache: &CrlCache) -> Result<[u8; 32], ProxyError> {
     let inputs = Inputs::read(
@@ -221,6 +248,7 @@ pub fn server_fingerprint(spec: &ServerSpec, cache: &CrlCache) -> Result<[u8; 32
         "client CA",
         &spec.crls,
         cache,
+        memory(spec),
     )?;
     Ok(inputs.fingerprint(&format!("{:?}{:?}", spec.policy, spec.routes)))
 }
@@ -237,6 +265,7 @@ pub fn load_server(
         "client CA",
         &spec.crls,
         cache,
+        memory(spec),
     )?;
     let fp = inputs.fingerprint(&format!("{:?}{:?}", spec.policy, spec.routes));
     let (creds, auth) = inputs
@@ -266,6 +295,7 @@ pub fn client_fingerprint(spec: &ClientSpec, cache: &CrlCache) -> Result<[u8; 32
         "server CA",
         &spec.crls,
         cache,
+        None,
     )?;
     Ok(inputs.fingerprint(&format!("{:?}", spec.policy)))
 }
@@ -282,6 +312,7 @@ pub fn load_client(
         "server CA",
         &spec.crls,
         cache,
+        None,
     )?;
     let fp = inputs.fingerprint(&format!("{:?}", spec.policy));
     let (creds, auth) = inputs

@@ -97,7 +97,7 @@ enum Command {
     /// Zero to a working mTLS pair in one command.
     Quickstart(cmd_ca::QuickstartArgs),
     /// Put mutual TLS in front of an app (server) or behind a client (client).
-    Proxy(proxy_cmd::ProxyArgs),
+    Proxy(Box<proxy_cmd::ProxyArgs>),
     /// One-time enrollment tokens for `twoway agent`.
     #[command(subcommand)]
     Token(cmd_token::TokenCommand),
@@ -133,7 +133,7 @@ fn main() -> ExitCode {
         Command::Crl(c) => cmd_ca::run_crl(c),
         Command::Audit(c) => cmd_ca::run_audit(c),
         Command::Quickstart(c) => cmd_ca::run_quickstart(c),
-        Command::Proxy(c) => proxy_cmd::run(c).map(|_| ExitCode::SUCCESS),
+        Command::Proxy(c) => proxy_cmd::run(*c).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -180,15 +180,16 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             };
         }
         if let Some(c) = cause.downcast_ref::<twoway_agent::ClientError>() {
-            return match c {
-                twoway_agent::ClientError::Api {
-                    status: 401 | 403, ..
-                } => exit::NOPERM,
-                twoway_agent::ClientError::Api { status: 404, .. } => exit::NOINPUT,
-                twoway_agent::ClientError::Api {
-                    status: 400..=499, ..
-                } => exit::DATAERR,
-                twoway_agent::ClientError::Config(_) => exit::USAGE,
+            return client_exit_code(c);
+        }
+        if let Some(twoway_proxy::ProxyError::Enroll {
+            status: Some(status),
+            ..
+        }) = cause.downcast_ref::<twoway_proxy::ProxyError>()
+        {
+            return match status {
+                401 | 403 => exit::NOPERM,
+                400..=499 => exit::DATAERR,
                 _ => exit::FAILURE,
             };
         }
@@ -205,6 +206,20 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         }
     }
     exit::FAILURE
+}
+
+fn client_exit_code(c: &twoway_agent::ClientError) -> u8 {
+    match c {
+        twoway_agent::ClientError::Api {
+            status: 401 | 403, ..
+        } => exit::NOPERM,
+        twoway_agent::ClientError::Api { status: 404, .. } => exit::NOINPUT,
+        twoway_agent::ClientError::Api {
+            status: 400..=499, ..
+        } => exit::DATAERR,
+        twoway_agent::ClientError::Config(_) => exit::USAGE,
+        _ => exit::FAILURE,
+    }
 }
 
 /// A command-line mistake found after parsing (exit 64).

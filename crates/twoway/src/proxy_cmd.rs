@@ -15,6 +15,11 @@ Examples:
       --cert chain.pem --key key.pem --client-ca ca.pem \\
       --allow 'spiffe://example.org/ns/prod/*' --http --admin 127.0.0.1:9901
 
+  # no key files at all: enroll with a twoway CA and renew in-process
+  twoway proxy server --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 --http \\
+      --enroll-token twt_… --ca https://ca.example.internal:9000 \\
+      --ca-fingerprint 3f2a…(root SHA-256) --san DNS:api.example.internal
+
   # a local plaintext port that reaches the server above over mTLS
   twoway proxy client --listen 127.0.0.1:15001 --target api.example.internal:8443 \\
       --cert client.pem --key client.key --server-ca ca.pem \\
@@ -75,20 +80,41 @@ struct ServerArgs {
     #[arg(long, value_name = "ADDR")]
     backend: String,
     /// PEM certificate chain presented to clients (leaf first).
-    #[arg(long, value_name = "FILE")]
-    cert: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["enroll_token", "enroll_token_file", "state_dir"])]
+    cert: Option<PathBuf>,
     /// PEM private key of the certificate.
-    #[arg(long, value_name = "FILE")]
-    key: PathBuf,
-    /// PEM bundle of the CAs client certificates must chain to.
-    #[arg(long, value_name = "FILE")]
-    client_ca: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["enroll_token", "enroll_token_file", "state_dir"])]
+    key: Option<PathBuf>,
+    /// PEM bundle of the CAs client certificates must chain to (with --enroll-token: the
+    /// CA's root unless given).
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["enroll_token", "enroll_token_file", "state_dir"])]
+    client_ca: Option<PathBuf>,
     /// CRL file (PEM or DER) or http:// URL; repeatable.
     #[arg(long, value_name = "FILE|URL")]
     crl: Vec<String>,
     /// Seconds between fetches of CRL URLs.
     #[arg(long, value_name = "SECS")]
     crl_refresh: Option<f64>,
+    /// Get the certificate from a twoway CA with this one-time token (`twoway token
+    /// create`) instead of --cert/--key: the key stays in memory and is renewed in-process.
+    #[arg(long, value_name = "TOKEN", env = "TWOWAY_ENROLL_TOKEN", hide_env_values = true, requires_all = ["ca", "ca_fingerprint"], conflicts_with_all = ["cert", "key", "enroll_token_file"])]
+    enroll_token: Option<String>,
+    /// Like --enroll-token, with the token in a file (first line).
+    #[arg(long, value_name = "FILE", requires_all = ["ca", "ca_fingerprint"], conflicts_with_all = ["cert", "key"])]
+    enroll_token_file: Option<PathBuf>,
+    /// With --enroll-token: the CA's URL, https://host:port.
+    #[arg(long, value_name = "URL")]
+    ca: Option<String>,
+    /// With --enroll-token: SHA-256 fingerprint of the CA's root certificate.
+    #[arg(long, value_name = "SHA256")]
+    ca_fingerprint: Option<String>,
+    /// With --enroll-token: a name to ask for (the token must allow it); repeatable.
+    #[arg(long = "san", value_name = "TYPE:VALUE")]
+    sans: Vec<String>,
+    /// With --enroll-token: keep key (0600) and certificates in this directory so a restart
+    /// renews instead of needing a new token (default: memory only).
+    #[arg(long, value_name = "DIR", requires_all = ["ca", "ca_fingerprint"], conflicts_with_all = ["cert", "key"])]
+    state_dir: Option<PathBuf>,
     /// Identity rule a client must match; repeatable.
     #[arg(long, value_name = "RULE")]
     allow: Vec<String>,
@@ -179,11 +205,23 @@ fn build_config(args: &ProxyArgs) -> anyhow::Result<(ProxyConfig, Option<PathBuf
                 name: None,
                 listen: s.listen.clone(),
                 backend: s.backend.clone(),
-                cert: s.cert.clone(),
-                key: s.key.clone(),
-                client_ca: s.client_ca.clone(),
+                cert: s.cert.clone().unwrap_or_default(),
+                key: s.key.clone().unwrap_or_default(),
+                client_ca: s.client_ca.clone().unwrap_or_default(),
                 crl: s.crl.clone(),
                 crl_refresh_secs: s.crl_refresh,
+                enroll: match (&s.ca, &s.ca_fingerprint) {
+                    (Some(ca), Some(fp)) => Some(twoway_proxy::EnrollConfig {
+                        ca: ca.clone(),
+                        ca_fingerprint: fp.clone(),
+                        token: s.enroll_token.clone(),
+                        token_file: s.enroll_token_file.clone(),
+                        san: s.sans.clone(),
+                        state_dir: s.state_dir.clone(),
+                        ..Default::default()
+                    }),
+                    _ => None,
+                },
                 allow: s.allow.clone(),
                 http: s.http,
                 route: Vec::new(),
@@ -312,11 +350,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         }
     }
     let served = rt.block_on(async move {
-        let proxy = Proxy::prepare(&cfg, path)
-            .await
-            .context("proxy configuration")?
-            .with_workers(handles);
         if args.check_config {
+            let proxy = Proxy::check(&cfg).await.context("proxy configuration")?;
             for line in proxy.summary() {
                 println!("{line}");
             }
@@ -330,6 +365,10 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
             );
             return Ok(());
         }
+        let proxy = Proxy::prepare(&cfg, path)
+            .await
+            .context("proxy configuration")?
+            .with_workers(handles);
         proxy.run(shutdown_signal()).await.context("proxy")
     });
     let _ = stop_workers.send(true);

@@ -89,35 +89,8 @@ impl Ca {
     }
 
     fn serve(dir: tempfile::TempDir) -> Ca {
-        let cas = dir.path().join("ca");
-        let mut child = Command::new(BIN)
-            .args([
-                "ca",
-                "serve",
-                "--ca-dir",
-                cas.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ca serve");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut https, mut http, mut fingerprint) = (String::new(), String::new(), String::new());
-        for _ in 0..3 {
-            let l = lines.next().expect("server output").unwrap();
-            if let Some(a) = l.strip_prefix("twoway CA serving ") {
-                https = a.to_string();
-            } else if let Some(a) = l.strip_prefix("OCSP, CRL and roots also on ") {
-                http = a.to_string();
-            } else if let Some(a) = l.strip_prefix("root fingerprint (SHA-256) ") {
-                fingerprint = a.to_string();
-            }
-        }
-        assert!(!https.is_empty() && !http.is_empty() && !fingerprint.is_empty());
+        let (child, https, http, fingerprint) =
+            spawn_server(&dir.path().join("ca"), "127.0.0.1:0", "127.0.0.1:0");
         Ca {
             dir,
             child,
@@ -125,6 +98,24 @@ impl Ca {
             http,
             fingerprint,
         }
+    }
+
+    /// Kills the server (SIGKILL: no chance to finish anything), waits `down_for`, and
+    /// starts it again on the same addresses with the same CA directory and inventory.
+    fn restart(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down_for);
+        let (child, https, http, fingerprint) = spawn_server(
+            &self.p("ca"),
+            self.https.trim_start_matches("https://"),
+            self.http.trim_start_matches("http://"),
+        );
+        assert_eq!(
+            (&https, &http, &fingerprint),
+            (&self.https, &self.http, &self.fingerprint)
+        );
+        self.child = child;
     }
 
     fn p(&self, rel: &str) -> PathBuf {
@@ -264,6 +255,40 @@ impl Ca {
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
         v["total"].as_u64().unwrap()
     }
+}
+
+/// Starts `twoway ca serve` and reads its start-up lines: (child, https URL, http URL, root
+/// fingerprint).
+fn spawn_server(ca_dir: &Path, listen: &str, http_listen: &str) -> (Child, String, String, String) {
+    let mut child = Command::new(BIN)
+        .args([
+            "ca",
+            "serve",
+            "--ca-dir",
+            ca_dir.to_str().unwrap(),
+            "--listen",
+            listen,
+            "--http-listen",
+            http_listen,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ca serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut https, mut http, mut fingerprint) = (String::new(), String::new(), String::new());
+    for _ in 0..3 {
+        let l = lines.next().expect("server output").unwrap();
+        if let Some(a) = l.strip_prefix("twoway CA serving ") {
+            https = a.to_string();
+        } else if let Some(a) = l.strip_prefix("OCSP, CRL and roots also on ") {
+            http = a.to_string();
+        } else if let Some(a) = l.strip_prefix("root fingerprint (SHA-256) ") {
+            fingerprint = a.to_string();
+        }
+    }
+    assert!(!https.is_empty() && !http.is_empty() && !fingerprint.is_empty());
+    (child, https, http, fingerprint)
 }
 
 fn rand_suffix() -> String {
@@ -520,8 +545,19 @@ fn enrollment_refuses_bad_input_and_records_nothing() {
     let url = format!("{}/v1/enroll", ca.https);
     let data = format!("@{}", f.display());
     let root = ca.s("ca/root.pem");
-    let mut args = vec!["-sS", "--cacert", &root, "--data-binary", &data];
-    for _ in 0..50 {
+    // 100 requests, 20 at a time: far more than the burst plus what refills meanwhile,
+    // even on a slow machine.
+    let mut args = vec![
+        "-sS",
+        "-Z",
+        "--parallel-max",
+        "20",
+        "--cacert",
+        &root,
+        "--data-binary",
+        &data,
+    ];
+    for _ in 0..100 {
         args.push(&url);
     }
     let o = tool("curl", &args);
@@ -793,4 +829,394 @@ fn revocation_and_listing_are_authorized() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("fingerprint"));
     assert!(!ca.p("x/key.pem").exists());
+}
+
+/// Reads one sample (`name{…} value`, the first whose name matches) from Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let o = tool(
+        "curl",
+        &["-sS", "--max-time", "5", &format!("http://{addr}{path}")],
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The serial of the certificate a TLS server presents now, as openssl sees it.
+fn served_serial(port: u16, name: &str, client: &Path) -> Option<String> {
+    let o = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            name,
+            "-cert",
+            client.join("chain.pem").to_str().unwrap(),
+            "-key",
+            client.join("key.pem").to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let pem = String::from_utf8_lossy(&o.stdout).into_owned();
+    let start = pem.find("-----BEGIN CERTIFICATE-----")?;
+    let end = pem.find("-----END CERTIFICATE-----")? + "-----END CERTIFICATE-----".len();
+    let mut x = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .ok()?;
+    use std::io::Write as _;
+    x.stdin.take()?.write_all(&pem.as_bytes()[start..end]).ok()?;
+    let out = x.wait_with_output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The whole lifecycle with real parts: `ca serve` issues 2-minute certificates to a twoway
+/// proxy whose in-process agent enrolled with a token (no key file anywhere); curl keeps
+/// calling an app through the proxy while the agent renews three times, once across the CA
+/// being killed and restarted. Not one request may fail.
+#[test]
+fn proxy_enrolled_in_process_renews_through_a_ca_restart_without_failed_requests() {
+    let mut ca = Ca::start(&[]);
+    let name = "api.e2e.test";
+    // The app: a plain HTTP server.
+    let site = ca.p("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("hello.txt"), "hello from the app\n").unwrap();
+    let app_port = free_port();
+    let mut app = ChildGuard(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &app_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(&site)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 is needed for this test"),
+    );
+    // A client certificate for curl, issued offline from the same CA (the server runs).
+    ok(&[
+        "cert",
+        "issue",
+        "--ca-dir",
+        &ca.s("ca"),
+        "--profile",
+        "client",
+        "--san",
+        "URI:spiffe://online.test/curl",
+        "--out",
+        &ca.s("curl"),
+    ]);
+    let token = ca.token(
+        &format!("DNS:{name}"),
+        &[
+            "--profile",
+            "server",
+            "--cert-ttl",
+            "2m",
+            "--owner",
+            "team-api",
+        ],
+    );
+    let (port, admin) = (free_port(), free_port());
+    let proxy_log = ca.p("proxy.log");
+    let mut proxy = ChildGuard(
+        Command::new(BIN)
+            .args([
+                "proxy",
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--backend",
+                &format!("127.0.0.1:{app_port}"),
+                "--http",
+                "--enroll-token",
+                &token,
+                "--ca",
+                &ca.https,
+                "--ca-fingerprint",
+                &ca.fingerprint,
+                "--san",
+                &format!("DNS:{name}"),
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+                "--workers",
+                "1",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&proxy_log).unwrap())
+            .spawn()
+            .expect("start the proxy"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(port_open(port) && port_open(app_port)) {
+        assert!(
+            proxy.0.try_wait().unwrap().is_none() && app.0.try_wait().unwrap().is_none(),
+            "proxy or app exited:\n{}",
+            std::fs::read_to_string(&proxy_log).unwrap_or_default()
+        );
+        assert!(Instant::now() < deadline, "proxy did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // No key file was written anywhere by the proxy: its key lives in memory.
+    let logs = std::fs::read_to_string(&proxy_log).unwrap();
+    assert!(logs.contains("certificate obtained from the CA"), "{logs}");
+
+    // The curl loop: a new process and a full mTLS handshake per request.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (root, curl_dir) = (ca.p("ca/root.pem"), ca.p("curl"));
+    let looper = {
+        let stop = stop.clone();
+        let (root, curl_dir) = (root.clone(), curl_dir.clone());
+        std::thread::spawn(move || {
+            let (mut oks, mut failures) = (0u32, Vec::new());
+            let end = Instant::now() + Duration::from_secs(420);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+                let o = tool(
+                    "curl",
+                    &[
+                        "-sS",
+                        "--max-time",
+                        "10",
+                        "--cacert",
+                        root.to_str().unwrap(),
+                        "--cert",
+                        curl_dir.join("chain.pem").to_str().unwrap(),
+                        "--key",
+                        curl_dir.join("key.pem").to_str().unwrap(),
+                        "--resolve",
+                        &format!("{name}:{port}:127.0.0.1"),
+                        &format!("https://{name}:{port}/hello.txt"),
+                    ],
+                );
+                let body = String::from_utf8_lossy(&o.stdout);
+                if o.status.success() && body == "hello from the app\n" {
+                    oks += 1;
+                } else {
+                    failures.push(format!("{}{}", body, String::from_utf8_lossy(&o.stderr)));
+                }
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            (oks, failures)
+        })
+    };
+
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let gauge = |n: &str| metric(&http_get(&admin_addr, "/metrics"), n).unwrap_or(-1.0);
+    let mut serials = vec![served_serial(port, name, &curl_dir).expect("served certificate")];
+    let note_serial = |serials: &mut Vec<String>| {
+        if let Some(s) = served_serial(port, name, &curl_dir) {
+            if serials.last() != Some(&s) {
+                serials.push(s);
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(400);
+    // First renewal with the CA up.
+    while gauge("twoway_agent_renewals_total") < 1.0 {
+        assert!(Instant::now() < deadline, "no first renewal");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_millis(1500)); // the reloader polls every second
+    note_serial(&mut serials);
+    // Kill the CA shortly before the next renewal point and keep it down past it.
+    let next = gauge("twoway_agent_next_renewal_seconds");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
+    std::thread::sleep(Duration::from_secs_f64((next - now - 5.0).max(0.0)));
+    let failures_before = gauge("twoway_agent_failures_total");
+    ca.restart(Duration::from_secs(20));
+    let failures_during = gauge("twoway_agent_failures_total");
+    assert!(
+        failures_during > failures_before,
+        "the agent should have found the CA down ({failures_before} → {failures_during})"
+    );
+    while gauge("twoway_agent_renewals_total") < 3.0 {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than three renewals: {}",
+            http_get(&admin_addr, "/metrics")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        note_serial(&mut serials);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    note_serial(&mut serials);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (oks, failures) = looper.join().unwrap();
+    eprintln!(
+        "through the proxy: {oks} requests ok, {} failed; served serials {serials:?}",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(oks >= 100, "only {oks} requests made");
+    // The proxy served four different certificates: the enrollment and three renewals.
+    assert!(serials.len() >= 4, "served serials: {serials:?}");
+    // The inventory: one active certificate for the proxy, the earlier ones superseded.
+    let o = ca.remote(&[
+        "cert", "list", "--json", "--owner", "team-api", "--limit", "100",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let items = v["items"].as_array().unwrap();
+    let active: Vec<&Value> = items.iter().filter(|c| c["status"] == "active").collect();
+    assert_eq!(active.len(), 1, "{v:#}");
+    assert!(items.len() >= 4, "{v:#}");
+    let last = serials
+        .last()
+        .unwrap()
+        .trim_start_matches("serial=")
+        .to_lowercase();
+    assert_eq!(
+        active[0]["serial"]
+            .as_str()
+            .unwrap()
+            .replace(':', "")
+            .to_lowercase(),
+        last,
+        "the active certificate is the one the proxy serves"
+    );
+}
+
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+/// An enrolling proxy refuses bad input before it listens, with the CA's reason and a
+/// non-zero exit; `--check-config` does not spend the single-use token.
+#[test]
+fn proxy_enrollment_refuses_bad_input_before_listening() {
+    let ca = Ca::start(&[]);
+    let token = ca.token("DNS:bad.e2e.test", &["--profile", "server"]);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let proxy = |tok: &str, fp: &str, extra: &[&str]| {
+        let mut a = vec![
+            "proxy",
+            "server",
+            "--listen",
+            &listen,
+            "--backend",
+            "127.0.0.1:9",
+            "--enroll-token",
+            tok,
+            "--ca",
+            &ca.https,
+            "--ca-fingerprint",
+            fp,
+        ];
+        a.extend_from_slice(extra);
+        let o = run(&a);
+        (
+            o.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    // --check-config validates without contacting the CA.
+    let (code, out) = proxy(
+        &token,
+        &ca.fingerprint,
+        &["--san", "DNS:bad.e2e.test", "--check-config"],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("not contacted"), "{out}");
+    // A root that does not match the fingerprint is not trusted.
+    let wrong = "00".repeat(32);
+    let (code, out) = proxy(&token, &wrong, &["--san", "DNS:bad.e2e.test"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("fingerprint"), "{out}");
+    // A name the token does not allow.
+    let (code, out) = proxy(&token, &ca.fingerprint, &["--san", "DNS:other.e2e.test"]);
+    assert_eq!(code, Some(65), "{out}");
+    assert!(out.contains("other.e2e.test"), "{out}");
+    // An unknown token.
+    let (code, out) = proxy("twt_00", &ca.fingerprint, &["--san", "DNS:bad.e2e.test"]);
+    assert_eq!(code, Some(77), "{out}");
+    assert!(out.to_lowercase().contains("token"), "{out}");
+    // Files and a token at once.
+    let (code, out) = proxy(
+        &token,
+        &ca.fingerprint,
+        &["--cert", "c.pem", "--key", "k.pem"],
+    );
+    assert_eq!(code, Some(64), "{out}");
+    assert!(!port_open(port));
+    // The token is still good: a proxy enrolls with it and serves.
+    let mut child = ChildGuard(
+        Command::new(BIN)
+            .args([
+                "proxy",
+                "server",
+                "--listen",
+                &listen,
+                "--backend",
+                "127.0.0.1:9",
+                "--enroll-token",
+                &token,
+                "--ca",
+                &ca.https,
+                "--ca-fingerprint",
+                &ca.fingerprint,
+                "--san",
+                "DNS:bad.e2e.test",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !port_open(port) {
+        assert!(child.0.try_wait().unwrap().is_none(), "the proxy exited");
+        assert!(Instant::now() < deadline, "the proxy did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(child);
+    // Now it is spent: a second proxy with it is refused.
+    let (code, out) = proxy(&token, &ca.fingerprint, &["--san", "DNS:bad.e2e.test"]);
+    assert!(matches!(code, Some(65 | 77)), "{out}");
+    assert!(out.contains("used"), "{out}");
 }
