@@ -323,6 +323,10 @@ pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), Agent
     tracing::info!(ca = %cfg.ca_url, "trusting the CA root (fingerprint checked)");
     let mut attempt: u32 = 0;
     let mut token = cfg.token.clone();
+    // The key and CSR of a renewal that has not succeeded yet, reused on retries: if the CA
+    // committed the renewal but its answer was lost, it recognises the key and answers with
+    // the certificate it already issued.
+    let mut pending: Option<Pending> = None;
     let mut jitter: Option<(String, f64)> = None;
     loop {
         let current = read_current(&cfg.storage);
@@ -361,7 +365,7 @@ pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), Agent
         }
         let enrolling = !matches!(&current, Some(c) if c.info.not_after > now);
         let result = match &current {
-            Some(c) if c.info.not_after > now => renew_once(&cfg, &root_pem, c).await,
+            Some(c) if c.info.not_after > now => renew_once(&cfg, &root_pem, c, &mut pending).await,
             _ => match token.as_deref() {
                 Some(t) => enroll_once(&cfg, &root_pem, t).await,
                 None => {
@@ -374,6 +378,22 @@ pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), Agent
                 }
             },
         };
+        let result = result.and_then(|Outcome::Issued(resp, key, how)| {
+            let leaf = twoway_pki::parse_certificates(resp.certificate.as_bytes())
+                .ok()
+                .and_then(|c| c.into_iter().next());
+            match leaf {
+                Some(der)
+                    if twoway_pki::key_matches_cert(&key.public_key_der(), &der)
+                        .unwrap_or(false) =>
+                {
+                    Ok(Outcome::Issued(resp, key, how))
+                }
+                _ => Err(ClientError::Decode(
+                    "the certificate returned does not certify the key this agent made".into(),
+                )),
+            }
+        });
         match result {
             Ok(Outcome::Issued(resp, key, how)) => {
                 save(&cfg.storage, &resp, &key)?;
@@ -447,18 +467,39 @@ async fn enroll_once(
     Ok(Outcome::Issued(resp, key, "enroll"))
 }
 
+/// A renewal in progress: for which certificate, with which new key and CSR.
+struct Pending {
+    for_fingerprint: String,
+    key: PrivateKey,
+    csr: String,
+}
+
 async fn renew_once(
     cfg: &AgentConfig,
     root_pem: &str,
     c: &Current,
+    pending: &mut Option<Pending>,
 ) -> Result<Outcome, ClientError> {
-    let key = PrivateKey::generate(cfg.key_type).map_err(|e| ClientError::Config(e.to_string()))?;
-    let sans = if c.info.sans.is_empty() {
-        cfg.sans.clone()
-    } else {
-        c.info.sans.clone()
+    let reuse = matches!(pending, Some(p) if p.for_fingerprint == c.info.fingerprint);
+    if !reuse {
+        let key =
+            PrivateKey::generate(cfg.key_type).map_err(|e| ClientError::Config(e.to_string()))?;
+        let sans = if c.info.sans.is_empty() {
+            cfg.sans.clone()
+        } else {
+            c.info.sans.clone()
+        };
+        let csr = create_csr(&key, &sans, None).map_err(|e| ClientError::Config(e.to_string()))?;
+        *pending = Some(Pending {
+            for_fingerprint: c.info.fingerprint.clone(),
+            key,
+            csr,
+        });
+    }
+    let Some(p) = pending.as_ref() else {
+        return Err(ClientError::Config("no pending renewal".into()));
     };
-    let csr = create_csr(&key, &sans, None).map_err(|e| ClientError::Config(e.to_string()))?;
+    let csr = p.csr.clone();
     let id = ClientIdentity {
         chain_pem: c.chain_pem.clone(),
         key_pem: c.key_pem.clone(),
@@ -467,7 +508,10 @@ async fn renew_once(
     let resp = client
         .renew(&twoway_api::RenewRequest { csr, proof: None })
         .await?;
-    Ok(Outcome::Issued(resp, key, "renew"))
+    let Some(p) = pending.take() else {
+        return Err(ClientError::Config("no pending renewal".into()));
+    };
+    Ok(Outcome::Issued(resp, p.key, "renew"))
 }
 
 /// Builds a renewal request that proves possession of the current key without mutual TLS

@@ -146,6 +146,18 @@ impl Ca {
     /// issued by this CA's intermediate, not revoked, not expired. The inventory holds the
     /// exact DER the CA signed, so a match by fingerprint is a match of the certificate.
     pub fn authenticate(&self, cert_der: &[u8]) -> Result<CertRecord> {
+        self.authenticate_inner(cert_der, false)
+    }
+
+    /// Like [`Ca::authenticate`], for a renewal: a certificate already superseded by a
+    /// renewal is let through, so that [`Ca::renew`] can answer a retried renewal whose first
+    /// answer was lost (the CA committed the new certificate, then the connection or the
+    /// CA died) with the certificate it already issued.
+    pub fn authenticate_renewal(&self, cert_der: &[u8]) -> Result<CertRecord> {
+        self.authenticate_inner(cert_der, true)
+    }
+
+    fn authenticate_inner(&self, cert_der: &[u8], allow_superseded: bool) -> Result<CertRecord> {
         let fp = sha256_hex(cert_der);
         let rec = match self.store().find_certificate(&fp) {
             Ok(r) if r.fingerprint == fp => r,
@@ -161,7 +173,8 @@ impl Ca {
                 "the client certificate was not issued by this CA's intermediate".into(),
             ));
         }
-        if rec.status == CertStatus::Revoked {
+        let superseded = rec.revocation_reason.as_deref() == Some("superseded");
+        if rec.status == CertStatus::Revoked && !(allow_superseded && superseded) {
             return Err(Error::CertRevoked(
                 rec.serial.clone(),
                 rec.revocation_reason.clone().unwrap_or_default(),
@@ -186,7 +199,7 @@ impl Ca {
         let leaf = certs
             .first()
             .ok_or(twoway_pki::Error::NoPemBlock("CERTIFICATE"))?;
-        let rec = self.authenticate(leaf)?;
+        let rec = self.authenticate_renewal(leaf)?;
         let now = OffsetDateTime::now_utc().unix_timestamp();
         if (now - timestamp).abs() > PROOF_WINDOW.whole_seconds() {
             return Err(Error::BadProof(format!(
@@ -206,8 +219,17 @@ impl Ca {
     /// Renews `current` (already authenticated) for the key in `csr`: same names, profile,
     /// owner, labels and location, the same lifetime (capped by the profile); `current` is
     /// marked superseded in the transaction that records the new certificate.
+    ///
+    /// If `current` was already superseded (see [`Ca::authenticate_renewal`]), the renewal
+    /// is a retry: the certificate that replaced it is returned again when it certifies the
+    /// CSR's key — the caller proved possession of both the old key (TLS or proof) and the
+    /// new one (the CSR's signature). Otherwise the renewal is refused as revoked, so one
+    /// enrollment never holds two active certificates.
     pub fn renew(&self, current: &CertRecord, csr: &[u8], actor: &str) -> Result<Issued> {
         let csr = verify_csr(csr)?;
+        if current.status == CertStatus::Revoked {
+            return self.replay_renewal(current, &csr.public_key_der);
+        }
         let profile: Profile = current.profile.parse().map_err(|_| {
             Error::Refused(format!(
                 "certificate {} has profile {:?}, which cannot be renewed",
@@ -246,6 +268,41 @@ impl Ca {
             time: now,
         });
         self.issue_with(&req, &csr.public_key_der, "cert.renew", extras)
+    }
+
+    fn replay_renewal(&self, current: &CertRecord, spki: &[u8]) -> Result<Issued> {
+        let revoked = || {
+            Error::CertRevoked(
+                current.serial.clone(),
+                current.revocation_reason.clone().unwrap_or_default(),
+            )
+        };
+        let Some(first) = current.sans.first() else {
+            return Err(revoked());
+        };
+        let since = current.revoked_at.unwrap_or(current.not_before);
+        let page = self.store().list_certificates(&twoway_store::CertQuery {
+            status: Some("active".into()),
+            owner: current.owner.clone(),
+            san_glob: Some(first.clone()),
+            limit: 50,
+            ..Default::default()
+        })?;
+        for cand in page.items {
+            if cand.recorded_at < since - Duration::minutes(1) || cand.sans != current.sans {
+                continue;
+            }
+            let full = self.store().find_certificate(&cand.fingerprint)?;
+            let der = twoway_pki::parse_certificates(full.pem.as_bytes())?
+                .into_iter()
+                .next()
+                .ok_or(twoway_pki::Error::NoPemBlock("CERTIFICATE"))?;
+            if twoway_pki::key_matches_cert(spki, &der).unwrap_or(false) {
+                let info = twoway_pki::CertInfo::from_der(&der)?;
+                return Ok(Issued { der, info });
+            }
+        }
+        Err(revoked())
     }
 
     /// Issues and records the delegated OCSP signing certificate for `spki` (a key the server

@@ -128,8 +128,10 @@ pub struct EnrollSpec {
     pub ca: String,
     /// The root's SHA-256 fingerprint.
     pub ca_fingerprint: String,
-    /// The token, if one was given (read from `token_file` at start).
+    /// The token, if one was given inline.
     pub token: Option<zeroize::Zeroizing<String>>,
+    /// The file holding the token (read when the agent starts).
+    pub token_file: Option<PathBuf>,
     /// Names to ask for.
     pub sans: Vec<twoway_pki::San>,
     /// Key type.
@@ -165,25 +167,14 @@ impl EnrollConfig {
                     .into(),
             ));
         }
-        let token = match (&self.token, &self.token_file) {
-            (Some(_), Some(_)) => {
-                return Err(bad("give token or token_file, not both".into()));
-            }
-            (Some(t), None) => Some(zeroize::Zeroizing::new(t.trim().to_owned())),
-            (None, Some(f)) => {
-                let text =
-                    zeroize::Zeroizing::new(std::fs::read_to_string(f).map_err(|e| {
-                        bad(format!("cannot read token_file {}: {e}", f.display()))
-                    })?);
-                let line = text.lines().next().unwrap_or("").trim().to_owned();
-                if line.is_empty() {
-                    return Err(bad(format!("token_file {} is empty", f.display())));
-                }
-                Some(zeroize::Zeroizing::new(line))
-            }
-            (None, None) => None,
-        };
-        if token.is_none() && self.state_dir.is_none() {
+        if self.token.is_some() && self.token_file.is_some() {
+            return Err(bad("give token or token_file, not both".into()));
+        }
+        let token = self
+            .token
+            .as_ref()
+            .map(|t| zeroize::Zeroizing::new(t.trim().to_owned()));
+        if token.is_none() && self.token_file.is_none() && self.state_dir.is_none() {
             return Err(bad(
                 "missing token: create one with `twoway token create` and pass it (token / token_file / --enroll-token)"
                     .into(),
@@ -213,6 +204,7 @@ impl EnrollConfig {
             ca: self.ca.clone(),
             ca_fingerprint: self.ca_fingerprint.clone(),
             token,
+            token_file: self.token_file.clone(),
             sans,
             key_type,
             storage,
@@ -771,7 +763,13 @@ mod tests {
         let mut cfg = ProxyConfig::from_toml(text).unwrap();
         cfg.resolve_paths(Path::new("/etc/twoway"));
         let v = cfg.validate().unwrap();
-        assert_eq!(v.servers.len(), 2);
+        assert_eq!(v.servers.len(), 3);
+        let e = v.servers[2].enroll.as_ref().unwrap();
+        assert_eq!(
+            e.token_file.as_deref(),
+            Some(Path::new("/etc/twoway/secrets/orders.token"))
+        );
+        assert!(matches!(e.storage, twoway_agent::Storage::Memory(_)));
         assert_eq!(v.clients.len(), 1);
         assert_eq!(v.servers[0].routes.routes.len(), 2);
         assert_eq!(

@@ -19,7 +19,6 @@ pub async fn start(spec: &ServerSpec, e: &EnrollSpec) -> Result<Arc<AgentStatus>
         e.sans.clone(),
         e.storage.clone(),
     );
-    cfg.token = e.token.as_ref().map(|t| t.to_string());
     cfg.key_type = e.key_type;
     let status = Arc::new(AgentStatus::default());
     let listener = spec.name.clone();
@@ -38,6 +37,26 @@ pub async fn start(spec: &ServerSpec, e: &EnrollSpec) -> Result<Arc<AgentStatus>
                 Some(A::NeedToken(_) | A::Client(C::FingerprintMismatch { .. } | C::Config(_)))
             ),
         }
+    };
+    cfg.token = match (&e.token, &e.token_file) {
+        (Some(t), _) => Some(t.to_string()),
+        (None, Some(f)) => {
+            let text = zeroize::Zeroizing::new(std::fs::read_to_string(f).map_err(|err| {
+                ProxyError::Config(format!(
+                    "listener {listener:?}: cannot read enroll.token_file {}: {err}",
+                    f.display()
+                ))
+            })?);
+            let line = text.lines().next().unwrap_or("").trim().to_owned();
+            if line.is_empty() {
+                return Err(ProxyError::Config(format!(
+                    "listener {listener:?}: enroll.token_file {} is empty",
+                    f.display()
+                )));
+            }
+            Some(line)
+        }
+        (None, None) => None,
     };
     let mut task = tokio::spawn(twoway_agent::run(cfg, status.clone()));
     let deadline = tokio::time::Instant::now() + e.timeout;

@@ -356,7 +356,7 @@ async fn renew(
     let actor_peer = conn.peer.ip();
     let issued = run_ca(state, move |ca| {
         let current = match (&client_cert, &body.proof) {
-            (Some(der), _) => ca.authenticate(der)?,
+            (Some(der), _) => ca.authenticate_renewal(der)?,
             (None, Some(p)) => {
                 let csr_der = twoway_pki::csr_der(body.csr.as_bytes())?;
                 let sig = base64::engine::general_purpose::STANDARD

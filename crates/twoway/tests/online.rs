@@ -619,8 +619,17 @@ fn renewal_over_mtls_and_by_proof_and_refusals() {
         out.contains("revoked") && out.contains("superseded"),
         "{out}"
     );
-    // renewing with the superseded certificate is refused
+    // a retry of that renewal (same CSR, answer lost) gets the same certificate again,
+    // and nothing new is recorded
+    let before = ca.count();
     let (s, v) = ca.post("/v1/renew", &body, Some("r"));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["certificate"].as_str(), Some(renewed.as_str()));
+    assert_eq!(ca.count(), before);
+    // renewing the superseded certificate with any other key is refused
+    let other = csr(&ca, "r4", "DNS:r.example.internal");
+    let other_body = serde_json::to_vec(&serde_json::json!({"csr": other})).unwrap();
+    let (s, v) = ca.post("/v1/renew", &other_body, Some("r"));
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (401, Some("certificate_revoked")),
@@ -875,7 +884,10 @@ fn served_serial(port: u16, name: &str, client: &Path) -> Option<String> {
         .spawn()
         .ok()?;
     use std::io::Write as _;
-    x.stdin.take()?.write_all(&pem.as_bytes()[start..end]).ok()?;
+    x.stdin
+        .take()?
+        .write_all(&pem.as_bytes()[start..end])
+        .ok()?;
     let out = x.wait_with_output().ok()?;
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
