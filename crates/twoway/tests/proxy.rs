@@ -138,7 +138,10 @@ impl<'a> LeafSpec<'a> {
     }
 
     fn sign(self, ca: &Ca) -> Leaf {
-        let key = KeyPair::generate().unwrap();
+        self.sign_key(ca, KeyPair::generate().unwrap())
+    }
+
+    fn sign_key(self, ca: &Ca, key: KeyPair) -> Leaf {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, self.cn);
@@ -360,6 +363,7 @@ http {{
         listen unix:{sock};
         root {p};
         location = /big {{ try_files /big.bin =404; }}
+        location /files/ {{ default_type application/octet-stream; }}
         location / {{
             default_type text/plain;
             return 200 "hello id=[$http_x_client_identity] xfcc=[$http_x_forwarded_client_cert] path=[$uri]\n";
@@ -1520,4 +1524,234 @@ fn http_keep_alive_survives_parking_on_workers() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(ok >= 6.0, "{m}");
+}
+
+/// A key made by `openssl genpkey` (PKCS#8 as every peer reads it).
+fn openssl_key(args: &[&str]) -> KeyPair {
+    let o = Command::new(require("openssl", "openssl"))
+        .arg("genpkey")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    KeyPair::from_pem(&stdout(&o)).unwrap()
+}
+
+/// The TLS options and operations not covered above: Ed25519 and RSA certificates on both
+/// sides, TLS 1.2 only with --tls12, a CRL fetched from an http:// URL and re-fetched, a
+/// forced reload on SIGHUP (with file polling effectively off), and the connection limit.
+#[test]
+fn key_types_tls12_crl_url_sighup_and_connection_limit() {
+    let pki = Pki::new();
+    let (_nginx, nginx_port, _) = nginx(pki.dir.path());
+    let files = pki.dir.path().join(format!("nginx-{nginx_port}/files"));
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("crl.pem"), pki.ca.crl(&[])).unwrap();
+    let ed = LeafSpec::server().sign_key(&pki.ca, openssl_key(&["-algorithm", "ed25519"]));
+    let rsa = LeafSpec::server().sign_key(
+        &pki.ca,
+        openssl_key(&["-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:2048"]),
+    );
+    let ed_client = LeafSpec::client("edith", "spiffe://example.org/ns/prod/sa/edith")
+        .sign_key(&pki.ca, openssl_key(&["-algorithm", "ed25519"]));
+    let rsa_client = LeafSpec::client("rosa", "spiffe://example.org/ns/prod/sa/rosa").sign_key(
+        &pki.ca,
+        openssl_key(&["-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:2048"]),
+    );
+    for (name, leaf) in [
+        ("ed", &ed),
+        ("rsa", &rsa),
+        ("edith", &ed_client),
+        ("rosa", &rsa_client),
+    ] {
+        pki.write(&format!("{name}.pem"), &leaf.cert);
+        pki.write(&format!("{name}.key"), &leaf.key);
+    }
+    // The live server certificate starts as Ed25519; SIGHUP switches it to RSA.
+    std::fs::copy(pki.path("ed.pem"), pki.path("live.pem")).unwrap();
+    std::fs::copy(pki.path("ed.key"), pki.path("live.key")).unwrap();
+    let (port, port12, admin) = (free_port(), free_port(), free_port());
+    let crl_url = format!("http://127.0.0.1:{nginx_port}/files/crl.pem");
+    let config = format!(
+        r#"
+admin = "127.0.0.1:{admin}"
+reload_interval_secs = 3600
+
+[[server]]
+name = "main"
+listen = "127.0.0.1:{port}"
+backend = "127.0.0.1:{nginx_port}"
+http = true
+cert = "{live}"
+key = "{live_key}"
+client_ca = "{ca}"
+crl = ["{crl_url}"]
+crl_refresh_secs = 1
+max_connections = 2
+
+[[server]]
+name = "legacy"
+listen = "127.0.0.1:{port12}"
+backend = "127.0.0.1:{nginx_port}"
+http = true
+cert = "{rsa}"
+key = "{rsa_key}"
+client_ca = "{ca}"
+tls12 = true
+"#,
+        live = pki.p("live.pem"),
+        live_key = pki.p("live.key"),
+        ca = pki.p("ca.pem"),
+        rsa = pki.p("rsa.pem"),
+        rsa_key = pki.p("rsa.key"),
+    );
+    pki.write("proxy.toml", &config);
+    let mut p = proxy(
+        pki.dir.path(),
+        &s(&["--config", &pki.p("proxy.toml")]),
+        admin,
+    );
+    let url = format!("https://localhost:{port}/x");
+    let url12 = format!("https://localhost:{port12}/x");
+    let served_key = |port: u16| {
+        let o = Command::new(require("openssl", "openssl"))
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-servername",
+                "localhost",
+                "-cert",
+                &pki.p("alice.pem"),
+                "-key",
+                &pki.p("alice.key"),
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        stdout(&o)
+            .lines()
+            .find(|l| l.starts_with("Peer signature type"))
+            .unwrap_or_default()
+            .to_lowercase()
+    };
+
+    // Ed25519 server certificate; P-256, Ed25519 and RSA client certificates.
+    for who in ["alice", "edith", "rosa"] {
+        let o = curl_mtls(&pki, Some(who), &url, &[]);
+        assert!(
+            stdout(&o).contains("hello id=[spiffe://example.org/ns/"),
+            "{who}: {}",
+            stderr(&o)
+        );
+    }
+    assert!(served_key(port).contains("ed25519"), "{}", served_key(port));
+    // TLS 1.3 only by default; the legacy listener also speaks 1.2 (with an RSA certificate).
+    let o = curl_mtls(&pki, Some("alice"), &url, &["--tls-max", "1.2"]);
+    assert!(
+        !o.status.success(),
+        "TLS 1.2 must be refused without --tls12"
+    );
+    let o = curl_mtls(
+        &pki,
+        Some("alice"),
+        &url12,
+        &["--tls-max", "1.2", "-w", "%{ssl_verify_result}"],
+    );
+    assert!(
+        stdout(&o).starts_with("hello id=[spiffe://example.org/ns/prod/sa/alice]"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new(require("openssl", "openssl"))
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port12}"),
+            "-tls1_2",
+            "-cert",
+            &pki.p("alice.pem"),
+            "-key",
+            &pki.p("alice.key"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains("New, TLSv1.2, Cipher is"),
+        "{}",
+        stdout(&o)
+    );
+
+    // The CRL URL is re-fetched: revoke bob there and he is refused within a few seconds.
+    assert!(curl_mtls(&pki, Some("bob"), &url, &[]).status.success());
+    let bob_der = {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_file(pki.path("bob.pem")).unwrap()
+    };
+    let (_, bob_serial) = x509_serial(&bob_der);
+    std::fs::write(files.join("crl.pem"), pki.ca.crl(&[&bob_serial])).unwrap();
+    // File polling is off (1 h), so the new CRL applies on SIGHUP.
+    std::thread::sleep(Duration::from_millis(2500));
+    let hup = Command::new("kill")
+        .args(["-HUP", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if !curl_mtls(&pki, Some("bob"), &url, &[]).status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bob still accepted after the CRL URL revoked him:\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(rejected(&metrics(admin), "main", "revoked") >= 1.0);
+    // SIGHUP also took the new server certificate: swap it in and signal again.
+    std::fs::copy(pki.path("rsa.pem"), pki.path("live.pem")).unwrap();
+    std::fs::copy(pki.path("rsa.key"), pki.path("live.key")).unwrap();
+    assert!(
+        served_key(port).contains("ed25519"),
+        "no reload without SIGHUP or polling"
+    );
+    let hup = Command::new("kill")
+        .args(["-HUP", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !served_key(port).contains("rsa") {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload:\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The connection limit: two held connections, a third is closed at once and counted.
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let o = curl_mtls(&pki, Some("alice"), &url, &[]);
+    assert!(!o.status.success(), "a third connection must be refused");
+    let m = metrics(admin);
+    assert!(
+        metric(
+            &m,
+            "twoway_proxy_connections_refused_total{listener=\"main\""
+        ) >= 1.0,
+        "{m}"
+    );
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !curl_mtls(&pki, Some("alice"), &url, &[]).status.success() {
+        assert!(Instant::now() < deadline, "slots never freed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = p.child.kill();
 }
