@@ -213,6 +213,9 @@ struct ConnState {
     in_flight: AtomicUsize,
     /// `now_millis()` of the last byte moved on the client connection.
     last: AtomicU64,
+    /// Bytes read from and written to the client (TLS plaintext), for the metrics.
+    from_client: AtomicU64,
+    to_client: AtomicU64,
 }
 
 impl ConnState {
@@ -453,8 +456,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Io<T> {
         }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let n = buf.filled().len() - before;
+        if n > 0 {
             self.st.last.store(now_millis(), Relaxed);
+            self.st.from_client.fetch_add(n as u64, Relaxed);
         }
         r
     }
@@ -470,6 +475,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Io<T> {
         if let Poll::Ready(Ok(n)) = r {
             if n > 0 {
                 self.st.last.store(now_millis(), Relaxed);
+                self.st.to_client.fetch_add(n as u64, Relaxed);
             }
         }
         r
@@ -492,6 +498,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Io<T> {
         if let Poll::Ready(Ok(n)) = r {
             if n > 0 {
                 self.st.last.store(now_millis(), Relaxed);
+                self.st.to_client.fetch_add(n as u64, Relaxed);
             }
         }
         r
@@ -608,6 +615,8 @@ pub async fn serve<IO>(
         dedicated: Mutex::new(Dedicated::default()),
         in_flight: AtomicUsize::new(0),
         last: AtomicU64::new(now_millis()),
+        from_client: AtomicU64::new(0),
+        to_client: AtomicU64::new(0),
     });
     let mut io = Io {
         inner: io,
@@ -633,10 +642,13 @@ pub async fn serve<IO>(
         },
     };
     if h2 {
-        serve_h2(io, st, idle, shutdown).await
+        serve_h2(io, st.clone(), idle, shutdown).await
     } else {
-        serve_h1(io, st, idle, shutdown).await
+        serve_h1(io, st.clone(), idle, shutdown).await
     }
+    st.ctx
+        .metrics
+        .add_bytes(st.from_client.load(Relaxed), st.to_client.load(Relaxed));
 }
 
 fn millis(idle: Duration) -> u64 {

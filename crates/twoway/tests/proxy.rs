@@ -1733,6 +1733,15 @@ tls12 = true
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // HTTP mode counts the bytes of finished connections too.
+    let m = metrics(admin);
+    for dir in ["from_client", "to_client"] {
+        let series = format!(
+            "twoway_proxy_bytes_total{{listener=\"main\",mode=\"http\",direction=\"{dir}\"}}"
+        );
+        assert!(metric(&m, &series) > 100.0, "{series}: {m}");
+    }
+
     // The connection limit: two held connections, a third is closed at once and counted.
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
