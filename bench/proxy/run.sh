@@ -5,10 +5,12 @@
 #   bench/proxy/run.sh            # SECS=5 per measurement, IDLE_CONNS=1000, CONNS=32, HS_CONNS=64
 #   SKIP_BUILD=1 CARGO_TARGET_DIR=/path bench/proxy/run.sh   # reuse built binaries
 #   PEERS="twoway nginx" bench/proxy/run.sh                  # only some terminators
+#   (peers: twoway nginx nginx-tickets haproxy stunnel; ratios are to `nginx`)
 #
 # Pinning: the terminator under test on core 0 (one worker/thread), the load generator and
 # the backend on core 1. TLS 1.3 only, ECDSA P-256 certificates, client certificate required
-# and verified, session tickets/resumption off everywhere (the load generator never resumes),
+# and verified, session tickets/resumption off everywhere (the load generator never resumes)
+# except the `nginx-tickets` peer, which is nginx with its default ticket policy,
 # X25519 offered by the load generator. Server CPU time is read from /proc for every test.
 # Prints a markdown table with ratios to nginx; raw lines go to $OUT/raw.txt.
 set -euo pipefail
@@ -18,7 +20,7 @@ SECS=${SECS:-5}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 CONNS=${CONNS:-32}
 HS_CONNS=${HS_CONNS:-64}
-PEERS=${PEERS:-twoway nginx haproxy stunnel}
+PEERS=${PEERS:-twoway nginx nginx-tickets haproxy stunnel}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${OUT:-$(mktemp -d /tmp/twoway-bench.XXXXXX)}
@@ -106,6 +108,11 @@ http {
   }
 }
 CONF
+# The same nginx with its default ticket policy (session tickets on: every full handshake
+# also issues a ticket, which the load generator never uses).
+sed -e 's/ssl_session_tickets off; ssl_session_cache off;//' -e 's/18444/18447/' \
+  -e 's/nginx-tls\.err/nginx-tickets.err/' -e 's/nginx-tls\.pid/nginx-tickets.pid/' \
+  nginx-tls.conf > nginx-tickets.conf
 cat > haproxy.cfg <<CONF
 global
   nbthread 1
@@ -155,6 +162,7 @@ for peer in $PEERS; do
         --backend 127.0.0.1:$BACKEND_PORT --cert server.pem --key server.key --client-ca ca.pem \
         --http --workers 1 --max-connections 20000 2> logs/twoway.err & ;;
     nginx) port=18444; taskset -c 0 nginx -p "$OUT" -c "$OUT/nginx-tls.conf" -e "$OUT/logs/nginx-tls.err" & ;;
+    nginx-tickets) port=18447; taskset -c 0 nginx -p "$OUT" -c "$OUT/nginx-tickets.conf" -e "$OUT/logs/nginx-tickets.err" & ;;
     haproxy) port=18445; taskset -c 0 haproxy -db -f haproxy.cfg 2> logs/haproxy.err & ;;
     stunnel) port=18446; taskset -c 0 stunnel4 stunnel.conf 2> logs/stunnel.err & ;;
   esac
