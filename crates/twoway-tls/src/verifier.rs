@@ -241,3 +241,62 @@ impl ServerCertVerifier for ServerVerifier {
         self.inner.supported_verify_schemes()
     }
 }
+
+/// Accepts any server certificate chain, while still checking the handshake signature
+/// against the presented certificate. Only for connections whose payload is authenticated
+/// another way (a CA root checked against its fingerprint) or merely shown to a person
+/// (`cert inspect --remote`): never for anything secret.
+#[derive(Debug)]
+pub struct UnauthenticatedServer(Arc<CryptoProvider>);
+
+impl UnauthenticatedServer {
+    /// A verifier using `provider`'s signature algorithms.
+    pub fn new(provider: Arc<CryptoProvider>) -> Self {
+        UnauthenticatedServer(provider)
+    }
+}
+
+impl ServerCertVerifier for UnauthenticatedServer {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

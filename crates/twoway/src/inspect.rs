@@ -4,9 +4,8 @@ use crate::output::{self, print_json};
 use crate::usage;
 use anyhow::{Context, Result};
 use clap::Args;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,52 +33,6 @@ pub struct InspectArgs {
     json: bool,
 }
 
-/// Accepts any server chain so it can be shown; handshake signatures are still checked.
-#[derive(Debug)]
-struct ShowAnything(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for ShowAnything {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 struct Remote {
     chain: Vec<Vec<u8>>,
     protocol: String,
@@ -91,7 +44,7 @@ fn fetch_remote(target: &str, sni: &str) -> Result<Remote> {
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ShowAnything(provider)))
+        .with_custom_certificate_verifier(Arc::new(twoway_tls::UnauthenticatedServer::new(provider)))
         .with_no_client_auth();
     let name = ServerName::try_from(sni.to_string()).map_err(|_| {
         usage(format!(
