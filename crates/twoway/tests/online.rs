@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{free_port, port_open};
+
 const BIN: &str = env!("CARGO_BIN_EXE_twoway");
 
 fn run(args: &[&str]) -> Output {
@@ -1118,20 +1122,6 @@ impl Drop for ChildGuard {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
-fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(200),
-    )
-    .is_ok()
-}
 
 /// An enrolling proxy refuses bad input before it listens, with the CA's reason and a
 /// non-zero exit; `--check-config` does not spend the single-use token.
