@@ -235,12 +235,16 @@ pub struct ClientListenerConfig {
     pub listen: String,
     /// The mTLS server to connect to, `HOST:PORT`.
     pub target: String,
-    /// PEM client certificate chain presented to the target.
+    /// PEM client certificate chain presented to the target. Not with `[client.enroll]`.
     pub cert: PathBuf,
-    /// PEM private key of the client certificate.
+    /// PEM private key of the client certificate. Not with `[client.enroll]`.
     pub key: PathBuf,
-    /// PEM bundle of the CAs the target's certificate must chain to.
+    /// PEM bundle of the CAs the target's certificate must chain to. With
+    /// `[client.enroll]` it defaults to the enrolling CA's root.
     pub server_ca: PathBuf,
+    /// Get the client certificate from a twoway CA instead of files (like
+    /// `[server.enroll]`; the token must be for a client or peer profile).
+    pub enroll: Option<EnrollConfig>,
     /// CRLs checked against the server certificate: file paths or `http://` URLs.
     pub crl: Vec<String>,
     /// Seconds between fetches of CRL URLs (default 300).
@@ -301,6 +305,14 @@ impl ProxyConfig {
             fix(&mut c.cert);
             fix(&mut c.key);
             fix(&mut c.server_ca);
+            if let Some(e) = &mut c.enroll {
+                if let Some(p) = &mut e.token_file {
+                    fix(p);
+                }
+                if let Some(p) = &mut e.state_dir {
+                    fix(p);
+                }
+            }
             c.crl.iter_mut().for_each(fix_crl);
         }
     }
@@ -525,8 +537,10 @@ pub struct ClientSpec {
     pub cert: PathBuf,
     /// Key file.
     pub key: PathBuf,
-    /// Server CA bundle file.
+    /// Server CA bundle file (empty: the enrolling CA's root).
     pub server_ca: PathBuf,
+    /// Enrollment with a twoway CA, which then provides the certificate and key.
+    pub enroll: Option<EnrollSpec>,
     /// CRL sources.
     pub crls: Vec<CrlSource>,
     /// CRL URL refresh interval.
@@ -558,6 +572,46 @@ pub struct ValidConfig {
     pub clients: Vec<ClientSpec>,
 }
 
+/// The certificate, key and CA paths of a listener, and its enrollment: files as
+/// configured, or where an enrollment with a state directory keeps them (the CA path
+/// defaults to the CA's root there; with memory storage an empty path means the same).
+fn material(
+    name: &str,
+    enroll: Option<&EnrollConfig>,
+    cert: &Path,
+    key: &Path,
+    ca_key: &str,
+    ca: &Path,
+) -> Result<(PathBuf, PathBuf, PathBuf, Option<EnrollSpec>), ProxyError> {
+    let Some(e) = enroll else {
+        require_path(name, "cert", cert)?;
+        require_path(name, "key", key)?;
+        require_path(name, ca_key, ca)?;
+        return Ok((cert.to_owned(), key.to_owned(), ca.to_owned(), None));
+    };
+    if !cert.as_os_str().is_empty() || !key.as_os_str().is_empty() {
+        return Err(ProxyError::Config(format!(
+            "listener {name:?}: give either cert and key files or an enrollment (enroll / --enroll-token), not both"
+        )));
+    }
+    let spec = e.validate(name)?;
+    Ok(match &spec.storage {
+        twoway_agent::Storage::Dir(d) => (
+            d.join("chain.pem"),
+            d.join("key.pem"),
+            if ca.as_os_str().is_empty() {
+                d.join("ca.pem")
+            } else {
+                ca.to_owned()
+            },
+            Some(spec),
+        ),
+        twoway_agent::Storage::Memory(_) => {
+            (PathBuf::new(), PathBuf::new(), ca.to_owned(), Some(spec))
+        }
+    })
+}
+
 impl ServerListenerConfig {
     /// Validates this listener.
     pub fn validate(&self) -> Result<ServerSpec, ProxyError> {
@@ -569,26 +623,14 @@ impl ServerListenerConfig {
             )));
         }
         let backend = Backend::parse(&self.backend)?;
-        let enroll = match &self.enroll {
-            Some(e) => {
-                if !self.cert.as_os_str().is_empty() || !self.key.as_os_str().is_empty() {
-                    return Err(ProxyError::Config(format!(
-                        "listener {name:?}: give either cert and key files or an enrollment (enroll / --enroll-token), not both"
-                    )));
-                }
-                Some(e.validate(&name)?)
-            }
-            None => {
-                require_path(&name, "cert", &self.cert)?;
-                require_path(&name, "key", &self.key)?;
-                require_path(&name, "client_ca", &self.client_ca)?;
-                None
-            }
-        };
-        let (cert, key) = match enroll.as_ref().map(|e| &e.storage) {
-            Some(twoway_agent::Storage::Dir(d)) => (d.join("chain.pem"), d.join("key.pem")),
-            _ => (self.cert.clone(), self.key.clone()),
-        };
+        let (cert, key, client_ca, enroll) = material(
+            &name,
+            self.enroll.as_ref(),
+            &self.cert,
+            &self.key,
+            "client_ca",
+            &self.client_ca,
+        )?;
         if !self.http && !self.route.is_empty() {
             return Err(ProxyError::Config(format!(
                 "listener {name:?}: routes need HTTP mode (http = true / --http)"
@@ -615,12 +657,7 @@ impl ServerListenerConfig {
             backend,
             cert,
             key,
-            client_ca: match enroll.as_ref().map(|e| &e.storage) {
-                Some(twoway_agent::Storage::Dir(d)) if self.client_ca.as_os_str().is_empty() => {
-                    d.join("ca.pem")
-                }
-                _ => self.client_ca.clone(),
-            },
+            client_ca,
             crls: parse_crls(&self.crl)?,
             crl_refresh: secs("crl_refresh_secs", self.crl_refresh_secs, 300.0)?,
             enroll,
@@ -647,9 +684,14 @@ impl ClientListenerConfig {
         let listen = parse_listen("listen", &self.listen)?;
         let name = self.name.clone().unwrap_or_else(|| self.listen.clone());
         check_host_port("target", &self.target)?;
-        require_path(&name, "cert", &self.cert)?;
-        require_path(&name, "key", &self.key)?;
-        require_path(&name, "server_ca", &self.server_ca)?;
+        let (cert, key, server_ca, enroll) = material(
+            &name,
+            self.enroll.as_ref(),
+            &self.cert,
+            &self.key,
+            "server_ca",
+            &self.server_ca,
+        )?;
         let host = match &self.server_name {
             Some(n) => n.clone(),
             None => {
@@ -672,9 +714,10 @@ impl ClientListenerConfig {
             listen,
             target: self.target.clone(),
             server_name,
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-            server_ca: self.server_ca.clone(),
+            cert,
+            key,
+            server_ca,
+            enroll,
             crls: parse_crls(&self.crl)?,
             crl_refresh: secs("crl_refresh_secs", self.crl_refresh_secs, 300.0)?,
             policy: parse_policy(&name, "expect_server", &self.expect_server)?,

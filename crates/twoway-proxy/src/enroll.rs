@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use twoway_agent::{AgentConfig, AgentStatus};
 
-use crate::config::{EnrollSpec, ServerSpec};
+use crate::config::EnrollSpec;
 use crate::ProxyError;
 
-/// Starts the agent of `spec` and waits until it holds a valid certificate (enrolled, or
+/// Starts the agent of listener `name` and waits until it holds a valid certificate (enrolled, or
 /// found one still valid in its state directory). The agent keeps running on the current
 /// runtime and renews; the reloader notices each new certificate like a changed file.
-pub async fn start(spec: &ServerSpec, e: &EnrollSpec) -> Result<Arc<AgentStatus>, ProxyError> {
+pub async fn start(name: &str, e: &EnrollSpec) -> Result<Arc<AgentStatus>, ProxyError> {
     let mut cfg = AgentConfig::new(
         e.ca.clone(),
         e.ca_fingerprint.clone(),
@@ -21,7 +21,7 @@ pub async fn start(spec: &ServerSpec, e: &EnrollSpec) -> Result<Arc<AgentStatus>
     );
     cfg.key_type = e.key_type;
     let status = Arc::new(AgentStatus::default());
-    let listener = spec.name.clone();
+    let listener = name.to_owned();
     let fail = |detail: String, source: Option<&twoway_agent::AgentError>| {
         use twoway_agent::{AgentError as A, ClientError as C};
         ProxyError::Enroll {
@@ -92,8 +92,8 @@ pub async fn start(spec: &ServerSpec, e: &EnrollSpec) -> Result<Arc<AgentStatus>
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }
-    tracing::info!(listener = %spec.name, ca = %e.ca, storage = %e.storage, "certificate obtained from the CA; renewing in the background");
-    let name = spec.name.clone();
+    tracing::info!(listener = %name, ca = %e.ca, storage = %e.storage, "certificate obtained from the CA; renewing in the background");
+    let name = name.to_owned();
     tokio::spawn(async move {
         match task.await {
             Ok(Ok(())) => {}

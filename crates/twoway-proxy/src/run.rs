@@ -121,7 +121,7 @@ impl Proxy {
                     ));
                     continue;
                 }
-                let status = crate::enroll::start(spec, e).await?;
+                let status = crate::enroll::start(&spec.name, e).await?;
                 metrics.agent(&spec.name, status);
             }
             let (st, fingerprint) = state::load_server(spec, &crl_cache)?;
@@ -136,6 +136,17 @@ impl Proxy {
         }
         let mut clients = Vec::new();
         for spec in &cfg.clients {
+            if let Some(e) = &spec.enroll {
+                if !enroll {
+                    notes.push(format!(
+                        "client {:?}: listen {} -> {}, certificate from the CA at {} (not contacted by a check)",
+                        spec.name, spec.listen, spec.target, e.ca
+                    ));
+                    continue;
+                }
+                let status = crate::enroll::start(&spec.name, e).await?;
+                metrics.agent(&spec.name, status);
+            }
             let (st, fingerprint) = state::load_client(spec, &crl_cache)?;
             let m = metrics.listener(&spec.name, "client");
             m.set_cert_not_after(st.not_after);
@@ -509,9 +520,18 @@ impl Reloader {
         }
         for c in &mut self.clients {
             if let Some(new) = valid.clients.iter().find(|n| n.name == c.spec.name) {
-                let keep = (c.spec.listen, c.spec.target.clone());
-                c.spec = new.clone();
-                (c.spec.listen, c.spec.target) = keep;
+                let old = std::mem::replace(&mut c.spec, new.clone());
+                c.spec.listen = old.listen;
+                c.spec.target = old.target;
+                if old.enroll.is_some() || new.enroll.is_some() {
+                    if old.enroll.is_some() != new.enroll.is_some() {
+                        tracing::warn!(listener = %c.spec.name, "enrollment added or removed: restart to apply that");
+                        c.spec.server_ca = old.server_ca;
+                    }
+                    c.spec.enroll = old.enroll;
+                    c.spec.cert = old.cert;
+                    c.spec.key = old.key;
+                }
             }
         }
         tracing::info!(file = %path.display(), "configuration file re-read");

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use sha2::{Digest, Sha256};
 use twoway_tls::{Credentials, PeerAuth, TrustBundle};
 
-use crate::config::{ClientSpec, CrlSource, Routes, ServerSpec};
+use crate::config::{ClientSpec, CrlSource, EnrollSpec, Routes, ServerSpec};
 use crate::ProxyError;
 
 /// Largest CRL accepted from a URL.
@@ -232,8 +232,8 @@ fn name_files(err: ProxyError, cert: &Path, key: &Path) -> ProxyError {
 }
 
 /// The in-memory credentials of an enrolling listener.
-fn memory(spec: &ServerSpec) -> Option<&twoway_agent::MemoryCredentials> {
-    match spec.enroll.as_ref().map(|e| &e.storage) {
+fn memory(enroll: Option<&EnrollSpec>) -> Option<&twoway_agent::MemoryCredentials> {
+    match enroll.map(|e| &e.storage) {
         Some(twoway_agent::Storage::Memory(m)) => Some(m),
         _ => None,
     }
@@ -248,7 +248,7 @@ pub fn server_fingerprint(spec: &ServerSpec, cache: &CrlCache) -> Result<[u8; 32
         "client CA",
         &spec.crls,
         cache,
-        memory(spec),
+        memory(spec.enroll.as_ref()),
     )?;
     Ok(inputs.fingerprint(&format!("{:?}{:?}", spec.policy, spec.routes)))
 }
@@ -265,7 +265,7 @@ pub fn load_server(
         "client CA",
         &spec.crls,
         cache,
-        memory(spec),
+        memory(spec.enroll.as_ref()),
     )?;
     let fp = inputs.fingerprint(&format!("{:?}{:?}", spec.policy, spec.routes));
     let (creds, auth) = inputs
@@ -295,7 +295,7 @@ pub fn client_fingerprint(spec: &ClientSpec, cache: &CrlCache) -> Result<[u8; 32
         "server CA",
         &spec.crls,
         cache,
-        None,
+        memory(spec.enroll.as_ref()),
     )?;
     Ok(inputs.fingerprint(&format!("{:?}", spec.policy)))
 }
@@ -312,7 +312,7 @@ pub fn load_client(
         "server CA",
         &spec.crls,
         cache,
-        None,
+        memory(spec.enroll.as_ref()),
     )?;
     let fp = inputs.fingerprint(&format!("{:?}", spec.policy));
     let (creds, auth) = inputs

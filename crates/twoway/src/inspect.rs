@@ -44,7 +44,9 @@ fn fetch_remote(target: &str, sni: &str) -> Result<Remote> {
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(twoway_tls::UnauthenticatedServer::new(provider)))
+        .with_custom_certificate_verifier(Arc::new(twoway_tls::UnauthenticatedServer::new(
+            provider,
+        )))
         .with_no_client_auth();
     let name = ServerName::try_from(sni.to_string()).map_err(|_| {
         usage(format!(

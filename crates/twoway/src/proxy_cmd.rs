@@ -95,26 +95,8 @@ struct ServerArgs {
     /// Seconds between fetches of CRL URLs.
     #[arg(long, value_name = "SECS")]
     crl_refresh: Option<f64>,
-    /// Get the certificate from a twoway CA with this one-time token (`twoway token
-    /// create`) instead of --cert/--key: the key stays in memory and is renewed in-process.
-    #[arg(long, value_name = "TOKEN", env = "TWOWAY_ENROLL_TOKEN", hide_env_values = true, requires_all = ["ca", "ca_fingerprint"], conflicts_with_all = ["cert", "key", "enroll_token_file"])]
-    enroll_token: Option<String>,
-    /// Like --enroll-token, with the token in a file (first line).
-    #[arg(long, value_name = "FILE", requires_all = ["ca", "ca_fingerprint"], conflicts_with_all = ["cert", "key"])]
-    enroll_token_file: Option<PathBuf>,
-    /// With --enroll-token: the CA's URL, https://host:port.
-    #[arg(long, value_name = "URL")]
-    ca: Option<String>,
-    /// With --enroll-token: SHA-256 fingerprint of the CA's root certificate.
-    #[arg(long, value_name = "SHA256")]
-    ca_fingerprint: Option<String>,
-    /// With --enroll-token: a name to ask for (the token must allow it); repeatable.
-    #[arg(long = "san", value_name = "TYPE:VALUE")]
-    sans: Vec<String>,
-    /// With --enroll-token: keep key (0600) and certificates in this directory so a restart
-    /// renews instead of needing a new token (default: memory only).
-    #[arg(long, value_name = "DIR", requires_all = ["ca", "ca_fingerprint"], conflicts_with_all = ["cert", "key"])]
-    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    enroll: EnrollArgs,
     /// Identity rule a client must match; repeatable.
     #[arg(long, value_name = "RULE")]
     allow: Vec<String>,
@@ -141,6 +123,49 @@ struct ServerArgs {
     max_connections: Option<usize>,
 }
 
+/// Enrollment flags shared by `server` and `client`: the listener's certificate comes
+/// from a twoway CA; each has the same-named key in the listener's `enroll` table.
+#[derive(clap::Args, Debug)]
+struct EnrollArgs {
+    /// Get the certificate from a twoway CA with this one-time token (`twoway token
+    /// create`) instead of --cert/--key: the key stays in memory and is renewed in-process.
+    #[arg(long, value_name = "TOKEN", env = "TWOWAY_ENROLL_TOKEN", hide_env_values = true, requires_all = ["ca", "ca_fingerprint"], conflicts_with_all = ["cert", "key", "enroll_token_file"])]
+    enroll_token: Option<String>,
+    /// Like --enroll-token, with the token in a file (first line).
+    #[arg(long, value_name = "FILE", requires_all = ["ca", "ca_fingerprint"], conflicts_with_all = ["cert", "key"])]
+    enroll_token_file: Option<PathBuf>,
+    /// With --enroll-token: the CA's URL, https://host:port.
+    #[arg(long, value_name = "URL")]
+    ca: Option<String>,
+    /// With --enroll-token: SHA-256 fingerprint of the CA's root certificate.
+    #[arg(long, value_name = "SHA256")]
+    ca_fingerprint: Option<String>,
+    /// With --enroll-token: a name to ask for (the token must allow it); repeatable.
+    #[arg(long = "san", value_name = "TYPE:VALUE")]
+    sans: Vec<String>,
+    /// With --enroll-token: keep key (0600) and certificates in this directory so a restart
+    /// renews instead of needing a new token (default: memory only).
+    #[arg(long, value_name = "DIR", requires_all = ["ca", "ca_fingerprint"], conflicts_with_all = ["cert", "key"])]
+    state_dir: Option<PathBuf>,
+}
+
+impl EnrollArgs {
+    fn config(&self) -> Option<twoway_proxy::EnrollConfig> {
+        match (&self.ca, &self.ca_fingerprint) {
+            (Some(ca), Some(fp)) => Some(twoway_proxy::EnrollConfig {
+                ca: ca.clone(),
+                ca_fingerprint: fp.clone(),
+                token: self.enroll_token.clone(),
+                token_file: self.enroll_token_file.clone(),
+                san: self.sans.clone(),
+                state_dir: self.state_dir.clone(),
+                ..Default::default()
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Flags of `twoway proxy client`; each has the same-named key in a `[[client]]` table.
 #[derive(clap::Args, Debug)]
 struct ClientArgs {
@@ -151,14 +176,17 @@ struct ClientArgs {
     #[arg(long, value_name = "ADDR")]
     target: String,
     /// PEM client certificate chain.
-    #[arg(long, value_name = "FILE")]
-    cert: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["enroll_token", "enroll_token_file", "state_dir"])]
+    cert: Option<PathBuf>,
     /// PEM private key of the client certificate.
-    #[arg(long, value_name = "FILE")]
-    key: PathBuf,
-    /// PEM bundle of the CAs the server certificate must chain to.
-    #[arg(long, value_name = "FILE")]
-    server_ca: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["enroll_token", "enroll_token_file", "state_dir"])]
+    key: Option<PathBuf>,
+    /// PEM bundle of the CAs the server certificate must chain to (with --enroll-token: the
+    /// CA's root unless given).
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["enroll_token", "enroll_token_file", "state_dir"])]
+    server_ca: Option<PathBuf>,
+    #[command(flatten)]
+    enroll: EnrollArgs,
     /// Name to verify in the server certificate and send as SNI (default: target host).
     #[arg(long, value_name = "NAME")]
     server_name: Option<String>,
@@ -210,18 +238,7 @@ fn build_config(args: &ProxyArgs) -> anyhow::Result<(ProxyConfig, Option<PathBuf
                 client_ca: s.client_ca.clone().unwrap_or_default(),
                 crl: s.crl.clone(),
                 crl_refresh_secs: s.crl_refresh,
-                enroll: match (&s.ca, &s.ca_fingerprint) {
-                    (Some(ca), Some(fp)) => Some(twoway_proxy::EnrollConfig {
-                        ca: ca.clone(),
-                        ca_fingerprint: fp.clone(),
-                        token: s.enroll_token.clone(),
-                        token_file: s.enroll_token_file.clone(),
-                        san: s.sans.clone(),
-                        state_dir: s.state_dir.clone(),
-                        ..Default::default()
-                    }),
-                    _ => None,
-                },
+                enroll: s.enroll.config(),
                 allow: s.allow.clone(),
                 http: s.http,
                 route: Vec::new(),
@@ -239,9 +256,10 @@ fn build_config(args: &ProxyArgs) -> anyhow::Result<(ProxyConfig, Option<PathBuf
                 name: None,
                 listen: c.listen.clone(),
                 target: c.target.clone(),
-                cert: c.cert.clone(),
-                key: c.key.clone(),
-                server_ca: c.server_ca.clone(),
+                cert: c.cert.clone().unwrap_or_default(),
+                key: c.key.clone().unwrap_or_default(),
+                server_ca: c.server_ca.clone().unwrap_or_default(),
+                enroll: c.enroll.config(),
                 crl: c.crl.clone(),
                 crl_refresh_secs: None,
                 server_name: c.server_name.clone(),

@@ -1122,7 +1122,6 @@ impl Drop for ChildGuard {
     }
 }
 
-
 /// An enrolling proxy refuses bad input before it listens, with the CA's reason and a
 /// non-zero exit; `--check-config` does not spend the single-use token.
 #[test]
@@ -1221,4 +1220,122 @@ fn proxy_enrollment_refuses_bad_input_before_listening() {
     let (code, out) = proxy(&token, &ca.fingerprint, &["--san", "DNS:bad.e2e.test"]);
     assert!(matches!(code, Some(65 | 77)), "{out}");
     assert!(out.contains("used"), "{out}");
+}
+
+/// Both sides without key files: a client-mode proxy and a server-mode proxy each enroll
+/// with their own token, and a plaintext request crosses the mTLS hop between them, the
+/// server allowing only the client's SPIFFE ID.
+#[test]
+fn client_and_server_proxies_both_enroll() {
+    let ca = Ca::start(&[]);
+    let site = ca.p("site2");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("hello.txt"), "hello over enrolled mTLS\n").unwrap();
+    let app_port = free_port();
+    let _app = ChildGuard(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &app_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(&site)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 is needed for this test"),
+    );
+    let server_token = ca.token("DNS:svc.e2e.test", &["--profile", "server"]);
+    let caller = "spiffe://online.test/caller";
+    let client_token = ca.token(&format!("URI:{caller}"), &["--profile", "client"]);
+    let (sport, cport) = (free_port(), free_port());
+    let spawn = |args: Vec<String>| {
+        ChildGuard(
+            Command::new(BIN)
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let common = |token: &str, san: &str| -> Vec<String> {
+        [
+            "--enroll-token",
+            token,
+            "--ca",
+            &ca.https,
+            "--ca-fingerprint",
+            &ca.fingerprint,
+            "--san",
+            san,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut server_args: Vec<String> = [
+        "proxy",
+        "server",
+        "--listen",
+        &format!("127.0.0.1:{sport}"),
+        "--backend",
+        &format!("127.0.0.1:{app_port}"),
+        "--http",
+        "--allow",
+        caller,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    server_args.extend(common(&server_token, "DNS:svc.e2e.test"));
+    let mut server = spawn(server_args);
+    let mut client_args: Vec<String> = [
+        "proxy",
+        "client",
+        "--listen",
+        &format!("127.0.0.1:{cport}"),
+        "--target",
+        &format!("127.0.0.1:{sport}"),
+        "--server-name",
+        "svc.e2e.test",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    client_args.extend(common(&client_token, &format!("URI:{caller}")));
+    let mut client = spawn(client_args);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(port_open(sport) && port_open(cport) && port_open(app_port)) {
+        assert!(
+            server.0.try_wait().unwrap().is_none() && client.0.try_wait().unwrap().is_none(),
+            "a proxy exited"
+        );
+        assert!(Instant::now() < deadline, "the proxies did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = tool(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "10",
+            &format!("http://127.0.0.1:{cport}/hello.txt"),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "hello over enrolled mTLS\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Both certificates are in the inventory, one client and one server.
+    let o = ca.remote(&["cert", "list", "--json", "--san", "*e2e.test*"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    let o2 = ca.remote(&["cert", "list", "--json", "--san", "*caller*"]);
+    let v2: Value = serde_json::from_slice(&o2.stdout).unwrap_or(Value::Null);
+    assert_eq!(v["total"], 1, "{v:#}");
+    assert_eq!(v2["total"], 1, "{v2:#}");
 }
