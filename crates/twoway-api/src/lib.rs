@@ -3,7 +3,7 @@
 //! Shared by the server (`twoway-server`) and every client (the agent, the remote CLI) so the
 //! two sides cannot drift apart. Plain serde structs, no HTTP and no crypto: certificates and
 //! CSRs travel as PEM text, signatures as base64. Entry types: [`EnrollRequest`],
-//! [`RenewRequest`], [`RevokeRequest`], [`CertificateResponse`], [`TokenRequest`],
+//! [`RenewRequest`], [`RevokeRequest`], [`SignRequest`], [`CertificateResponse`], [`TokenRequest`],
 //! [`TokenResponse`], [`CertificateList`] and the error body [`ErrorBody`] with its
 //! machine-readable [`codes`].
 #![forbid(unsafe_code)]
@@ -85,6 +85,39 @@ pub struct RevokeRequest {
     /// `unspecified`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// `POST /v1/sign` (admin): sign a CSR under a profile, as `twoway cert sign` does on the
+/// CA's host. The certificate carries the CSR's public key and names (or `sans`, when
+/// given); the CSR's other requested extensions are ignored: the profile decides.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    /// The CSR, PEM (`CERTIFICATE REQUEST`).
+    pub csr: String,
+    /// Profile of the certificate: `server`, `client` or `peer`.
+    pub profile: String,
+    /// Validity, e.g. `24h` (default: the profile's `default_ttl`; at most its `max_ttl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    /// Owner recorded on the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// SANs (`DNS:…`, `IP:…`, `URI:…`) to put in the certificate instead of the CSR's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sans: Option<Vec<String>>,
+}
+
+impl fmt::Debug for SignRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignRequest")
+            .field("csr_len", &self.csr.len())
+            .field("profile", &self.profile)
+            .field("ttl", &self.ttl)
+            .field("owner", &self.owner)
+            .field("sans", &self.sans)
+            .finish()
+    }
 }
 
 /// A certificate the CA issued, with what a server needs to use it.

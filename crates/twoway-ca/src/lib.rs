@@ -18,4 +18,4 @@ mod online;
 pub use ca::{init, layout, Ca, ImportOutcome, InitOptions, IssueRequest};
 pub use config::{CaConfig, CaSection, CrlConfig, ProfileConfig, ServerSection};
 pub use error::{Error, ErrorKind, Result};
-pub use online::{is_admin, token_hash, NewToken, PROOF_WINDOW, TOKEN_PREFIX};
+pub use online::{is_admin, token_hash, NewToken, SignCsr, PROOF_WINDOW, TOKEN_PREFIX};

@@ -32,6 +32,21 @@ pub struct NewToken {
     pub actor: String,
 }
 
+/// What an administrator asks of [`Ca::sign_csr`] besides the CSR.
+#[derive(Clone, Debug)]
+pub struct SignCsr {
+    /// The profile of the certificate.
+    pub profile: Profile,
+    /// Validity (None: the profile's `default_ttl`).
+    pub ttl: Option<Duration>,
+    /// Owner recorded on the certificate.
+    pub owner: Option<String>,
+    /// Names to certify instead of the CSR's (None or empty: the CSR's).
+    pub sans: Option<Vec<San>>,
+    /// Who asks (audit).
+    pub actor: String,
+}
+
 /// The token prefix, so a leaked secret is recognisable in logs and scanners.
 pub const TOKEN_PREFIX: &str = "twt_";
 
@@ -140,6 +155,30 @@ impl Ca {
         let mut extras = IssueExtras::none(now);
         extras.consume_token = Some(hash);
         self.issue_with(&req, &csr.public_key_der, "cert.enroll", extras)
+    }
+
+    /// Signs a CSR for an administrator (`POST /v1/sign`): the CSR's signature must verify;
+    /// the certificate carries its public key and its names, or `sans` when given, under
+    /// the usual policy and profile limits, and is recorded (action `cert.sign`) before it
+    /// is returned.
+    pub fn sign_csr(&self, csr: &[u8], req: SignCsr) -> Result<Issued> {
+        let csr = verify_csr(csr)?;
+        let sans = match req.sans {
+            Some(s) if !s.is_empty() => s,
+            _ if !csr.sans.is_empty() => csr.sans,
+            _ => return Err(Error::Pki(twoway_pki::Error::NoSan)),
+        };
+        let req = IssueRequest {
+            profile: req.profile,
+            sans,
+            common_name: csr.common_name,
+            ttl: req.ttl,
+            owner: req.owner,
+            labels: BTreeMap::new(),
+            location: None,
+            actor: req.actor,
+        };
+        self.issue(&req, &csr.public_key_der, "cert.sign")
     }
 
     /// Finds a presented certificate (DER) in the inventory and checks it can authenticate:

@@ -91,6 +91,9 @@ pub struct State {
     pub root_pem: String,
     /// The intermediate certificate, PEM.
     pub intermediate_pem: String,
+    /// Bumped whenever a revocation is seen (here or, through the store's counter, on
+    /// another replica): authentications cached on connections older than this are redone.
+    pub auth_generation: std::sync::atomic::AtomicU64,
     /// When the server's own certificate should be renewed.
     server_cert_renew_at: std::sync::Mutex<OffsetDateTime>,
     opts: ServeOptions,
@@ -195,6 +198,7 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
         root_pem: ca.root_pem().to_string(),
         intermediate_pem: ca.intermediate_pem(),
         server_cert_renew_at: std::sync::Mutex::new(renew_at),
+        auth_generation: std::sync::atomic::AtomicU64::new(0),
         ca,
         opts: opts.clone(),
     });
@@ -229,7 +233,7 @@ fn root_subject_der(root_der: &[u8]) -> Result<Vec<u8>, Error> {
 }
 
 /// Information about the connection a request came on.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ConnInfo {
     /// The peer's address.
     pub peer: SocketAddr,
@@ -237,6 +241,21 @@ pub struct ConnInfo {
     pub client_cert: Option<Vec<u8>>,
     /// True on the HTTPS listener.
     pub tls: bool,
+    /// The client certificate's inventory record as last authenticated on this connection,
+    /// with the [`State::auth_generation`] it was read in: reused by later requests until
+    /// any revocation is seen or the certificate expires.
+    pub(crate) authenticated: std::sync::Mutex<Option<(u64, twoway_store::CertRecord)>>,
+}
+
+impl ConnInfo {
+    fn new(peer: SocketAddr, client_cert: Option<Vec<u8>>, tls: bool) -> Self {
+        ConnInfo {
+            peer,
+            client_cert,
+            tls,
+            authenticated: std::sync::Mutex::new(None),
+        }
+    }
 }
 
 const MAX_CONNECTIONS: usize = 4096;
@@ -281,11 +300,7 @@ async fn accept_tls(listener: TcpListener, cfg: Arc<rustls::ServerConfig>, state
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| c.as_ref().to_vec());
-            let conn = Arc::new(ConnInfo {
-                peer,
-                client_cert,
-                tls: true,
-            });
+            let conn = Arc::new(ConnInfo::new(peer, client_cert, true));
             serve_conn(TokioIo::new(tls), conn, state).await;
         });
     }
@@ -308,11 +323,7 @@ async fn accept_plain(listener: TcpListener, state: Arc<State>) {
         let state = state.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let conn = Arc::new(ConnInfo {
-                peer,
-                client_cert: None,
-                tls: false,
-            });
+            let conn = Arc::new(ConnInfo::new(peer, None, false));
             serve_conn(TokioIo::new(tcp), conn, state).await;
         });
     }
@@ -348,6 +359,7 @@ async fn maintenance(state: Arc<State>) {
         let ca = state.ca.clone();
         if let Ok(Ok(seq)) = blocking(move || ca.store().revocation_seq()).await {
             if last_seq.is_some_and(|l| l != seq) {
+                state.auth_generation.fetch_add(1, Ordering::SeqCst);
                 state.ocsp.clear();
                 state.crl.mark_dirty();
             }

@@ -107,6 +107,7 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         (_, p) if p == "/ocsp" || p.starts_with("/ocsp/") => "ocsp",
         (_, "/v1/enroll") => "enroll",
         (_, "/v1/renew") => "renew",
+        (_, "/v1/sign") => "sign",
         (_, "/v1/revoke") => "revoke",
         (_, "/v1/tokens") => "tokens",
         (_, "/v1/certificates") => "certificates",
@@ -175,10 +176,11 @@ async fn dispatch(
         "ocsp" => ocsp(state, req).await,
         "enroll" if method == Method::POST => enroll(state, conn, req).await,
         "renew" if method == Method::POST => renew(state, conn, req).await,
+        "sign" if method == Method::POST => sign(state, conn, req).await,
         "revoke" if method == Method::POST => revoke(state, conn, req).await,
         "tokens" if method == Method::POST => tokens(state, conn, req).await,
         "certificates" if method == Method::GET => certificates(state, conn, req).await,
-        "enroll" | "renew" | "revoke" | "tokens" | "certificates" => Err(not_allowed()),
+        "enroll" | "renew" | "sign" | "revoke" | "tokens" | "certificates" => Err(not_allowed()),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             codes::NOT_FOUND,
@@ -331,17 +333,104 @@ async fn admin(state: &Arc<State>, conn: &ConnInfo) -> Result<CertRecord, ApiErr
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             codes::FORBIDDEN,
-            format!(
-                "certificate {} ({}) is not an administrator: list one of its SANs (or sha256:<fingerprint>) in [server] admins in ca.toml",
-                rec.serial,
-                rec.sans.join(", ")
-            ),
+            not_admin(&rec),
         ));
     }
     Ok(rec)
 }
 
+/// The message refusing a certificate that is not an administrator.
+fn not_admin(rec: &CertRecord) -> String {
+    format!(
+        "certificate {} ({}) is not an administrator: list one of its SANs (or sha256:<fingerprint>) in [server] admins in ca.toml",
+        rec.serial,
+        rec.sans.join(", ")
+    )
+}
+
+/// `POST /v1/sign` (admin): sign a CSR under a profile. The body is read and checked first;
+/// the administrator's authentication and the signing then run in one blocking task.
+async fn sign(
+    state: &Arc<State>,
+    conn: &Arc<ConnInfo>,
+    req: hyper::Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    // The body is read (bounded) before anything is refused, so the client reads the answer
+    // instead of a reset connection.
+    let body: twoway_api::SignRequest = read_json(req).await?;
+    let Some(der) = conn.client_cert.clone() else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            codes::UNAUTHENTICATED,
+            "no client certificate: present an administrator's certificate issued by this CA (mutual TLS)",
+        ));
+    };
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, m);
+    let profile: twoway_pki::Profile = body
+        .profile
+        .parse()
+        .map_err(|e: twoway_pki::Error| bad(format!("profile: {e}")))?;
+    let ttl = body
+        .ttl
+        .as_deref()
+        .map(twoway_pki::parse_duration)
+        .transpose()
+        .map_err(|e| bad(format!("ttl: {e}")))?;
+    let sans = body
+        .sans
+        .as_ref()
+        .map(|v| {
+            v.iter()
+                .map(|s| s.parse::<twoway_pki::San>())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()
+        .map_err(|e| bad(format!("sans: {e}")))?;
+    let peer = conn.peer.ip();
+    // The connection's earlier authentication stands while no revocation has been seen
+    // since and the certificate has not expired; otherwise it is redone in the task below.
+    let generation = state.auth_generation.load(Ordering::SeqCst);
+    let cached = conn
+        .authenticated
+        .lock()
+        .ok()
+        .and_then(|g| g.clone())
+        .filter(|(g, rec)| *g == generation && rec.not_after > OffsetDateTime::now_utc())
+        .map(|(_, rec)| rec);
+    let conn2 = conn.clone();
+    let issued = run_ca(state, move |ca| {
+        let who = match cached {
+            Some(rec) => rec,
+            None => {
+                let rec = ca.authenticate(&der)?;
+                if let Ok(mut g) = conn2.authenticated.lock() {
+                    *g = Some((generation, rec.clone()));
+                }
+                rec
+            }
+        };
+        if !twoway_ca::is_admin(&ca.config().server.admins, &who) {
+            return Err(CaError::Forbidden(not_admin(&who)));
+        }
+        let req = twoway_ca::SignCsr {
+            profile,
+            ttl,
+            owner: body.owner,
+            sans,
+            actor: format!("api:admin:{}@{peer}", who.serial),
+        };
+        ca.sign_csr(body.csr.as_bytes(), req)
+    })
+    .await?;
+    state.metrics.issued("sign");
+    Ok(json_resp(
+        StatusCode::CREATED,
+        &cert_response(state, &issued),
+    ))
+}
+
 fn invalidate(state: &State) {
+    state.auth_generation.fetch_add(1, Ordering::SeqCst);
     state.ocsp.clear();
     state.crl.mark_dirty();
 }

@@ -363,3 +363,76 @@ pub(crate) fn concurrent_writers(a: &dyn Store, b: &dyn Store) {
     assert_eq!(b.revocation_seq().unwrap(), before + 5);
     assert!(verify_chain(&a.audit_entries(1, 100_000).unwrap()).is_empty());
 }
+
+/// Many threads issuing at once through one handle (so their issuances share
+/// transactions): every certificate is recorded exactly once with its own audit entry, the
+/// chain stays linear, and the duplicates and spent tokens scattered among them fail alone.
+pub(crate) fn group_commit(s: &dyn Store) {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 40;
+    s.insert_certificate(&rec("d0d0d0d0", "dd"), &audit("cert.issue"))
+        .unwrap();
+    s.insert_token(
+        &token("gc-token", time::Duration::hours(1)),
+        &audit("token.create"),
+    )
+    .unwrap();
+    let base_audit = s.audit_entries(1, 100_000).unwrap().len();
+    let (ok, dup, used) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                scope.spawn(move || {
+                    let (mut ok, mut dup, mut used) = (0usize, 0usize, 0usize);
+                    for i in 0..PER_THREAD {
+                        let fp = format!("e{t:02}{i:04}abcd");
+                        let mut extras = IssueExtras::none(OffsetDateTime::now_utc());
+                        // every 10th issuance of each thread repeats a recorded serial
+                        let serial = if i % 10 == 5 {
+                            "dd".to_string()
+                        } else {
+                            format!("9{t:02}{i:04}")
+                        };
+                        // and every thread races once for one token
+                        if i == 7 {
+                            extras.consume_token = Some("gc-token".into());
+                        }
+                        match s.record_issuance(&rec(&fp, &serial), &audit("cert.sign"), &extras) {
+                            Ok(e) => {
+                                assert_eq!(e.action, "cert.sign");
+                                ok += 1;
+                            }
+                            Err(Error::Duplicate(_)) => dup += 1,
+                            Err(Error::TokenUsed(_)) => used += 1,
+                            Err(e) => panic!("unexpected: {e}"),
+                        }
+                    }
+                    (ok, dup, used)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
+    });
+    assert_eq!(dup, THREADS * PER_THREAD / 10, "every duplicate fails");
+    assert_eq!(used, THREADS - 1, "the token is spent once");
+    assert_eq!(ok, THREADS * PER_THREAD - dup - used);
+    let entries = s.audit_entries(1, 100_000).unwrap();
+    assert_eq!(
+        entries.len(),
+        base_audit + ok,
+        "one audit entry per recorded certificate"
+    );
+    assert!(verify_chain(&entries).is_empty(), "the chain stays linear");
+    let all = s.list_certificates(&CertQuery::default()).unwrap();
+    assert_eq!(all.total, ok + 1);
+    let mut fps: Vec<_> = all.items.iter().map(|r| r.fingerprint.clone()).collect();
+    fps.sort();
+    fps.dedup();
+    assert_eq!(fps.len(), ok + 1, "no certificate is recorded twice");
+    assert!(
+        s.find_token("gc-token").unwrap().used_at.is_some(),
+        "the token was consumed"
+    );
+}

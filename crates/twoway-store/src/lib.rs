@@ -5,7 +5,9 @@
 //! `synchronous=FULL`, so a committed row survives a crash); [`PostgresStore`] is one
 //! database shared by several replicas of the online CA. Every write that the CA makes
 //! commits its certificate row and its audit entry in one transaction: there is never a
-//! certificate without an audit entry or the other way round. Entry types: [`Store`],
+//! certificate without an audit entry or the other way round. Issuances that arrive together
+//! share one transaction and one flush (group commit, see `group.rs`), each answered only
+//! after that commit returned. Entry types: [`Store`],
 //! [`CertRecord`], [`CertQuery`], [`NewAudit`], [`AuditEntry`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -13,6 +15,7 @@
 mod audit;
 #[cfg(test)]
 mod conformance;
+mod group;
 mod model;
 mod postgres;
 pub mod schema;

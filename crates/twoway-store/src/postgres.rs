@@ -6,15 +6,18 @@
 //! stays linear (each append reads the head and inserts the next entry under that lock),
 //! while readers (OCSP, listing, the revocation counter) never wait. Serial and fingerprint
 //! uniqueness is also enforced by constraints; token consumption and supersession are
-//! conditional updates (`… WHERE used_at IS NULL`) whose row counts decide.
+//! conditional updates (`… WHERE used_at IS NULL`) whose row counts decide. Issuances from
+//! one process are grouped (`crate::group`): one leader at a time takes the advisory lock
+//! for a whole batch, so the batch pays for one lock and one commit.
 
 use crate::audit::{chain_hash, AuditEntry, NewAudit, GENESIS_HASH};
+use crate::group::{Job, Queue};
 use crate::model::{CertQuery, CertRecord, CertSource, CertStatus, Page};
 use crate::schema::{REVOCATION_COUNTER, SCHEMA};
 use crate::token::{IssueExtras, TokenRecord};
 use crate::{Error, Result, Store};
 use ::postgres::error::SqlState;
-use ::postgres::types::ToSql;
+use ::postgres::types::{ToSql, Type};
 use ::postgres::{Client, GenericClient, NoTls, Row, Transaction};
 use std::str::FromStr;
 use std::sync::{Condvar, Mutex};
@@ -37,6 +40,7 @@ pub struct PostgresStore {
     max: usize,
     pool: Mutex<PoolState>,
     freed: Condvar,
+    queue: Queue,
 }
 
 struct PoolState {
@@ -98,6 +102,22 @@ impl Drop for Conn<'_> {
     }
 }
 
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // Closing a synchronous client blocks on its own runtime, which panics (and aborts
+        // the process during shutdown) on a thread that drives a tokio runtime: the online
+        // CA drops its store on one when it stops. Close the idle connections on a plain
+        // thread instead.
+        let idle = match self.pool.get_mut() {
+            Ok(st) => std::mem::take(&mut st.idle),
+            Err(_) => return,
+        };
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
+    }
+}
+
 impl PostgresStore {
     /// Connects to `url` (`postgres://user[:password]@host:port/db`, no TLS: meant for a
     /// database on the same host or a trusted network) with [`DEFAULT_POOL_SIZE`]
@@ -129,6 +149,7 @@ impl PostgresStore {
                 open: 0,
             }),
             freed: Condvar::new(),
+            queue: Queue::default(),
         };
         {
             let mut conn = store.conn()?;
@@ -201,6 +222,40 @@ impl PostgresStore {
         Ok(out)
     }
 
+    /// Runs a batch of issuances in one transaction (under the write lock), a savepoint
+    /// per job, so the batch pays for one commit.
+    fn commit_batch(&self, batch: &[Job]) -> Result<Vec<Result<AuditEntry>>> {
+        self.with_tx(|tx| {
+            let mut out = Vec::with_capacity(batch.len());
+            // The chain's head as committed jobs left it; a failed job's entries roll back
+            // with its savepoint, so it does not advance.
+            let mut head: Head = None;
+            for (i, job) in batch.iter().enumerate() {
+                // one round trip: release the previous job's savepoint and open this one's
+                tx.batch_execute(if i == 0 {
+                    "SAVEPOINT job"
+                } else {
+                    "RELEASE SAVEPOINT job; SAVEPOINT job"
+                })?;
+                let mut h = head.clone();
+                match issuance_tx(tx, &job.rec, &job.audit, &job.extras, &mut h) {
+                    Ok(entry) => {
+                        head = h;
+                        out.push(Ok(entry));
+                    }
+                    Err(e) => {
+                        tx.batch_execute("ROLLBACK TO SAVEPOINT job")?;
+                        out.push(Err(e));
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                tx.batch_execute("RELEASE SAVEPOINT job")?;
+            }
+            Ok(out)
+        })
+    }
+
     fn with_conn<T>(&self, f: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
         let mut conn = self.conn()?;
         f(conn.client()?)
@@ -222,13 +277,29 @@ fn rfc3339(t: OffsetDateTime) -> String {
 fn append_audit_tx(tx: &mut Transaction<'_>, a: &NewAudit) -> Result<AuditEntry> {
     // Already held by `with_tx`; taken again (it stacks) so this never appends unlocked.
     tx.batch_execute(&format!("SELECT pg_advisory_xact_lock({WRITE_LOCK})"))?;
-    let last = tx.query_opt(
-        "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-        &[],
-    )?;
-    let (seq, prev_hash) = match last {
-        Some(r) => (r.try_get::<_, i64>(0)? + 1, r.try_get::<_, String>(1)?),
-        None => (1, GENESIS_HASH.to_string()),
+    append_audit_locked(tx, a, &mut None)
+}
+
+/// The head of the audit chain as this transaction left it: `(seq, hash)`, read once.
+type Head = Option<(i64, String)>;
+
+/// Appends under the write lock the caller holds. `head` is the chain's head if already
+/// known in this transaction (it is read otherwise) and is advanced; each statement is one
+/// round trip (typed, unprepared).
+fn append_audit_locked(
+    tx: &mut Transaction<'_>,
+    a: &NewAudit,
+    head: &mut Head,
+) -> Result<AuditEntry> {
+    let (seq, prev_hash) = match head.take() {
+        Some((s, h)) => (s + 1, h),
+        None => match tx.query_typed_opt(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            &[],
+        )? {
+            Some(r) => (r.try_get::<_, i64>(0)? + 1, r.try_get::<_, String>(1)?),
+            None => (1, GENESIS_HASH.to_string()),
+        },
     };
     let time = a
         .time
@@ -239,17 +310,25 @@ fn append_audit_tx(tx: &mut Transaction<'_>, a: &NewAudit) -> Result<AuditEntry>
     let hash = chain_hash(
         seq, &time, &a.actor, &a.action, &a.target, &details, &prev_hash,
     );
-    tx.execute(
+    tx.query_typed(
         "INSERT INTO audit_log (seq, time, actor, action, target, details, prev_hash, hash)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
-            &seq, &time, &a.actor, &a.action, &a.target, &details, &prev_hash, &hash,
+            (&seq, Type::INT8),
+            (&time, Type::TEXT),
+            (&a.actor, Type::TEXT),
+            (&a.action, Type::TEXT),
+            (&a.target, Type::TEXT),
+            (&details, Type::TEXT),
+            (&prev_hash, Type::TEXT),
+            (&hash, Type::TEXT),
         ],
     )
     .map_err(|e| match pg(e) {
         Error::Duplicate(m) => Error::Database(format!("audit log append raced: {m}")),
         other => other,
     })?;
+    *head = Some((seq, hash.clone()));
     Ok(AuditEntry {
         seq,
         time,
@@ -337,31 +416,38 @@ fn find_in<C: GenericClient>(c: &mut C, key: &str) -> Result<CertRecord> {
 fn insert_cert_tx(tx: &mut Transaction<'_>, rec: &CertRecord) -> Result<()> {
     let sans = serde_json::to_string(&rec.sans).map_err(|e| Error::Database(e.to_string()))?;
     let labels = serde_json::to_string(&rec.labels).map_err(|e| Error::Database(e.to_string()))?;
-    let res = tx.execute(
+    let (nb, na, rec_at, revoked_at) = (
+        ts(rec.not_before),
+        ts(rec.not_after),
+        ts(rec.recorded_at),
+        rec.revoked_at.map(ts),
+    );
+    let (status, source) = (rec.status.as_str(), rec.source.as_str());
+    let res = tx.query_typed(
         &format!(
             "INSERT INTO certificates ({CERT_COLS}, pem) VALUES
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
         ),
         &[
-            &rec.fingerprint,
-            &rec.serial,
-            &rec.subject,
-            &rec.issuer,
-            &rec.common_name,
-            &sans,
-            &rec.profile,
-            &rec.key_type,
-            &ts(rec.not_before),
-            &ts(rec.not_after),
-            &rec.owner,
-            &labels,
-            &rec.location,
-            &rec.status.as_str(),
-            &rec.revoked_at.map(ts),
-            &rec.revocation_reason,
-            &rec.source.as_str(),
-            &ts(rec.recorded_at),
-            &rec.pem,
+            (&rec.fingerprint, Type::TEXT),
+            (&rec.serial, Type::TEXT),
+            (&rec.subject, Type::TEXT),
+            (&rec.issuer, Type::TEXT),
+            (&rec.common_name, Type::TEXT),
+            (&sans, Type::TEXT),
+            (&rec.profile, Type::TEXT),
+            (&rec.key_type, Type::TEXT),
+            (&nb, Type::INT8),
+            (&na, Type::INT8),
+            (&rec.owner, Type::TEXT),
+            (&labels, Type::TEXT),
+            (&rec.location, Type::TEXT),
+            (&status, Type::TEXT),
+            (&revoked_at, Type::INT8),
+            (&rec.revocation_reason, Type::TEXT),
+            (&source, Type::TEXT),
+            (&rec_at, Type::INT8),
+            (&rec.pem, Type::TEXT),
         ],
     );
     match res {
@@ -416,6 +502,36 @@ fn consume_token_tx(
         return Err(Error::TokenExpired(rfc3339(from_ts(expires_at)?)));
     }
     Err(Error::TokenUsed(rfc3339(now)))
+}
+
+/// One issuance inside an open transaction: token, supersession, row, audit entries.
+fn issuance_tx(
+    tx: &mut Transaction<'_>,
+    rec: &CertRecord,
+    audit: &NewAudit,
+    extras: &IssueExtras,
+    head: &mut Head,
+) -> Result<AuditEntry> {
+    if let Some(hash) = &extras.consume_token {
+        consume_token_tx(tx, hash, &rec.fingerprint, extras.now)?;
+    }
+    if let Some(old) = &extras.supersede {
+        let n = tx.execute(
+            "UPDATE certificates SET status = 'revoked', revoked_at = $1,
+             revocation_reason = 'superseded' WHERE fingerprint = $2 AND status = 'active'",
+            &[&ts(extras.now), old],
+        )?;
+        if n != 1 {
+            return Err(Error::AlreadyRevoked(old.clone()));
+        }
+        bump_revocations_tx(tx)?;
+    }
+    insert_cert_tx(tx, rec)?;
+    let entry = append_audit_locked(tx, audit, head)?;
+    if let Some(a) = &extras.supersede_audit {
+        append_audit_locked(tx, a, head)?;
+    }
+    Ok(entry)
 }
 
 fn glob_match(pattern: &str, value: &str) -> bool {
@@ -617,28 +733,13 @@ impl Store for PostgresStore {
         audit: &NewAudit,
         extras: &IssueExtras,
     ) -> Result<AuditEntry> {
-        self.with_tx(|tx| {
-            if let Some(hash) = &extras.consume_token {
-                consume_token_tx(tx, hash, &rec.fingerprint, extras.now)?;
-            }
-            if let Some(old) = &extras.supersede {
-                let n = tx.execute(
-                    "UPDATE certificates SET status = 'revoked', revoked_at = $1,
-                     revocation_reason = 'superseded' WHERE fingerprint = $2 AND status = 'active'",
-                    &[&ts(extras.now), old],
-                )?;
-                if n != 1 {
-                    return Err(Error::AlreadyRevoked(old.clone()));
-                }
-                bump_revocations_tx(tx)?;
-            }
-            insert_cert_tx(tx, rec)?;
-            let entry = append_audit_tx(tx, audit)?;
-            if let Some(a) = &extras.supersede_audit {
-                append_audit_tx(tx, a)?;
-            }
-            Ok(entry)
-        })
+        self.queue.submit(
+            rec,
+            audit,
+            extras,
+            || Ok(()),
+            |_, batch| self.commit_batch(batch),
+        )
     }
 
     fn insert_token(&self, t: &TokenRecord, audit: &NewAudit) -> Result<()> {
@@ -762,6 +863,13 @@ mod tests {
         let db = TestDb::new();
         let s = PostgresStore::connect(&db.url()).unwrap();
         conformance::tokens_and_supersession(&s);
+    }
+
+    #[test]
+    fn group_commit() {
+        let db = TestDb::new();
+        let s = PostgresStore::connect(&db.url()).unwrap();
+        conformance::group_commit(&s);
     }
 
     #[test]

@@ -15,7 +15,7 @@ Examples:
   twoway ca serve --listen 127.0.0.1:9000 --http-listen 127.0.0.1:9080   # OCSP/CRL over HTTP too
   twoway ca serve --database postgres://postgres@127.0.0.1:5432/twoway  # one of several replicas
 
-Routes: POST /v1/enroll, /v1/renew, /v1/revoke, /v1/tokens; GET /v1/certificates,
+Routes: POST /v1/enroll, /v1/renew, /v1/sign, /v1/revoke, /v1/tokens; GET /v1/certificates,
 /roots.pem, /crl, /ocsp, /healthz, /metrics (docs/api.md).")]
 pub struct ServeArgs {
     #[command(flatten)]

@@ -1339,3 +1339,161 @@ fn client_and_server_proxies_both_enroll() {
     assert_eq!(v["total"], 1, "{v:#}");
     assert_eq!(v2["total"], 1, "{v2:#}");
 }
+
+#[test]
+fn admins_sign_csrs_and_refusals_record_nothing() {
+    let ca = Ca::start(&[]);
+    // a non-admin client certificate
+    let t = ca.token("DNS:plain.example.internal", &["--profile", "client"]);
+    assert!(ca
+        .agent_once(Some(&t), "DNS:plain.example.internal", "plain")
+        .status
+        .success());
+    let pem = csr(&ca, "svc", "DNS:svc.example.internal,IP:10.1.2.3");
+    let body = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
+    let before = ca.count();
+
+    // the admin signs: the CSR's names, the asked validity, recorded
+    let (s, v) = ca.post(
+        "/v1/sign",
+        &body(
+            serde_json::json!({"csr": pem, "profile": "server", "ttl": "2h", "owner": "team-svc"}),
+        ),
+        Some("admin"),
+    );
+    assert_eq!(s, 201, "{v}");
+    let cert = ca.p("svc.pem");
+    std::fs::write(&cert, v["certificate"].as_str().unwrap()).unwrap();
+    let o = tool(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            &ca.s("ca/root.pem"),
+            "-untrusted",
+            &ca.s("ca/intermediate.pem"),
+            "-purpose",
+            "sslserver",
+            cert.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = tool(
+        "openssl",
+        &["x509", "-in", cert.to_str().unwrap(), "-noout", "-text"],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("DNS:svc.example.internal"), "{text}");
+    assert!(text.contains("IP Address:10.1.2.3"), "{text}");
+    assert_eq!(serial_of(&cert), v["serial"].as_str().unwrap());
+    assert_eq!(ca.count(), before + 1);
+    // `sans` replaces the CSR's names
+    let (s, v) = ca.post(
+        "/v1/sign",
+        &body(serde_json::json!({"csr": pem, "profile": "client",
+            "sans": ["URI:spiffe://online.test/svc"]})),
+        Some("admin"),
+    );
+    assert_eq!(s, 201, "{v}");
+    std::fs::write(&cert, v["certificate"].as_str().unwrap()).unwrap();
+    let o = tool(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            cert.to_str().unwrap(),
+            "-noout",
+            "-ext",
+            "subjectAltName",
+        ],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("URI:spiffe://online.test/svc") && !text.contains("DNS:"),
+        "{text}"
+    );
+    assert_eq!(ca.count(), before + 2);
+
+    // refusals: each a 4xx JSON error, and nothing recorded
+    let ok_body = body(serde_json::json!({"csr": pem, "profile": "server"}));
+    let cases: Vec<(Vec<u8>, Option<&str>, u16, &str)> = vec![
+        (ok_body.clone(), None, 401, "unauthenticated"),
+        (ok_body.clone(), Some("plain"), 403, "forbidden"),
+        (
+            body(serde_json::json!({"csr": "not a csr", "profile": "server"})),
+            Some("admin"),
+            400,
+            "bad_csr",
+        ),
+        (
+            body(serde_json::json!({"csr": pem, "profile": "server", "ttl": "100000h"})),
+            Some("admin"),
+            400,
+            "policy_violation",
+        ),
+        (
+            body(serde_json::json!({"csr": pem, "profile": "root"})),
+            Some("admin"),
+            400,
+            "bad_request",
+        ),
+        (
+            body(serde_json::json!({"csr": pem, "profile": "server", "ttl": "soon"})),
+            Some("admin"),
+            400,
+            "bad_request",
+        ),
+        (
+            body(serde_json::json!({"csr": pem, "profile": "server", "sans": ["IP:999.1.1.1"]})),
+            Some("admin"),
+            400,
+            "bad_request",
+        ),
+        (
+            body(serde_json::json!({"csr": pem, "profile": "server", "extra": 1})),
+            Some("admin"),
+            400,
+            "malformed_json",
+        ),
+    ];
+    for (b, who, status, code) in &cases {
+        let (s, v) = ca.post("/v1/sign", b, *who);
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (*status, Some(*code)),
+            "{who:?} {}: {v}",
+            String::from_utf8_lossy(b)
+        );
+    }
+    // a CSR whose signature does not match its content (the last signature byte changed)
+    let mut lines: Vec<String> = pem.lines().map(str::to_string).collect();
+    let last = lines.len() - 2;
+    let l = &mut lines[last];
+    let c = if l.starts_with('A') { "B" } else { "A" };
+    l.replace_range(0..1, c);
+    let tampered = lines.join("\n") + "\n";
+    let (s, v) = ca.post(
+        "/v1/sign",
+        &body(serde_json::json!({"csr": tampered, "profile": "server"})),
+        Some("admin"),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        ["bad_csr", "bad_csr_signature"].contains(&v["error"]["code"].as_str().unwrap_or("")),
+        "{v}"
+    );
+    assert_eq!(ca.count(), before + 2, "refused requests record nothing");
+    // counted in the metrics
+    let o = tool("curl", &["-sS", &format!("{}/metrics", ca.http)]);
+    let m = String::from_utf8_lossy(&o.stdout);
+    assert!(m.contains("twoway_ca_issued_total{how=\"sign\"} 2"), "{m}");
+    assert!(m.contains("route=\"sign\",status=\"403\"} 1"), "{m}");
+    assert!(
+        m.contains("twoway_ca_errors_total{code=\"policy_violation\"} 1"),
+        "{m}"
+    );
+    // and the audit log names the admin
+    let o = ca.remote(&["cert", "list", "--owner", "team-svc", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["total"], 1, "{v}");
+}

@@ -1,0 +1,193 @@
+//! Group commit: issuances that arrive together share one transaction and one flush.
+//!
+//! Every issuance must be durable before its certificate leaves, so with one transaction
+//! per certificate the store can record no more certificates per second than the disk can
+//! flush. Instead, a caller queues its job. If no leader is running it becomes the leader;
+//! otherwise it sleeps on its own reply channel. The leader takes the writer (the SQLite
+//! connection, or the PostgreSQL write path), drains the queued jobs (at most [`MAX_BATCH`]
+//! at a time), runs them in one transaction with a savepoint each, commits once, and only
+//! then answers each job. A job that fails (a duplicate serial, a used token, a certificate
+//! already superseded) is rolled back to its savepoint and gets its own error; the others
+//! still commit. If the commit fails, every job in the batch gets the error. Once its own
+//! job is answered, a leader that finds more jobs queued hands the leadership to the
+//! oldest one's caller, so every caller is woken once, and no caller leads for long.
+
+use crate::audit::{AuditEntry, NewAudit};
+use crate::model::CertRecord;
+use crate::token::IssueExtras;
+use crate::{Error, Result};
+use std::collections::VecDeque;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Mutex;
+
+/// The most jobs one transaction takes: bounds a batch's latency and its memory.
+pub(crate) const MAX_BATCH: usize = 512;
+
+/// What a queued caller is told.
+pub(crate) enum Reply {
+    /// Its job was committed (or failed).
+    Done(Result<AuditEntry>),
+    /// It is the leader now: it must run the queue.
+    Lead,
+}
+
+/// One queued issuance: owned copies of what `record_issuance` was given.
+pub(crate) struct Job {
+    pub(crate) rec: CertRecord,
+    pub(crate) audit: NewAudit,
+    pub(crate) extras: IssueExtras,
+    reply: SyncSender<Reply>,
+}
+
+#[derive(Default)]
+struct Inner {
+    pending: VecDeque<Job>,
+    /// A leader is running (or has been told to run).
+    leading: bool,
+}
+
+/// The queue of issuances waiting for a leader.
+#[derive(Default)]
+pub(crate) struct Queue {
+    inner: Mutex<Inner>,
+}
+
+fn same_error(e: &Error) -> Error {
+    match e {
+        Error::Database(m) => Error::Database(m.clone()),
+        other => Error::Database(other.to_string()),
+    }
+}
+
+impl Queue {
+    /// The queue's state. Its critical sections only push, drain and flip a flag, so a
+    /// poisoned lock (a panic elsewhere while holding it) leaves it consistent: carry on,
+    /// rather than leave a leader's followers waiting forever.
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records one issuance through the group. `lock` takes the writer (blocking until it
+    /// is free); `commit` runs a batch in one transaction and returns one result per job,
+    /// in order, or the error that failed the whole transaction.
+    pub(crate) fn submit<W>(
+        &self,
+        rec: &CertRecord,
+        audit: &NewAudit,
+        extras: &IssueExtras,
+        lock: impl Fn() -> Result<W>,
+        mut commit: impl FnMut(&mut W, &[Job]) -> Result<Vec<Result<AuditEntry>>>,
+    ) -> Result<AuditEntry> {
+        // Capacity 2: a `Lead` and then a `Done` never block their sender.
+        let (tx, rx) = sync_channel(2);
+        let job = Job {
+            rec: rec.clone(),
+            audit: audit.clone(),
+            extras: extras.clone(),
+            reply: tx,
+        };
+        let lead_now = {
+            let mut g = self.inner();
+            g.pending.push_back(job);
+            !std::mem::replace(&mut g.leading, true)
+        };
+        if !lead_now {
+            match rx.recv() {
+                Ok(Reply::Done(r)) => return r,
+                Ok(Reply::Lead) => {}
+                Err(_) => {
+                    return Err(Error::Database(
+                        "group commit: the leader went away before answering".into(),
+                    ))
+                }
+            }
+        }
+        // The leader. The queue is FIFO and each round takes up to MAX_BATCH jobs from its
+        // front, so our job is taken within (jobs ahead of it / MAX_BATCH + 1) rounds; the
+        // bound is a safety net.
+        let mut own = None;
+        let mut settled = false;
+        for _ in 0..1 + 1_000_000 / MAX_BATCH {
+            let batch: Vec<Job> = {
+                let mut g = self.inner();
+                let n = g.pending.len().min(MAX_BATCH);
+                g.pending.drain(..n).collect()
+            };
+            if !batch.is_empty() {
+                let results = match lock().and_then(|mut w| commit(&mut w, &batch)) {
+                    Ok(r) if r.len() == batch.len() => r,
+                    Ok(_) => batch
+                        .iter()
+                        .map(|_| Err(Error::Database("group commit lost a result".into())))
+                        .collect(),
+                    Err(e) => batch.iter().map(|_| Err(same_error(&e))).collect(),
+                };
+                for (job, r) in batch.into_iter().zip(results) {
+                    // A caller that went away (a panicked thread) has nothing to be told.
+                    let _ = job.reply.send(Reply::Done(r));
+                }
+            }
+            if own.is_none() {
+                if let Ok(Reply::Done(r)) = rx.try_recv() {
+                    own = Some(r);
+                }
+            }
+            let mut g = self.inner();
+            match (g.pending.front(), own.is_some()) {
+                (None, _) => {
+                    g.leading = false;
+                    settled = true;
+                    break;
+                }
+                (Some(next), true) => {
+                    // `leading` stays set: the oldest caller takes over. If it is gone
+                    // (nobody waits for its certificate), its job is dropped unrecorded.
+                    if next.reply.send(Reply::Lead).is_ok() {
+                        settled = true;
+                        break;
+                    }
+                    if let Some(gone) = g.pending.pop_front() {
+                        drop(gone);
+                    }
+                }
+                (Some(_), false) => {}
+            }
+        }
+        if !settled {
+            // Out of rounds (cannot happen with fewer than a million callers): leave the
+            // queue led, or marked unled, never stuck.
+            let mut g = self.inner();
+            let handed = g
+                .pending
+                .front()
+                .is_some_and(|next| next.reply.send(Reply::Lead).is_ok());
+            if !handed {
+                g.leading = false;
+            }
+        }
+        own.unwrap_or_else(|| {
+            Err(Error::Database(
+                "group commit: the issuance was neither run nor queued".into(),
+            ))
+        })
+    }
+}
+
+/// A job and the receiver of its answer, for tests that drive a batch by hand.
+#[cfg(test)]
+pub(crate) fn test_job(
+    rec: CertRecord,
+    audit: NewAudit,
+    extras: IssueExtras,
+) -> (Job, std::sync::mpsc::Receiver<Reply>) {
+    let (tx, rx) = sync_channel(2);
+    (
+        Job {
+            rec,
+            audit,
+            extras,
+            reply: tx,
+        },
+        rx,
+    )
+}
