@@ -38,6 +38,17 @@ impl BackendStream {
             Backend::Unix(path) => Ok(BackendStream::Unix(UnixStream::connect(path).await?)),
         }
     }
+
+    /// Still open with nothing unread: fit to carry another request. Costs no system call
+    /// while the socket is known not to be readable.
+    pub(crate) fn is_clean(&self) -> bool {
+        let mut b = [0u8; 1];
+        let r = match self {
+            BackendStream::Tcp(s) => s.try_read(&mut b),
+            BackendStream::Unix(s) => s.try_read(&mut b),
+        };
+        matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
 }
 
 impl AsyncRead for BackendStream {

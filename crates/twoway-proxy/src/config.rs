@@ -642,7 +642,7 @@ impl ServerListenerConfig {
             )));
         }
         let alpn = if self.http {
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+            vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()]
         } else {
             Vec::new()
         };

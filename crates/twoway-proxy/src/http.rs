@@ -1,16 +1,14 @@
-//! HTTP mode: HTTP/1.1 and HTTP/2 from clients, per-route authorization, identity headers,
+//! HTTP mode: HTTP/1.x and HTTP/2 from clients, per-route authorization, identity headers,
 //! HTTP/1.1 keep-alive to the backend.
 //!
-//! Backend connections: a client connection that sends a second request gets its own
+//! HTTP/1.x client connections are served by [`h1`] (no hyper); this module sniffs the
+//! protocol, counts bytes and serves HTTP/2 with hyper.
+//!
+//! HTTP/2 backend connections: a client connection that sends a second request gets its own
 //! backend connection (HTTP/1.1, opened lazily, reused while the client connection stays
 //! busy) and drives it inside its own task, so a request never waits for another task to be
 //! scheduled. A client connection's first request, and requests that overlap on one HTTP/2
 //! connection, go through a shared keep-alive pool instead.
-//!
-//! Idle HTTP/1.1 connections are parked: after [`PARK_AFTER`] without a byte moving and no
-//! request in flight, the hyper connection is taken apart (freeing its read and write
-//! buffers) and the dedicated backend connection is closed; only the TLS session and the
-//! peer's identity stay until the client sends again.
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -31,7 +29,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use twoway_tls::{Decision, PeerIdentity, Reloadable};
@@ -42,8 +40,10 @@ use crate::copy::ReadReady;
 use crate::metrics::ListenerMetrics;
 use crate::state::ServerState;
 
-/// How long an HTTP/1.1 connection must be silent, with no request in flight, before it is
-/// parked (hyper's buffers and the dedicated backend connection released).
+mod h1;
+
+/// How long an HTTP/1.x connection must be silent, with no request in flight, before it is
+/// parked (its buffers released, its backend connection handed to the pool).
 pub const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// The HTTP/2 connection preface.
@@ -67,7 +67,8 @@ pub struct HttpCtx {
     host: HeaderValue,
     metrics: Arc<ListenerMetrics>,
     state: Arc<Reloadable<ServerState>>,
-    h1: hyper::server::conn::http1::Builder,
+    /// Distinguishes listeners in the per-thread pool of the HTTP/1.x path.
+    id: u64,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     upstream: hyper::client::conn::http1::Builder,
 }
@@ -103,9 +104,7 @@ impl HttpCtx {
             .pool_max_idle_per_host(64)
             .pool_timer(TokioTimer::new())
             .build(BackendConnector::new(backend.clone()));
-        let mut h1 = hyper::server::conn::http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30));
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new()).max_concurrent_streams(256);
         Ok(Self {
@@ -116,7 +115,7 @@ impl HttpCtx {
             host,
             metrics,
             state,
-            h1,
+            id: NEXT_ID.fetch_add(1, Relaxed),
             h2,
             upstream: hyper::client::conn::http1::Builder::new(),
         })
@@ -434,8 +433,8 @@ fn now_millis() -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The client stream as hyper sees it: replays bytes already read (the protocol sniff, or
-/// what a parked hyper connection had buffered), and stamps the time of the last byte moved.
+/// The client stream: replays the bytes the protocol sniff read, stamps the time of the last
+/// byte moved, and counts bytes both ways.
 struct Io<T> {
     inner: T,
     prefix: Bytes,
@@ -541,7 +540,7 @@ fn poll_upstream(st: &ConnState, cur: &mut Option<UpstreamConn>, cx: &mut Contex
 /// The negotiated or sniffed HTTP version of a client connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
-    /// ALPN said `http/1.1`.
+    /// ALPN said `http/1.1` or `http/1.0`.
     Http1,
     /// ALPN said `h2`.
     Http2,
@@ -644,7 +643,7 @@ pub async fn serve<IO>(
     if h2 {
         serve_h2(io, st.clone(), idle, shutdown).await
     } else {
-        serve_h1(io, st.clone(), idle, shutdown).await
+        h1::serve(io, st.clone(), idle, shutdown).await
     }
     st.ctx
         .metrics
@@ -694,101 +693,6 @@ async fn serve_h2<IO>(
                     return;
                 }
                 timer.as_mut().reset(Instant::now() + Duration::from_millis(idle_ms - since));
-            }
-        }
-    }
-}
-
-async fn serve_h1<IO>(
-    mut io: Io<IO>,
-    st: Arc<ConnState>,
-    idle: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    IO: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
-{
-    let idle_ms = millis(idle);
-    let park_ms = idle_ms.min(millis(PARK_AFTER));
-    let mut draining = *shutdown.borrow();
-    // Each turn serves one busy period with a fresh hyper connection; bounded by the
-    // client's activity (every turn needs bytes from the client) and the idle timeout.
-    loop {
-        let mut conn = Box::new(st.ctx.h1.serve_connection(TokioIo::new(io), service(&st)));
-        if draining {
-            Pin::new(&mut *conn).graceful_shutdown();
-        }
-        let mut upstream: Option<UpstreamConn> = None;
-        let mut parking = false;
-        let timer = tokio::time::sleep(Duration::from_millis(park_ms));
-        tokio::pin!(timer);
-        let ended = loop {
-            tokio::select! {
-                biased;
-                r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
-                () = poll_fn(|cx| poll_upstream(&st, &mut upstream, cx)) => {}
-                // The drain signal is checked on this timer (at least every PARK_AFTER), not
-                // polled on every wake-up of a busy connection.
-                () = &mut timer => {
-                    if !draining && *shutdown.borrow() {
-                        draining = true;
-                        Pin::new(&mut *conn).graceful_shutdown();
-                    }
-                    let since = now_millis().saturating_sub(st.last.load(Relaxed));
-                    if since >= idle_ms {
-                        tracing::debug!(listener = %st.ctx.name, "closing idle HTTP connection");
-                        return;
-                    }
-                    let mut next = (idle_ms - since).min(park_ms);
-                    if !parking && !draining {
-                        if since >= park_ms && st.in_flight.load(Relaxed) == 0 {
-                            tracing::trace!(listener = %st.ctx.name, "parking idle HTTP/1.1 connection");
-                            parking = true;
-                            Pin::new(&mut *conn).graceful_shutdown();
-                        } else {
-                            next = next.min(park_ms.saturating_sub(since).max(1));
-                        }
-                    }
-                    timer.as_mut().reset(Instant::now() + Duration::from_millis(next));
-                }
-            }
-        };
-        if let Err(e) = ended {
-            tracing::debug!(listener = %st.ctx.name, error = %e, "HTTP connection ended with an error");
-            return;
-        }
-        let parts = conn.into_parts();
-        drop(upstream);
-        *st.dedicated() = Dedicated::default();
-        io = parts.io.into_inner();
-        if !parking || draining {
-            // The client ended keep-alive, closed, or we drain: close the TLS session.
-            let _ = tokio::time::timeout(Duration::from_secs(5), io.shutdown()).await;
-            return;
-        }
-        if !parts.read_buf.is_empty() {
-            // Copied: the `Bytes` hyper hands back pins its whole read buffer.
-            io.prefix = Bytes::copy_from_slice(&parts.read_buf);
-            continue;
-        }
-        drop(parts.read_buf);
-        // Parked: only the TLS session is held until the client sends again.
-        let since = now_millis().saturating_sub(st.last.load(Relaxed));
-        let left = Duration::from_millis(idle_ms.saturating_sub(since));
-        tokio::select! {
-            r = poll_fn(|cx| io.inner.poll_read_ready(cx)) => {
-                if let Err(e) = r {
-                    tracing::debug!(listener = %st.ctx.name, error = %e, "HTTP connection ended with an error");
-                    return;
-                }
-                tracing::trace!(listener = %st.ctx.name, "unparking HTTP/1.1 connection");
-            }
-            () = tokio::time::sleep(left) => {
-                tracing::debug!(listener = %st.ctx.name, "closing idle HTTP connection");
-                return;
-            }
-            _ = shutdown.changed(), if !draining => {
-                let _ = tokio::time::timeout(Duration::from_secs(5), io.shutdown()).await;
-                return;
             }
         }
     }

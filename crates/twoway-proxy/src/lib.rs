@@ -9,11 +9,11 @@
 //!   and rule (this is `--check-config`); [`Proxy::run`] binds every listener, serves, hot
 //!   reloads changed files (content hash polling and SIGHUP) and drains on shutdown.
 //! - Server listeners forward verified connections byte for byte (TCP mode, optional PROXY
-//!   protocol v2 header, backend over TCP or a Unix socket) or as HTTP/1.1 and HTTP/2
-//!   requests to an HTTP/1.1 backend (a dedicated keep-alive connection per busy client
-//!   connection, else a shared pool) with per-route rules and identity headers
-//!   (`X-Forwarded-Client-Cert`, `X-Client-Identity`). Idle HTTP/1.1 connections are
-//!   parked without hyper's buffers.
+//!   protocol v2 header, backend over TCP or a Unix socket) or as HTTP requests to an
+//!   HTTP/1.1 backend, with per-route rules and identity headers (`X-Forwarded-Client-Cert`,
+//!   `X-Client-Identity`): HTTP/1.x clients through the crate's own lean HTTP/1 path (one
+//!   backend connection per busy client connection, a per-thread pool), HTTP/2 clients
+//!   through hyper. Idle HTTP/1.x connections are parked without buffers.
 //! - A server listener may enroll with a twoway CA instead of reading certificate files: an
 //!   in-process agent (`twoway-agent`) obtains the certificate with a one-time token, keeps
 //!   the key in memory and renews it; the reloader picks up each new certificate.

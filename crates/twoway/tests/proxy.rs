@@ -334,7 +334,8 @@ impl Drop for Proc {
 }
 
 /// nginx as a plaintext backend on a TCP port and a Unix socket. `/` answers with the
-/// identity headers it received; `/big` serves 1 MiB.
+/// identity headers it received; `/big` serves 1 MiB; `/gz` the same gzipped (so chunked)
+/// to a client that accepts gzip.
 fn nginx(dir: &Path) -> (Proc, u16, PathBuf) {
     let bin = require("nginx", "nginx");
     let port = free_port();
@@ -363,6 +364,10 @@ http {{
         listen unix:{sock};
         root {p};
         location = /big {{ try_files /big.bin =404; }}
+        location = /gz {{
+            gzip on; gzip_types text/plain; gzip_min_length 1; default_type text/plain;
+            try_files /big.bin =404;
+        }}
         location /files/ {{ default_type application/octet-stream; }}
         location / {{
             default_type text/plain;
@@ -1524,6 +1529,134 @@ fn http_keep_alive_survives_parking_on_workers() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(ok >= 6.0, "{m}");
+}
+
+/// The HTTP/1.x path against nginx with curl: chunked request and response bodies, a large
+/// body by length, HEAD, HTTP/1.0, several requests on one connection, and a malformed head.
+#[test]
+fn http1_bodies_head_and_http10_through_nginx() {
+    let pki = Pki::new();
+    let (_nginx, nginx_port, _) = nginx(pki.dir.path());
+    let port = free_port();
+    let admin = free_port();
+    let p = proxy(
+        pki.dir.path(),
+        &s(&[
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--backend",
+            &format!("127.0.0.1:{nginx_port}"),
+            "--cert",
+            &pki.p("server.pem"),
+            "--key",
+            &pki.p("server.key"),
+            "--client-ca",
+            &pki.p("ca.pem"),
+            "--http",
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ]),
+        admin,
+    );
+    let base = format!("https://localhost:{port}");
+    // chunked response (gzip), decoded by curl: the whole 1 MiB
+    let out = curl_mtls(
+        &pki,
+        Some("alice"),
+        &format!("{base}/gz"),
+        &[
+            "--http1.1",
+            "--compressed",
+            "-D",
+            "-",
+            "-o",
+            &pki.p("gz.out"),
+        ],
+    );
+    assert!(out.status.success(), "{}\n{}", stderr(&out), p.log());
+    let head = stdout(&out).to_ascii_lowercase();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert_eq!(std::fs::read(pki.p("gz.out")).unwrap().len(), 1 << 20);
+    // chunked request body (from stdin), then a length-delimited 1 MiB body and HEAD, all
+    // on one connection
+    pki.write("upload.txt", &"y".repeat(200_000));
+    let tls = [
+        "--cacert".to_owned(),
+        pki.p("ca.pem"),
+        "--cert".to_owned(),
+        pki.p("alice.pem"),
+        "--key".to_owned(),
+        pki.p("alice.key"),
+        "--http1.1".to_owned(),
+    ];
+    let mut args: Vec<String> = tls.to_vec();
+    args.extend(s(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &format!("@{}", pki.p("upload.txt")),
+        "-w",
+        "|%{http_code}|%{num_connects}\n",
+        &format!("{base}/up"),
+        "--next",
+    ]));
+    args.extend(tls.iter().cloned());
+    args.extend(s(&[
+        "-o",
+        &pki.p("big.out"),
+        "-w",
+        "|%{http_code}|%{num_connects}|%{size_download}\n",
+        &format!("{base}/big"),
+        "--next",
+    ]));
+    args.extend(tls.iter().cloned());
+    args.extend(s(&[
+        "-I",
+        "-w",
+        "|%{http_code}|%{num_connects}\n",
+        &format!("{base}/big"),
+    ]));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = curl(&refs);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), p.log());
+    assert!(text.contains("path=[/up]"), "{text}");
+    assert!(text.contains("|200|1\n"), "{text}");
+    assert!(text.contains("|200|0|1048576\n"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("content-length: 1048576"),
+        "{text}"
+    );
+    assert!(text.ends_with("|200|0\n"), "{text}");
+    // HTTP/1.0
+    let out = curl_mtls(
+        &pki,
+        Some("alice"),
+        &format!("{base}/ten"),
+        &["--http1.0", "-w", "|%{http_code}"],
+    );
+    assert!(stdout(&out).contains("path=[/ten]"), "{}", stdout(&out));
+    assert!(stdout(&out).ends_with("|200"), "{}", stdout(&out));
+    // a malformed head gets 400 and the connection closes
+    let out = curl_mtls(
+        &pki,
+        Some("alice"),
+        &format!("{base}/x"),
+        &[
+            "--http1.1",
+            "-H",
+            "Content-Length: nope",
+            "-w",
+            "|%{http_code}",
+        ],
+    );
+    assert!(stdout(&out).ends_with("|400"), "{}", stdout(&out));
+    let m = metrics(admin);
+    let series =
+        format!("twoway_proxy_http_responses_total{{listener=\"127.0.0.1:{port}\",code=\"2xx\"}}");
+    assert!(metric(&m, &series) >= 5.0, "{m}");
 }
 
 /// A key made by `openssl genpkey` (PKCS#8 as every peer reads it).

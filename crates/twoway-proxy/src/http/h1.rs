@@ -1,0 +1,1316 @@
+//! The HTTP/1.x path: client connections that speak HTTP/1.0 or HTTP/1.1 are served here,
+//! without hyper, on a backend connection of their own.
+//!
+//! Why not hyper here: a proxy that only edits a few headers pays hyper's full codec twice
+//! per request (a server for the client, a client for the backend): header maps, URI
+//! parsing, body channels and re-encoding. This path parses the request head in place with
+//! `httparse`, writes the backend's head from the client's bytes (hop-by-hop and identity
+//! headers removed, ours added) into one reused buffer, and relays bodies by count (or
+//! through a chunked-coding tracker) without decoding them. HTTP/2 stays on hyper.
+//!
+//! One request at a time per connection: pipelined requests wait in the read buffer until
+//! the response before them is complete. The request body is forwarded before the response
+//! is read. `Upgrade` is not supported (the header is removed, as hop-by-hop); `CONNECT`
+//! gets 405.
+//!
+//! Backend connections: each client connection keeps the backend connection its last
+//! request used, and hands it back to a small per-thread pool when it closes or parks; a
+//! request that finds neither opens a new one. A request without a body that fails on a
+//! reused backend connection before any response byte (the backend closed it while idle)
+//! is sent once more on a fresh connection.
+
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::io::{self, Write as _};
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use http::Method;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+use twoway_tls::Decision;
+
+use super::{millis, now_millis, ConnState, Io, PARK_AFTER};
+use crate::backend::{BackendStream, BACKEND_CONNECT_TIMEOUT};
+use crate::copy::ReadReady;
+
+/// Client read buffer while the connection is busy (request heads); it grows for a longer
+/// head, up to [`MAX_HEAD`].
+const HEAD_BUF: usize = 4 * 1024;
+/// Client read buffer while a request body is relayed.
+const CLIENT_BUF: usize = 16 * 1024;
+/// Backend read buffer while a request is in flight (response heads and bodies), taken from
+/// a per-thread stock for the exchange only: connections waiting for their next request do
+/// not hold one.
+const BACKEND_BUF: usize = 32 * 1024;
+/// Backend read buffers kept per thread between exchanges.
+const BUF_STOCK: usize = 32;
+/// Largest request or response head; a longer request head gets 431.
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in one head; more gets 431.
+const MAX_HEADERS: usize = 100;
+/// Time allowed for a whole request head once its first byte arrived.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle backend connections kept per thread and listener.
+const POOL_MAX: usize = 64;
+/// How long an idle backend connection stays in the pool.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Longest chunk extension accepted, in bytes.
+const MAX_CHUNK_EXT: u16 = 4096;
+
+// ---------------------------------------------------------------------------------------
+// Backend connection pool (per thread: every runtime is current-thread, and a socket stays
+// with the reactor that registered it)
+// ---------------------------------------------------------------------------------------
+
+struct Pooled {
+    ctx: u64,
+    since: Instant,
+    stream: BackendStream,
+}
+
+thread_local! {
+    static POOL: RefCell<Vec<Pooled>> = const { RefCell::new(Vec::new()) };
+    static BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A backend read buffer from the thread's stock, or a new one.
+fn buf_take() -> Vec<u8> {
+    BUFS.with_borrow_mut(|v| v.pop())
+        .unwrap_or_else(|| vec![0; BACKEND_BUF])
+}
+
+/// Returns a backend read buffer to the thread's stock (if it has room and the buffer did
+/// not grow for a long head).
+fn buf_put(b: Vec<u8>) {
+    if b.len() == BACKEND_BUF {
+        BUFS.with_borrow_mut(|v| {
+            if v.len() < BUF_STOCK {
+                v.push(b);
+            }
+        });
+    }
+}
+
+/// An idle backend connection of listener `ctx` that still looks open.
+fn pool_take(ctx: u64) -> Option<BackendStream> {
+    // Bounded: every turn removes one entry.
+    loop {
+        let p = POOL.with_borrow_mut(|v| {
+            let i = v.iter().rposition(|p| p.ctx == ctx)?;
+            Some(v.swap_remove(i))
+        })?;
+        if p.since.elapsed() < POOL_IDLE && p.stream.is_clean() {
+            return Some(p.stream);
+        }
+    }
+}
+
+/// Keeps `stream` for the next request of listener `ctx`, if it is clean and there is room.
+fn pool_put(ctx: u64, stream: BackendStream) {
+    if !stream.is_clean() {
+        return;
+    }
+    POOL.with_borrow_mut(|v| {
+        v.retain(|p| p.since.elapsed() < POOL_IDLE);
+        if v.iter().filter(|p| p.ctx == ctx).count() < POOL_MAX {
+            v.push(Pooled {
+                ctx,
+                since: Instant::now(),
+                stream,
+            });
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Framing
+// ---------------------------------------------------------------------------------------
+
+/// A body that breaks its framing.
+#[derive(Debug, PartialEq, Eq)]
+struct BadBody;
+
+/// Where a chunked body stands (RFC 9112 §7.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    /// Reading the chunk size (hex digits so far).
+    Size { size: u64, digits: u8 },
+    /// In a chunk extension, until CR.
+    Ext { size: u64, len: u16 },
+    /// After the CR of a size line.
+    SizeLf(u64),
+    /// Chunk data bytes left.
+    Data(u64),
+    /// The CR after chunk data.
+    DataCr,
+    /// The LF after chunk data.
+    DataLf,
+    /// A trailer line (`len` bytes so far; 0 at the start of a line).
+    Line { len: u32 },
+    /// The LF of a trailer line.
+    LineLf,
+    /// The LF of the final empty line.
+    FinalLf,
+    /// The body is complete.
+    Done,
+}
+
+impl Chunk {
+    const START: Chunk = Chunk::Size { size: 0, digits: 0 };
+
+    /// Advances over the start of `buf`; returns how many bytes it consumed (at least one
+    /// when `buf` is not empty and the body is not done) and whether they are chunk data.
+    fn step(&mut self, buf: &[u8]) -> Result<(usize, bool), BadBody> {
+        if let Chunk::Data(left) = *self {
+            let k = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+            let left = left - k as u64;
+            *self = if left == 0 {
+                Chunk::DataCr
+            } else {
+                Chunk::Data(left)
+            };
+            return Ok((k, true));
+        }
+        let mut i = 0;
+        while let Some(&b) = buf.get(i) {
+            i += 1;
+            *self = match (*self, b) {
+                (Chunk::Size { size, digits }, b) if b.is_ascii_hexdigit() => {
+                    if digits >= 15 {
+                        return Err(BadBody);
+                    }
+                    let v = match b {
+                        b'0'..=b'9' => b - b'0',
+                        b'a'..=b'f' => b - b'a' + 10,
+                        _ => b.wrapping_sub(b'A').wrapping_add(10),
+                    };
+                    Chunk::Size {
+                        size: size << 4 | u64::from(v),
+                        digits: digits + 1,
+                    }
+                }
+                (Chunk::Size { size, digits }, b';' | b' ' | b'\t') if digits > 0 => {
+                    Chunk::Ext { size, len: 0 }
+                }
+                (Chunk::Size { size, digits }, b'\r') if digits > 0 => Chunk::SizeLf(size),
+                (Chunk::Ext { size, .. }, b'\r') => Chunk::SizeLf(size),
+                (Chunk::Ext { size, len }, b) if b != b'\n' && len < MAX_CHUNK_EXT => {
+                    Chunk::Ext { size, len: len + 1 }
+                }
+                (Chunk::SizeLf(0), b'\n') => Chunk::Line { len: 0 },
+                (Chunk::SizeLf(size), b'\n') => {
+                    *self = Chunk::Data(size);
+                    return Ok((i, false));
+                }
+                (Chunk::DataCr, b'\r') => Chunk::DataLf,
+                (Chunk::DataLf, b'\n') => Chunk::START,
+                (Chunk::Line { len: 0 }, b'\r') => Chunk::FinalLf,
+                (Chunk::Line { .. }, b'\r') => Chunk::LineLf,
+                (Chunk::Line { len }, b) if b != b'\n' && (len as usize) < MAX_HEAD => {
+                    Chunk::Line { len: len + 1 }
+                }
+                (Chunk::LineLf, b'\n') => Chunk::Line { len: 0 },
+                (Chunk::FinalLf, b'\n') => {
+                    *self = Chunk::Done;
+                    return Ok((i, false));
+                }
+                _ => return Err(BadBody),
+            };
+        }
+        Ok((i, false))
+    }
+}
+
+/// How a message body ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are left (0: no body, or it is complete).
+    Length(u64),
+    /// Chunked coding, at this point.
+    Chunked(Chunk),
+    /// When the sender closes (responses only).
+    Close,
+}
+
+impl Framing {
+    fn done(&self) -> bool {
+        matches!(self, Framing::Length(0) | Framing::Chunked(Chunk::Done))
+    }
+}
+
+/// Advances `framing` over `avail`; returns how many bytes of `avail` belong to the body.
+/// With `data`, only the payload (chunk data, without the chunked framing) is appended to it.
+fn consume(
+    framing: &mut Framing,
+    avail: &[u8],
+    mut data: Option<&mut Vec<u8>>,
+) -> Result<usize, BadBody> {
+    let n = match framing {
+        Framing::Length(left) => {
+            let k = usize::try_from(*left)
+                .unwrap_or(usize::MAX)
+                .min(avail.len());
+            *left -= k as u64;
+            k
+        }
+        Framing::Close => avail.len(),
+        Framing::Chunked(c) => {
+            let mut pos = 0;
+            // Bounded: every step consumes at least one byte.
+            while pos < avail.len() && *c != Chunk::Done {
+                let (k, is_data) = c.step(&avail[pos..])?;
+                if is_data {
+                    if let Some(d) = data.as_deref_mut() {
+                        d.extend_from_slice(&avail[pos..pos + k]);
+                    }
+                }
+                pos += k;
+            }
+            return Ok(pos);
+        }
+    };
+    if let Some(d) = data {
+        d.extend_from_slice(&avail[..n]);
+    }
+    Ok(n)
+}
+
+// ---------------------------------------------------------------------------------------
+// Heads
+// ---------------------------------------------------------------------------------------
+
+/// Why a request head is refused before it reaches the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reject {
+    /// Malformed (400).
+    Bad,
+    /// Head too large or too many fields (431).
+    TooLarge,
+    /// CONNECT (405).
+    Connect,
+}
+
+impl Reject {
+    fn response(self) -> &'static [u8] {
+        match self {
+            Reject::Bad => b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            Reject::TooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            Reject::Connect => b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        }
+    }
+}
+
+/// A parsed request head (the backend's head is in the output buffer).
+#[derive(Debug)]
+struct ReqHead {
+    /// Bytes of the head.
+    len: usize,
+    method: Method,
+    /// HTTP/1.0 client.
+    http10: bool,
+    /// The client wants the connection kept open.
+    keep_alive: bool,
+    body: Framing,
+    /// `Expect: 100-continue` (answered by the proxy, not forwarded).
+    expect_continue: bool,
+    /// Refused by the route rules.
+    denied: bool,
+}
+
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    v.get(start..end).unwrap_or_default()
+}
+
+/// `Content-Length`: digits only.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = trim(v);
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// What the framing, `Connection` and `Transfer-Encoding` fields of a head say.
+#[derive(Default)]
+struct Fields<'h> {
+    close: bool,
+    keep_alive: bool,
+    /// Names listed in `Connection` (hop-by-hop too).
+    listed: Vec<&'h [u8]>,
+    length: Option<u64>,
+    /// Conflicting or malformed `Content-Length`.
+    bad_length: bool,
+    te: bool,
+    /// The last transfer coding is `chunked`.
+    chunked: bool,
+    host: bool,
+    expect_continue: bool,
+}
+
+impl<'h> Fields<'h> {
+    fn scan(headers: &[httparse::Header<'h>]) -> Self {
+        let mut f = Fields::default();
+        for h in headers {
+            let n = h.name;
+            if n.eq_ignore_ascii_case("connection") {
+                for t in h.value.split(|&b| b == b',').map(trim) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        f.close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        f.keep_alive = true;
+                    } else if !t.is_empty() {
+                        f.listed.push(t);
+                    }
+                }
+            } else if n.eq_ignore_ascii_case("content-length") {
+                match parse_length(h.value) {
+                    Some(v) if f.length.is_none_or(|l| l == v) => f.length = Some(v),
+                    _ => f.bad_length = true,
+                }
+            } else if n.eq_ignore_ascii_case("transfer-encoding") {
+                f.te = true;
+                if let Some(last) = h.value.rsplit(|&b| b == b',').map(trim).next() {
+                    f.chunked = last.eq_ignore_ascii_case(b"chunked");
+                }
+            } else if n.eq_ignore_ascii_case("host") {
+                f.host = true;
+            } else if n.eq_ignore_ascii_case("expect") {
+                f.expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
+            }
+        }
+        f
+    }
+
+    /// Hop-by-hop by name, or listed in `Connection`.
+    fn skip(&self, name: &str) -> bool {
+        is_hop_by_hop(name)
+            || self
+                .listed
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
+fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A request target's bytes are visible ASCII (what `http::Uri` accepts in a path).
+fn visible_ascii(s: &str) -> bool {
+    s.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+/// Parses the request head at the start of `buf`. `Ok(None)`: incomplete. When the request
+/// is allowed, writes the backend's head into `out`; the path goes into `path` for the log.
+fn parse_request(
+    buf: &[u8],
+    st: &ConnState,
+    out: &mut Vec<u8>,
+    path: &mut String,
+) -> Result<Option<ReqHead>, Reject> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(Reject::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Reject::TooLarge),
+        Err(_) => return Err(Reject::Bad),
+    };
+    let (Some(m), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(Reject::Bad);
+    };
+    let method = Method::from_bytes(m.as_bytes()).map_err(|_| Reject::Bad)?;
+    if method == Method::CONNECT {
+        return Err(Reject::Connect);
+    }
+    if !visible_ascii(target) {
+        return Err(Reject::Bad);
+    }
+    // origin-form for the backend: the path and query, without a fragment
+    let absolute;
+    let (pq, authority) = if target.starts_with('/') || target == "*" {
+        (target.split('#').next().unwrap_or(target), None)
+    } else {
+        absolute = http::Uri::try_from(target).map_err(|_| Reject::Bad)?;
+        (
+            absolute.path_and_query().map_or("/", |p| p.as_str()),
+            absolute.authority().map(|a| a.as_str()),
+        )
+    };
+    let p = pq.split('?').next().unwrap_or(pq);
+    let headers = req.headers;
+    let f = Fields::scan(headers);
+    let body = if f.te {
+        if minor == 0 || !f.chunked || f.length.is_some() || f.bad_length {
+            return Err(Reject::Bad);
+        }
+        Framing::Chunked(Chunk::START)
+    } else if f.bad_length {
+        return Err(Reject::Bad);
+    } else {
+        Framing::Length(f.length.unwrap_or(0))
+    };
+    let keep_alive = !f.close && (minor == 1 || f.keep_alive);
+    let expect_continue = f.expect_continue && minor == 1;
+
+    let ctx = &st.ctx;
+    let peer = &st.peer;
+    let state = ctx.state.load();
+    let denied = if state.routes.routes.is_empty() {
+        false
+    } else {
+        match state.routes.find(&method, p) {
+            Some(route) => matches!(route.policy.evaluate(&peer.id), Decision::Denied),
+            None => true,
+        }
+    };
+    drop(state);
+    path.clear();
+    path.push_str(p);
+    let head = ReqHead {
+        len,
+        method,
+        http10: minor == 0,
+        keep_alive,
+        body,
+        expect_continue,
+        denied,
+    };
+    if denied {
+        return Ok(Some(head));
+    }
+
+    out.clear();
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(pq.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in headers.iter() {
+        let n = h.name;
+        if f.skip(n)
+            || n.eq_ignore_ascii_case("x-forwarded-client-cert")
+            || n.eq_ignore_ascii_case("x-client-identity")
+            || n.eq_ignore_ascii_case("x-forwarded-proto")
+            || (expect_continue && n.eq_ignore_ascii_case("expect"))
+        {
+            continue;
+        }
+        header(out, n.as_bytes(), h.value);
+    }
+    if !f.host {
+        let host = authority.map_or(ctx.host.as_bytes(), str::as_bytes);
+        header(out, b"host", host);
+    }
+    header(out, b"x-forwarded-client-cert", peer.xfcc.as_bytes());
+    header(out, b"x-client-identity", peer.identity.as_bytes());
+    header(out, b"x-forwarded-for", peer.addr_value.as_bytes());
+    header(out, b"x-forwarded-proto", b"https");
+    if let Framing::Chunked(_) = body {
+        header(out, b"transfer-encoding", b"chunked");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Some(head))
+}
+
+/// A response head from the backend.
+#[derive(Debug)]
+enum RespHead {
+    /// An informational response (1xx other than 101) of this many bytes: skipped.
+    Info(usize),
+    /// The final response; the client's head is in the output buffer.
+    Final(FinalHead),
+}
+
+#[derive(Debug)]
+struct FinalHead {
+    len: usize,
+    status: u16,
+    body: Framing,
+    /// Chunked from the backend, plain (close-delimited) to an HTTP/1.0 client.
+    dechunk: bool,
+    /// The backend connection can carry another request after this body.
+    backend_keep: bool,
+    /// The client connection stays open after this response.
+    client_keep: bool,
+}
+
+/// A response the proxy cannot pass on.
+#[derive(Debug)]
+struct BadResponse;
+
+/// Parses the response head at the start of `buf`; `keep` says whether the client
+/// connection may stay open. Writes the client's head into `out`.
+fn parse_response(
+    buf: &[u8],
+    req: &ReqHead,
+    keep: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<RespHead>, BadResponse> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
+        _ => return Err(BadResponse),
+    };
+    let (Some(status), Some(minor)) = (resp.code, resp.version) else {
+        return Err(BadResponse);
+    };
+    if status == 101 {
+        return Err(BadResponse);
+    }
+    if (100..200).contains(&status) {
+        return Ok(Some(RespHead::Info(len)));
+    }
+    let headers = resp.headers;
+    let f = Fields::scan(headers);
+    let no_body = req.method == Method::HEAD || status == 204 || status == 304;
+    let body = if no_body {
+        Framing::Length(0)
+    } else if f.te {
+        if f.chunked {
+            Framing::Chunked(Chunk::START)
+        } else {
+            Framing::Close
+        }
+    } else if f.bad_length {
+        return Err(BadResponse);
+    } else {
+        f.length.map_or(Framing::Close, Framing::Length)
+    };
+    let dechunk = req.http10 && matches!(body, Framing::Chunked(_));
+    let backend_keep = !f.close && (minor == 1 || f.keep_alive) && body != Framing::Close;
+    let client_keep = keep && body != Framing::Close && !dechunk;
+
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let _ = write!(out, "{status:03}");
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in headers.iter() {
+        let n = h.name;
+        if f.skip(n) || (f.te && n.eq_ignore_ascii_case("content-length")) {
+            continue;
+        }
+        header(out, n.as_bytes(), h.value);
+    }
+    if matches!(body, Framing::Chunked(_)) && !dechunk {
+        header(out, b"transfer-encoding", b"chunked");
+    }
+    if !client_keep {
+        header(out, b"connection", b"close");
+    } else if req.http10 {
+        header(out, b"connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Some(RespHead::Final(FinalHead {
+        len,
+        status,
+        body,
+        dechunk,
+        backend_keep,
+        client_keep,
+    })))
+}
+
+// ---------------------------------------------------------------------------------------
+// The connection
+// ---------------------------------------------------------------------------------------
+
+/// Why an operation stopped before completing.
+#[derive(Debug)]
+enum Stop {
+    /// Nothing moved for the idle timeout.
+    Idle,
+    /// Waiting for a request and silent for [`PARK_AFTER`]: park.
+    Park,
+    /// Waiting for a request and the proxy drains.
+    Drain,
+    Io(io::Error),
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Idle => f.write_str("idle timeout"),
+            Stop::Park => f.write_str("parked"),
+            Stop::Drain => f.write_str("draining"),
+            Stop::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The connection's one timer: fires at least every [`PARK_AFTER`] and checks the time of
+/// the last byte moved, so that a busy connection never re-arms it per operation.
+struct Clock {
+    sleep: Pin<Box<Sleep>>,
+    idle_ms: u64,
+    park_ms: u64,
+}
+
+impl Clock {
+    fn new(idle: Duration) -> Self {
+        let idle_ms = millis(idle);
+        let park_ms = idle_ms.min(millis(PARK_AFTER)).max(1);
+        Self {
+            sleep: Box::pin(tokio::time::sleep(Duration::from_millis(park_ms))),
+            idle_ms,
+            park_ms,
+        }
+    }
+
+    /// Runs `f` under the idle timeout. `waiting` (between requests, nothing buffered) also
+    /// parks and notices the drain signal.
+    async fn run<T, F>(
+        &mut self,
+        st: &ConnState,
+        waiting: Option<&watch::Receiver<bool>>,
+        f: F,
+    ) -> Result<T, Stop>
+    where
+        F: Future<Output = io::Result<T>>,
+    {
+        tokio::pin!(f);
+        // Bounded: each turn either ends or re-arms the timer for a later instant.
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut f => return r.map_err(Stop::Io),
+                () = self.sleep.as_mut() => {
+                    let since = now_millis().saturating_sub(st.last.load(Relaxed));
+                    if since >= self.idle_ms {
+                        return Err(Stop::Idle);
+                    }
+                    let mut next = (self.idle_ms - since).min(self.park_ms);
+                    if let Some(shutdown) = waiting {
+                        if *shutdown.borrow() {
+                            return Err(Stop::Drain);
+                        }
+                        if since >= self.park_ms {
+                            return Err(Stop::Park);
+                        }
+                        next = next.min(self.park_ms - since);
+                    }
+                    self.sleep.as_mut().reset(Instant::now() + Duration::from_millis(next.max(1)));
+                }
+            }
+        }
+    }
+}
+
+/// A relay failure, by side.
+#[derive(Debug)]
+enum Fail {
+    Src(Stop),
+    Dst(Stop),
+}
+
+/// Moves one body from `src` to `dst`: first `buf[*pos..*end]`, then what `src` sends.
+/// With `scratch`, only the payload of a chunked body is written (for HTTP/1.0 clients).
+#[allow(clippy::too_many_arguments)]
+async fn relay<R, W>(
+    clock: &mut Clock,
+    st: &ConnState,
+    body: &mut Framing,
+    src: &mut R,
+    buf: &mut [u8],
+    pos: &mut usize,
+    end: &mut usize,
+    dst: &mut W,
+    mut scratch: Option<&mut Vec<u8>>,
+) -> Result<(), Fail>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    // Bounded by the body: every turn consumes buffered bytes or reads (end of stream ends
+    // it), under the idle timeout.
+    loop {
+        if body.done() {
+            return Ok(());
+        }
+        if *pos >= *end {
+            *pos = 0;
+            *end = 0;
+            let n = clock
+                .run(st, None, src.read(&mut *buf))
+                .await
+                .map_err(Fail::Src)?;
+            if n == 0 {
+                if *body == Framing::Close {
+                    *body = Framing::Length(0);
+                    return Ok(());
+                }
+                return Err(Fail::Src(Stop::Io(io::ErrorKind::UnexpectedEof.into())));
+            }
+            st.last.store(now_millis(), Relaxed);
+            *end = n;
+        }
+        let avail = &buf[*pos..*end];
+        let wrote = match scratch.as_deref_mut() {
+            None => {
+                let k = consume(body, avail, None).map_err(|_| Fail::Src(bad_body()))?;
+                clock
+                    .run(st, None, dst.write_all(&avail[..k]))
+                    .await
+                    .map_err(Fail::Dst)?;
+                k
+            }
+            Some(out) => {
+                out.clear();
+                let k = consume(body, avail, Some(out)).map_err(|_| Fail::Src(bad_body()))?;
+                clock
+                    .run(st, None, dst.write_all(out))
+                    .await
+                    .map_err(Fail::Dst)?;
+                k
+            }
+        };
+        *pos += wrote;
+        clock.run(st, None, dst.flush()).await.map_err(Fail::Dst)?;
+    }
+}
+
+fn bad_body() -> Stop {
+    Stop::Io(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "malformed chunked body",
+    ))
+}
+
+/// What to do after one exchange.
+enum Next {
+    /// Read the next request.
+    Continue,
+    /// Finish writing and close the TLS session.
+    Close,
+    /// Drop the connection (error, or the client is gone).
+    Abort,
+    /// Park until the client sends again.
+    Park,
+}
+
+/// One client connection's HTTP/1.x state. Buffers exist while the connection is busy.
+struct H1 {
+    st: std::sync::Arc<ConnState>,
+    clock: Clock,
+    /// Client bytes: `cbuf[cpos..cend]` not consumed yet (a head, body, or the next request).
+    cbuf: Vec<u8>,
+    cpos: usize,
+    cend: usize,
+    /// Backend bytes: `bbuf[bpos..bend]` not relayed yet.
+    bbuf: Vec<u8>,
+    bpos: usize,
+    bend: usize,
+    /// The head being written (to the backend, then to the client).
+    wbuf: Vec<u8>,
+    /// The request path, for the access log.
+    path: String,
+    /// The idle backend connection this client connection used last.
+    backend: Option<BackendStream>,
+}
+
+impl H1 {
+    /// Frees every buffer and hands the backend connection to the pool.
+    fn park(&mut self) {
+        self.cbuf = Vec::new();
+        buf_put(std::mem::take(&mut self.bbuf));
+        self.wbuf = Vec::new();
+        self.path = String::new();
+        self.cpos = 0;
+        self.cend = 0;
+        if let Some(b) = self.backend.take() {
+            pool_put(self.st.ctx.id, b);
+        }
+    }
+
+    async fn write_client<IO>(&mut self, io: &mut Io<IO>, bytes: &[u8]) -> Result<(), Stop>
+    where
+        IO: AsyncWrite + Unpin,
+    {
+        self.clock.run(&self.st, None, io.write_all(bytes)).await?;
+        self.clock.run(&self.st, None, io.flush()).await
+    }
+
+    /// Reads until a whole request head is buffered and parsed.
+    async fn read_head<IO>(
+        &mut self,
+        io: &mut Io<IO>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<ReqHead, Next>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut started: Option<Instant> = None;
+        // Bounded: every turn reads at least one byte (end of stream and timeouts end it), and
+        // the head is limited to MAX_HEAD bytes and HEAD_TIMEOUT.
+        loop {
+            if self.cpos < self.cend {
+                match parse_request(
+                    &self.cbuf[self.cpos..self.cend],
+                    &self.st,
+                    &mut self.wbuf,
+                    &mut self.path,
+                ) {
+                    Ok(Some(head)) => return Ok(head),
+                    Ok(None) => {}
+                    Err(reject) => {
+                        tracing::debug!(listener = %self.st.ctx.name, peer = %self.st.peer.addr, reason = ?reject, origin = "downstream", "bad request head");
+                        let _ = self.write_client(io, reject.response()).await;
+                        return Err(Next::Close);
+                    }
+                }
+                if started.get_or_insert_with(Instant::now).elapsed() > HEAD_TIMEOUT {
+                    return Err(Next::Abort);
+                }
+            }
+            if self.cbuf.is_empty() {
+                self.cbuf = vec![0; HEAD_BUF];
+            }
+            if self.cpos >= self.cend {
+                self.cpos = 0;
+                self.cend = 0;
+            } else if self.cend == self.cbuf.len() {
+                self.cbuf.copy_within(self.cpos..self.cend, 0);
+                self.cend -= self.cpos;
+                self.cpos = 0;
+                if self.cend == self.cbuf.len() {
+                    let grown = (self.cbuf.len() * 2).min(MAX_HEAD);
+                    self.cbuf.resize(grown, 0);
+                }
+            }
+            let waiting = (self.cpos == self.cend).then_some(shutdown);
+            let read = self
+                .clock
+                .run(&self.st, waiting, io.read(&mut self.cbuf[self.cend..]))
+                .await;
+            match read {
+                Ok(0) => return Err(Next::Abort),
+                Ok(n) => self.cend += n,
+                Err(Stop::Park) => return Err(Next::Park),
+                Err(Stop::Drain) => return Err(Next::Close),
+                Err(Stop::Idle) => {
+                    tracing::debug!(listener = %self.st.ctx.name, "closing idle HTTP connection");
+                    return Err(Next::Close);
+                }
+                Err(Stop::Io(e)) => {
+                    tracing::debug!(listener = %self.st.ctx.name, error = %e, "HTTP connection ended with an error");
+                    return Err(Next::Abort);
+                }
+            }
+        }
+    }
+
+    /// Serves one request: head, authorization, backend exchange, response.
+    async fn one<IO>(&mut self, io: &mut Io<IO>, shutdown: &watch::Receiver<bool>) -> Next
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let req = match self.read_head(io, shutdown).await {
+            Ok(r) => r,
+            Err(next) => return next,
+        };
+        let start = Instant::now();
+        self.cpos += req.len;
+        let keep = req.keep_alive && !*shutdown.borrow();
+        if req.denied {
+            return self.deny(io, &req, start, keep).await;
+        }
+        if req.expect_continue
+            && !req.body.done()
+            && self
+                .write_client(io, b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+        {
+            return Next::Abort;
+        }
+        // The head and the body bytes already here go out in one write.
+        let mut body = req.body;
+        let avail = &self.cbuf[self.cpos..self.cend];
+        let Ok(k) = consume(&mut body, avail, None) else {
+            let _ = self.write_client(io, Reject::Bad.response()).await;
+            return Next::Close;
+        };
+        self.wbuf.extend_from_slice(&avail[..k]);
+        self.cpos += k;
+        let retryable = k == 0 && body.done();
+
+        let mut fresh_only = false;
+        // At most two attempts: a reused connection, then a fresh one.
+        let (mut be, head) = loop {
+            let reused = self.backend.take().or_else(|| {
+                if fresh_only {
+                    None
+                } else {
+                    pool_take(self.st.ctx.id)
+                }
+            });
+            let was_reused = reused.is_some();
+            let mut be = match reused {
+                Some(b) => b,
+                None => match tokio::time::timeout(
+                    BACKEND_CONNECT_TIMEOUT,
+                    BackendStream::connect(&self.st.ctx.backend),
+                )
+                .await
+                {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => return self.bad_gateway(io, &req, start, keep, &body, &e).await,
+                    Err(_) => {
+                        return self
+                            .bad_gateway(io, &req, start, keep, &body, &"backend connect timed out")
+                            .await
+                    }
+                },
+            };
+            match self.exchange(&mut be, io, &mut body, &req, keep).await {
+                Ok(h) => break (be, h),
+                Err(Fail::Src(e)) => {
+                    tracing::debug!(listener = %self.st.ctx.name, error = %e, "client failed while sending the request body");
+                    return Next::Abort;
+                }
+                Err(Fail::Dst(e)) => {
+                    if was_reused && retryable && self.bend == 0 && !fresh_only {
+                        tracing::debug!(listener = %self.st.ctx.name, error = %e, "reused backend connection failed; retrying on a new one");
+                        fresh_only = true;
+                        continue;
+                    }
+                    return self.bad_gateway(io, &req, start, keep, &body, &e).await;
+                }
+            }
+        };
+
+        let ctx = &self.st.ctx;
+        ctx.metrics.http_request(head.status, start.elapsed());
+        tracing::info!(
+            target: "twoway::access",
+            listener = %ctx.name,
+            peer = %self.st.peer.addr,
+            identity = self.st.peer.id.primary(),
+            method = %req.method,
+            path = %self.path,
+            decision = "allow",
+            status = head.status,
+        );
+        // The client's head and the body bytes already here go out in one write.
+        self.bpos += head.len;
+        let mut rbody = head.body;
+        let avail = &self.bbuf[self.bpos..self.bend];
+        let k = if head.dechunk {
+            consume(&mut rbody, avail, Some(&mut self.wbuf))
+        } else {
+            consume(&mut rbody, avail, None).inspect(|&k| {
+                self.wbuf.extend_from_slice(&avail[..k]);
+            })
+        };
+        let Ok(k) = k else {
+            return Next::Abort;
+        };
+        self.bpos += k;
+        let out = std::mem::take(&mut self.wbuf);
+        let wrote = self.write_client(io, &out).await;
+        self.wbuf = out;
+        if wrote.is_err() {
+            return Next::Abort;
+        }
+        if !rbody.done() {
+            let scratch = head.dechunk.then_some(&mut self.wbuf);
+            let r = relay(
+                &mut self.clock,
+                &self.st,
+                &mut rbody,
+                &mut be,
+                &mut self.bbuf,
+                &mut self.bpos,
+                &mut self.bend,
+                io,
+                scratch,
+            )
+            .await;
+            if let Err(e) = r {
+                tracing::debug!(listener = %self.st.ctx.name, error = ?e, "response body relay failed");
+                return Next::Abort;
+            }
+        }
+        if head.backend_keep && self.bpos >= self.bend {
+            self.backend = Some(be);
+        }
+        self.bpos = 0;
+        self.bend = 0;
+        buf_put(std::mem::take(&mut self.bbuf));
+        if head.client_keep {
+            Next::Continue
+        } else {
+            Next::Close
+        }
+    }
+
+    /// Sends the backend's head and the request body, then reads the response head.
+    async fn exchange<IO>(
+        &mut self,
+        be: &mut BackendStream,
+        io: &mut Io<IO>,
+        body: &mut Framing,
+        req: &ReqHead,
+        keep: bool,
+    ) -> Result<FinalHead, Fail>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.bpos = 0;
+        self.bend = 0;
+        self.clock
+            .run(&self.st, None, be.write_all(&self.wbuf))
+            .await
+            .map_err(Fail::Dst)?;
+        if !body.done() {
+            if self.cbuf.len() < CLIENT_BUF {
+                self.cbuf.resize(CLIENT_BUF, 0);
+            }
+            relay(
+                &mut self.clock,
+                &self.st,
+                body,
+                io,
+                &mut self.cbuf,
+                &mut self.cpos,
+                &mut self.cend,
+                be,
+                None,
+            )
+            .await?;
+        }
+        if self.bbuf.is_empty() {
+            self.bbuf = buf_take();
+        }
+        // Bounded: every turn reads at least one byte; the head is limited to MAX_HEAD.
+        loop {
+            if self.bend == self.bbuf.len() {
+                if self.bpos > 0 {
+                    self.bbuf.copy_within(self.bpos..self.bend, 0);
+                    self.bend -= self.bpos;
+                    self.bpos = 0;
+                } else {
+                    let grown = (self.bbuf.len() * 2).min(MAX_HEAD);
+                    if grown <= self.bbuf.len() {
+                        return Err(Fail::Dst(Stop::Io(io::Error::other(
+                            "response head too large",
+                        ))));
+                    }
+                    self.bbuf.resize(grown, 0);
+                }
+            }
+            let n = self
+                .clock
+                .run(&self.st, None, be.read(&mut self.bbuf[self.bend..]))
+                .await
+                .map_err(Fail::Dst)?;
+            if n == 0 {
+                return Err(Fail::Dst(Stop::Io(io::ErrorKind::UnexpectedEof.into())));
+            }
+            self.st.last.store(now_millis(), Relaxed);
+            self.bend += n;
+            // Bounded: every informational head skipped consumes bytes.
+            loop {
+                match parse_response(&self.bbuf[self.bpos..self.bend], req, keep, &mut self.wbuf) {
+                    Ok(None) => break,
+                    Ok(Some(RespHead::Info(len))) => self.bpos += len,
+                    Ok(Some(RespHead::Final(h))) => return Ok(h),
+                    Err(BadResponse) => {
+                        return Err(Fail::Dst(Stop::Io(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "malformed response head",
+                        ))))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn deny<IO>(&mut self, io: &mut Io<IO>, req: &ReqHead, start: Instant, keep: bool) -> Next
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let ctx = &self.st.ctx;
+        ctx.metrics.http_denied();
+        ctx.metrics.http_request(403, start.elapsed());
+        tracing::info!(
+            target: "twoway::access",
+            listener = %ctx.name,
+            peer = %self.st.peer.addr,
+            identity = self.st.peer.id.primary(),
+            method = %req.method,
+            path = %self.path,
+            decision = "deny",
+            status = 403,
+        );
+        let keep = keep && req.body.done();
+        self.small(io, req, keep, "403 Forbidden", "forbidden\n")
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn bad_gateway<IO>(
+        &mut self,
+        io: &mut Io<IO>,
+        req: &ReqHead,
+        start: Instant,
+        keep: bool,
+        body: &Framing,
+        error: &(dyn std::fmt::Display + Sync),
+    ) -> Next
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let ctx = &self.st.ctx;
+        ctx.metrics.upstream_error();
+        ctx.metrics.http_request(502, start.elapsed());
+        tracing::warn!(
+            listener = %ctx.name,
+            peer = %self.st.peer.addr,
+            identity = self.st.peer.id.primary(),
+            error = %error,
+            origin = "upstream",
+            retryable = true,
+            "backend request failed"
+        );
+        let keep = keep && body.done();
+        self.small(io, req, keep, "502 Bad Gateway", "bad gateway\n")
+            .await
+    }
+
+    /// One of our short plain-text answers; `keep`: the connection stays open (the caller
+    /// checked that the request body has been read).
+    async fn small<IO>(
+        &mut self,
+        io: &mut Io<IO>,
+        req: &ReqHead,
+        keep: bool,
+        status: &str,
+        text: &str,
+    ) -> Next
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut out = std::mem::take(&mut self.wbuf);
+        out.clear();
+        let _ = write!(
+            out,
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
+            text.len()
+        );
+        if !keep {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if req.http10 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(text.as_bytes());
+        let wrote = self.write_client(io, &out).await;
+        self.wbuf = out;
+        match (wrote, keep) {
+            (Err(_), _) => Next::Abort,
+            (Ok(()), true) => Next::Continue,
+            (Ok(()), false) => Next::Close,
+        }
+    }
+}
+
+/// Serves HTTP/1.x on one client connection until it closes, stays idle for `idle`, or the
+/// proxy drains (the current response finishes, then the connection closes).
+pub(super) async fn serve<IO>(
+    mut io: Io<IO>,
+    st: std::sync::Arc<ConnState>,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+{
+    let idle_ms = millis(idle);
+    let mut c = H1 {
+        st: st.clone(),
+        clock: Clock::new(idle),
+        cbuf: Vec::new(),
+        cpos: 0,
+        cend: 0,
+        bbuf: Vec::new(),
+        bpos: 0,
+        bend: 0,
+        wbuf: Vec::new(),
+        path: String::new(),
+        backend: None,
+    };
+    // Bounded by the client: every turn serves a request that needed its bytes, or waits
+    // under the idle timeout.
+    loop {
+        match c.one(&mut io, &shutdown).await {
+            Next::Continue => {}
+            Next::Abort => break,
+            Next::Close => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), io.shutdown()).await;
+                break;
+            }
+            Next::Park => {
+                c.park();
+                tracing::trace!(listener = %st.ctx.name, "parking idle HTTP/1.1 connection");
+                // Parked: only the TLS session is held until the client sends again.
+                let since = now_millis().saturating_sub(st.last.load(Relaxed));
+                let left = Duration::from_millis(idle_ms.saturating_sub(since));
+                tokio::select! {
+                    r = poll_fn(|cx| io.inner.poll_read_ready(cx)) => {
+                        if let Err(e) = r {
+                            tracing::debug!(listener = %st.ctx.name, error = %e, "HTTP connection ended with an error");
+                            break;
+                        }
+                        tracing::trace!(listener = %st.ctx.name, "unparking HTTP/1.1 connection");
+                    }
+                    () = tokio::time::sleep(left) => {
+                        tracing::debug!(listener = %st.ctx.name, "closing idle HTTP connection");
+                        break;
+                    }
+                    _ = shutdown.changed() => {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), io.shutdown()).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(b) = c.backend.take() {
+        pool_put(st.ctx.id, b);
+    }
+}
+
+#[cfg(test)]
+mod tests;
