@@ -346,6 +346,14 @@ impl CaClient {
         self.call(Method::POST, "/v1/tokens", Some(req)).await
     }
 
+    /// `POST /v1/sign` (admin): a certificate for a CSR.
+    pub async fn sign(
+        &self,
+        req: &twoway_api::SignRequest,
+    ) -> Result<twoway_api::CertificateResponse, ClientError> {
+        self.call(Method::POST, "/v1/sign", Some(req)).await
+    }
+
     /// `GET /v1/certificates?<query>` (the query already encoded).
     pub async fn list(&self, query: &str) -> Result<twoway_api::CertificateList, ClientError> {
         let path = if query.is_empty() {

@@ -114,16 +114,16 @@ pub struct NameArgs {
 pub struct MetaArgs {
     /// Validity, e.g. 24h, 90d (default: the profile's default_ttl in ca.toml).
     #[arg(long)]
-    ttl: Option<String>,
+    pub(crate) ttl: Option<String>,
     /// Owner (team or person), for the inventory.
     #[arg(long)]
-    owner: Option<String>,
+    pub(crate) owner: Option<String>,
     /// Label key=value, for the inventory; repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE")]
-    labels: Vec<String>,
+    pub(crate) labels: Vec<String>,
     /// Where the certificate is deployed, for the inventory.
     #[arg(long)]
-    location: Option<String>,
+    pub(crate) location: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -169,18 +169,18 @@ pub struct CsrArgs {
 #[derive(Args, Debug)]
 pub struct SignArgs {
     /// The CSR, PEM or DER.
-    csr: PathBuf,
+    pub(crate) csr: PathBuf,
     /// Profile: server, client or peer.
     #[arg(long)]
-    profile: Profile,
+    pub(crate) profile: Profile,
     #[command(flatten)]
-    meta: MetaArgs,
+    pub(crate) meta: MetaArgs,
     /// Output directory for cert.pem, chain.pem and ca.pem; default: the chain on stdout.
     #[arg(long)]
-    out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Replace existing files in --out.
     #[arg(long)]
-    force: bool,
+    pub(crate) force: bool,
     #[command(flatten)]
     ca: CaOpts,
 }

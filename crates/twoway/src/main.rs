@@ -124,7 +124,7 @@ fn main() -> ExitCode {
         Command::Cert(c) if remote => remote::run_cert(c, &cli.remote),
         Command::Token(c) if remote => remote::run_token(c, &cli.remote),
         _ if remote => Err(usage(
-            "with --ca URL only `cert list`, `cert revoke` and `token create` work remotely",
+            "with --ca URL only `cert sign`, `cert list`, `cert revoke` and `token create` work remotely",
         )),
         Command::Token(c) => cmd_token::run(c),
         Command::Agent(c) => cmd_agent::run(c),

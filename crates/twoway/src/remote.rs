@@ -1,4 +1,4 @@
-//! The CLI against a remote CA (`twoway --ca https://… cert list|revoke`, `token create`),
+//! The CLI against a remote CA (`twoway --ca https://… cert sign|list|revoke`, `token create`),
 //! authenticated by an admin client certificate.
 
 use crate::cmd_cert::CertCommand;
@@ -71,7 +71,7 @@ fn enc(s: &str) -> String {
     o
 }
 
-/// `cert list` and `cert revoke` against the remote CA.
+/// `cert sign`, `cert list` and `cert revoke` against the remote CA.
 pub fn run_cert(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
     match cmd {
         CertCommand::List(a) => {
@@ -154,10 +154,67 @@ pub fn run_cert(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        CertCommand::Sign(a) => sign(a, r),
         _ => Err(usage(
-            "with --ca URL only `cert list` and `cert revoke` (and `token create`) work remotely; drop --ca to use a local CA directory",
+            "with --ca URL only `cert sign`, `cert list` and `cert revoke` (and `token create`) work remotely; drop --ca to use a local CA directory",
         )),
     }
+}
+
+/// `cert sign CSR --profile P [--ttl] [--owner] [--out DIR]` through `POST /v1/sign`.
+fn sign(a: crate::cmd_cert::SignArgs, r: &RemoteOpts) -> Result<ExitCode> {
+    if !a.meta.labels.is_empty() || a.meta.location.is_some() {
+        return Err(usage(
+            "--label and --location are not sent to a remote CA: drop them, or sign on the CA's host",
+        ));
+    }
+    let raw = std::fs::read(&a.csr)
+        .with_context(|| format!("cannot read the CSR {}", a.csr.display()))?;
+    // PEM or DER in; PEM on the wire (a DER CSR is re-encoded after a local parse).
+    let csr = match std::str::from_utf8(&raw) {
+        Ok(t) if t.contains("-----BEGIN") => t.to_string(),
+        _ => {
+            twoway_pki::verify_csr(&raw)
+                .with_context(|| format!("{} is not a CSR", a.csr.display()))?;
+            twoway_pki::der_to_pem("CERTIFICATE REQUEST", &raw)
+        }
+    };
+    if let Some(dir) = &a.out {
+        for f in ["cert.pem", "chain.pem", "ca.pem"] {
+            if dir.join(f).exists() && !a.force {
+                return Err(usage(format!(
+                    "{} exists: use --force to replace it, or another --out",
+                    dir.join(f).display()
+                )));
+            }
+        }
+        // Fails now, before the CA records anything, if the files cannot be written.
+        twoway_ca::files::check_writable(&dir.join("cert.pem"))?;
+    }
+    let c = client(r)?;
+    let resp = runtime()?.block_on(c.sign(&twoway_api::SignRequest {
+        csr,
+        profile: a.profile.as_str().into(),
+        ttl: a.meta.ttl.clone(),
+        owner: a.meta.owner.clone(),
+        sans: None,
+    }))?;
+    match &a.out {
+        None => print!("{}", resp.chain),
+        Some(dir) => {
+            let mut s = twoway_ca::files::StagedFiles::new(dir)?;
+            s.stage("ca.pem", resp.root.as_bytes(), 0o644)?;
+            s.stage("cert.pem", resp.certificate.as_bytes(), 0o644)?;
+            s.stage("chain.pem", resp.chain.as_bytes(), 0o644)?;
+            s.commit()?;
+            let d = dir.display();
+            println!(
+                "Signed serial {}, valid until {}.\n  files        {d}/cert.pem {d}/chain.pem {d}/ca.pem",
+                resp.serial, resp.not_after
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `token create` against the remote CA.

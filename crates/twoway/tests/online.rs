@@ -1497,3 +1497,67 @@ fn admins_sign_csrs_and_refusals_record_nothing() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["total"], 1, "{v}");
 }
+
+/// `twoway --ca URL cert sign` drives `POST /v1/sign` as the admin and writes the files.
+#[test]
+fn remote_cert_sign_writes_a_verifiable_certificate() {
+    let ca = Ca::start(&[]);
+    csr(&ca, "rs", "DNS:remote.example.internal");
+    let out = ca.s("rs-out");
+    let csr_path = ca.s("rs.csr");
+    let args = [
+        "cert",
+        "sign",
+        &csr_path,
+        "--profile",
+        "server",
+        "--owner",
+        "team-remote",
+        "--ttl",
+        "2h",
+        "--out",
+        &out,
+    ];
+    let o = ca.remote(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = tool(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            &ca.s("ca/root.pem"),
+            "-untrusted",
+            &ca.s("ca/intermediate.pem"),
+            &format!("{out}/cert.pem"),
+        ],
+    );
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let chain = std::fs::read_to_string(format!("{out}/chain.pem")).unwrap();
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
+    let l = ca.remote(&["cert", "list", "--owner", "team-remote", "--json"]);
+    let v: Value = serde_json::from_slice(&l.stdout).unwrap();
+    assert_eq!(v["total"], 1, "{v}");
+    // Existing files are kept without --force, and nothing more is recorded.
+    let o = ca.remote(&args);
+    assert_eq!(
+        o.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Inventory-only options that the API does not carry are refused up front.
+    let o = ca.remote(&[
+        "cert",
+        "sign",
+        &csr_path,
+        "--profile",
+        "server",
+        "--label",
+        "env=prod",
+    ]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--label"));
+    let l = ca.remote(&["cert", "list", "--owner", "team-remote", "--json"]);
+    let v: Value = serde_json::from_slice(&l.stdout).unwrap();
+    assert_eq!(v["total"], 1, "{v}");
+}
