@@ -905,25 +905,7 @@ fn proxy_enrolled_in_process_renews_through_a_ca_restart_without_failed_requests
     let mut ca = Ca::start(&[]);
     let name = "api.e2e.test";
     // The app: a plain HTTP server.
-    let site = ca.p("site");
-    std::fs::create_dir_all(&site).unwrap();
-    std::fs::write(site.join("hello.txt"), "hello from the app\n").unwrap();
-    let app_port = free_port();
-    let mut app = ChildGuard(
-        Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &app_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .current_dir(&site)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 is needed for this test"),
-    );
+    let (mut app, app_port) = app(&ca.p("site"), "hello from the app\n");
     // A client certificate for curl, issued offline from the same CA (the server runs).
     ok(&[
         "cert",
@@ -1113,6 +1095,28 @@ fn proxy_enrolled_in_process_renews_through_a_ca_restart_without_failed_requests
     );
 }
 
+/// The app behind the proxies: python's http.server on a free port, serving `hello.txt`
+/// with `text` from `dir`.
+fn app(dir: &Path, text: &str) -> (ChildGuard, u16) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("hello.txt"), text).unwrap();
+    let port = free_port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 is needed for this test");
+    (ChildGuard(child), port)
+}
+
 struct ChildGuard(Child);
 
 impl Drop for ChildGuard {
@@ -1228,25 +1232,7 @@ fn proxy_enrollment_refuses_bad_input_before_listening() {
 #[test]
 fn client_and_server_proxies_both_enroll() {
     let ca = Ca::start(&[]);
-    let site = ca.p("site2");
-    std::fs::create_dir_all(&site).unwrap();
-    std::fs::write(site.join("hello.txt"), "hello over enrolled mTLS\n").unwrap();
-    let app_port = free_port();
-    let _app = ChildGuard(
-        Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &app_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .current_dir(&site)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 is needed for this test"),
-    );
+    let (_app, app_port) = app(&ca.p("site2"), "hello over enrolled mTLS\n");
     let server_token = ca.token("DNS:svc.e2e.test", &["--profile", "server"]);
     let caller = "spiffe://online.test/caller";
     let client_token = ca.token(&format!("URI:{caller}"), &["--profile", "client"]);
