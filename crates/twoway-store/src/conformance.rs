@@ -58,6 +58,27 @@ fn token(hash: &str, expires_in: time::Duration) -> TokenRecord {
     }
 }
 
+/// A fingerprint that starts with "00" (one in 256 do) is found whole and by prefix, and
+/// its certificate can be revoked by it; a serial is still found with or without a
+/// leading zero byte.
+pub(crate) fn leading_zero_fingerprints(s: &dyn Store) {
+    let fp = "009f71f746671a163ce62ca63a33c61808f8f0717b63d67d111cf1af06238119";
+    s.insert_certificate(&rec(fp, "5101aa4802"), &audit("cert.issue"))
+        .unwrap();
+    assert_eq!(s.find_certificate(fp).unwrap().fingerprint, fp);
+    assert_eq!(s.find_certificate("009f71f746").unwrap().fingerprint, fp);
+    assert_eq!(s.find_certificate("005101aa4802").unwrap().fingerprint, fp);
+    assert_eq!(s.find_certificate("5101aa4802").unwrap().fingerprint, fp);
+    s.revoke(
+        fp,
+        OffsetDateTime::now_utc(),
+        "key-compromise",
+        &audit("cert.revoke"),
+    )
+    .unwrap();
+    assert_eq!(s.find_certificate(fp).unwrap().status, CertStatus::Revoked);
+}
+
 /// Insert, find, revoke, list, CRL numbers and the audit chain.
 pub(crate) fn insert_find_revoke_list_and_chain(s: &dyn Store) {
     s.insert_certificate(&rec("aa11aa11aa11", "0102030405"), &audit("cert.issue"))

@@ -385,23 +385,26 @@ fn find_in<C: GenericClient>(c: &mut C, key: &str) -> Result<CertRecord> {
     if k.is_empty() || !k.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(Error::NotFound(key.to_string()));
     }
-    let k = k.trim_start_matches("00").to_string();
+    // Serials are kept without leading zero bytes (an encoder may print them); fingerprints
+    // are compared whole: one in 256 of them starts with "00".
+    let serial = k.trim_start_matches("00").to_string();
     let exact =
-        format!("SELECT {CERT_COLS}, pem FROM certificates WHERE serial = $1 OR fingerprint = $1");
+        format!("SELECT {CERT_COLS}, pem FROM certificates WHERE serial = $2 OR fingerprint = $1");
     let mut rows = c
-        .query(&exact, &[&k])?
+        .query(&exact, &[&k, &serial])?
         .iter()
         .map(|r| row_to_record(r, true))
         .collect::<Result<Vec<_>>>()?;
     if rows.is_empty() && k.len() >= 8 {
         // hex digits only (checked above), so no LIKE metacharacters
         let like = format!("{k}%");
+        let serial_like = format!("{serial}%");
         let sql = format!(
             "SELECT {CERT_COLS}, pem FROM certificates
-             WHERE serial LIKE $1 OR fingerprint LIKE $1 LIMIT 2"
+             WHERE serial LIKE $2 OR fingerprint LIKE $1 LIMIT 2"
         );
         rows = c
-            .query(&sql, &[&like])?
+            .query(&sql, &[&like, &serial_like])?
             .iter()
             .map(|r| row_to_record(r, true))
             .collect::<Result<Vec<_>>>()?;
@@ -863,6 +866,13 @@ mod tests {
         let db = TestDb::new();
         let s = PostgresStore::connect(&db.url()).unwrap();
         conformance::tokens_and_supersession(&s);
+    }
+
+    #[test]
+    fn leading_zero_fingerprints() {
+        let db = TestDb::new();
+        let s = PostgresStore::connect(&db.url()).unwrap();
+        conformance::leading_zero_fingerprints(&s);
     }
 
     #[test]

@@ -276,23 +276,26 @@ fn find_tx(conn: &Connection, key: &str) -> Result<CertRecord> {
     if k.is_empty() || !k.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(Error::NotFound(key.to_string()));
     }
-    let k = k.trim_start_matches("00").to_string();
+    // Serials are kept without leading zero bytes (an encoder may print them); fingerprints
+    // are compared whole: one in 256 of them starts with "00".
+    let serial = k.trim_start_matches("00").to_string();
     let exact_sql =
-        format!("SELECT {CERT_COLS}, pem FROM certificates WHERE serial = ?1 OR fingerprint = ?1");
+        format!("SELECT {CERT_COLS}, pem FROM certificates WHERE serial = ?2 OR fingerprint = ?1");
     let mut stmt = conn.prepare_cached(&exact_sql)?;
     let mut rows: Vec<CertRecord> = stmt
-        .query_map([&k], |r| row_to_record(r, true))?
+        .query_map([&k, &serial], |r| row_to_record(r, true))?
         .collect::<rusqlite::Result<Vec<_>>>()?
         .into_iter()
         .collect::<Result<_>>()?;
     if rows.is_empty() && k.len() >= 8 {
         let like = format!("{k}%");
+        let serial_like = format!("{serial}%");
         let sql = format!(
-            "SELECT {CERT_COLS}, pem FROM certificates WHERE serial LIKE ?1 OR fingerprint LIKE ?1 LIMIT 2"
+            "SELECT {CERT_COLS}, pem FROM certificates WHERE serial LIKE ?2 OR fingerprint LIKE ?1 LIMIT 2"
         );
         let mut stmt = conn.prepare(&sql)?;
         rows = stmt
-            .query_map([&like], |r| row_to_record(r, true))?
+            .query_map([&like, &serial_like], |r| row_to_record(r, true))?
             .collect::<rusqlite::Result<Vec<_>>>()?
             .into_iter()
             .collect::<Result<_>>()?;
@@ -686,6 +689,11 @@ mod tests {
     #[test]
     fn tokens_and_supersession() {
         conformance::tokens_and_supersession(&SqliteStore::in_memory().unwrap());
+    }
+
+    #[test]
+    fn leading_zero_fingerprints() {
+        conformance::leading_zero_fingerprints(&SqliteStore::in_memory().unwrap());
     }
 
     #[test]
