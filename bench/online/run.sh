@@ -255,7 +255,7 @@ if [[ " $PARTS " == *" ocsp "* ]]; then
       echo "$1 answered wrongly: $o" >&2; return 1
     fi
   }
-  OCSP_PEERS="twoway openssl-multi1 openssl-multi2"
+  OCSP_PEERS=${OCSP_PEERS:-twoway openssl-multi1 openssl-multi2}
   for peer in $OCSP_PEERS; do
     echo "== OCSP: $peer" >&2
     case $peer in

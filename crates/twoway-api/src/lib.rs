@@ -270,6 +270,10 @@ pub mod codes {
     pub const MALFORMED_JSON: &str = "malformed_json";
     /// The body exceeds [`crate::MAX_BODY`].
     pub const BODY_TOO_LARGE: &str = "body_too_large";
+    /// The request head is too large (plain-HTTP listener: over 16 KiB or 64 fields).
+    pub const HEAD_TOO_LARGE: &str = "head_too_large";
+    /// A chunked request body on the plain-HTTP listener, which takes `Content-Length`.
+    pub const LENGTH_REQUIRED: &str = "length_required";
     /// The CSR cannot be parsed.
     pub const BAD_CSR: &str = "bad_csr";
     /// The CSR's signature does not verify.

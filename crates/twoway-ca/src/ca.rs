@@ -18,7 +18,7 @@ use twoway_pki::{
 };
 use twoway_store::{
     verify_chain, AuditEntry, AuditProblem, CertQuery, CertRecord, CertSource, CertStatus,
-    IssueExtras, NewAudit, Page, SqliteStore, Store,
+    Issuance, IssueExtras, NewAudit, Page, SqliteStore, Store,
 };
 use zeroize::Zeroizing;
 
@@ -73,6 +73,31 @@ impl std::fmt::Debug for InitOptions {
             )
             .finish_non_exhaustive()
     }
+}
+
+/// A certificate signed but not recorded yet (see [`Ca::prepare_with`]).
+#[derive(Debug)]
+pub struct Unrecorded {
+    issued: Issued,
+    record: Issuance,
+}
+
+impl Unrecorded {
+    /// The certificate, and the issuance that records it. The certificate must not leave
+    /// (be answered, written, logged as issued) before the issuance is committed.
+    pub fn into_parts(self) -> (Issued, Issuance) {
+        (self.issued, self.record)
+    }
+}
+
+/// What an issuing call produced: a certificate already recorded (a retried renewal is
+/// answered with the one recorded before), or one still to record.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Recorded already: it may leave.
+    Recorded(Box<Issued>),
+    /// Signed, not recorded: commit it first.
+    Unrecorded(Box<Unrecorded>),
 }
 
 /// What a certificate request asks for, beside the key.
@@ -507,6 +532,20 @@ impl Ca {
         action: &str,
         extras: IssueExtras,
     ) -> Result<Issued> {
+        let signed = self.prepare_with(req, public_key_der, action, extras)?;
+        self.record(Outcome::Unrecorded(Box::new(signed)))
+    }
+
+    /// The CPU half of [`Ca::issue_with`]: checks the request and signs the certificate,
+    /// but records nothing. The certificate must not leave before its issuance is
+    /// committed ([`Ca::record`], or a batch of [`Store::record_issuances`]).
+    pub fn prepare_with(
+        &self,
+        req: &IssueRequest,
+        public_key_der: &[u8],
+        action: &str,
+        extras: IssueExtras,
+    ) -> Result<Unrecorded> {
         let (not_before, not_after) = self.check_request(req)?;
         let spec = LeafSpec {
             profile: req.profile,
@@ -527,26 +566,38 @@ impl Ca {
             req.location.clone(),
             OffsetDateTime::now_utc(),
         );
-        self.store.record_issuance(
-            &rec,
-            &NewAudit {
-                actor: req.actor.clone(),
-                action: action.into(),
-                target: issued.info.serial.clone(),
-                details: json!({
-                    "fingerprint": issued.info.fingerprint,
-                    "profile": req.profile.as_str(),
-                    "sans": rec.sans,
-                    "owner": req.owner,
-                    "not_after": rfc3339(not_after),
-                    "supersedes": extras.supersede,
-                    "token": extras.consume_token.as_deref().map(|h| &h[..h.len().min(16)]),
-                }),
-                time: OffsetDateTime::now_utc(),
-            },
-            &extras,
-        )?;
-        Ok(issued)
+        let audit = NewAudit {
+            actor: req.actor.clone(),
+            action: action.into(),
+            target: issued.info.serial.clone(),
+            details: json!({
+                "fingerprint": issued.info.fingerprint,
+                "profile": req.profile.as_str(),
+                "sans": rec.sans,
+                "owner": req.owner,
+                "not_after": rfc3339(not_after),
+                "supersedes": extras.supersede,
+                "token": extras.consume_token.as_deref().map(|h| &h[..h.len().min(16)]),
+            }),
+            time: OffsetDateTime::now_utc(),
+        };
+        Ok(Unrecorded {
+            issued,
+            record: Issuance { rec, audit, extras },
+        })
+    }
+
+    /// Records what an issuing call prepared (one issuance, through the store's group
+    /// commit) and returns the certificate once it is durable.
+    pub fn record(&self, outcome: Outcome) -> Result<Issued> {
+        match outcome {
+            Outcome::Recorded(issued) => Ok(*issued),
+            Outcome::Unrecorded(u) => {
+                let (issued, r) = u.into_parts();
+                self.store.record_issuance(&r.rec, &r.audit, &r.extras)?;
+                Ok(issued)
+            }
+        }
     }
 
     /// Records certificates issued elsewhere (or anywhere) in the inventory.

@@ -15,7 +15,7 @@ mod error;
 pub mod files;
 mod online;
 
-pub use ca::{init, layout, Ca, ImportOutcome, InitOptions, IssueRequest};
+pub use ca::{init, layout, Ca, ImportOutcome, InitOptions, IssueRequest, Outcome, Unrecorded};
 pub use config::{CaConfig, CaSection, CrlConfig, ProfileConfig, ServerSection};
 pub use error::{Error, ErrorKind, Result};
 pub use online::{is_admin, token_hash, NewToken, SignCsr, PROOF_WINDOW, TOKEN_PREFIX};

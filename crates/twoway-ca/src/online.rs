@@ -4,7 +4,7 @@
 //! `twoway-server` maps these to routes and `Error::kind()` to status codes.
 
 use crate::ca::{record_for, rfc3339};
-use crate::{Ca, Error, IssueRequest, Result};
+use crate::{Ca, Error, IssueRequest, Outcome, Result};
 use rand::RngCore;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -112,6 +112,12 @@ impl Ca {
     /// and the CSR's signature valid. The token is consumed in the transaction that records
     /// the certificate.
     pub fn enroll(&self, secret: &str, csr: &[u8], actor: &str) -> Result<Issued> {
+        let outcome = self.prepare_enroll(secret, csr, actor)?;
+        self.record(outcome)
+    }
+
+    /// [`Ca::enroll`] without the recording: see [`Ca::prepare_with`].
+    pub fn prepare_enroll(&self, secret: &str, csr: &[u8], actor: &str) -> Result<Outcome> {
         let hash = token_hash(secret);
         let tok = self.store().find_token(&hash)?;
         let now = now_s();
@@ -154,7 +160,8 @@ impl Ca {
         };
         let mut extras = IssueExtras::none(now);
         extras.consume_token = Some(hash);
-        self.issue_with(&req, &csr.public_key_der, "cert.enroll", extras)
+        let signed = self.prepare_with(&req, &csr.public_key_der, "cert.enroll", extras)?;
+        Ok(Outcome::Unrecorded(Box::new(signed)))
     }
 
     /// Signs a CSR for an administrator (`POST /v1/sign`): the CSR's signature must verify;
@@ -162,6 +169,14 @@ impl Ca {
     /// the usual policy and profile limits, and is recorded (action `cert.sign`) before it
     /// is returned.
     pub fn sign_csr(&self, csr: &[u8], req: SignCsr) -> Result<Issued> {
+        let outcome = self.prepare_sign_csr(csr, req)?;
+        self.record(outcome)
+    }
+
+    /// [`Ca::sign_csr`] without the recording: see [`Ca::prepare_with`]. It reads nothing
+    /// from the inventory: the CSR's signature, the policy and the profile are checked and
+    /// the certificate signed, all in memory.
+    pub fn prepare_sign_csr(&self, csr: &[u8], req: SignCsr) -> Result<Outcome> {
         let csr = verify_csr(csr)?;
         let sans = match req.sans {
             Some(s) if !s.is_empty() => s,
@@ -178,7 +193,9 @@ impl Ca {
             location: None,
             actor: req.actor,
         };
-        self.issue(&req, &csr.public_key_der, "cert.sign")
+        let extras = IssueExtras::none(OffsetDateTime::now_utc());
+        let signed = self.prepare_with(&req, &csr.public_key_der, "cert.sign", extras)?;
+        Ok(Outcome::Unrecorded(Box::new(signed)))
     }
 
     /// Finds a presented certificate (DER) in the inventory and checks it can authenticate:
@@ -265,9 +282,18 @@ impl Ca {
     /// new one (the CSR's signature). Otherwise the renewal is refused as revoked, so one
     /// enrollment never holds two active certificates.
     pub fn renew(&self, current: &CertRecord, csr: &[u8], actor: &str) -> Result<Issued> {
+        let outcome = self.prepare_renew(current, csr, actor)?;
+        self.record(outcome)
+    }
+
+    /// [`Ca::renew`] without the recording: see [`Ca::prepare_with`]. A retried renewal
+    /// comes back [`Outcome::Recorded`].
+    pub fn prepare_renew(&self, current: &CertRecord, csr: &[u8], actor: &str) -> Result<Outcome> {
         let csr = verify_csr(csr)?;
         if current.status == CertStatus::Revoked {
-            return self.replay_renewal(current, &csr.public_key_der);
+            return self
+                .replay_renewal(current, &csr.public_key_der)
+                .map(|i| Outcome::Recorded(Box::new(i)));
         }
         let profile: Profile = current.profile.parse().map_err(|_| {
             Error::Refused(format!(
@@ -306,7 +332,8 @@ impl Ca {
             details: json!({"fingerprint": current.fingerprint, "reason": "superseded"}),
             time: now,
         });
-        self.issue_with(&req, &csr.public_key_der, "cert.renew", extras)
+        let signed = self.prepare_with(&req, &csr.public_key_der, "cert.renew", extras)?;
+        Ok(Outcome::Unrecorded(Box::new(signed)))
     }
 
     fn replay_renewal(&self, current: &CertRecord, spki: &[u8]) -> Result<Issued> {

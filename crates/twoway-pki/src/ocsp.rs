@@ -300,8 +300,8 @@ pub fn error_response(status: OcspErrorStatus) -> Vec<u8> {
 }
 
 /// Signs a successful `OCSPResponse` with the delegated responder key, including
-/// `responder_chain` (the responder certificate, then the issuing intermediate) so clients
-/// can check the delegation. `nonce` is echoed when given.
+/// `responder_chain` (the responder certificate, and optionally certificates above it) so
+/// clients can check the delegation. `nonce` is echoed when given.
 pub fn build_response(
     responder: &dyn Signer,
     responder_chain: &[&[u8]],

@@ -14,7 +14,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod committer;
 pub mod metrics;
+mod plain;
 pub mod ratelimit;
 pub mod responder;
 pub mod routes;
@@ -83,6 +85,8 @@ pub struct State {
     pub ocsp: responder::Responder,
     /// CRL.
     pub crl: responder::CrlCache,
+    /// Records the issuances the handlers prepared, in batches.
+    pub committer: committer::Committer,
     /// The server's TLS identity.
     pub identity: Arc<tls::Identity>,
     /// Audit actor of the server itself.
@@ -193,6 +197,8 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
         limiter: ratelimit::RateLimiter::new(sv.enroll_rate, sv.enroll_burst),
         ocsp: responder::Responder::new(&ca, ocsp_signer, validity)?,
         crl: responder::CrlCache::default(),
+        committer: committer::Committer::start(ca.clone())
+            .map_err(|e| Error::Task(format!("cannot start the committer thread: {e}")))?,
         identity,
         actor: opts.actor.clone(),
         root_pem: ca.root_pem().to_string(),
@@ -324,7 +330,7 @@ async fn accept_plain(listener: TcpListener, state: Arc<State>) {
         tokio::spawn(async move {
             let _permit = permit;
             let conn = Arc::new(ConnInfo::new(peer, None, false));
-            serve_conn(TokioIo::new(tcp), conn, state).await;
+            plain::serve(tcp, conn, state).await;
         });
     }
 }

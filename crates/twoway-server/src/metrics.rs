@@ -49,7 +49,11 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self, certs: &[(String, u64)]) -> String {
+    pub fn render(
+        &self,
+        certs: &[(String, u64)],
+        commits: &crate::committer::CommitStats,
+    ) -> String {
         let mut o = String::new();
         let _ = writeln!(
             o,
@@ -120,6 +124,24 @@ impl Metrics {
         ] {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(o, "{name} {}", v.load(Ordering::Relaxed));
+        }
+        {
+            let c = commits;
+            for (name, help, v) in [
+                (
+                    "twoway_ca_issuance_commits_total",
+                    "Transactions that recorded issuances (several concurrent issuances share one).",
+                    &c.batches,
+                ),
+                (
+                    "twoway_ca_issuance_committed_total",
+                    "Issuances those transactions carried.",
+                    &c.issuances,
+                ),
+            ] {
+                let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+                let _ = writeln!(o, "{name} {}", v.load(Ordering::Relaxed));
+            }
         }
         let _ = writeln!(
             o,

@@ -50,7 +50,6 @@ struct Cached {
 /// Answers OCSP requests from a cache of pre-signed responses.
 pub struct Responder {
     signer: ArcSwap<OcspSigner>,
-    intermediate_der: Vec<u8>,
     intermediate_subject: String,
     issuer: IssuerHashes,
     validity: Duration,
@@ -78,7 +77,6 @@ impl Responder {
             .ok_or(twoway_pki::Error::NoPemBlock("CERTIFICATE"))?;
         Ok(Responder {
             issuer: IssuerHashes::new(&intermediate_der)?,
-            intermediate_der,
             intermediate_subject: ca.intermediate_info().subject.clone(),
             signer: ArcSwap::from_pointee(signer),
             validity,
@@ -179,7 +177,11 @@ impl Responder {
                 next_update: Some(next_update),
             });
         }
-        let chain: [&[u8]; 2] = [&signer.cert_der, &self.intermediate_der];
+        // The delegated responder's certificate only: every client already holds the
+        // issuer it asks about (it named it in the CertID), and that issuer is all a
+        // client needs to check the delegation (RFC 6960 §4.2.2.2). Leaving the
+        // intermediate out makes every answer ~40 % smaller.
+        let chain: [&[u8]; 1] = [&signer.cert_der];
         let der = match build_response(&signer.key, &chain, now, &singles, None) {
             Ok(d) => Bytes::from(d),
             Err(e) => {

@@ -3,7 +3,8 @@
 
 use crate::audit::verify_chain;
 use crate::{
-    CertQuery, CertRecord, CertSource, CertStatus, Error, IssueExtras, NewAudit, Store, TokenRecord,
+    CertQuery, CertRecord, CertSource, CertStatus, Error, Issuance, IssueExtras, NewAudit, Store,
+    TokenRecord,
 };
 use time::OffsetDateTime;
 
@@ -456,4 +457,53 @@ pub(crate) fn group_commit(s: &dyn Store) {
         s.find_token("gc-token").unwrap().used_at.is_some(),
         "the token was consumed"
     );
+}
+
+/// A batch of `record_issuances` where the second and third issuances fail (a duplicate
+/// serial, an unknown token): they alone are rolled back, and the audit chain stays whole.
+pub(crate) fn batch_with_failures(store: &dyn Store) {
+    store
+        .insert_certificate(&rec("aa00", "01"), &audit("a"))
+        .unwrap();
+    let now = OffsetDateTime::now_utc();
+    let mut used = IssueExtras::none(now);
+    used.consume_token = Some("no-such-token".into());
+    let job = |rec, audit, extras| Issuance { rec, audit, extras };
+    let batch = [
+        job(rec("bb00", "02"), audit("b"), IssueExtras::none(now)),
+        // same serial as the recorded one
+        job(rec("cc00", "01"), audit("c"), IssueExtras::none(now)),
+        job(rec("dd00", "04"), audit("d"), used),
+        job(rec("ee00", "05"), audit("e"), IssueExtras::none(now)),
+    ];
+    let results = store.record_issuances(&batch).unwrap();
+    assert_eq!(results.len(), 4);
+    assert!(store.record_issuances(&[]).unwrap().is_empty());
+    assert!(results[0].is_ok());
+    assert!(matches!(results[1], Err(Error::Duplicate(_))));
+    assert!(matches!(results[2], Err(Error::TokenUnknown)));
+    assert_eq!(
+        results[3].as_ref().unwrap().seq,
+        3,
+        "seq continues past the failures"
+    );
+    assert!(store.find_certificate("bb00").is_ok());
+    assert!(store.find_certificate("ee00").is_ok());
+    assert!(matches!(
+        store.find_certificate("cc00"),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.find_certificate("dd00"),
+        Err(Error::NotFound(_))
+    ));
+    let entries = store.audit_entries(1, 100).unwrap();
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| e.action.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b", "e"]
+    );
+    assert!(verify_chain(&entries).is_empty());
 }

@@ -14,7 +14,7 @@
 
 use crate::audit::{AuditEntry, NewAudit};
 use crate::model::CertRecord;
-use crate::token::IssueExtras;
+use crate::token::{Issuance, IssueExtras};
 use crate::{Error, Result};
 use std::collections::VecDeque;
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -33,9 +33,7 @@ pub(crate) enum Reply {
 
 /// One queued issuance: owned copies of what `record_issuance` was given.
 pub(crate) struct Job {
-    pub(crate) rec: CertRecord,
-    pub(crate) audit: NewAudit,
-    pub(crate) extras: IssueExtras,
+    item: Issuance,
     reply: SyncSender<Reply>,
 }
 
@@ -50,6 +48,19 @@ struct Inner {
 #[derive(Default)]
 pub(crate) struct Queue {
     inner: Mutex<Inner>,
+}
+
+/// One answer per job of a batch of `n` from what its commit returned: the transaction's
+/// error is every job's error, and a commit that returned the wrong number of results
+/// fails every job rather than answer one with another's result.
+pub fn answers(n: usize, committed: Result<Vec<Result<AuditEntry>>>) -> Vec<Result<AuditEntry>> {
+    match committed {
+        Ok(r) if r.len() == n => r,
+        Ok(_) => (0..n)
+            .map(|_| Err(Error::Database("group commit lost a result".into())))
+            .collect(),
+        Err(e) => (0..n).map(|_| Err(same_error(&e))).collect(),
+    }
 }
 
 fn same_error(e: &Error) -> Error {
@@ -76,14 +87,16 @@ impl Queue {
         audit: &NewAudit,
         extras: &IssueExtras,
         lock: impl Fn() -> Result<W>,
-        mut commit: impl FnMut(&mut W, &[Job]) -> Result<Vec<Result<AuditEntry>>>,
+        mut commit: impl FnMut(&mut W, &[Issuance]) -> Result<Vec<Result<AuditEntry>>>,
     ) -> Result<AuditEntry> {
         // Capacity 2: a `Lead` and then a `Done` never block their sender.
         let (tx, rx) = sync_channel(2);
         let job = Job {
-            rec: rec.clone(),
-            audit: audit.clone(),
-            extras: extras.clone(),
+            item: Issuance {
+                rec: rec.clone(),
+                audit: audit.clone(),
+                extras: extras.clone(),
+            },
             reply: tx,
         };
         let lead_now = {
@@ -108,23 +121,16 @@ impl Queue {
         let mut own = None;
         let mut settled = false;
         for _ in 0..1 + 1_000_000 / MAX_BATCH {
-            let batch: Vec<Job> = {
+            let (batch, replies): (Vec<Issuance>, Vec<SyncSender<Reply>>) = {
                 let mut g = self.inner();
                 let n = g.pending.len().min(MAX_BATCH);
-                g.pending.drain(..n).collect()
+                g.pending.drain(..n).map(|j| (j.item, j.reply)).unzip()
             };
             if !batch.is_empty() {
-                let results = match lock().and_then(|mut w| commit(&mut w, &batch)) {
-                    Ok(r) if r.len() == batch.len() => r,
-                    Ok(_) => batch
-                        .iter()
-                        .map(|_| Err(Error::Database("group commit lost a result".into())))
-                        .collect(),
-                    Err(e) => batch.iter().map(|_| Err(same_error(&e))).collect(),
-                };
-                for (job, r) in batch.into_iter().zip(results) {
+                let results = answers(batch.len(), lock().and_then(|mut w| commit(&mut w, &batch)));
+                for (reply, r) in replies.into_iter().zip(results) {
                     // A caller that went away (a panicked thread) has nothing to be told.
-                    let _ = job.reply.send(Reply::Done(r));
+                    let _ = reply.send(Reply::Done(r));
                 }
             }
             if own.is_none() {
@@ -171,23 +177,4 @@ impl Queue {
             ))
         })
     }
-}
-
-/// A job and the receiver of its answer, for tests that drive a batch by hand.
-#[cfg(test)]
-pub(crate) fn test_job(
-    rec: CertRecord,
-    audit: NewAudit,
-    extras: IssueExtras,
-) -> (Job, std::sync::mpsc::Receiver<Reply>) {
-    let (tx, rx) = sync_channel(2);
-    (
-        Job {
-            rec,
-            audit,
-            extras,
-            reply: tx,
-        },
-        rx,
-    )
 }

@@ -23,11 +23,12 @@ mod sqlite;
 mod token;
 
 pub use audit::{chain_hash, verify_chain, AuditEntry, AuditProblem, NewAudit, GENESIS_HASH};
+pub use group::answers as batch_answers;
 pub use model::{CertQuery, CertRecord, CertSource, CertStatus, Page};
 pub use postgres::{PostgresStore, DEFAULT_POOL_SIZE, WRITE_LOCK};
 pub use sqlite::SqliteStore;
 use time::OffsetDateTime;
-pub use token::{IssueExtras, TokenRecord};
+pub use token::{Issuance, IssueExtras, TokenRecord};
 
 /// Errors of the inventory.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +116,13 @@ pub trait Store: Send + Sync {
         audit: &NewAudit,
         extras: &IssueExtras,
     ) -> Result<AuditEntry>;
+    /// Records several issuances in one transaction and one flush, each under its own
+    /// savepoint: one result per issuance, in order, and an issuance that fails (a duplicate
+    /// serial, a used token, a certificate already superseded) is rolled back alone. The
+    /// outer error means the transaction failed and nothing was recorded. For callers that
+    /// gather concurrent issuances themselves (the online CA's committer);
+    /// [`Store::record_issuance`] does the gathering for callers that block.
+    fn record_issuances(&self, batch: &[Issuance]) -> Result<Vec<Result<AuditEntry>>>;
     /// Stores a new token with its audit entry.
     fn insert_token(&self, token: &TokenRecord, audit: &NewAudit) -> Result<()>;
     /// Finds a token by the SHA-256 of its secret.

@@ -58,3 +58,15 @@ impl IssueExtras {
         }
     }
 }
+
+/// One issuance to record: the certificate's row, its audit entry, and what else commits
+/// with it. [`crate::Store::record_issuances`] takes a batch of them.
+#[derive(Clone, Debug)]
+pub struct Issuance {
+    /// The certificate's inventory row.
+    pub rec: crate::CertRecord,
+    /// Its audit entry.
+    pub audit: crate::NewAudit,
+    /// The token it consumes and/or the certificate it supersedes.
+    pub extras: IssueExtras,
+}

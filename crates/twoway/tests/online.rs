@@ -433,6 +433,197 @@ fn agent_enrolls_and_ocsp_and_crl_follow_a_remote_revocation() {
     );
 }
 
+/// Sends `raw` on one connection and reads until the server closes it (true) or `timeout`
+/// passes (false).
+fn raw_http(addr: &str, raw: &[u8], timeout: Duration) -> (String, bool) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(raw).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + timeout;
+    let mut closed = false;
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                closed = true;
+                break;
+            }
+            Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+#[test]
+fn plain_listener_speaks_http1_to_curl_openssl_and_raw_clients() {
+    let ca = Ca::start(&[]);
+    ok(&[
+        "cert",
+        "issue",
+        "--ca-dir",
+        &ca.s("ca"),
+        "--profile",
+        "server",
+        "--san",
+        "DNS:web.example.internal",
+        "--out",
+        &ca.s("web"),
+    ]);
+    // openssl ocsp verifies the answer (the responder's certificate rides in it; openssl
+    // checks the delegation against -issuer)
+    assert!(ca.ocsp("web/cert.pem").contains("web/cert.pem: good"));
+    let req = ca.p("req.der");
+    let o = tool(
+        "openssl",
+        &[
+            "ocsp",
+            "-issuer",
+            &ca.s("ca/intermediate.pem"),
+            "-cert",
+            &ca.s("web/cert.pem"),
+            "-no_nonce",
+            "-reqout",
+            req.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success());
+    let url = format!("{}/ocsp", ca.http);
+    // curl: POST with Expect: 100-continue, then HTTP/1.0, then HEAD, on the plain listener
+    for extra in [&["-H", "Expect: 100-continue"][..], &["-0"][..]] {
+        let resp = ca.p("resp.der");
+        let body = format!("@{}", req.display());
+        let mut args = vec![
+            "-sS",
+            "-f",
+            "--data-binary",
+            &body,
+            "-H",
+            "Content-Type: application/ocsp-request",
+            "-o",
+            resp.to_str().unwrap(),
+            &url,
+        ];
+        args.extend_from_slice(extra);
+        let c = tool("curl", &args);
+        assert!(
+            c.status.success(),
+            "curl {extra:?}: {}",
+            String::from_utf8_lossy(&c.stderr)
+        );
+        let v = tool(
+            "openssl",
+            &[
+                "ocsp",
+                "-respin",
+                resp.to_str().unwrap(),
+                "-issuer",
+                &ca.s("ca/intermediate.pem"),
+                "-cert",
+                &ca.s("web/cert.pem"),
+                "-CAfile",
+                &ca.s("ca/root.pem"),
+            ],
+        );
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        );
+        assert!(
+            out.contains("Response verify OK") && out.contains(": good"),
+            "{extra:?}: {out}"
+        );
+    }
+    let head = tool("curl", &["-sS", "-I", &format!("{}/roots.pem", ca.http)]);
+    let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let root_len = std::fs::metadata(ca.p("ca/root.pem")).unwrap().len();
+    assert!(
+        head.contains(&format!("content-length: {root_len}")),
+        "{head}"
+    );
+    // two pipelined requests on one connection: two answers, in order; the second asks
+    // to close
+    let (both, closed) = raw_http(
+        &ca.http,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /roots.pem HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    let first = both.find("HTTP/1.1 200 OK").unwrap();
+    let second = both.rfind("HTTP/1.1 200 OK").unwrap();
+    assert!(first < second, "{both}");
+    assert!(
+        both.contains("ok\n") && both.contains("BEGIN CERTIFICATE"),
+        "{both}"
+    );
+    assert!(
+        both.to_ascii_lowercase().contains("connection: close"),
+        "{both}"
+    );
+    assert!(
+        closed,
+        "the server closes after a Connection: close request"
+    );
+    // refusals: a status, a JSON error naming the fix, and the connection closed
+    let cases: [(&str, Vec<u8>, &str, &str); 5] = [
+        (
+            "chunked",
+            b"POST /ocsp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
+            "HTTP/1.1 411",
+            "length_required",
+        ),
+        (
+            "too large",
+            b"POST /ocsp HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n".to_vec(),
+            "HTTP/1.1 413",
+            "body_too_large",
+        ),
+        (
+            "huge head",
+            format!("GET /healthz HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(20_000)).into_bytes(),
+            "HTTP/1.1 431",
+            "head_too_large",
+        ),
+        (
+            "garbage",
+            b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03 not http\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+            "bad_request",
+        ),
+        (
+            "API route",
+            b"GET /v1/certificates HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            "HTTP/1.1 404",
+            "use HTTPS",
+        ),
+    ];
+    for (what, raw, status, needle) in cases {
+        let (got, closed) = raw_http(&ca.http, &raw, Duration::from_secs(5));
+        assert!(got.starts_with(status), "{what}: {got}");
+        assert!(closed, "{what}: the connection stayed open");
+        assert!(got.contains(needle), "{what}: {got}");
+    }
+    // the listener still answers, and the refusals were counted
+    let m = tool("curl", &["-sS", &format!("{}/metrics", ca.http)]);
+    let m = String::from_utf8_lossy(&m.stdout);
+    assert_eq!(
+        metric(&m, "twoway_ca_errors_total{code=\"length_required\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "twoway_ca_ocsp_cache_hits_total").unwrap_or(0.0) >= 1.0,
+        "{m}"
+    );
+}
+
 #[test]
 fn enrollment_refuses_bad_input_and_records_nothing() {
     let ca = Ca::start(&[("enroll_rate", "1"), ("enroll_burst", "40")]);

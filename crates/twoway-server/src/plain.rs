@@ -1,0 +1,441 @@
+//! The plain-HTTP listener's HTTP/1.x server: OCSP, CRL, roots, health and metrics.
+//!
+//! OCSP clients (OpenSSL, browsers, Go, Java) POST a small DER request with a
+//! `Content-Length` or GET `/ocsp/<base64>`, and the answer is pre-signed: the work per
+//! request is parsing a head, a cache lookup and one write. This server does only that —
+//! `httparse` for the head, a `Content-Length` body, the response written in one
+//! `write` (pipelined requests answered in one) — where a general HTTP stack (hyper, which
+//! the HTTPS listener keeps) spends as much again in its codec and body machinery.
+//! What it does not take is refused with a clear answer and the connection closed:
+//! chunked request bodies (411), bodies over [`crate::routes::MAX_BODY`] (413), heads over
+//! [`MAX_HEAD`] (431), malformed heads (400). Keep-alive follows HTTP/1.1 and HTTP/1.0
+//! rules; `Expect: 100-continue` is honoured; HEAD gets the head alone. A connection idle
+//! for [`IDLE_TIMEOUT`] between requests, or slower than [`REQUEST_TIMEOUT`] to send one
+//! request, is closed.
+
+use crate::routes::{self, Resp};
+use crate::{ConnInfo, State};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::Method;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use twoway_api::{codes, MAX_BODY};
+
+/// The largest request head accepted.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// How long a kept-alive connection may wait for its next request.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a started request may take to arrive whole.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_HEADERS: usize = 64;
+/// Answers are flushed once this much is waiting, even if pipelined requests remain.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// One parsed request head.
+#[derive(Debug)]
+struct Head {
+    len: usize,
+    method: Method,
+    path: String,
+    content_length: usize,
+    keep_alive: bool,
+    http10: bool,
+    expect_continue: bool,
+}
+
+/// What the buffer holds.
+#[derive(Debug)]
+enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// A whole head.
+    Head(Head),
+    /// Refused: status and message; the connection is closed after the answer.
+    Refuse(u16, &'static str, String),
+}
+
+fn parse(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Refuse(
+                431,
+                codes::HEAD_TOO_LARGE,
+                format!("more than {MAX_HEADERS} header fields"),
+            )
+        }
+        Err(e) => {
+            return Parsed::Refuse(
+                400,
+                codes::BAD_REQUEST,
+                format!("malformed HTTP request: {e}"),
+            )
+        }
+    };
+    if len > MAX_HEAD {
+        return Parsed::Refuse(
+            431,
+            codes::HEAD_TOO_LARGE,
+            format!("the request head is larger than {MAX_HEAD} bytes"),
+        );
+    }
+    let (Some(m), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return Parsed::Refuse(400, codes::BAD_REQUEST, "malformed HTTP request".into());
+    };
+    let Ok(method) = Method::from_bytes(m.as_bytes()) else {
+        return Parsed::Refuse(400, codes::BAD_REQUEST, "malformed HTTP method".into());
+    };
+    let http10 = version == 0;
+    let mut keep_alive = !http10;
+    let mut content_length: Option<usize> = None;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok());
+            match (v, content_length) {
+                (None, _) => {
+                    return Parsed::Refuse(400, codes::BAD_REQUEST, "bad Content-Length".into())
+                }
+                (Some(a), Some(b)) if a != b => {
+                    return Parsed::Refuse(
+                        400,
+                        codes::BAD_REQUEST,
+                        "conflicting Content-Length headers".into(),
+                    )
+                }
+                (Some(a), _) => content_length = Some(a),
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Parsed::Refuse(
+                411,
+                codes::LENGTH_REQUIRED,
+                "chunked request bodies are not taken here: send the body with a Content-Length"
+                    .into(),
+            );
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in String::from_utf8_lossy(h.value).split(',') {
+                let t = token.trim();
+                if t.eq_ignore_ascii_case("close") {
+                    keep_alive = false;
+                } else if t.eq_ignore_ascii_case("keep-alive") && http10 {
+                    keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if h.value.eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = !http10;
+            } else {
+                return Parsed::Refuse(
+                    417,
+                    codes::BAD_REQUEST,
+                    "only Expect: 100-continue is understood".into(),
+                );
+            }
+        }
+    }
+    let content_length = content_length.unwrap_or(0);
+    if content_length > MAX_BODY {
+        return Parsed::Refuse(
+            413,
+            codes::BODY_TOO_LARGE,
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        );
+    }
+    Parsed::Head(Head {
+        len,
+        method,
+        path: path.to_string(),
+        content_length,
+        keep_alive,
+        http10,
+        expect_continue,
+    })
+}
+
+thread_local! {
+    static DATE: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+}
+
+/// The `Date` header's value (IMF-fixdate), formatted once per second per thread.
+fn http_date(out: &mut Vec<u8>) {
+    let now = time::OffsetDateTime::now_utc();
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != now.unix_timestamp() {
+            let fmt = time::macros::format_description!(
+                "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+            );
+            d.1 = now.format(&fmt).unwrap_or_default();
+            d.0 = now.unix_timestamp();
+        }
+        out.extend_from_slice(d.1.as_bytes());
+    });
+}
+
+/// Appends the answer to `out`: status line, the route's headers, Date, Content-Length
+/// and the keep-alive decision, then the body (not for HEAD).
+async fn encode(resp: Resp, keep_alive: bool, http10: bool, head_only: bool, out: &mut Vec<u8>) {
+    let (parts, body) = resp.into_parts();
+    let body: Bytes = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(never) => match never {},
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(n, _)| *n != hyper::header::CONTENT_LENGTH && *n != hyper::header::CONNECTION)
+        .map(|(n, v)| (n.as_str(), v.as_bytes()));
+    let status = (
+        parts.status.as_u16(),
+        parts.status.canonical_reason().unwrap_or(""),
+    );
+    let len = body.len();
+    let body: &[u8] = if head_only { &[] } else { &body };
+    write_answer(out, http10, status, headers, len, body, keep_alive);
+}
+
+/// Writes one answer; `len` is the Content-Length (the body's, also for HEAD).
+fn write_answer<'a>(
+    out: &mut Vec<u8>,
+    http10: bool,
+    (code, reason): (u16, &str),
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    len: usize,
+    body: &[u8],
+    keep_alive: bool,
+) {
+    let mut line = String::with_capacity(64);
+    let _ = write!(
+        line,
+        "{} {code} {reason}\r\n",
+        if http10 { "HTTP/1.0" } else { "HTTP/1.1" },
+    );
+    out.extend_from_slice(line.as_bytes());
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"date: ");
+    http_date(out);
+    line.clear();
+    let _ = write!(line, "\r\ncontent-length: {len}\r\n");
+    out.extend_from_slice(line.as_bytes());
+    match (keep_alive, http10) {
+        (false, false) => out.extend_from_slice(b"connection: close\r\n"),
+        (true, true) => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        _ => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+/// The answer to a request refused before it reached a route; the connection closes.
+async fn refuse(
+    state: &State,
+    status: u16,
+    code: &'static str,
+    message: String,
+    out: &mut Vec<u8>,
+) {
+    let resp = routes::refusal(state, status, code, message);
+    encode(resp, false, false, false, out).await;
+}
+
+/// Serves one connection of the plain-HTTP listener until it closes.
+pub(crate) async fn serve(mut tcp: TcpStream, conn: Arc<ConnInfo>, state: Arc<State>) {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        let head = match parse(&buf) {
+            Parsed::Partial => {
+                if buf.len() > MAX_HEAD {
+                    let msg = format!("the request head is larger than {MAX_HEAD} bytes");
+                    refuse(&state, 431, codes::HEAD_TOO_LARGE, msg, &mut out).await;
+                    let _ = tcp.write_all(&out).await;
+                    return;
+                }
+                if !out.is_empty() {
+                    if tcp.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                }
+                let wait = if buf.is_empty() {
+                    IDLE_TIMEOUT
+                } else {
+                    REQUEST_TIMEOUT
+                };
+                match tokio::time::timeout(wait, tcp.read_buf(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => continue,
+                    _ => return,
+                }
+            }
+            Parsed::Refuse(status, code, message) => {
+                refuse(&state, status, code, message, &mut out).await;
+                let _ = tcp.write_all(&out).await;
+                let _ = tcp.shutdown().await;
+                return;
+            }
+            Parsed::Head(h) => h,
+        };
+        let end = head.len + head.content_length;
+        if buf.len() < end {
+            if head.expect_continue {
+                if !out.is_empty() {
+                    if tcp.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                }
+                if tcp
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            buf.reserve(end - buf.len());
+            let complete = async {
+                while buf.len() < end {
+                    match tcp.read_buf(&mut buf).await {
+                        Ok(n) if n > 0 => {}
+                        _ => return false,
+                    }
+                }
+                true
+            };
+            if !matches!(
+                tokio::time::timeout(REQUEST_TIMEOUT, complete).await,
+                Ok(true)
+            ) {
+                return;
+            }
+        }
+        let _ = buf.split_to(head.len);
+        let body = buf.split_to(head.content_length).freeze();
+        // The hot path: a POST /ocsp answered from the cache, written without building a
+        // response object (counted as the route would).
+        let hit = if head.method == Method::POST && head.path == "/ocsp" {
+            state.ocsp.cached(&body)
+        } else {
+            None
+        };
+        if let Some(der) = hit {
+            routes::count_ocsp_hit(&state);
+            let headers = [
+                ("content-type", &b"application/ocsp-response"[..]),
+                ("cache-control", &b"no-cache"[..]),
+            ];
+            write_answer(
+                &mut out,
+                head.http10,
+                (200, "OK"),
+                headers.into_iter(),
+                der.len(),
+                &der,
+                head.keep_alive,
+            );
+        } else {
+            let head_only = head.method == Method::HEAD;
+            let method = if head_only { Method::GET } else { head.method };
+            let resp = routes::handle_plain(&state, &conn, &method, &head.path, body).await;
+            encode(resp, head.keep_alive, head.http10, head_only, &mut out).await;
+        }
+        if !head.keep_alive {
+            let _ = tcp.write_all(&out).await;
+            let _ = tcp.shutdown().await;
+            return;
+        }
+        if out.len() >= FLUSH_AT {
+            if tcp.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> Head {
+        match parse(raw.as_bytes()) {
+            Parsed::Head(h) => h,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn refused(raw: &str) -> u16 {
+        match parse(raw.as_bytes()) {
+            Parsed::Refuse(s, _, _) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn heads() {
+        let h = head("POST /ocsp HTTP/1.1\r\nHost: x\r\nContent-Length: 83\r\n\r\n");
+        assert_eq!(
+            (h.method, h.path.as_str(), h.content_length, h.keep_alive),
+            (Method::POST, "/ocsp", 83, true)
+        );
+        let h = head("GET /crl HTTP/1.0\r\n\r\n");
+        assert!(!h.keep_alive && h.http10);
+        let h = head("GET /crl HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(h.keep_alive);
+        let h = head("GET /crl HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(!h.keep_alive);
+        let h = head("POST /ocsp HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+        assert!(h.expect_continue);
+        assert!(matches!(
+            parse(b"POST /ocsp HTTP/1.1\r\nHost"),
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(
+            refused("POST /ocsp HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            411
+        );
+        assert_eq!(
+            refused("POST /ocsp HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"),
+            413
+        );
+        assert_eq!(
+            refused("POST /ocsp HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            refused("POST /ocsp HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+            400
+        );
+        assert_eq!(refused("GET /\u{1}x HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(
+            refused("POST /ocsp HTTP/1.1\r\nExpect: something\r\n\r\n"),
+            417
+        );
+        let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert_eq!(refused(&format!("GET / HTTP/1.1\r\n{many}\r\n")), 431);
+        let pad = "a".repeat(MAX_HEAD);
+        assert_eq!(
+            refused(&format!("GET / HTTP/1.1\r\nX-Pad: {pad}\r\n\r\n")),
+            431
+        );
+    }
+}
