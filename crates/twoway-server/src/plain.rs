@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use twoway_api::{codes, MAX_BODY};
 
 /// The largest request head accepted.
@@ -257,6 +258,8 @@ async fn refuse(
 pub(crate) async fn serve(mut tcp: TcpStream, conn: Arc<ConnInfo>, state: Arc<State>) {
     let mut buf = BytesMut::with_capacity(4096);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
+    // When the request being read began (its first bytes arrived).
+    let mut started: Option<Instant> = None;
     loop {
         let head = match parse(&buf) {
             Parsed::Partial => {
@@ -272,13 +275,19 @@ pub(crate) async fn serve(mut tcp: TcpStream, conn: Arc<ConnInfo>, state: Arc<St
                     }
                     out.clear();
                 }
-                let wait = if buf.is_empty() {
-                    IDLE_TIMEOUT
+                // Between requests the idle limit; once a request has begun, what is left
+                // of its own limit (so a byte every few seconds does not keep it open).
+                let deadline = if buf.is_empty() {
+                    started = None;
+                    Instant::now() + IDLE_TIMEOUT
                 } else {
-                    REQUEST_TIMEOUT
+                    *started.get_or_insert_with(Instant::now) + REQUEST_TIMEOUT
                 };
-                match tokio::time::timeout(wait, tcp.read_buf(&mut buf)).await {
-                    Ok(Ok(n)) if n > 0 => continue,
+                match tokio::time::timeout_at(deadline, tcp.read_buf(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => {
+                        started.get_or_insert_with(Instant::now);
+                        continue;
+                    }
                     _ => return,
                 }
             }
@@ -317,13 +326,12 @@ pub(crate) async fn serve(mut tcp: TcpStream, conn: Arc<ConnInfo>, state: Arc<St
                 }
                 true
             };
-            if !matches!(
-                tokio::time::timeout(REQUEST_TIMEOUT, complete).await,
-                Ok(true)
-            ) {
+            let deadline = *started.get_or_insert_with(Instant::now) + REQUEST_TIMEOUT;
+            if !matches!(tokio::time::timeout_at(deadline, complete).await, Ok(true)) {
                 return;
             }
         }
+        started = None;
         let _ = buf.split_to(head.len);
         let body = buf.split_to(head.content_length).freeze();
         // The hot path: a POST /ocsp answered from the cache, written without building a
