@@ -58,6 +58,11 @@ impl Drop for Ca {
 
 impl Ca {
     fn start(extra_toml: &[(&str, &str)]) -> Ca {
+        Self::start_env(extra_toml, &[])
+    }
+
+    /// [`Ca::start`], the server running with extra environment variables.
+    fn start_env(extra_toml: &[(&str, &str)], envs: &[(&str, String)]) -> Ca {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca");
         let cas = ca.to_str().unwrap();
@@ -89,12 +94,8 @@ impl Ca {
             cfg = cfg.replace(&line, &format!("{k} = {v}"));
         }
         std::fs::write(&cfg_path, cfg).unwrap();
-        Self::serve(dir)
-    }
-
-    fn serve(dir: tempfile::TempDir) -> Ca {
         let (child, https, http, fingerprint) =
-            spawn_server(&dir.path().join("ca"), "127.0.0.1:0", "127.0.0.1:0");
+            spawn_server_env(&dir.path().join("ca"), "127.0.0.1:0", "127.0.0.1:0", envs);
         Ca {
             dir,
             child,
@@ -264,7 +265,18 @@ impl Ca {
 /// Starts `twoway ca serve` and reads its start-up lines: (child, https URL, http URL, root
 /// fingerprint).
 fn spawn_server(ca_dir: &Path, listen: &str, http_listen: &str) -> (Child, String, String, String) {
+    spawn_server_env(ca_dir, listen, http_listen, &[])
+}
+
+/// [`spawn_server`] with extra environment variables.
+fn spawn_server_env(
+    ca_dir: &Path,
+    listen: &str,
+    http_listen: &str,
+    envs: &[(&str, String)],
+) -> (Child, String, String, String) {
     let mut child = Command::new(BIN)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .args([
             "ca",
             "serve",
@@ -923,6 +935,100 @@ fn agent_renews_when_due() {
     let second = serial_of(&ca.p("d/cert.pem"));
     assert_ne!(first, second);
     assert!(ca.ocsp("d/cert.pem").contains("d/cert.pem: good"));
+}
+
+/// libfaketime, which moves a process's wall clock by what a file says.
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// The environment that runs a process on a wall clock offset by the contents of `file`
+/// (`+0`, `+50m`), re-read every second, with the monotonic clock left alone: what a
+/// process sees when the machine wakes from a suspend.
+fn faked_clock(file: &Path) -> Vec<(&'static str, String)> {
+    assert!(
+        Path::new(FAKETIME).exists(),
+        "libfaketime is missing: apt-get install faketime"
+    );
+    vec![
+        ("LD_PRELOAD", FAKETIME.to_string()),
+        ("FAKETIME_TIMESTAMP_FILE", file.display().to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+        ("FAKETIME_CACHE_DURATION", "1".into()),
+    ]
+}
+
+/// A machine suspended past its certificate's renewal point renews as soon as it wakes,
+/// not when a monotonic timer set before the suspend would fire: the agent and the CA run
+/// on a wall clock that jumps 50 minutes ahead while the monotonic clock does not (as after
+/// a suspend); the agent holds a 1-hour certificate due at ~40 minutes, and renews within
+/// its 30-second wake-up step, once.
+#[test]
+fn agent_renews_at_once_after_waking_past_the_renewal_point() {
+    let clock = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(clock.path(), "+0\n").unwrap();
+    let env = faked_clock(clock.path());
+    let ca = Ca::start_env(&[], &env);
+    let tok = ca.token(
+        "DNS:sleepy.example.internal",
+        &["--profile", "server", "--cert-ttl", "1h"],
+    );
+    assert!(ca
+        .agent_once(Some(&tok), "DNS:sleepy.example.internal", "s")
+        .status
+        .success());
+    let first = serial_of(&ca.p("s/cert.pem"));
+    let agent = ChildGuard(
+        Command::new(BIN)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .args([
+                "agent",
+                "--ca",
+                &ca.https,
+                "--ca-fingerprint",
+                &ca.fingerprint,
+                "--san",
+                "DNS:sleepy.example.internal",
+                "--out",
+                &ca.s("s"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The agent has read its certificate and gone to sleep until its next check.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(serial_of(&ca.p("s/cert.pem")), first, "renewed too early");
+    let jumped = Instant::now();
+    std::fs::write(clock.path(), "+50m\n").unwrap();
+    let deadline = jumped + Duration::from_secs(45);
+    let mut second = first.clone();
+    while Instant::now() < deadline && second == first {
+        std::thread::sleep(Duration::from_millis(500));
+        second = serial_of(&ca.p("s/cert.pem"));
+    }
+    assert_ne!(
+        second, first,
+        "not renewed within 45 s of waking past the renewal point"
+    );
+    // Issued on the CA's (jumped) clock: valid from about 50 minutes from now.
+    let info = twoway_pki::CertInfo::from_der(
+        &twoway_pki::parse_certificates(&std::fs::read(ca.p("s/cert.pem")).unwrap()).unwrap()[0],
+    )
+    .unwrap();
+    let ahead = info.not_before - time::OffsetDateTime::now_utc();
+    assert!(
+        ahead > time::Duration::minutes(45),
+        "not_before {} is not on the jumped clock",
+        info.not_before
+    );
+    // Once: the new certificate is not due for another ~40 minutes of the jumped clock.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        serial_of(&ca.p("s/cert.pem")),
+        second,
+        "renewed more than once"
+    );
+    drop(agent);
 }
 
 #[test]
