@@ -120,7 +120,19 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: hyper::Request<
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let route = route_name(&method, &path);
-    let resp = match dispatch(&state, &conn, req, route).await {
+    let answer = dispatch(&state, &conn, req, route).await;
+    finish(&state, &conn, route, answer)
+}
+
+/// The answer, or the refusal as JSON (counted by code and logged); counted by route and
+/// status either way.
+fn finish(
+    state: &State,
+    conn: &ConnInfo,
+    route: &'static str,
+    answer: Result<Resp, ApiError>,
+) -> Resp {
+    let resp = match answer {
         Ok(r) => r,
         Err(e) => {
             state.metrics.error(e.code);
@@ -147,16 +159,7 @@ pub(crate) async fn handle_plain(
     } else {
         Err(plain_only())
     };
-    let resp = match answer {
-        Ok(r) => r,
-        Err(e) => {
-            state.metrics.error(e.code);
-            tracing::info!(peer = %conn.peer, route, code = e.code, status = e.status.as_u16(), "refused: {}", e.message);
-            json_resp(e.status, &ErrorBody::new(e.code, e.message))
-        }
-    };
-    state.metrics.request(route, resp.status().as_u16());
-    resp
+    finish(state, conn, route, answer)
 }
 
 /// The answer to a request refused before it reached a route (a malformed head, a body
