@@ -254,6 +254,28 @@ async fn refuse(
     encode(resp, false, false, false, out).await;
 }
 
+/// Sends what is left of `out` and closes after a refusal. The client may still be
+/// sending (a body too large, say): what it sends is read and dropped, up to 1 MiB or 2 s
+/// (a lingering close, RFC 9112 §9.6), so that closing with unread data does not reset the
+/// connection before the refusal has reached the client over a slow network.
+async fn close_after_refusal(tcp: &mut TcpStream, out: &[u8]) {
+    if tcp.write_all(out).await.is_err() {
+        return;
+    }
+    let _ = tcp.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 16 * 1024];
+        let mut left: usize = 1 << 20;
+        while left > 0 {
+            match tcp.read(&mut sink).await {
+                Ok(n) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+}
+
 /// Serves one connection of the plain-HTTP listener until it closes.
 pub(crate) async fn serve(mut tcp: TcpStream, conn: Arc<ConnInfo>, state: Arc<State>) {
     let mut buf = BytesMut::with_capacity(4096);
@@ -266,7 +288,7 @@ pub(crate) async fn serve(mut tcp: TcpStream, conn: Arc<ConnInfo>, state: Arc<St
                 if buf.len() > MAX_HEAD {
                     let msg = format!("the request head is larger than {MAX_HEAD} bytes");
                     refuse(&state, 431, codes::HEAD_TOO_LARGE, msg, &mut out).await;
-                    let _ = tcp.write_all(&out).await;
+                    close_after_refusal(&mut tcp, &out).await;
                     return;
                 }
                 if !out.is_empty() {
@@ -293,8 +315,7 @@ pub(crate) async fn serve(mut tcp: TcpStream, conn: Arc<ConnInfo>, state: Arc<St
             }
             Parsed::Refuse(status, code, message) => {
                 refuse(&state, status, code, message, &mut out).await;
-                let _ = tcp.write_all(&out).await;
-                let _ = tcp.shutdown().await;
+                close_after_refusal(&mut tcp, &out).await;
                 return;
             }
             Parsed::Head(h) => h,
