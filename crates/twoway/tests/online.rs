@@ -443,6 +443,15 @@ fn agent_enrolls_and_ocsp_and_crl_follow_a_remote_revocation() {
         metrics.contains("twoway_ca_ocsp_responses_total{status=\"revoked\"}"),
         "{metrics}"
     );
+    // the enrollment went through the committer: one commit carried it
+    assert!(
+        metric(&metrics, "twoway_ca_issuance_committed_total").unwrap_or(0.0) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "twoway_ca_issuance_commits_total").unwrap_or(0.0) >= 1.0,
+        "{metrics}"
+    );
 }
 
 /// Sends `raw` on one connection and reads until the server closes it (true) or `timeout`
