@@ -507,3 +507,56 @@ pub(crate) fn batch_with_failures(store: &dyn Store) {
     );
     assert!(verify_chain(&entries).is_empty());
 }
+
+/// Batches of plain issuances (no token, no supersession), which an engine may record
+/// with one statement per table: all recorded with a continuous audit chain; and with a
+/// duplicate serial in the middle, the duplicate alone fails.
+pub(crate) fn plain_batches(store: &dyn Store) {
+    let now = OffsetDateTime::now_utc();
+    let job = |fp: &str, serial: &str, action: &str| Issuance {
+        rec: rec(fp, serial),
+        audit: audit(action),
+        extras: IssueExtras::none(now),
+    };
+    let first: Vec<Issuance> = (0..40)
+        .map(|i| job(&format!("f{i:03}"), &format!("1{i:03}"), &format!("p{i}")))
+        .collect();
+    let results = store.record_issuances(&first).unwrap();
+    assert_eq!(results.len(), 40);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.as_ref().unwrap().seq, i as i64 + 1);
+    }
+    assert_eq!(
+        store.find_certificate("f039").unwrap().serial,
+        "1039",
+        "the last row of the batch is recorded whole"
+    );
+    let second = [
+        job("aa01", "2001", "q0"),
+        job("aa02", "1005", "q1"), // the serial of f005
+        job("aa03", "2003", "q2"),
+    ];
+    let results = store.record_issuances(&second).unwrap();
+    assert_eq!(results[0].as_ref().unwrap().seq, 41);
+    assert!(
+        matches!(results[1], Err(Error::Duplicate(_))),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(results[2].as_ref().unwrap().seq, 42);
+    assert!(matches!(
+        store.find_certificate("aa02"),
+        Err(Error::NotFound(_))
+    ));
+    let entries = store.audit_entries(1, 100).unwrap();
+    assert_eq!(entries.len(), 42);
+    assert_eq!(entries[41].action, "q2");
+    assert!(verify_chain(&entries).is_empty());
+    let page = store
+        .list_certificates(&CertQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(page.total, 42);
+}

@@ -714,6 +714,11 @@ mod tests {
     }
 
     #[test]
+    fn plain_batches() {
+        conformance::plain_batches(&SqliteStore::in_memory().unwrap());
+    }
+
+    #[test]
     fn a_failing_issuance_in_the_middle_of_a_batch_fails_alone() {
         conformance::batch_with_failures(&SqliteStore::in_memory().unwrap());
         let dir = tempfile::tempdir().unwrap();
