@@ -5,12 +5,13 @@
 //! A handler signs its certificate ([`twoway_ca::Ca::prepare_with`] and the `prepare_*`
 //! calls built on it), queues the [`twoway_store::Issuance`] here and awaits the answer; it
 //! holds no thread while the disk flushes. The thread takes everything queued (at most
-//! [`MAX_BATCH`]), records it with [`twoway_store::Store::record_issuances`] (one transaction,
-//! a savepoint per issuance, one commit) and answers each handler. While it flushes, the
-//! next batch gathers; when issuances are arriving together it also lingers while more
-//! arrive ([`LINGER_GAP`], at most [`LINGER_MAX`]), so that more share each flush. Compared with blocking callers that elect a leader among themselves
-//! (the store's own group commit, still used by the CLI and other blocking callers), no
-//! thread is woken per certificate: one wake-up per batch.
+//! [`MAX_BATCH`]), records it with [`twoway_store::Store::record_issuances`] (one
+//! transaction, one commit; an issuance that fails, fails alone) and answers each handler.
+//! While it flushes, the next batch gathers; when issuances are arriving together it also
+//! lingers while more arrive ([`LINGER_GAP`], at most [`LINGER_MAX`]), so that more share
+//! each flush. Compared with blocking callers that elect a leader among themselves (the
+//! store's own group commit, still used by the CLI and other blocking callers), no thread
+//! is woken per certificate: one wake-up per batch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;

@@ -113,7 +113,8 @@ impl SqliteStore {
     }
 }
 
-/// Runs a batch of issuances in one IMMEDIATE transaction, a savepoint per job.
+/// Runs a batch of issuances in one IMMEDIATE transaction: the whole batch under one
+/// savepoint, or, if an issuance fails, a savepoint per issuance.
 fn commit_batch(conn: &mut Connection, batch: &[Issuance]) -> Result<Vec<Result<AuditEntry>>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // First the whole batch under one savepoint: a savepoint per issuance makes SQLite copy
