@@ -116,7 +116,7 @@ pub trait Store: Send + Sync {
         audit: &NewAudit,
         extras: &IssueExtras,
     ) -> Result<AuditEntry>;
-    /// Records several issuances in one transaction and one flush, as if each had its own
+    /// Records several issuances in one transaction and one flush, each under its own
     /// savepoint: one result per issuance, in order, and an issuance that fails (a duplicate
     /// serial, a used token, a certificate already superseded) is rolled back alone. The
     /// outer error means the transaction failed and nothing was recorded. For callers that

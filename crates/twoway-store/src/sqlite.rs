@@ -113,29 +113,9 @@ impl SqliteStore {
     }
 }
 
-/// Runs a batch of issuances in one IMMEDIATE transaction: the whole batch under one
-/// savepoint, or, if an issuance fails, a savepoint per issuance.
+/// Runs a batch of issuances in one IMMEDIATE transaction, a savepoint per job.
 fn commit_batch(conn: &mut Connection, batch: &[Issuance]) -> Result<Vec<Result<AuditEntry>>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    // First the whole batch under one savepoint: a savepoint per issuance makes SQLite copy
-    // every page an earlier issuance of the batch touched before changing it again. If any
-    // issuance fails, the batch is redone with a savepoint each, so that it fails alone.
-    if batch.len() > 1 {
-        tx.prepare_cached("SAVEPOINT batch")?.execute([])?;
-        let mut out = Vec::with_capacity(batch.len());
-        for job in batch {
-            match issuance_tx(&tx, &job.rec, &job.audit, &job.extras) {
-                Ok(entry) => out.push(Ok(entry)),
-                Err(_) => break,
-            }
-        }
-        if out.len() == batch.len() {
-            tx.prepare_cached("RELEASE batch")?.execute([])?;
-            tx.commit()?;
-            return Ok(out);
-        }
-        tx.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
-    }
     let mut out = Vec::with_capacity(batch.len());
     for job in batch {
         tx.prepare_cached("SAVEPOINT job")?.execute([])?;
