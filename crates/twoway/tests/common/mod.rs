@@ -5,6 +5,8 @@
 //! Nothing here knows about certificates; each test file brings its own domain helpers.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
