@@ -4,20 +4,19 @@
 //! HTTP/1.x client connections are served by [`h1`] (no hyper); this module sniffs the
 //! protocol, counts bytes and serves HTTP/2 with hyper.
 //!
-//! HTTP/2 backend connections: a client connection that sends a second request gets its own
-//! backend connection (HTTP/1.1, opened lazily, reused while the client connection stays
-//! busy) and drives it inside its own task, so a request never waits for another task to be
-//! scheduled. A client connection's first request, and requests that overlap on one HTTP/2
-//! connection, go through a shared keep-alive pool instead.
+//! HTTP/2 backend connections: every request of an HTTP/2 client connection goes through
+//! one shared HTTP/1.1 keep-alive pool whose connections are driven by tasks of their own.
+//! hyper runs each HTTP/2 stream on a task of its own, so nothing of a request may depend on
+//! the client connection's task being polled: that task wakes only for client bytes.
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -34,7 +33,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use twoway_tls::{Decision, PeerIdentity, Reloadable};
 
-use crate::backend::{BackendConnector, BackendStream, BACKEND_CONNECT_TIMEOUT};
+use crate::backend::BackendConnector;
 use crate::config::Backend;
 use crate::copy::ReadReady;
 use crate::metrics::ListenerMetrics;
@@ -60,7 +59,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 /// Per-listener HTTP machinery.
 pub struct HttpCtx {
     name: String,
-    /// The shared keep-alive pool (first request of a connection, overlapping requests).
+    /// The shared keep-alive pool of HTTP/1.1 backend connections (HTTP/2 clients).
     pool: Client<BackendConnector, Incoming>,
     backend: Backend,
     authority: http::uri::Authority,
@@ -70,7 +69,6 @@ pub struct HttpCtx {
     /// Distinguishes listeners in the per-thread pool of the HTTP/1.x path.
     id: u64,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
-    upstream: hyper::client::conn::http1::Builder,
 }
 
 impl std::fmt::Debug for HttpCtx {
@@ -117,7 +115,6 @@ impl HttpCtx {
             state,
             id: NEXT_ID.fetch_add(1, Relaxed),
             h2,
-            upstream: hyper::client::conn::http1::Builder::new(),
         })
     }
 }
@@ -185,58 +182,17 @@ fn strip_hop_by_hop(h: &mut http::HeaderMap) {
     }
 }
 
-type Upstream = hyper::client::conn::http1::SendRequest<Incoming>;
-type UpstreamConn =
-    Pin<Box<hyper::client::conn::http1::Connection<TokioIo<BackendStream>, Incoming>>>;
 type BoxError = Box<dyn StdError + Send + Sync>;
-
-/// The client connection's own backend connection.
-#[derive(Default)]
-struct Dedicated {
-    /// Idle and ready for the next request; `None` while a request uses it or before it
-    /// exists.
-    sender: Option<Upstream>,
-    /// A connection just opened by a request, for the serving loop to drive.
-    fresh: Option<UpstreamConn>,
-    /// A dedicated connection exists (idle in `sender` or busy).
-    open: bool,
-    /// Requests since the connection was last (un)parked.
-    requests: u32,
-}
 
 /// State shared by one client connection's serving loop and its requests.
 struct ConnState {
     ctx: Arc<HttpCtx>,
     peer: Peer,
-    dedicated: Mutex<Dedicated>,
-    in_flight: AtomicUsize,
     /// `now_millis()` of the last byte moved on the client connection.
     last: AtomicU64,
     /// Bytes read from and written to the client (TLS plaintext), for the metrics.
     from_client: AtomicU64,
     to_client: AtomicU64,
-}
-
-impl ConnState {
-    fn dedicated(&self) -> std::sync::MutexGuard<'_, Dedicated> {
-        self.dedicated.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Counts a request in flight for as long as it lives.
-struct InFlight<'a>(&'a AtomicUsize);
-
-impl<'a> InFlight<'a> {
-    fn new(n: &'a AtomicUsize) -> Self {
-        n.fetch_add(1, Relaxed);
-        Self(n)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
 }
 
 /// `err` and its sources, joined with ": ".
@@ -251,78 +207,8 @@ fn chain(err: &(dyn StdError + 'static)) -> String {
     s
 }
 
-enum Via {
-    Dedicated(Upstream),
-    Open,
-    Pool,
-}
-
-/// Sends `req` (origin-form URI) to the backend over the dedicated connection or the pool.
-async fn forward(st: &ConnState, req: Request<Incoming>) -> Result<Response<Incoming>, BoxError> {
-    let via = {
-        let mut d = st.dedicated();
-        d.requests = d.requests.saturating_add(1);
-        match d.sender.take() {
-            Some(s) if !s.is_closed() => Via::Dedicated(s),
-            Some(_) => {
-                d.open = false;
-                Via::Pool
-            }
-            None if !d.open && d.requests >= 2 => {
-                d.open = true;
-                Via::Open
-            }
-            None => Via::Pool,
-        }
-    };
-    let mut sender = match via {
-        Via::Pool => return pool(st, req).await,
-        Via::Dedicated(mut s) => {
-            if s.ready().await.is_err() {
-                st.dedicated().open = false;
-                return pool(st, req).await;
-            }
-            s
-        }
-        Via::Open => match open(st).await {
-            Ok(s) => s,
-            Err(e) => {
-                st.dedicated().open = false;
-                return Err(e);
-            }
-        },
-    };
-    match sender.try_send_request(req).await {
-        Ok(resp) => {
-            st.dedicated().sender = Some(sender);
-            Ok(resp)
-        }
-        Err(mut e) => {
-            st.dedicated().open = false;
-            match e.take_message() {
-                // never written: the connection had just closed, so try the pool
-                Some(req) => pool(st, req).await,
-                None => Err(e.into_error().into()),
-            }
-        }
-    }
-}
-
-/// Opens the dedicated backend connection; the serving loop picks it up from `fresh`.
-async fn open(st: &ConnState) -> Result<Upstream, BoxError> {
-    let stream = tokio::time::timeout(
-        BACKEND_CONNECT_TIMEOUT,
-        BackendStream::connect(&st.ctx.backend),
-    )
-    .await
-    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "backend connect timed out"))??;
-    let (sender, conn) = st.ctx.upstream.handshake(TokioIo::new(stream)).await?;
-    st.dedicated().fresh = Some(Box::pin(conn));
-    Ok(sender)
-}
-
 /// Sends `req` through the shared pool, which wants an absolute URI.
-async fn pool(st: &ConnState, req: Request<Incoming>) -> Result<Response<Incoming>, BoxError> {
+async fn forward(st: &ConnState, req: Request<Incoming>) -> Result<Response<Incoming>, BoxError> {
     let (mut parts, body) = req.into_parts();
     let mut up = parts.uri.into_parts();
     up.scheme = Some(Scheme::HTTP);
@@ -336,7 +222,6 @@ async fn pool(st: &ConnState, req: Request<Incoming>) -> Result<Response<Incomin
 }
 
 async fn handle(req: Request<Incoming>, st: Arc<ConnState>) -> Result<Response<Body>, Infallible> {
-    let _in_flight = InFlight::new(&st.in_flight);
     let start = Instant::now();
     let ctx = &st.ctx;
     let peer = &st.peer;
@@ -508,35 +393,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Io<T> {
     }
 }
 
-/// Drives the dedicated backend connection, adopting a freshly opened one first. Returns
-/// `Pending` without a waker when there is none: a request can only open one while the
-/// client connection is polled, and the serving loop polls this right after it.
-fn poll_upstream(st: &ConnState, cur: &mut Option<UpstreamConn>, cx: &mut Context<'_>) -> Poll<()> {
-    loop {
-        if cur.is_none() {
-            match st.dedicated().fresh.take() {
-                Some(c) => *cur = Some(c),
-                None => return Poll::Pending,
-            }
-        }
-        let Some(conn) = cur.as_mut() else {
-            return Poll::Pending;
-        };
-        match conn.as_mut().poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(r) => {
-                if let Err(e) = r {
-                    tracing::debug!(listener = %st.ctx.name, error = %e, "backend connection ended with an error");
-                }
-                *cur = None;
-                let mut d = st.dedicated();
-                d.sender = None;
-                d.open = false;
-            }
-        }
-    }
-}
-
 /// The negotiated or sniffed HTTP version of a client connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
@@ -611,8 +467,6 @@ pub async fn serve<IO>(
     let st = Arc::new(ConnState {
         ctx,
         peer,
-        dedicated: Mutex::new(Dedicated::default()),
-        in_flight: AtomicUsize::new(0),
         last: AtomicU64::new(now_millis()),
         from_client: AtomicU64::new(0),
         to_client: AtomicU64::new(0),
@@ -664,7 +518,6 @@ async fn serve_h2<IO>(
 {
     let conn = st.ctx.h2.serve_connection(TokioIo::new(io), service(&st));
     let mut conn = Box::pin(conn);
-    let mut upstream: Option<UpstreamConn> = None;
     let idle_ms = millis(idle);
     let mut draining = *shutdown.borrow();
     if draining {
@@ -681,7 +534,6 @@ async fn serve_h2<IO>(
                 }
                 return;
             }
-            () = poll_fn(|cx| poll_upstream(&st, &mut upstream, cx)) => {}
             _ = shutdown.changed(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
