@@ -414,3 +414,28 @@ fn soak_through_client_mode() {
         run_json(&mut cmd, Duration::from_secs(300), &logs);
     }
 }
+
+/// A client refused in the handshake reads the TLS alert in every mode and protocol: curl
+/// sends its first request (the HTTP/2 preface, or an HTTP/1.1 head) right after its
+/// Finished, and closing on those unread bytes used to reset the connection before the
+/// alert was read ("getpeername() failed", "Connection reset by peer").
+#[test]
+fn refused_clients_read_the_alert_over_h2_and_http11() {
+    let t = Setup::new(&["--allow", "spiffe://example.org/ns/prod/*"]);
+    let url = t.url("/");
+    for (who, alert) in [
+        (None, "alert certificate required"),
+        (Some("bob"), "alert access denied"),
+    ] {
+        for proto in ["--http2", "--http1.1"] {
+            for i in 0..10 {
+                let out = curl_mtls(&t.pki, who, &url, &[proto]);
+                let err = stderr(&out);
+                assert!(
+                    !out.status.success() && err.contains(alert),
+                    "{who:?} {proto} try {i}: expected `{alert}`, curl said: {err}"
+                );
+            }
+        }
+    }
+}
