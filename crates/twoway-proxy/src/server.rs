@@ -73,6 +73,30 @@ impl ServerListener {
     }
 }
 
+/// Closes a connection whose handshake failed so that the client reads the alert: after the
+/// alert, send FIN, then read and drop what the client still sends (bounded: 256 KiB or 1 s).
+/// Closing with unread bytes in the socket (a TLS 1.3 client sends its first request right
+/// after its Finished, curl's HTTP/2 preface included) would reset the connection, and the
+/// reset can overtake the alert: the client would see "connection reset" instead of
+/// "certificate required".
+async fn linger_close(mut tcp: TcpStream) {
+    use tokio::io::AsyncReadExt;
+    if tcp.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 8 * 1024];
+        let mut left: usize = 256 * 1024;
+        while left > 0 {
+            match tcp.read(&mut sink).await {
+                Ok(n) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
 struct Conn {
     spec: Arc<ServerSpec>,
     state: Arc<ServerState>,
@@ -102,10 +126,14 @@ impl Conn {
         // The handshake future and the TLS session are boxed so that this task (and every
         // state of it) stays small: an idle connection holds the session once, not a
         // task sized for the largest state of every mode.
-        let accept = Box::pin(acceptor.accept(tcp));
+        let accept = Box::pin(acceptor.accept(tcp).into_fallible());
         let tls = match tokio::time::timeout(self.spec.handshake_timeout, accept).await {
             Err(_) => return self.reject(Reason::Timeout, &"handshake timed out"),
-            Ok(Err(e)) => return self.reject(Reason::from_io(&e), &e),
+            Ok(Err((e, tcp))) => {
+                self.reject(Reason::from_io(&e), &e);
+                // rustls has written its alert: make sure the client reads it
+                return linger_close(tcp).await;
+            }
             Ok(Ok(s)) => Box::new(s),
         };
         let (_, session) = tls.get_ref();
