@@ -202,12 +202,23 @@ pub fn require_tool(program: &str, apt_package: &str) -> PathBuf {
     );
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, release it).
+/// A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, release it),
+/// never one this test process handed out before: two servers of one test must not be
+/// given the same port because the kernel offered it twice in a row.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot bind 127.0.0.1:0")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("cannot bind 127.0.0.1:0");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 that this test process has not used already")
 }
 
 /// True once something accepts connections on 127.0.0.1:`port`.
