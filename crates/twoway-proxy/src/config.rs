@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use twoway_tls::Policy;
 
+use crate::http::target;
 use crate::ProxyError;
 
 /// The whole file: process-wide settings plus any number of listeners.
@@ -66,6 +67,13 @@ pub struct ServerListenerConfig {
     /// HTTP mode only: per-route rules, first match wins. Once any route exists, a request
     /// that matches none is denied with 403.
     pub route: Vec<RouteConfig>,
+    /// HTTP mode only: compare route prefixes with paths ignoring ASCII case, for backends
+    /// that fold case (IIS, some frameworks), so `/ADMIN` falls under the `/admin` route.
+    pub case_insensitive_paths: bool,
+    /// HTTP mode only: peers (addresses or CIDR ranges, e.g. `10.0.0.0/8`) whose
+    /// `X-Forwarded-For` and `Forwarded` headers are passed on, with the peer's address
+    /// appended; from any other client they are removed and replaced by its address.
+    pub trusted_proxies: Vec<String>,
     /// TCP mode only: send a PROXY protocol v2 header to the backend carrying the client
     /// address and, as TLVs, the TLS details and the peer identity.
     pub proxy_protocol: bool,
@@ -217,12 +225,18 @@ impl EnrollConfig {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RouteConfig {
-    /// Path prefix this route covers, e.g. `/admin/` (default `/`).
+    /// Path prefix this route covers, on segment boundaries: `/admin` (or `/admin/`) covers
+    /// `/admin`, `/admin/` and `/admin/…`, not `/adminx` (default `/`). Matched against the
+    /// normalized path (see docs/proxy.md, "Paths").
     pub prefix: String,
     /// HTTP methods covered (any when empty), e.g. `["GET", "HEAD"]`.
     pub methods: Vec<String>,
     /// Identity rules for this route; empty allows every client the listener accepted.
     pub allow: Vec<String>,
+    /// With `methods`: what a request under `prefix` with another method gets. `"deny"`
+    /// (default): only a later route with the same or a longer prefix can still take it,
+    /// else 403. `"next"`: it goes on to the next routes as if this one did not exist.
+    pub other_methods: Option<String>,
 }
 
 /// One client-mode listener (`twoway proxy client`).
@@ -428,42 +442,126 @@ fn require_path(listener: &str, key: &str, p: &Path) -> Result<(), ProxyError> {
 /// A route after validation.
 #[derive(Clone, Debug)]
 pub struct Route {
-    /// Path prefix.
+    /// Path prefix, normalized, without a trailing `/` (unless it is `/`).
     pub prefix: String,
     /// Methods (any when empty), upper-case.
     pub methods: Vec<http::Method>,
     /// Rules.
     pub policy: Policy,
+    /// A request under `prefix` with another method is refused unless a later route with
+    /// the same or a longer prefix takes it (`other_methods = "deny"`).
+    pub deny_other_methods: bool,
 }
 
-/// The routes of an HTTP listener.
+/// The request rules of an HTTP listener: its routes and whose forwarding headers it trusts.
 #[derive(Clone, Debug, Default)]
 pub struct Routes {
     /// In order; first match wins.
     pub routes: Vec<Route>,
+    /// Prefixes are compared with the path case-insensitively (`case_insensitive_paths`:
+    /// for backends that fold case).
+    pub case_insensitive: bool,
+    /// Peers whose `X-Forwarded-For`/`Forwarded` are passed on.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Routes {
-    /// Finds the route for a request: `None` means "no route matched".
+    /// Finds the route for a request whose `path` is normalized: `None` means no route may
+    /// take it (none matched, or a method-scoped route refused the method).
     pub fn find(&self, method: &http::Method, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| {
-            path.starts_with(&r.prefix) && (r.methods.is_empty() || r.methods.contains(method))
-        })
+        let folded;
+        let path = if self.case_insensitive && path.bytes().any(|b| b.is_ascii_uppercase()) {
+            folded = path.to_ascii_lowercase();
+            folded.as_str()
+        } else {
+            path
+        };
+        // set by a method-scoped route that refused the method: later routes must be at
+        // least as specific
+        let mut within: Option<&str> = None;
+        for r in &self.routes {
+            if !target::covers(&r.prefix, path) {
+                continue;
+            }
+            if within.is_some_and(|w| !target::covers(w, &r.prefix)) {
+                continue;
+            }
+            if r.methods.is_empty() || r.methods.contains(method) {
+                return Some(r);
+            }
+            if r.deny_other_methods && within.is_none() {
+                within = Some(&r.prefix);
+            }
+        }
+        None
+    }
+
+    /// Whether the forwarding headers of a client at `addr` are passed on.
+    pub fn trusts(&self, addr: std::net::IpAddr) -> bool {
+        let addr = match addr {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.trusted_proxies.iter().any(|n| n.contains(&addr))
+    }
+
+    /// The decision for `peer` asking `method path` (`path` normalized).
+    pub fn decide(
+        &self,
+        method: &http::Method,
+        path: &str,
+        peer: &twoway_tls::PeerIdentity,
+    ) -> twoway_tls::Decision {
+        if self.routes.is_empty() {
+            return twoway_tls::Decision::AllowedWithoutRules;
+        }
+        match self.find(method, path) {
+            Some(route) => route.policy.evaluate(peer),
+            None => twoway_tls::Decision::Denied,
+        }
     }
 }
 
-fn parse_routes(listener: &str, routes: &[RouteConfig]) -> Result<Routes, ProxyError> {
+fn parse_routes(listener: &str, cfg: &ServerListenerConfig) -> Result<Routes, ProxyError> {
+    let case_insensitive = cfg.case_insensitive_paths;
+    if !cfg.http && (case_insensitive || !cfg.trusted_proxies.is_empty()) {
+        return Err(ProxyError::Config(format!(
+            "listener {listener:?}: case_insensitive_paths and trusted_proxies need HTTP mode \
+             (http = true / --http)"
+        )));
+    }
+    let mut trusted_proxies = Vec::new();
+    for t in &cfg.trusted_proxies {
+        let net = t
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                ProxyError::Config(format!(
+                    "listener {listener:?}: trusted_proxies entry {t:?} is not an address or \
+                     a CIDR range (e.g. 10.0.0.5 or 10.0.0.0/8)"
+                ))
+            })?;
+        trusted_proxies.push(net);
+    }
     let mut out = Vec::new();
-    for (i, r) in routes.iter().enumerate() {
-        let prefix = if r.prefix.is_empty() {
-            "/".to_owned()
-        } else {
-            r.prefix.clone()
-        };
-        if !prefix.starts_with('/') {
-            return Err(ProxyError::Config(format!(
-                "listener {listener:?}, route {i}: prefix {prefix:?} must start with '/'"
-            )));
+    for (i, r) in cfg.route.iter().enumerate() {
+        let raw = if r.prefix.is_empty() { "/" } else { &r.prefix };
+        let mut prefix = target::normalize_path(raw)
+            .map_err(|e| {
+                ProxyError::Config(format!(
+                    "listener {listener:?}, route {i}: prefix {raw:?}: {} (a prefix is a path \
+                     starting with '/', without escapes of '/', '\\' or NUL)",
+                    e.as_str()
+                ))
+            })?
+            .into_owned();
+        if prefix.len() > 1 && prefix.ends_with('/') {
+            prefix.pop();
+        }
+        if case_insensitive {
+            prefix.make_ascii_lowercase();
         }
         let mut methods = Vec::new();
         for m in &r.methods {
@@ -474,13 +572,29 @@ fn parse_routes(listener: &str, routes: &[RouteConfig]) -> Result<Routes, ProxyE
             })?;
             methods.push(m);
         }
+        let deny_other_methods = match r.other_methods.as_deref() {
+            None | Some("deny") => true,
+            Some("next") => false,
+            Some(other) => {
+                return Err(ProxyError::Config(format!(
+                    "listener {listener:?}, route {i}: other_methods = {other:?}: use \"deny\" \
+                     (refuse other methods under this prefix) or \"next\" (let later routes \
+                     decide)"
+                )))
+            }
+        };
         out.push(Route {
             prefix,
             methods,
             policy: parse_policy(listener, &format!("route {i} allow"), &r.allow)?,
+            deny_other_methods,
         });
     }
-    Ok(Routes { routes: out })
+    Ok(Routes {
+        routes: out,
+        case_insensitive,
+        trusted_proxies,
+    })
 }
 
 /// A server listener after validation.
@@ -663,7 +777,7 @@ impl ServerListenerConfig {
             enroll,
             policy: parse_policy(&name, "allow", &self.allow)?,
             http: self.http,
-            routes: parse_routes(&name, &self.route)?,
+            routes: parse_routes(&name, self)?,
             proxy_protocol: self.proxy_protocol,
             tls: twoway_tls::TlsOptions {
                 tls12: self.tls12,

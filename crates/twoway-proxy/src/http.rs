@@ -40,6 +40,7 @@ use crate::metrics::ListenerMetrics;
 use crate::state::ServerState;
 
 mod h1;
+pub(crate) mod target;
 
 /// How long an HTTP/1.x connection must be silent, with no request in flight, before it is
 /// parked (its buffers released, its backend connection handed to the pool).
@@ -158,6 +159,42 @@ fn small(status: StatusCode, text: &'static str) -> Response<Body> {
     r
 }
 
+fn bad_request(why: &'static str) -> Response<Body> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from(format!("{why}\n")))));
+    *r.status_mut() = StatusCode::BAD_REQUEST;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The origin-form target for the backend of an HTTP/2 request (the normalized path and the
+/// query), after the checks the HTTP/1.x path makes too: an upper-case method, one `Host`
+/// that agrees with `:authority`.
+fn request_target(parts: &http::request::Parts) -> Result<PathAndQuery, &'static str> {
+    if !target::method_ok(parts.method.as_str()) {
+        return Err("the method must be an upper-case token");
+    }
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host header");
+    }
+    if let (Some(a), Some(h)) = (parts.uri.authority(), host) {
+        if !a.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes()) {
+            return Err("the Host header differs from the request target's authority");
+        }
+    }
+    let path = target::normalize_path(parts.uri.path()).map_err(|e| e.as_str())?;
+    let pq = match (path, parts.uri.query(), parts.uri.path_and_query()) {
+        (std::borrow::Cow::Borrowed(_), _, Some(pq)) => return Ok(pq.clone()),
+        (path, None, _) => path.into_owned(),
+        (path, Some(q), _) => format!("{path}?{q}"),
+    };
+    PathAndQuery::from_maybe_shared(Bytes::from(pq)).map_err(|_| "bad request target")
+}
+
 fn strip_hop_by_hop(h: &mut http::HeaderMap) {
     let listed: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
@@ -226,15 +263,28 @@ async fn handle(req: Request<Incoming>, st: Arc<ConnState>) -> Result<Response<B
     let ctx = &st.ctx;
     let peer = &st.peer;
     let (mut parts, body) = req.into_parts();
-    let state = ctx.state.load();
-    let decision = if state.routes.routes.is_empty() {
-        Decision::AllowedWithoutRules
-    } else {
-        match state.routes.find(&parts.method, parts.uri.path()) {
-            Some(route) => route.policy.evaluate(&peer.id),
-            None => Decision::Denied,
+    let pq = match request_target(&parts) {
+        Ok(x) => x,
+        Err(why) => {
+            ctx.metrics.http_request(400, start.elapsed());
+            tracing::info!(
+                target: "twoway::access",
+                listener = %ctx.name,
+                peer = %peer.addr,
+                identity = peer.id.primary(),
+                method = %parts.method,
+                path = parts.uri.path(),
+                decision = "bad request",
+                reason = why,
+                status = 400,
+            );
+            return Ok(bad_request(why));
         }
     };
+    let state = ctx.state.load();
+    let path = pq.path();
+    let decision = state.routes.decide(&parts.method, path, &peer.id);
+    let trusted = state.routes.trusts(peer.addr.ip());
     drop(state);
     if let Decision::Denied = decision {
         ctx.metrics.http_denied();
@@ -245,7 +295,7 @@ async fn handle(req: Request<Incoming>, st: Arc<ConnState>) -> Result<Response<B
             peer = %peer.addr,
             identity = peer.id.primary(),
             method = %parts.method,
-            path = parts.uri.path(),
+            path,
             decision = "deny",
             status = 403,
         );
@@ -253,8 +303,18 @@ async fn handle(req: Request<Incoming>, st: Arc<ConnState>) -> Result<Response<B
     }
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
-    h.remove(&XFCC);
-    h.remove(&X_CLIENT_IDENTITY);
+    let spoofable: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| match target::classify(n.as_str().as_bytes()) {
+            target::Special::Other => false,
+            target::Special::Forwarded => !trusted,
+            target::Special::Identity => true,
+        })
+        .cloned()
+        .collect();
+    for n in spoofable {
+        h.remove(n);
+    }
     h.insert(XFCC.clone(), peer.xfcc.clone());
     h.insert(X_CLIENT_IDENTITY.clone(), peer.identity.clone());
     h.append(X_FORWARDED_FOR.clone(), peer.addr_value.clone());
@@ -267,12 +327,7 @@ async fn handle(req: Request<Incoming>, st: Arc<ConnState>) -> Result<Response<B
             .unwrap_or_else(|| ctx.host.clone());
         h.insert(header::HOST, host);
     }
-    // origin-form for the backend: keep the path and query, drop scheme and authority
-    let pq = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // origin-form for the backend: the normalized path and the query
     let orig = std::mem::take(&mut parts.uri);
     parts.uri = http::Uri::from(pq);
     parts.version = http::Version::HTTP_11;

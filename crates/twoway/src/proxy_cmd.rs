@@ -103,6 +103,14 @@ struct ServerArgs {
     /// HTTP mode (HTTP/1.1 and HTTP/2, identity headers); TCP mode otherwise.
     #[arg(long)]
     http: bool,
+    /// HTTP mode: compare route prefixes with paths ignoring ASCII case (backends that fold
+    /// case).
+    #[arg(long, requires = "http")]
+    case_insensitive_paths: bool,
+    /// HTTP mode: a peer (address or CIDR) whose X-Forwarded-For/Forwarded headers are passed
+    /// on; repeatable. From other clients they are replaced by the client's address.
+    #[arg(long, value_name = "CIDR", requires = "http")]
+    trusted_proxy: Vec<String>,
     /// TCP mode: send a PROXY protocol v2 header with the client address and identity.
     #[arg(long)]
     proxy_protocol: bool,
@@ -242,6 +250,8 @@ fn build_config(args: &ProxyArgs) -> anyhow::Result<(ProxyConfig, Option<PathBuf
                 allow: s.allow.clone(),
                 http: s.http,
                 route: Vec::new(),
+                case_insensitive_paths: s.case_insensitive_paths,
+                trusted_proxies: s.trusted_proxy.clone(),
                 proxy_protocol: s.proxy_protocol,
                 tls12: s.tls12,
                 resumption: s.resumption,

@@ -585,26 +585,6 @@ fn bad_input_fails_before_listening() {
 // Reload under load
 // ---------------------------------------------------------------------------------------
 
-fn client_config(pki: &Pki, who: &str) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap())
-        .unwrap();
-    let chain = vec![CertificateDer::from_pem_file(pki.path(&format!("{who}.pem"))).unwrap()];
-    let key = PrivateKeyDer::from_pem_file(pki.path(&format!("{who}.key"))).unwrap();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    cfg.resumption = rustls::client::Resumption::disabled();
-    Arc::new(cfg)
-}
-
 /// One full handshake plus one request; returns the server leaf on a 200.
 async fn one_request(cfg: Arc<rustls::ClientConfig>, addr: SocketAddr) -> Result<Vec<u8>, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -8,145 +8,17 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::proxy::*;
-
-fn support(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/support")
-        .join(file)
-}
-
-/// python3 with the `h2` package, or a failure that says how to get it.
-fn python_h2() -> PathBuf {
-    let py = common::require_tool("python3", "python3");
-    let ok = Command::new(&py)
-        .args(["-c", "import h2"])
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "the Python package `h2` is required by this test: `python3 -m pip install h2` \
-         (scripts/test-all installs it)"
-    );
-    py
-}
-
-/// The raw-socket HTTP/1.1 backend on a free port.
-fn backend(dir: &std::path::Path) -> (Proc, u16) {
-    let port = free_port();
-    let log = dir.join(format!("backend-{port}.log"));
-    let mut child = Command::new(python_h2())
-        .arg(support("backend.py"))
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_port(port, "backend.py", &mut child, &log);
-    (Proc { child, log }, port)
-}
-
-/// A proxy in HTTP mode in front of backend.py.
-struct Setup {
-    pki: Pki,
-    backend: Proc,
-    proxy: Proc,
-    port: u16,
-    admin: u16,
-}
-
-impl Setup {
-    fn new(extra: &[&str]) -> Setup {
-        let pki = Pki::new();
-        let (backend, backend_port) = backend(pki.dir.path());
-        let port = free_port();
-        let admin = free_port();
-        let mut args = s(&[
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--backend",
-            &format!("127.0.0.1:{backend_port}"),
-            "--cert",
-            &pki.p("server.pem"),
-            "--key",
-            &pki.p("server.key"),
-            "--client-ca",
-            &pki.p("ca.pem"),
-            "--http",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ]);
-        args.extend(s(extra));
-        let proxy = proxy(pki.dir.path(), &args, admin);
-        Setup {
-            pki,
-            backend,
-            proxy,
-            port,
-            admin,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.port)
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "--- proxy log ---\n{}\n--- backend log ---\n{}",
-            self.proxy.log(),
-            self.backend.log()
-        )
-    }
-
-    /// curl as alice with `args` (URLs included).
-    fn curl(&self, args: &[String]) -> std::process::Output {
-        let mut all = s(&["--cacert", &self.pki.p("ca.pem")]);
-        all.extend(s(&[
-            "--cert",
-            &self.pki.p("alice.pem"),
-            "--key",
-            &self.pki.p("alice.key"),
-        ]));
-        all.extend_from_slice(args);
-        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        curl(&refs)
-    }
-
-    /// Runs h2client.py MODE ARGS… against the proxy as alice; returns its JSON line.
-    fn h2client(&self, mode: &[&str], limit: Duration) -> serde_json::Value {
-        let mut cmd = Command::new(python_h2());
-        cmd.arg(support("h2client.py"))
-            .args(mode)
-            .args(["--port", &self.port.to_string()])
-            .args(["--ca", &self.pki.p("ca.pem")])
-            .args(["--cert", &self.pki.p("alice.pem")])
-            .args(["--key", &self.pki.p("alice.key")]);
-        run_json(&mut cmd, limit, &self.logs())
-    }
-}
-
-/// Runs a client that prints one JSON line; fails with its output and `logs` otherwise.
-fn run_json(cmd: &mut Command, limit: Duration, logs: &str) -> serde_json::Value {
-    let out = common::run_with_timeout(cmd, None, limit);
-    assert!(out.success(), "{out}\n{logs}");
-    serde_json::from_str(out.stdout.trim())
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {out}\n{logs}"))
-}
 
 /// The reported bug: curl answered the first request of an HTTP/2 connection and then hung
 /// on the next one. Here: sequential requests on one connection (curl reuses it for every
 /// URL of one invocation), each with its own deadline; then many URLs in parallel streams.
 #[test]
 fn curl_sequential_and_parallel_requests_over_one_h2_connection() {
-    let t = Setup::new(&[]);
+    let t = HttpProxy::start(&[]);
     for round in 0..3 {
         let mut args: Vec<String> = s(&[
             "--max-time",
@@ -207,7 +79,7 @@ fn curl_sequential_and_parallel_requests_over_one_h2_connection() {
 /// Bodies of 12 MB both ways over HTTP/2 with curl, checked by SHA-256 on the far side.
 #[test]
 fn curl_h2_uploads_and_downloads_12_mb() {
-    let t = Setup::new(&[]);
+    let t = HttpProxy::start(&[]);
     let dir = t.pki.dir.path();
     let body: Vec<u8> = (0..12_000_000u32).map(|i| (i % 251) as u8).collect();
     let upload = dir.join("upload.bin");
@@ -260,7 +132,7 @@ fn curl_h2_uploads_and_downloads_12_mb() {
 #[test]
 fn nghttp_streams_upload_and_goaway_on_drain() {
     let nghttp = require("nghttp", "nghttp2-client");
-    let t = Setup::new(&[]);
+    let t = HttpProxy::start(&[]);
     let cert = t.pki.p("alice.pem");
     let key = t.pki.p("alice.key");
     let tls = [format!("--cert={cert}"), format!("--key={key}")];
@@ -343,7 +215,7 @@ fn nghttp_streams_upload_and_goaway_on_drain() {
 /// 150 concurrent streams, large and repeated headers, trailers.
 #[test]
 fn python_h2_client_flow_control_resets_concurrency_headers_trailers() {
-    let t = Setup::new(&[]);
+    let t = HttpProxy::start(&[]);
     let limit = Duration::from_secs(120);
     let r = t.h2client(&["sequential", "200"], limit);
     assert_eq!(r["requests"], 200);
@@ -371,7 +243,7 @@ fn python_h2_client_flow_control_resets_concurrency_headers_trailers() {
 /// answered within its deadline, every body checked.
 #[test]
 fn soak_one_h2_and_one_http11_connection() {
-    let t = Setup::new(&[]);
+    let t = HttpProxy::start(&[]);
     let r = t.h2client(&["soak", "3000", "3000"], Duration::from_secs(300));
     assert_eq!(r["interleaved"], 3000);
     let r = t.h2client(&["h1soak", "3000"], Duration::from_secs(300));
@@ -383,7 +255,7 @@ fn soak_one_h2_and_one_http11_connection() {
 /// both proxies, sequential and interleaved, every answer checked.
 #[test]
 fn soak_through_client_mode() {
-    let t = Setup::new(&[]);
+    let t = HttpProxy::start(&[]);
     let local = free_port();
     let admin = free_port();
     let client = proxy(
@@ -421,7 +293,7 @@ fn soak_through_client_mode() {
 /// alert was read ("getpeername() failed", "Connection reset by peer").
 #[test]
 fn refused_clients_read_the_alert_over_h2_and_http11() {
-    let t = Setup::new(&["--allow", "spiffe://example.org/ns/prod/*"]);
+    let t = HttpProxy::start(&["--allow", "spiffe://example.org/ns/prod/*"]);
     let url = t.url("/");
     for (who, alert) in [
         (None, "alert certificate required"),

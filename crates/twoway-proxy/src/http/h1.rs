@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use twoway_tls::Decision;
 
-use super::{millis, now_millis, ConnState, Io, PARK_AFTER};
+use super::{millis, now_millis, target, ConnState, Io, PARK_AFTER};
 use crate::backend::{BackendStream, BACKEND_CONNECT_TIMEOUT};
 use crate::copy::ReadReady;
 
@@ -285,8 +285,8 @@ fn consume(
 /// Why a request head is refused before it reaches the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reject {
-    /// Malformed (400).
-    Bad,
+    /// Malformed or ambiguous (400), with what was wrong.
+    Bad(&'static str),
     /// Head too large or too many fields (431).
     TooLarge,
     /// CONNECT (405).
@@ -294,12 +294,20 @@ enum Reject {
 }
 
 impl Reject {
-    fn response(self) -> &'static [u8] {
-        match self {
-            Reject::Bad => b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-            Reject::TooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-            Reject::Connect => b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-        }
+    fn response(self) -> Vec<u8> {
+        let (status, text) = match self {
+            Reject::Bad(why) => ("400 Bad Request", why),
+            Reject::TooLarge => (
+                "431 Request Header Fields Too Large",
+                "request head too large",
+            ),
+            Reject::Connect => ("405 Method Not Allowed", "CONNECT is not supported"),
+        };
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}\n",
+            text.len() + 1
+        )
+        .into_bytes()
     }
 }
 
@@ -368,7 +376,9 @@ struct Fields<'h> {
     te: bool,
     /// The last transfer coding is `chunked`.
     chunked: bool,
-    host: bool,
+    /// The (last) `Host` value, and how many `Host` fields there were.
+    host: Option<&'h [u8]>,
+    hosts: usize,
     expect_continue: bool,
 }
 
@@ -398,7 +408,8 @@ impl<'h> Fields<'h> {
                     f.chunked = last.eq_ignore_ascii_case(b"chunked");
                 }
             } else if n.eq_ignore_ascii_case("host") {
-                f.host = true;
+                f.host = Some(trim(h.value));
+                f.hosts += 1;
             } else if n.eq_ignore_ascii_case("expect") {
                 f.expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
             }
@@ -443,39 +454,60 @@ fn parse_request(
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(Reject::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(Reject::TooLarge),
-        Err(_) => return Err(Reject::Bad),
+        Err(_) => return Err(Reject::Bad("malformed request head")),
     };
     let (Some(m), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
-        return Err(Reject::Bad);
+        return Err(Reject::Bad("malformed request head"));
     };
-    let method = Method::from_bytes(m.as_bytes()).map_err(|_| Reject::Bad)?;
+    if !target::method_ok(m) {
+        return Err(Reject::Bad("the method must be an upper-case token"));
+    }
+    let method = Method::from_bytes(m.as_bytes()).map_err(|_| Reject::Bad("bad method"))?;
     if method == Method::CONNECT {
         return Err(Reject::Connect);
     }
     if !visible_ascii(target) {
-        return Err(Reject::Bad);
+        return Err(Reject::Bad("the request target must be visible ASCII"));
     }
     // origin-form for the backend: the path and query, without a fragment
     let absolute;
     let (pq, authority) = if target.starts_with('/') || target == "*" {
         (target.split('#').next().unwrap_or(target), None)
     } else {
-        absolute = http::Uri::try_from(target).map_err(|_| Reject::Bad)?;
+        absolute = http::Uri::try_from(target).map_err(|_| Reject::Bad("bad request target"))?;
         (
             absolute.path_and_query().map_or("/", |p| p.as_str()),
             absolute.authority().map(|a| a.as_str()),
         )
     };
-    let p = pq.split('?').next().unwrap_or(pq);
+    let (raw_path, query) = match pq.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (pq, None),
+    };
+    let p = if raw_path == "*" {
+        std::borrow::Cow::Borrowed(raw_path)
+    } else {
+        target::normalize_path(raw_path).map_err(|e| Reject::Bad(e.as_str()))?
+    };
     let headers = req.headers;
     let f = Fields::scan(headers);
+    if f.hosts > 1 {
+        return Err(Reject::Bad("more than one Host header"));
+    }
+    if let (Some(a), Some(h)) = (authority, f.host) {
+        if !a.as_bytes().eq_ignore_ascii_case(h) {
+            return Err(Reject::Bad(
+                "the Host header differs from the request target's authority",
+            ));
+        }
+    }
     let body = if f.te {
         if minor == 0 || !f.chunked || f.length.is_some() || f.bad_length {
-            return Err(Reject::Bad);
+            return Err(Reject::Bad("bad Transfer-Encoding or Content-Length"));
         }
         Framing::Chunked(Chunk::START)
     } else if f.bad_length {
-        return Err(Reject::Bad);
+        return Err(Reject::Bad("bad Content-Length"));
     } else {
         Framing::Length(f.length.unwrap_or(0))
     };
@@ -485,17 +517,11 @@ fn parse_request(
     let ctx = &st.ctx;
     let peer = &st.peer;
     let state = ctx.state.load();
-    let denied = if state.routes.routes.is_empty() {
-        false
-    } else {
-        match state.routes.find(&method, p) {
-            Some(route) => matches!(route.policy.evaluate(&peer.id), Decision::Denied),
-            None => true,
-        }
-    };
+    let denied = matches!(state.routes.decide(&method, &p, &peer.id), Decision::Denied);
+    let trusted = state.routes.trusts(peer.addr.ip());
     drop(state);
     path.clear();
-    path.push_str(p);
+    path.push_str(&p);
     let head = ReqHead {
         len,
         method,
@@ -512,21 +538,25 @@ fn parse_request(
     out.clear();
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(pq.as_bytes());
+    out.extend_from_slice(p.as_bytes());
+    if let Some(q) = query {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for h in headers.iter() {
         let n = h.name;
-        if f.skip(n)
-            || n.eq_ignore_ascii_case("x-forwarded-client-cert")
-            || n.eq_ignore_ascii_case("x-client-identity")
-            || n.eq_ignore_ascii_case("x-forwarded-proto")
-            || (expect_continue && n.eq_ignore_ascii_case("expect"))
-        {
+        if f.skip(n) || (expect_continue && n.eq_ignore_ascii_case("expect")) {
             continue;
+        }
+        match target::classify(n.as_bytes()) {
+            target::Special::Other => {}
+            target::Special::Forwarded if trusted => {}
+            target::Special::Forwarded | target::Special::Identity => continue,
         }
         header(out, n.as_bytes(), h.value);
     }
-    if !f.host {
+    if f.host.is_none() {
         let host = authority.map_or(ctx.host.as_bytes(), str::as_bytes);
         header(out, b"host", host);
     }
@@ -886,7 +916,7 @@ impl H1 {
                     Ok(None) => {}
                     Err(reject) => {
                         tracing::debug!(listener = %self.st.ctx.name, peer = %self.st.peer.addr, reason = ?reject, origin = "downstream", "bad request head");
-                        let _ = self.write_client(io, reject.response()).await;
+                        let _ = self.write_client(io, &reject.response()).await;
                         return Err(Next::Close);
                     }
                 }
@@ -959,7 +989,9 @@ impl H1 {
         let mut body = req.body;
         let avail = &self.cbuf[self.cpos..self.cend];
         let Ok(k) = consume(&mut body, avail, None) else {
-            let _ = self.write_client(io, Reject::Bad.response()).await;
+            let _ = self
+                .write_client(io, &Reject::Bad("malformed request").response())
+                .await;
             return Next::Close;
         };
         self.wbuf.extend_from_slice(&avail[..k]);

@@ -494,6 +494,49 @@ pub fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
 
+/// A rustls client presenting `who`.pem, trusting ca.pem, without resumption.
+pub fn client_config(pki: &Pki, who: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap())
+        .unwrap();
+    let chain = vec![CertificateDer::from_pem_file(pki.path(&format!("{who}.pem"))).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(pki.path(&format!("{who}.key"))).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    cfg.resumption = rustls::client::Resumption::disabled();
+    std::sync::Arc::new(cfg)
+}
+
+/// One HTTP/1.x exchange over mTLS as `who`: writes `request` as given, reads until the
+/// proxy closes (send `Connection: close`) or 5 s pass; returns the status and the whole
+/// response.
+pub fn raw_https(pki: &Pki, who: &str, port: u16, request: &[u8]) -> (u16, String) {
+    let cfg = client_config(pki, who);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(cfg, name).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
 pub fn sha256_hex(der: &[u8]) -> String {
     let out = Command::new(require("openssl", "openssl"))
         .args(["dgst", "-sha256", "-r"])
@@ -506,4 +549,167 @@ pub fn sha256_hex(der: &[u8]) -> String {
         })
         .unwrap();
     stdout(&out).split_whitespace().next().unwrap().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP mode in front of tests/support/backend.py, and the Python HTTP/2 client
+// ---------------------------------------------------------------------------------------
+
+pub fn support(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(file)
+}
+
+/// python3 with the `h2` package, or a failure that says how to get it.
+pub fn python_h2() -> PathBuf {
+    let py = super::require_tool("python3", "python3");
+    let ok = Command::new(&py)
+        .args(["-c", "import h2"])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "the Python package `h2` is required by this test: `python3 -m pip install h2` \
+         (scripts/test-all installs it)"
+    );
+    py
+}
+
+/// The raw-socket HTTP/1.1 backend on a free port.
+pub fn backend_py(dir: &std::path::Path) -> (Proc, u16) {
+    let port = free_port();
+    let log = dir.join(format!("backend-{port}.log"));
+    let mut child = Command::new(python_h2())
+        .arg(support("backend.py"))
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_port(port, "backend.py", &mut child, &log);
+    (Proc { child, log }, port)
+}
+
+/// A proxy in HTTP mode in front of backend.py.
+pub struct HttpProxy {
+    pub pki: Pki,
+    pub backend: Proc,
+    pub proxy: Proc,
+    pub port: u16,
+    pub admin: u16,
+}
+
+impl HttpProxy {
+    pub fn start(extra: &[&str]) -> HttpProxy {
+        let pki = Pki::new();
+        let (backend, backend_port) = backend_py(pki.dir.path());
+        let port = super::free_port();
+        let admin = super::free_port();
+        let mut args = s(&[
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--backend",
+            &format!("127.0.0.1:{backend_port}"),
+            "--cert",
+            &pki.p("server.pem"),
+            "--key",
+            &pki.p("server.key"),
+            "--client-ca",
+            &pki.p("ca.pem"),
+            "--http",
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ]);
+        args.extend(s(extra));
+        let proxy = proxy(pki.dir.path(), &args, admin);
+        HttpProxy {
+            pki,
+            backend,
+            proxy,
+            port,
+            admin,
+        }
+    }
+
+    /// One HTTP-mode `[[server]]` listener from a config file, with `extra` (TOML: keys,
+    /// then any `[[server.route]]` tables) appended to it.
+    pub fn with_config(extra: &str) -> HttpProxy {
+        let pki = Pki::new();
+        let (backend, backend_port) = backend_py(pki.dir.path());
+        let port = super::free_port();
+        let admin = super::free_port();
+        let toml = format!(
+            "[[server]]\nlisten = \"127.0.0.1:{port}\"\nbackend = \"127.0.0.1:{backend_port}\"\n\
+             cert = {:?}\nkey = {:?}\nclient_ca = {:?}\nhttp = true\n{extra}\n",
+            pki.p("server.pem"),
+            pki.p("server.key"),
+            pki.p("ca.pem"),
+        );
+        let file = pki.path("proxy.toml");
+        std::fs::write(&file, toml).unwrap();
+        let args = s(&[
+            "--config",
+            &file.display().to_string(),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ]);
+        let proxy = proxy(pki.dir.path(), &args, admin);
+        HttpProxy {
+            pki,
+            backend,
+            proxy,
+            port,
+            admin,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    pub fn logs(&self) -> String {
+        format!(
+            "--- proxy log ---\n{}\n--- backend log ---\n{}",
+            self.proxy.log(),
+            self.backend.log()
+        )
+    }
+
+    /// curl as alice with `args` (URLs included).
+    pub fn curl(&self, args: &[String]) -> std::process::Output {
+        let mut all = s(&["--cacert", &self.pki.p("ca.pem")]);
+        all.extend(s(&[
+            "--cert",
+            &self.pki.p("alice.pem"),
+            "--key",
+            &self.pki.p("alice.key"),
+        ]));
+        all.extend_from_slice(args);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        curl(&refs)
+    }
+
+    /// Runs h2client.py MODE ARGS… against the proxy as alice; returns its JSON line.
+    pub fn h2client(&self, mode: &[&str], limit: Duration) -> serde_json::Value {
+        let mut cmd = Command::new(python_h2());
+        cmd.arg(support("h2client.py"))
+            .args(mode)
+            .args(["--port", &self.port.to_string()])
+            .args(["--ca", &self.pki.p("ca.pem")])
+            .args(["--cert", &self.pki.p("alice.pem")])
+            .args(["--key", &self.pki.p("alice.key")]);
+        run_json(&mut cmd, limit, &self.logs())
+    }
+}
+
+/// Runs a client that prints one JSON line; fails with its output and `logs` otherwise.
+pub fn run_json(cmd: &mut Command, limit: Duration, logs: &str) -> serde_json::Value {
+    let out = super::run_with_timeout(cmd, None, limit);
+    assert!(out.success(), "{out}\n{logs}");
+    serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {out}\n{logs}"))
 }

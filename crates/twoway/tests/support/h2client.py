@@ -19,6 +19,9 @@ which request failed and why):
                    identity headers replaced
   trailers         response trailers from a chunked backend body
   h1soak N         N sequential HTTP/1.1 keep-alive requests on one connection
+  request M P      one HTTP/2 request, method M, :path P exactly as given (--header
+                   NAME:VALUE adds a header; --authority sets :authority): prints the
+                   status and the body
 Every request has its own deadline (--deadline, 5 s).
 """
 import argparse
@@ -87,7 +90,13 @@ class H2:
     def __init__(self, args):
         self.args = args
         self.sock = connect(args, ["h2"])
-        cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        # `request` sends what an attacker would: no client-side header validation
+        cfg = h2.config.H2Configuration(
+            client_side=True,
+            header_encoding="utf-8",
+            validate_outbound_headers=args.mode != "request",
+            normalize_outbound_headers=args.mode != "request",
+        )
         self.conn = h2.connection.H2Connection(config=cfg)
         self.conn.initiate_connection()
         self.streams = {}
@@ -360,11 +369,30 @@ def mode_h1soak(args):
     return {"requests": args.n, "backend_conns": len(backends)}
 
 
+def mode_request(args):
+    c = H2(args)
+    sid = c.conn.get_next_available_stream_id()
+    headers = [
+        (":method", args.n),
+        (":scheme", "https"),
+        (":authority", args.authority),
+        (":path", args.m),
+    ] + [tuple(h.split(":", 1)) for h in args.header]
+    c.conn.send_headers(sid, headers, end_stream=True)
+    s = Stream(sid, args.m)
+    c.streams[sid] = s
+    c.flush()
+    c.wait(s)
+    return {"status": status(s), "body": bytes(s.data).decode("utf-8", "replace"), "reset": s.reset}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("mode")
-    p.add_argument("n", nargs="?", type=int, default=0)
-    p.add_argument("m", nargs="?", type=int, default=0)
+    p.add_argument("n", nargs="?", default=0)
+    p.add_argument("m", nargs="?", default=0)
+    p.add_argument("--header", action="append", default=[])
+    p.add_argument("--authority", default="localhost")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--ca")
     p.add_argument("--cert")
@@ -375,6 +403,8 @@ def main():
     fn = globals().get("mode_" + args.mode)
     if fn is None:
         sys.exit(f"unknown mode {args.mode}")
+    if args.mode != "request":
+        args.n, args.m = int(args.n), int(args.m)
     try:
         print(json.dumps(fn(args)), flush=True)
     except (Failure, h2.exceptions.ProtocolError, OSError, ssl.SSLError) as e:
