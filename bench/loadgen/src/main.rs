@@ -7,19 +7,24 @@
 //! - `keepalive`: N connections each sending requests back to back; req/s, p50, p99.
 //! - `bulk`: one connection downloading a path repeatedly; MB/s.
 //! - `idle`: open N connections, one request each, then hold them for a while.
+//! - `h2`: N HTTP/2 connections (ALPN `h2`), each with `--streams S` streams sending GETs
+//!   back to back (N × S requests in flight); req/s, p50, p99.
 //! - `post`: N keep-alive connections each POSTing bodies back to back, taken round-robin
 //!   from the files of `--bodies DIR` (one body per file), to `--path`, over TLS with the
 //!   client certificate or, with `--plain`, over plain HTTP (the way OCSP clients talk).
 //!   Any status other than 2xx counts as an error (the first one is printed); a server
 //!   that closes the connection is reconnected to and counted. req/s, p50, p99.
 //!
-//! The client offers X25519 only (the key exchange the reference peer figures used) and,
-//! to keep the load generator's own CPU off the critical path, does not verify the server's
-//! certificate unless `--verify-server` is given: it measures servers, it does not protect
-//! secrets. It always presents and signs with its client certificate.
+//! The client offers X25519 only (the key exchange the reference peer figures used) unless
+//! `--kx all` (rustls' default list, X25519MLKEM768 first, as a current browser or rustls
+//! client offers) and, to keep the load generator's own CPU off the critical path, does not
+//! verify the server's certificate unless `--verify-server` is given: it measures servers,
+//! it does not protect secrets. `--real-client` is both: the full work of a real client. It
+//! always presents and signs with its client certificate.
 //!
 //! Usage: `twoway-loadgen MODE ADDR --ca CA --cert CERT --key KEY [--conns N]
-//! [--secs S] [--path P] [--verify-server] [--bodies DIR --content-type T [--plain]]`.
+//! [--streams S] [--secs S] [--path P] [--verify-server] [--kx x25519|all] [--real-client]
+//! [--bodies DIR --content-type T [--plain]]`.
 //! Prints one `key=value` line.
 #![forbid(unsafe_code)]
 
@@ -40,9 +45,11 @@ struct Args {
     cert: String,
     key: String,
     conns: usize,
+    streams: usize,
     secs: f64,
     path: String,
     verify_server: bool,
+    all_kx: bool,
     bodies: String,
     content_type: String,
     plain: bool,
@@ -59,9 +66,11 @@ fn parse_args() -> anyhow::Result<Args> {
         cert: String::new(),
         key: String::new(),
         conns: 32,
+        streams: 8,
         secs: 5.0,
         path: "/".into(),
         verify_server: false,
+        all_kx: false,
         bodies: String::new(),
         content_type: "application/octet-stream".into(),
         plain: false,
@@ -69,6 +78,11 @@ fn parse_args() -> anyhow::Result<Args> {
     while let Some(flag) = it.next() {
         if flag == "--verify-server" {
             a.verify_server = true;
+            continue;
+        }
+        if flag == "--real-client" {
+            a.verify_server = true;
+            a.all_kx = true;
             continue;
         }
         if flag == "--plain" {
@@ -81,6 +95,14 @@ fn parse_args() -> anyhow::Result<Args> {
             "--cert" => a.cert = v,
             "--key" => a.key = v,
             "--conns" => a.conns = v.parse()?,
+            "--streams" => a.streams = v.parse()?,
+            "--kx" => {
+                a.all_kx = match v.as_str() {
+                    "all" => true,
+                    "x25519" => false,
+                    _ => bail!("--kx takes x25519 or all"),
+                }
+            }
             "--secs" => a.secs = v.parse()?,
             "--path" => a.path = v,
             "--bodies" => a.bodies = v,
@@ -137,9 +159,13 @@ impl rustls::client::danger::ServerCertVerifier for NoServerCheck {
 }
 
 fn config(a: &Args) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::CryptoProvider {
-        kx_groups: vec![rustls::crypto::aws_lc_rs::kx_group::X25519],
-        ..rustls::crypto::aws_lc_rs::default_provider()
+    let provider = Arc::new(if a.all_kx {
+        rustls::crypto::aws_lc_rs::default_provider()
+    } else {
+        rustls::crypto::CryptoProvider {
+            kx_groups: vec![rustls::crypto::aws_lc_rs::kx_group::X25519],
+            ..rustls::crypto::aws_lc_rs::default_provider()
+        }
     });
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(&a.ca)? {
@@ -316,6 +342,93 @@ async fn keepalive(a: &Args, cfg: Arc<rustls::ClientConfig>) -> anyhow::Result<(
         all.len() as f64 / elapsed,
         pct(0.50),
         pct(0.99),
+        all.len()
+    );
+    Ok(())
+}
+
+/// Latency percentiles of sorted microseconds.
+fn percentile(all: &[u64], p: f64) -> u64 {
+    all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
+}
+
+async fn h2_streams(a: &Args, cfg: Arc<rustls::ClientConfig>) -> anyhow::Result<()> {
+    let mut cfg = (*cfg).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let cfg = Arc::new(cfg);
+    let uri: http::Uri = format!("https://localhost{}", a.path).parse()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for _ in 0..a.conns {
+        let tls = connect(&cfg, &a.addr).await?;
+        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            bail!("the server did not agree to h2");
+        }
+        let (send, conn) = h2::client::handshake(tls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        senders.push(send);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for send in &senders {
+        for _ in 0..a.streams {
+            let (mut send, stop, uri) = (send.clone(), stop.clone(), uri.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(100_000);
+                let mut errors = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    send = match send.ready().await {
+                        Ok(s) => s,
+                        Err(_) => {
+                            errors += 1;
+                            break;
+                        }
+                    };
+                    let r = async {
+                        let req = http::Request::get(uri.clone()).body(())?;
+                        let (resp, _) = send.send_request(req, true)?;
+                        let resp = resp.await?;
+                        if resp.status() != http::StatusCode::OK {
+                            bail!("status {}", resp.status());
+                        }
+                        let mut body = resp.into_body();
+                        while let Some(chunk) = body.data().await {
+                            let chunk = chunk?;
+                            body.flow_control().release_capacity(chunk.len())?;
+                        }
+                        anyhow::Ok(())
+                    }
+                    .await;
+                    if r.is_err() {
+                        errors += 1;
+                        break;
+                    }
+                    lat.push(t.elapsed().as_micros() as u64);
+                }
+                (lat, errors)
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs_f64(a.secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    all.sort_unstable();
+    println!(
+        "requests_per_sec={:.0} p50_us={} p99_us={} requests={} errors={errors}",
+        all.len() as f64 / elapsed,
+        percentile(&all, 0.50),
+        percentile(&all, 0.99),
         all.len()
     );
     Ok(())
@@ -591,6 +704,7 @@ fn main() -> anyhow::Result<()> {
             "keepalive" => keepalive(&a, cfg).await,
             "bulk" => bulk(&a, cfg).await,
             "idle" => idle(&a, cfg).await,
+            "h2" => h2_streams(&a, cfg).await,
             m => bail!("unknown mode {m}"),
         }
     })
