@@ -131,8 +131,9 @@ impl Conn {
             Err(_) => return self.reject(Reason::Timeout, &"handshake timed out"),
             Ok(Err((e, tcp))) => {
                 self.reject(Reason::from_io(&e), &e);
-                // rustls has written its alert: make sure the client reads it
-                return linger_close(tcp).await;
+                // rustls has written its alert: make sure the client reads it. Boxed: its
+                // buffer must not size every connection's task.
+                return Box::pin(linger_close(tcp)).await;
             }
             Ok(Ok(s)) => Box::new(s),
         };
