@@ -19,7 +19,8 @@
 //! `--kx all` (rustls' default list, X25519MLKEM768 first, as a current browser or rustls
 //! client offers) and, to keep the load generator's own CPU off the critical path, does not
 //! verify the server's certificate unless `--verify-server` is given: it measures servers,
-//! it does not protect secrets. `--real-client` is both: the full work of a real client. It
+//! it does not protect secrets. `--real-client` is both, and offers ALPN `http/1.1` in the
+//! HTTP/1.1 modes: the full work of a real client. It
 //! always presents and signs with its client certificate.
 //!
 //! Usage: `twoway-loadgen MODE ADDR --ca CA --cert CERT --key KEY [--conns N]
@@ -50,6 +51,7 @@ struct Args {
     path: String,
     verify_server: bool,
     all_kx: bool,
+    real_client: bool,
     bodies: String,
     content_type: String,
     plain: bool,
@@ -71,6 +73,7 @@ fn parse_args() -> anyhow::Result<Args> {
         path: "/".into(),
         verify_server: false,
         all_kx: false,
+        real_client: false,
         bodies: String::new(),
         content_type: "application/octet-stream".into(),
         plain: false,
@@ -83,6 +86,7 @@ fn parse_args() -> anyhow::Result<Args> {
         if flag == "--real-client" {
             a.verify_server = true;
             a.all_kx = true;
+            a.real_client = true;
             continue;
         }
         if flag == "--plain" {
@@ -184,6 +188,10 @@ fn config(a: &Args) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     };
     let mut cfg = builder.with_client_auth_cert(chain, key)?;
     cfg.resumption = rustls::client::Resumption::disabled();
+    if a.real_client {
+        // what curl or a browser offers for HTTP/1.1 (the h2 mode sets its own)
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    }
     Ok(Arc::new(cfg))
 }
 
