@@ -96,7 +96,7 @@ pub fn print_token(t: &twoway_api::TokenResponse, json: bool) -> Result<ExitCode
             "sans": t.sans, "profile": t.profile,
         }))?;
     } else {
-        println!("{}", t.token);
+        outln!("{}", t.token)?;
         eprintln!(
             "One-time {} token for {} (id {}), usable until {}. It is shown only now.",
             t.profile,
