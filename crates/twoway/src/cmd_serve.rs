@@ -74,9 +74,17 @@ fn admins_line(admins: &[String]) -> String {
 
 pub fn run(a: ServeArgs) -> Result<ExitCode> {
     for adm in &a.admins {
-        if adm.strip_prefix("sha256:").is_none() {
-            adm.parse::<twoway_pki::San>()
-                .map_err(|e| usage(format!("--admin: {e}")))?;
+        match adm.strip_prefix("sha256:") {
+            Some(fp) if fp.len() == 64 && fp.chars().all(|c| c.is_ascii_hexdigit()) => {}
+            Some(_) => {
+                return Err(usage(format!(
+                    "--admin {adm:?}: a fingerprint is sha256:<64 hex digits>"
+                )))
+            }
+            None => {
+                adm.parse::<twoway_pki::San>()
+                    .map_err(|e| usage(format!("--admin: {e}")))?;
+            }
         }
     }
     let database = a.database.clone();
