@@ -4,6 +4,7 @@ use crate::output::{self, print_json, printable, Table};
 use crate::{usage, CaOpts};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use time::OffsetDateTime;
@@ -337,7 +338,12 @@ pub fn run_crl(a: CrlArgs) -> Result<ExitCode> {
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("der"));
             files::write_atomic(path, if is_der { &der } else { pem.as_bytes() }, 0o644)?;
-            eprintln!("Wrote CRL number {number} to {}", path.display());
+            // A note for people; a closed stderr is no reason to fail once the CRL is written.
+            let _ = writeln!(
+                std::io::stderr(),
+                "Wrote CRL number {number} to {}",
+                path.display()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
