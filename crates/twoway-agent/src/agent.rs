@@ -353,7 +353,10 @@ pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), Agent
                 .store(at.unix_timestamp(), Ordering::Relaxed);
             if now < at {
                 if cfg.once {
-                    tracing::info!(serial = %c.info.serial, renew_at = %at, "certificate is current; nothing to do");
+                    let renew_at = at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default();
+                    tracing::info!(serial = %c.info.serial, %renew_at, "certificate is current; nothing to do");
                     return Ok(());
                 }
                 // Sleep in short steps against the wall clock, so a machine that was

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 use twoway_pki::{
     build_crl, build_intermediate, build_leaf, build_root, der_to_pem, parse_certificates,
-    parse_duration, CaSigner, CertInfo, Issued, KeyType, LeafSpec, NamePolicy, Permits, PrivateKey,
-    Profile, Reason, RevocationUrls, RevokedEntry, San,
+    parse_duration, CaSigner, CertInfo, Issued, KeyType, LeafSpec, NameConstraints, NamePolicy,
+    Permits, PrivateKey, Profile, Reason, RevocationUrls, RevokedEntry, San,
 };
 use twoway_store::{
     verify_chain, AuditEntry, AuditProblem, CertQuery, CertRecord, CertSource, CertStatus,
@@ -137,6 +137,7 @@ pub struct Ca {
     root_pem: String,
     intermediate_der: Vec<u8>,
     intermediate_info: CertInfo,
+    constraints: Option<NameConstraints>,
     signer: Option<CaSigner>,
     store: Box<dyn Store>,
 }
@@ -398,6 +399,23 @@ impl Ca {
             .next()
             .ok_or(twoway_pki::Error::NoPemBlock("CERTIFICATE"))?;
         let intermediate_info = CertInfo::from_der(&intermediate_der)?;
+        let constraints = NameConstraints::from_cert_der(&intermediate_der)?;
+        if let Some(nc) = &constraints {
+            nc.check_policy(&config.policy)
+                .map_err(|reach| Error::Config {
+                    path: cfg_path.clone(),
+                    message: format!(
+                        "[policy] {reach}, outside the name constraints of {} (permitted: {}): \
+                         certificates for such names would be rejected by every verifier. \
+                         Narrow [policy] to names inside the constraints; other names need a new \
+                         intermediate certificate with wider constraints, and twoway cannot \
+                         re-issue the intermediate yet, so that means a new CA \
+                         (`twoway ca init --permit-dns …`)",
+                        layout::INTERMEDIATE_CERT,
+                        nc.permitted()
+                    ),
+                })?;
+        }
         let store: Box<dyn Store> = match store {
             Some(s) => s,
             None => Box::new(open_store(&dir.join(layout::DATABASE))?),
@@ -408,6 +426,7 @@ impl Ca {
             root_pem,
             intermediate_der,
             intermediate_info,
+            constraints,
             signer: None,
             store,
         })
@@ -456,6 +475,22 @@ impl Ca {
         &self.intermediate_info
     }
 
+    /// The intermediate certificate's name constraints, if it has any.
+    pub fn name_constraints(&self) -> Option<&NameConstraints> {
+        self.constraints.as_ref()
+    }
+
+    /// Checks names (and a common name) against the intermediate's name constraints, then
+    /// the name policy: the constraints first, so a name no verifier would accept is
+    /// refused as such rather than as a policy matter.
+    pub(crate) fn check_names(&self, sans: &[San], common_name: Option<&str>) -> Result<()> {
+        if let Some(nc) = &self.constraints {
+            nc.check_all(sans, common_name)?;
+        }
+        self.config.policy.check_all(sans)?;
+        Ok(())
+    }
+
     /// The inventory.
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
@@ -477,7 +512,7 @@ impl Ca {
         if req.sans.is_empty() {
             return Err(twoway_pki::Error::NoSan.into());
         }
-        self.config.policy.check_all(&req.sans)?;
+        self.check_names(&req.sans, req.common_name.as_deref())?;
         let prof = self.config.profile(req.profile)?;
         let max = parse_duration(&prof.max_ttl)?;
         let ttl = match req.ttl {
@@ -838,6 +873,40 @@ mod tests {
         assert_eq!(serials, vec![issued.info.serial.clone()]);
         let (_, problems) = ca.verify_audit().unwrap();
         assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn names_stay_inside_the_intermediate_constraints() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = init(d.path(), &opts(None)).unwrap();
+        let key = PrivateKey::generate(KeyType::P256).unwrap();
+        // A DNS-like common name outside the constraints, beside an IP SAN.
+        let mut r = req(&["IP:10.0.0.5"], 30);
+        r.common_name = Some("www.evil.com".into());
+        let e = ca
+            .issue(&r, &key.public_key_der(), "cert.issue")
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Pki(twoway_pki::Error::NameConstraintViolation { .. })
+            ),
+            "{e}"
+        );
+        // A policy widened past the constraints: the CA does not open.
+        let cfg = d.path().join(layout::CONFIG);
+        let text = fs::read_to_string(&cfg).unwrap();
+        fs::write(
+            &cfg,
+            text.replace(
+                "dns = [\"example.internal\"]",
+                "dns = [\"example.internal\", \"localhost\"]",
+            ),
+        )
+        .unwrap();
+        let e = Ca::open(d.path()).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Config);
+        assert!(e.to_string().contains("new intermediate"), "{e}");
     }
 
     #[test]

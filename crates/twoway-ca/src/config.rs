@@ -24,6 +24,22 @@ pub struct CaConfig {
     /// The online CA (`twoway ca serve`).
     #[serde(default)]
     pub server: ServerSection,
+    /// Which certificates renew without a person (`twoway cert check`).
+    #[serde(default)]
+    pub renewal: RenewalSection,
+}
+
+/// The `[renewal]` section: certificates that automation renews, which `twoway cert check`
+/// does not report while they are inside their renewal window (less than three quarters of
+/// their life gone). Enrolled certificates (label `renewal=agent`), the online CA's own
+/// (`renewal=server`) and any labelled `renewal=auto` count as such without being listed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RenewalSection {
+    /// Owners whose certificates automation renews (an agent, a cron job, a deploy tool).
+    pub auto_owners: Vec<String>,
+    /// Profiles whose certificates automation renews (`server`, `client`, `peer`).
+    pub auto_profiles: Vec<String>,
 }
 
 /// The `[server]` section: settings of `twoway ca serve`.
@@ -36,7 +52,8 @@ pub struct ServerSection {
     pub sans: Vec<String>,
     /// Who may administer the CA over the API (list, revoke any, make tokens): a client
     /// certificate issued by this CA carrying one of these SANs (`URI:spiffe://…/admin`,
-    /// `DNS:…`), or whose SHA-256 fingerprint is listed as `sha256:<hex>`.
+    /// `DNS:…`), or whose SHA-256 fingerprint is listed as `sha256:<hex>`. A running
+    /// `ca serve` re-reads it on SIGHUP.
     pub admins: Vec<String>,
     /// Validity of workload certificates from enrollment tokens when the token says none.
     pub workload_ttl: String,
@@ -134,6 +151,7 @@ impl CaConfig {
             policy,
             crl: CrlConfig::default(),
             server: ServerSection::default(),
+            renewal: RenewalSection::default(),
         }
     }
 
@@ -188,6 +206,10 @@ impl CaConfig {
                 a.parse::<twoway_pki::San>()
                     .map_err(|e| format!("[server] admins: {e}"))?;
             }
+        }
+        for p in &self.renewal.auto_profiles {
+            p.parse::<Profile>()
+                .map_err(|e| format!("[renewal] auto_profiles: {e}"))?;
         }
         if self.server.enroll_rate == 0 || self.server.enroll_burst == 0 {
             return Err("[server] enroll_rate and enroll_burst must be at least 1".into());
@@ -294,7 +316,7 @@ impl CaConfig {
             "# SANs of the server's own TLS certificate, issued from the intermediate at start.\n",
         );
         out.push_str(&format!("sans = {}\n", qlist(&sv.sans)));
-        out.push_str("# API administrators: SANs of client certificates issued by this CA (\"URI:spiffe://example.org/admin\")\n# or \"sha256:<fingerprint>\" of one certificate.\n");
+        out.push_str("# API administrators: SANs of client certificates issued by this CA (\"URI:spiffe://example.org/admin\")\n# or \"sha256:<fingerprint>\" of one certificate. A running `ca serve` re-reads this list on SIGHUP.\n");
         out.push_str(&format!("admins = {}\n", qlist(&sv.admins)));
         out.push_str("# Validity of workload certificates enrolled with a token that sets none.\n");
         out.push_str(&format!("workload_ttl = {}\n", q(&sv.workload_ttl)));
@@ -314,6 +336,14 @@ impl CaConfig {
                 out.push_str("# database = \"postgres://twoway@db.example.internal:5432/twoway\"\n")
             }
         }
+        let rn = &self.renewal;
+        out.push_str("\n# Certificates that automation renews: `twoway cert check` reports them only once\n# three quarters of their life have passed without a renewal. Enrolled certificates\n# (label renewal=agent), the online CA's own (renewal=server) and certificates labelled\n# renewal=auto count without being listed here.\n[renewal]\n");
+        out.push_str(
+            "# Owners whose certificates an agent or a job renews, e.g. [\"team-batch\"].\n",
+        );
+        out.push_str(&format!("auto_owners = {}\n", qlist(&rn.auto_owners)));
+        out.push_str("# Profiles whose certificates are renewed that way, e.g. [\"client\"].\n");
+        out.push_str(&format!("auto_profiles = {}\n", qlist(&rn.auto_profiles)));
         out
     }
 }

@@ -14,8 +14,13 @@ mod config;
 mod error;
 pub mod files;
 mod online;
+mod renewal;
 
 pub use ca::{init, layout, Ca, ImportOutcome, InitOptions, IssueRequest, Outcome, Unrecorded};
-pub use config::{CaConfig, CaSection, CrlConfig, ProfileConfig, ServerSection};
+pub use config::{CaConfig, CaSection, CrlConfig, ProfileConfig, RenewalSection, ServerSection};
 pub use error::{Error, ErrorKind, Result};
-pub use online::{is_admin, token_hash, NewToken, SignCsr, PROOF_WINDOW, TOKEN_PREFIX};
+pub use online::{
+    is_admin, token_hash, NewToken, SignCsr, PROOF_WINDOW, RENEWAL_LABEL, RENEWED_BY_AGENT,
+    RENEWED_BY_SERVER, SERVER_OWNER, TOKEN_PREFIX,
+};
+pub use renewal::{RenewedBy, OVERDUE_FRACTION};

@@ -47,6 +47,23 @@ pub struct SignCsr {
     pub actor: String,
 }
 
+/// The label that says who renews a certificate, so `cert check` reports only what needs a
+/// person: [`RENEWED_BY_AGENT`] on enrolled certificates (and their renewals),
+/// [`RENEWED_BY_SERVER`] on the online CA's own, or `auto`, set by people on certificates
+/// their automation renews.
+pub const RENEWAL_LABEL: &str = "renewal";
+/// [`RENEWAL_LABEL`] value of certificates obtained with an enrollment token and renewed by
+/// an agent (`twoway agent`, the proxy's enrollment).
+pub const RENEWED_BY_AGENT: &str = "agent";
+/// [`RENEWAL_LABEL`] value of the online CA's own TLS and OCSP-signing certificates.
+pub const RENEWED_BY_SERVER: &str = "server";
+/// The owner recorded on the online CA's own certificates.
+pub const SERVER_OWNER: &str = "twoway-server";
+
+fn renewal_labels(by: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(RENEWAL_LABEL.to_string(), by.to_string())])
+}
+
 /// The token prefix, so a leaked secret is recognisable in logs and scanners.
 pub const TOKEN_PREFIX: &str = "twt_";
 
@@ -65,7 +82,7 @@ impl Ca {
         if t.ttl <= Duration::ZERO {
             return Err(twoway_pki::Error::BadTtl("the token TTL must be positive".into()).into());
         }
-        self.config().policy.check_all(&t.sans)?;
+        self.check_names(&t.sans, None)?;
         let prof = self.config().profile(t.profile)?;
         if let Some(c) = t.cert_ttl {
             let max = parse_duration(&prof.max_ttl)?;
@@ -154,7 +171,7 @@ impl Ca {
             common_name: csr.common_name.clone(),
             ttl: Some(ttl),
             owner: tok.owner.clone(),
-            labels: BTreeMap::new(),
+            labels: renewal_labels(RENEWED_BY_AGENT),
             location: None,
             actor: actor.to_string(),
         };
@@ -312,13 +329,16 @@ impl Ca {
         let lifetime = (current.not_after - current.not_before - Duration::minutes(1))
             .max(Duration::minutes(1))
             .min(max);
+        // Renewed over the API: by an agent, whatever the first certificate said.
+        let mut labels = current.labels.clone();
+        labels.insert(RENEWAL_LABEL.into(), RENEWED_BY_AGENT.into());
         let req = IssueRequest {
             profile,
             sans,
             common_name: current.common_name.clone(),
             ttl: Some(lifetime),
             owner: current.owner.clone(),
-            labels: current.labels.clone(),
+            labels,
             location: current.location.clone(),
             actor: actor.to_string(),
         };
@@ -400,12 +420,54 @@ impl Ca {
             sans,
             common_name: None,
             ttl: Some(ttl),
-            owner: Some("twoway-server".into()),
-            labels: BTreeMap::new(),
+            owner: Some(SERVER_OWNER.into()),
+            labels: renewal_labels(RENEWED_BY_SERVER),
             location: None,
             actor: actor.to_string(),
         };
         self.issue(&req, spki, "server.cert")
+    }
+
+    /// Retires one of the server's own certificates (its TLS or OCSP-signing certificate,
+    /// whose key lives only in the server's memory): marks it revoked with `reason`,
+    /// `superseded` after the server renewed it, `cessation-of-operation` when the server
+    /// stops and the key dies with it. One already revoked is left alone; any other
+    /// certificate is refused.
+    pub fn retire_service_cert(
+        &self,
+        fingerprint: &str,
+        reason: twoway_pki::Reason,
+        actor: &str,
+    ) -> Result<()> {
+        let rec = self.store().find_certificate(fingerprint)?;
+        let service = rec.fingerprint == fingerprint
+            && rec.owner.as_deref() == Some(SERVER_OWNER)
+            && rec.labels.get(RENEWAL_LABEL).map(String::as_str) == Some(RENEWED_BY_SERVER);
+        if !service {
+            return Err(Error::Refused(format!(
+                "certificate {} is not one of the server's own: it is not retired",
+                rec.serial
+            )));
+        }
+        if rec.status == CertStatus::Revoked {
+            return Ok(());
+        }
+        let now = now_s();
+        match self.store().revoke(
+            &rec.fingerprint,
+            now,
+            reason.as_str(),
+            &NewAudit {
+                actor: actor.into(),
+                action: "cert.revoke".into(),
+                target: rec.serial.clone(),
+                details: json!({"fingerprint": rec.fingerprint, "reason": reason.as_str()}),
+                time: now,
+            },
+        ) {
+            Ok(_) | Err(twoway_store::Error::AlreadyRevoked(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn record_service_cert(
@@ -421,8 +483,8 @@ impl Ca {
             &issued.der,
             profile,
             CertSource::Issued,
-            Some("twoway-server".into()),
-            BTreeMap::new(),
+            Some(SERVER_OWNER.into()),
+            renewal_labels(RENEWED_BY_SERVER),
             None,
             now,
         );

@@ -4,7 +4,7 @@ use crate::signer::{raw_public_key, RcgenKey};
 use crate::{Error, KeyType, Profile, Result, San, Signer};
 use rcgen::{
     BasicConstraints, CertificateParams, CidrSubnet, CustomExtension, DistinguishedName, DnType,
-    GeneralSubtree, IsCa, Issuer, KeyUsagePurpose, NameConstraints, SerialNumber,
+    GeneralSubtree, IsCa, Issuer, KeyUsagePurpose, SerialNumber,
 };
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 pub struct CaSigner {
     cert_der: Vec<u8>,
     info: CertInfo,
+    constraints: Option<crate::NameConstraints>,
     issuer: Issuer<'static, RcgenKey>,
 }
 
@@ -36,11 +37,13 @@ impl CaSigner {
                 "the CA key does not match the CA certificate's public key".into(),
             ));
         }
+        let constraints = crate::NameConstraints::from_cert_der(&cert_der)?;
         let key = RcgenKey::new(signer)?;
         let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), key)?;
         Ok(CaSigner {
             cert_der,
             info,
+            constraints,
             issuer,
         })
     }
@@ -58,6 +61,11 @@ impl CaSigner {
     /// What the CA certificate says.
     pub fn info(&self) -> &CertInfo {
         &self.info
+    }
+
+    /// The CA certificate's name constraints, if it has any.
+    pub fn name_constraints(&self) -> Option<&crate::NameConstraints> {
+        self.constraints.as_ref()
     }
 
     pub(crate) fn issuer(&self) -> &Issuer<'static, RcgenKey> {
@@ -210,7 +218,7 @@ pub fn build_intermediate(
                 net.prefix_len(),
             )));
         }
-        params.name_constraints = Some(NameConstraints {
+        params.name_constraints = Some(rcgen::NameConstraints {
             permitted_subtrees: permitted,
             excluded_subtrees: vec![],
         });
@@ -220,10 +228,15 @@ pub fn build_intermediate(
 }
 
 /// Signs a leaf certificate for `subject_key_spki` under `ca`. The caller has already
-/// applied policy and checked validity against the issuer.
+/// applied policy and checked validity against the issuer; the names are checked here
+/// once more against the CA certificate's own name constraints, so no path signs a
+/// certificate that verifiers must reject.
 pub fn build_leaf(ca: &CaSigner, subject_key_spki: &[u8], spec: &LeafSpec) -> Result<Issued> {
     if spec.sans.is_empty() {
         return Err(Error::NoSan);
+    }
+    if let Some(nc) = &ca.constraints {
+        nc.check_all(&spec.sans, spec.common_name.as_deref())?;
     }
     let key_type = crate::key::key_type_of_spki(subject_key_spki)?;
     let mut p = CertificateParams::default();

@@ -27,13 +27,17 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     Ok(Duration::seconds(secs))
 }
 
-/// Formats a duration compactly for people: `89d 23h`, `5h 12m`, `42s`.
+/// Formats a duration compactly for people: `89d 23h`, `730d`, `5h 12m`, `24h`, `42s`.
 pub fn format_duration(d: Duration) -> String {
     let neg = d.is_negative();
     let s = d.whole_seconds().unsigned_abs();
     let (days, hours, mins) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
-    let body = if days > 0 {
+    let body = if days > 0 && hours == 0 {
+        format!("{days}d")
+    } else if days > 0 {
         format!("{days}d {hours}h")
+    } else if hours > 0 && mins == 0 {
+        format!("{hours}h")
     } else if hours > 0 {
         format!("{hours}h {mins}m")
     } else if mins > 0 {
@@ -66,6 +70,9 @@ mod tests {
     #[test]
     fn formats() {
         assert_eq!(format_duration(Duration::hours(49)), "2d 1h");
+        assert_eq!(format_duration(Duration::days(730)), "730d");
+        assert_eq!(format_duration(Duration::hours(24)), "1d");
+        assert_eq!(format_duration(Duration::hours(5)), "5h");
         assert_eq!(format_duration(Duration::seconds(-30)), "-30s");
     }
 }

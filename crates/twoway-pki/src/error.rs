@@ -28,7 +28,7 @@ pub enum Error {
     #[error("invalid duration {0:?}: use a number and a unit, e.g. 15m, 24h, 90d, 10y")]
     BadDuration(String),
     /// A name the CA's policy does not allow.
-    #[error("{san} is not allowed by the CA's name policy ({reason}); allowed: {allowed}. Ask for a name inside the policy, or widen [policy] in ca.toml")]
+    #[error("{san} is not allowed by the CA's name policy ({reason}); allowed: {allowed}. Ask for a name inside the policy, or widen [policy] in ca.toml (as far as the intermediate's name constraints, which `twoway ca show` lists)")]
     PolicyViolation {
         /// The offending SAN, as `DNS:name`.
         san: String,
@@ -37,6 +37,17 @@ pub enum Error {
         /// The rules of that SAN type.
         allowed: String,
     },
+    /// A name outside the name constraints of the issuing CA certificate.
+    #[error("{name} is outside the name constraints of the issuing CA certificate (permitted: {permitted}): every verifier would reject the certificate. Ask for a name inside them; other names need a new intermediate certificate with wider constraints, and twoway cannot re-issue the intermediate yet, so that means a new CA (`twoway ca init --permit-dns …`)")]
+    NameConstraintViolation {
+        /// The offending name, as `DNS:name`, or the common name.
+        name: String,
+        /// The permitted subtrees, for people.
+        permitted: String,
+    },
+    /// A profile name that twoway does not know.
+    #[error("unknown profile {0:?}: use server, client or peer")]
+    UnknownProfile(String),
     /// A request without any SAN.
     #[error("no subject alternative name given: add at least one --san (e.g. --san DNS:api.example.internal)")]
     NoSan,

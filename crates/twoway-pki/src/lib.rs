@@ -3,7 +3,8 @@
 //! It sits at the bottom of the workspace: the CA, the store's callers, the proxy and the
 //! CLI build on it, and it knows nothing of files, databases or networks. Entry types:
 //! [`PrivateKey`] and [`KeyType`] (keys), [`San`] and [`NamePolicy`] (names and what may be
-//! certified), [`CaSigner`] with [`build_root`], [`build_intermediate`] and [`build_leaf`]
+//! certified, inside a CA certificate's [`NameConstraints`]), [`CaSigner`] with
+//! [`build_root`], [`build_intermediate`] and [`build_leaf`]
 //! (certificates by [`Profile`]), [`verify_csr`] (CSRs), [`build_crl`] (CRLs), [`CertInfo`]
 //! (reading any certificate back), [`ocsp`] (requests and signed responses) and the
 //! [`Signer`] trait behind which CA keys live.
@@ -11,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod cert;
+mod constraints;
 mod crl;
 mod csr;
 mod duration;
@@ -27,6 +29,7 @@ pub use cert::{
     random_serial, serial_hex, sha256_hex, spki_of_cert, subject_der_of_cert, CaSigner, CertInfo,
     Issued, LeafSpec, Permits, RevocationUrls,
 };
+pub use constraints::NameConstraints;
 pub use crl::{build_crl, Reason, RevokedEntry};
 pub use csr::{create_csr, csr_der, verify_csr, verify_signature, VerifiedCsr};
 pub use duration::{format_duration, parse_duration};

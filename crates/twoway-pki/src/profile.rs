@@ -52,8 +52,6 @@ impl FromStr for Profile {
         Profile::ALL
             .into_iter()
             .find(|p| p.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                Error::Generation(format!("unknown profile {s:?}: use server, client or peer"))
-            })
+            .ok_or_else(|| Error::UnknownProfile(s.to_string()))
     }
 }

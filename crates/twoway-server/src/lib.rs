@@ -71,6 +71,9 @@ pub struct ServeOptions {
     pub ocsp_cert_ttl: Duration,
     /// Who the server is, in the audit log (`server:<host>`).
     pub actor: String,
+    /// Who may administer the CA over the API (`[server] admins`); replaced at run time
+    /// with [`State::set_admins`].
+    pub admins: Vec<String>,
 }
 
 /// Everything the handlers share.
@@ -100,7 +103,29 @@ pub struct State {
     pub auth_generation: std::sync::atomic::AtomicU64,
     /// When the server's own certificate should be renewed.
     server_cert_renew_at: std::sync::Mutex<OffsetDateTime>,
+    /// The administrators now (`[server] admins`, reloadable).
+    admins: std::sync::RwLock<Arc<Vec<String>>>,
     opts: ServeOptions,
+}
+
+impl State {
+    /// Who may administer the CA now.
+    pub fn admins(&self) -> Arc<Vec<String>> {
+        match self.admins.read() {
+            Ok(a) => a.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the administrators (a reloaded `[server] admins`); requests from then on
+    /// are authorized against the new list.
+    pub fn set_admins(&self, admins: Vec<String>) {
+        let new = Arc::new(admins);
+        match self.admins.write() {
+            Ok(mut a) => *a = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
 }
 
 impl std::fmt::Debug for State {
@@ -205,6 +230,7 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
         intermediate_pem: ca.intermediate_pem(),
         server_cert_renew_at: std::sync::Mutex::new(renew_at),
         auth_generation: std::sync::atomic::AtomicU64::new(0),
+        admins: std::sync::RwLock::new(Arc::new(opts.admins.clone())),
         ca,
         opts: opts.clone(),
     });
@@ -232,6 +258,50 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
         http_addr,
         state,
     })
+}
+
+impl Running {
+    /// Retires the server's own TLS and OCSP-signing certificates (revoked,
+    /// `cessation-of-operation`): their keys live only in this process, so once it stops
+    /// nobody can use them. Call it when shutting down; a restart issues new ones, so
+    /// restarts do not pile up active certificates in the inventory.
+    pub async fn retire(&self) -> Result<(), Error> {
+        let state = self.state.clone();
+        let tls = state.identity.leaf_fingerprint();
+        let ocsp = Some(twoway_pki::sha256_hex(&state.ocsp.signer().cert_der));
+        blocking(move || -> Result<(), Error> {
+            for fp in [tls, ocsp].into_iter().flatten() {
+                state.ca.retire_service_cert(
+                    &fp,
+                    twoway_pki::Reason::CessationOfOperation,
+                    &state.actor,
+                )?;
+            }
+            Ok(())
+        })
+        .await?
+    }
+}
+
+/// Marks a replaced certificate of the server's own superseded, logging (not failing) when
+/// that cannot be done: the new certificate is in use either way.
+async fn supersede_own(state: &Arc<State>, fingerprint: Option<String>, what: &'static str) {
+    let Some(fp) = fingerprint else { return };
+    let st = state.clone();
+    let res = blocking(move || {
+        st.ca
+            .retire_service_cert(&fp, twoway_pki::Reason::Superseded, &st.actor)
+    })
+    .await;
+    match res {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, what, "could not mark the replaced certificate superseded")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, what, "could not mark the replaced certificate superseded")
+        }
+    }
 }
 
 fn root_subject_der(root_der: &[u8]) -> Result<Vec<u8>, Error> {
@@ -384,7 +454,9 @@ async fn maintenance(state: Arc<State>) {
             let (ca, opts) = (state.ca.clone(), state.opts.clone());
             match blocking(move || issue_tls_identity(&ca, &opts)).await {
                 Ok(Ok((k, at))) => {
+                    let old = state.identity.leaf_fingerprint();
                     state.identity.swap(k);
+                    supersede_own(&state, old, "tls").await;
                     if let Ok(mut t) = state.server_cert_renew_at.lock() {
                         *t = at;
                     }
@@ -399,7 +471,9 @@ async fn maintenance(state: Arc<State>) {
         if two_thirds(signer.not_before, signer.not_after) <= now {
             let (ca, opts) = (state.ca.clone(), state.opts.clone());
             if let Ok(Ok(s)) = blocking(move || issue_ocsp_signer(&ca, &opts)).await {
+                let old = twoway_pki::sha256_hex(&signer.cert_der);
                 state.ocsp.swap_signer(s);
+                supersede_own(&state, Some(old), "ocsp").await;
                 state.metrics.self_renewals.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("renewed the OCSP signing certificate");
             }

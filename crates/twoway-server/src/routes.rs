@@ -421,7 +421,7 @@ async fn client(state: &Arc<State>, conn: &ConnInfo) -> Result<CertRecord, ApiEr
 
 async fn admin(state: &Arc<State>, conn: &ConnInfo) -> Result<CertRecord, ApiError> {
     let rec = client(state, conn).await?;
-    if !twoway_ca::is_admin(&state.ca.config().server.admins, &rec) {
+    if !twoway_ca::is_admin(&state.admins(), &rec) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             codes::FORBIDDEN,
@@ -434,7 +434,7 @@ async fn admin(state: &Arc<State>, conn: &ConnInfo) -> Result<CertRecord, ApiErr
 /// The message refusing a certificate that is not an administrator.
 fn not_admin(rec: &CertRecord) -> String {
     format!(
-        "certificate {} ({}) is not an administrator: list one of its SANs (or sha256:<fingerprint>) in [server] admins in ca.toml",
+        "certificate {} ({}) is not an administrator: list one of its SANs (or sha256:<fingerprint>) in [server] admins in ca.toml, then send the server SIGHUP",
         rec.serial,
         rec.sans.join(", ")
     )
@@ -495,7 +495,7 @@ async fn sign(
         // so the CSR is checked and signed right here (CPU only, well under a millisecond)
         // instead of on a blocking thread.
         Some(who) => {
-            if !twoway_ca::is_admin(&state.ca.config().server.admins, &who) {
+            if !twoway_ca::is_admin(&state.admins(), &who) {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     codes::FORBIDDEN,
@@ -516,12 +516,13 @@ async fn sign(
         }
         None => {
             let conn2 = conn.clone();
+            let admins = state.admins();
             run_ca(state, move |ca| {
                 let who = ca.authenticate(&der)?;
                 if let Ok(mut g) = conn2.authenticated.lock() {
                     *g = Some((generation, who.clone()));
                 }
-                if !twoway_ca::is_admin(&ca.config().server.admins, &who) {
+                if !twoway_ca::is_admin(&admins, &who) {
                     return Err(CaError::Forbidden(not_admin(&who)));
                 }
                 let req = twoway_ca::SignCsr {
@@ -595,7 +596,7 @@ async fn revoke(
 ) -> Result<Resp, ApiError> {
     let body: twoway_api::RevokeRequest = read_json(req).await?;
     let who = client(state, conn).await?;
-    let is_admin = twoway_ca::is_admin(&state.ca.config().server.admins, &who);
+    let is_admin = twoway_ca::is_admin(&state.admins(), &who);
     let reason: twoway_pki::Reason = match body.reason.as_deref() {
         None => twoway_pki::Reason::Unspecified,
         Some(r) => r.parse().map_err(|e: twoway_pki::Error| {

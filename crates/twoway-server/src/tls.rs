@@ -34,6 +34,15 @@ impl Identity {
     pub fn swap(&self, key: Arc<CertifiedKey>) {
         self.current.store(key);
     }
+
+    /// The SHA-256 fingerprint (hex) of the certificate in use.
+    pub fn leaf_fingerprint(&self) -> Option<String> {
+        self.current
+            .load()
+            .cert
+            .first()
+            .map(|c| twoway_pki::sha256_hex(c.as_ref()))
+    }
 }
 
 impl ResolvesServerCert for Identity {

@@ -71,13 +71,7 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
     cfg.reload_cmd = a.reload_cmd.clone();
     cfg.signal_pid_file = a.signal_pid_file.clone();
     cfg.once = a.once;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::output::init_logging();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

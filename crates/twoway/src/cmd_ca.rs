@@ -1,9 +1,10 @@
 //! `twoway ca …`, `twoway crl`, `twoway audit …` and `twoway quickstart`.
 
-use crate::output::{self, print_json, Table};
+use crate::output::{self, print_json, printable, Table};
 use crate::{usage, CaOpts};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use time::OffsetDateTime;
@@ -26,7 +27,11 @@ After init the root key (root.key) is not needed any more: move it offline.")]
     Init(InitArgs),
     /// Run the online CA: HTTPS API (enroll, renew, revoke, inventory), OCSP, CRL, metrics.
     Serve(crate::cmd_serve::ServeArgs),
-    /// Show the CA: its certificates, settings and inventory counts.
+    /// Show the CA: its certificates, the names it may certify, settings and inventory counts.
+    #[command(after_help = "\
+Examples:
+  twoway ca show --ca-dir ./ca
+  twoway ca show | grep 'root sha256'     # the fingerprint `twoway agent --ca-fingerprint` takes")]
     Show {
         #[command(flatten)]
         ca: CaOpts,
@@ -67,6 +72,14 @@ pub struct InitArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  twoway crl --out crl.pem                    # PEM; --out crl.der for DER
+  twoway crl --next-update 7d > crl.pem
+  openssl verify -crl_check -CRLfile crl.pem -CAfile ca/root.pem -untrusted ca/intermediate.pem cert.pem
+
+Each CRL takes the next CRL number (recorded in the audit log) and lists every revoked,
+unexpired certificate of this intermediate.")]
 pub struct CrlArgs {
     #[command(flatten)]
     ca: CaOpts,
@@ -79,8 +92,16 @@ pub struct CrlArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(after_help = "\
+Examples:
+  twoway audit list --from 120 --limit 20
+  twoway audit verify || echo 'the audit log was altered'")]
 pub enum AuditCommand {
     /// List audit entries, oldest first.
+    #[command(after_help = "\
+Examples:
+  twoway audit list
+  twoway audit list --from 120 --limit 20 --json")]
     List {
         #[command(flatten)]
         ca: CaOpts,
@@ -95,6 +116,13 @@ pub enum AuditCommand {
         json: bool,
     },
     /// Verify the hash chain: detects an altered or removed entry (exit 1 if broken).
+    #[command(after_help = "\
+Example:
+  twoway audit verify || notify-security
+
+Limitation: the chain proves every entry up to the newest one, but not that the newest
+entries are all there. Removing entries from the end leaves a shorter chain that verifies;
+keep the last sequence number and hash somewhere else (a log shipper, a ticket) to notice.")]
     Verify {
         #[command(flatten)]
         ca: CaOpts,
@@ -205,12 +233,12 @@ pub fn run_ca(cmd: CaCommand) -> Result<ExitCode> {
             }
             let ca = twoway_ca::init(&a.ca.ca_dir, &opts)?;
             let dir = a.ca.ca_dir.display();
-            println!("Created a CA for {:?} in {dir}", a.name);
-            println!("  root          {dir}/root.pem   (key {dir}/root.key: move it offline now)");
-            println!("  intermediate  {dir}/intermediate.pem   (key {dir}/intermediate.key signs everything)");
-            println!("  config        {dir}/ca.toml");
-            println!("  inventory     {dir}/inventory.db");
-            println!(
+            outln!("Created a CA for {:?} in {dir}", a.name)?;
+            outln!("  root          {dir}/root.pem   (key {dir}/root.key: move it offline now)")?;
+            outln!("  intermediate  {dir}/intermediate.pem   (key {dir}/intermediate.key signs everything)")?;
+            outln!("  config        {dir}/ca.toml")?;
+            outln!("  inventory     {dir}/inventory.db")?;
+            outln!(
                 "  valid until   {} (intermediate), fingerprint of the root: {}",
                 output::date(ca.intermediate_info().not_after),
                 twoway_pki::sha256_hex(
@@ -219,8 +247,11 @@ pub fn run_ca(cmd: CaCommand) -> Result<ExitCode> {
                         .cloned()
                         .unwrap_or_default()
                 )
-            );
-            println!("Next: twoway cert issue --ca-dir {dir} --profile server --san DNS:api.example.internal --out ./api");
+            )?;
+            outln!(
+                "Next: {} cert issue --ca-dir {dir} --profile server --san DNS:api.example.internal --out ./api",
+                output::self_command()
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         CaCommand::Show { ca, json } => {
@@ -237,38 +268,51 @@ pub fn run_ca(cmd: CaCommand) -> Result<ExitCode> {
                     "config": ca.config(),
                     "root": root,
                     "intermediate": ca.intermediate_info(),
+                    "name_constraints": ca.name_constraints().map(|nc| serde_json::json!({
+                        "permitted": nc.permitted(), "excluded": nc.excluded(),
+                    })),
                     "certificates": counts.iter().map(|(s, n)| (s.clone(), *n)).collect::<std::collections::BTreeMap<_,_>>(),
                 }))
                 .map(|_| ExitCode::SUCCESS);
             }
             let now = OffsetDateTime::now_utc();
-            println!(
+            outln!(
                 "CA            {} ({})",
-                ca.config().ca.name,
-                ca.dir().display()
-            );
+                printable(&ca.config().ca.name),
+                printable(&ca.dir().display().to_string())
+            )?;
             for (label, info) in [("root", &root), ("intermediate", ca.intermediate_info())] {
-                println!(
+                outln!(
                     "{label:<13} {}  expires {} ({})",
-                    info.subject,
+                    printable(&info.subject),
                     output::date(info.not_after),
                     output::relative(info.not_after, now)
-                );
+                )?;
             }
-            println!("key type      {}", ca.config().ca.key_type);
-            println!(
+            outln!("root sha256   {}", root.fingerprint)?;
+            match ca.name_constraints() {
+                Some(nc) => outln!(
+                    "may certify   {} (the intermediate's name constraints; [policy] in ca.toml narrows them)",
+                    nc.permitted()
+                )?,
+                None => outln!(
+                    "may certify   any name (no name constraints; [policy] in ca.toml decides)"
+                )?,
+            }
+            outln!("key type      {}", ca.config().ca.key_type)?;
+            outln!(
                 "url           {}",
                 ca.config().ca.url.as_deref().unwrap_or("-")
-            );
+            )?;
             let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-            println!(
+            outln!(
                 "certificates  {}",
                 if summary.is_empty() {
                     "none".into()
                 } else {
                     summary.join(", ")
                 }
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -288,13 +332,18 @@ pub fn run_crl(a: CrlArgs) -> Result<ExitCode> {
     let (number, der) = ca.crl(next, &actor(&a.ca))?;
     let pem = twoway_pki::der_to_pem("X509 CRL", &der);
     match &a.out {
-        None => print!("{pem}"),
+        None => output::write_raw(pem.as_bytes())?,
         Some(path) => {
             let is_der = path
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("der"));
             files::write_atomic(path, if is_der { &der } else { pem.as_bytes() }, 0o644)?;
-            eprintln!("Wrote CRL number {number} to {}", path.display());
+            // A note for people; a closed stderr is no reason to fail once the CRL is written.
+            let _ = writeln!(
+                std::io::stderr(),
+                "Wrote CRL number {number} to {}",
+                path.display()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -326,9 +375,9 @@ pub fn run_audit(cmd: AuditCommand) -> Result<ExitCode> {
                 ]);
             }
             if t.is_empty() {
-                println!("No audit entries from {from} on.");
+                outln!("No audit entries from {from} on.")?;
             } else {
-                print!("{}", t.render());
+                out!("{}", t.render())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -340,11 +389,11 @@ pub fn run_audit(cmd: AuditCommand) -> Result<ExitCode> {
                     &serde_json::json!({"entries": n, "ok": problems.is_empty(), "problems": problems}),
                 )?;
             } else if problems.is_empty() {
-                println!("Audit log intact: {n} entries, hash chain verified.");
+                outln!("Audit log intact: {n} entries, hash chain verified.")?;
             } else {
-                println!("Audit log BROKEN ({n} entries):");
+                outln!("Audit log BROKEN ({n} entries):")?;
                 for p in &problems {
-                    println!("  entry {}: {}", p.seq, p.problem);
+                    outln!("  entry {}: {}", p.seq, printable(&p.problem))?;
                 }
             }
             Ok(if problems.is_empty() {
@@ -424,26 +473,31 @@ pub fn run_quickstart(a: QuickstartArgs) -> Result<ExitCode> {
         false,
     )?;
     let d = a.dir.display();
-    println!("Created in {d}:");
-    println!("  ca/       the CA (root.pem is the trust anchor)");
-    println!(
+    outln!("Created in {d}:")?;
+    outln!("  ca/       the CA (root.pem is the trust anchor)")?;
+    outln!(
         "  server/   cert.pem chain.pem key.pem ca.pem   for localhost, 127.0.0.1, ::1 (serial {})",
         server.serial
-    );
-    println!("  client/   cert.pem chain.pem key.pem ca.pem   for spiffe://quickstart.twoway/client (serial {})", client.serial);
-    println!();
-    println!("See mutual TLS work. In one terminal, a server that requires a client certificate:");
-    println!("  openssl s_server -accept 127.0.0.1:8443 -www -cert {d}/server/cert.pem -cert_chain {d}/ca/intermediate.pem -key {d}/server/key.pem -CAfile {d}/server/ca.pem -Verify 1 -verify_return_error");
-    println!("In another, a client that presents one (answers with the server's status page):");
-    println!("  curl --cacert {d}/client/ca.pem --cert {d}/client/chain.pem --key {d}/client/key.pem https://localhost:8443/");
-    println!("Without the client certificate the handshake is refused:");
-    println!("  curl --cacert {d}/client/ca.pem https://localhost:8443/");
-    println!("Or with openssl as the client:");
-    println!("  openssl s_client -connect 127.0.0.1:8443 -CAfile {d}/client/ca.pem -cert {d}/client/cert.pem -cert_chain {d}/ca/intermediate.pem -key {d}/client/key.pem -verify_return_error");
-    println!();
-    println!("Put mTLS in front of any app (here one on 127.0.0.1:8080) with the proxy:");
-    println!("  twoway proxy server --listen 127.0.0.1:8443 --backend 127.0.0.1:8080 --cert {d}/server/chain.pem --key {d}/server/key.pem --client-ca {d}/server/ca.pem --http");
-    println!();
-    println!("The inventory: twoway cert list --ca-dir {d}/ca");
+    )?;
+    outln!("  client/   cert.pem chain.pem key.pem ca.pem   for spiffe://quickstart.twoway/client (serial {})", client.serial)?;
+    outln!()?;
+    outln!("See mutual TLS work. In one terminal, a server that requires a client certificate:")?;
+    outln!("  openssl s_server -accept 127.0.0.1:8443 -www -cert {d}/server/cert.pem -cert_chain {d}/ca/intermediate.pem -key {d}/server/key.pem -CAfile {d}/server/ca.pem -Verify 1 -verify_return_error")?;
+    outln!("In another, a client that presents one (answers with the server's status page):")?;
+    outln!("  curl --cacert {d}/client/ca.pem --cert {d}/client/chain.pem --key {d}/client/key.pem https://localhost:8443/")?;
+    outln!("Without the client certificate the handshake is refused:")?;
+    outln!("  curl --cacert {d}/client/ca.pem https://localhost:8443/")?;
+    outln!("Or with openssl as the client:")?;
+    outln!("  openssl s_client -connect 127.0.0.1:8443 -CAfile {d}/client/ca.pem -cert {d}/client/cert.pem -cert_chain {d}/ca/intermediate.pem -key {d}/client/key.pem -verify_return_error")?;
+    outln!()?;
+    let tw = output::self_command();
+    outln!("Put mTLS in front of any app (here one on 127.0.0.1:8080) with the proxy:")?;
+    outln!("  {tw} proxy server --listen 127.0.0.1:8443 --backend 127.0.0.1:8080 --cert {d}/server/chain.pem --key {d}/server/key.pem --client-ca {d}/server/ca.pem --http")?;
+    outln!()?;
+    outln!("The inventory: {tw} cert list --ca-dir {d}/ca")?;
+    if tw != "twoway" {
+        outln!()?;
+        outln!("(twoway is not on your PATH, so these commands name the binary itself; `cargo install --path crates/twoway` puts it there.)")?;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,7 @@
 //! `twoway cert …`: issue, csr, sign, list, show, import, inspect, revoke, check.
 
 use crate::cmd_ca::{actor, open_ca};
-use crate::output::{self, print_json, Table};
+use crate::output::{self, print_json, printable, Table};
 use crate::{usage, CaOpts};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -43,9 +43,18 @@ Examples:
   twoway cert list --owner team-payments --label env=prod --json
   twoway cert list --san '*.example.internal' --status revoked")]
     List(ListArgs),
-    /// Show one certificate by serial or SHA-256 fingerprint (or a unique prefix of 8+ digits).
+    /// Show one certificate by its ID (the first column of `cert list`), serial or SHA-256
+    /// fingerprint (or a unique prefix of 8+ hex digits of either).
+    #[command(after_help = "\
+Examples:
+  twoway cert show 4f3a9c21e0b7            # the ID column of `twoway cert list`
+  twoway cert show 4f3a9c21e0b7 --pem > api.pem
+  twoway cert show 01a218aafaf2d6a1de834a6f418945a3 --json
+
+An ID is the start of the SHA-256 fingerprint, which is random; serials start with the
+issue time, so a short serial prefix can match several certificates issued together.")]
     Show {
-        /// Serial or fingerprint, hex.
+        /// ID, serial or fingerprint, hex.
         serial: String,
         #[command(flatten)]
         ca: CaOpts,
@@ -71,12 +80,12 @@ Examples:
     /// Revoke a certificate; publish with `twoway crl`.
     #[command(after_help = "\
 Example:
-  twoway cert revoke 4f3a9c… --reason key-compromise && twoway crl --out crl.pem
+  twoway cert revoke 4f3a9c21e0b7 --reason key-compromise && twoway crl --out crl.pem
 
 Reasons: unspecified, key-compromise, ca-compromise, affiliation-changed, superseded,
 cessation-of-operation, certificate-hold, privilege-withdrawn.")]
     Revoke {
-        /// Serial or fingerprint, hex.
+        /// ID (from `cert list`), serial or fingerprint, hex.
         serial: String,
         /// Why.
         #[arg(long, default_value = "unspecified")]
@@ -84,10 +93,17 @@ cessation-of-operation, certificate-hold, privilege-withdrawn.")]
         #[command(flatten)]
         ca: CaOpts,
     },
-    /// List what expires within a window; exit 1 when anything does (for cron and monitoring).
+    /// List what expires within a window and needs a person; exit 1 when anything does (for
+    /// cron and monitoring).
     #[command(after_help = "\
 Example:
-  twoway cert check --within 14d || notify-team")]
+  twoway cert check --within 14d || notify-team
+
+Not reported: certificates that renew themselves while they still can, i.e. enrolled ones
+an agent renews (label renewal=agent), the online CA's own TLS and OCSP certificates, and
+owners or profiles listed in [renewal] of ca.toml (or labelled renewal=auto). Such a
+certificate is reported once three quarters of its life have passed without a renewal.
+Revoked and superseded certificates are never reported.")]
     Check {
         /// The window.
         #[arg(long, default_value = "14d")]
@@ -205,8 +221,8 @@ pub struct ListArgs {
     /// Only certificates with a SAN matching this glob, e.g. '*.example.internal'.
     #[arg(long)]
     pub(crate) san: Option<String>,
-    /// Only this profile: server, client, peer, ca, unknown.
-    #[arg(long)]
+    /// Only this profile: server, client, peer, ocsp, ca, unknown.
+    #[arg(long, value_parser = ["server", "client", "peer", "ocsp", "ca", "unknown"])]
     pub(crate) profile: Option<String>,
     /// Rows per page.
     #[arg(long, default_value_t = 50)]
@@ -223,7 +239,9 @@ pub struct ListArgs {
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// PEM or DER files; every certificate in them is recorded.
+    /// PEM or DER files; every certificate in them is recorded. Files holding no
+    /// certificate (keys, CSRs) or that cannot be read for lack of permission are skipped
+    /// and named; a malformed certificate stops the import before anything is recorded.
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Owner, for the inventory.
@@ -335,25 +353,38 @@ pub fn issue_to_dir(ca: &Ca, p: IssueParams, out: &Path, force: bool) -> Result<
     Ok(issued.info)
 }
 
-fn describe(info: &CertInfo, out: Option<&Path>) {
-    println!(
+fn describe(info: &CertInfo, out: Option<&Path>) -> Result<()> {
+    outln!(
         "Issued {} certificate, serial {}",
         info.profile.map(|p| p.as_str()).unwrap_or("a"),
         info.serial
-    );
-    println!(
-        "  names        {}",
-        info.sans
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!("  valid until  {}", output::date(info.not_after));
-    println!("  fingerprint  {}", info.fingerprint);
+    )?;
+    let names: Vec<String> = info.sans.iter().map(|s| s.to_string()).collect();
+    outln!("  names        {}", printable(&names.join(", ")))?;
+    outln!("  valid until  {}", output::date(info.not_after))?;
+    outln!(
+        "  fingerprint  {} (ID {})",
+        info.fingerprint,
+        output::id(&info.fingerprint)
+    )?;
     if let Some(d) = out {
         let d = d.display();
-        println!("  files        {d}/cert.pem {d}/chain.pem {d}/key.pem (0600) {d}/ca.pem");
+        outln!("  files        {d}/cert.pem {d}/chain.pem {d}/key.pem (0600) {d}/ca.pem")?;
+    }
+    Ok(())
+}
+
+/// The profile to sign a CSR with, from its names: a SPIFFE ID or e-mail only is a
+/// client's, a DNS name or IP only a server's, both a peer's.
+fn suggested_profile(sans: &[San]) -> &'static str {
+    let host = sans.iter().any(|s| matches!(s, San::Dns(_) | San::Ip(_)));
+    let identity = sans
+        .iter()
+        .any(|s| matches!(s, San::Uri(_) | San::Email(_)));
+    match (host, identity) {
+        (true, true) => "peer",
+        (false, true) => "client",
+        _ => "server",
     }
 }
 
@@ -383,7 +414,7 @@ pub fn run(cmd: CertCommand) -> Result<ExitCode> {
             if a.json {
                 print_json(&info)?;
             } else {
-                describe(&info, Some(&a.out));
+                describe(&info, Some(&a.out))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -400,8 +431,9 @@ pub fn run(cmd: CertCommand) -> Result<ExitCode> {
             staged.stage("csr.pem", csr.as_bytes(), 0o644)?;
             staged.commit()?;
             let d = a.out.display();
-            println!("Wrote {d}/key.pem (0600, keep it here) and {d}/csr.pem (send it to the CA).");
-            println!("Next, on the CA: twoway cert sign {d}/csr.pem --profile server --out {d}");
+            let profile = suggested_profile(&sans);
+            outln!("Wrote {d}/key.pem (0600, keep it here) and {d}/csr.pem (send it to the CA).")?;
+            outln!("Next, on the CA: twoway cert sign {d}/csr.pem --profile {profile} --out {d}")?;
             Ok(ExitCode::SUCCESS)
         }
         CertCommand::Sign(a) => {
@@ -444,13 +476,13 @@ pub fn run(cmd: CertCommand) -> Result<ExitCode> {
                     s.stage("cert.pem", cert.as_bytes(), 0o644)?;
                     s.stage("chain.pem", chain.as_bytes(), 0o644)?;
                 }
-                None => print!("{chain}"),
+                None => output::write_raw(chain.as_bytes())?,
             }
             if let Some(s) = staged {
                 s.commit()?;
-                describe(&issued.info, None);
+                describe(&issued.info, None)?;
                 let d = a.out.as_deref().unwrap_or(Path::new(".")).display();
-                println!("  files        {d}/cert.pem {d}/chain.pem {d}/ca.pem");
+                outln!("  files        {d}/cert.pem {d}/chain.pem {d}/ca.pem")?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -471,59 +503,13 @@ pub fn run(cmd: CertCommand) -> Result<ExitCode> {
                 print_json(&rec)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            print_record(&rec);
+            print_record(&rec)?;
             if pem {
-                print!("{}", rec.pem);
+                output::write_raw(rec.pem.as_bytes())?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        CertCommand::Import(a) => {
-            let labels = parse_labels(&a.labels)?;
-            // Parse every file first: one bad file imports nothing.
-            let mut contents = Vec::new();
-            for f in &a.files {
-                let bytes =
-                    std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
-                twoway_pki::parse_certificates(&bytes)
-                    .with_context(|| format!("{} holds no certificate to import", f.display()))?;
-                contents.push((f, bytes));
-            }
-            let ca = open_ca(&a.ca, false)?;
-            let act = actor(&a.ca);
-            let mut all = Vec::new();
-            for (f, bytes) in contents {
-                let res = ca
-                    .import(
-                        &bytes,
-                        a.owner.clone(),
-                        labels.clone(),
-                        a.location.clone(),
-                        &act,
-                    )
-                    .with_context(|| format!("importing {}", f.display()))?;
-                all.extend(res.into_iter().map(|o| (f.display().to_string(), o)));
-            }
-            if a.json {
-                let v: Vec<_> = all
-                    .iter()
-                    .map(|(f, o)| serde_json::json!({"file": f, "outcome": o.outcome, "certificate": o.info}))
-                    .collect();
-                print_json(&v)?;
-            } else {
-                let mut t = Table::new(&["FILE", "SERIAL", "SUBJECT", "EXPIRES", "RESULT"]);
-                for (f, o) in &all {
-                    t.row(vec![
-                        f.clone(),
-                        output::short(&o.info.serial, 16),
-                        o.info.subject.clone(),
-                        output::date(o.info.not_after),
-                        o.outcome.to_string(),
-                    ]);
-                }
-                print!("{}", t.render());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        CertCommand::Import(a) => import(a),
         CertCommand::Inspect(a) => crate::inspect::run(a),
         CertCommand::Revoke { serial, reason, ca } => {
             let reason: Reason = reason
@@ -531,38 +517,179 @@ pub fn run(cmd: CertCommand) -> Result<ExitCode> {
                 .map_err(|e: twoway_pki::Error| usage(e.to_string()))?;
             let c = open_ca(&ca, false)?;
             let rec = c.revoke(&serial, reason, &actor(&ca))?;
-            println!(
+            outln!(
                 "Revoked serial {} ({}), reason {reason}. Publish it: twoway crl --ca-dir {} --out crl.pem",
                 rec.serial,
-                rec.sans.join(", "),
+                printable(&rec.sans.join(", ")),
                 ca.ca_dir.display()
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
-        CertCommand::Check { within, ca, json } => {
-            let window = parse_duration(&within).map_err(|e| usage(format!("--within: {e}")))?;
-            let c = open_ca(&ca, false)?;
-            let now = OffsetDateTime::now_utc();
-            let page = c.list(&CertQuery {
-                expiring_before: Some(now + window),
-                now: Some(now),
-                ..Default::default()
-            })?;
-            if json {
-                print_json(&serde_json::json!({"within": within, "expiring": page.items}))?;
-            } else if page.items.is_empty() {
-                println!("Nothing expires within {within}.");
+        CertCommand::Check { within, ca, json } => check(&within, &ca, json),
+    }
+}
+
+/// `cert check`: what expires within the window and needs a person (see its --help).
+fn check(within: &str, ca: &CaOpts, json: bool) -> Result<ExitCode> {
+    let window = parse_duration(within).map_err(|e| usage(format!("--within: {e}")))?;
+    let c = open_ca(ca, false)?;
+    let now = OffsetDateTime::now_utc();
+    let page = c.list(&CertQuery {
+        expiring_before: Some(now + window),
+        now: Some(now),
+        ..Default::default()
+    })?;
+    let (attention, automatic): (Vec<CertRecord>, Vec<CertRecord>) = page
+        .items
+        .into_iter()
+        .partition(|r| c.config().needs_attention(r, now));
+    let printed = if json {
+        print_json(&serde_json::json!({
+            "within": within,
+            "expiring": attention,
+            "auto_renewed": automatic.len(),
+        }))
+    } else {
+        (|| -> Result<()> {
+            if attention.is_empty() {
+                outln!("Nothing expires within {within} that needs a person.")?;
             } else {
-                println!("{} certificate(s) expire within {within}:", page.total);
-                print!("{}", record_table(&page.items, now).render());
+                outln!(
+                    "{} certificate(s) expire within {within} and nobody renews them:",
+                    attention.len()
+                )?;
+                out!("{}", record_table(&attention, now).render())?;
             }
-            Ok(if page.items.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(crate::exit::EXPIRING)
+            if !automatic.is_empty() {
+                outln!(
+                    "Not counted: {} certificate(s) that renew themselves (agent, the online CA's own, [renewal] in ca.toml) and still can.",
+                    automatic.len()
+                )?;
+            }
+            Ok(())
+        })()
+    };
+    // The verdict stands even when the reader went away (`cert check | head -1`).
+    output::unless_closed(printed)?;
+    Ok(if attention.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::exit::EXPIRING)
+    })
+}
+
+/// What to do with one file given to `cert import`.
+enum ImportFile {
+    /// Its certificates, DER.
+    Certificates(Vec<Vec<u8>>),
+    /// No certificate in it (a key, a CSR, any other file), or no permission to read it.
+    Skipped(String),
+}
+
+fn import_file(f: &Path) -> Result<ImportFile> {
+    let bytes = match std::fs::read(f) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Ok(ImportFile::Skipped(format!("cannot read it: {e}")))
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", f.display())),
+    };
+    let ders = match twoway_pki::parse_certificates(&bytes) {
+        Ok(d) => d,
+        Err(twoway_pki::Error::NoPemBlock(_)) => {
+            return Ok(ImportFile::Skipped("holds no certificate".into()))
+        }
+        Err(e) => {
+            return Err(anyhow::Error::from(e))
+                .with_context(|| format!("{} holds a malformed certificate", f.display()))
+        }
+    };
+    for der in &ders {
+        CertInfo::from_der(der)
+            .with_context(|| format!("{} holds a malformed certificate", f.display()))?;
+    }
+    Ok(ImportFile::Certificates(ders))
+}
+
+/// `cert import FILES…`: every file is read and parsed first, so a malformed one imports
+/// nothing; files without a certificate are skipped and named.
+fn import(a: ImportArgs) -> Result<ExitCode> {
+    let labels = parse_labels(&a.labels)?;
+    let mut files = Vec::new();
+    for f in &a.files {
+        files.push((f.display().to_string(), import_file(f)?));
+    }
+    if !files
+        .iter()
+        .any(|(_, f)| matches!(f, ImportFile::Certificates(_)))
+    {
+        let names: Vec<String> = files
+            .iter()
+            .map(|(n, f)| match f {
+                ImportFile::Skipped(why) => format!("{n} ({why})"),
+                ImportFile::Certificates(_) => n.clone(),
             })
+            .collect();
+        return Err(twoway_ca::Error::Pki(twoway_pki::Error::NoPemBlock(
+            "CERTIFICATE",
+        )))
+        .with_context(|| {
+            format!(
+                "nothing to import: no file holds a certificate: {}",
+                names.join(", ")
+            )
+        });
+    }
+    let ca = open_ca(&a.ca, false)?;
+    let act = actor(&a.ca);
+    let mut imported = Vec::new();
+    let mut skipped = Vec::new();
+    for (name, f) in files {
+        match f {
+            ImportFile::Skipped(why) => skipped.push((name, why)),
+            ImportFile::Certificates(ders) => {
+                for der in ders {
+                    let pem = twoway_pki::der_to_pem("CERTIFICATE", &der);
+                    let res = ca
+                        .import(
+                            pem.as_bytes(),
+                            a.owner.clone(),
+                            labels.clone(),
+                            a.location.clone(),
+                            &act,
+                        )
+                        .with_context(|| format!("importing {name}"))?;
+                    imported.extend(res.into_iter().map(|o| (name.clone(), o)));
+                }
+            }
         }
     }
+    if a.json {
+        let mut v: Vec<serde_json::Value> = imported
+            .iter()
+            .map(|(f, o)| serde_json::json!({"file": f, "outcome": o.outcome, "certificate": o.info}))
+            .collect();
+        v.extend(skipped.iter().map(
+            |(f, why)| serde_json::json!({"file": f, "outcome": "skipped", "reason": why, "certificate": null}),
+        ));
+        print_json(&v)?;
+    } else {
+        let mut t = Table::new(&["FILE", "ID", "SUBJECT", "EXPIRES", "RESULT"]);
+        for (f, o) in &imported {
+            t.row(vec![
+                f.clone(),
+                output::id(&o.info.fingerprint),
+                o.info.subject.clone(),
+                output::date(o.info.not_after),
+                o.outcome.to_string(),
+            ]);
+        }
+        out!("{}", t.render())?;
+        for (f, why) in &skipped {
+            outln!("skipped {}: {why}", printable(f))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list(a: ListArgs) -> Result<ExitCode> {
@@ -605,25 +732,26 @@ fn list(a: ListArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if page.items.is_empty() {
-        println!("No certificates match.");
+        outln!("No certificates match.")?;
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", record_table(&page.items, now).render());
+    out!("{}", record_table(&page.items, now).render())?;
     let shown_to = page.offset + page.items.len();
     if page.total > shown_to || page.offset > 0 {
-        println!(
+        outln!(
             "Showing {}-{} of {}. Next page: --page {}",
             page.offset + 1,
             shown_to,
             page.total,
             a.page + 1
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// The listing table. Its first column, ID, is what `cert show` and `cert revoke` take.
 fn record_table(items: &[CertRecord], now: OffsetDateTime) -> Table {
-    let mut t = Table::new(&["SERIAL", "NAMES", "PROFILE", "OWNER", "STATUS", "EXPIRES"]);
+    let mut t = Table::new(&["ID", "NAMES", "PROFILE", "OWNER", "STATUS", "EXPIRES"]);
     for r in items {
         let names = match (r.sans.first(), r.sans.len()) {
             (Some(first), 1) => first.clone(),
@@ -631,7 +759,7 @@ fn record_table(items: &[CertRecord], now: OffsetDateTime) -> Table {
             (None, _) => r.subject.clone(),
         };
         t.row(vec![
-            output::short(&r.serial, 16),
+            output::id(&r.fingerprint),
             names,
             r.profile.clone(),
             r.owner.clone().unwrap_or_else(|| "-".into()),
@@ -646,43 +774,50 @@ fn record_table(items: &[CertRecord], now: OffsetDateTime) -> Table {
     t
 }
 
-fn print_record(r: &CertRecord) {
+fn print_record(r: &CertRecord) -> Result<()> {
     let now = OffsetDateTime::now_utc();
-    println!("serial       {}", r.serial);
-    println!("fingerprint  {}", r.fingerprint);
-    println!(
-        "subject      {}",
+    // Everything but our own words comes from the certificate or the inventory: each value
+    // is escaped whole, so it cannot break the line or drive the terminal.
+    let field = |name: &str, value: &str| outln!("{name:<12} {}", printable(value));
+    field("id", &output::id(&r.fingerprint))?;
+    field("serial", &r.serial)?;
+    field("fingerprint", &r.fingerprint)?;
+    field(
+        "subject",
         if r.subject.is_empty() {
             "(empty)"
         } else {
             &r.subject
-        }
-    );
-    println!("issuer       {}", r.issuer);
-    println!("names        {}", r.sans.join(", "));
-    println!("profile      {}", r.profile);
-    println!("key type     {}", r.key_type);
-    println!("not before   {}", output::date(r.not_before));
-    println!(
-        "not after    {} ({})",
-        output::date(r.not_after),
-        output::relative(r.not_after, now)
-    );
-    println!("status       {}", r.effective_status(now));
+        },
+    )?;
+    field("issuer", &r.issuer)?;
+    field("names", &r.sans.join(", "))?;
+    field("profile", &r.profile)?;
+    field("key type", &r.key_type)?;
+    field("not before", &output::date(r.not_before))?;
+    field(
+        "not after",
+        &format!(
+            "{} ({})",
+            output::date(r.not_after),
+            output::relative(r.not_after, now)
+        ),
+    )?;
+    field("status", r.effective_status(now))?;
     if let (Some(at), Some(reason)) = (r.revoked_at, &r.revocation_reason) {
-        println!("revoked      {} ({reason})", output::date(at));
+        field("revoked", &format!("{} ({reason})", output::date(at)))?;
     }
-    println!("owner        {}", r.owner.as_deref().unwrap_or("-"));
+    field("owner", r.owner.as_deref().unwrap_or("-"))?;
     let labels: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!(
-        "labels       {}",
-        if labels.is_empty() {
+    field(
+        "labels",
+        &if labels.is_empty() {
             "-".into()
         } else {
             labels.join(", ")
-        }
-    );
-    println!("location     {}", r.location.as_deref().unwrap_or("-"));
-    println!("source       {}", r.source.as_str());
-    println!("recorded     {}", output::date(r.recorded_at));
+        },
+    )?;
+    field("location", r.location.as_deref().unwrap_or("-"))?;
+    field("source", r.source.as_str())?;
+    field("recorded", &output::date(r.recorded_at))
 }

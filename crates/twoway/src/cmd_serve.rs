@@ -4,7 +4,6 @@ use crate::cmd_ca::{actor, open_ca_with};
 use crate::{usage, CaOpts};
 use anyhow::{Context, Result};
 use clap::Args;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -12,8 +11,14 @@ use std::process::ExitCode;
 #[command(after_help = "\
 Examples:
   twoway ca serve --ca-dir /srv/ca --listen 0.0.0.0:9000 --san DNS:ca.example.internal
+  twoway ca serve --listen 127.0.0.1:9000 --san IP:127.0.0.1 --admin URI:spiffe://example.org/admin
   twoway ca serve --listen 127.0.0.1:9000 --http-listen 127.0.0.1:9080   # OCSP/CRL over HTTP too
-  twoway ca serve --database postgres://postgres@127.0.0.1:5432/twoway  # one of several replicas
+  twoway ca serve --database postgres://twoway@127.0.0.1:5432/twoway    # one of several replicas
+
+The server's own certificate carries --san (default: [server] sans), names the CA must be
+allowed to certify. Admins are [server] admins in ca.toml plus --admin; SIGHUP re-reads
+[server] admins (other settings need a restart). On SIGTERM or Ctrl-C the server retires
+its own TLS and OCSP-signing certificates, whose keys exist only in its memory.
 
 Routes: POST /v1/enroll, /v1/renew, /v1/sign, /v1/revoke, /v1/tokens; GET /v1/certificates,
 /roots.pem, /crl, /ocsp, /healthz, /metrics (docs/api.md).")]
@@ -26,19 +31,62 @@ pub struct ServeArgs {
     /// Also serve /ocsp, /crl, /roots.pem, /healthz and /metrics over plain HTTP here.
     #[arg(long)]
     http_listen: Option<SocketAddr>,
-    /// Inventory database: sqlite://PATH or postgres://user@host:port/db
+    /// Inventory database: sqlite://PATH or postgres://user[:password]@host:port/db
     /// (default: [server] database, else the CA directory's inventory.db).
-    #[arg(long, env = "TWOWAY_DATABASE")]
+    #[arg(long, env = "TWOWAY_DATABASE", hide_env_values = true)]
     database: Option<String>,
     /// SAN of the server's own certificate; repeatable (default: [server] sans).
     #[arg(long = "san", value_name = "TYPE:VALUE")]
     sans: Vec<String>,
+    /// An administrator besides [server] admins: a SAN of a client certificate issued by
+    /// this CA, or sha256:<fingerprint>; repeatable.
+    #[arg(long = "admin", value_name = "SAN|sha256:HEX")]
+    admins: Vec<String>,
     /// Validity of the server's own certificate (renewed at 2/3).
     #[arg(long, default_value = "24h")]
     server_cert_ttl: String,
 }
 
+/// `[server] admins` of `config` and the `--admin` flags, each once.
+fn admins_of(config: &twoway_ca::CaConfig, flags: &[String]) -> Vec<String> {
+    let mut all = config.server.admins.clone();
+    for a in flags {
+        if !all.contains(a) {
+            all.push(a.clone());
+        }
+    }
+    all
+}
+
+/// The start-up line about administrators.
+fn admins_line(admins: &[String]) -> String {
+    if admins.is_empty() {
+        "admins: none, so the admin API (tokens, listings, revoking any certificate, /v1/sign) \
+         refuses every certificate; list one in [server] admins in ca.toml and send SIGHUP"
+            .to_string()
+    } else {
+        format!(
+            "admins: {} (SIGHUP re-reads [server] admins in ca.toml)",
+            admins.join(", ")
+        )
+    }
+}
+
 pub fn run(a: ServeArgs) -> Result<ExitCode> {
+    for adm in &a.admins {
+        match adm.strip_prefix("sha256:") {
+            Some(fp) if fp.len() == 64 && fp.chars().all(|c| c.is_ascii_hexdigit()) => {}
+            Some(_) => {
+                return Err(usage(format!(
+                    "--admin {adm:?}: a fingerprint is sha256:<64 hex digits>"
+                )))
+            }
+            None => {
+                adm.parse::<twoway_pki::San>()
+                    .map_err(|e| usage(format!("--admin: {e}")))?;
+            }
+        }
+    }
     let database = a.database.clone();
     let mut ca = open_ca_with(&a.ca, true, database.as_deref())?;
     let cfg = ca.config().server.clone();
@@ -51,10 +99,10 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
             ))
         })?,
     };
-    let raw_sans = if a.sans.is_empty() {
-        cfg.sans.clone()
+    let (raw_sans, sans_from) = if a.sans.is_empty() {
+        (cfg.sans.clone(), "[server] sans in ca.toml")
     } else {
-        a.sans.clone()
+        (a.sans.clone(), "--san")
     };
     let sans = raw_sans
         .iter()
@@ -63,21 +111,17 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         .map_err(|e| usage(format!("--san: {e}")))?;
     let ttl = twoway_pki::parse_duration(&a.server_cert_ttl)
         .map_err(|e| usage(format!("--server-cert-ttl: {e}")))?;
+    let admins = admins_of(ca.config(), &a.admins);
     let opts = twoway_server::ServeOptions {
         listen,
         http_listen: a.http_listen,
-        sans,
+        sans: sans.clone(),
         server_cert_ttl: ttl,
         ocsp_cert_ttl: time::Duration::days(7),
         actor: format!("server:{}", actor(&a.ca).trim_start_matches("cli:")),
+        admins: admins.clone(),
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::output::init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -88,27 +132,74 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         .map(|d| twoway_pki::sha256_hex(d))
         .unwrap_or_default();
     let _ = &mut ca;
+    let names = raw_sans.join(", ");
+    let config_path = a.ca.ca_dir.join(twoway_ca::layout::CONFIG);
+    let flag_admins = a.admins.clone();
     rt.block_on(async move {
-        let running = twoway_server::start(ca, opts)
-            .await
-            .context("cannot start the CA server")?;
-        let mut out = std::io::stdout();
-        writeln!(out, "twoway CA serving https://{}", running.https_addr)?;
+        let running = twoway_server::start(ca, opts).await.map_err(|e| match e {
+            twoway_server::Error::Ca(ca_err)
+                if ca_err.kind() == twoway_ca::ErrorKind::BadInput =>
+            {
+                anyhow::Error::from(ca_err).context(format!(
+                    "cannot issue the server's own certificate for {names} ({sans_from}): \
+                     give --san names this CA may certify"
+                ))
+            }
+            other => anyhow::Error::from(other).context("cannot start the CA server"),
+        })?;
+        // The start-up lines go to stdout for people and scripts; a reader that went away
+        // does not stop the server.
+        let mut banner = format!("twoway CA serving https://{}\n", running.https_addr);
         if let Some(h) = running.http_addr {
-            writeln!(out, "OCSP, CRL and roots also on http://{h}")?;
+            banner.push_str(&format!("OCSP, CRL and roots also on http://{h}\n"));
         }
-        writeln!(out, "root fingerprint (SHA-256) {root_fp}")?;
-        out.flush()?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot watch SIGTERM")?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        banner.push_str(&format!("root fingerprint (SHA-256) {root_fp}\n"));
+        banner.push_str(&format!(
+            "serving as {names} (the server's own certificate, renewed by itself)\n"
+        ));
+        banner.push_str(&admins_line(&admins));
+        banner.push('\n');
+        let _ = crate::output::write_out(&banner);
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => reload_admins(&running, &config_path, &flag_admins),
+            }
         }
-        eprintln!("shutting down");
+        tracing::info!("shutting down: retiring the server's own certificates");
+        match tokio::time::timeout(std::time::Duration::from_secs(10), running.retire()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not retire the server's own certificates; they expire on their own"),
+            Err(_) => tracing::warn!("retiring the server's own certificates took over 10 s; they expire on their own"),
+        }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP: re-reads `[server] admins` from ca.toml. A file that does not load keeps the
+/// running list, and the log says why.
+fn reload_admins(running: &twoway_server::Running, path: &std::path::Path, flags: &[String]) {
+    match twoway_ca::CaConfig::load(path) {
+        Ok(cfg) => {
+            let admins = admins_of(&cfg, flags);
+            tracing::info!(
+                admins = %if admins.is_empty() { "none".to_string() } else { admins.join(", ") },
+                "SIGHUP: reloaded [server] admins from {}",
+                path.display()
+            );
+            running.state.set_admins(admins);
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "SIGHUP: {} does not load; the admins stay as they were",
+            path.display()
+        ),
+    }
 }
 
 /// Opens the inventory named by a database URL.

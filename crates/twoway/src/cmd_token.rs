@@ -5,6 +5,7 @@ use crate::output::print_json;
 use crate::{usage, CaOpts};
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Subcommand, Debug)]
@@ -96,14 +97,16 @@ pub fn print_token(t: &twoway_api::TokenResponse, json: bool) -> Result<ExitCode
             "sans": t.sans, "profile": t.profile,
         }))?;
     } else {
-        println!("{}", t.token);
-        eprintln!(
+        outln!("{}", t.token)?;
+        // The details come from the CA (a remote one, maybe): escaped like any other text.
+        let details = format!(
             "One-time {} token for {} (id {}), usable until {}. It is shown only now.",
             t.profile,
             t.sans.join(", "),
             t.id,
             t.expires_at
         );
+        let _ = writeln!(std::io::stderr(), "{}", crate::output::printable(&details));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,6 @@
 //! `twoway cert inspect FILE` and `twoway cert inspect --remote host:port`.
 
-use crate::output::{self, print_json};
+use crate::output::{self, print_json, printable};
 use crate::usage;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -175,9 +175,9 @@ pub fn run(a: InspectArgs) -> Result<ExitCode> {
         }))?;
     } else {
         let now = OffsetDateTime::now_utc();
-        println!("{source}: {} certificate(s)", infos.len());
+        outln!("{}: {} certificate(s)", printable(&source), infos.len())?;
         if let Some((p, c)) = &meta {
-            println!("negotiated {p}, {c}");
+            outln!("negotiated {p}, {c}")?;
         }
         for (i, info) in infos.iter().enumerate() {
             let role = if i == 0 {
@@ -187,27 +187,21 @@ pub fn run(a: InspectArgs) -> Result<ExitCode> {
             } else {
                 "intermediate"
             };
-            println!();
-            println!("[{i}] {role}");
-            println!(
+            outln!()?;
+            outln!("[{i}] {role}")?;
+            outln!(
                 "  subject      {}",
                 if info.subject.is_empty() {
-                    "(empty)"
+                    "(empty)".into()
                 } else {
-                    &info.subject
+                    printable(&info.subject)
                 }
-            );
-            println!("  issuer       {}", info.issuer);
-            println!("  serial       {}", info.serial);
+            )?;
+            outln!("  issuer       {}", printable(&info.issuer))?;
+            outln!("  serial       {}", info.serial)?;
             if !info.sans.is_empty() {
-                println!(
-                    "  names        {}",
-                    info.sans
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                let names: Vec<String> = info.sans.iter().map(|s| s.to_string()).collect();
+                outln!("  names        {}", printable(&names.join(", ")))?;
             }
             let usage_desc = if info.is_ca {
                 "CA".to_string()
@@ -225,29 +219,29 @@ pub fn run(a: InspectArgs) -> Result<ExitCode> {
                     })
                     .unwrap_or_else(|| "no TLS EKU".into())
             };
-            println!("  usage        {usage_desc}");
-            println!(
+            outln!("  usage        {usage_desc}")?;
+            outln!(
                 "  key          {}",
                 info.key_type.map(|k| k.as_str()).unwrap_or("unknown")
-            );
-            println!(
+            )?;
+            outln!(
                 "  valid        {} to {}",
                 output::date(info.not_before),
                 output::date(info.not_after)
-            );
+            )?;
             let state = if info.not_before > now {
                 "NOT YET VALID".to_string()
             } else {
                 output::relative(info.not_after, now)
             };
-            println!("  expires      {state}");
-            println!("  sha256       {}", info.fingerprint);
+            outln!("  expires      {state}")?;
+            outln!("  sha256       {}", info.fingerprint)?;
         }
         if let Some(t) = &trust {
-            println!();
+            outln!()?;
             match t {
-                Ok(()) => println!("trusted: yes (chain verifies to --ca)"),
-                Err(e) => println!("trusted: NO ({e})"),
+                Ok(()) => outln!("trusted: yes (chain verifies to --ca)")?,
+                Err(e) => outln!("trusted: NO ({})", printable(e))?,
             }
         }
     }

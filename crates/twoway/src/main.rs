@@ -2,17 +2,19 @@
 //! exit codes; everything else lives in the library crates.
 #![forbid(unsafe_code)]
 
+#[macro_use]
+mod output;
 mod cmd_agent;
 mod cmd_ca;
 mod cmd_cert;
 mod cmd_serve;
 mod cmd_token;
 mod inspect;
-mod output;
 mod proxy_cmd;
 mod remote;
 
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,7 +36,8 @@ pub mod exit {
     pub const CANTCREAT: u8 = 73;
     /// File system error.
     pub const IOERR: u8 = 74;
-    /// Key could not be unlocked: wrong or missing passphrase.
+    /// Permission denied: the CA key could not be unlocked (wrong or missing passphrase),
+    /// or a remote CA refused the client certificate (HTTP 401 or 403).
     pub const NOPERM: u8 = 77;
 }
 
@@ -48,9 +51,11 @@ Examples:
   twoway proxy server --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\
       --cert chain.pem --key key.pem --client-ca ca.pem
 
-Exit codes: 0 ok, 1 failure (or `cert check` found expiring certificates), 64 usage or
-configuration error, 65 bad input data, 66 not found, 73 output exists, 74 I/O error,
-77 key could not be unlocked.";
+Exit codes: 0 ok; 1 failure (or `cert check` found certificates that need a person, or
+`audit verify` found a broken chain); 64 usage or configuration error; 65 bad input data;
+66 not found; 73 output exists; 74 I/O error; 77 permission denied: the CA key could not
+be unlocked, or a remote CA refused the client certificate (HTTP 401: not one it knows,
+revoked or expired; HTTP 403: not in its [server] admins).";
 
 /// Mutual TLS made easy: a private CA, certificate lifecycle and inventory, and an mTLS proxy.
 #[derive(Parser, Debug)]
@@ -109,6 +114,7 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
+            // Help into a closed pipe is not worth a word either.
             let _ = e.print();
             return match e.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
@@ -137,8 +143,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of our output went away (`| head -1`): nothing to report.
+        Err(e) if output::is_stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {}", output::error_text(&e));
             ExitCode::from(exit_code(&e))
         }
     }

@@ -1,9 +1,109 @@
-//! Printing for people (aligned tables, durations) and for machines (JSON).
+//! Printing for people (aligned tables, durations) and for machines (JSON), and the one
+//! way to stdout: [`out!`] and [`outln!`] for people, [`print_json`] and [`write_raw`] for
+//! machines. Writing into a closed pipe (`twoway cert list | head -1`) gives
+//! [`StdoutClosed`], which `main` turns into a quiet exit instead of a panic.
+//!
+//! Text a certificate (or any peer) controls can hold terminal control sequences: people's
+//! output escapes them ([`printable`]), every table cell and every line through [`out!`];
+//! JSON stays exact (its encoder escapes control characters itself).
 
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use time::OffsetDateTime;
 
-/// An aligned text table.
+/// Prints a line for people on stdout; `?` it (a closed pipe is [`StdoutClosed`]).
+macro_rules! outln {
+    () => {
+        $crate::output::write_out("\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_out(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Prints text for people on stdout, without a newline; `?` it.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_out(&format!($($arg)*))
+    };
+}
+
+/// Standard output was closed by its reader. Nothing is wrong: the command stops and the
+/// process exits quietly, as Unix tools do.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// True when `e` is (or was caused by) a closed standard output.
+pub fn is_stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<StdoutClosed>())
+}
+
+/// Lets a command keep its own exit code (`cert check`'s 1) when its reader went away.
+pub fn unless_closed(r: anyhow::Result<()>) -> anyhow::Result<()> {
+    match r {
+        Err(e) if is_stdout_closed(&e) => Ok(()),
+        other => other,
+    }
+}
+
+fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        anyhow::Error::new(StdoutClosed)
+    } else {
+        anyhow::Error::new(e).context("cannot write to standard output")
+    }
+}
+
+/// Writes bytes to stdout as they are (PEM, JSON, a token).
+pub fn write_raw(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|_| out.flush())
+        .map_err(stdout_error)
+}
+
+/// Writes text for people to stdout, every line passed through [`printable`].
+pub fn write_out(text: &str) -> anyhow::Result<()> {
+    let mut clean = String::with_capacity(text.len());
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            clean.push('\n');
+        }
+        clean.push_str(&printable(line));
+    }
+    write_raw(clean.as_bytes())
+}
+
+/// The text with every control character (C0, DEL, C1, line breaks included) and every
+/// bidirectional-override character written as a visible escape (`\x1b`, `\u{202e}`), so
+/// text from a certificate cannot move the cursor, retitle the terminal, forge a line or
+/// reorder what a person reads. JSON output does not use it: it must stay exact.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    let hostile =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(hostile) {
+        return Cow::Borrowed(s);
+    }
+    let mut o = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            c if (c as u32) < 0x100 && hostile(c) => o.push_str(&format!("\\x{:02x}", c as u32)),
+            c if hostile(c) => o.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    Cow::Owned(o)
+}
+
+/// An aligned text table; every cell goes through [`printable`].
 pub struct Table {
     headers: Vec<String>,
     rows: Vec<Vec<String>>,
@@ -18,7 +118,12 @@ impl Table {
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| printable(&c).into_owned())
+                .collect(),
+        );
     }
 
     pub fn is_empty(&self) -> bool {
@@ -58,8 +163,7 @@ impl Table {
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     let mut s = serde_json::to_string_pretty(v)?;
     s.push('\n');
-    std::io::stdout().write_all(s.as_bytes())?;
-    Ok(())
+    write_raw(s.as_bytes())
 }
 
 /// `2027-02-21 13:05 UTC`.
@@ -88,7 +192,7 @@ pub fn relative(t: OffsetDateTime, now: OffsetDateTime) -> String {
 /// A progress note on stderr for anything slow, only when a person is watching.
 pub fn progress(msg: &str) {
     if std::io::stderr().is_terminal() {
-        eprintln!("{msg}");
+        let _ = writeln!(std::io::stderr(), "{msg}");
     }
 }
 
@@ -98,5 +202,113 @@ pub fn short(s: &str, n: usize) -> String {
         s.to_string()
     } else {
         format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}
+
+/// How many hex digits of the SHA-256 fingerprint name a certificate in listings (its ID).
+/// `cert show` and `cert revoke` take it: 48 bits, so two certificates of one inventory
+/// share an ID with odds below one in a million up to ten thousand certificates; a
+/// collision is refused as ambiguous, never resolved to the wrong certificate.
+pub const ID_DIGITS: usize = 12;
+
+/// The ID of a certificate in listings: the first [`ID_DIGITS`] hex digits of its
+/// fingerprint.
+pub fn id(fingerprint: &str) -> String {
+    fingerprint.chars().take(ID_DIGITS).collect()
+}
+
+/// An error and its causes for people, each cause once: messages that already include
+/// their source's text (`…: No such file or directory (os error 2); check the path`) are
+/// not followed by it again.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if msg.is_empty() || parts.iter().any(|p| p.contains(msg.as_str())) {
+            continue;
+        }
+        parts.push(msg);
+    }
+    parts
+        .iter()
+        .map(|p| printable(p).into_owned())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// How printed commands call this program: `twoway` when that name on PATH is this very
+/// binary, else its path (relative to the working directory when below it), so that the
+/// commands `cargo run … quickstart` prints work as printed.
+pub fn self_command() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(|e| e.canonicalize()) else {
+        return "twoway".into();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            dir.join("twoway")
+                .canonicalize()
+                .is_ok_and(|candidate| candidate == exe)
+        })
+    });
+    if on_path {
+        return "twoway".into();
+    }
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.canonicalize().ok())
+        .and_then(|cwd| {
+            exe.strip_prefix(cwd)
+                .ok()
+                .map(|rel| format!("./{}", rel.display()))
+        })
+        .unwrap_or_else(|| exe.display().to_string());
+    if shown
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
+    {
+        shown
+    } else {
+        format!("'{}'", shown.replace('\'', "'\\''"))
+    }
+}
+
+/// Logs (tracing) to stderr at `RUST_LOG` (default info), in colour only on a terminal
+/// (and not with `NO_COLOR` set).
+pub fn init_logging() {
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_what_drives_a_terminal() {
+        assert_eq!(printable("api.example.internal"), "api.example.internal");
+        assert_eq!(
+            printable("a\u{1b}[2Jb\r\nc\u{7}\u{9b}\u{202e}"),
+            "a\\x1b[2Jb\\x0d\\x0ac\\x07\\x9b\\u{202e}"
+        );
+        assert_eq!(printable("naïve 名前"), "naïve 名前");
+    }
+
+    #[test]
+    fn error_text_prints_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(io).context("cannot read x: No such file; check the path");
+        assert_eq!(
+            error_text(&e),
+            "cannot read x: No such file; check the path"
+        );
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&e), "outer: inner");
     }
 }

@@ -65,10 +65,45 @@ pub struct ProxyArgs {
 #[derive(clap::Subcommand, Debug)]
 enum Mode {
     /// Terminate mTLS and forward to a plaintext backend.
+    #[command(after_help = SERVER_HELP)]
     Server(ServerArgs),
     /// Accept plaintext locally and originate mTLS to a target.
+    #[command(after_help = CLIENT_HELP)]
     Client(ClientArgs),
 }
+
+const SERVER_HELP: &str = "\
+Examples:
+  # HTTP mode: only prod workloads may call the app on 127.0.0.1:8080; it receives
+  # X-Forwarded-Client-Cert and X-Client-Identity
+  twoway proxy server --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\
+      --cert chain.pem --key key.pem --client-ca ca.pem \\
+      --allow 'spiffe://example.org/ns/prod/*' --http
+
+  # TCP mode (any protocol), the client's identity in a PROXY protocol v2 header
+  twoway proxy server --listen 0.0.0.0:5433 --backend 127.0.0.1:5432 \\
+      --cert chain.pem --key key.pem --client-ca ca.pem --allow 'dns:*.db.example.internal' \\
+      --proxy-protocol
+
+  # no key files: enroll with a twoway CA and renew in-process
+  twoway proxy server --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 --http \\
+      --enroll-token twt_… --ca https://ca.example.internal:9000 \\
+      --ca-fingerprint 3f2a…(root SHA-256) --san DNS:api.example.internal
+
+Rules (--allow): spiffe://… or uri:GLOB, dns:GLOB, ip:GLOB, cn:GLOB, ou:GLOB,
+issuer:SHA256HEX. See `twoway proxy --help` for reloading and signals.";
+
+const CLIENT_HELP: &str = "\
+Examples:
+  # a local plaintext port that reaches an mTLS server as this workload
+  twoway proxy client --listen 127.0.0.1:15001 --target api.example.internal:8443 \\
+      --cert client.pem --key client.key --server-ca ca.pem \\
+      --expect-server 'spiffe://example.org/ns/prod/sa/api'
+  curl http://127.0.0.1:15001/        # reaches https://api.example.internal:8443/ over mTLS
+
+  # the server name differs from the address dialled
+  twoway proxy client --listen 127.0.0.1:15002 --target 10.0.0.5:8443 \\
+      --server-name api.example.internal --cert client.pem --key client.key --server-ca ca.pem";
 
 /// Flags of `twoway proxy server`; each has the same-named key in a `[[server]]` table.
 #[derive(clap::Args, Debug)]
@@ -316,13 +351,7 @@ async fn shutdown_signal() {
 
 /// Runs `twoway proxy` until SIGTERM/SIGINT (or validates with `--check-config`).
 pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::output::init_logging();
     // Harmless when the binary already installed aws-lc-rs: configs name their provider.
     let _ = twoway_tls::provider().install_default();
 
@@ -381,16 +410,16 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         if args.check_config {
             let proxy = Proxy::check(&cfg).await.context("proxy configuration")?;
             for line in proxy.summary() {
-                println!("{line}");
+                outln!("{}", crate::output::printable(&line))?;
             }
-            println!(
+            outln!(
                 "configuration OK: {} listener(s){}",
                 valid.servers.len() + valid.clients.len(),
                 valid
                     .admin
                     .map(|a| format!(", admin on {a}"))
                     .unwrap_or_default()
-            );
+            )?;
             return Ok(());
         }
         let proxy = Proxy::prepare(&cfg, path)

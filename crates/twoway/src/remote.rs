@@ -110,10 +110,10 @@ pub fn run_cert(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if page.items.is_empty() {
-                println!("No certificates match.");
+                outln!("No certificates match.")?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut t = Table::new(&["SERIAL", "NAMES", "PROFILE", "OWNER", "STATUS", "EXPIRES"]);
+            let mut t = Table::new(&["ID", "NAMES", "PROFILE", "OWNER", "STATUS", "EXPIRES"]);
             for i in &page.items {
                 let names = match (i.sans.first(), i.sans.len()) {
                     (Some(f), 1) => f.clone(),
@@ -121,7 +121,7 @@ pub fn run_cert(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
                     (None, _) => i.subject.clone(),
                 };
                 t.row(vec![
-                    output::short(&i.serial, 16),
+                    output::id(&i.fingerprint),
                     names,
                     i.profile.clone(),
                     i.owner.clone().unwrap_or_else(|| "-".into()),
@@ -129,16 +129,16 @@ pub fn run_cert(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
                     i.not_after.clone(),
                 ]);
             }
-            print!("{}", t.render());
+            out!("{}", t.render())?;
             let shown_to = page.offset + page.items.len();
             if page.total > shown_to {
-                println!(
+                outln!(
                     "Showing {}-{} of {}. Next page: --page {}",
                     page.offset + 1,
                     shown_to,
                     page.total,
                     a.page + 1
-                );
+                )?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -148,10 +148,10 @@ pub fn run_cert(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
                 serial,
                 reason: Some(reason),
             }))?;
-            println!(
+            outln!(
                 "Revoked serial {} at {}, reason {}. OCSP and /crl on the CA reflect it now.",
                 resp.serial, resp.revoked_at, resp.reason
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         CertCommand::Sign(a) => sign(a, r),
@@ -200,7 +200,7 @@ fn sign(a: crate::cmd_cert::SignArgs, r: &RemoteOpts) -> Result<ExitCode> {
         sans: None,
     }))?;
     match &a.out {
-        None => print!("{}", resp.chain),
+        None => output::write_raw(resp.chain.as_bytes())?,
         Some(dir) => {
             let mut s = twoway_ca::files::StagedFiles::new(dir)?;
             s.stage("ca.pem", resp.root.as_bytes(), 0o644)?;
@@ -208,10 +208,10 @@ fn sign(a: crate::cmd_cert::SignArgs, r: &RemoteOpts) -> Result<ExitCode> {
             s.stage("chain.pem", resp.chain.as_bytes(), 0o644)?;
             s.commit()?;
             let d = dir.display();
-            println!(
+            outln!(
                 "Signed serial {}, valid until {}.\n  files        {d}/cert.pem {d}/chain.pem {d}/ca.pem",
                 resp.serial, resp.not_after
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
