@@ -350,4 +350,28 @@ mod tests {
             Err(Error::Database { .. })
         ));
     }
+
+    #[test]
+    fn all_zero_prefixes_are_literal() {
+        let db = TestDb::new();
+        conformance::all_zero_prefixes_are_literal(&PostgresStore::connect(&db.url()).unwrap());
+    }
+
+    #[test]
+    fn san_glob_stays_linear() {
+        let db = TestDb::new();
+        conformance::san_glob_stays_linear(&PostgresStore::connect(&db.url()).unwrap());
+    }
+
+    #[test]
+    fn pages_read_only_their_rows() {
+        let db = TestDb::new();
+        conformance::pages_read_only_their_rows(&PostgresStore::connect(&db.url()).unwrap());
+    }
+
+    #[test]
+    fn filters_match_exactly() {
+        let db = TestDb::new();
+        conformance::filters_match_exactly(&PostgresStore::connect(&db.url()).unwrap());
+    }
 }

@@ -276,4 +276,24 @@ mod tests {
         let b = SqliteStore::open(&path).unwrap();
         conformance::concurrent_writers(&a, &b);
     }
+
+    #[test]
+    fn all_zero_prefixes_are_literal() {
+        conformance::all_zero_prefixes_are_literal(&SqliteStore::in_memory().unwrap());
+    }
+
+    #[test]
+    fn san_glob_stays_linear() {
+        conformance::san_glob_stays_linear(&SqliteStore::in_memory().unwrap());
+    }
+
+    #[test]
+    fn pages_read_only_their_rows() {
+        conformance::pages_read_only_their_rows(&SqliteStore::in_memory().unwrap());
+    }
+
+    #[test]
+    fn filters_match_exactly() {
+        conformance::filters_match_exactly(&SqliteStore::in_memory().unwrap());
+    }
 }
