@@ -1,5 +1,6 @@
-//! One test suite for every engine: each function takes `&dyn Store` and is called by the
-//! SQLite and the PostgreSQL tests.
+//! One test suite for every engine: each function takes `&dyn Store`, and
+//! [`conformance_tests!`] makes one test of each for an engine (SQLite's and PostgreSQL's
+//! test modules call it with a fresh store).
 
 use crate::audit::verify_chain;
 use crate::{
@@ -7,6 +8,35 @@ use crate::{
     TokenRecord,
 };
 use time::OffsetDateTime;
+
+/// One `#[test]` per check of the suite; `$store` makes a fresh, empty store (anything
+/// that derefs to one), once per test.
+macro_rules! conformance_tests {
+    ($store:expr) => {
+        $crate::conformance::conformance_tests!(@each $store;
+            insert_find_revoke_list_and_chain,
+            tokens_and_supersession,
+            leading_zero_fingerprints,
+            plain_batches,
+            batch_with_failures,
+            group_commit,
+            all_zero_prefixes_are_literal,
+            san_glob_stays_linear,
+            pages_read_only_their_rows,
+            filters_match_exactly,
+        );
+    };
+    (@each $store:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                let store = $store;
+                $crate::conformance::$check(&*store);
+            }
+        )*
+    };
+}
+pub(crate) use conformance_tests;
 
 pub(crate) fn rec(fp: &str, serial: &str) -> CertRecord {
     let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();

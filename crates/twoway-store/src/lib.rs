@@ -185,11 +185,11 @@ impl<E: db::Engine> Store for E {
     }
 
     fn find_certificate(&self, key: &str) -> Result<CertRecord> {
-        self.read(|db| query::find(db, self.rows_read(), key))
+        self.read(|db| query::find(db, &self.shared().rows_read, key))
     }
 
     fn list_certificates(&self, q: &CertQuery) -> Result<Page<CertRecord>> {
-        self.read_snapshot(|db| query::list(db, self.dialect(), self.rows_read(), q))
+        self.read_snapshot(|db| query::list(db, self.shared().dialect, &self.shared().rows_read, q))
     }
 
     fn revoke(
@@ -199,11 +199,11 @@ impl<E: db::Engine> Store for E {
         reason: &str,
         audit: &NewAudit,
     ) -> Result<CertRecord> {
-        self.write(|db| write::revoke(db, self.rows_read(), fingerprint, at, reason, audit))
+        self.write(|db| write::revoke(db, &self.shared().rows_read, fingerprint, at, reason, audit))
     }
 
     fn revoked_by_issuer(&self, issuer: &str, since: OffsetDateTime) -> Result<Vec<CertRecord>> {
-        self.read(|db| query::revoked_by_issuer(db, self.rows_read(), issuer, since))
+        self.read(|db| query::revoked_by_issuer(db, &self.shared().rows_read, issuer, since))
     }
 
     fn next_crl_number(&self, audit: &NewAudit) -> Result<u64> {
@@ -228,7 +228,8 @@ impl<E: db::Engine> Store for E {
         audit: &NewAudit,
         extras: &IssueExtras,
     ) -> Result<AuditEntry> {
-        self.queue()
+        self.shared()
+            .queue
             .submit(rec, audit, extras, |batch| self.record_issuances(batch))
     }
 
@@ -236,7 +237,7 @@ impl<E: db::Engine> Store for E {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(|db| write::record_batch(db, self.dialect(), batch))
+        self.write(|db| write::record_batch(db, self.shared().dialect, batch))
     }
 
     fn insert_token(&self, token: &TokenRecord, audit: &NewAudit) -> Result<()> {
@@ -252,6 +253,6 @@ impl<E: db::Engine> Store for E {
     }
 
     fn certificate_rows_read(&self) -> u64 {
-        self.rows_read().load(Ordering::Relaxed)
+        self.shared().rows_read.load(Ordering::Relaxed)
     }
 }

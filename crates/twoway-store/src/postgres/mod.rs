@@ -15,8 +15,7 @@
 
 mod pool;
 
-use crate::db::{Arg, Db, Dialect, Engine, Row};
-use crate::group::Queue;
+use crate::db::{Arg, Db, Dialect, Engine, OnRow, Row, Shared, Value};
 use crate::schema::SCHEMA;
 use crate::{Error, Result};
 use ::postgres::error::SqlState;
@@ -25,7 +24,6 @@ use ::postgres::types::{ToSql, Type};
 use ::postgres::{GenericClient, IsolationLevel};
 use pool::Pool;
 use std::str::FromStr;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// The advisory lock key every writing transaction takes (ASCII "twoway").
@@ -47,8 +45,7 @@ static DIALECT: Dialect = Dialect {
 /// The inventory in a PostgreSQL database, through a small pool of connections.
 pub struct PostgresStore {
     pool: Pool,
-    queue: Queue,
-    rows_read: AtomicU64,
+    shared: Shared,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -102,8 +99,7 @@ impl PostgresStore {
         }
         let store = PostgresStore {
             pool: Pool::new(config, pool_size),
-            queue: Queue::default(),
-            rows_read: AtomicU64::new(0),
+            shared: Shared::new(&DIALECT),
         };
         {
             let mut conn = store.pool.get()?;
@@ -117,8 +113,8 @@ impl PostgresStore {
 }
 
 impl Engine for PostgresStore {
-    fn dialect(&self) -> &'static Dialect {
-        &DIALECT
+    fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     fn read<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
@@ -146,14 +142,6 @@ impl Engine for PostgresStore {
         let out = f(&mut Pg(&mut tx))?;
         tx.commit()?;
         Ok(out)
-    }
-
-    fn queue(&self) -> &Queue {
-        &self.queue
-    }
-
-    fn rows_read(&self) -> &AtomicU64 {
-        &self.rows_read
     }
 }
 
@@ -207,12 +195,7 @@ impl<C: GenericClient> Db for Pg<'_, C> {
         Ok(self.0.execute_typed(&numbered(sql), &typed(&params))?)
     }
 
-    fn each(
-        &mut self,
-        sql: &str,
-        args: &[Arg<'_>],
-        f: &mut dyn FnMut(&dyn Row) -> Result<()>,
-    ) -> Result<()> {
+    fn each(&mut self, sql: &str, args: &[Arg<'_>], f: &mut OnRow<'_>) -> Result<()> {
         let params = params(args);
         let mut rows = self.0.query_typed_raw(&numbered(sql), typed(&params))?;
         while let Some(row) = rows.next()? {
@@ -227,12 +210,24 @@ impl<C: GenericClient> Db for Pg<'_, C> {
 }
 
 impl Row for ::postgres::Row {
-    fn int(&self, i: usize) -> Result<Option<i64>> {
-        Ok(self.try_get(i)?)
-    }
-
-    fn text(&self, i: usize) -> Result<Option<String>> {
-        Ok(self.try_get(i)?)
+    fn value(&self, i: usize) -> Result<Value> {
+        let column = self
+            .columns()
+            .get(i)
+            .ok_or_else(|| Error::Corrupt(format!("no column {i}")))?;
+        let value = match *column.type_() {
+            Type::INT8 => self.try_get::<_, Option<i64>>(i)?.map(Value::Int),
+            Type::INT4 => self
+                .try_get::<_, Option<i32>>(i)?
+                .map(|v| Value::Int(v.into())),
+            Type::TEXT | Type::VARCHAR => self.try_get::<_, Option<String>>(i)?.map(Value::Text),
+            ref other => {
+                return Err(Error::Corrupt(format!(
+                    "column {i} has type {other}, outside the schema"
+                )))
+            }
+        };
+        Ok(value.unwrap_or(Value::Null))
     }
 }
 
@@ -282,47 +277,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn insert_find_revoke_list_and_chain() {
-        let db = TestDb::new();
-        let s = PostgresStore::connect(&db.url()).unwrap();
-        conformance::insert_find_revoke_list_and_chain(&s);
+    /// A store on a fresh database, dropped (store first, then database) at the end.
+    struct Fresh {
+        store: PostgresStore,
+        _db: TestDb,
     }
 
-    #[test]
-    fn tokens_and_supersession() {
-        let db = TestDb::new();
-        let s = PostgresStore::connect(&db.url()).unwrap();
-        conformance::tokens_and_supersession(&s);
+    impl Fresh {
+        fn new() -> Fresh {
+            let db = TestDb::new();
+            Fresh {
+                store: PostgresStore::connect(&db.url()).unwrap(),
+                _db: db,
+            }
+        }
     }
 
-    #[test]
-    fn leading_zero_fingerprints() {
-        let db = TestDb::new();
-        let s = PostgresStore::connect(&db.url()).unwrap();
-        conformance::leading_zero_fingerprints(&s);
+    impl std::ops::Deref for Fresh {
+        type Target = PostgresStore;
+        fn deref(&self) -> &PostgresStore {
+            &self.store
+        }
     }
 
-    #[test]
-    fn plain_batches() {
-        let db = TestDb::new();
-        let s = PostgresStore::connect(&db.url()).unwrap();
-        conformance::plain_batches(&s);
-    }
-
-    #[test]
-    fn a_failing_issuance_in_the_middle_of_a_batch_fails_alone() {
-        let db = TestDb::new();
-        let s = PostgresStore::connect(&db.url()).unwrap();
-        conformance::batch_with_failures(&s);
-    }
-
-    #[test]
-    fn group_commit() {
-        let db = TestDb::new();
-        let s = PostgresStore::connect(&db.url()).unwrap();
-        conformance::group_commit(&s);
-    }
+    crate::conformance::conformance_tests!(Fresh::new());
 
     #[test]
     fn concurrent_writers_from_two_pools() {
@@ -349,29 +327,5 @@ mod tests {
             PostgresStore::connect("postgres://[bad"),
             Err(Error::Database { .. })
         ));
-    }
-
-    #[test]
-    fn all_zero_prefixes_are_literal() {
-        let db = TestDb::new();
-        conformance::all_zero_prefixes_are_literal(&PostgresStore::connect(&db.url()).unwrap());
-    }
-
-    #[test]
-    fn san_glob_stays_linear() {
-        let db = TestDb::new();
-        conformance::san_glob_stays_linear(&PostgresStore::connect(&db.url()).unwrap());
-    }
-
-    #[test]
-    fn pages_read_only_their_rows() {
-        let db = TestDb::new();
-        conformance::pages_read_only_their_rows(&PostgresStore::connect(&db.url()).unwrap());
-    }
-
-    #[test]
-    fn filters_match_exactly() {
-        let db = TestDb::new();
-        conformance::filters_match_exactly(&PostgresStore::connect(&db.url()).unwrap());
     }
 }

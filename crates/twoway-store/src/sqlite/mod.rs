@@ -1,14 +1,13 @@
 //! The embedded SQLite store: its connections, its dialect and its driver calls. The
 //! statements and everything they mean are the shared core's (`query.rs`, `write.rs`).
 
-use crate::db::{Arg, Db, Dialect, Engine, Row};
-use crate::group::Queue;
+use crate::db::{Arg, Db, Dialect, Engine, OnRow, Row, Shared, Value};
 use crate::schema::SCHEMA;
 use crate::{Error, Result};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Read connections a file-backed store keeps besides its writer.
@@ -39,8 +38,7 @@ pub struct SqliteStore {
     /// Empty for an in-memory store (its data lives in the writer's connection only).
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
-    queue: Queue,
-    rows_read: AtomicU64,
+    shared: Shared,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -84,8 +82,7 @@ impl SqliteStore {
             writer: Mutex::new(conn),
             readers,
             next_reader: AtomicUsize::new(0),
-            queue: Queue::default(),
-            rows_read: AtomicU64::new(0),
+            shared: Shared::new(&DIALECT),
         })
     }
 
@@ -98,8 +95,7 @@ impl SqliteStore {
             writer: Mutex::new(conn),
             readers: Vec::new(),
             next_reader: AtomicUsize::new(0),
-            queue: Queue::default(),
-            rows_read: AtomicU64::new(0),
+            shared: Shared::new(&DIALECT),
         })
     }
 
@@ -122,8 +118,8 @@ impl SqliteStore {
 }
 
 impl Engine for SqliteStore {
-    fn dialect(&self) -> &'static Dialect {
-        &DIALECT
+    fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     fn read<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
@@ -147,14 +143,6 @@ impl Engine for SqliteStore {
         tx.commit()?;
         Ok(out)
     }
-
-    fn queue(&self) -> &Queue {
-        &self.queue
-    }
-
-    fn rows_read(&self) -> &AtomicU64 {
-        &self.rows_read
-    }
 }
 
 /// The driver calls, on a connection or a transaction (which derefs to one). Every
@@ -170,12 +158,7 @@ impl Db for Lite<'_> {
         Ok(n as u64)
     }
 
-    fn each(
-        &mut self,
-        sql: &str,
-        args: &[Arg<'_>],
-        f: &mut dyn FnMut(&dyn Row) -> Result<()>,
-    ) -> Result<()> {
+    fn each(&mut self, sql: &str, args: &[Arg<'_>], f: &mut OnRow<'_>) -> Result<()> {
         let mut stmt = self.0.prepare_cached(sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
         while let Some(row) = rows.next()? {
@@ -203,12 +186,18 @@ impl rusqlite::ToSql for Arg<'_> {
 }
 
 impl Row for rusqlite::Row<'_> {
-    fn int(&self, i: usize) -> Result<Option<i64>> {
-        Ok(self.get(i)?)
-    }
-
-    fn text(&self, i: usize) -> Result<Option<String>> {
-        Ok(self.get(i)?)
+    fn value(&self, i: usize) -> Result<Value> {
+        match self.get_ref(i)? {
+            ValueRef::Null => Ok(Value::Null),
+            ValueRef::Integer(v) => Ok(Value::Int(v)),
+            ValueRef::Text(t) => std::str::from_utf8(t)
+                .map(|t| Value::Text(t.to_owned()))
+                .map_err(|e| Error::Corrupt(format!("column {i}: {e}"))),
+            other => Err(Error::Corrupt(format!(
+                "column {i} holds {}, outside the schema",
+                other.data_type()
+            ))),
+        }
     }
 }
 
@@ -217,40 +206,13 @@ mod tests {
     use super::*;
     use crate::{conformance, Store};
 
-    #[test]
-    fn insert_find_revoke_list_and_chain() {
-        conformance::insert_find_revoke_list_and_chain(&SqliteStore::in_memory().unwrap());
-    }
+    crate::conformance::conformance_tests!(Box::new(SqliteStore::in_memory().unwrap()));
 
     #[test]
-    fn tokens_and_supersession() {
-        conformance::tokens_and_supersession(&SqliteStore::in_memory().unwrap());
-    }
-
-    #[test]
-    fn leading_zero_fingerprints() {
-        conformance::leading_zero_fingerprints(&SqliteStore::in_memory().unwrap());
-    }
-
-    #[test]
-    fn group_commit_in_memory_and_on_a_file() {
-        conformance::group_commit(&SqliteStore::in_memory().unwrap());
+    fn group_commit_and_a_failing_batch_on_a_file() {
         let dir = tempfile::tempdir().unwrap();
-        conformance::group_commit(&SqliteStore::open(&dir.path().join("inventory.db")).unwrap());
-    }
-
-    #[test]
-    fn plain_batches() {
-        conformance::plain_batches(&SqliteStore::in_memory().unwrap());
-    }
-
-    #[test]
-    fn a_failing_issuance_in_the_middle_of_a_batch_fails_alone() {
-        conformance::batch_with_failures(&SqliteStore::in_memory().unwrap());
-        let dir = tempfile::tempdir().unwrap();
-        conformance::batch_with_failures(
-            &SqliteStore::open(&dir.path().join("inventory.db")).unwrap(),
-        );
+        conformance::group_commit(&SqliteStore::open(&dir.path().join("a.db")).unwrap());
+        conformance::batch_with_failures(&SqliteStore::open(&dir.path().join("b.db")).unwrap());
     }
 
     #[test]
@@ -275,25 +237,5 @@ mod tests {
         let a = SqliteStore::open(&path).unwrap();
         let b = SqliteStore::open(&path).unwrap();
         conformance::concurrent_writers(&a, &b);
-    }
-
-    #[test]
-    fn all_zero_prefixes_are_literal() {
-        conformance::all_zero_prefixes_are_literal(&SqliteStore::in_memory().unwrap());
-    }
-
-    #[test]
-    fn san_glob_stays_linear() {
-        conformance::san_glob_stays_linear(&SqliteStore::in_memory().unwrap());
-    }
-
-    #[test]
-    fn pages_read_only_their_rows() {
-        conformance::pages_read_only_their_rows(&SqliteStore::in_memory().unwrap());
-    }
-
-    #[test]
-    fn filters_match_exactly() {
-        conformance::filters_match_exactly(&SqliteStore::in_memory().unwrap());
     }
 }
