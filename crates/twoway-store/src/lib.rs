@@ -9,6 +9,15 @@
 //! share one transaction and one flush (group commit, see `group.rs`), each answered only
 //! after that commit returned. Entry types: [`Store`],
 //! [`CertRecord`], [`CertQuery`], [`NewAudit`], [`AuditEntry`].
+//!
+//! Layout: one engine-neutral core implements [`Store`] for every engine. `db.rs` is the
+//! seam (what a driver does, the SQL that differs between engines); `records.rs` maps
+//! rows to records; `write.rs` holds every write (the issuance transaction, the token rule,
+//! audit chaining through `audit::next_entry`); `query.rs` every read (lookups, filtering
+//! and paging in SQL, the SAN glob through `twoway-glob`); `group.rs` the group commit.
+//! `sqlite/` and `postgres/` (with its pool in `postgres/pool.rs`) keep their connections,
+//! their dialect and their driver calls only. `conformance.rs` is the one test suite both
+//! engines run.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
