@@ -9,7 +9,8 @@
 //! serializer), so a label `k=v` holds exactly when the text between the braces, with a
 //! comma added at each end, contains `,"k":"v",` (key and value JSON-encoded): a `"`
 //! inside a JSON string is always escaped, so `,"` only ever starts an entry. Rows come in
-//! the order of `(recorded_at DESC, fingerprint)`, which an index serves, and paging is
+//! the order of `(recorded_at DESC, fingerprint)`, which an index on `recorded_at` serves
+//! (ties within a second are sorted as they come), and paging is
 //! SQL's `LIMIT`/`OFFSET`; `total` is a `COUNT(*)` over the same filters in the same
 //! read transaction. Such a page reads `limit` certificate rows, whatever the inventory's
 //! size.
