@@ -809,6 +809,46 @@ mod tests {
         }
     }
 
+    /// `cert list --limit N` and `GET /v1/certificates?limit=N` both come here: without a
+    /// SAN glob, a page reads its own rows from the inventory and no others.
+    #[test]
+    fn a_listing_page_reads_only_its_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = init(d.path(), &opts(None)).unwrap();
+        let key = PrivateKey::generate(KeyType::P256).unwrap();
+        for i in 0..60 {
+            let san = format!("DNS:svc-{i}.example.internal");
+            ca.issue(
+                &req(&[san.as_str()], 30),
+                &key.public_key_der(),
+                "cert.issue",
+            )
+            .unwrap();
+        }
+        let now = OffsetDateTime::now_utc();
+        for q in [
+            CertQuery {
+                now: Some(now),
+                limit: 25,
+                ..Default::default()
+            },
+            CertQuery {
+                now: Some(now),
+                owner: Some("team".into()),
+                status: Some("active".into()),
+                offset: 25,
+                limit: 25,
+                ..Default::default()
+            },
+        ] {
+            let before = ca.store().certificate_rows_read();
+            let page = ca.list(&q).unwrap();
+            assert_eq!(page.items.len(), 25);
+            assert!(page.total >= 60, "{}", page.total);
+            assert_eq!(ca.store().certificate_rows_read() - before, 25);
+        }
+    }
+
     #[test]
     fn issue_revoke_crl_and_refusals() {
         let d = tempfile::tempdir().unwrap();

@@ -3,6 +3,12 @@
 use crate::{Error, Result, San};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use twoway_glob::{Glob, Options};
+
+/// URI and e-mail globs (`twoway-glob`): `*` crosses `/`, case matters, `[a-z]` classes.
+const GLOB: Options = Options::new().classes();
+/// DNS globs: the same, but `*`, `?` and classes stay within one label.
+const DNS_GLOB: Options = GLOB.separator('.');
 
 /// The allowed names per SAN type. A type whose list is absent is not restricted; a type
 /// whose list is present (even empty) allows only what matches one entry.
@@ -10,14 +16,16 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct NamePolicy {
     /// DNS names: `example.internal` allows that name and every name below it;
-    /// a glob such as `*.svc.example.internal` or `api-?.example.internal` matches one name
-    /// pattern (`*` does not cross a dot).
+    /// a glob such as `*.svc.example.internal`, `api-?.example.internal` or
+    /// `api-[0-9].example.internal` matches one name pattern (`*` does not cross a dot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<Vec<String>>,
     /// IP ranges in CIDR form: `10.0.0.0/8`, `fd00::/8`, or a single address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<Vec<String>>,
-    /// URIs: a glob such as `spiffe://example.org/*` (here `*` crosses `/`).
+    /// URIs: a glob such as `spiffe://example.org/*` (here `*` crosses `/`). Globs have
+    /// `*`, `?` and `[…]` classes; no `{a,b}` alternatives and no `\` escapes (one entry per
+    /// alternative instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<Vec<String>>,
     /// E-mail addresses: `example.org` (any mailbox at that domain) or a glob `*@example.org`.
@@ -38,7 +46,7 @@ impl NamePolicy {
             .chain(self.uri.iter().flatten())
             .chain(self.email.iter().flatten())
         {
-            globset::Glob::new(pat).map_err(|e| Error::BadPolicy(pat.clone(), e.to_string()))?;
+            check_glob(pat)?;
         }
         Ok(())
     }
@@ -78,7 +86,7 @@ impl NamePolicy {
                 let Some(rules) = &self.uri else {
                     return Ok(());
                 };
-                if rules.iter().any(|r| glob_matches(r, uri, false)) {
+                if rules.iter().any(|r| glob_matches(r, uri)) {
                     Ok(())
                 } else {
                     Err(violation(rules, "matches no allowed URI pattern"))
@@ -91,7 +99,7 @@ impl NamePolicy {
                 let domain = mail.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
                 let ok = rules.iter().any(|r| {
                     if r.contains('@') || r.contains('*') {
-                        glob_matches(r, mail, false)
+                        glob_matches(r, mail)
                     } else {
                         domain.eq_ignore_ascii_case(r)
                     }
@@ -117,33 +125,33 @@ fn parse_net(s: &str) -> Result<IpNet> {
         .map_err(|_| Error::BadPolicy(s.to_string(), "not an IP range such as 10.0.0.0/8".into()))
 }
 
+/// A policy glob must compile, and may not use the alternatives and escapes that no
+/// matcher here gives a meaning to: refused when the configuration is read rather than
+/// silently matching nothing.
+fn check_glob(pat: &str) -> Result<()> {
+    let refuse = |why: &str| Err(Error::BadPolicy(pat.to_string(), why.to_string()));
+    if pat.contains(['{', '}']) {
+        return refuse("`{a,b}` alternatives are not supported in policy globs: write one entry per alternative");
+    }
+    if pat.contains('\\') {
+        return refuse("`\\` escapes are not supported in policy globs (only `*`, `?` and `[...]` are special)");
+    }
+    Glob::new(pat, GLOB).map_err(|e| Error::BadPolicy(pat.to_string(), e.to_string()))?;
+    Ok(())
+}
+
 fn dns_matches(rule: &str, name: &str) -> bool {
     let rule = rule.to_ascii_lowercase();
     if rule.contains(['*', '?', '[']) {
-        return glob_matches(&rule, name, true);
+        return twoway_glob::is_match(&rule, name, DNS_GLOB);
     }
     let rule = rule.trim_start_matches('.');
     let name = name.strip_prefix("*.").unwrap_or(name);
     name == rule || name.ends_with(&format!(".{rule}"))
 }
 
-fn glob_matches(pattern: &str, value: &str, literal_separator_dot: bool) -> bool {
-    if literal_separator_dot {
-        // `*` must not cross a label: match label by label.
-        let pl: Vec<&str> = pattern.split('.').collect();
-        let vl: Vec<&str> = value.split('.').collect();
-        return pl.len() == vl.len()
-            && pl.iter().zip(&vl).all(|(p, v)| {
-                globset::Glob::new(p)
-                    .map(|g| g.compile_matcher().is_match(v))
-                    .unwrap_or(false)
-            });
-    }
-    globset::GlobBuilder::new(pattern)
-        .literal_separator(false)
-        .build()
-        .map(|g| g.compile_matcher().is_match(value))
-        .unwrap_or(false)
+fn glob_matches(pattern: &str, value: &str) -> bool {
+    twoway_glob::is_match(pattern, value, GLOB)
 }
 
 #[cfg(test)]
@@ -169,6 +177,37 @@ mod tests {
         assert!(p.check(&san("DNS:notexample.internal")).is_err());
         // types without rules are unrestricted
         p.check(&san("IP:1.2.3.4")).unwrap();
+    }
+
+    #[test]
+    fn glob_classes_and_refused_alternatives() {
+        let p = NamePolicy {
+            dns: Some(vec!["api-[0-9].svc.local".into()]),
+            uri: Some(vec!["spiffe://example.org/ns/[!x]*".into()]),
+            ..Default::default()
+        };
+        p.validate().unwrap();
+        p.check(&san("DNS:api-7.svc.local")).unwrap();
+        assert!(p.check(&san("DNS:api-x.svc.local")).is_err());
+        p.check(&san("URI:spiffe://example.org/ns/prod/sa/api"))
+            .unwrap();
+        assert!(p
+            .check(&san("URI:spiffe://example.org/ns/x/sa/api"))
+            .is_err());
+        for bad in [
+            "{api,web}.example.internal",
+            "a\\*.example",
+            "api-[0-9.example",
+        ] {
+            let e = NamePolicy {
+                dns: Some(vec![bad.into()]),
+                ..Default::default()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
     }
 
     #[test]

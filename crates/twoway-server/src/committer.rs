@@ -61,8 +61,8 @@ impl std::fmt::Debug for Committer {
 }
 
 fn stopped() -> CaError {
-    CaError::Store(StoreError::Database(
-        "the committer thread stopped: restart the CA (see its log)".into(),
+    CaError::Store(StoreError::database(
+        "the committer thread stopped: restart the CA (see its log)",
     ))
 }
 
@@ -115,10 +115,14 @@ fn run(ca: &Ca, rx: &mpsc::Receiver<Job>, stats: &CommitStats) {
         }))
         .unwrap_or_else(|_| {
             tracing::error!("recording a batch of issuances panicked");
-            Err(StoreError::Database("recording the issuance failed".into()))
+            Err(StoreError::database("recording the issuance failed"))
         });
         if let Err(e) = &committed {
-            tracing::error!(error = %e, issuances = items.len(), "a batch of issuances was not recorded");
+            tracing::error!(
+                error = e as &dyn std::error::Error,
+                issuances = items.len(),
+                "a batch of issuances was not recorded"
+            );
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats

@@ -154,7 +154,10 @@ impl Responder {
                     Ok(_) | Err(twoway_store::Error::NotFound(_)) => OcspStatus::Unknown,
                     Err(twoway_store::Error::Ambiguous(_)) => OcspStatus::Unknown,
                     Err(e) => {
-                        tracing::warn!(error = %e, "OCSP: inventory lookup failed");
+                        tracing::warn!(
+                            error = &e as &dyn std::error::Error,
+                            "OCSP: inventory lookup failed"
+                        );
                         metrics.ocsp("error");
                         return Bytes::from(error_response(OcspErrorStatus::TryLater));
                     }

@@ -72,7 +72,7 @@ pub fn from_ca(e: &CaError) -> ApiError {
         },
     };
     let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!(error = %e, "internal error");
+        tracing::error!(error = e as &dyn std::error::Error, "internal error");
         "internal error: see the CA's log".to_string()
     } else {
         e.to_string()

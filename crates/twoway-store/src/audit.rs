@@ -69,6 +69,38 @@ pub fn chain_hash(
     hex::encode(h.finalize())
 }
 
+/// The head of the chain: the newest entry's `(seq, hash)`, or `None` for an empty log.
+pub(crate) type Head = Option<(i64, String)>;
+
+/// The entry that follows `head` for `a`: its sequence number, its time in RFC 3339 UTC
+/// and its hash chained to the head's. The one place an entry is made, whatever the
+/// engine or the batch it is written in.
+pub(crate) fn next_entry(head: &Head, a: &NewAudit) -> crate::Result<AuditEntry> {
+    let (seq, prev_hash) = match head {
+        Some((s, h)) => (s + 1, h.clone()),
+        None => (1, GENESIS_HASH.to_string()),
+    };
+    let time = a
+        .time
+        .to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| crate::Error::database_source("formatting an audit entry's time", e))?;
+    let details = a.details.to_string();
+    let hash = chain_hash(
+        seq, &time, &a.actor, &a.action, &a.target, &details, &prev_hash,
+    );
+    Ok(AuditEntry {
+        seq,
+        time,
+        actor: a.actor.clone(),
+        action: a.action.clone(),
+        target: a.target.clone(),
+        details,
+        prev_hash,
+        hash,
+    })
+}
+
 /// What `audit verify` found wrong.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AuditProblem {

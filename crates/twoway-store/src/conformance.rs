@@ -1,5 +1,6 @@
-//! One test suite for every engine: each function takes `&dyn Store` and is called by the
-//! SQLite and the PostgreSQL tests.
+//! One test suite for every engine: each function takes `&dyn Store`, and
+//! [`conformance_tests!`] makes one test of each for an engine (SQLite's and PostgreSQL's
+//! test modules call it with a fresh store).
 
 use crate::audit::verify_chain;
 use crate::{
@@ -7,6 +8,35 @@ use crate::{
     TokenRecord,
 };
 use time::OffsetDateTime;
+
+/// One `#[test]` per check of the suite; `$store` makes a fresh, empty store (anything
+/// that derefs to one), once per test.
+macro_rules! conformance_tests {
+    ($store:expr) => {
+        $crate::conformance::conformance_tests!(@each $store;
+            insert_find_revoke_list_and_chain,
+            tokens_and_supersession,
+            leading_zero_fingerprints,
+            plain_batches,
+            batch_with_failures,
+            group_commit,
+            all_zero_prefixes_are_literal,
+            san_glob_stays_linear,
+            pages_read_only_their_rows,
+            filters_match_exactly,
+        );
+    };
+    (@each $store:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                let store = $store;
+                $crate::conformance::$check(&*store);
+            }
+        )*
+    };
+}
+pub(crate) use conformance_tests;
 
 pub(crate) fn rec(fp: &str, serial: &str) -> CertRecord {
     let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
@@ -559,4 +589,284 @@ pub(crate) fn plain_batches(store: &dyn Store) {
         })
         .unwrap();
     assert_eq!(page.total, 42);
+}
+
+/// A certificate recorded `secs` after the base time, with these SANs, owner and labels.
+fn rec_at(i: usize, secs: i64, sans: &[&str], owner: &str, labels: &[(&str, &str)]) -> CertRecord {
+    let mut r = rec(&format!("{i:08x}f00d"), &format!("6{i:07x}"));
+    r.recorded_at += time::Duration::seconds(secs);
+    r.sans = sans.iter().map(|s| s.to_string()).collect();
+    r.owner = Some(owner.into());
+    r.labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    r
+}
+
+/// Records `recs` through batches, as the online CA does.
+fn record_all(s: &dyn Store, recs: Vec<CertRecord>) {
+    let now = OffsetDateTime::now_utc();
+    let jobs: Vec<Issuance> = recs
+        .into_iter()
+        .map(|rec| Issuance {
+            rec,
+            audit: audit("cert.issue"),
+            extras: IssueExtras::none(now),
+        })
+        .collect();
+    for chunk in jobs.chunks(500) {
+        for r in s.record_issuances(chunk).unwrap() {
+            r.unwrap();
+        }
+    }
+}
+
+fn fps(page: &crate::Page<CertRecord>) -> Vec<String> {
+    page.items.iter().map(|r| r.fingerprint.clone()).collect()
+}
+
+/// A key of eight or more zeros is a literal prefix: it names no serial (serials are
+/// stored without leading zero bytes), so it finds nothing, revokes nothing, and never
+/// matches every certificate.
+pub(crate) fn all_zero_prefixes_are_literal(s: &dyn Store) {
+    let now = OffsetDateTime::now_utc();
+    let keys = ["00000000", "0000000000", "00:00:00:00", "0000000000000000"];
+    s.insert_certificate(&rec("ab12ab12ab12", "0102030405"), &audit("cert.issue"))
+        .unwrap();
+    for key in keys {
+        let found = s.find_certificate(key);
+        assert!(matches!(found, Err(Error::NotFound(_))), "{key}: {found:?}");
+    }
+    let revoked = s.revoke("00000000", now, "key-compromise", &audit("cert.revoke"));
+    assert!(matches!(revoked, Err(Error::NotFound(_))), "{revoked:?}");
+    assert_eq!(s.revocation_seq().unwrap(), 0, "nothing was revoked");
+    s.insert_certificate(&rec("cd34cd34cd34", "0a0b0c0d0e"), &audit("cert.issue"))
+        .unwrap();
+    for key in keys {
+        let found = s.find_certificate(key);
+        assert!(matches!(found, Err(Error::NotFound(_))), "{key}: {found:?}");
+    }
+    // leading zero bytes before a real serial or serial prefix are still stripped
+    assert_eq!(
+        s.find_certificate("000102030405").unwrap().fingerprint,
+        "ab12ab12ab12"
+    );
+    assert_eq!(
+        s.find_certificate("0000010203").unwrap().fingerprint,
+        "ab12ab12ab12"
+    );
+    assert_eq!(
+        s.find_certificate("0a0b0c0d").unwrap().fingerprint,
+        "cd34cd34cd34"
+    );
+}
+
+/// `*aaaaaaaa*a*a*a…b` (exponential for a backtracking matcher) against 10,000 rows whose
+/// SANs are long runs of `a`: the answer comes at once. The bound is generous; the point is "not
+/// exponential".
+pub(crate) fn san_glob_stays_linear(s: &dyn Store) {
+    let long = format!("DNS:{}.example", "a".repeat(60));
+    record_all(
+        s,
+        (0..10_000)
+            .map(|i| rec_at(i, 0, &[long.as_str()], "team-a", &[]))
+            .collect(),
+    );
+    // its longest literal run, `aaaaaaaa`, is in every row: SQL lets them all through and
+    // the glob itself decides, 20,000 times
+    let glob = format!("*{}{}b", "a".repeat(8), "*a".repeat(30));
+    let started = std::time::Instant::now();
+    let page = s
+        .list_certificates(&CertQuery {
+            san_glob: Some(glob),
+            limit: 50,
+            ..Default::default()
+        })
+        .unwrap();
+    let took = started.elapsed();
+    eprintln!("a pathological glob over 10,000 rows: {took:?}");
+    assert_eq!((page.total, page.items.len()), (0, 0));
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "a pathological glob over 10,000 rows took {took:?}"
+    );
+    let page = s
+        .list_certificates(&CertQuery {
+            san_glob: Some(format!("{}.example", "*a".repeat(30))),
+            limit: 50,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!((page.total, page.items.len()), (10_000, 50));
+}
+
+/// Listing order, paging and what a page costs: without a SAN glob a page reads its own
+/// rows and no others, whatever the filters; with one, the candidates are examined but
+/// the answer is the same as filtering everything.
+pub(crate) fn pages_read_only_their_rows(s: &dyn Store) {
+    // 300 certificates, three to a second (ties are ordered by fingerprint)
+    record_all(
+        s,
+        (0..300)
+            .map(|i| {
+                let owner = if i % 2 == 0 { "team-even" } else { "team-odd" };
+                let env = if i % 3 == 0 { "prod" } else { "dev" };
+                let san = format!("DNS:svc-{i}.ns-{}.example.internal", i % 4);
+                rec_at(i, (i / 3) as i64, &[san.as_str()], owner, &[("env", env)])
+            })
+            .collect(),
+    );
+    let all = s.list_certificates(&CertQuery::default()).unwrap();
+    assert_eq!((all.total, all.items.len()), (300, 300));
+    for w in all.items.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        assert!(
+            a.recorded_at > b.recorded_at
+                || (a.recorded_at == b.recorded_at && a.fingerprint < b.fingerprint),
+            "newest first, then by fingerprint: {} before {}",
+            a.fingerprint,
+            b.fingerprint
+        );
+    }
+    let mut paged = Vec::new();
+    for page in 0..7 {
+        let before = s.certificate_rows_read();
+        let p = s
+            .list_certificates(&CertQuery {
+                offset: page * 50,
+                limit: 50,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(p.total, 300);
+        assert_eq!(
+            s.certificate_rows_read() - before,
+            p.items.len() as u64,
+            "page {page} reads its own rows only"
+        );
+        paged.extend(fps(&p));
+    }
+    assert_eq!(paged, fps(&all), "pages put together are the whole listing");
+    // owner and labels are SQL too: a page reads the rows it shows
+    let q = CertQuery {
+        owner: Some("team-even".into()),
+        labels: vec![("env".into(), "prod".into())],
+        limit: 20,
+        ..Default::default()
+    };
+    let before = s.certificate_rows_read();
+    let p = s.list_certificates(&q).unwrap();
+    assert_eq!((p.total, p.items.len()), (50, 20));
+    assert_eq!(s.certificate_rows_read() - before, 20);
+    assert!(p
+        .items
+        .iter()
+        .all(|r| r.owner.as_deref() == Some("team-even") && r.labels["env"] == "prod"));
+    // a SAN glob: the same rows, in the same order, as filtering the whole listing
+    let glob = "*.ns-1.example.internal";
+    let expected: Vec<String> = all
+        .items
+        .iter()
+        .filter(|r| r.sans[0].ends_with(".ns-1.example.internal"))
+        .map(|r| r.fingerprint.clone())
+        .collect();
+    let p = s
+        .list_certificates(&CertQuery {
+            san_glob: Some(glob.into()),
+            offset: 10,
+            limit: 30,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(p.total, 75);
+    assert_eq!(fps(&p), expected[10..40]);
+    let p = s
+        .list_certificates(&CertQuery {
+            san_glob: Some(glob.into()),
+            offset: 70,
+            limit: 30,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!((p.total, fps(&p)), (75, expected[70..].to_vec()));
+    let p = s
+        .list_certificates(&CertQuery {
+            offset: 400,
+            limit: 30,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        (p.total, p.items.len()),
+        (300, 0),
+        "past the end: an empty page"
+    );
+}
+
+/// Labels match exactly (key and value, case, JSON escapes, LIKE metacharacters), and
+/// the SAN glob as documented: ASCII case ignored, `?` one character, `*` any run, the
+/// whole SAN or its value, other characters literal.
+pub(crate) fn filters_match_exactly(s: &dyn Store) {
+    let recs = vec![
+        rec_at(1, 1, &["DNS:API.Example.internal"], "o", &[("env", "prod")]),
+        rec_at(2, 2, &["DNS:a-1.x"], "o", &[("x", "1\",\"env\":\"prod")]),
+        rec_at(
+            3,
+            3,
+            &["DNS:axb.example"],
+            "o",
+            &[("env", "prod2"), ("team", "x")],
+        ),
+        rec_at(4, 4, &["DNS:a_b.example"], "o", &[("env", "PROD")]),
+        rec_at(5, 5, &["URI:urn:x\"y"], "o", &[("a,\"env", "prod")]),
+        rec_at(
+            6,
+            6,
+            &["DNS:é.example"],
+            "o",
+            &[("env", "prod"), ("team", "x")],
+        ),
+        rec_at(7, 7, &["IP:10.0.0.1"], "o", &[("p", "50%_x")]),
+        rec_at(8, 8, &["DNS:50%.example"], "o", &[("p", "50%ax")]),
+    ];
+    record_all(s, recs);
+    let labels = |pairs: &[(&str, &str)]| {
+        let q = CertQuery {
+            labels: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let mut ids: Vec<String> = fps(&s.list_certificates(&q).unwrap());
+        ids.sort();
+        ids.iter().map(|f| f[..8].to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(labels(&[("env", "prod")]), ["00000001", "00000006"]);
+    assert_eq!(labels(&[("env", "prod"), ("team", "x")]), ["00000006"]);
+    assert_eq!(labels(&[("p", "50%_x")]), ["00000007"]);
+    assert_eq!(labels(&[("a,\"env", "prod")]), ["00000005"]);
+    assert!(labels(&[("env", "pro")]).is_empty());
+    let san = |glob: &str| {
+        let q = CertQuery {
+            san_glob: Some(glob.into()),
+            ..Default::default()
+        };
+        let mut ids: Vec<String> = fps(&s.list_certificates(&q).unwrap());
+        ids.sort();
+        ids.iter().map(|f| f[..8].to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(san("api.example.*"), ["00000001"], "ASCII case is ignored");
+    assert_eq!(san("dns:api.*"), ["00000001"], "the whole SAN matches too");
+    assert_eq!(san("a-?.x"), ["00000002"]);
+    assert!(san("a-??.x").is_empty(), "? is one character");
+    assert_eq!(san("a_b.example"), ["00000004"], "_ is literal");
+    assert_eq!(san("50%.example"), ["00000008"], "% is literal");
+    assert_eq!(san("urn:x?y"), ["00000005"], "? matches a quote");
+    assert_eq!(san("*x\"y"), ["00000005"]);
+    assert_eq!(san("é.example"), ["00000006"]);
+    assert!(san("É.example").is_empty(), "only ASCII case folds");
+    assert_eq!(san("10.0.0.*"), ["00000007"]);
+    assert_eq!(san("*").len(), 8);
 }

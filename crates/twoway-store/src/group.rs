@@ -3,10 +3,10 @@
 //! Every issuance must be durable before its certificate leaves, so with one transaction
 //! per certificate the store can record no more certificates per second than the disk can
 //! flush. Instead, a caller queues its job. If no leader is running it becomes the leader;
-//! otherwise it sleeps on its own reply channel. The leader takes the writer (the SQLite
-//! connection, or the PostgreSQL write path), drains the queued jobs (at most [`MAX_BATCH`]
-//! at a time), runs them in one transaction with a savepoint each, commits once, and only
-//! then answers each job. A job that fails (a duplicate serial, a used token, a certificate
+//! otherwise it sleeps on its own reply channel. The leader takes the writer (the engine's
+//! write transaction: the SQLite writer connection, or PostgreSQL's advisory lock), drains
+//! the queued jobs (at most [`MAX_BATCH`] at a time), runs them in one transaction with a
+//! savepoint each, commits once, and only then answers each job. A job that fails (a duplicate serial, a used token, a certificate
 //! already superseded) is rolled back to its savepoint and gets its own error; the others
 //! still commit. If the commit fails, every job in the batch gets the error. Once its own
 //! job is answered, a leader that finds more jobs queued hands the leadership to the
@@ -57,16 +57,9 @@ pub fn answers(n: usize, committed: Result<Vec<Result<AuditEntry>>>) -> Vec<Resu
     match committed {
         Ok(r) if r.len() == n => r,
         Ok(_) => (0..n)
-            .map(|_| Err(Error::Database("group commit lost a result".into())))
+            .map(|_| Err(Error::database("group commit lost a result")))
             .collect(),
-        Err(e) => (0..n).map(|_| Err(same_error(&e))).collect(),
-    }
-}
-
-fn same_error(e: &Error) -> Error {
-    match e {
-        Error::Database(m) => Error::Database(m.clone()),
-        other => Error::Database(other.to_string()),
+        Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
     }
 }
 
@@ -78,16 +71,15 @@ impl Queue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records one issuance through the group. `lock` takes the writer (blocking until it
-    /// is free); `commit` runs a batch in one transaction and returns one result per job,
-    /// in order, or the error that failed the whole transaction.
-    pub(crate) fn submit<W>(
+    /// Records one issuance through the group. `commit` takes the writer (blocking until
+    /// it is free), runs a batch in one transaction and returns one result per job, in
+    /// order, or the error that failed the whole transaction.
+    pub(crate) fn submit(
         &self,
         rec: &CertRecord,
         audit: &NewAudit,
         extras: &IssueExtras,
-        lock: impl Fn() -> Result<W>,
-        mut commit: impl FnMut(&mut W, &[Issuance]) -> Result<Vec<Result<AuditEntry>>>,
+        mut commit: impl FnMut(&[Issuance]) -> Result<Vec<Result<AuditEntry>>>,
     ) -> Result<AuditEntry> {
         // Capacity 2: a `Lead` and then a `Done` never block their sender.
         let (tx, rx) = sync_channel(2);
@@ -109,8 +101,8 @@ impl Queue {
                 Ok(Reply::Done(r)) => return r,
                 Ok(Reply::Lead) => {}
                 Err(_) => {
-                    return Err(Error::Database(
-                        "group commit: the leader went away before answering".into(),
+                    return Err(Error::database(
+                        "group commit: the leader went away before answering",
                     ))
                 }
             }
@@ -127,7 +119,7 @@ impl Queue {
                 g.pending.drain(..n).map(|j| (j.item, j.reply)).unzip()
             };
             if !batch.is_empty() {
-                let results = answers(batch.len(), lock().and_then(|mut w| commit(&mut w, &batch)));
+                let results = answers(batch.len(), commit(&batch));
                 for (reply, r) in replies.into_iter().zip(results) {
                     // A caller that went away (a panicked thread) has nothing to be told.
                     let _ = reply.send(Reply::Done(r));
@@ -172,8 +164,8 @@ impl Queue {
             }
         }
         own.unwrap_or_else(|| {
-            Err(Error::Database(
-                "group commit: the issuance was neither run nor queued".into(),
+            Err(Error::database(
+                "group commit: the issuance was neither run nor queued",
             ))
         })
     }

@@ -9,34 +9,61 @@
 //! share one transaction and one flush (group commit, see `group.rs`), each answered only
 //! after that commit returned. Entry types: [`Store`],
 //! [`CertRecord`], [`CertQuery`], [`NewAudit`], [`AuditEntry`].
+//!
+//! Layout: one engine-neutral core implements [`Store`] for every engine. `db.rs` is the
+//! seam (what a driver does, the SQL that differs between engines); `records.rs` maps
+//! rows to records; `write.rs` holds every write (the issuance transaction, the token rule,
+//! audit chaining through `audit::next_entry`); `query.rs` every read (lookups, filtering
+//! and paging in SQL, the SAN glob through `twoway-glob`); `group.rs` the group commit.
+//! `sqlite/` and `postgres/` (with its pool in `postgres/pool.rs`) keep their connections,
+//! their dialect and their driver calls only. `conformance.rs` is the one test suite both
+//! engines run.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod audit;
 #[cfg(test)]
 mod conformance;
+mod db;
 mod group;
 mod model;
 mod postgres;
+mod query;
+mod records;
 pub mod schema;
 mod sqlite;
 mod token;
+mod write;
 
 pub use audit::{chain_hash, verify_chain, AuditEntry, AuditProblem, NewAudit, GENESIS_HASH};
 pub use group::answers as batch_answers;
 pub use model::{CertQuery, CertRecord, CertSource, CertStatus, Page};
 pub use postgres::{PostgresStore, DEFAULT_POOL_SIZE, WRITE_LOCK};
 pub use sqlite::SqliteStore;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use time::OffsetDateTime;
 pub use token::{Issuance, IssueExtras, TokenRecord};
 
+/// The error a database driver returned, kept whole as the source of
+/// [`Error::Database`] (shared, so one failed transaction can fail every issuance of its
+/// batch with the same error).
+pub type DriverError = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Errors of the inventory.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The database could not be opened, read or written.
-    #[error("inventory database error: {0}")]
-    Database(String),
+    /// The database could not be opened, read or written. The driver's error, when there
+    /// is one, is the source: print the chain (`{:#}` with anyhow) to see it.
+    #[error("inventory database error{}{}", if context.is_empty() { "" } else { ": " }, context)]
+    Database {
+        /// What was being done, or what went wrong when no driver error is behind it.
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: Option<DriverError>,
+    },
     /// A certificate with this serial (from this issuer) or fingerprint is already recorded.
     #[error("certificate {0} is already in the inventory")]
     Duplicate(String),
@@ -65,6 +92,28 @@ pub enum Error {
     Corrupt(String),
 }
 
+impl Error {
+    /// A database error with no driver error behind it.
+    pub fn database(context: impl Into<String>) -> Self {
+        Error::Database {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// A database error caused by `source`; `context` says what was being done (it may be
+    /// empty when the source says it all).
+    pub fn database_source(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Database {
+            context: context.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         match &e {
@@ -73,7 +122,7 @@ impl From<rusqlite::Error> for Error {
             {
                 Error::Duplicate(msg.clone().unwrap_or_default())
             }
-            _ => Error::Database(e.to_string()),
+            _ => Error::database_source("", e),
         }
     }
 }
@@ -129,4 +178,90 @@ pub trait Store: Send + Sync {
     fn find_token(&self, hash: &str) -> Result<TokenRecord>;
     /// A number that changes whenever any certificate is revoked (cache invalidation).
     fn revocation_seq(&self) -> Result<u64>;
+    /// How many certificate rows this handle has read from the database since it was
+    /// opened (listings, lookups, CRL building): what queries cost, for tests and
+    /// metrics. A page of a listing without a SAN glob reads its `limit` rows, whatever
+    /// the inventory's size.
+    fn certificate_rows_read(&self) -> u64;
+}
+
+/// The one implementation of [`Store`]: every engine provides connections, transactions
+/// and its dialect ([`db::Engine`]); the statements, decoding, audit chaining, the token
+/// rule, filtering and paging are the shared core's (`query.rs`, `write.rs`).
+impl<E: db::Engine> Store for E {
+    fn insert_certificate(&self, rec: &CertRecord, audit: &NewAudit) -> Result<AuditEntry> {
+        self.record_issuance(rec, audit, &IssueExtras::none(rec.recorded_at))
+    }
+
+    fn find_certificate(&self, key: &str) -> Result<CertRecord> {
+        self.read(|db| query::find(db, &self.shared().rows_read, key))
+    }
+
+    fn list_certificates(&self, q: &CertQuery) -> Result<Page<CertRecord>> {
+        self.read_snapshot(|db| query::list(db, self.shared().dialect, &self.shared().rows_read, q))
+    }
+
+    fn revoke(
+        &self,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        reason: &str,
+        audit: &NewAudit,
+    ) -> Result<CertRecord> {
+        self.write(|db| write::revoke(db, &self.shared().rows_read, fingerprint, at, reason, audit))
+    }
+
+    fn revoked_by_issuer(&self, issuer: &str, since: OffsetDateTime) -> Result<Vec<CertRecord>> {
+        self.read(|db| query::revoked_by_issuer(db, &self.shared().rows_read, issuer, since))
+    }
+
+    fn next_crl_number(&self, audit: &NewAudit) -> Result<u64> {
+        self.write(|db| write::next_crl_number(db, audit))
+    }
+
+    fn append_audit(&self, audit: &NewAudit) -> Result<AuditEntry> {
+        self.write(|db| write::append_audit(db, audit, &mut None))
+    }
+
+    fn audit_entries(&self, from: i64, limit: usize) -> Result<Vec<AuditEntry>> {
+        self.read(|db| query::audit_entries(db, from, limit))
+    }
+
+    fn count_by_status(&self) -> Result<Vec<(String, u64)>> {
+        self.read(|db| query::count_by_status(db, OffsetDateTime::now_utc()))
+    }
+
+    fn record_issuance(
+        &self,
+        rec: &CertRecord,
+        audit: &NewAudit,
+        extras: &IssueExtras,
+    ) -> Result<AuditEntry> {
+        self.shared()
+            .queue
+            .submit(rec, audit, extras, |batch| self.record_issuances(batch))
+    }
+
+    fn record_issuances(&self, batch: &[Issuance]) -> Result<Vec<Result<AuditEntry>>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(|db| write::record_batch(db, self.shared().dialect, batch))
+    }
+
+    fn insert_token(&self, token: &TokenRecord, audit: &NewAudit) -> Result<()> {
+        self.write(|db| write::insert_token(db, token, audit))
+    }
+
+    fn find_token(&self, hash: &str) -> Result<TokenRecord> {
+        self.read(|db| query::find_token(db, hash))
+    }
+
+    fn revocation_seq(&self) -> Result<u64> {
+        self.read(query::revocation_seq)
+    }
+
+    fn certificate_rows_read(&self) -> u64 {
+        self.shared().rows_read.load(Ordering::Relaxed)
+    }
 }

@@ -1,5 +1,26 @@
 //! The one schema of the inventory, shared by every engine (SQLite and PostgreSQL): portable
 //! SQL only (TEXT, BIGINT, no engine-specific types), applied idempotently at open.
+//!
+//! Every statement is `IF NOT EXISTS`, so opening an existing database adds what a newer
+//! schema has and changes nothing else: that is how indexes arrive in existing
+//! inventories (built once, at the first open by a newer binary; a few seconds per million
+//! certificates). Nothing is ever dropped here, so an older binary opening the same
+//! database finds what it expects and a newer one never rebuilds what an older one made.
+//!
+//! Indexes and the queries they serve:
+//! - `certificates_recorded (recorded_at)`: the listing order (newest first; the rows of
+//!   one second are then sorted by fingerprint, a few at a time); a page is read from its
+//!   front (`LIMIT`/`OFFSET`) instead of sorting the inventory. Recording times only grow,
+//!   so an insert appends at the index's right edge; with the fingerprint in the key the
+//!   index was five times larger and issuance wrote more pages.
+//! - `certificates_status_not_after (status, not_after)`: `--expiring`, `--status`,
+//!   `--expired`, the counts of `ca show` (read from the index alone) and the CRL's revoked
+//!   certificates.
+//! - `certificates_owner`, `certificates_serial`, `UNIQUE (issuer, serial)` and the primary
+//!   key: owner filters and lookups by serial or fingerprint.
+//! - `certificates_not_after (not_after)` is no longer created: the status index serves its
+//!   queries. Inventories made before keep it (it costs a little per insert; it may be
+//!   dropped by hand once no older binary opens the database, or it comes back).
 
 /// The schema, as `;`-separated statements.
 pub const SCHEMA: &str = r#"
@@ -25,9 +46,10 @@ CREATE TABLE IF NOT EXISTS certificates (
     pem TEXT NOT NULL,
     UNIQUE (issuer, serial)
 );
-CREATE INDEX IF NOT EXISTS certificates_not_after ON certificates (not_after);
 CREATE INDEX IF NOT EXISTS certificates_serial ON certificates (serial);
 CREATE INDEX IF NOT EXISTS certificates_owner ON certificates (owner);
+CREATE INDEX IF NOT EXISTS certificates_recorded ON certificates (recorded_at);
+CREATE INDEX IF NOT EXISTS certificates_status_not_after ON certificates (status, not_after);
 CREATE TABLE IF NOT EXISTS audit_log (
     seq BIGINT PRIMARY KEY,
     time TEXT NOT NULL,

@@ -23,7 +23,6 @@
 
 mod builder;
 mod error;
-mod glob;
 mod identity;
 mod material;
 mod reason;

@@ -12,15 +12,21 @@
 //! | `ou:GLOB` | a subject organizational unit |
 //! | `issuer:SHA256HEX` | the SHA-256 of the DER of any certificate above the leaf |
 //!
-//! In globs `*` matches any run of characters and `?` one character. A [`Policy`] with no
+//! In globs `*` matches any run of characters and `?` one character (the `twoway-glob`
+//! matcher: linear, no classes, no escapes). A [`Policy`] with no
 //! rule allows every verified peer; once it holds a rule, a peer must match one.
 
 use std::fmt;
 use std::str::FromStr;
+use twoway_glob::Options;
 
-use crate::glob;
 use crate::identity::PeerIdentity;
 use crate::Error;
+
+/// How rule globs read (`twoway-glob`): `*` crosses everything, case matters.
+const GLOB: Options = Options::new();
+/// `dns:` globs: `*` and `?` stay within one label (the rule and the names are lower-case).
+const DNS_GLOB: Options = Options::new().separator('.');
 
 /// One parsed rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,26 +59,20 @@ impl Rule {
     /// Whether `id` matches this rule.
     pub fn matches(&self, id: &PeerIdentity) -> bool {
         match &self.kind {
-            Kind::Uri(p) => id
-                .uris
-                .iter()
-                .any(|u| glob::matches(p.as_bytes(), u.as_bytes(), None)),
-            Kind::Dns(p) => id
-                .dns
-                .iter()
-                .any(|d| glob::matches(p.as_bytes(), d.as_bytes(), Some(b'.'))),
+            Kind::Uri(p) => id.uris.iter().any(|u| twoway_glob::is_match(p, u, GLOB)),
+            Kind::Dns(p) => id.dns.iter().any(|d| twoway_glob::is_match(p, d, DNS_GLOB)),
             Kind::Ip(p) => id
                 .ips
                 .iter()
-                .any(|ip| glob::matches(p.as_bytes(), ip.to_string().as_bytes(), None)),
+                .any(|ip| twoway_glob::is_match(p, &ip.to_string(), GLOB)),
             Kind::Cn(p) => id
                 .common_names
                 .iter()
-                .any(|c| glob::matches(p.as_bytes(), c.as_bytes(), None)),
+                .any(|c| twoway_glob::is_match(p, c, GLOB)),
             Kind::Ou(p) => id
                 .org_units
                 .iter()
-                .any(|o| glob::matches(p.as_bytes(), o.as_bytes(), None)),
+                .any(|o| twoway_glob::is_match(p, o, GLOB)),
             Kind::Issuer(fp) => id.issuer_sha256.contains(fp),
         }
     }
