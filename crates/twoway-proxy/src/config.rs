@@ -928,7 +928,7 @@ mod tests {
         );
         assert!(matches!(e.storage, twoway_agent::Storage::Memory(_)));
         assert_eq!(v.clients.len(), 1);
-        assert_eq!(v.servers[0].routes.routes.len(), 2);
+        assert_eq!(v.servers[0].routes.routes.len(), 3);
         assert_eq!(
             v.servers[0].cert,
             Path::new("/etc/twoway/certs/api.chain.pem")
