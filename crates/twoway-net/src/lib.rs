@@ -417,7 +417,8 @@ impl Conn {
                 continue;
             }
             tokio::time::sleep_until(deadline).await;
-            if e.active.load(Ordering::Acquire) == 0 && e.idle_since.load(Ordering::Acquire) == since
+            if e.active.load(Ordering::Acquire) == 0
+                && e.idle_since.load(Ordering::Acquire) == since
             {
                 self.timed_out();
                 return;

@@ -62,7 +62,10 @@ async fn a_full_table_sheds_the_oldest_idle_connection_of_any_address() {
     assert_eq!(t.admit(ip("10.0.0.6")).unwrap_err(), Refused::TableFull);
     assert_eq!(t.stats().refused_full, 1);
     drop(e);
-    assert!(t.admit(ip("10.0.0.6")).is_ok(), "a dropped connection frees its place");
+    assert!(
+        t.admit(ip("10.0.0.6")).is_ok(),
+        "a dropped connection frees its place"
+    );
 }
 
 #[test]
@@ -75,10 +78,14 @@ fn ipv6_addresses_count_by_their_64_bit_prefix() {
     assert_eq!(k("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
     let t = table(100, 2);
     let a = t.admit(ip("2001:db8::1")).unwrap();
-    let _b = t.admit(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 9, 9, 9, 9)))
+    let _b = t
+        .admit(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 9, 9, 9, 9)))
         .unwrap();
     let _c = t.admit(ip("2001:db8::2")).unwrap();
-    assert!(a.is_shed(), "a third address of the same /64 sheds the first");
+    assert!(
+        a.is_shed(),
+        "a third address of the same /64 sheds the first"
+    );
     let _d = t.admit(ip("2001:db8:0:1::1")).unwrap();
     assert_eq!(t.stats().shed, 1);
 }
@@ -150,6 +157,9 @@ async fn accept_admits_and_sheds_real_connections() {
     let n = tokio::time::timeout(Duration::from_secs(5), c4.read(&mut b))
         .await
         .unwrap();
-    assert!(matches!(n, Ok(0) | Err(_)), "the refused connection is closed");
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "the refused connection is closed"
+    );
     assert_eq!(t.stats().refused_address, 1);
 }

@@ -42,6 +42,11 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     let database = a.database.clone();
     let mut ca = open_ca_with(&a.ca, true, database.as_deref())?;
     let cfg = ca.config().server.clone();
+    // SQLite (the default) is read in microseconds: revocations are checked per request.
+    let local_store = database
+        .as_deref()
+        .or(cfg.database.as_deref())
+        .is_none_or(|u| u.starts_with("sqlite://"));
     let listen: SocketAddr = match a.listen {
         Some(l) => l,
         None => cfg.listen.parse().map_err(|_| {
@@ -70,6 +75,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         server_cert_ttl: ttl,
         ocsp_cert_ttl: time::Duration::days(7),
         actor: format!("server:{}", actor(&a.ca).trim_start_matches("cli:")),
+        check_revocations_per_request: local_store,
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
