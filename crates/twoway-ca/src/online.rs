@@ -312,10 +312,15 @@ impl Ca {
         let lifetime = (current.not_after - current.not_before - Duration::minutes(1))
             .max(Duration::minutes(1))
             .min(max);
+        // The CN is carried over only when it repeats one of the SANs: a certificate issued
+        // before that rule may hold a free CN, which its renewal drops rather than fails on.
+        let common_name = twoway_pki::subject_common_name(current.common_name.as_deref(), &sans)
+            .ok()
+            .flatten();
         let req = IssueRequest {
             profile,
             sans,
-            common_name: current.common_name.clone(),
+            common_name,
             ttl: Some(lifetime),
             owner: current.owner.clone(),
             labels: current.labels.clone(),

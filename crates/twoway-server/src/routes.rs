@@ -55,6 +55,7 @@ pub fn from_ca(e: &CaError) -> ApiError {
         CaError::Pki(P::PolicyViolation { .. } | P::BadTtl(_) | P::TtlBeyondIssuer { .. }) => {
             codes::POLICY
         }
+        CaError::Pki(P::CommonNameNotASan { .. } | P::CommonNameTooLong(_)) => codes::CN_NOT_A_SAN,
         CaError::Store(S::TokenUnknown) => codes::TOKEN_UNKNOWN,
         CaError::Store(S::TokenExpired(_)) => codes::TOKEN_EXPIRED,
         CaError::Store(S::TokenUsed(_)) => codes::TOKEN_USED,

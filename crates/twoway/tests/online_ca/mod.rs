@@ -439,7 +439,7 @@ pub fn subject_of(cert_pem: &str, dir: &Path) -> String {
     let f = dir.join(format!("subject-{n}.pem"));
     std::fs::write(&f, cert_pem).unwrap();
     let o = run(Command::new("openssl")
-        .args(["x509", "-noout", "-subject", "-in"])
+        .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
         .arg(&f))
     .ok();
     o.stdout.trim().to_string()
