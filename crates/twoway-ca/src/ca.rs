@@ -150,7 +150,7 @@ impl std::fmt::Debug for Ca {
 }
 
 fn ensure_private_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).map_err(Error::io("cannot create directory", dir))?;
+    crate::files::create_private_dir_all(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .map_err(Error::io("cannot set permissions on", dir))
 }
