@@ -226,15 +226,17 @@ impl TableState {
     /// Sheds the connection idle longest among those of `only` (or all), removing it from
     /// the table. False when every candidate is busy.
     fn shed_oldest(&mut self, only: Option<AddressKey>, shared: &Shared) -> bool {
-        let mut best: Option<(u64, AddressKey, usize)> = None;
+        // (idle since, admission order): of two idle since the same instant, the one
+        // admitted first goes.
+        let mut best: Option<((u64, u64), AddressKey, usize)> = None;
         let mut consider = |key: AddressKey, list: &Vec<Arc<Entry>>| {
             for (i, e) in list.iter().enumerate() {
                 if e.active.load(Ordering::Acquire) != 0 || e.shed.load(Ordering::Relaxed) {
                     continue;
                 }
-                let since = e.idle_since.load(Ordering::Relaxed);
-                if best.is_none_or(|(b, _, _)| since < b) {
-                    best = Some((since, key, i));
+                let age = (e.idle_since.load(Ordering::Relaxed), e.id);
+                if best.is_none_or(|(b, _, _)| age < b) {
+                    best = Some((age, key, i));
                 }
             }
         };

@@ -51,6 +51,7 @@ async fn a_full_table_sheds_the_oldest_idle_connection_of_any_address() {
     let c = t.admit(ip("10.0.0.3")).unwrap();
     // b served a request most recently; a is the oldest idle.
     drop(b.busy());
+    pause(1).await;
     let _d = t.admit(ip("10.0.0.4")).unwrap();
     assert!(a.is_shed() && !b.is_shed() && !c.is_shed());
     // c served a request after b: b is the oldest idle now.

@@ -140,7 +140,7 @@ pub struct State {
     /// Bumped whenever a revocation is seen (here or, through the store's counter, on
     /// another replica): authentications cached on connections older than this are redone.
     pub auth_generation: std::sync::atomic::AtomicU64,
-    /// The store's revocation counter as last read ([`UNKNOWN_SEQ`] before the first read).
+    /// The store's revocation counter as last read (first at start).
     revocation_seq: std::sync::atomic::AtomicU64,
     /// The listeners' connection tables and deadlines.
     pub connections: Connections,
@@ -430,15 +430,11 @@ where
     let _ = tokio::time::timeout(CLOSE_GRACE, served).await;
 }
 
-/// The store's revocation counter before it was first read.
-const UNKNOWN_SEQ: u64 = u64::MAX;
-
 /// Takes note of the store's revocation counter: when it moved since it was last seen (a
 /// revocation by another replica, or by the CLI on this database), cached OCSP answers are
 /// dropped, the CRL marked stale and cached authentications redone.
 pub(crate) fn saw_revocation_seq(state: &State, seq: u64) {
-    let before = state.revocation_seq.swap(seq, Ordering::SeqCst);
-    if before != UNKNOWN_SEQ && before != seq {
+    if state.revocation_seq.swap(seq, Ordering::SeqCst) != seq {
         state.auth_generation.fetch_add(1, Ordering::SeqCst);
         state.ocsp.clear();
         state.crl.mark_dirty();
