@@ -513,12 +513,14 @@ async fn sign(
         .transpose()
         .map_err(|e| bad(format!("sans: {e}")))?;
     let peer = conn.peer.ip();
-    // With a local store, the revocation counter is read first (microseconds), so that a
-    // revocation by another process on the same database is seen by this very request;
-    // if it cannot be read, the authentication is redone.
+    // With a local store, the revocation counter is read first (microseconds; at most
+    // every REVOCATION_RECHECK across connections), so that a revocation by another process
+    // on the same database is seen by the signings that follow it; if it cannot be read,
+    // the authentication is redone.
     let mut counter_read = true;
     if state.opts.check_revocations_per_request
         && conn.authenticated.lock().is_ok_and(|g| g.is_some())
+        && crate::revocation_check_due(state)
     {
         match state.ca.store().revocation_seq() {
             Ok(seq) => crate::saw_revocation_seq(state, seq),

@@ -302,7 +302,8 @@ fn a_revocation_by_the_cli_is_seen_at_once_by_a_kept_alive_admin_connection() {
         assert_eq!(status, 201, "{head}{body}");
     }
     // The administrator's certificate is revoked on the CA's host, through the same
-    // inventory; the very next request on the kept-alive connection is refused.
+    // inventory; the next request on the kept-alive connection (the CLI took far longer than
+    // the server's 2 ms between reads of the revocation counter) is refused.
     let o = ca.tw(&[
         "cert",
         "list",
