@@ -295,13 +295,13 @@ async fn close_after_refusal(tcp: &mut TcpStream, out: &[u8]) {
 }
 
 /// Reads more of a request into `buf`: false when the peer closed or failed, the request
-/// passed `request_deadline`, the connection idled past its deadlines, or the table shed it.
-async fn read_more(
+/// passed `request_deadline`, or `stop` (the connection shed, or idle past its
+/// deadlines) resolved; the caller then closes the connection and never polls `stop` again.
+async fn read_more<F: std::future::Future<Output = ()>>(
     tcp: &mut TcpStream,
     buf: &mut BytesMut,
     request_deadline: Option<Instant>,
-    table: &twoway_net::Conn,
-    d: crate::Deadlines,
+    stop: std::pin::Pin<&mut F>,
 ) -> bool {
     let read = async {
         match request_deadline {
@@ -311,8 +311,7 @@ async fn read_more(
     };
     tokio::select! {
         r = read => matches!(r, Some(Ok(n)) if n > 0),
-        _ = table.shed() => false,
-        _ = table.idle_timeout(d.first_request, d.idle) => false,
+        _ = stop => false,
     }
 }
 
@@ -324,6 +323,15 @@ pub(crate) async fn serve(
     state: Arc<State>,
 ) {
     let d = state.connections.deadlines;
+    // One wait for the whole connection (not one per read): the table shedding it, or its
+    // idle deadlines, which follow its requests by themselves.
+    let stop = async {
+        tokio::select! {
+            _ = table.shed() => {}
+            _ = table.idle_timeout(d.first_request, d.idle) => {}
+        }
+    };
+    tokio::pin!(stop);
     let mut buf = BytesMut::with_capacity(4096);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     // When the request being read began (its first bytes arrived).
@@ -352,7 +360,7 @@ pub(crate) async fn serve(
                 } else {
                     Some(*started.get_or_insert_with(Instant::now) + REQUEST_TIMEOUT)
                 };
-                if !read_more(&mut tcp, &mut buf, deadline, &table, d).await {
+                if !read_more(&mut tcp, &mut buf, deadline, stop.as_mut()).await {
                     return;
                 }
                 started.get_or_insert_with(Instant::now);
@@ -385,7 +393,7 @@ pub(crate) async fn serve(
             buf.reserve(end - buf.len());
             let deadline = *started.get_or_insert_with(Instant::now) + REQUEST_TIMEOUT;
             while buf.len() < end {
-                if !read_more(&mut tcp, &mut buf, Some(deadline), &table, d).await {
+                if !read_more(&mut tcp, &mut buf, Some(deadline), stop.as_mut()).await {
                     return;
                 }
             }
