@@ -7,15 +7,17 @@
 //! the proxy, keeps them only in memory: [`Storage::Memory`]), runs a reload hook, and renews at about two
 //! thirds of the lifetime (with jitter) over mutual TLS with a fresh key, backing off while
 //! the CA is down. It never touches the CA's crates except `twoway_ca::files` for atomic
-//! writes. Timers are `tokio::time`.
+//! writes. Timers are `tokio::time`. [`serve_metrics`] is its Prometheus listener.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod agent;
 mod client;
+mod metrics;
 
 pub use agent::{
     backoff, proof_request, renewal_point, run, AgentConfig, AgentError, AgentStatus, Material,
     MemoryCredentials, Storage,
 };
 pub use client::{CaClient, ClientError, ClientIdentity};
+pub use metrics::{serve_metrics, METRICS_LIMITS, REQUEST_TIMEOUT as METRICS_REQUEST_TIMEOUT};

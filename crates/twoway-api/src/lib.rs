@@ -286,6 +286,9 @@ pub mod codes {
     pub const TOKEN_USED: &str = "token_used";
     /// The CSR asks for a name the token does not allow.
     pub const NAME_NOT_ALLOWED: &str = "name_not_allowed";
+    /// The CSR's subject CN is none of the certificate's SANs (or longer than 64
+    /// characters): the CA writes a CN only when it repeats a SAN. Leave the CN out.
+    pub const CN_NOT_A_SAN: &str = "cn_not_a_san";
     /// The request breaks the CA's name policy or profile limits.
     pub const POLICY: &str = "policy_violation";
     /// Other bad input.

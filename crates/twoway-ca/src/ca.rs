@@ -151,7 +151,7 @@ impl std::fmt::Debug for Ca {
 }
 
 fn ensure_private_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).map_err(Error::io("cannot create directory", dir))?;
+    crate::files::create_private_dir_all(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .map_err(Error::io("cannot set permissions on", dir))
 }
@@ -506,12 +506,17 @@ impl Ca {
         }
     }
 
-    /// Validates a request against policy, profile limits and the issuer's lifetime, and
-    /// returns the validity window.
+    /// Validates a request against policy, the subject rule (a CN only when it repeats one
+    /// of the SANs: [`twoway_pki::subject_common_name`]), profile limits and the issuer's
+    /// lifetime, and returns the validity window. Every issuance path (`cert issue`,
+    /// `cert sign`, enrollment, renewal, `/v1/sign`, and any protocol added later) comes
+    /// through here, by [`Ca::prepare_with`].
     pub fn check_request(&self, req: &IssueRequest) -> Result<(OffsetDateTime, OffsetDateTime)> {
         if req.sans.is_empty() {
             return Err(twoway_pki::Error::NoSan.into());
         }
+        // The subject holds only what was validated: a CN repeating one of the SANs.
+        twoway_pki::subject_common_name(req.common_name.as_deref(), &req.sans)?;
         self.check_names(&req.sans, req.common_name.as_deref())?;
         let prof = self.config.profile(req.profile)?;
         let max = parse_duration(&prof.max_ttl)?;
@@ -920,9 +925,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let ca = init(d.path(), &opts(None)).unwrap();
         let key = PrivateKey::generate(KeyType::P256).unwrap();
-        // A DNS-like common name outside the constraints, beside an IP SAN.
-        let mut r = req(&["IP:10.0.0.5"], 30);
-        r.common_name = Some("www.evil.com".into());
+        // A name outside the constraints.
+        let r = req(&["DNS:www.evil.com"], 30);
         let e = ca
             .issue(&r, &key.public_key_der(), "cert.issue")
             .unwrap_err();
@@ -947,6 +951,54 @@ mod tests {
         let e = Ca::open(d.path()).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Config);
         assert!(e.to_string().contains("new intermediate"), "{e}");
+    }
+
+    #[test]
+    fn the_subject_holds_a_cn_only_when_it_repeats_a_san_on_issue_and_renewal() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = init(d.path(), &opts(None)).unwrap();
+        let key = PrivateKey::generate(KeyType::P256).unwrap();
+        let before = ca.list(&CertQuery::default()).unwrap().total;
+        for forged in ["migrations", "www.evil.com", "spiffe://example.org/admin"] {
+            let mut r = req(&["DNS:api.example.internal"], 30);
+            r.common_name = Some(forged.into());
+            let e = ca
+                .issue(&r, &key.public_key_der(), "cert.issue")
+                .unwrap_err();
+            assert!(
+                matches!(e, Error::Pki(twoway_pki::Error::CommonNameNotASan { .. })),
+                "{forged}: {e}"
+            );
+            assert_eq!(e.kind(), crate::ErrorKind::BadInput);
+        }
+        assert_eq!(ca.list(&CertQuery::default()).unwrap().total, before);
+        let mut r = req(&["DNS:api.example.internal"], 30);
+        r.common_name = Some("API.example.internal".into());
+        let issued = ca.issue(&r, &key.public_key_der(), "cert.issue").unwrap();
+        assert_eq!(
+            issued.info.common_name.as_deref(),
+            Some("api.example.internal")
+        );
+
+        // Renewal takes the CN from the record, not the CSR: a record from before the rule
+        // with a free CN renews without it; a CN that repeats a SAN is kept.
+        let mut rec = ca.store().find_certificate(&issued.info.serial).unwrap();
+        let next = PrivateKey::generate(KeyType::P256).unwrap();
+        let csr = twoway_pki::create_csr(&next, &req(&["DNS:api.example.internal"], 1).sans, None)
+            .unwrap();
+        for (stored, renewed) in [
+            (Some("migrations"), None),
+            (Some("api.example.internal"), Some("api.example.internal")),
+            (None, None),
+        ] {
+            rec.common_name = stored.map(str::to_string);
+            let Outcome::Unrecorded(u) = ca.prepare_renew(&rec, csr.as_bytes(), "test").unwrap()
+            else {
+                panic!("a renewal of an active certificate is signed anew");
+            };
+            let (issued, _) = u.into_parts();
+            assert_eq!(issued.info.common_name.as_deref(), renewed, "{stored:?}");
+        }
     }
 
     #[test]

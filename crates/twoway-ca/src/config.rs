@@ -67,6 +67,20 @@ pub struct ServerSection {
     /// `postgres://user@host:port/db` for several replicas.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// Connections each listener (HTTPS, plain HTTP) holds at once. When it is full, the
+    /// connection idle longest is closed to make room; a new one is refused only when every
+    /// connection is busy with a request.
+    pub max_connections: usize,
+    /// Connections one client address (an IPv4 address, an IPv6 /64) may hold on each
+    /// listener; past it, that address's connection idle longest is closed to make room.
+    pub max_connections_per_address: usize,
+    /// Time a client has to complete the TLS handshake.
+    pub handshake_timeout: String,
+    /// Time a new connection has, from accept, to send its first request (the TLS
+    /// handshake included).
+    pub first_request_timeout: String,
+    /// Time a kept-alive connection may stay idle between requests.
+    pub idle_timeout: String,
 }
 
 impl Default for ServerSection {
@@ -80,6 +94,11 @@ impl Default for ServerSection {
             enroll_burst: 20,
             ocsp_validity: "1h".into(),
             database: None,
+            max_connections: 4096,
+            max_connections_per_address: 256,
+            handshake_timeout: "10s".into(),
+            first_request_timeout: "10s".into(),
+            idle_timeout: "30s".into(),
         }
     }
 }
@@ -211,6 +230,22 @@ impl CaConfig {
             p.parse::<Profile>()
                 .map_err(|e| format!("[renewal] auto_profiles: {e}"))?;
         }
+        for (key, v) in [
+            ("handshake_timeout", &self.server.handshake_timeout),
+            ("first_request_timeout", &self.server.first_request_timeout),
+            ("idle_timeout", &self.server.idle_timeout),
+        ] {
+            let d = parse_duration(v).map_err(|e| format!("[server] {key}: {e}"))?;
+            if d <= time::Duration::ZERO {
+                return Err(format!("[server] {key} must be longer than zero"));
+            }
+        }
+        if self.server.max_connections == 0 || self.server.max_connections_per_address == 0 {
+            return Err(
+                "[server] max_connections and max_connections_per_address must be at least 1"
+                    .into(),
+            );
+        }
         if self.server.enroll_rate == 0 || self.server.enroll_burst == 0 {
             return Err("[server] enroll_rate and enroll_burst must be at least 1".into());
         }
@@ -329,6 +364,18 @@ impl CaConfig {
         ));
         out.push_str("# Validity (nextUpdate) of OCSP responses.\n");
         out.push_str(&format!("ocsp_validity = {}\n", q(&sv.ocsp_validity)));
+        out.push_str("# Connections each listener holds, and each client address (IPv4 address, IPv6 /64)\n# on it. When full, the connection idle longest is closed to make room.\n");
+        out.push_str(&format!(
+            "max_connections = {}\nmax_connections_per_address = {}\n",
+            sv.max_connections, sv.max_connections_per_address
+        ));
+        out.push_str("# Deadlines: the TLS handshake; the first request of a connection (from accept);\n# the wait for the next request on a kept-alive connection.\n");
+        out.push_str(&format!(
+            "handshake_timeout = {}\nfirst_request_timeout = {}\nidle_timeout = {}\n",
+            q(&sv.handshake_timeout),
+            q(&sv.first_request_timeout),
+            q(&sv.idle_timeout)
+        ));
         out.push_str("# Database: sqlite://PATH (default: inventory.db here) or postgres://user@host:5432/db.\n");
         match &sv.database {
             Some(d) => out.push_str(&format!("database = {}\n", q(d))),

@@ -42,6 +42,9 @@ pub enum Error {
         "{0} already exists: choose another --out directory, or pass --force to replace the files"
     )]
     OutputExists(PathBuf),
+    /// An output directory any user may write to (and so replace what is written there).
+    #[error("{0} can be written by any user, who could replace the key or certificates written there: `chmod o-w {0}`, or choose a private directory")]
+    UnsafeDirectory(PathBuf),
     /// A request that the CA refuses for a reason of its own.
     #[error("{0}")]
     Refused(String),
@@ -88,7 +91,9 @@ impl Error {
             Error::Store(S::NotFound(_) | S::Ambiguous(_)) => ErrorKind::NotFound,
             Error::Store(S::Duplicate(_) | S::AlreadyRevoked(_)) => ErrorKind::Conflict,
             Error::NoCa(_) => ErrorKind::NotFound,
-            Error::CaExists(_) | Error::OutputExists(_) => ErrorKind::Conflict,
+            Error::CaExists(_) | Error::OutputExists(_) | Error::UnsafeDirectory(_) => {
+                ErrorKind::Conflict
+            }
             Error::Config { .. } => ErrorKind::Config,
             Error::Io { .. } => ErrorKind::Io,
             Error::Store(S::TokenUnknown) => ErrorKind::Unauthenticated,

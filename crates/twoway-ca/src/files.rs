@@ -35,10 +35,36 @@ pub struct StagedFiles {
     staged: Vec<(PathBuf, PathBuf)>,
 }
 
+/// Creates `dir` and any missing parent with mode 0700, whatever the umask (a directory
+/// made for a key is nobody else's business); existing directories are left as they are.
+pub fn create_private_dir_all(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(Error::io("cannot create directory", dir))
+}
+
 impl StagedFiles {
-    /// Prepares to write into `dir`, creating it (0755) if needed.
+    /// Prepares to write into `dir`, creating it (and missing parents) 0700 if needed.
+    /// A directory any user may write to is refused ([`Error::UnsafeDirectory`]): they
+    /// could replace a key or a CA certificate after it is written. With the sticky bit
+    /// (like `/tmp`) only the owner may rename or remove a file, and it is accepted.
     pub fn new(dir: &Path) -> Result<Self> {
-        fs::create_dir_all(dir).map_err(Error::io("cannot create directory", dir))?;
+        create_private_dir_all(dir)?;
+        let here = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let mode = fs::metadata(here)
+            .map_err(Error::io("cannot read", dir))?
+            .permissions()
+            .mode();
+        if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+            return Err(Error::UnsafeDirectory(dir.to_path_buf()));
+        }
         Ok(StagedFiles {
             dir: dir.to_path_buf(),
             staged: Vec::new(),
@@ -143,5 +169,27 @@ mod tests {
         set.stage("a", b"1", 0o644).unwrap();
         drop(set);
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn new_directories_are_private_and_open_ones_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let nested = d.path().join("a/b");
+        StagedFiles::new(&nested).unwrap();
+        assert_eq!(mode(&d.path().join("a")), 0o700);
+        assert_eq!(mode(&nested), 0o700);
+        let open = d.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = StagedFiles::new(&open).unwrap_err();
+        assert!(matches!(e, Error::UnsafeDirectory(_)), "{e}");
+        assert!(e.to_string().contains("chmod o-w"), "{e}");
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        StagedFiles::new(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o775)).unwrap();
+        StagedFiles::new(&open).unwrap();
+        // A bare file name writes to the working directory.
+        StagedFiles::new(Path::new("")).unwrap();
     }
 }

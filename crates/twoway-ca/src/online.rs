@@ -332,10 +332,15 @@ impl Ca {
         // Renewed over the API: by an agent, whatever the first certificate said.
         let mut labels = current.labels.clone();
         labels.insert(RENEWAL_LABEL.into(), RENEWED_BY_AGENT.into());
+        // The CN is carried over only when it repeats one of the SANs: a certificate issued
+        // before that rule may hold a free CN, which its renewal drops rather than fails on.
+        let common_name = twoway_pki::subject_common_name(current.common_name.as_deref(), &sans)
+            .ok()
+            .flatten();
         let req = IssueRequest {
             profile,
             sans,
-            common_name: current.common_name.clone(),
+            common_name,
             ttl: Some(lifetime),
             owner: current.owner.clone(),
             labels,

@@ -230,7 +230,9 @@ pub fn build_intermediate(
 /// Signs a leaf certificate for `subject_key_spki` under `ca`. The caller has already
 /// applied policy and checked validity against the issuer; the names are checked here
 /// once more against the CA certificate's own name constraints, so no path signs a
-/// certificate that verifiers must reject.
+/// certificate that verifiers must reject. The subject holds a CN only when
+/// `spec.common_name` repeats one of the SANs ([`crate::subject_common_name`]; any other CN
+/// is refused), and nothing else.
 pub fn build_leaf(ca: &CaSigner, subject_key_spki: &[u8], spec: &LeafSpec) -> Result<Issued> {
     if spec.sans.is_empty() {
         return Err(Error::NoSan);
@@ -241,7 +243,7 @@ pub fn build_leaf(ca: &CaSigner, subject_key_spki: &[u8], spec: &LeafSpec) -> Re
     let key_type = crate::key::key_type_of_spki(subject_key_spki)?;
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
-    if let Some(cn) = spec.common_name.as_deref().filter(|c| !c.is_empty()) {
+    if let Some(cn) = crate::subject_common_name(spec.common_name.as_deref(), &spec.sans)? {
         p.distinguished_name.push(DnType::CommonName, cn);
     }
     p.not_before = spec.not_before;

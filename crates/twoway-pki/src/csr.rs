@@ -4,14 +4,15 @@ use crate::{Error, KeyType, PrivateKey, Result, San};
 use rcgen::{CertificateParams, DistinguishedName, DnType};
 use std::fmt;
 
-/// Creates a PEM CSR for `key` asking for `sans` (and an optional CN).
+/// Creates a PEM CSR for `key` asking for `sans` (and an optional CN, which must repeat
+/// one of them: [`crate::subject_common_name`], the rule the CA applies).
 pub fn create_csr(key: &PrivateKey, sans: &[San], common_name: Option<&str>) -> Result<String> {
     if sans.is_empty() {
         return Err(Error::NoSan);
     }
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
-    if let Some(cn) = common_name.filter(|c| !c.is_empty()) {
+    if let Some(cn) = crate::subject_common_name(common_name, sans)? {
         p.distinguished_name.push(DnType::CommonName, cn);
     }
     p.subject_alt_names = sans.iter().map(San::to_rcgen).collect::<Result<_>>()?;
@@ -152,10 +153,14 @@ mod tests {
             "DNS:a.example".parse().unwrap(),
             "IP:10.0.0.1".parse().unwrap(),
         ];
-        let pem_text = create_csr(&key, &sans, Some("a")).unwrap();
+        let pem_text = create_csr(&key, &sans, Some("a.example")).unwrap();
         let v = verify_csr(pem_text.as_bytes()).unwrap();
         assert_eq!(v.sans, sans);
-        assert_eq!(v.common_name.as_deref(), Some("a"));
+        assert_eq!(v.common_name.as_deref(), Some("a.example"));
+        assert!(matches!(
+            create_csr(&key, &sans, Some("a")),
+            Err(Error::CommonNameNotASan { .. })
+        ));
         assert_eq!(v.public_key_der, key.public_key_der());
         // flip a byte inside the signed part (the DNS name) and re-encode
         let mut der = pem::parse(&pem_text).unwrap().into_contents();

@@ -48,6 +48,17 @@ pub enum Error {
     /// A profile name that twoway does not know.
     #[error("unknown profile {0:?}: use server, client or peer")]
     UnknownProfile(String),
+    /// A subject common name that is none of the certificate's SANs.
+    #[error("the subject CN {cn:?} is not one of the certificate's SANs ({sans}): the CA certifies only names it validated, so leave the CN out (the SANs carry the identity) or make it one of the SANs")]
+    CommonNameNotASan {
+        /// The CN asked for.
+        cn: String,
+        /// The certificate's SANs.
+        sans: String,
+    },
+    /// A subject common name longer than X.509 allows.
+    #[error("the subject CN {0:?} is longer than the 64 characters X.509 allows: leave the CN out (the SAN carries the name)")]
+    CommonNameTooLong(String),
     /// A request without any SAN.
     #[error("no subject alternative name given: add at least one --san (e.g. --san DNS:api.example.internal)")]
     NoSan,

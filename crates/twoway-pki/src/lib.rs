@@ -6,8 +6,9 @@
 //! certified, inside a CA certificate's [`NameConstraints`]), [`CaSigner`] with
 //! [`build_root`], [`build_intermediate`] and [`build_leaf`]
 //! (certificates by [`Profile`]), [`verify_csr`] (CSRs), [`build_crl`] (CRLs), [`CertInfo`]
-//! (reading any certificate back), [`ocsp`] (requests and signed responses) and the
-//! [`Signer`] trait behind which CA keys live.
+//! (reading any certificate back), [`ocsp`] (requests and signed responses), the
+//! [`Signer`] trait behind which CA keys live, and [`subject_common_name`] (the one rule
+//! for a leaf's subject: a CN only when it repeats one of its SANs).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -23,6 +24,7 @@ mod policy;
 mod profile;
 mod san;
 mod signer;
+mod subject;
 
 pub use cert::{
     build_intermediate, build_leaf, build_root, der_to_pem, key_matches_cert, parse_certificates,
@@ -40,5 +42,6 @@ pub use policy::NamePolicy;
 pub use profile::Profile;
 pub use san::{validate_spiffe, San};
 pub use signer::Signer;
+pub use subject::{subject_common_name, MAX_COMMON_NAME};
 
 pub use time;

@@ -25,7 +25,7 @@ pub mod tls;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -74,6 +74,49 @@ pub struct ServeOptions {
     /// Who may administer the CA over the API (`[server] admins`); replaced at run time
     /// with [`State::set_admins`].
     pub admins: Vec<String>,
+    /// Read the store's revocation counter (at most every 2 ms) before reusing a
+    /// connection's cached authentication of an administrator (`POST /v1/sign`), so that a
+    /// revocation made by any process on the same database (the CLI on the CA's host) is
+    /// seen by the next signing. A local read of microseconds on SQLite; on PostgreSQL it
+    /// would be a round trip, so it is off there and the window is the counter's poll
+    /// (250 ms).
+    pub check_revocations_per_request: bool,
+}
+
+/// The deadlines of both listeners (`[server]` in ca.toml).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadlines {
+    /// For the TLS handshake.
+    pub handshake: StdDuration,
+    /// For the first request of a connection, from accept.
+    pub first_request: StdDuration,
+    /// Between requests of a kept-alive connection.
+    pub idle: StdDuration,
+}
+
+impl Deadlines {
+    fn from_config(sv: &twoway_ca::ServerSection) -> Result<Self, Error> {
+        let d = |v: &str| -> Result<StdDuration, Error> {
+            let t = twoway_pki::parse_duration(v)?;
+            Ok(StdDuration::try_from(t).unwrap_or(StdDuration::from_secs(1)))
+        };
+        Ok(Deadlines {
+            handshake: d(&sv.handshake_timeout)?,
+            first_request: d(&sv.first_request_timeout)?,
+            idle: d(&sv.idle_timeout)?,
+        })
+    }
+}
+
+/// The connection tables of the two listeners.
+#[derive(Debug)]
+pub struct Connections {
+    /// The HTTPS listener's.
+    pub https: twoway_net::ConnTable,
+    /// The plain-HTTP listener's.
+    pub http: twoway_net::ConnTable,
+    /// Their deadlines.
+    pub deadlines: Deadlines,
 }
 
 /// Everything the handlers share.
@@ -101,6 +144,14 @@ pub struct State {
     /// Bumped whenever a revocation is seen (here or, through the store's counter, on
     /// another replica): authentications cached on connections older than this are redone.
     pub auth_generation: std::sync::atomic::AtomicU64,
+    /// The store's revocation counter as last read (first at start).
+    revocation_seq: std::sync::atomic::AtomicU64,
+    /// When the signing path last read the counter, in nanoseconds since `started`.
+    revocation_read_at: std::sync::atomic::AtomicU64,
+    /// When the server started.
+    started: std::time::Instant,
+    /// The listeners' connection tables and deadlines.
+    pub connections: Connections,
     /// When the server's own certificate should be renewed.
     server_cert_renew_at: std::sync::Mutex<OffsetDateTime>,
     /// The administrators now (`[server] admins`, reloadable).
@@ -205,6 +256,10 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
     })
     .await??;
     let validity = twoway_pki::parse_duration(&ca.config().server.ocsp_validity)?;
+    let ca2 = ca.clone();
+    let first_seq = blocking(move || ca2.store().revocation_seq())
+        .await?
+        .map_err(twoway_ca::Error::from)?;
     let identity = Arc::new(tls::Identity::new(tls_key));
     let root_der = twoway_pki::parse_certificates(ca.root_pem().as_bytes())?
         .into_iter()
@@ -217,6 +272,15 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
         root_subject,
     )?);
     let sv = &ca.config().server;
+    let limits = twoway_net::Limits {
+        max_connections: sv.max_connections,
+        max_per_address: sv.max_connections_per_address,
+    };
+    let connections = Connections {
+        https: twoway_net::ConnTable::new(limits),
+        http: twoway_net::ConnTable::new(limits),
+        deadlines: Deadlines::from_config(sv)?,
+    };
     let state = Arc::new(State {
         metrics: metrics::Metrics::default(),
         limiter: ratelimit::RateLimiter::new(sv.enroll_rate, sv.enroll_burst),
@@ -231,6 +295,10 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
         server_cert_renew_at: std::sync::Mutex::new(renew_at),
         auth_generation: std::sync::atomic::AtomicU64::new(0),
         admins: std::sync::RwLock::new(Arc::new(opts.admins.clone())),
+        revocation_seq: std::sync::atomic::AtomicU64::new(first_seq),
+        revocation_read_at: std::sync::atomic::AtomicU64::new(0),
+        started: std::time::Instant::now(),
+        connections,
         ca,
         opts: opts.clone(),
     });
@@ -334,98 +402,144 @@ impl ConnInfo {
     }
 }
 
-const MAX_CONNECTIONS: usize = 4096;
+/// How long a connection being closed (shed, or past a deadline) gets to finish what it
+/// is doing: an idle one closes at once; an HTTP/2 connection finishes its open streams.
+const CLOSE_GRACE: StdDuration = StdDuration::from_secs(10);
 
 async fn accept_tls(listener: TcpListener, cfg: Arc<rustls::ServerConfig>, state: Arc<State>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(StdDuration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let state = state.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(StdDuration::from_secs(10), acceptor.accept(tcp))
-                .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    state.metrics.tls_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    state.metrics.tls_failures.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            };
-            let client_cert = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| c.as_ref().to_vec());
-            let conn = Arc::new(ConnInfo::new(peer, client_cert, true));
-            serve_conn(TokioIo::new(tls), conn, state).await;
-        });
+        let a = twoway_net::accept(&listener, &state.connections.https).await;
+        tokio::spawn(serve_tls(a, acceptor.clone(), state.clone()));
     }
+}
+
+/// One HTTPS connection: the handshake (within its deadline, given up when shed), then
+/// HTTP until the client closes, the connection is shed, or it idles past a deadline.
+async fn serve_tls(
+    a: twoway_net::Accepted,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: Arc<State>,
+) {
+    let twoway_net::Accepted { stream, peer, conn } = a;
+    let _ = stream.set_nodelay(true);
+    let d = state.connections.deadlines;
+    let handshake = tokio::time::timeout(d.handshake, acceptor.accept(stream));
+    let tls = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                state.metrics.tls_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                state.metrics.tls_failures.fetch_add(1, Ordering::Relaxed);
+                conn.timed_out();
+                tracing::debug!(%peer, "TLS handshake took too long");
+                return;
+            }
+        },
+        _ = conn.shed() => return,
+        _ = conn.idle_timeout(d.first_request, d.idle) => return,
+    };
+    let client_cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec());
+    let info = Arc::new(ConnInfo::new(peer, client_cert, true));
+    serve_conn(TokioIo::new(tls), info, conn, state).await;
 }
 
 async fn accept_plain(listener: TcpListener, state: Arc<State>) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(_) => {
-                tokio::time::sleep(StdDuration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
-        let _ = tcp.set_nodelay(true);
+        let a = twoway_net::accept(&listener, &state.connections.http).await;
+        let _ = a.stream.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let conn = Arc::new(ConnInfo::new(peer, None, false));
-            plain::serve(tcp, conn, state).await;
+            let info = Arc::new(ConnInfo::new(a.peer, None, false));
+            plain::serve(a.stream, info, a.conn, state).await;
         });
     }
 }
 
-async fn serve_conn<I>(io: I, conn: Arc<ConnInfo>, state: Arc<State>)
+async fn serve_conn<I>(io: I, info: Arc<ConnInfo>, conn: twoway_net::Conn, state: Arc<State>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let d = state.connections.deadlines;
+    let conn = Arc::new(conn);
+    let c = conn.clone();
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let (state, conn) = (state.clone(), conn.clone());
+        // Busy from a complete request head until the answer is made: never shed then.
+        let busy = c.busy();
+        let (state, info) = (state.clone(), info.clone());
         async move {
-            Ok::<hyper::Response<Full<Bytes>>, std::convert::Infallible>(
-                routes::handle(state, conn, req).await,
-            )
+            let resp = routes::handle(state, info, req).await;
+            drop(busy);
+            Ok::<hyper::Response<Full<Bytes>>, std::convert::Infallible>(resp)
         }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let _ = builder.serve_connection(io, svc).await;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // hyper's own deadline for a request head (it starts when hyper waits for one, so it
+    // also bounds the wait between requests); the connection table's deadlines below are
+    // the tighter ones and cover HTTP/2 too.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(d.idle.max(d.first_request));
+    // HTTP/2: pings find a peer that vanished with streams open.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(d.idle))
+        .keep_alive_timeout(d.handshake);
+    let served = builder.serve_connection(io, svc);
+    tokio::pin!(served);
+    tokio::select! {
+        _ = served.as_mut() => return,
+        _ = conn.shed() => {}
+        _ = conn.idle_timeout(d.first_request, d.idle) => {}
+    }
+    served.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(CLOSE_GRACE, served).await;
+}
+
+/// How often, at most, the signing path reads the revocation counter (all connections
+/// together): a revocation by another process is seen by the signings that start this
+/// long after it, and a busy server reads the store a few hundred times a second instead
+/// of once per certificate (which cost about a tenth of `/v1/sign`'s throughput).
+pub(crate) const REVOCATION_RECHECK: StdDuration = StdDuration::from_millis(2);
+
+/// Whether the signing path should read the revocation counter now (the first caller
+/// after [`REVOCATION_RECHECK`] does; the others go on with what was last read).
+pub(crate) fn revocation_check_due(state: &State) -> bool {
+    let now = u64::try_from(state.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let last = state.revocation_read_at.load(Ordering::Relaxed);
+    let due = last == 0 || now.saturating_sub(last) >= REVOCATION_RECHECK.as_nanos() as u64;
+    due && state
+        .revocation_read_at
+        .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// Takes note of the store's revocation counter: when it moved since it was last seen (a
+/// revocation by another replica, or by the CLI on this database), cached OCSP answers are
+/// dropped, the CRL marked stale and cached authentications redone.
+pub(crate) fn saw_revocation_seq(state: &State, seq: u64) {
+    if state.revocation_seq.swap(seq, Ordering::SeqCst) != seq {
+        state.auth_generation.fetch_add(1, Ordering::SeqCst);
+        state.ocsp.clear();
+        state.crl.mark_dirty();
+    }
 }
 
 /// Background duties: watch the revocation counter (drop cached OCSP answers, mark the CRL
 /// stale: this is how a revocation on another replica reaches this one), and renew the
 /// server's own certificates at two thirds of their life.
 async fn maintenance(state: Arc<State>) {
-    let mut last_seq: Option<u64> = None;
     let mut tick = tokio::time::interval(StdDuration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
@@ -434,12 +548,7 @@ async fn maintenance(state: Arc<State>) {
         n += 1;
         let ca = state.ca.clone();
         if let Ok(Ok(seq)) = blocking(move || ca.store().revocation_seq()).await {
-            if last_seq.is_some_and(|l| l != seq) {
-                state.auth_generation.fetch_add(1, Ordering::SeqCst);
-                state.ocsp.clear();
-                state.crl.mark_dirty();
-            }
-            last_seq = Some(seq);
+            saw_revocation_seq(&state, seq);
         }
         if !n.is_multiple_of(40) {
             continue;

@@ -53,8 +53,10 @@ impl Metrics {
         &self,
         certs: &[(String, u64)],
         commits: &crate::committer::CommitStats,
+        conns: &[(&str, twoway_net::Stats)],
     ) -> String {
         let mut o = String::new();
+        render_connections(&mut o, conns);
         let _ = writeln!(
             o,
             "# HELP twoway_ca_requests_total HTTP requests by route and status."
@@ -152,5 +154,51 @@ impl Metrics {
             let _ = writeln!(o, "twoway_ca_certificates{{status=\"{s}\"}} {n}");
         }
         o
+    }
+}
+
+/// The listeners' connection tables: open connections, and those shed, refused and
+/// timed out, by listener (`https`, `http`).
+fn render_connections(o: &mut String, conns: &[(&str, twoway_net::Stats)]) {
+    let _ = writeln!(
+        o,
+        "# HELP twoway_ca_connections Connections open, by listener.\n# TYPE twoway_ca_connections gauge"
+    );
+    for (l, s) in conns {
+        let _ = writeln!(o, "twoway_ca_connections{{listener=\"{l}\"}} {}", s.open);
+    }
+    let _ = writeln!(
+        o,
+        "# HELP twoway_ca_connections_shed_total Idle connections closed to make room for new ones (the listener or the address was at its limit).\n# TYPE twoway_ca_connections_shed_total counter"
+    );
+    for (l, s) in conns {
+        let _ = writeln!(
+            o,
+            "twoway_ca_connections_shed_total{{listener=\"{l}\"}} {}",
+            s.shed
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP twoway_ca_connections_refused_total Connections refused at accept because every connection of the address (address) or of the listener (full) was busy.\n# TYPE twoway_ca_connections_refused_total counter"
+    );
+    for (l, s) in conns {
+        for (why, n) in [("address", s.refused_address), ("full", s.refused_full)] {
+            let _ = writeln!(
+                o,
+                "twoway_ca_connections_refused_total{{listener=\"{l}\",reason=\"{why}\"}} {n}"
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP twoway_ca_connections_timed_out_total Connections closed by a deadline (TLS handshake, first request, idle between requests).\n# TYPE twoway_ca_connections_timed_out_total counter"
+    );
+    for (l, s) in conns {
+        let _ = writeln!(
+            o,
+            "twoway_ca_connections_timed_out_total{{listener=\"{l}\"}} {}",
+            s.timed_out
+        );
     }
 }

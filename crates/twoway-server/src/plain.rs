@@ -9,9 +9,11 @@
 //! What it does not take is refused with a clear answer and the connection closed:
 //! chunked request bodies (411), bodies over [`crate::routes::MAX_BODY`] (413), heads over
 //! [`MAX_HEAD`] (431), malformed heads (400). Keep-alive follows HTTP/1.1 and HTTP/1.0
-//! rules; `Expect: 100-continue` is honoured; HEAD gets the head alone. A connection idle
-//! for [`IDLE_TIMEOUT`] between requests, or slower than [`REQUEST_TIMEOUT`] to send one
-//! request, is closed.
+//! rules; `Expect: 100-continue` is honoured; HEAD gets the head alone. A connection is
+//! closed when it idles past the listener's deadlines (`[server] first_request_timeout`,
+//! `idle_timeout`: waiting for a request, or for the rest of one, is idle), when one
+//! request takes longer than [`REQUEST_TIMEOUT`] to arrive whole, or when the connection
+//! table sheds it to make room for another.
 
 use crate::routes::{self, Resp};
 use crate::{ConnInfo, State};
@@ -28,8 +30,6 @@ use twoway_api::{codes, MAX_BODY};
 
 /// The largest request head accepted.
 pub const MAX_HEAD: usize = 16 * 1024;
-/// How long a kept-alive connection may wait for its next request.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a started request may take to arrive whole.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEADERS: usize = 64;
@@ -97,12 +97,16 @@ fn parse(buf: &[u8]) -> Parsed {
     let mut keep_alive = !http10;
     let mut content_length: Option<usize> = None;
     let mut expect_continue = false;
+    let mut transfer_encoding = false;
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
+            // 1*DIGIT (RFC 9110 §8.6): no sign, no list, nothing `parse` would also take.
             let v = std::str::from_utf8(h.value)
                 .ok()
-                .and_then(|s| s.trim().parse::<usize>().ok());
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<usize>().ok());
             match (v, content_length) {
                 (None, _) => {
                     return Parsed::Refuse(400, codes::BAD_REQUEST, "bad Content-Length".into())
@@ -117,12 +121,7 @@ fn parse(buf: &[u8]) -> Parsed {
                 (Some(a), _) => content_length = Some(a),
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Parsed::Refuse(
-                411,
-                codes::LENGTH_REQUIRED,
-                "chunked request bodies are not taken here: send the body with a Content-Length"
-                    .into(),
-            );
+            transfer_encoding = true;
         } else if name.eq_ignore_ascii_case("connection") {
             for token in String::from_utf8_lossy(h.value).split(',') {
                 let t = token.trim();
@@ -143,6 +142,25 @@ fn parse(buf: &[u8]) -> Parsed {
                 );
             }
         }
+    }
+    match (transfer_encoding, content_length) {
+        // Two framings of one body: what request smuggling plays on (RFC 9112 §6.3).
+        (true, Some(_)) => {
+            return Parsed::Refuse(
+                400,
+                codes::BAD_REQUEST,
+                "the request has both Transfer-Encoding and Content-Length: send the body with a Content-Length alone".into(),
+            )
+        }
+        (true, None) => {
+            return Parsed::Refuse(
+                411,
+                codes::LENGTH_REQUIRED,
+                "chunked request bodies are not taken here: send the body with a Content-Length"
+                    .into(),
+            )
+        }
+        _ => {}
     }
     let content_length = content_length.unwrap_or(0);
     if content_length > MAX_BODY {
@@ -276,8 +294,44 @@ async fn close_after_refusal(tcp: &mut TcpStream, out: &[u8]) {
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
+/// Reads more of a request into `buf`: false when the peer closed or failed, the request
+/// passed `request_deadline`, or `stop` (the connection shed, or idle past its
+/// deadlines) resolved; the caller then closes the connection and never polls `stop` again.
+async fn read_more<F: std::future::Future<Output = ()>>(
+    tcp: &mut TcpStream,
+    buf: &mut BytesMut,
+    request_deadline: Option<Instant>,
+    stop: std::pin::Pin<&mut F>,
+) -> bool {
+    let read = async {
+        match request_deadline {
+            Some(at) => tokio::time::timeout_at(at, tcp.read_buf(buf)).await.ok(),
+            None => Some(tcp.read_buf(buf).await),
+        }
+    };
+    tokio::select! {
+        r = read => matches!(r, Some(Ok(n)) if n > 0),
+        _ = stop => false,
+    }
+}
+
 /// Serves one connection of the plain-HTTP listener until it closes.
-pub(crate) async fn serve(mut tcp: TcpStream, conn: Arc<ConnInfo>, state: Arc<State>) {
+pub(crate) async fn serve(
+    mut tcp: TcpStream,
+    conn: Arc<ConnInfo>,
+    table: twoway_net::Conn,
+    state: Arc<State>,
+) {
+    let d = state.connections.deadlines;
+    // One wait for the whole connection (not one per read): the table shedding it, or its
+    // idle deadlines, which follow its requests by themselves.
+    let stop = async {
+        tokio::select! {
+            _ = table.shed() => {}
+            _ = table.idle_timeout(d.first_request, d.idle) => {}
+        }
+    };
+    tokio::pin!(stop);
     let mut buf = BytesMut::with_capacity(4096);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     // When the request being read began (its first bytes arrived).
@@ -297,21 +351,20 @@ pub(crate) async fn serve(mut tcp: TcpStream, conn: Arc<ConnInfo>, state: Arc<St
                     }
                     out.clear();
                 }
-                // Between requests the idle limit; once a request has begun, what is left
-                // of its own limit (so a byte every few seconds does not keep it open).
+                // Between requests only the connection's idle deadlines; once a request has
+                // begun, also what is left of its own limit (so a byte every few seconds
+                // does not keep it open).
                 let deadline = if buf.is_empty() {
                     started = None;
-                    Instant::now() + IDLE_TIMEOUT
+                    None
                 } else {
-                    *started.get_or_insert_with(Instant::now) + REQUEST_TIMEOUT
+                    Some(*started.get_or_insert_with(Instant::now) + REQUEST_TIMEOUT)
                 };
-                match tokio::time::timeout_at(deadline, tcp.read_buf(&mut buf)).await {
-                    Ok(Ok(n)) if n > 0 => {
-                        started.get_or_insert_with(Instant::now);
-                        continue;
-                    }
-                    _ => return,
+                if !read_more(&mut tcp, &mut buf, deadline, stop.as_mut()).await {
+                    return;
                 }
+                started.get_or_insert_with(Instant::now);
+                continue;
             }
             Parsed::Refuse(status, code, message) => {
                 refuse(&state, status, code, message, &mut out).await;
@@ -338,21 +391,16 @@ pub(crate) async fn serve(mut tcp: TcpStream, conn: Arc<ConnInfo>, state: Arc<St
                 }
             }
             buf.reserve(end - buf.len());
-            let complete = async {
-                while buf.len() < end {
-                    match tcp.read_buf(&mut buf).await {
-                        Ok(n) if n > 0 => {}
-                        _ => return false,
-                    }
-                }
-                true
-            };
             let deadline = *started.get_or_insert_with(Instant::now) + REQUEST_TIMEOUT;
-            if !matches!(tokio::time::timeout_at(deadline, complete).await, Ok(true)) {
-                return;
+            while buf.len() < end {
+                if !read_more(&mut tcp, &mut buf, Some(deadline), stop.as_mut()).await {
+                    return;
+                }
             }
         }
         started = None;
+        // The whole request is here: busy (never shed) until its answer is made.
+        let busy = table.busy();
         let _ = buf.split_to(head.len);
         let body = buf.split_to(head.content_length).freeze();
         // The hot path: a POST /ocsp answered from the cache, written without building a
@@ -383,6 +431,7 @@ pub(crate) async fn serve(mut tcp: TcpStream, conn: Arc<ConnInfo>, state: Arc<St
             let resp = routes::handle_plain(&state, &conn, &method, &head.path, body).await;
             encode(resp, head.keep_alive, head.http10, head_only, &mut out).await;
         }
+        drop(busy);
         if !head.keep_alive {
             let _ = tcp.write_all(&out).await;
             let _ = tcp.shutdown().await;
@@ -442,6 +491,12 @@ mod tests {
             refused("POST /ocsp HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             411
         );
+        for raw in [
+            "POST /ocsp HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "POST /ocsp HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(refused(raw), 400, "{raw}");
+        }
         assert_eq!(
             refused("POST /ocsp HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"),
             413
@@ -450,10 +505,15 @@ mod tests {
             refused("POST /ocsp HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
             400
         );
-        assert_eq!(
-            refused("POST /ocsp HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
-            400
-        );
+        for bad in ["x", "+5", "-5", "5, 5", "0x5", "", "5 5"] {
+            assert_eq!(
+                refused(&format!(
+                    "POST /ocsp HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n"
+                )),
+                400,
+                "{bad:?}"
+            );
+        }
         assert_eq!(refused("GET /\u{1}x HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(
             refused("POST /ocsp HTTP/1.1\r\nExpect: something\r\n\r\n"),

@@ -55,6 +55,7 @@ pub fn from_ca(e: &CaError) -> ApiError {
         CaError::Pki(P::PolicyViolation { .. } | P::BadTtl(_) | P::TtlBeyondIssuer { .. }) => {
             codes::POLICY
         }
+        CaError::Pki(P::CommonNameNotASan { .. } | P::CommonNameTooLong(_)) => codes::CN_NOT_A_SAN,
         CaError::Store(S::TokenUnknown) => codes::TOKEN_UNKNOWN,
         CaError::Store(S::TokenExpired(_)) => codes::TOKEN_EXPIRED,
         CaError::Store(S::TokenUsed(_)) => codes::TOKEN_USED,
@@ -120,8 +121,33 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: hyper::Request<
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let route = route_name(&method, &path);
+    if let Some(refused) = ambiguous_framing(&req) {
+        let mut resp = finish(&state, &conn, route, Err(refused));
+        // The request's end is unknown: nothing more is read from this connection.
+        resp.headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        return resp;
+    }
     let answer = dispatch(&state, &conn, req, route).await;
     finish(&state, &conn, route, answer)
+}
+
+/// A request whose body is framed by `Transfer-Encoding`. With a `Content-Length` beside
+/// it, it is the framing a smuggler plays off against a proxy in front (RFC 9112 §6.3 lets
+/// a server refuse it); hyper follows the `Transfer-Encoding` and drops the
+/// `Content-Length` before the request gets here, so the two cannot be told apart. Every
+/// API body is a small JSON or DER document its client knows the length of: any
+/// `Transfer-Encoding` is refused (HTTP/2 has none).
+fn ambiguous_framing(req: &hyper::Request<Incoming>) -> Option<ApiError> {
+    req.headers()
+        .contains_key(header::TRANSFER_ENCODING)
+        .then(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                codes::BAD_REQUEST,
+                "Transfer-Encoding is not taken here (with or without a Content-Length beside it): send the body with a Content-Length alone",
+            )
+        })
 }
 
 /// The answer, or the refusal as JSON (counted by code and logged); counted by route and
@@ -211,9 +237,17 @@ async fn public(
                 .ok()
                 .and_then(|r| r.ok())
                 .unwrap_or_default();
+            let conns = [
+                ("https", state.connections.https.stats()),
+                ("http", state.connections.http.stats()),
+            ];
             Ok(bytes_resp(
                 "text/plain; version=0.0.4",
-                Bytes::from(state.metrics.render(&counts, &state.committer.stats)),
+                Bytes::from(
+                    state
+                        .metrics
+                        .render(&counts, &state.committer.stats, &conns),
+                ),
             ))
         }
         "roots" => Ok(bytes_resp(
@@ -479,6 +513,20 @@ async fn sign(
         .transpose()
         .map_err(|e| bad(format!("sans: {e}")))?;
     let peer = conn.peer.ip();
+    // With a local store, the revocation counter is read first (microseconds; at most
+    // every REVOCATION_RECHECK across connections), so that a revocation by another process
+    // on the same database is seen by the signings that follow it; if it cannot be read,
+    // the authentication is redone.
+    let mut counter_read = true;
+    if state.opts.check_revocations_per_request
+        && conn.authenticated.lock().is_ok_and(|g| g.is_some())
+        && crate::revocation_check_due(state)
+    {
+        match state.ca.store().revocation_seq() {
+            Ok(seq) => crate::saw_revocation_seq(state, seq),
+            Err(_) => counter_read = false,
+        }
+    }
     // The connection's earlier authentication stands while no revocation has been seen
     // since and the certificate has not expired; otherwise it is redone in the task below.
     let generation = state.auth_generation.load(Ordering::SeqCst);
@@ -487,7 +535,9 @@ async fn sign(
         .lock()
         .ok()
         .and_then(|g| g.clone())
-        .filter(|(g, rec)| *g == generation && rec.not_after > OffsetDateTime::now_utc())
+        .filter(|(g, rec)| {
+            counter_read && *g == generation && rec.not_after > OffsetDateTime::now_utc()
+        })
         .map(|(_, rec)| rec);
     let actor = move |who: &CertRecord| format!("api:admin:{}@{peer}", who.serial);
     let outcome = match cached {

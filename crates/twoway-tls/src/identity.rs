@@ -20,7 +20,15 @@ pub struct PeerIdentity {
     pub dns: Vec<String>,
     /// IP SANs.
     pub ips: Vec<IpAddr>,
-    /// Subject common names.
+    /// The IP SANs in text form, in the same order (filled with `ips` by
+    /// [`PeerIdentity::from_leaf`]; what [`PeerIdentity::primary`] shows).
+    pub ip_texts: Vec<String>,
+    /// E-mail (RFC 822) SANs.
+    pub emails: Vec<String>,
+    /// SANs of the other kinds (otherName, directoryName, …), counted only.
+    pub other_sans: usize,
+    /// Subject common names, all of them (see [`PeerIdentity::identity_common_names`] for
+    /// those that may stand for the peer).
     pub common_names: Vec<String>,
     /// Subject organizational units.
     pub org_units: Vec<String>,
@@ -51,13 +59,21 @@ impl PeerIdentity {
                     GeneralName::URI(u) => id.uris.push((*u).to_owned()),
                     GeneralName::DNSName(d) => id.dns.push(d.to_ascii_lowercase()),
                     GeneralName::IPAddress(b) => {
-                        if let Ok(v4) = <[u8; 4]>::try_from(*b) {
-                            id.ips.push(IpAddr::from(v4));
-                        } else if let Ok(v6) = <[u8; 16]>::try_from(*b) {
-                            id.ips.push(IpAddr::from(v6));
+                        let ip = match b.len() {
+                            4 => <[u8; 4]>::try_from(*b).ok().map(IpAddr::from),
+                            16 => <[u8; 16]>::try_from(*b).ok().map(IpAddr::from),
+                            _ => None,
+                        };
+                        match ip {
+                            Some(ip) => {
+                                id.ips.push(ip);
+                                id.ip_texts.push(ip.to_string());
+                            }
+                            None => id.other_sans += 1,
                         }
                     }
-                    _ => {}
+                    GeneralName::RFC822Name(e) => id.emails.push((*e).to_owned()),
+                    _ => id.other_sans += 1,
                 }
             }
         }
@@ -74,14 +90,48 @@ impl PeerIdentity {
         Ok(id)
     }
 
+    /// Whether the certificate carries any SAN, of any kind.
+    pub fn has_sans(&self) -> bool {
+        !(self.uris.is_empty()
+            && self.dns.is_empty()
+            && self.ips.is_empty()
+            && self.emails.is_empty())
+            || self.other_sans > 0
+    }
+
+    /// The subject CNs that may stand for the peer: every CN of a certificate without SANs
+    /// (a legacy certificate whose CN is its only name); on a certificate with SANs, only a
+    /// CN that repeats one of them (a DNS SAN in any ASCII case, an IP SAN as an address, a
+    /// URI or e-mail SAN exactly). A CN beside SANs that repeats none of them is free text
+    /// that nothing validated (CAs check SANs; some copy the requested CN unchecked), so it
+    /// never stands for anyone: not for `cn:` rules, not for [`PeerIdentity::primary`].
+    pub fn identity_common_names(&self) -> impl Iterator<Item = &str> {
+        let legacy = !self.has_sans();
+        self.common_names
+            .iter()
+            .map(String::as_str)
+            .filter(move |cn| legacy || self.repeats_a_san(cn))
+    }
+
+    fn repeats_a_san(&self, cn: &str) -> bool {
+        self.dns.iter().any(|d| d.eq_ignore_ascii_case(cn))
+            || self.uris.iter().any(|u| u == cn)
+            || self.emails.iter().any(|e| e == cn)
+            || cn.parse::<IpAddr>().is_ok_and(|ip| self.ips.contains(&ip))
+    }
+
     /// The one name to show for this peer: the first URI SAN (SPIFFE ID), else the first DNS
-    /// SAN, else the first CN, else the empty string.
+    /// SAN, else the first IP SAN, else the first e-mail SAN, else the CN of a certificate
+    /// without SANs, else the empty string. Identity comes from the SANs; a CN beside them
+    /// is never taken (see [`PeerIdentity::identity_common_names`]).
     pub fn primary(&self) -> &str {
         self.uris
             .first()
             .or(self.dns.first())
-            .or(self.common_names.first())
+            .or(self.ip_texts.first())
+            .or(self.emails.first())
             .map(String::as_str)
+            .or_else(|| self.identity_common_names().next())
             .unwrap_or("")
     }
 
@@ -261,4 +311,56 @@ fn signed_by(cert_der: &[u8], spki_der: &[u8]) -> bool {
         return false;
     };
     cert.verify_signature(Some(&spki)).is_ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn id(uris: &[&str], dns: &[&str], ips: &[&str], cns: &[&str]) -> PeerIdentity {
+        let ips: Vec<IpAddr> = ips.iter().map(|i| i.parse().unwrap()).collect();
+        PeerIdentity {
+            uris: uris.iter().map(|s| s.to_string()).collect(),
+            dns: dns.iter().map(|s| s.to_string()).collect(),
+            ip_texts: ips.iter().map(IpAddr::to_string).collect(),
+            ips,
+            common_names: cns.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn identity_comes_from_the_sans_and_a_free_cn_never_counts() {
+        let forged = id(&["spiffe://t/user2"], &[], &[], &["migrations"]);
+        assert_eq!(forged.primary(), "spiffe://t/user2");
+        assert_eq!(forged.identity_common_names().count(), 0);
+        let ip_only = id(&[], &[], &["10.9.9.9"], &["spiffe://t/admin"]);
+        assert_eq!(ip_only.primary(), "10.9.9.9");
+        assert_eq!(ip_only.identity_common_names().count(), 0);
+        let legacy = id(&[], &[], &[], &["migrations"]);
+        assert_eq!(legacy.primary(), "migrations");
+        assert_eq!(
+            legacy.identity_common_names().collect::<Vec<_>>(),
+            ["migrations"]
+        );
+        let repeats = id(
+            &[],
+            &["api.example.internal"],
+            &["10.0.0.7"],
+            &["API.example.internal", "10.0.0.7", "other"],
+        );
+        assert_eq!(
+            repeats.identity_common_names().collect::<Vec<_>>(),
+            ["API.example.internal", "10.0.0.7"]
+        );
+        let mut email_only = id(&[], &[], &[], &["Alice"]);
+        email_only.emails.push("alice@example.org".into());
+        assert_eq!(email_only.primary(), "alice@example.org");
+        assert_eq!(email_only.identity_common_names().count(), 0);
+        let mut other = id(&[], &[], &[], &["Alice"]);
+        other.other_sans = 1;
+        assert_eq!(other.identity_common_names().count(), 0);
+        assert_eq!(other.primary(), "");
+    }
 }

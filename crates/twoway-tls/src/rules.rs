@@ -8,13 +8,17 @@
 //! | `uri:GLOB` | a URI SAN |
 //! | `dns:GLOB` | a DNS SAN (case-insensitive; `*` stays inside one label) |
 //! | `ip:GLOB` | an IP SAN in its text form |
-//! | `cn:GLOB` | a subject common name |
+//! | `cn:GLOB` | a subject common name that may stand for the peer: any CN of a certificate without SANs, or a CN that repeats one of the certificate's SANs ([`PeerIdentity::identity_common_names`]) |
 //! | `ou:GLOB` | a subject organizational unit |
 //! | `issuer:SHA256HEX` | the SHA-256 of the DER of any certificate above the leaf |
 //!
 //! In globs `*` matches any run of characters and `?` one character (the `twoway-glob`
 //! matcher: linear, no classes, no escapes). A [`Policy`] with no
 //! rule allows every verified peer; once it holds a rule, a peer must match one.
+//!
+//! Identity comes from the SANs. A CN beside SANs that repeats none of them is free text
+//! a CA may have copied from the request without checking it: `cn:` never matches it, so
+//! a certificate for `spiffe://t/user2` with `CN=migrations` does not pass `cn:migrations`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -66,8 +70,7 @@ impl Rule {
                 .iter()
                 .any(|ip| twoway_glob::is_match(p, &ip.to_string(), GLOB)),
             Kind::Cn(p) => id
-                .common_names
-                .iter()
+                .identity_common_names()
                 .any(|c| twoway_glob::is_match(p, c, GLOB)),
             Kind::Ou(p) => id
                 .org_units
@@ -223,7 +226,8 @@ mod tests {
             ("dns:*.example.internal", true),
             ("DNS:*.EXAMPLE.internal", true),
             ("dns:*.internal", false),
-            ("cn:api", true),
+            // The CN "api" is free text beside SANs: it does not count.
+            ("cn:api", false),
             ("cn:ap", false),
             ("ou:pay*", true),
             (&format!("issuer:{}", hex::encode([7u8; 32])), true),
@@ -232,6 +236,27 @@ mod tests {
             let p = Policy::parse(&[rule]).unwrap();
             assert_eq!(p.evaluate(&id()).is_allowed(), want, "{rule}");
         }
+    }
+
+    #[test]
+    fn cn_rules_match_only_a_cn_that_may_stand_for_the_peer() {
+        let legacy = PeerIdentity {
+            common_names: vec!["migrations".into()],
+            ..Default::default()
+        };
+        let forged = PeerIdentity {
+            uris: vec!["spiffe://t/user2".into()],
+            ..legacy.clone()
+        };
+        let repeats = PeerIdentity {
+            dns: vec!["migrations.example.internal".into()],
+            common_names: vec!["migrations.example.internal".into()],
+            ..Default::default()
+        };
+        let p = Policy::parse(&["cn:migrations*"]).unwrap();
+        assert!(p.evaluate(&legacy).is_allowed());
+        assert!(!p.evaluate(&forged).is_allowed());
+        assert!(p.evaluate(&repeats).is_allowed());
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} for metrics"))?;
-            tokio::spawn(serve_metrics(l, status.clone()));
+            tokio::spawn(twoway_agent::serve_metrics(l, status.clone()));
         }
         tokio::select! {
             r = twoway_agent::run(cfg, status.clone()) => r.map_err(anyhow::Error::from),
@@ -90,24 +90,4 @@ pub fn run(a: AgentArgs) -> Result<ExitCode> {
         }
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn serve_metrics(l: tokio::net::TcpListener, status: Arc<twoway_agent::AgentStatus>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    loop {
-        let Ok((mut s, _)) = l.accept().await else {
-            continue;
-        };
-        let status = status.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await;
-            let body = status.render();
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(resp.as_bytes()).await;
-        });
-    }
 }

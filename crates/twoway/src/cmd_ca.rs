@@ -461,7 +461,7 @@ pub fn run_quickstart(a: QuickstartArgs) -> Result<ExitCode> {
         crate::cmd_cert::IssueParams {
             profile: twoway_pki::Profile::Client,
             sans: vec!["URI:spiffe://quickstart.twoway/client".parse()?],
-            common_name: Some("quickstart-client".into()),
+            common_name: None,
             ttl: None,
             owner: Some("quickstart".into()),
             labels: Default::default(),

@@ -90,6 +90,11 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     let database = a.database.clone();
     let mut ca = open_ca_with(&a.ca, true, database.as_deref())?;
     let cfg = ca.config().server.clone();
+    // SQLite (the default) is read in microseconds: revocations are checked per request.
+    let local_store = database
+        .as_deref()
+        .or(cfg.database.as_deref())
+        .is_none_or(|u| u.starts_with("sqlite://"));
     let listen: SocketAddr = match a.listen {
         Some(l) => l,
         None => cfg.listen.parse().map_err(|_| {
@@ -120,6 +125,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         ocsp_cert_ttl: time::Duration::days(7),
         actor: format!("server:{}", actor(&a.ca).trim_start_matches("cli:")),
         admins: admins.clone(),
+        check_revocations_per_request: local_store,
     };
     crate::output::init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -125,6 +125,7 @@ fn main() -> ExitCode {
         }
     };
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    raise_open_files_limit();
     let remote = cli.remote.url.is_some();
     let result = match cli.command {
         Command::Cert(c) if remote => remote::run_cert(c, &cli.remote),
@@ -149,6 +150,29 @@ fn main() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "error: {}", output::error_text(&e));
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit. The soft limit is often 1024,
+/// which a server holding thousands of connections (`ca serve`, `proxy`) would reach long
+/// before its own connection limits; the hard limit is what the administrator allows.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let cur = getrlimit(Resource::Nofile);
+    let below_hard = match (cur.current, cur.maximum) {
+        (Some(soft), Some(hard)) => soft < hard,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if below_hard {
+        // macOS refuses RLIM_INFINITY here; its kernel cap then stays in force.
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: cur.maximum,
+                maximum: cur.maximum,
+            },
+        );
     }
 }
 

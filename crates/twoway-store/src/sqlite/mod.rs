@@ -54,9 +54,11 @@ fn poisoned<T>(_: T) -> Error {
 impl SqliteStore {
     /// Opens (creating if needed) the inventory at `path` and applies the schema.
     pub fn open(path: &Path) -> Result<Self> {
+        private_files(path, false);
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        private_files(path, true);
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // A page cache that holds the indexes of a large inventory, and checkpoints every
@@ -197,6 +199,38 @@ impl Row for rusqlite::Row<'_> {
                 "column {i} holds {}, outside the schema",
                 other.data_type()
             ))),
+        }
+    }
+}
+
+/// Keeps the inventory's files 0600 whatever the umask. SQLite creates a new database
+/// with the umask's mode (0644 at best) and its `-wal` and `-shm` files with the
+/// database's mode: before opening (`opened` false) a missing database is created empty
+/// and 0600; after (`opened` true) a `-wal` or `-shm` left wider than the database by an
+/// older version is narrowed to 0600. Best effort: SQLite reports real failures itself.
+fn private_files(path: &Path, opened: bool) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if !opened {
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        return;
+    }
+    let Ok(db) = std::fs::metadata(path) else {
+        return;
+    };
+    if db.permissions().mode() & 0o077 != 0 {
+        return;
+    }
+    for suffix in ["-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        if let Ok(m) = std::fs::metadata(&p) {
+            if m.permissions().mode() & 0o077 != 0 {
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+            }
         }
     }
 }
