@@ -892,9 +892,12 @@ fn sigterm_drains_open_connections() {
 // ---------------------------------------------------------------------------------------
 
 /// Reads one HTTP/1.1 response with a Content-Length body from `tls`; returns head and body.
-async fn read_response<S: tokio::io::AsyncRead + Unpin>(tls: &mut S) -> (String, String) {
+/// Reads one response; `buf` keeps what was read beyond it (the next pipelined response).
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(
+    tls: &mut S,
+    buf: &mut Vec<u8>,
+) -> (String, String) {
     use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -915,6 +918,7 @@ async fn read_response<S: tokio::io::AsyncRead + Unpin>(tls: &mut S) -> (String,
                 buf.extend_from_slice(&chunk[..n]);
             }
             let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+            buf.drain(..end + 4 + len);
             return (head, body);
         }
         let n = tls.read(&mut chunk).await.unwrap();
@@ -924,7 +928,7 @@ async fn read_response<S: tokio::io::AsyncRead + Unpin>(tls: &mut S) -> (String,
 }
 
 /// One HTTP/1.1 connection keeps working across an idle pause long enough for the proxy to
-/// park it (release hyper's buffers and the dedicated backend connection), with worker
+/// park it (release its buffers and hand its backend connection to the pool), with worker
 /// threads serving the connections; identity headers stay right on every request.
 #[test]
 fn http_keep_alive_survives_parking_on_workers() {
@@ -969,13 +973,14 @@ fn http_keep_alive_survives_parking_on_workers() {
                 .connect(name, tcp)
                 .await
                 .unwrap();
-            // two back to back (pool, then the dedicated backend connection), a pause that
+            let mut rbuf = Vec::new();
+            // two back to back (the connection keeps its backend connection), a pause that
             // parks the connection, one more, then a pipelined pair ending with close
             for (i, pause_ms) in [(0, 0u64), (1, 0), (2, 800), (3, 0)] {
                 tokio::time::sleep(Duration::from_millis(pause_ms)).await;
                 let req = format!("GET /k{i} HTTP/1.1\r\nHost: localhost\r\n\r\n");
                 tls.write_all(req.as_bytes()).await.unwrap();
-                let (head, body) = read_response(&mut tls).await;
+                let (head, body) = read_response(&mut tls, &mut rbuf).await;
                 assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head}\n{}", p.log());
                 assert!(body.contains(&format!("id=[{ALICE}]")), "{body}");
                 assert!(body.contains(&format!("path=[/k{i}]")), "{body}");
@@ -987,11 +992,11 @@ fn http_keep_alive_survives_parking_on_workers() {
             .await
             .unwrap();
             for path in ["/p1", "/p2"] {
-                let (head, body) = read_response(&mut tls).await;
+                let (head, body) = read_response(&mut tls, &mut rbuf).await;
                 assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
                 assert!(body.contains(&format!("path=[{path}]")), "{body}");
             }
-            let mut rest = Vec::new();
+            let mut rest = rbuf;
             let _ = tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut rest).await;
             assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
         };
