@@ -501,12 +501,25 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
 /// free one; other accept errors are logged and retried after 50 ms. Never returns an
 /// error and never waits for room.
 pub async fn accept(listener: &TcpListener, table: &ConnTable) -> Accepted {
+    accept_with(listener, table, |peer, why| {
+        tracing::debug!(%peer, "connection refused: {why}");
+    })
+    .await
+}
+
+/// [`accept`], telling `refused` about each connection the table refused (for a metric or
+/// a log line of the caller's own) before closing it.
+pub async fn accept_with(
+    listener: &TcpListener,
+    table: &ConnTable,
+    mut refused: impl FnMut(SocketAddr, Refused),
+) -> Accepted {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => match table.admit(peer.ip()) {
                 Ok(conn) => return Accepted { stream, peer, conn },
                 Err(why) => {
-                    tracing::debug!(%peer, "connection refused: {why}");
+                    refused(peer, why);
                     drop(stream);
                 }
             },
@@ -521,6 +534,31 @@ pub async fn accept(listener: &TcpListener, table: &ConnTable) -> Accepted {
             }
         }
     }
+}
+
+/// Closes a connection the server refused (a failed TLS handshake after its alert, an HTTP
+/// refusal) so that the client reads what was sent: FIN first, then what the client still
+/// sends is read and dropped (at most 256 KiB or 1 s) before the socket closes. Closing
+/// with unread bytes in the socket makes the kernel reset the connection, and the reset can
+/// overtake the alert or the answer (a TLS 1.3 client sends its first request right after
+/// its Finished). Box the future where it is awaited inside a long-lived task: its buffer
+/// would otherwise size every connection's task.
+pub async fn linger_close(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if tcp.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 8 * 1024];
+        let mut left: usize = 256 * 1024;
+        while left > 0 {
+            match tcp.read(&mut sink).await {
+                Ok(n) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 #[cfg(test)]

@@ -87,8 +87,14 @@ pub struct ServerListenerConfig {
     /// Seconds without a byte in either direction before a connection is closed
     /// (default 300).
     pub idle_timeout_secs: Option<f64>,
-    /// Most concurrent connections; further ones are closed at once (default 10000).
+    /// Most concurrent connections (default 10000). When full, the connection idle longest
+    /// (a handshake not finished, or an HTTP connection with no request in progress) is
+    /// closed to make room; only when every one is busy is the new one refused.
     pub max_connections: Option<usize>,
+    /// Most concurrent connections from one client address (an IPv4 address or an IPv6
+    /// /64; default 1024), with the same shedding of that address's idle ones: one address
+    /// cannot take the whole listener with connections that never finish their handshake.
+    pub max_connections_per_address: Option<usize>,
 }
 
 /// `[server.enroll]`: the listener's certificate comes from a twoway CA (`twoway ca serve`).
@@ -632,8 +638,8 @@ pub struct ServerSpec {
     pub handshake_timeout: Duration,
     /// Idle timeout.
     pub idle_timeout: Duration,
-    /// Connection limit.
-    pub max_connections: usize,
+    /// Connection limits (total and per client address).
+    pub limits: twoway_net::Limits,
 }
 
 /// A client listener after validation.
@@ -761,9 +767,13 @@ impl ServerListenerConfig {
             Vec::new()
         };
         let max_connections = self.max_connections.unwrap_or(10_000);
-        if max_connections == 0 {
+        let max_per_address = self
+            .max_connections_per_address
+            .unwrap_or(1024)
+            .min(max_connections);
+        if max_connections == 0 || max_per_address == 0 {
             return Err(ProxyError::Config(format!(
-                "listener {name:?}: max_connections must be at least 1"
+                "listener {name:?}: max_connections and max_connections_per_address must be at least 1"
             )));
         }
         Ok(ServerSpec {
@@ -786,7 +796,10 @@ impl ServerListenerConfig {
             },
             handshake_timeout: secs("handshake_timeout_secs", self.handshake_timeout_secs, 10.0)?,
             idle_timeout: secs("idle_timeout_secs", self.idle_timeout_secs, 300.0)?,
-            max_connections,
+            limits: twoway_net::Limits {
+                max_connections,
+                max_per_address,
+            },
             name,
         })
     }

@@ -50,7 +50,35 @@ pub const PARK_AFTER: Duration = Duration::from_millis(250);
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Response body: the backend's, or one of our short answers.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Answer = Either<Incoming, Full<Bytes>>;
+
+/// An HTTP/2 response body that keeps its connection busy in the listener's table until it
+/// has been sent (or the stream is reset): a connection with a download in progress is
+/// never shed.
+pub struct Body {
+    inner: Answer,
+    _busy: twoway_net::Busy,
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = <Answer as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 static X_CLIENT_IDENTITY: HeaderName = HeaderName::from_static("x-client-identity");
@@ -147,7 +175,7 @@ impl Peer {
     }
 }
 
-fn small(status: StatusCode, text: &'static str) -> Response<Body> {
+fn small(status: StatusCode, text: &'static str) -> Response<Answer> {
     let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
         text.as_bytes(),
     ))));
@@ -159,7 +187,7 @@ fn small(status: StatusCode, text: &'static str) -> Response<Body> {
     r
 }
 
-fn bad_request(why: &'static str) -> Response<Body> {
+fn bad_request(why: &'static str) -> Response<Answer> {
     let mut r = Response::new(Either::Right(Full::new(Bytes::from(format!("{why}\n")))));
     *r.status_mut() = StatusCode::BAD_REQUEST;
     r.headers_mut().insert(
@@ -225,6 +253,8 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 struct ConnState {
     ctx: Arc<HttpCtx>,
     peer: Peer,
+    /// The connection's place in the listener's table: busy while a request is served.
+    net: twoway_net::Conn,
     /// `now_millis()` of the last byte moved on the client connection.
     last: AtomicU64,
     /// Bytes read from and written to the client (TLS plaintext), for the metrics.
@@ -258,7 +288,10 @@ async fn forward(st: &ConnState, req: Request<Incoming>) -> Result<Response<Inco
         .await?)
 }
 
-async fn handle(req: Request<Incoming>, st: Arc<ConnState>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    st: Arc<ConnState>,
+) -> Result<Response<Answer>, Infallible> {
     let start = Instant::now();
     let ctx = &st.ctx;
     let peer = &st.peer;
@@ -498,7 +531,16 @@ impl hyper::service::Service<Request<Incoming>> for Svc {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        Box::pin(handle(req, self.0.clone()))
+        // Busy (never shed) from the request head until the response body has been sent.
+        let busy = self.0.net.busy();
+        let st = self.0.clone();
+        Box::pin(async move {
+            let resp = handle(req, st).await?;
+            Ok(resp.map(|b| Body {
+                inner: b,
+                _busy: busy,
+            }))
+        })
     }
 }
 
@@ -516,12 +558,14 @@ pub async fn serve<IO>(
     ctx: Arc<HttpCtx>,
     idle: Duration,
     shutdown: watch::Receiver<bool>,
+    net: twoway_net::Conn,
 ) where
     IO: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
 {
     let st = Arc::new(ConnState {
         ctx,
         peer,
+        net,
         last: AtomicU64::new(now_millis()),
         from_client: AtomicU64::new(0),
         to_client: AtomicU64::new(0),
@@ -590,6 +634,12 @@ async fn serve_h2<IO>(
                 return;
             }
             _ = shutdown.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = st.net.shed(), if !draining => {
+                // idle (no stream in progress): GOAWAY and close, to make room
+                st.ctx.metrics.shed();
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }

@@ -28,6 +28,7 @@ pub struct ListenerMetrics {
     handshakes_ok: AtomicU64,
     rejected: [AtomicU64; Reason::ALL.len()],
     refused_limit: AtomicU64,
+    shed: AtomicU64,
     active: AtomicI64,
     bytes_from_client: AtomicU64,
     bytes_to_client: AtomicU64,
@@ -50,6 +51,7 @@ impl ListenerMetrics {
             handshakes_ok: AtomicU64::new(0),
             rejected: std::array::from_fn(|_| AtomicU64::new(0)),
             refused_limit: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
             active: AtomicI64::new(0),
             bytes_from_client: AtomicU64::new(0),
             bytes_to_client: AtomicU64::new(0),
@@ -80,6 +82,11 @@ impl ListenerMetrics {
     /// A connection was closed at once because the listener is full.
     pub fn refused_limit(&self) {
         self.refused_limit.fetch_add(1, Relaxed);
+    }
+
+    /// An idle connection was closed to make room for a new one.
+    pub fn shed(&self) {
+        self.shed.fetch_add(1, Relaxed);
     }
 
     /// An upstream (backend/target) connection failed.
@@ -228,7 +235,7 @@ impl Metrics {
                 );
             }
         }
-        let simple: [SimpleSeries; 7] = [
+        let simple: [SimpleSeries; 8] = [
             (
                 "twoway_proxy_active_connections",
                 "gauge",
@@ -238,8 +245,14 @@ impl Metrics {
             (
                 "twoway_proxy_connections_refused_total",
                 "counter",
-                "Connections closed at once because max_connections was reached.",
+                "Connections closed at once: the listener (max_connections) or the client's address (max_connections_per_address) was full of busy connections.",
                 |l| l.refused_limit.load(Relaxed) as i64,
+            ),
+            (
+                "twoway_proxy_connections_shed_total",
+                "counter",
+                "Idle connections (a handshake not finished, or no request in progress) closed to make room for new ones, oldest first.",
+                |l| l.shed.load(Relaxed) as i64,
             ),
             (
                 "twoway_proxy_upstream_errors_total",

@@ -2,11 +2,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use twoway_tls::{PeerIdentity, Reason, Reloadable};
 
@@ -31,70 +30,39 @@ pub struct ServerListener {
 }
 
 impl ServerListener {
-    /// Accepts until shutdown.
+    /// Accepts until shutdown. The connection table admits or refuses each connection at
+    /// once: when the listener (or the client's address) is full, the connection idle
+    /// longest (a handshake not finished, or an HTTP connection between requests) is shed
+    /// to make room; only when every one is busy is the new one refused.
     pub async fn run(mut self) {
-        let limit = Arc::new(Semaphore::new(self.spec.max_connections));
+        let table = twoway_net::ConnTable::new(self.spec.limits);
         loop {
-            let accepted = tokio::select! {
-                r = self.listener.accept() => r,
+            let (metrics, name) = (&self.metrics, &self.spec.name);
+            let a = tokio::select! {
+                a = twoway_net::accept_with(&self.listener, &table, |peer, why| {
+                    metrics.refused_limit();
+                    tracing::debug!(listener = %name, %peer, "connection refused: {why}");
+                }) => a,
                 _ = self.shutdown.changed() => break,
             };
-            let (tcp, addr) = match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    // e.g. EMFILE: back off briefly instead of spinning
-                    tracing::warn!(listener = %self.spec.name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                self.metrics.refused_limit();
-                tracing::warn!(listener = %self.spec.name, peer = %addr, "connection limit reached; closing");
-                drop(tcp);
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
+            let _ = a.stream.set_nodelay(true);
             let conn = Conn {
                 spec: self.spec.clone(),
                 state: self.state.load(),
                 metrics: self.metrics.clone(),
                 http: self.http.clone(),
                 shutdown: self.shutdown.clone(),
-                addr,
+                addr: a.peer,
             };
             let guard = self.tracker.guard();
-            self.workers.spawn(tcp, move |tcp| async move {
-                conn.run(tcp, permit).await;
+            let net = a.conn;
+            self.workers.spawn(a.stream, move |tcp| async move {
+                conn.run(tcp, net).await;
                 drop(guard);
             });
         }
         tracing::info!(listener = %self.spec.name, "stopped accepting");
     }
-}
-
-/// Closes a connection whose handshake failed so that the client reads the alert: after the
-/// alert, send FIN, then read and drop what the client still sends (bounded: 256 KiB or 1 s).
-/// Closing with unread bytes in the socket (a TLS 1.3 client sends its first request right
-/// after its Finished, curl's HTTP/2 preface included) would reset the connection, and the
-/// reset can overtake the alert: the client would see "connection reset" instead of
-/// "certificate required".
-async fn linger_close(mut tcp: TcpStream) {
-    use tokio::io::AsyncReadExt;
-    if tcp.shutdown().await.is_err() {
-        return;
-    }
-    let drain = async {
-        let mut sink = [0u8; 8 * 1024];
-        let mut left: usize = 256 * 1024;
-        while left > 0 {
-            match tcp.read(&mut sink).await {
-                Ok(n) if n > 0 => left = left.saturating_sub(n),
-                _ => break,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 struct Conn {
@@ -120,22 +88,30 @@ impl Conn {
         );
     }
 
-    async fn run(self, tcp: TcpStream, _permit: OwnedSemaphorePermit) {
+    async fn run(self, tcp: TcpStream, net: twoway_net::Conn) {
         let _active = self.metrics.connection();
         let acceptor = TlsAcceptor::from(self.state.tls.clone());
         // The handshake future and the TLS session are boxed so that this task (and every
         // state of it) stays small: an idle connection holds the session once, not a
         // task sized for the largest state of every mode.
         let accept = Box::pin(acceptor.accept(tcp).into_fallible());
-        let tls = match tokio::time::timeout(self.spec.handshake_timeout, accept).await {
-            Err(_) => return self.reject(Reason::Timeout, &"handshake timed out"),
-            Ok(Err((e, tcp))) => {
-                self.reject(Reason::from_io(&e), &e);
-                // rustls has written its alert: make sure the client reads it. Boxed: its
-                // buffer must not size every connection's task.
-                return Box::pin(linger_close(tcp)).await;
+        let handshake = tokio::time::timeout(self.spec.handshake_timeout, accept);
+        let tls = tokio::select! {
+            r = handshake => match r {
+                Err(_) => return self.reject(Reason::Timeout, &"handshake timed out"),
+                Ok(Err((e, tcp))) => {
+                    self.reject(Reason::from_io(&e), &e);
+                    // rustls has written its alert: make sure the client reads it. Boxed: its
+                    // buffer must not size every connection's task.
+                    return Box::pin(twoway_net::linger_close(tcp)).await;
+                }
+                Ok(Ok(s)) => Box::new(s),
+            },
+            _ = net.shed() => {
+                self.metrics.shed();
+                tracing::debug!(listener = %self.spec.name, peer = %self.addr, "unfinished handshake closed to make room");
+                return;
             }
-            Ok(Ok(s)) => Box::new(s),
         };
         let (_, session) = tls.get_ref();
         let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) else {
@@ -166,10 +142,15 @@ impl Conn {
                     ctx.clone(),
                     self.spec.idle_timeout,
                     self.shutdown.clone(),
+                    net,
                 )
                 .await;
             }
-            None => Box::pin(self.forward(tls, id)).await,
+            None => {
+                // A relay of an authenticated client is never shed.
+                let _busy = net.busy();
+                Box::pin(self.forward(tls, id)).await
+            }
         }
     }
 

@@ -424,13 +424,15 @@ async fn serve_tls(
     let twoway_net::Accepted { stream, peer, conn } = a;
     let _ = stream.set_nodelay(true);
     let d = state.connections.deadlines;
-    let handshake = tokio::time::timeout(d.handshake, acceptor.accept(stream));
+    let handshake = tokio::time::timeout(d.handshake, acceptor.accept(stream).into_fallible());
     let tls = tokio::select! {
         r = handshake => match r {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
+            Ok(Err((e, tcp))) => {
                 state.metrics.tls_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                // the client reads the alert rather than a reset
+                Box::pin(twoway_net::linger_close(tcp)).await;
                 return;
             }
             Err(_) => {

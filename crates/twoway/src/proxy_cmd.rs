@@ -161,9 +161,14 @@ struct ServerArgs {
     /// Seconds without traffic before a connection is closed.
     #[arg(long, value_name = "SECS")]
     idle_timeout: Option<f64>,
-    /// Most concurrent connections.
+    /// Most concurrent connections; when full, the connection idle longest is closed to
+    /// make room (default 10000).
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// Most concurrent connections from one client address (IPv4 address or IPv6 /64;
+    /// default 1024), shedding that address's idle ones first.
+    #[arg(long, value_name = "N")]
+    max_connections_per_address: Option<usize>,
 }
 
 /// Enrollment flags shared by `server` and `client`: the listener's certificate comes
@@ -293,6 +298,7 @@ fn build_config(args: &ProxyArgs) -> anyhow::Result<(ProxyConfig, Option<PathBuf
                 handshake_timeout_secs: s.handshake_timeout,
                 idle_timeout_secs: s.idle_timeout,
                 max_connections: s.max_connections,
+                max_connections_per_address: s.max_connections_per_address,
             }],
             ..ProxyConfig::default()
         },

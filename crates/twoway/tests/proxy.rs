@@ -922,7 +922,7 @@ async fn read_response<S: tokio::io::AsyncRead + Unpin>(
             return (head, body);
         }
         let n = tls.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "eof in head: {}", String::from_utf8_lossy(&buf));
+        assert!(n > 0, "eof in head: {}", String::from_utf8_lossy(buf));
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -1359,25 +1359,23 @@ tls12 = true
         assert!(metric(&m, &series) > 100.0, "{series}: {m}");
     }
 
-    // The connection limit: two held connections, a third is closed at once and counted.
+    // The connection limit: two held connections that never start a handshake are idle,
+    // so a third connection takes the place of the oldest (shed and counted), and the
+    // client is served.
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
     std::thread::sleep(Duration::from_millis(300));
     let o = curl_mtls(&pki, Some("alice"), &url, &[]);
-    assert!(!o.status.success(), "a third connection must be refused");
+    assert!(
+        o.status.success(),
+        "a full listener sheds an idle connection: {}",
+        stderr(&o)
+    );
     let m = metrics(admin);
     assert!(
-        metric(
-            &m,
-            "twoway_proxy_connections_refused_total{listener=\"main\""
-        ) >= 1.0,
+        metric(&m, "twoway_proxy_connections_shed_total{listener=\"main\"") >= 1.0,
         "{m}"
     );
     drop(held);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !curl_mtls(&pki, Some("alice"), &url, &[]).status.success() {
-        assert!(Instant::now() < deadline, "slots never freed");
-        std::thread::sleep(Duration::from_millis(200));
-    }
     let _ = p.child.kill();
 }

@@ -970,6 +970,8 @@ impl H1 {
             Ok(r) => r,
             Err(next) => return next,
         };
+        // Busy (never shed) until this exchange is over.
+        let _busy = self.st.net.busy();
         let start = Instant::now();
         self.cpos += req.len;
         let keep = req.keep_alive && !*shutdown.borrow();
@@ -1306,7 +1308,15 @@ pub(super) async fn serve<IO>(
     // Bounded by the client: every turn serves a request that needed its bytes, or waits
     // under the idle timeout.
     loop {
-        match c.one(&mut io, &shutdown).await {
+        let next = tokio::select! {
+            n = c.one(&mut io, &shutdown) => n,
+            // only an idle connection is shed: no request is in progress
+            () = st.net.shed() => {
+                st.ctx.metrics.shed();
+                Next::Close
+            }
+        };
+        match next {
             Next::Continue => {}
             Next::Abort => break,
             Next::Close => {
@@ -1333,6 +1343,10 @@ pub(super) async fn serve<IO>(
                     }
                     _ = shutdown.changed() => {
                         let _ = tokio::time::timeout(Duration::from_secs(5), io.shutdown()).await;
+                        break;
+                    }
+                    () = st.net.shed() => {
+                        st.ctx.metrics.shed();
                         break;
                     }
                 }

@@ -192,10 +192,14 @@ async fn proxy(backend: SocketAddr, routes: Routes) -> Proxy {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, rx) = watch::channel(false);
+    let table = twoway_net::ConnTable::new(twoway_net::Limits::default());
     tokio::spawn(async move {
         loop {
             let Ok((c, peer)) = l.accept().await else {
                 return;
+            };
+            let Ok(net) = table.admit(peer.ip()) else {
+                continue;
             };
             let id = PeerIdentity {
                 uris: vec!["spiffe://example.org/alice".to_owned()],
@@ -209,6 +213,7 @@ async fn proxy(backend: SocketAddr, routes: Routes) -> Proxy {
                 ctx.clone(),
                 Duration::from_secs(5),
                 rx.clone(),
+                net,
             ));
         }
     });
