@@ -1,4 +1,5 @@
-//! twoway-net: the connection table of twoway's listeners.
+//! twoway-net: the network edge of twoway's listeners — the connection table, lingering
+//! close, and one HTTP/1 request framing ([`h1`]).
 //!
 //! A listener that takes a permit per connection, and waits for one when they run out, is
 //! locked out by anyone who opens connections and sends nothing: every permit is held by a
@@ -51,6 +52,8 @@
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod h1;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -27,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use twoway_api::{codes, MAX_BODY};
+use twoway_net::h1;
 
 /// The largest request head accepted.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -94,75 +95,33 @@ fn parse(buf: &[u8]) -> Parsed {
         return Parsed::Refuse(400, codes::BAD_REQUEST, "malformed HTTP method".into());
     };
     let http10 = version == 0;
-    let mut keep_alive = !http10;
-    let mut content_length: Option<usize> = None;
-    let mut expect_continue = false;
-    let mut transfer_encoding = false;
-    for h in req.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            // 1*DIGIT (RFC 9110 §8.6): no sign, no list, nothing `parse` would also take.
-            let v = std::str::from_utf8(h.value)
-                .ok()
-                .map(str::trim)
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<usize>().ok());
-            match (v, content_length) {
-                (None, _) => {
-                    return Parsed::Refuse(400, codes::BAD_REQUEST, "bad Content-Length".into())
-                }
-                (Some(a), Some(b)) if a != b => {
-                    return Parsed::Refuse(
-                        400,
-                        codes::BAD_REQUEST,
-                        "conflicting Content-Length headers".into(),
-                    )
-                }
-                (Some(a), _) => content_length = Some(a),
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            transfer_encoding = true;
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in String::from_utf8_lossy(h.value).split(',') {
-                let t = token.trim();
-                if t.eq_ignore_ascii_case("close") {
-                    keep_alive = false;
-                } else if t.eq_ignore_ascii_case("keep-alive") && http10 {
-                    keep_alive = true;
-                }
-            }
-        } else if name.eq_ignore_ascii_case("expect") {
-            if h.value.eq_ignore_ascii_case(b"100-continue") {
-                expect_continue = !http10;
-            } else {
-                return Parsed::Refuse(
-                    417,
-                    codes::BAD_REQUEST,
-                    "only Expect: 100-continue is understood".into(),
-                );
-            }
-        }
+    let f = h1::Fields::scan(req.headers);
+    if f.expect_other {
+        return Parsed::Refuse(
+            417,
+            codes::BAD_REQUEST,
+            "only Expect: 100-continue is understood".into(),
+        );
     }
-    match (transfer_encoding, content_length) {
-        // Two framings of one body: what request smuggling plays on (RFC 9112 §6.3).
-        (true, Some(_)) => {
-            return Parsed::Refuse(
-                400,
-                codes::BAD_REQUEST,
-                "the request has both Transfer-Encoding and Content-Length: send the body with a Content-Length alone".into(),
-            )
-        }
-        (true, None) => {
-            return Parsed::Refuse(
+    let content_length =
+        match h1::request_body(http10, &f) {
+            Ok(h1::Framing::Length(n)) => usize::try_from(n).unwrap_or(usize::MAX),
+            Ok(_) => return Parsed::Refuse(
                 411,
                 codes::LENGTH_REQUIRED,
                 "chunked request bodies are not taken here: send the body with a Content-Length"
                     .into(),
-            )
-        }
-        _ => {}
-    }
-    let content_length = content_length.unwrap_or(0);
+            ),
+            Err(why) => {
+                return Parsed::Refuse(
+                    400,
+                    codes::BAD_REQUEST,
+                    format!("{why}: send the body with a Content-Length alone"),
+                )
+            }
+        };
+    let keep_alive = h1::keep_alive(http10, &f);
+    let expect_continue = f.expect_continue && !http10;
     if content_length > MAX_BODY {
         return Parsed::Refuse(
             413,

@@ -35,6 +35,7 @@ use twoway_tls::Decision;
 use super::{millis, now_millis, target, ConnState, Io, PARK_AFTER};
 use crate::backend::{BackendStream, BACKEND_CONNECT_TIMEOUT};
 use crate::copy::ReadReady;
+use twoway_net::h1::{self, consume, Chunk, Fields, Framing};
 
 /// Client read buffer while the connection is busy (request heads); it grows for a longer
 /// head, up to [`MAX_HEAD`].
@@ -57,8 +58,6 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 const POOL_MAX: usize = 64;
 /// How long an idle backend connection stays in the pool.
 const POOL_IDLE: Duration = Duration::from_secs(30);
-/// Longest chunk extension accepted, in bytes.
-const MAX_CHUNK_EXT: u16 = 4096;
 
 // ---------------------------------------------------------------------------------------
 // Backend connection pool (per thread: every runtime is current-thread, and a socket stays
@@ -129,155 +128,6 @@ fn pool_put(ctx: u64, stream: BackendStream) {
 // Framing
 // ---------------------------------------------------------------------------------------
 
-/// A body that breaks its framing.
-#[derive(Debug, PartialEq, Eq)]
-struct BadBody;
-
-/// Where a chunked body stands (RFC 9112 §7.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Chunk {
-    /// Reading the chunk size (hex digits so far).
-    Size { size: u64, digits: u8 },
-    /// In a chunk extension, until CR.
-    Ext { size: u64, len: u16 },
-    /// After the CR of a size line.
-    SizeLf(u64),
-    /// Chunk data bytes left.
-    Data(u64),
-    /// The CR after chunk data.
-    DataCr,
-    /// The LF after chunk data.
-    DataLf,
-    /// A trailer line (`len` bytes so far; 0 at the start of a line).
-    Line { len: u32 },
-    /// The LF of a trailer line.
-    LineLf,
-    /// The LF of the final empty line.
-    FinalLf,
-    /// The body is complete.
-    Done,
-}
-
-impl Chunk {
-    const START: Chunk = Chunk::Size { size: 0, digits: 0 };
-
-    /// Advances over the start of `buf`; returns how many bytes it consumed (at least one
-    /// when `buf` is not empty and the body is not done) and whether they are chunk data.
-    fn step(&mut self, buf: &[u8]) -> Result<(usize, bool), BadBody> {
-        if let Chunk::Data(left) = *self {
-            let k = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-            let left = left - k as u64;
-            *self = if left == 0 {
-                Chunk::DataCr
-            } else {
-                Chunk::Data(left)
-            };
-            return Ok((k, true));
-        }
-        let mut i = 0;
-        while let Some(&b) = buf.get(i) {
-            i += 1;
-            *self = match (*self, b) {
-                (Chunk::Size { size, digits }, b) if b.is_ascii_hexdigit() => {
-                    if digits >= 15 {
-                        return Err(BadBody);
-                    }
-                    let v = match b {
-                        b'0'..=b'9' => b - b'0',
-                        b'a'..=b'f' => b - b'a' + 10,
-                        _ => b.wrapping_sub(b'A').wrapping_add(10),
-                    };
-                    Chunk::Size {
-                        size: size << 4 | u64::from(v),
-                        digits: digits + 1,
-                    }
-                }
-                (Chunk::Size { size, digits }, b';' | b' ' | b'\t') if digits > 0 => {
-                    Chunk::Ext { size, len: 0 }
-                }
-                (Chunk::Size { size, digits }, b'\r') if digits > 0 => Chunk::SizeLf(size),
-                (Chunk::Ext { size, .. }, b'\r') => Chunk::SizeLf(size),
-                (Chunk::Ext { size, len }, b) if b != b'\n' && len < MAX_CHUNK_EXT => {
-                    Chunk::Ext { size, len: len + 1 }
-                }
-                (Chunk::SizeLf(0), b'\n') => Chunk::Line { len: 0 },
-                (Chunk::SizeLf(size), b'\n') => {
-                    *self = Chunk::Data(size);
-                    return Ok((i, false));
-                }
-                (Chunk::DataCr, b'\r') => Chunk::DataLf,
-                (Chunk::DataLf, b'\n') => Chunk::START,
-                (Chunk::Line { len: 0 }, b'\r') => Chunk::FinalLf,
-                (Chunk::Line { .. }, b'\r') => Chunk::LineLf,
-                (Chunk::Line { len }, b) if b != b'\n' && (len as usize) < MAX_HEAD => {
-                    Chunk::Line { len: len + 1 }
-                }
-                (Chunk::LineLf, b'\n') => Chunk::Line { len: 0 },
-                (Chunk::FinalLf, b'\n') => {
-                    *self = Chunk::Done;
-                    return Ok((i, false));
-                }
-                _ => return Err(BadBody),
-            };
-        }
-        Ok((i, false))
-    }
-}
-
-/// How a message body ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Framing {
-    /// This many bytes are left (0: no body, or it is complete).
-    Length(u64),
-    /// Chunked coding, at this point.
-    Chunked(Chunk),
-    /// When the sender closes (responses only).
-    Close,
-}
-
-impl Framing {
-    fn done(&self) -> bool {
-        matches!(self, Framing::Length(0) | Framing::Chunked(Chunk::Done))
-    }
-}
-
-/// Advances `framing` over `avail`; returns how many bytes of `avail` belong to the body.
-/// With `data`, only the payload (chunk data, without the chunked framing) is appended to it.
-fn consume(
-    framing: &mut Framing,
-    avail: &[u8],
-    mut data: Option<&mut Vec<u8>>,
-) -> Result<usize, BadBody> {
-    let n = match framing {
-        Framing::Length(left) => {
-            let k = usize::try_from(*left)
-                .unwrap_or(usize::MAX)
-                .min(avail.len());
-            *left -= k as u64;
-            k
-        }
-        Framing::Close => avail.len(),
-        Framing::Chunked(c) => {
-            let mut pos = 0;
-            // Bounded: every step consumes at least one byte.
-            while pos < avail.len() && *c != Chunk::Done {
-                let (k, is_data) = c.step(&avail[pos..])?;
-                if is_data {
-                    if let Some(d) = data.as_deref_mut() {
-                        d.extend_from_slice(&avail[pos..pos + k]);
-                    }
-                }
-                pos += k;
-            }
-            return Ok(pos);
-        }
-    };
-    if let Some(d) = data {
-        d.extend_from_slice(&avail[..n]);
-    }
-    Ok(n)
-}
-
 // ---------------------------------------------------------------------------------------
 // Heads
 // ---------------------------------------------------------------------------------------
@@ -342,89 +192,12 @@ fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
-fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    v.get(start..end).unwrap_or_default()
-}
-
-/// `Content-Length`: digits only.
-fn parse_length(v: &[u8]) -> Option<u64> {
-    let v = trim(v);
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-/// What the framing, `Connection` and `Transfer-Encoding` fields of a head say.
-#[derive(Default)]
-struct Fields<'h> {
-    close: bool,
-    keep_alive: bool,
-    /// Names listed in `Connection` (hop-by-hop too).
-    listed: Vec<&'h [u8]>,
-    length: Option<u64>,
-    /// Conflicting or malformed `Content-Length`.
-    bad_length: bool,
-    te: bool,
-    /// The last transfer coding is `chunked`.
-    chunked: bool,
-    /// The (last) `Host` value, and how many `Host` fields there were.
-    host: Option<&'h [u8]>,
-    hosts: usize,
-    expect_continue: bool,
-}
-
-impl<'h> Fields<'h> {
-    fn scan(headers: &[httparse::Header<'h>]) -> Self {
-        let mut f = Fields::default();
-        for h in headers {
-            let n = h.name;
-            if n.eq_ignore_ascii_case("connection") {
-                for t in h.value.split(|&b| b == b',').map(trim) {
-                    if t.eq_ignore_ascii_case(b"close") {
-                        f.close = true;
-                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                        f.keep_alive = true;
-                    } else if !t.is_empty() {
-                        f.listed.push(t);
-                    }
-                }
-            } else if n.eq_ignore_ascii_case("content-length") {
-                match parse_length(h.value) {
-                    Some(v) if f.length.is_none_or(|l| l == v) => f.length = Some(v),
-                    _ => f.bad_length = true,
-                }
-            } else if n.eq_ignore_ascii_case("transfer-encoding") {
-                f.te = true;
-                if let Some(last) = h.value.rsplit(|&b| b == b',').map(trim).next() {
-                    f.chunked = last.eq_ignore_ascii_case(b"chunked");
-                }
-            } else if n.eq_ignore_ascii_case("host") {
-                f.host = Some(trim(h.value));
-                f.hosts += 1;
-            } else if n.eq_ignore_ascii_case("expect") {
-                f.expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
-            }
-        }
-        f
-    }
-
-    /// Hop-by-hop by name, or listed in `Connection`.
-    fn skip(&self, name: &str) -> bool {
-        is_hop_by_hop(name)
-            || self
-                .listed
-                .iter()
-                .any(|l| l.eq_ignore_ascii_case(name.as_bytes()))
-    }
+/// Hop-by-hop by name, or listed in `Connection`.
+fn skip(f: &Fields<'_>, name: &str) -> bool {
+    is_hop_by_hop(name)
+        || f.listed
+            .iter()
+            .any(|l| l.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -501,17 +274,8 @@ fn parse_request(
             ));
         }
     }
-    let body = if f.te {
-        if minor == 0 || !f.chunked || f.length.is_some() || f.bad_length {
-            return Err(Reject::Bad("bad Transfer-Encoding or Content-Length"));
-        }
-        Framing::Chunked(Chunk::START)
-    } else if f.bad_length {
-        return Err(Reject::Bad("bad Content-Length"));
-    } else {
-        Framing::Length(f.length.unwrap_or(0))
-    };
-    let keep_alive = !f.close && (minor == 1 || f.keep_alive);
+    let body = h1::request_body(minor == 0, &f).map_err(Reject::Bad)?;
+    let keep_alive = h1::keep_alive(minor == 0, &f);
     let expect_continue = f.expect_continue && minor == 1;
 
     let ctx = &st.ctx;
@@ -546,7 +310,7 @@ fn parse_request(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for h in headers.iter() {
         let n = h.name;
-        if f.skip(n) || (expect_continue && n.eq_ignore_ascii_case("expect")) {
+        if skip(&f, n) || (expect_continue && n.eq_ignore_ascii_case("expect")) {
             continue;
         }
         match target::classify(n.as_bytes()) {
@@ -649,7 +413,7 @@ fn parse_response(
     out.extend_from_slice(b"\r\n");
     for h in headers.iter() {
         let n = h.name;
-        if f.skip(n) || (f.te && n.eq_ignore_ascii_case("content-length")) {
+        if skip(&f, n) || (f.te && n.eq_ignore_ascii_case("content-length")) {
             continue;
         }
         header(out, n.as_bytes(), h.value);

@@ -14,45 +14,6 @@ use crate::config::{Backend, Route, Routes};
 use crate::http::{HttpCtx, Peer, Proto};
 use crate::state::ServerState;
 
-// ---- framing units ----------------------------------------------------------------------
-
-#[test]
-fn chunked_tracker_across_every_split() {
-    let body = b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
-    let end = body.len() - 4;
-    for split in 0..body.len() {
-        let mut f = Framing::Chunked(Chunk::START);
-        let mut data = Vec::new();
-        let a = consume(&mut f, &body[..split], Some(&mut data)).unwrap();
-        let b = consume(&mut f, &body[a..], Some(&mut data)).unwrap();
-        assert_eq!(a + b, end, "split {split}");
-        assert!(f.done());
-        assert_eq!(data, b"hello0123456789");
-    }
-}
-
-#[test]
-fn chunked_tracker_rejects_bad_framing() {
-    for bad in [
-        &b"x\r\n"[..],
-        b"5\nhello\r\n",
-        b"5\r\nhelloXX",
-        b"\r\n",
-        b"1234567890123456\r\n",
-        b"0\r\n\n",
-    ] {
-        let mut f = Framing::Chunked(Chunk::START);
-        assert_eq!(consume(&mut f, bad, None), Err(BadBody), "{bad:?}");
-    }
-}
-
-#[test]
-fn length_framing_stops_at_the_end() {
-    let mut f = Framing::Length(3);
-    assert_eq!(consume(&mut f, b"abcdef", None), Ok(3));
-    assert!(f.done());
-}
-
 // ---- harness ----------------------------------------------------------------------------
 
 fn tls_config() -> Arc<rustls::ServerConfig> {
