@@ -262,6 +262,33 @@ struct ConnState {
     to_client: AtomicU64,
 }
 
+impl ConnState {
+    /// Records an answered request: the status in the metrics and the access log line
+    /// (`decision`: allow, deny or bad request; `reason` says what was wrong, if anything).
+    fn access(
+        &self,
+        method: &http::Method,
+        path: &str,
+        decision: &'static str,
+        reason: &str,
+        status: u16,
+        start: Instant,
+    ) {
+        self.ctx.metrics.http_request(status, start.elapsed());
+        tracing::info!(
+            target: "twoway::access",
+            listener = %self.ctx.name,
+            peer = %self.peer.addr,
+            identity = self.peer.id.primary(),
+            method = %method,
+            path,
+            decision,
+            reason,
+            status,
+        );
+    }
+}
+
 /// `err` and its sources, joined with ": ".
 fn chain(err: &(dyn StdError + 'static)) -> String {
     let mut s = err.to_string();
@@ -299,17 +326,13 @@ async fn handle(
     let pq = match request_target(&parts) {
         Ok(x) => x,
         Err(why) => {
-            ctx.metrics.http_request(400, start.elapsed());
-            tracing::info!(
-                target: "twoway::access",
-                listener = %ctx.name,
-                peer = %peer.addr,
-                identity = peer.id.primary(),
-                method = %parts.method,
-                path = parts.uri.path(),
-                decision = "bad request",
-                reason = why,
-                status = 400,
+            st.access(
+                &parts.method,
+                parts.uri.path(),
+                "bad request",
+                why,
+                400,
+                start,
             );
             return Ok(bad_request(why));
         }
@@ -321,17 +344,7 @@ async fn handle(
     drop(state);
     if let Decision::Denied = decision {
         ctx.metrics.http_denied();
-        ctx.metrics.http_request(403, start.elapsed());
-        tracing::info!(
-            target: "twoway::access",
-            listener = %ctx.name,
-            peer = %peer.addr,
-            identity = peer.id.primary(),
-            method = %parts.method,
-            path,
-            decision = "deny",
-            status = 403,
-        );
+        st.access(&parts.method, path, "deny", "", 403, start);
         return Ok(small(StatusCode::FORBIDDEN, "forbidden\n"));
     }
     let h = &mut parts.headers;
@@ -360,8 +373,9 @@ async fn handle(
             .unwrap_or_else(|| ctx.host.clone());
         h.insert(header::HOST, host);
     }
-    // origin-form for the backend: the normalized path and the query
-    let orig = std::mem::take(&mut parts.uri);
+    // origin-form for the backend: the normalized path and the query (a cheap clone: the
+    // access log names the path that was authorized)
+    let logged = pq.clone();
     parts.uri = http::Uri::from(pq);
     parts.version = http::Version::HTTP_11;
     let method = parts.method.clone();
@@ -370,17 +384,7 @@ async fn handle(
             let (mut rparts, rbody) = resp.into_parts();
             strip_hop_by_hop(&mut rparts.headers);
             let status = rparts.status.as_u16();
-            ctx.metrics.http_request(status, start.elapsed());
-            tracing::info!(
-                target: "twoway::access",
-                listener = %ctx.name,
-                peer = %peer.addr,
-                identity = peer.id.primary(),
-                method = %method,
-                path = orig.path(),
-                decision = "allow",
-                status,
-            );
+            st.access(&method, logged.path(), "allow", "", status, start);
             Ok(Response::from_parts(rparts, Either::Left(rbody)))
         }
         Err(e) => {

@@ -809,18 +809,8 @@ impl H1 {
             }
         };
 
-        let ctx = &self.st.ctx;
-        ctx.metrics.http_request(head.status, start.elapsed());
-        tracing::info!(
-            target: "twoway::access",
-            listener = %ctx.name,
-            peer = %self.st.peer.addr,
-            identity = self.st.peer.id.primary(),
-            method = %req.method,
-            path = %self.path,
-            decision = "allow",
-            status = head.status,
-        );
+        self.st
+            .access(&req.method, &self.path, "allow", "", head.status, start);
         // The client's head and the body bytes already here go out in one write.
         self.bpos += head.len;
         let mut rbody = head.body;
@@ -960,19 +950,9 @@ impl H1 {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let ctx = &self.st.ctx;
-        ctx.metrics.http_denied();
-        ctx.metrics.http_request(403, start.elapsed());
-        tracing::info!(
-            target: "twoway::access",
-            listener = %ctx.name,
-            peer = %self.st.peer.addr,
-            identity = self.st.peer.id.primary(),
-            method = %req.method,
-            path = %self.path,
-            decision = "deny",
-            status = 403,
-        );
+        self.st.ctx.metrics.http_denied();
+        self.st
+            .access(&req.method, &self.path, "deny", "", 403, start);
         let keep = keep && req.body.done();
         self.small(io, req, keep, "403 Forbidden", "forbidden\n")
             .await
