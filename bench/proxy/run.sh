@@ -163,30 +163,41 @@ val() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 
 wait_port $BACKEND_PORT
 declare -A HS HSCPU RPS RPSCPU P50 P99 MBS MBSCPU KIB LOAD H2 H2CPU H2P99
-for peer in $PEERS; do
-  case $peer in
+# start_peer NAME: starts the terminator on core 0; sets $pid and $port
+start_peer() {
+  case $1 in
     twoway) port=18443
       RUST_LOG=warn taskset -c 0 "$TWOWAY" proxy server --listen 127.0.0.1:$port \
         --backend 127.0.0.1:$BACKEND_PORT --cert server.pem --key server.key --client-ca ca.pem \
-        --http --workers 1 --max-connections 20000 2> logs/twoway.err & ;;
+        --http --workers 1 --max-connections 20000 --max-connections-per-address 20000 2> logs/twoway.err & ;;
     nginx) port=18444; taskset -c 0 nginx -p "$OUT" -c "$OUT/nginx-tls.conf" -e "$OUT/logs/nginx-tls.err" & ;;
     nginx-tickets) port=18447; taskset -c 0 nginx -p "$OUT" -c "$OUT/nginx-tickets.conf" -e "$OUT/logs/nginx-tickets.err" & ;;
     haproxy) port=18445; taskset -c 0 haproxy -db -f haproxy.cfg 2> logs/haproxy.err & ;;
     stunnel) port=18446; taskset -c 0 stunnel4 stunnel.conf 2> logs/stunnel.err & ;;
   esac
   pid=$!
-  PIDS+=($pid)
-  wait_port $port
-  addr=127.0.0.1:$port
-  echo "== $peer (pid $pid)" >&2
+}
+
+# idle_kib MODE: RSS growth per connection of $pid with $IDLE_CONNS idle connections of MODE
+idle_kib() {
   LG keepalive $addr --conns 1 --secs 0.5 $CLIENT >/dev/null
+  local rss0 rss1 lg
   rss0=$(rss_kib $pid)
-  LG idle $addr --conns "$IDLE_CONNS" --secs 6 $CLIENT > idle.out & lg=$!
+  LG "$1" $addr --conns "$IDLE_CONNS" --secs 6 $CLIENT > idle.out & lg=$!
   for _ in $(seq 1 100); do grep -q idle_conns idle.out 2>/dev/null && break; sleep 0.1; done
   sleep 1
   rss1=$(rss_kib $pid)
   wait $lg || true
-  KIB[$peer]=$(awk -v a="$rss0" -v b="$rss1" -v n="$IDLE_CONNS" 'BEGIN{printf "%.1f", (b-a)/n}')
+  awk -v a="$rss0" -v b="$rss1" -v n="$IDLE_CONNS" 'BEGIN{printf "%.1f", (b-a)/n}'
+}
+
+for peer in $PEERS; do
+  start_peer $peer
+  PIDS+=($pid)
+  wait_port $port
+  addr=127.0.0.1:$port
+  echo "== $peer (pid $pid)" >&2
+  KIB[$peer]=$(idle_kib idle)
   sleep 1
   c0=$(cpu_secs $pid)
   LOAD[$peer]=$(cut -d' ' -f1 /proc/loadavg)
@@ -219,14 +230,29 @@ for peer in $PEERS; do
   sleep 1
 done
 
+# Memory per idle HTTP/2 connection, each terminator started afresh (RSS that a previous
+# test freed would be reused and hide the cost).
+declare -A H2KIB
+for peer in $PEERS; do
+  if [ "$peer" = stunnel ]; then H2KIB[$peer]=n/a; continue; fi
+  start_peer $peer
+  PIDS+=($pid)
+  wait_port $port
+  addr=127.0.0.1:$port
+  H2KIB[$peer]=$(idle_kib h2idle)
+  echo "$peer h2_idle_kib_per_conn=${H2KIB[$peer]}" >> raw.txt
+  kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
+  sleep 1
+done
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a+0>0 && b+0>0) printf "%.2f×", a/b; else print "n/a"}'; }
 {
   echo "client: ${CLIENT:-lean} (handshakes: lean)"
   echo
-  echo "| peer | full mTLS handshakes/s | per server CPU-s | keep-alive req/s ($CONNS conns) | per server CPU-s | p50 | p99 | h2 req/s ($H2_CONNS conns × $H2_STREAMS streams) | per server CPU-s | h2 p99 | bulk MB/s | per server CPU-s | KiB per idle conn ($IDLE_CONNS) | load avg |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| peer | full mTLS handshakes/s | per server CPU-s | keep-alive req/s ($CONNS conns) | per server CPU-s | p50 | p99 | h2 req/s ($H2_CONNS conns × $H2_STREAMS streams) | per server CPU-s | h2 p99 | bulk MB/s | per server CPU-s | KiB per idle conn ($IDLE_CONNS) | KiB per idle h2 conn | load avg |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for peer in $PEERS; do
-    echo "| $peer | ${HS[$peer]} ($(ratio "${HS[$peer]}" "${HS[nginx]:-0}")) | ${HSCPU[$peer]} ($(ratio "${HSCPU[$peer]}" "${HSCPU[nginx]:-0}")) | ${RPS[$peer]} ($(ratio "${RPS[$peer]}" "${RPS[nginx]:-0}")) | ${RPSCPU[$peer]} ($(ratio "${RPSCPU[$peer]}" "${RPSCPU[nginx]:-0}")) | ${P50[$peer]} µs | ${P99[$peer]} µs | ${H2[$peer]} ($(ratio "${H2[$peer]}" "${H2[nginx]:-0}")) | ${H2CPU[$peer]} ($(ratio "${H2CPU[$peer]}" "${H2CPU[nginx]:-0}")) | ${H2P99[$peer]} µs | ${MBS[$peer]} ($(ratio "${MBS[$peer]}" "${MBS[nginx]:-0}")) | ${MBSCPU[$peer]} ($(ratio "${MBSCPU[$peer]}" "${MBSCPU[nginx]:-0}")) | ${KIB[$peer]} ($(ratio "${KIB[$peer]}" "${KIB[nginx]:-0}")) | ${LOAD[$peer]} |"
+    echo "| $peer | ${HS[$peer]} ($(ratio "${HS[$peer]}" "${HS[nginx]:-0}")) | ${HSCPU[$peer]} ($(ratio "${HSCPU[$peer]}" "${HSCPU[nginx]:-0}")) | ${RPS[$peer]} ($(ratio "${RPS[$peer]}" "${RPS[nginx]:-0}")) | ${RPSCPU[$peer]} ($(ratio "${RPSCPU[$peer]}" "${RPSCPU[nginx]:-0}")) | ${P50[$peer]} µs | ${P99[$peer]} µs | ${H2[$peer]} ($(ratio "${H2[$peer]}" "${H2[nginx]:-0}")) | ${H2CPU[$peer]} ($(ratio "${H2CPU[$peer]}" "${H2CPU[nginx]:-0}")) | ${H2P99[$peer]} µs | ${MBS[$peer]} ($(ratio "${MBS[$peer]}" "${MBS[nginx]:-0}")) | ${MBSCPU[$peer]} ($(ratio "${MBSCPU[$peer]}" "${MBSCPU[nginx]:-0}")) | ${KIB[$peer]} ($(ratio "${KIB[$peer]}" "${KIB[nginx]:-0}")) | ${H2KIB[$peer]} ($(ratio "${H2KIB[$peer]}" "${H2KIB[nginx]:-0}")) | ${LOAD[$peer]} |"
   done
 } | tee table.md
 echo "raw results: $OUT/raw.txt" >&2

@@ -9,6 +9,8 @@
 //! - `idle`: open N connections, one request each, then hold them for a while.
 //! - `h2`: N HTTP/2 connections (ALPN `h2`), each with `--streams S` streams sending GETs
 //!   back to back (N × S requests in flight); req/s, p50, p99.
+//! - `h2idle`: N HTTP/2 connections, one request each, then held open (memory per idle
+//!   HTTP/2 connection).
 //! - `post`: N keep-alive connections each POSTing bodies back to back, taken round-robin
 //!   from the files of `--bodies DIR` (one body per file), to `--path`, over TLS with the
 //!   client certificate or, with `--plain`, over plain HTTP (the way OCSP clients talk).
@@ -442,6 +444,33 @@ async fn h2_streams(a: &Args, cfg: Arc<rustls::ClientConfig>) -> anyhow::Result<
     Ok(())
 }
 
+/// `h2idle`: N HTTP/2 connections, one request each, then held open.
+async fn h2_idle(a: &Args, cfg: Arc<rustls::ClientConfig>) -> anyhow::Result<()> {
+    let mut cfg = (*cfg).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let cfg = Arc::new(cfg);
+    let uri: http::Uri = format!("https://localhost{}", a.path).parse()?;
+    let mut held = Vec::with_capacity(a.conns);
+    for _ in 0..a.conns {
+        let tls = connect(&cfg, &a.addr).await?;
+        let (send, conn) = h2::client::handshake(tls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut send = send.ready().await?;
+        let (resp, _) = send.send_request(http::Request::get(uri.clone()).body(())?, true)?;
+        let mut body = resp.await?.into_body();
+        while let Some(chunk) = body.data().await {
+            body.flow_control().release_capacity(chunk?.len())?;
+        }
+        held.push(send);
+    }
+    println!("idle_conns={}", held.len());
+    tokio::time::sleep(Duration::from_secs_f64(a.secs)).await;
+    drop(held);
+    Ok(())
+}
+
 async fn bulk(a: &Args, cfg: Arc<rustls::ClientConfig>) -> anyhow::Result<()> {
     let mut s = connect(&cfg, &a.addr).await?;
     let start = Instant::now();
@@ -713,6 +742,7 @@ fn main() -> anyhow::Result<()> {
             "bulk" => bulk(&a, cfg).await,
             "idle" => idle(&a, cfg).await,
             "h2" => h2_streams(&a, cfg).await,
+            "h2idle" => h2_idle(&a, cfg).await,
             m => bail!("unknown mode {m}"),
         }
     })
