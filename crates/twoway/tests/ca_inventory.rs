@@ -13,32 +13,22 @@ use serde_json::{json as j, Value};
 const ACTOR: &str = "test:alice";
 
 // ---------------------------------------------------------------------------------------
-// 7. Inventory: owners, labels, locations, filters, pagination, show, import, check.
+// 1. Inventory: owners, labels, locations, filters, pagination, show, import, check.
 
 #[test]
 fn inventory_lists_filters_pages_and_shows() {
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", "");
+    let lab = Lab::with_ca(ACTOR, "");
     let api = lab.issue(
-        "ca",
-        "server",
-        "DNS:api.example.internal IP:10.0.0.5",
-        "api",
-        "--owner team-api --label env=prod --label tier=web --location host-17 --ttl 10d",
+        "--ca-dir ca --profile server --san DNS:api.example.internal --san IP:10.0.0.5 \
+         --out api --owner team-api --label env=prod --label tier=web --location host-17 --ttl 10d",
     );
     let billing = lab.issue(
-        "ca",
-        "client",
-        "URI:spiffe://example.org/ns/prod/sa/billing",
-        "billing",
-        "--owner team-billing --label env=prod --ttl 90d",
+        "--ca-dir ca --profile client --san URI:spiffe://example.org/ns/prod/sa/billing \
+         --out billing --owner team-billing --label env=prod --ttl 90d",
     );
     let db = lab.issue(
-        "ca",
-        "peer",
-        "DNS:db.other.internal",
-        "db",
-        "--owner team-api --label env=dev --ttl 60d",
+        "--ca-dir ca --profile peer --san DNS:db.other.internal --out db --owner team-api \
+         --label env=dev --ttl 60d",
     );
     let list = |args: &str| {
         lab.tw(&format!("cert list --ca-dir ca --json {args}"))
@@ -205,8 +195,7 @@ fn inventory_lists_filters_pages_and_shows() {
 
 #[test]
 fn inventory_imports_foreign_certificates_once() {
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", "");
+    let lab = Lab::with_ca(ACTOR, "");
     lab.foreign_cert("web", "web.example.com");
     let o = lab
         .openssl("x509 -in web.pem -noout -fingerprint -sha256")
@@ -257,14 +246,9 @@ fn inventory_imports_foreign_certificates_once() {
 
 #[test]
 fn cert_check_exits_1_when_something_expires_within_the_window() {
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", "");
+    let lab = Lab::with_ca(ACTOR, "");
     lab.issue(
-        "ca",
-        "server",
-        "DNS:later.example.internal",
-        "later",
-        "--ttl 30d",
+        "--ca-dir ca --profile server --san DNS:later.example.internal --out later --ttl 30d",
     );
     let check = "cert check --ca-dir ca --within 14d";
     let o = lab.tw(check).ok();
@@ -273,11 +257,8 @@ fn cert_check_exits_1_when_something_expires_within_the_window() {
     assert_eq!(report["expiring"], j!([]), "{report:#}");
 
     let soon = lab.issue(
-        "ca",
-        "client",
-        "DNS:soon.example.internal",
-        "soon",
-        "--ttl 7d --owner team-soon",
+        "--ca-dir ca --profile client --san DNS:soon.example.internal --out soon --ttl 7d \
+         --owner team-soon",
     );
     let serial = str_of(&soon, "serial");
     let o = lab.tw(check).code(EXIT_FAILURE);
@@ -308,14 +289,13 @@ fn cert_check_exits_1_when_something_expires_within_the_window() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 8. Audit log: every action, in order, hash-chained; tampering is detected.
+// 2. Audit log: every action, in order, hash-chained; tampering is detected.
 
 #[test]
 fn audit_log_records_every_action_and_detects_tampering() {
     require_tool("python3", "python3");
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", "");
-    let issued = lab.issue("ca", "server", "DNS:a.example.internal", "a", "");
+    let lab = Lab::with_ca(ACTOR, "");
+    let issued = lab.issue("--ca-dir ca --profile server --out a --san DNS:a.example.internal");
     lab.tw("cert csr --san DNS:b.example.internal --out b").ok();
     lab.tw("cert sign b/csr.pem --ca-dir ca --profile client --out b")
         .ok();
@@ -417,7 +397,7 @@ fn audit_log_records_every_action_and_detects_tampering() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 9. Keys on disk.
+// 3. Keys on disk.
 
 #[test]
 fn keys_are_private_and_encrypted_keys_are_standard_pkcs8() {
@@ -455,7 +435,9 @@ fn keys_are_private_and_encrypted_keys_are_standard_pkcs8() {
     }
     // Leaf keys are written 0600, certificates 0644.
     let pass = "--passphrase-file pass.txt";
-    lab.issue("ca", "server", "DNS:a.example.internal", "srv", pass);
+    lab.issue(&format!(
+        "--ca-dir ca --profile server --out srv --san DNS:a.example.internal {pass}"
+    ));
     assert_eq!(mode(&lab.path("srv/key.pem")), 0o600);
     for f in ["cert.pem", "chain.pem", "ca.pem"] {
         assert_eq!(mode(&lab.path(&format!("srv/{f}"))), 0o644, "srv/{f}");

@@ -13,7 +13,9 @@
 
 mod common;
 
-use common::lab::{assert_prints, str_of, Lab, EXIT_CANTCREAT, EXIT_FAILURE, EXIT_USAGE};
+use common::lab::{
+    assert_prints, san_flags, str_of, Lab, EXIT_CANTCREAT, EXIT_FAILURE, EXIT_USAGE,
+};
 use common::pki::{crl_number, pem_decode};
 use common::{
     dir_entries, free_port, read, require_tool, run, run_with_timeout, words, write, Server, TWOWAY,
@@ -37,8 +39,7 @@ fn human_date(rfc3339: &str) -> String {
 /// Inits a CA of `key_type`, issues server, client and peer certificates with keys of the
 /// same type, and has `openssl verify -x509_strict -purpose …` judge every chain.
 fn chains_verify_for_key_type(key_type: &str) {
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", &format!("--key-type {key_type}"));
+    let lab = Lab::with_ca(ACTOR, &format!("--key-type {key_type}"));
     let (pubkey, sigalg) = match key_type {
         "p256" => ("NIST CURVE: P-256", "ecdsa-with-SHA256"),
         "p384" => ("NIST CURVE: P-384", "ecdsa-with-SHA384"),
@@ -80,13 +81,10 @@ fn chains_verify_for_key_type(key_type: &str) {
     ];
     for (profile, eku, accepted, refused) in cases {
         let sans = format!("DNS:{profile}.example.internal IP:127.0.0.1");
-        let info = lab.issue(
-            "ca",
-            profile,
-            &sans,
-            profile,
-            &format!("--key-type {key_type}"),
-        );
+        let info = lab.issue(&format!(
+            "--ca-dir ca --profile {profile} --out {profile} {} --key-type {key_type}",
+            san_flags(&sans)
+        ));
         assert_eq!(info["key_type"], key_type, "issued key type: {info}");
         let cert = format!("{profile}/cert.pem");
         let text = lab.openssl(&format!("x509 -in {cert} -noout -text")).ok();
@@ -147,13 +145,12 @@ fn rsa2048_chains_verify_with_openssl_for_their_purpose_only() {
 
 #[test]
 fn csr_and_sign_keep_the_key_with_its_owner() {
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", "");
+    let lab = Lab::with_ca(ACTOR, "");
 
     // The requester makes a key and a CSR; openssl agrees the CSR is well signed.
-    let o = lab
-        .tw("cert csr --san DNS:app.example.internal --san IP:10.0.0.7 --cn app.example.internal --out requester")
-        .ok();
+    let request = "cert csr --san DNS:app.example.internal --san IP:10.0.0.7 \
+                   --cn app.example.internal --out requester";
+    let o = lab.tw(request).ok();
     assert_prints(&o, &["requester/key.pem (0600", "requester/csr.pem"]);
     assert_eq!(dir_entries(&lab.path("requester")), ["csr.pem", "key.pem"]);
     let v = lab.openssl("req -in requester/csr.pem -noout -verify");
@@ -278,10 +275,9 @@ fn csr_and_sign_keep_the_key_with_its_owner() {
 
 #[test]
 fn revoked_certificate_is_rejected_by_openssl_with_our_crl() {
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", "");
-    let gone = lab.issue("ca", "server", "DNS:gone.example.internal", "gone", "");
-    lab.issue("ca", "server", "DNS:kept.example.internal", "kept", "");
+    let lab = Lab::with_ca(ACTOR, "");
+    let gone = lab.issue("--ca-dir ca --profile server --out gone --san DNS:gone.example.internal");
+    lab.issue("--ca-dir ca --profile server --out kept --san DNS:kept.example.internal");
     let serial = str_of(&gone, "serial");
     let upper = serial.to_uppercase();
 
@@ -355,43 +351,38 @@ fn revoked_certificate_is_rejected_by_openssl_with_our_crl() {
 
 /// A CA with a server certificate for localhost/127.0.0.1 and a client certificate.
 fn mtls_lab() -> Lab {
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", "");
+    let lab = Lab::with_ca(ACTOR, "");
     lab.issue(
-        "ca",
-        "server",
-        "DNS:localhost IP:127.0.0.1",
-        "server",
-        "--cn localhost",
+        "--ca-dir ca --profile server --san DNS:localhost --san IP:127.0.0.1 --out server \
+         --cn localhost",
     );
-    let spiffe = "URI:spiffe://example.org/ns/test/sa/client";
     lab.issue(
-        "ca",
-        "client",
-        spiffe,
-        "client",
-        "--cn spiffe://example.org/ns/test/sa/client",
+        "--ca-dir ca --profile client --san URI:spiffe://example.org/ns/test/sa/client \
+         --out client --cn spiffe://example.org/ns/test/sa/client",
     );
     lab
+}
+
+/// `openssl s_server -www ARGS` in the lab on a free port, listening.
+fn s_server(lab: &Lab, args: &str) -> (Server, u16) {
+    let openssl = require_tool("openssl", "openssl");
+    let port = free_port();
+    let line = format!("s_server -accept 127.0.0.1:{port} -www {args}");
+    let mut cmd = Command::new(openssl);
+    cmd.current_dir(lab.dir.path()).args(words(&line));
+    let mut server = Server::spawn("openssl s_server", &mut cmd, &lab.path("s_server.log"));
+    server.wait_for_port(port);
+    (server, port)
 }
 
 #[test]
 fn mtls_with_openssl_s_server_and_s_client() {
     let lab = mtls_lab();
-    require_tool("openssl", "openssl");
-    let port = free_port();
-    let mut server = Server::spawn(
-        "openssl s_server",
-        Command::new("openssl")
-            .current_dir(lab.dir.path())
-            .args(words(&format!(
-                "s_server -accept 127.0.0.1:{port} -www -cert server/cert.pem \
-             -cert_chain ca/intermediate.pem -key server/key.pem -CAfile ca/root.pem \
-             -Verify 1 -verify_return_error"
-            ))),
-        &lab.path("s_server.log"),
+    let (server, port) = s_server(
+        &lab,
+        "-cert server/cert.pem -cert_chain ca/intermediate.pem -key server/key.pem \
+         -CAfile ca/root.pem -Verify 1 -verify_return_error",
     );
-    server.wait_for_port(port);
 
     let s_client = |client_cert: &str| {
         let line = format!(
@@ -667,15 +658,15 @@ fn pkilint_finds_no_error_in_any_profile_or_crl() {
             format!("{kt}-client"),
             format!("{kt}-peer"),
         );
-        lab.issue(
-            kt,
-            "server",
-            server_sans,
-            &server,
-            &format!("{key} --cn svc.example.internal"),
-        );
-        let c = lab.issue(kt, "client", client_sans, &client, &key);
-        let p = lab.issue(kt, "peer", peer_sans, &peer, &key);
+        let issue = |profile: &str, sans: &str, out: &str, extra: &str| {
+            let sans = san_flags(sans);
+            lab.issue(&format!(
+                "--ca-dir {kt} --profile {profile} {sans} --out {out} {key} {extra}"
+            ))
+        };
+        issue("server", server_sans, &server, "--cn svc.example.internal");
+        let c = issue("client", client_sans, &client, "");
+        let p = issue("peer", peer_sans, &peer, "");
         // Revoked entries with and without a reason code, so the CRL has both forms.
         let c_serial = str_of(&c, "serial");
         let p_serial = str_of(&p, "serial");
@@ -710,7 +701,10 @@ fn pkilint_finds_no_error_in_any_profile_or_crl() {
         "--permit-dns example.internal --permit-ip 10.0.0.0/8 --trust-domain example.org",
     );
     let sans = "DNS:api.example.internal IP:10.1.2.3 URI:spiffe://example.org/ns/prod/sa/api";
-    lab.issue("constrained", "peer", sans, "constrained-peer", "");
+    lab.issue(&format!(
+        "--ca-dir constrained --profile peer {} --out constrained-peer",
+        san_flags(sans)
+    ));
     let sans: Vec<&str> = sans.split_whitespace().collect();
     let inter = lab.p("constrained/intermediate.pem");
     let leaf = lab.p("constrained-peer/cert.pem");
@@ -762,7 +756,7 @@ fn pkilint_finds_no_error_in_any_profile_or_crl() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 10. quickstart: the commands it prints work.
+// 6. quickstart: the commands it prints work.
 
 #[test]
 fn quickstart_printed_commands_work() {
@@ -894,19 +888,15 @@ fn quickstart_printed_commands_work() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 11. cert inspect: files and live servers.
+// 7. cert inspect: files and live servers.
 
 #[test]
 fn inspect_shows_files_and_remote_chains() {
     require_tool("openssl", "openssl");
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", "");
+    let lab = Lab::with_ca(ACTOR, "");
     let info = lab.issue(
-        "ca",
-        "server",
-        "DNS:localhost DNS:inspect.example.internal IP:127.0.0.1",
-        "srv",
-        "--cn inspect.example.internal --ttl 20d",
+        "--ca-dir ca --profile server --san DNS:localhost --san DNS:inspect.example.internal \
+         --san IP:127.0.0.1 --out srv --cn inspect.example.internal --ttl 20d",
     );
     let serial = str_of(&info, "serial");
     let not_after = human_date(str_of(&info, "not_after"));
@@ -946,18 +936,10 @@ fn inspect_shows_files_and_remote_chains() {
     assert_eq!(parsed["chain"][1]["is_ca"], true);
 
     // A live server presenting the leaf and the intermediate.
-    let port = free_port();
-    let mut server = Server::spawn(
-        "openssl s_server",
-        Command::new("openssl")
-            .current_dir(lab.dir.path())
-            .args(words(&format!(
-                "s_server -accept 127.0.0.1:{port} -www -cert srv/cert.pem \
-             -cert_chain ca/intermediate.pem -key srv/key.pem"
-            ))),
-        &lab.path("s_server.log"),
+    let (_server, port) = s_server(
+        &lab,
+        "-cert srv/cert.pem -cert_chain ca/intermediate.pem -key srv/key.pem",
     );
-    server.wait_for_port(port);
     let inspect = |ca: &str, name: &str| {
         lab.tw(&format!(
             "cert inspect --remote 127.0.0.1:{port} --ca {ca} --server-name {name}"

@@ -23,13 +23,12 @@ use std::path::Path;
 const ACTOR: &str = "test:alice";
 
 // ---------------------------------------------------------------------------------------
-// 6. Bad input: refused with a message that names the problem and the fix, the right exit
+// 1. Bad input: refused with a message that names the problem and the fix, the right exit
 //    code, nothing recorded, no partial file.
 
 #[test]
 fn bad_input_malformed_csr_is_refused() {
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", "");
+    let lab = Lab::with_ca(ACTOR, "");
     write(lab.path("garbage.csr"), "this is not a CSR\n");
     lab.refused(
         "ca",
@@ -69,8 +68,7 @@ fn bad_input_malformed_csr_is_refused() {
 
 #[test]
 fn bad_input_tampered_csr_is_refused() {
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", "");
+    let lab = Lab::with_ca(ACTOR, "");
     lab.tw("cert csr --san DNS:honest.example.internal --out req")
         .ok();
     let mut der = pem_decode(&read(lab.path("req/csr.pem")), "CERTIFICATE REQUEST");
@@ -109,8 +107,7 @@ fn bad_input_tampered_csr_is_refused() {
 
 #[test]
 fn bad_input_names_outside_policy_are_refused() {
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", "--permit-dns example.internal");
+    let lab = Lab::with_ca(ACTOR, "--permit-dns example.internal");
     // The intermediate carries the constraint for relying parties, too.
     let text = lab
         .openssl("x509 -in ca/intermediate.pem -noout -text")
@@ -155,7 +152,7 @@ fn bad_input_names_outside_policy_are_refused() {
         Some("out"),
     );
     // A name inside the policy is issued.
-    lab.issue("ca", "server", "DNS:api.example.internal", "ok", "");
+    lab.issue("--ca-dir ca --profile server --out ok --san DNS:api.example.internal");
 
     // A policy narrower than the constraints refuses the rest as a policy matter, which
     // ca.toml can widen (up to the constraints).
@@ -180,8 +177,7 @@ fn bad_input_names_outside_policy_are_refused() {
 
 #[test]
 fn bad_input_ttl_beyond_issuer_or_profile_max_is_refused() {
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", "--intermediate-ttl 30d");
+    let lab = Lab::with_ca(ACTOR, "--intermediate-ttl 30d");
     let issue = "cert issue --ca-dir ca --profile server --san DNS:a.example.internal --out out";
     // 60d is within the server profile's max_ttl (397d) but past the intermediate's end.
     lab.refused(
@@ -226,14 +222,13 @@ fn bad_input_ttl_beyond_issuer_or_profile_max_is_refused() {
         Some("out"),
     );
     // Inside both limits it works.
-    lab.issue("ca", "server", "DNS:a.example.internal", "ok", "--ttl 20d");
+    lab.issue("--ca-dir ca --profile server --out ok --san DNS:a.example.internal --ttl 20d");
 }
 
 #[test]
 fn bad_input_unknown_serial_is_not_found() {
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", "");
-    lab.issue("ca", "server", "DNS:a.example.internal", "a", "");
+    let lab = Lab::with_ca(ACTOR, "");
+    lab.issue("--ca-dir ca --profile server --out a --san DNS:a.example.internal");
     for line in [
         "cert show 0123456789abcdef --ca-dir ca",
         "cert revoke 0123456789abcdef --ca-dir ca --reason superseded",
@@ -299,7 +294,9 @@ fn bad_input_wrong_or_missing_passphrase_is_refused() {
     );
     // With the right passphrase everything works.
     let right = "--passphrase-file right.txt";
-    lab.issue("ca", "server", "DNS:a.example.internal", "ok", right);
+    lab.issue(&format!(
+        "--ca-dir ca --profile server --out ok --san DNS:a.example.internal {right}"
+    ));
     lab.tw(&format!("crl --ca-dir ca {right} --out crl.pem"))
         .ok();
     let text = lab.openssl("crl -in crl.pem -noout -text").ok();
@@ -308,9 +305,8 @@ fn bad_input_wrong_or_missing_passphrase_is_refused() {
 
 #[test]
 fn bad_input_existing_ca_dir_is_left_untouched() {
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", "");
-    lab.issue("ca", "server", "DNS:a.example.internal", "a", "");
+    let lab = Lab::with_ca(ACTOR, "");
+    lab.issue("--ca-dir ca --profile server --out a --san DNS:a.example.internal");
     let files = [
         "root.pem",
         "root.key",
@@ -340,7 +336,7 @@ fn bad_input_existing_ca_dir_is_left_untouched() {
         "the first CA's files must be untouched: {files:?}"
     );
     // The first CA still issues under the same root.
-    lab.issue("ca", "client", "DNS:b.example.internal", "b", "");
+    lab.issue("--ca-dir ca --profile client --out b --san DNS:b.example.internal");
     lab.openssl("verify -CAfile ca/root.pem -untrusted ca/intermediate.pem b/cert.pem")
         .ok();
 }
@@ -349,8 +345,7 @@ fn bad_input_existing_ca_dir_is_left_untouched() {
 fn bad_input_unwritable_out_dir_is_refused() {
     // Tests run as root, so permissions would not stop the writes: the output goes under a
     // regular file instead, where nobody can create a directory.
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", "");
+    let lab = Lab::with_ca(ACTOR, "");
     write(lab.path("blocker"), "a regular file\n");
     lab.refused(
         "ca",
@@ -377,7 +372,7 @@ fn bad_input_unwritable_out_dir_is_refused() {
     );
     assert_eq!(read(lab.path("blocker")), "a regular file\n");
     // Existing files in --out are not replaced without --force.
-    lab.issue("ca", "server", "DNS:a.example.internal", "taken", "");
+    lab.issue("--ca-dir ca --profile server --out taken --san DNS:a.example.internal");
     let cert = read(lab.path("taken/cert.pem"));
     lab.refused(
         "ca",
@@ -393,8 +388,7 @@ fn bad_input_unwritable_out_dir_is_refused() {
 
 #[test]
 fn bad_input_pem_without_certificate_is_refused() {
-    let lab = Lab::new(ACTOR);
-    lab.init_ca("ca", "");
+    let lab = Lab::with_ca(ACTOR, "");
     lab.tw("cert csr --san DNS:a.example.internal --out req")
         .ok();
     // The classic mistake: the key (or the CSR) instead of the certificate.
@@ -435,7 +429,7 @@ fn bad_input_pem_without_certificate_is_refused() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Name constraints: no path signs a name outside the intermediate's.
+// 2. Name constraints: no path signs a name outside the intermediate's.
 
 /// A CA in `ca` (found through TWOWAY_CA_DIR) whose intermediate permits example.internal,
 /// 10.0.0.0/8 and 127.0.0.1.

@@ -166,14 +166,17 @@ fn messages_name_the_valid_choices() {
         .code(EXIT_USAGE);
     assert!(o.stderr.contains("server, client, peer"), "{o}");
     // A CSR for a SPIFFE ID is a client's: the next step says so.
-    let o = lab
-        .tw("cert csr --san URI:spiffe://example.org/ns/prod/sa/billing --out csr-billing")
-        .ok();
-    assert!(o.stdout.contains("--profile client"), "{o}");
-    let o = lab
-        .tw("cert csr --san DNS:web.example.internal --out csr-web")
-        .ok();
-    assert!(o.stdout.contains("--profile server"), "{o}");
+    for (san, out, profile) in [
+        (
+            "URI:spiffe://example.org/ns/prod/sa/billing",
+            "csr-billing",
+            "client",
+        ),
+        ("DNS:web.example.internal", "csr-web", "server"),
+    ] {
+        let o = lab.tw(&format!("cert csr --san {san} --out {out}")).ok();
+        assert!(o.stdout.contains(&format!("--profile {profile}")), "{o}");
+    }
 }
 
 #[test]

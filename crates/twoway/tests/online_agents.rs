@@ -23,13 +23,11 @@ const ENROLL_TIMEOUT: Duration = Duration::from_secs(30);
 #[test]
 fn renewal_over_mtls_and_by_proof_and_refusals() {
     let ca = OnlineCa::start(&[]);
-    let tok = ca.token(
+    ca.enroll_agent(
         "DNS:r.example.internal",
-        &["--profile", "peer", "--cert-ttl", "1h"],
+        "r",
+        "--profile peer --cert-ttl 1h",
     );
-    assert!(ca
-        .agent_once(Some(&tok), "DNS:r.example.internal", "r")
-        .success());
     let first = serial_of(&ca.path("r/cert.pem"));
 
     // renew over mutual TLS with curl presenting the current certificate
@@ -112,13 +110,11 @@ fn renewal_over_mtls_and_by_proof_and_refusals() {
     assert_eq!(s, 201, "{v}");
 
     // an expired certificate cannot renew
-    let tok = ca.token(
+    ca.enroll_agent(
         "DNS:e.example.internal",
-        &["--profile", "client", "--cert-ttl", "2s"],
+        "e",
+        "--profile client --cert-ttl 2s",
     );
-    assert!(ca
-        .agent_once(Some(&tok), "DNS:e.example.internal", "e")
-        .success());
     std::thread::sleep(Duration::from_millis(2500));
     let (s, v) = ca.post_json("/v1/renew", &body, Some("e"));
     assert_eq!(
@@ -131,13 +127,11 @@ fn renewal_over_mtls_and_by_proof_and_refusals() {
 #[test]
 fn agent_renews_when_due() {
     let ca = OnlineCa::start(&[]);
-    let tok = ca.token(
+    ca.enroll_agent(
         "DNS:due.example.internal",
-        &["--profile", "server", "--cert-ttl", "6s"],
+        "d",
+        "--profile server --cert-ttl 6s",
     );
-    assert!(ca
-        .agent_once(Some(&tok), "DNS:due.example.internal", "d")
-        .success());
     let first = serial_of(&ca.path("d/cert.pem"));
     let deadline = Instant::now() + Duration::from_secs(20);
     // past 2/3 (±5%) of 6 s the agent renews over mTLS with a fresh key
@@ -160,13 +154,11 @@ fn agent_renews_at_once_after_waking_past_the_renewal_point() {
     write(clock.path(), "+0\n");
     let env = faked_clock(clock.path());
     let ca = OnlineCa::start_env(&[], &env);
-    let tok = ca.token(
+    ca.enroll_agent(
         "DNS:sleepy.example.internal",
-        &["--profile", "server", "--cert-ttl", "1h"],
+        "s",
+        "--profile server --cert-ttl 1h",
     );
-    assert!(ca
-        .agent_once(Some(&tok), "DNS:sleepy.example.internal", "s")
-        .success());
     let first = serial_of(&ca.path("s/cert.pem"));
     let url = ca.url();
     let mut args = vec!["agent", "--ca", &url, "--ca-fingerprint", &ca.fingerprint];
@@ -286,17 +278,9 @@ fn proxy_enrolled_in_process_renews_through_a_ca_restart_without_failed_requests
     // A client certificate for curl, issued offline from the same CA (the server runs).
     ca.tw("cert issue --ca-dir ca --profile client --san URI:spiffe://online.test/curl --out curl")
         .ok();
-    let token = ca.token(
-        &format!("DNS:{name}"),
-        &[
-            "--profile",
-            "server",
-            "--cert-ttl",
-            "2m",
-            "--owner",
-            "team-api",
-        ],
-    );
+    let token = ca.token(&format!(
+        "--san DNS:{name} --profile server --cert-ttl 2m --owner team-api"
+    ));
     let (port, admin) = (free_port(), free_port());
     let mut args = strings(&["proxy", "server", "--listen", &format!("127.0.0.1:{port}")]);
     args.extend(strings(&["--backend", &format!("127.0.0.1:{app_port}")]));
@@ -437,7 +421,7 @@ fn proxy_enrolled_in_process_renews_through_a_ca_restart_without_failed_requests
 #[test]
 fn proxy_enrollment_refuses_bad_input_before_listening() {
     let ca = OnlineCa::start(&[]);
-    let token = ca.token("DNS:bad.e2e.test", &["--profile", "server"]);
+    let token = ca.token("--san DNS:bad.e2e.test --profile server");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let url = ca.url();
@@ -497,9 +481,9 @@ fn proxy_enrollment_refuses_bad_input_before_listening() {
 fn client_and_server_proxies_both_enroll() {
     let ca = OnlineCa::start(&[]);
     let (_app, app_port) = app(&ca.path("site2"), "hello over enrolled mTLS\n");
-    let server_token = ca.token("DNS:svc.e2e.test", &["--profile", "server"]);
+    let server_token = ca.token("--san DNS:svc.e2e.test --profile server");
     let caller = "spiffe://online.test/caller";
-    let client_token = ca.token(&format!("URI:{caller}"), &["--profile", "client"]);
+    let client_token = ca.token(&format!("--san URI:{caller} --profile client"));
     let (sport, cport) = (free_port(), free_port());
     let mut server_args = strings(&["proxy", "server", "--listen", &format!("127.0.0.1:{sport}")]);
     server_args.extend(strings(&["--backend", &format!("127.0.0.1:{app_port}")]));

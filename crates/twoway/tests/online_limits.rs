@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::http::{closed_within, plain_request, read_response, sample, tls_connect};
+use common::http::{closed_within, plain_request, read_response, sample, tls_connect, Timed};
 use common::online::OnlineCa;
 use common::pki::openssl_csr;
 use common::raise_fd_limit;
@@ -20,6 +20,12 @@ use std::time::Duration;
 /// The value of the first sample of `series`; 0 when absent.
 fn metric(text: &str, series: &str) -> f64 {
     sample(text, series).unwrap_or(0.0)
+}
+
+/// Fails the test with `what` unless the server closes `r` within `limit`.
+#[track_caller]
+fn closes(r: &mut impl Timed, limit: Duration, what: &str) {
+    assert!(closed_within(r, limit), "{what}");
 }
 
 /// More idle connections than the server's default table holds.
@@ -158,16 +164,18 @@ fn connections_that_send_nothing_are_closed_by_their_deadlines() {
 
     // TCP without a TLS handshake.
     let mut tcp = TcpStream::connect(ca.https).unwrap();
-    assert!(
-        closed_within(&mut tcp, limit),
-        "a connection that never starts TLS stays open"
+    closes(
+        &mut tcp,
+        limit,
+        "a connection that never starts TLS stays open",
     );
 
     // A handshake, then no request.
     let mut tls = tls_connect(ca.https, cfg.clone());
-    assert!(
-        closed_within(&mut tls, limit),
-        "a TLS connection without a request stays open"
+    closes(
+        &mut tls,
+        limit,
+        "a TLS connection without a request stays open",
     );
 
     // Half a request head, then nothing.
@@ -175,9 +183,10 @@ fn connections_that_send_nothing_are_closed_by_their_deadlines() {
     tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
     tls.flush().unwrap();
-    assert!(
-        closed_within(&mut tls, limit),
-        "a TLS connection with half a request head stays open"
+    closes(
+        &mut tls,
+        limit,
+        "a TLS connection with half a request head stays open",
     );
 
     // One request, then idle past the idle timeout.
@@ -186,9 +195,10 @@ fn connections_that_send_nothing_are_closed_by_their_deadlines() {
         .unwrap();
     let (status, _, _) = read_response(&mut tls);
     assert_eq!(status, 200);
-    assert!(
-        closed_within(&mut tls, limit),
-        "an idle kept-alive TLS connection stays open"
+    closes(
+        &mut tls,
+        limit,
+        "an idle kept-alive TLS connection stays open",
     );
 
     // HTTP/2: the preface and SETTINGS, then no stream.
@@ -198,31 +208,31 @@ fn connections_that_send_nothing_are_closed_by_their_deadlines() {
     assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]));
     tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         .unwrap();
-    assert!(
-        closed_within(&mut tls, limit),
-        "an HTTP/2 connection that opens no stream stays open"
+    closes(
+        &mut tls,
+        limit,
+        "an HTTP/2 connection that opens no stream stays open",
     );
 
     // The plain listener: nothing, half a head, and idle after a request.
     let mut tcp = TcpStream::connect(ca.http).unwrap();
-    assert!(
-        closed_within(&mut tcp, limit),
-        "a silent plain connection stays open"
-    );
+    closes(&mut tcp, limit, "a silent plain connection stays open");
     let mut tcp = TcpStream::connect(ca.http).unwrap();
     tcp.write_all(b"GET /crl HTTP/1.1\r\n").unwrap();
-    assert!(
-        closed_within(&mut tcp, limit),
-        "a plain connection with half a request head stays open"
+    closes(
+        &mut tcp,
+        limit,
+        "a plain connection with half a request head stays open",
     );
     let mut tcp = TcpStream::connect(ca.http).unwrap();
     tcp.set_read_timeout(Some(limit)).unwrap();
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut tcp).0, 200);
-    assert!(
-        closed_within(&mut tcp, limit),
-        "an idle kept-alive plain connection stays open"
+    closes(
+        &mut tcp,
+        limit,
+        "an idle kept-alive plain connection stays open",
     );
 
     // A normal client is still served, and the closings are counted.

@@ -871,7 +871,7 @@ fn openssl_key(dir: &Path, args: &[&str]) -> KeyPair {
 /// forced reload on SIGHUP (with file polling effectively off), and the connection limit.
 #[test]
 fn key_types_tls12_crl_url_sighup_and_connection_limit() {
-    let pki = Pki::new();
+    let mut pki = Pki::new();
     let (_nginx, nginx_port, _) = nginx(pki.dir.path());
     let files = pki.dir.path().join(format!("nginx-{nginx_port}/files"));
     std::fs::create_dir_all(&files).unwrap();
@@ -885,15 +885,10 @@ fn key_types_tls12_crl_url_sighup_and_connection_limit() {
         .sign_key(&pki.ca, ed_key());
     let rsa_client = LeafSpec::client("rosa", "spiffe://example.org/ns/prod/sa/rosa")
         .sign_key(&pki.ca, rsa_key());
-    for (name, leaf) in [
-        ("ed", &ed),
-        ("rsa", &rsa),
-        ("edith", &ed_client),
-        ("rosa", &rsa_client),
-    ] {
-        pki.write(&format!("{name}.pem"), &leaf.cert);
-        pki.write(&format!("{name}.key"), &leaf.key);
-    }
+    pki.add("ed", &ed);
+    pki.add("rsa", &rsa);
+    pki.add("edith", &ed_client);
+    pki.add("rosa", &rsa_client);
     // The live server certificate starts as Ed25519; SIGHUP switches it to RSA.
     std::fs::copy(pki.path("ed.pem"), pki.path("live.pem")).unwrap();
     std::fs::copy(pki.path("ed.key"), pki.path("live.key")).unwrap();

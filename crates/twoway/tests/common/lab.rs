@@ -40,6 +40,14 @@ impl Lab {
         }
     }
 
+    /// A lab with a CA in `ca/` made by [`Lab::init_ca`] with `extra` options.
+    #[track_caller]
+    pub fn with_ca(actor: &'static str, extra: &str) -> Lab {
+        let lab = Lab::new(actor);
+        lab.init_ca("ca", extra);
+        lab
+    }
+
     /// A lab whose commands find their CA in `ca/` through TWOWAY_CA_DIR.
     pub fn with_ca_dir_env(actor: &'static str) -> Lab {
         Lab {
@@ -161,19 +169,10 @@ impl Lab {
         );
     }
 
-    /// `twoway cert issue --json` with each of the space-separated `sans`; must succeed.
-    /// Returns what it printed.
+    /// `twoway cert issue --json ARGS`, which must succeed; returns what it printed.
     #[track_caller]
-    pub fn issue(&self, ca: &str, profile: &str, sans: &str, out: &str, extra: &str) -> Value {
-        let sans: String = sans
-            .split_whitespace()
-            .map(|s| format!(" --san {s}"))
-            .collect();
-        self.tw(&format!(
-            "cert issue --ca-dir {ca} --profile {profile} --out {out} --json{sans} {extra}"
-        ))
-        .ok()
-        .json()
+    pub fn issue(&self, args: &str) -> Value {
+        self.tw(&format!("cert issue --json {args}")).ok().json()
     }
 
     /// What the inventory and the audit log hold, to prove that a refused command
@@ -247,6 +246,15 @@ impl Lab {
         }
         o
     }
+}
+
+/// `--san A --san B` for the space-separated SANs `sans` (`"A B"`).
+pub fn san_flags(sans: &str) -> String {
+    let flags: Vec<String> = sans
+        .split_whitespace()
+        .map(|s| format!("--san {s}"))
+        .collect();
+    flags.join(" ")
 }
 
 /// What a CA has recorded: the inventory's size and fingerprints, the audit log.

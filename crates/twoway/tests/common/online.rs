@@ -287,11 +287,12 @@ impl OnlineCa {
         self.lab.remote(&server.url(), args)
     }
 
-    /// `token create --san SAN EXTRA` through the remote CLI; the token.
+    /// `token create ARGS` (e.g. `--san DNS:a.example.internal --profile server`) through
+    /// the remote CLI; the token.
     #[track_caller]
-    pub fn token(&self, san: &str, extra: &[&str]) -> String {
-        let mut args = vec!["token", "create", "--san", san];
-        args.extend_from_slice(extra);
+    pub fn token(&self, args: &str) -> String {
+        let args = super::process::words(&format!("token create {args}"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.remote(&args).ok().line()
     }
 
@@ -306,6 +307,14 @@ impl OnlineCa {
             a.extend_from_slice(&["--token", t]);
         }
         self.tw_args(&a)
+    }
+
+    /// A token for `san` with `token_options` (`--profile client`), and `twoway agent
+    /// --once` enrolling with it into `out`, which must succeed.
+    #[track_caller]
+    pub fn enroll_agent(&self, san: &str, out: &str, token_options: &str) -> Output {
+        let token = self.token(&format!("--san {san} {token_options}"));
+        self.agent_once(Some(&token), san, out).ok()
     }
 
     /// POSTs `body` to the API of the running server with curl (optionally with the client

@@ -175,7 +175,7 @@ pub struct Pki {
     pub other_ca: TestCa,
     pub revoked_serial: Vec<u8>,
     pub alice_der: Vec<u8>,
-    serials: HashMap<&'static str, Vec<u8>>,
+    serials: HashMap<String, Vec<u8>>,
 }
 
 impl Pki {
@@ -242,11 +242,16 @@ impl Pki {
             ("evil", &evil),
             ("carol", &carol),
         ] {
-            p.write(&format!("{name}.pem"), &leaf.cert);
-            p.write(&format!("{name}.key"), &leaf.key);
-            p.serials.insert(name, leaf.serial.clone());
+            p.add(name, leaf);
         }
         p
+    }
+
+    /// Writes `leaf` as `NAME.pem` and `NAME.key` and remembers its serial.
+    pub fn add(&mut self, name: &str, leaf: &Leaf) {
+        self.write(&format!("{name}.pem"), &leaf.cert);
+        self.write(&format!("{name}.key"), &leaf.key);
+        self.serials.insert(name.to_string(), leaf.serial.clone());
     }
 
     /// The serial number of the leaf `name` (`bob`, `alice`…).
