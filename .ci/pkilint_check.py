@@ -5,7 +5,7 @@ Starting Python and importing pkilint costs about a second per document; the int
 tests lint some thirty documents, so this wrapper calls the `main()` of the installed
 `lint_pkix_cert`, `lint_crl` and `lint_pkix_signer_signee_cert_chain` commands once per
 document (the same code, arguments and output as the commands themselves) and prints one
-JSON array. It does not judge anything: the caller (crates/twoway/tests/ca.rs) decides
+JSON array. It does not judge anything: the caller (crates/twoway/tests/ca_issue.rs) decides
 which findings fail the build.
 
 Usage:

@@ -4,80 +4,27 @@
 
 mod common;
 
-use common::{free_port, read, run, tempdir, write, Output, Server, TWOWAY};
-use serde_json::Value;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use common::lab::{Lab, EXIT_DATAERR, EXIT_USAGE};
+use common::{free_port, read, read_in_background, run, wait_child, words, write, Server, TWOWAY};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
 
-const EXIT_USAGE: i32 = 64;
-const EXIT_DATAERR: i32 = 65;
-
-struct Lab {
-    dir: tempfile::TempDir,
+/// A lab whose commands run as `test:cli`.
+fn lab() -> Lab {
+    Lab::new("test:cli")
 }
 
-impl Lab {
-    fn new() -> Lab {
-        Lab { dir: tempdir() }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(TWOWAY);
-        c.current_dir(self.dir.path())
-            .env_remove("TWOWAY_CA_DIR")
-            .env_remove("TWOWAY_PASSPHRASE_FILE")
-            .env_remove("TWOWAY_CA_URL")
-            .env_remove("TWOWAY_DATABASE")
-            .env_remove("RUST_LOG")
-            .env("TWOWAY_ACTOR", "test:cli")
-            .args(args);
-        c
-    }
-
-    #[track_caller]
-    fn tw(&self, args: &[&str]) -> Output {
-        run(&mut self.cmd(args))
-    }
-
-    /// A CA in `ca` with one server and one client certificate.
-    fn with_certificates() -> Lab {
-        let lab = Lab::new();
-        lab.tw(&["ca", "init", "--ca-dir", "ca", "--name", "Cli Test"])
-            .ok();
-        lab.tw(&[
-            "cert",
-            "issue",
-            "--ca-dir",
-            "ca",
-            "--profile",
-            "server",
-            "--san",
-            "DNS:api.example.internal",
-            "--out",
-            "api",
-        ])
+/// A CA in `ca` with one server and one client certificate.
+fn with_certificates() -> Lab {
+    let lab = lab();
+    lab.tw_args(&["ca", "init", "--ca-dir", "ca", "--name", "Cli Test"])
         .ok();
-        lab.tw(&[
-            "cert",
-            "issue",
-            "--ca-dir",
-            "ca",
-            "--profile",
-            "client",
-            "--san",
-            "URI:spiffe://example.org/billing",
-            "--out",
-            "billing",
-        ])
+    lab.tw("cert issue --ca-dir ca --profile server --san DNS:api.example.internal --out api")
         .ok();
-        lab
-    }
+    lab.tw("cert issue --ca-dir ca --profile client --san URI:spiffe://example.org/billing --out billing")
+        .ok();
+    lab
 }
 
 /// Runs `twoway ARGS` with its stdout a pipe whose reading end is already closed, as in
@@ -91,29 +38,17 @@ fn into_closed_pipe(lab: &Lab, args: &[&str]) -> (Option<i32>, String) {
         .spawn()
         .expect("start twoway");
     drop(child.stdout.take());
-    let mut err = child.stderr.take().expect("stderr is piped");
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
+    let reader = read_in_background(child.stderr.take().expect("stderr is piped"));
+    let status = wait_child(&mut child, Duration::from_secs(60)).unwrap_or_else(|| {
+        panic!("twoway {args:?} did not end within 60 s with its stdout closed")
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("twoway {args:?} did not end within 60 s with its stdout closed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    (status.code(), reader.join().unwrap_or_default())
+    let stderr = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
+    (status.code(), stderr)
 }
 
 #[test]
 fn output_into_a_closed_pipe_ends_quietly() {
-    let lab = Lab::with_certificates();
+    let lab = with_certificates();
     for args in [
         &["cert", "inspect", "api/chain.pem"][..],
         &["ca", "show", "--ca-dir", "ca"],
@@ -138,15 +73,11 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
     }
     // The same through a real pipeline with a long listing.
-    let o = run(Command::new("bash")
-        .current_dir(lab.dir.path())
-        .env("PATH", path_with_twoway())
-        .env_remove("TWOWAY_CA_DIR")
-        .args([
-            "-c",
-            "set -o pipefail; for i in 1 2 3; do twoway cert inspect api/chain.pem; done | head -1; \
+    let o = run(lab.command("bash").env("PATH", path_with_twoway()).args([
+        "-c",
+        "set -o pipefail; for i in 1 2 3; do twoway cert inspect api/chain.pem; done | head -1; \
              twoway audit list --ca-dir ca --limit 1000 | head -c 10 >/dev/null",
-        ]));
+    ]));
     assert!(o.success(), "{o}");
     assert!(!o.stderr.contains("panicked"), "{o}");
 }
@@ -163,24 +94,14 @@ fn path_with_twoway() -> String {
 
 #[test]
 fn each_cause_of_an_error_is_printed_once() {
-    let lab = Lab::new();
+    let lab = lab();
     let port = free_port().to_string();
     let listen = format!("127.0.0.1:{port}");
     let o = lab
-        .tw(&[
-            "proxy",
-            "server",
-            "--listen",
-            &listen,
-            "--backend",
-            "127.0.0.1:9",
-            "--cert",
-            "missing.pem",
-            "--key",
-            "missing.key",
-            "--client-ca",
-            "missing-ca.pem",
-        ])
+        .tw(&format!(
+            "proxy server --listen {listen} --backend 127.0.0.1:9 --cert missing.pem \
+             --key missing.key --client-ca missing-ca.pem"
+        ))
         .fails();
     assert_eq!(
         o.stderr.matches("No such file or directory").count(),
@@ -191,7 +112,7 @@ fn each_cause_of_an_error_is_printed_once() {
     assert_eq!(o.stderr.matches("error:").count(), 1, "{o}");
 
     let o = lab
-        .tw(&["ca", "init", "--name", "X", "--passphrase-file", "nope"])
+        .tw_args(&["ca", "init", "--name", "X", "--passphrase-file", "nope"])
         .fails();
     assert_eq!(
         o.stderr.matches("No such file or directory").count(),
@@ -202,24 +123,14 @@ fn each_cause_of_an_error_is_printed_once() {
 
 #[test]
 fn logs_carry_colour_only_on_a_terminal() {
-    let lab = Lab::new();
-    lab.tw(&["quickstart", "demo"]).ok();
+    let lab = lab();
+    lab.tw_args(&["quickstart", "demo"]).ok();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut cmd = lab.cmd(&[
-        "proxy",
-        "server",
-        "--listen",
-        &listen,
-        "--backend",
-        "127.0.0.1:9",
-        "--cert",
-        "demo/server/chain.pem",
-        "--key",
-        "demo/server/key.pem",
-        "--client-ca",
-        "demo/server/ca.pem",
-    ]);
+    let mut cmd = lab.cmd(&words(&format!(
+        "proxy server --listen {listen} --backend 127.0.0.1:9 --cert demo/server/chain.pem \
+         --key demo/server/key.pem --client-ca demo/server/ca.pem"
+    )));
     let log = lab.path("proxy.log");
     let mut server = Server::spawn("proxy", &mut cmd, &log);
     server.wait_for_port(port);
@@ -234,20 +145,9 @@ fn logs_carry_colour_only_on_a_terminal() {
 
 #[test]
 fn messages_name_the_valid_choices() {
-    let lab = Lab::with_certificates();
+    let lab = with_certificates();
     let o = lab
-        .tw(&[
-            "cert",
-            "issue",
-            "--ca-dir",
-            "ca",
-            "--profile",
-            "sever",
-            "--san",
-            "DNS:a.example.internal",
-            "--out",
-            "x",
-        ])
+        .tw("cert issue --ca-dir ca --profile sever --san DNS:a.example.internal --out x")
         .code(EXIT_USAGE);
     assert!(
         o.stderr.contains("server, client or peer")
@@ -255,57 +155,33 @@ fn messages_name_the_valid_choices() {
         "{o}"
     );
     let o = lab
-        .tw(&[
-            "cert",
-            "issue",
-            "--ca-dir",
-            "ca",
-            "--profile",
-            "server",
-            "--ttl",
-            "2y",
-            "--san",
-            "DNS:a.example.internal",
-            "--out",
-            "x",
-        ])
+        .tw("cert issue --ca-dir ca --profile server --ttl 2y --san DNS:a.example.internal --out x")
         .fails();
     assert!(
         o.stderr.contains("730d") && !o.stderr.contains("730d 0h"),
         "{o}"
     );
     let o = lab
-        .tw(&["cert", "list", "--ca-dir", "ca", "--profile", "sever"])
+        .tw_args(&["cert", "list", "--ca-dir", "ca", "--profile", "sever"])
         .code(EXIT_USAGE);
     assert!(o.stderr.contains("server, client, peer"), "{o}");
     // A CSR for a SPIFFE ID is a client's: the next step says so.
-    let o = lab
-        .tw(&[
-            "cert",
-            "csr",
-            "--san",
+    for (san, out, profile) in [
+        (
             "URI:spiffe://example.org/ns/prod/sa/billing",
-            "--out",
             "csr-billing",
-        ])
-        .ok();
-    assert!(o.stdout.contains("--profile client"), "{o}");
-    let o = lab
-        .tw(&[
-            "cert",
-            "csr",
-            "--san",
-            "DNS:web.example.internal",
-            "--out",
-            "csr-web",
-        ])
-        .ok();
-    assert!(o.stdout.contains("--profile server"), "{o}");
+            "client",
+        ),
+        ("DNS:web.example.internal", "csr-web", "server"),
+    ] {
+        let o = lab.tw(&format!("cert csr --san {san} --out {out}")).ok();
+        assert!(o.stdout.contains(&format!("--profile {profile}")), "{o}");
+    }
 }
 
 #[test]
 fn help_shows_examples() {
-    let lab = Lab::new();
+    let lab = lab();
     for cmd in [
         &["proxy", "server"][..],
         &["proxy", "client"],
@@ -323,7 +199,7 @@ fn help_shows_examples() {
     ] {
         let mut args = cmd.to_vec();
         args.push("--help");
-        let o = lab.tw(&args).ok();
+        let o = lab.tw_args(&args).ok();
         assert!(
             o.stdout.contains("Example"),
             "twoway {} --help shows examples:\n{o}",
@@ -334,7 +210,7 @@ fn help_shows_examples() {
 
 #[test]
 fn secrets_in_the_environment_stay_out_of_help_and_errors() {
-    let lab = Lab::new();
+    let lab = lab();
     let secret = "s3cret-Passw0rd";
     let url = format!("postgres://twoway:{secret}@127.0.0.1:1/twoway");
     for (env, cmd) in [
@@ -353,7 +229,7 @@ fn secrets_in_the_environment_stay_out_of_help_and_errors() {
         assert!(o.stdout.contains(env), "--help names {env}:\n{o}");
         assert!(!o.all().contains(secret), "{env} leaked into --help:\n{o}");
     }
-    lab.tw(&["ca", "init", "--ca-dir", "ca", "--name", "X"])
+    lab.tw_args(&["ca", "init", "--ca-dir", "ca", "--name", "X"])
         .ok();
     let o = run(lab
         .cmd(&["ca", "serve", "--ca-dir", "ca"])
@@ -394,21 +270,14 @@ fn assert_no_controls(what: &str, text: &str) {
 
 #[test]
 fn control_characters_from_certificates_are_escaped_for_people_and_exact_in_json() {
-    let lab = Lab::new();
-    lab.tw(&["ca", "init", "--ca-dir", "ca", "--name", "X"])
+    let lab = lab();
+    lab.tw_args(&["ca", "init", "--ca-dir", "ca", "--name", "X"])
         .ok();
     let cn = hostile_certificate(&lab.path("evil.pem"));
-    let o = lab
-        .tw(&["cert", "import", "evil.pem", "--ca-dir", "ca"])
-        .ok();
+    let o = lab.tw("cert import evil.pem --ca-dir ca").ok();
     assert_no_controls("cert import", &o.all());
     assert!(o.stdout.contains("\\x1b"), "the escape is shown: {o}");
-    let list: Value = serde_json::from_str(
-        &lab.tw(&["cert", "list", "--ca-dir", "ca", "--json"])
-            .ok()
-            .stdout,
-    )
-    .unwrap();
+    let list = lab.tw("cert list --ca-dir ca --json").ok().json();
     let rec = list["items"]
         .as_array()
         .unwrap()
@@ -429,28 +298,26 @@ fn control_characters_from_certificates_are_escaped_for_people_and_exact_in_json
         &["audit", "list", "--ca-dir", "ca"],
         &["cert", "check", "--ca-dir", "ca", "--within", "3650d"],
     ] {
-        let o = lab.tw(args);
+        let o = lab.tw_args(args);
         assert_no_controls(&args.join(" "), &o.all());
     }
-    let o = lab.tw(&["cert", "show", &fp, "--ca-dir", "ca"]).ok();
+    let o = lab.tw_args(&["cert", "show", &fp, "--ca-dir", "ca"]).ok();
     assert!(
         !o.stdout
             .lines()
             .any(|l| l.starts_with("status       revoked")),
         "a certificate cannot forge a line of `cert show`:\n{o}"
     );
-    let shown: Value = serde_json::from_str(
-        &lab.tw(&["cert", "show", &fp, "--ca-dir", "ca", "--json"])
-            .ok()
-            .stdout,
-    )
-    .unwrap();
+    let shown = lab
+        .tw(&format!("cert show {fp} --ca-dir ca --json"))
+        .ok()
+        .json();
     assert_eq!(shown["common_name"], cn.as_str());
 }
 
 #[test]
 fn import_of_a_mixed_glob_skips_files_without_certificates() {
-    let lab = Lab::with_certificates();
+    let lab = with_certificates();
     let certs = lab.path("certs");
     std::fs::create_dir(&certs).unwrap();
     std::fs::copy(lab.path("api/cert.pem"), certs.join("api.pem")).unwrap();
@@ -459,7 +326,7 @@ fn import_of_a_mixed_glob_skips_files_without_certificates() {
     write(certs.join("notes.pem"), "not a certificate at all\n");
 
     // A fresh CA, so everything there is new to it.
-    lab.tw(&["ca", "init", "--ca-dir", "inv", "--name", "Inventory"])
+    lab.tw_args(&["ca", "init", "--ca-dir", "inv", "--name", "Inventory"])
         .ok();
     let mut files: Vec<String> = std::fs::read_dir(&certs)
         .unwrap()
@@ -468,29 +335,25 @@ fn import_of_a_mixed_glob_skips_files_without_certificates() {
     files.sort();
     let mut args = vec!["cert", "import", "--ca-dir", "inv", "--owner", "team-web"];
     args.extend(files.iter().map(String::as_str));
-    let o = lab.tw(&args).ok();
+    let o = lab.tw_args(&args).ok();
     assert!(
         o.all().contains("certs/api-key.pem") && o.all().contains("certs/notes.pem"),
         "the skipped files are named:\n{o}"
     );
     assert!(o.all().contains("skipped"), "{o}");
-    let list: Value = serde_json::from_str(
-        &lab.tw(&[
-            "cert", "list", "--ca-dir", "inv", "--owner", "team-web", "--json",
-        ])
+    let list = lab
+        .tw("cert list --ca-dir inv --owner team-web --json")
         .ok()
-        .stdout,
-    )
-    .unwrap();
+        .json();
     // api.pem, and billing.pem's leaf and intermediate.
     assert_eq!(list["total"], 3, "{list:#}");
 
     // --json names every file with its outcome.
-    lab.tw(&["ca", "init", "--ca-dir", "inv2", "--name", "Inventory"])
+    lab.tw_args(&["ca", "init", "--ca-dir", "inv2", "--name", "Inventory"])
         .ok();
     let mut args = vec!["cert", "import", "--ca-dir", "inv2", "--json"];
     args.extend(files.iter().map(String::as_str));
-    let v: Value = serde_json::from_str(&lab.tw(&args).ok().stdout).unwrap();
+    let v = lab.tw_args(&args).ok().json();
     let skipped: Vec<&str> = v
         .as_array()
         .unwrap()
@@ -502,7 +365,7 @@ fn import_of_a_mixed_glob_skips_files_without_certificates() {
 
     // Nothing to import at all: an error.
     let o = lab
-        .tw(&["cert", "import", "--ca-dir", "inv", "certs/api-key.pem"])
+        .tw_args(&["cert", "import", "--ca-dir", "inv", "certs/api-key.pem"])
         .code(EXIT_DATAERR);
     assert!(o.stderr.contains("certs/api-key.pem"), "{o}");
 
@@ -511,24 +374,12 @@ fn import_of_a_mixed_glob_skips_files_without_certificates() {
         certs.join("broken.pem"),
         "-----BEGIN CERTIFICATE-----\nMIIBkTCB+wIJAKHHIG\n-----END CERTIFICATE-----\n",
     );
-    lab.tw(&["ca", "init", "--ca-dir", "inv3", "--name", "Inventory"])
+    lab.tw_args(&["ca", "init", "--ca-dir", "inv3", "--name", "Inventory"])
         .ok();
     let o = lab
-        .tw(&[
-            "cert",
-            "import",
-            "--ca-dir",
-            "inv3",
-            "certs/api.pem",
-            "certs/broken.pem",
-        ])
+        .tw("cert import --ca-dir inv3 certs/api.pem certs/broken.pem")
         .code(EXIT_DATAERR);
     assert!(o.stderr.contains("certs/broken.pem"), "{o}");
-    let list: Value = serde_json::from_str(
-        &lab.tw(&["cert", "list", "--ca-dir", "inv3", "--json"])
-            .ok()
-            .stdout,
-    )
-    .unwrap();
+    let list = lab.tw("cert list --ca-dir inv3 --json").ok().json();
     assert_eq!(list["total"], 2, "only the CA's own two: {list:#}");
 }

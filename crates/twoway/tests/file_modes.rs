@@ -5,29 +5,19 @@
 //! The real `twoway` binary under `sh -c 'umask 000; …'`; only 127.0.0.1.
 
 mod common;
-mod online_ca;
 
-use online_ca::{sh, OnlineCa};
+use common::lab::EXIT_CANTCREAT;
+use common::mode_bits as mode;
+use common::online::OnlineCa;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-const EXIT_CANTCREAT: i32 = 73;
-
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .permissions()
-        .mode()
-        & 0o7777
-}
 
 #[test]
 fn output_directories_are_private_even_under_umask_000() {
     let ca = OnlineCa::init();
     let d = ca.dir.path();
-    sh(
-        d,
+    ca.sh(
         "umask 000; \"$TWOWAY\" cert issue --ca-dir ca --profile server \
          --san DNS:a.example.internal --out new/deeper",
     )
@@ -36,11 +26,8 @@ fn output_directories_are_private_even_under_umask_000() {
         assert_eq!(mode(&d.join(dir)), 0o700, "{dir}");
     }
     assert_eq!(mode(&d.join("new/deeper/key.pem")), 0o600);
-    sh(
-        d,
-        "umask 000; \"$TWOWAY\" cert csr --san DNS:b.example.internal --out req/b",
-    )
-    .ok();
+    ca.sh("umask 000; \"$TWOWAY\" cert csr --san DNS:b.example.internal --out req/b")
+        .ok();
     assert_eq!(mode(&d.join("req")), 0o700);
     assert_eq!(mode(&d.join("req/b")), 0o700);
 
@@ -48,44 +35,20 @@ fn output_directories_are_private_even_under_umask_000() {
     // for their own. Refused before anything is issued.
     std::fs::create_dir(d.join("open")).unwrap();
     std::fs::set_permissions(d.join("open"), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let o = ca.tw(&[
-        "cert",
-        "issue",
-        "--ca-dir",
-        "ca",
-        "--profile",
-        "server",
-        "--san",
-        "DNS:c.example.internal",
-        "--out",
-        "open",
-    ]);
+    let o =
+        ca.tw("cert issue --ca-dir ca --profile server --san DNS:c.example.internal --out open");
     assert_eq!(o.code, Some(EXIT_CANTCREAT), "{o}");
     assert!(
         o.stderr.contains("chmod"),
         "the error should say how to fix it:\n{o}"
     );
     assert!(common::dir_entries(&d.join("open")).is_empty());
-    let o = ca.tw(&[
-        "cert",
-        "csr",
-        "--san",
-        "DNS:c.example.internal",
-        "--out",
-        "open",
-    ]);
+    let csr = "cert csr --san DNS:c.example.internal --out open";
+    let o = ca.tw(csr);
     assert_eq!(o.code, Some(EXIT_CANTCREAT), "{o}");
     // With the sticky bit (like /tmp) nobody else may rename or remove our files: accepted.
     std::fs::set_permissions(d.join("open"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    ca.tw(&[
-        "cert",
-        "csr",
-        "--san",
-        "DNS:c.example.internal",
-        "--out",
-        "open",
-    ])
-    .ok();
+    ca.tw(csr).ok();
     assert_eq!(mode(&d.join("open/key.pem")), 0o600);
 }
 

@@ -3,15 +3,15 @@
 //! the other's OCSP responder and CRL within a second. The real binary, curl and openssl;
 //! PostgreSQL on 127.0.0.1:5432 (user postgres, trust authentication). Every wait is bounded.
 
+mod common;
+
+use common::online::{CaServer, OnlineCa};
+use common::pki::openssl_csr;
+use common::{read, write};
 use serde_json::Value;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_twoway");
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const START_HINT: &str = "PostgreSQL must be running on 127.0.0.1:5432 with trust \
     authentication for user postgres: start it with \
@@ -58,276 +58,43 @@ impl Drop for TestDb {
     }
 }
 
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("TWOWAY_CA_URL")
-        .env_remove("TWOWAY_CA_DIR")
-        .env_remove("TWOWAY_DATABASE")
-        .output()
-        .expect("run twoway")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "twoway {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn tool(name: &str, args: &[&str]) -> Output {
-    Command::new(name)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{name} is needed for this test (apt-get install {name}): {e}"))
-}
-
-/// One `twoway ca serve`, killed on drop.
-struct Replica {
-    child: Child,
-    https: String,
-    http: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Replica {
-    fn spawn(ca_dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
-        let mut child = Command::new(BIN)
-            .args([
-                "ca",
-                "serve",
-                "--ca-dir",
-                ca_dir.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .env_remove("TWOWAY_DATABASE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ca serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines().take(3).map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        (child, rx)
-    }
-
-    /// Waits (at most 60 s) for the addresses the server prints.
-    fn ready(child: Child, rx: mpsc::Receiver<String>) -> Replica {
-        let mut r = Replica {
-            child,
-            https: String::new(),
-            http: String::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for _ in 0..3 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(l) = rx.recv_timeout(left) else {
-                panic!("ca serve did not start: {:?}", r.child.try_wait());
-            };
-            if let Some(a) = l.strip_prefix("twoway CA serving ") {
-                r.https = a.to_string();
-            } else if let Some(a) = l.strip_prefix("OCSP, CRL and roots also on ") {
-                r.http = a.to_string();
-            }
-        }
-        assert!(!r.https.is_empty() && !r.http.is_empty());
-        r
-    }
-}
-
-struct Env {
-    dir: PathBuf,
-}
-
-impl Env {
-    fn s(&self, rel: &str) -> String {
-        self.dir.join(rel).to_str().unwrap().to_string()
-    }
-
-    fn remote(&self, r: &Replica, args: &[&str]) -> Output {
-        let (c, k, root) = (
-            self.s("admin/chain.pem"),
-            self.s("admin/key.pem"),
-            self.s("ca/root.pem"),
-        );
-        let mut a = vec![
-            "--ca",
-            r.https.as_str(),
-            "--cert",
-            &c,
-            "--key",
-            &k,
-            "--ca-cert",
-            &root,
-        ];
-        a.extend_from_slice(args);
-        run(&a)
-    }
-
-    fn csr(&self, name: &str) -> String {
-        let key = self.s(&format!("{name}.key"));
-        let out = self.s(&format!("{name}.csr"));
-        let o = tool(
-            "openssl",
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &out,
-                "-subj",
-                "/",
-                "-addext",
-                "subjectAltName=DNS:ha.example.internal",
-            ],
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        std::fs::read_to_string(out).unwrap()
-    }
-
-    /// Makes a token on `r` and enrolls with it on `r`; returns the certificate response.
-    fn enroll(&self, r: &Replica, csr: &str, tag: &str) -> Value {
-        let o = self.remote(r, &["token", "create", "--san", SAN]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let token = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        let body = serde_json::to_vec(&serde_json::json!({"token": token, "csr": csr})).unwrap();
-        let f = self.dir.join(format!("body-{tag}.json"));
-        std::fs::write(&f, body).unwrap();
-        let data = format!("@{}", f.display());
-        let root = self.s("ca/root.pem");
-        let url = format!("{}/v1/enroll", r.https);
-        let o = tool(
-            "curl",
-            &[
-                "-sS",
-                "--max-time",
-                "30",
-                "--cacert",
-                &root,
-                "-H",
-                "content-type: application/json",
-                "--data-binary",
-                &data,
-                "-w",
-                "\n%{http_code}",
-                &url,
-            ],
-        );
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        let (json, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        assert_eq!(code.trim(), "201", "enroll on {}: {text}", r.https);
-        serde_json::from_str(json).unwrap()
-    }
-
-    fn ocsp(&self, r: &Replica, cert: &str) -> String {
-        let o = tool(
-            "openssl",
-            &[
-                "ocsp",
-                "-timeout",
-                "5",
-                "-issuer",
-                &self.s("ca/intermediate.pem"),
-                "-cert",
-                cert,
-                "-url",
-                &format!("{}/ocsp", r.http),
-                "-CAfile",
-                &self.s("ca/root.pem"),
-            ],
-        );
-        let out = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(out.contains("Response verify OK"), "openssl ocsp: {out}");
-        out
-    }
+/// Makes a token on `r` and enrolls `csr` with it on `r`; returns the certificate response.
+fn enroll(ca: &OnlineCa, r: &CaServer, csr: &str) -> Value {
+    let token = ca
+        .remote_to(r, &["token", "create", "--san", SAN])
+        .ok()
+        .line();
+    let body = serde_json::json!({"token": token, "csr": csr}).to_string();
+    let (status, v) = ca.post_to(r, "/v1/enroll", body.as_bytes(), None);
+    assert_eq!(status, 201, "enroll on {}: {v}", r.url());
+    v
 }
 
 #[test]
 fn two_replicas_share_one_postgres_inventory() {
     let db = TestDb::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let env = Env {
-        dir: tmp.path().to_path_buf(),
-    };
-    let ca = tmp.path().join("ca");
-    let cas = ca.to_str().unwrap();
-    ok(&["ca", "init", "--ca-dir", cas, "--name", "HA Test"]);
-    // [server] database points every command of this CA at PostgreSQL
-    let cfg_path = ca.join("ca.toml");
-    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
-    let mut out = String::new();
-    for line in cfg.lines() {
-        let l = if line.starts_with("admins =") {
-            "admins = [\"URI:spiffe://ha.test/admin\"]".to_string()
-        } else if line.starts_with("enroll_rate =") {
-            "enroll_rate = 1000".to_string()
-        } else if line.starts_with("enroll_burst =") {
-            "enroll_burst = 1000".to_string()
-        } else if line.starts_with("# database =") || line.starts_with("database =") {
-            format!("database = \"{}\"", db.url())
-        } else {
-            line.to_string()
-        };
-        out.push_str(&l);
-        out.push('\n');
-    }
-    assert!(out.contains("database = \"postgres://"), "{out}");
-    std::fs::write(&cfg_path, out).unwrap();
-    // the admin's certificate goes into PostgreSQL (the config's database)
-    ok(&[
-        "cert",
-        "issue",
-        "--ca-dir",
-        cas,
-        "--profile",
-        "client",
-        "--san",
-        "URI:spiffe://ha.test/admin",
-        "--out",
-        &env.s("admin"),
-    ]);
+    // [server] database points every command of this CA at PostgreSQL; the admin's
+    // certificate goes there too
+    let url = format!("\"{}\"", db.url());
+    let settings = [
+        ("enroll_rate", "1000"),
+        ("enroll_burst", "1000"),
+        ("database", url.as_str()),
+    ];
+    let mut ca = OnlineCa::create("HA Test", "URI:spiffe://ha.test/admin", "", &settings);
+    let cfg = read(ca.path("ca/ca.toml"));
+    assert!(cfg.contains("database = \"postgres://"), "{cfg}");
 
     // two replicas started together (both apply the schema): A by the config key, B by flag
     let url = db.url();
-    let (ca_child, a_rx) = Replica::spawn(&ca, &[]);
-    let (cb_child, b_rx) = Replica::spawn(&ca, &["--database", &url]);
-    let a = Replica::ready(ca_child, a_rx);
-    let b = Replica::ready(cb_child, b_rx);
+    let a = ca.spawn_server("", "127.0.0.1:0", "127.0.0.1:0", &[], &[]);
+    let b = ca.spawn_server("", "127.0.0.1:0", "127.0.0.1:0", &["--database", &url], &[]);
+    let (a, b) = (a.ready(), b.ready());
     let replicas = [&a, &b];
 
     // concurrent issuance, split between the replicas
     let csrs: Vec<String> = (0..REPLICAS * WORKERS_PER_REPLICA)
-        .map(|w| env.csr(&format!("w{w}")))
+        .map(|w| openssl_csr(ca.dir.path(), &format!("w{w}"), "", SAN))
         .collect();
     let started = Instant::now();
     let issued: Vec<(String, String, String)> = std::thread::scope(|scope| {
@@ -335,11 +102,11 @@ fn two_replicas_share_one_postgres_inventory() {
             .iter()
             .enumerate()
             .map(|(w, csr)| {
-                let (r, env) = (replicas[w % REPLICAS], &env);
+                let (r, ca) = (replicas[w % REPLICAS], &ca);
                 scope.spawn(move || {
                     (0..ENROLLMENTS_PER_WORKER)
-                        .map(|i| {
-                            let v = env.enroll(r, csr, &format!("{w}-{i}"));
+                        .map(|_| {
+                            let v = enroll(ca, r, csr);
                             (
                                 v["serial"].as_str().unwrap().to_string(),
                                 v["fingerprint"].as_str().unwrap().to_string(),
@@ -366,9 +133,8 @@ fn two_replicas_share_one_postgres_inventory() {
 
     // the inventory, read through either replica, has each exactly once
     for r in replicas {
-        let o = env.remote(r, &["cert", "list", "--json", "--limit", "1000"]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let o = ca.remote_to(r, &["cert", "list", "--json", "--limit", "1000"]);
+        let v = o.ok().json();
         let items = v["items"].as_array().unwrap();
         assert_eq!(v["total"].as_u64().unwrap() as usize, items.len());
         let all: Vec<&str> = items
@@ -401,31 +167,25 @@ fn two_replicas_share_one_postgres_inventory() {
         }
     }
     // the audit chain, written by both replicas at once, verifies
-    let o = run(&["audit", "verify", "--ca-dir", cas]);
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    ca.tw("audit verify --ca-dir ca").ok();
 
     // B answers "good" (and caches it); A revokes; B says "revoked" within a second
     let (serial, _, pem) = &issued[0];
-    let cert = env.s("victim.pem");
-    std::fs::write(&cert, pem).unwrap();
-    let out = env.ocsp(&b, &cert);
+    let cert = "victim.pem";
+    write(ca.path(cert), pem);
+    let out = ca.ocsp_to(&b, cert);
     assert!(out.contains(": good"), "{out}");
-    let o = env.remote(
+    ca.remote_to(
         &a,
         &["cert", "revoke", serial, "--reason", "key-compromise"],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    )
+    .ok();
     let revoked_at = Instant::now();
     let deadline = revoked_at + Duration::from_secs(1);
     let mut last = String::new();
     let mut seen = false;
     while Instant::now() < deadline {
-        last = env.ocsp(&b, &cert);
+        last = ca.ocsp_to(&b, cert);
         if last.contains(": revoked") {
             seen = true;
             break;
@@ -441,26 +201,9 @@ fn two_replicas_share_one_postgres_inventory() {
     eprintln!("B's OCSP said revoked after {:?}", revoked_at.elapsed());
 
     // B's CRL lists it
-    let crl = env.s("b.crl");
-    let c = tool(
-        "curl",
-        &[
-            "-sS",
-            "--max-time",
-            "30",
-            "-o",
-            &crl,
-            &format!("{}/crl", b.http),
-        ],
-    );
-    assert!(c.status.success());
-    let t = tool(
-        "openssl",
-        &["crl", "-inform", "DER", "-in", &crl, "-noout", "-text"],
-    );
-    let text = String::from_utf8_lossy(&t.stdout).to_ascii_lowercase();
+    let text = ca.crl_text_to(&b);
     assert!(
-        t.status.success() && text.contains(&serial.to_ascii_lowercase()),
+        text.contains(&serial.to_ascii_lowercase()),
         "{serial} not in B's CRL: {text}"
     );
     drop(a);

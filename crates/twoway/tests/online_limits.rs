@@ -6,17 +6,27 @@
 //! The real `twoway ca serve`, curl and rustls clients; only 127.0.0.1; every wait bounded.
 
 mod common;
-mod online_ca;
 
-use online_ca::{
-    closed_within, metric, openssl_csr, plain_request, raise_fd_limit, read_response, tls_connect,
-    OnlineCa,
-};
+use common::http::{closed_within, plain_request, read_response, sample, tls_connect, Timed};
+use common::online::OnlineCa;
+use common::pki::openssl_csr;
+use common::raise_fd_limit;
 use rustls::pki_types::ServerName;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The value of the first sample of `series`; 0 when absent.
+fn metric(text: &str, series: &str) -> f64 {
+    sample(text, series).unwrap_or(0.0)
+}
+
+/// Fails the test with `what` unless the server closes `r` within `limit`.
+#[track_caller]
+fn closes(r: &mut impl Timed, limit: Duration, what: &str) {
+    assert!(closed_within(r, limit), "{what}");
+}
 
 /// More idle connections than the server's default table holds.
 const FLOOD: usize = 4100;
@@ -154,18 +164,18 @@ fn connections_that_send_nothing_are_closed_by_their_deadlines() {
 
     // TCP without a TLS handshake.
     let mut tcp = TcpStream::connect(ca.https).unwrap();
-    let t = tcp.try_clone().unwrap();
-    assert!(
-        closed_within(&mut tcp, |d| t.set_read_timeout(Some(d)).unwrap(), limit),
-        "a connection that never starts TLS stays open"
+    closes(
+        &mut tcp,
+        limit,
+        "a connection that never starts TLS stays open",
     );
 
     // A handshake, then no request.
     let mut tls = tls_connect(ca.https, cfg.clone());
-    let t = tls.sock.try_clone().unwrap();
-    assert!(
-        closed_within(&mut tls, |d| t.set_read_timeout(Some(d)).unwrap(), limit),
-        "a TLS connection without a request stays open"
+    closes(
+        &mut tls,
+        limit,
+        "a TLS connection without a request stays open",
     );
 
     // Half a request head, then nothing.
@@ -173,10 +183,10 @@ fn connections_that_send_nothing_are_closed_by_their_deadlines() {
     tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
     tls.flush().unwrap();
-    let t = tls.sock.try_clone().unwrap();
-    assert!(
-        closed_within(&mut tls, |d| t.set_read_timeout(Some(d)).unwrap(), limit),
-        "a TLS connection with half a request head stays open"
+    closes(
+        &mut tls,
+        limit,
+        "a TLS connection with half a request head stays open",
     );
 
     // One request, then idle past the idle timeout.
@@ -185,10 +195,10 @@ fn connections_that_send_nothing_are_closed_by_their_deadlines() {
         .unwrap();
     let (status, _, _) = read_response(&mut tls);
     assert_eq!(status, 200);
-    let t = tls.sock.try_clone().unwrap();
-    assert!(
-        closed_within(&mut tls, |d| t.set_read_timeout(Some(d)).unwrap(), limit),
-        "an idle kept-alive TLS connection stays open"
+    closes(
+        &mut tls,
+        limit,
+        "an idle kept-alive TLS connection stays open",
     );
 
     // HTTP/2: the preface and SETTINGS, then no stream.
@@ -198,35 +208,31 @@ fn connections_that_send_nothing_are_closed_by_their_deadlines() {
     assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]));
     tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         .unwrap();
-    let t = tls.sock.try_clone().unwrap();
-    assert!(
-        closed_within(&mut tls, |d| t.set_read_timeout(Some(d)).unwrap(), limit),
-        "an HTTP/2 connection that opens no stream stays open"
+    closes(
+        &mut tls,
+        limit,
+        "an HTTP/2 connection that opens no stream stays open",
     );
 
     // The plain listener: nothing, half a head, and idle after a request.
     let mut tcp = TcpStream::connect(ca.http).unwrap();
-    let t = tcp.try_clone().unwrap();
-    assert!(
-        closed_within(&mut tcp, |d| t.set_read_timeout(Some(d)).unwrap(), limit),
-        "a silent plain connection stays open"
-    );
+    closes(&mut tcp, limit, "a silent plain connection stays open");
     let mut tcp = TcpStream::connect(ca.http).unwrap();
     tcp.write_all(b"GET /crl HTTP/1.1\r\n").unwrap();
-    let t = tcp.try_clone().unwrap();
-    assert!(
-        closed_within(&mut tcp, |d| t.set_read_timeout(Some(d)).unwrap(), limit),
-        "a plain connection with half a request head stays open"
+    closes(
+        &mut tcp,
+        limit,
+        "a plain connection with half a request head stays open",
     );
     let mut tcp = TcpStream::connect(ca.http).unwrap();
     tcp.set_read_timeout(Some(limit)).unwrap();
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut tcp).0, 200);
-    let t = tcp.try_clone().unwrap();
-    assert!(
-        closed_within(&mut tcp, |d| t.set_read_timeout(Some(d)).unwrap(), limit),
-        "an idle kept-alive plain connection stays open"
+    closes(
+        &mut tcp,
+        limit,
+        "an idle kept-alive plain connection stays open",
     );
 
     // A normal client is still served, and the closings are counted.
@@ -271,13 +277,8 @@ fn ambiguous_request_framing_is_refused_on_both_listeners() {
         let (status, head, body) = read_response(&mut tls);
         assert_eq!(status, 400, "HTTPS, TE {te:?} with CL:\n{head}{body}");
         assert!(body.contains("Content-Length"), "{body}");
-        let t = tls.sock.try_clone().unwrap();
         assert!(
-            closed_within(
-                &mut tls,
-                |d| t.set_read_timeout(Some(d)).unwrap(),
-                Duration::from_secs(5)
-            ),
+            closed_within(&mut tls, Duration::from_secs(5)),
             "the connection stays open after a smuggling attempt"
         );
     }
@@ -304,18 +305,10 @@ fn a_revocation_by_the_cli_is_seen_at_once_by_a_kept_alive_admin_connection() {
     // The administrator's certificate is revoked on the CA's host, through the same
     // inventory; the next request on the kept-alive connection (the CLI took far longer than
     // the server's 2 ms between reads of the revocation counter) is refused.
-    let o = ca.tw(&[
-        "cert",
-        "list",
-        "--ca-dir",
-        "ca",
-        "--san",
-        "URI:*admin",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&o.ok().stdout).unwrap();
+    let o = ca.tw("cert list --ca-dir ca --san URI:*admin --json");
+    let v = o.ok().json();
     let serial = v["items"][0]["serial"].as_str().unwrap().to_string();
-    ca.tw(&["cert", "revoke", &serial, "--ca-dir", "ca"]).ok();
+    ca.tw(&format!("cert revoke {serial} --ca-dir ca")).ok();
     tls.write_all(request.as_bytes()).unwrap();
     let (status, head, body) = read_response(&mut tls);
     assert_eq!(

@@ -8,15 +8,21 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::http::{http_get, metric, metric_sum, metrics_on, read_response, tls_connect_to, Tls};
+use common::pki::*;
 use common::proxy::*;
+use common::{
+    free_port, read_in_background, require_tool, run, run_with_timeout, strings as s, wait_child,
+    words, TWOWAY,
+};
 use rcgen::KeyPair;
-// ---------------------------------------------------------------------------------------
-// Tests
-// ---------------------------------------------------------------------------------------
+use rustls::pki_types::ServerName;
+use std::path::Path;
+use std::process::Stdio;
 
 /// TCP mode: forwarding, every handshake rejection seen by the client and in /metrics,
 /// garbage, a slow handshake, and the proxy still serving afterwards.
@@ -24,39 +30,16 @@ use rcgen::KeyPair;
 fn tcp_mode_forwards_and_rejects_bad_clients() {
     let pki = Pki::new();
     let (_nginx, nginx_port, _) = nginx(pki.dir.path());
-    let port = free_port();
-    let admin = free_port();
-    let p = proxy(
-        pki.dir.path(),
-        &s(&[
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--backend",
-            &format!("127.0.0.1:{nginx_port}"),
-            "--cert",
-            &pki.p("server.pem"),
-            "--key",
-            &pki.p("server.key"),
-            "--client-ca",
-            &pki.p("ca.pem"),
-            "--crl",
-            &pki.p("crl.pem"),
-            "--allow",
-            "spiffe://example.org/ns/prod/*",
-            "--handshake-timeout",
-            "1",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ]),
-        admin,
-    );
-    let name = format!("127.0.0.1:{port}");
+    let crl = pki.p("crl.pem");
+    let mut extra = vec!["--crl", &crl, "--allow", "spiffe://example.org/ns/prod/*"];
+    extra.extend(["--handshake-timeout", "1"]);
+    let p = ProxyServer::start(&pki, &format!("127.0.0.1:{nginx_port}"), &extra);
+    let (port, admin, name) = (p.port, p.admin, p.listener());
     let url = format!("https://localhost:{port}/hello");
 
     let ok = curl_mtls(&pki, Some("alice"), &url, &[]);
-    assert!(ok.status.success(), "alice: {}\n{}", stderr(&ok), p.log());
-    assert!(stdout(&ok).starts_with("hello"), "{}", stdout(&ok));
+    assert!(ok.success(), "alice: {}\n{}", ok.stderr, p.log());
+    assert!(ok.stdout.starts_with("hello"), "{}", ok.stdout);
 
     // bulk bytes through TCP mode arrive intact
     let big = curl_mtls(
@@ -65,8 +48,8 @@ fn tcp_mode_forwards_and_rejects_bad_clients() {
         &format!("https://localhost:{port}/big"),
         &[],
     );
-    assert!(big.status.success());
-    assert_eq!(big.stdout.len(), 1 << 20);
+    assert!(big.success());
+    assert_eq!(big.stdout_bytes.len(), 1 << 20);
 
     for (who, reason) in [
         (None, "no_client_cert"),
@@ -79,17 +62,13 @@ fn tcp_mode_forwards_and_rejects_bad_clients() {
         (Some("carol"), "unknown_ca"),
     ] {
         let out = curl_mtls(&pki, who, &url, &[]);
-        assert!(
-            !out.status.success(),
-            "{who:?} must be refused: {}",
-            stdout(&out)
-        );
-        let err = stderr(&out);
+        assert!(!out.success(), "{who:?} must be refused: {}", out.stdout);
+        let err = out.stderr;
         assert!(
             err.contains("alert"),
             "{who:?}: client should see a TLS alert, got: {err}"
         );
-        let m = metrics(admin);
+        let m = p.metrics();
         assert!(
             rejected(&m, &name, reason) >= 1.0,
             "{who:?}: no {reason} in\n{m}\n{}",
@@ -98,42 +77,39 @@ fn tcp_mode_forwards_and_rejects_bad_clients() {
     }
     // look-alike issuer (same subject, other key)
     let out = curl_mtls(&pki, Some("evil"), &url, &[]);
-    assert!(!out.status.success());
-    let m = metrics(admin);
+    assert!(!out.success());
+    let m = p.metrics();
     assert!(
         rejected(&m, &name, "unknown_ca") + rejected(&m, &name, "bad_signature") >= 2.0,
         "look-alike issuer not counted:\n{m}"
     );
 
     // openssl s_client sees the alert for a revoked certificate, and completes for alice
-    let openssl = require("openssl", "openssl");
+    let openssl = require_tool("openssl", "openssl");
     let run_s_client = |who: &str| {
         let mut c = Command::new(&openssl)
-            .args([
-                "s_client",
-                "-connect",
-                &format!("127.0.0.1:{port}"),
-                "-servername",
-                "localhost",
-            ])
+            .args(["s_client", "-connect", &name, "-servername", "localhost"])
             .args(["-CAfile", &pki.p("ca.pem"), "-verify_return_error"])
-            .args([
-                "-cert",
-                &pki.p(&format!("{who}.pem")),
-                "-key",
-                &pki.p(&format!("{who}.key")),
-            ])
+            .args(["-cert", &pki.p(&format!("{who}.pem"))])
+            .args(["-key", &pki.p(&format!("{who}.key"))])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let out = read_in_background(c.stdout.take().unwrap());
+        let err = read_in_background(c.stderr.take().unwrap());
         let mut stdin = c.stdin.take().unwrap();
         let _ = stdin.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
         std::thread::sleep(Duration::from_millis(500));
         drop(stdin);
-        let out = c.wait_with_output().unwrap();
-        format!("{}{}", stdout(&out), stderr(&out))
+        wait_child(&mut c, Duration::from_secs(20)).expect("s_client did not end");
+        let (out, err) = (out.join().unwrap(), err.join().unwrap());
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&err)
+        )
     };
     let good = run_s_client("alice");
     assert!(good.contains("Verify return code: 0"), "{good}");
@@ -158,7 +134,7 @@ fn tcp_mode_forwards_and_rejects_bad_clients() {
     assert_eq!(n, 0, "slow client should be closed");
     assert!(started.elapsed() < Duration::from_secs(4));
     std::thread::sleep(Duration::from_millis(200));
-    let m = metrics(admin);
+    let m = p.metrics();
     assert!(
         rejected(&m, &name, "protocol") >= 1.0,
         "garbage not counted:\n{m}"
@@ -170,8 +146,8 @@ fn tcp_mode_forwards_and_rejects_bad_clients() {
 
     // still serving, and the metrics show the good handshakes, bytes and cert expiry
     let ok = curl_mtls(&pki, Some("alice"), &url, &[]);
-    assert!(ok.status.success(), "{}", p.log());
-    let m = metrics(admin);
+    assert!(ok.success(), "{}", p.log());
+    let m = p.metrics();
     assert!(
         metric(
             &m,
@@ -228,15 +204,17 @@ allow = ["spiffe://example.org/*"]
         sock = sock.display()
     );
     pki.write("proxy.toml", &config);
-    let check = Command::new(BIN)
-        .args(["proxy", "--config", &pki.p("proxy.toml"), "--check-config"])
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "{}", stderr(&check));
+    let check = run(Command::new(TWOWAY).args([
+        "proxy",
+        "--config",
+        &pki.p("proxy.toml"),
+        "--check-config",
+    ]));
+    assert!(check.success(), "{}", check.stderr);
     assert!(
-        stdout(&check).contains("configuration OK"),
+        check.stdout.contains("configuration OK"),
         "{}",
-        stdout(&check)
+        check.stdout
     );
 
     let p = proxy(
@@ -257,8 +235,8 @@ allow = ["spiffe://example.org/*"]
             "X-Forwarded-Client-Cert: Hash=00;URI=spoofed",
         ],
     );
-    let body = stdout(&out);
-    assert!(out.status.success(), "{}\n{}", stderr(&out), p.log());
+    let body = &out.stdout;
+    assert!(out.success(), "{}\n{}", out.stderr, p.log());
     assert!(body.contains(&format!("id=[{ALICE}]")), "{body}");
     let hash = sha256_hex(&pki.alice_der);
     assert!(
@@ -279,8 +257,8 @@ allow = ["spiffe://example.org/*"]
         &format!("{base}/h2"),
         &["--http2", "-w", "|%{http_version}"],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).ends_with("|2"), "{}", stdout(&out));
+    assert!(out.success(), "{}", out.stderr);
+    assert!(out.stdout.ends_with("|2"), "{}", out.stdout);
 
     // routes: bob may GET / but not /admin, and may not POST
     let out = curl_mtls(
@@ -289,34 +267,34 @@ allow = ["spiffe://example.org/*"]
         &format!("{base}/ok"),
         &["-w", "|%{http_code}"],
     );
-    assert!(stdout(&out).ends_with("|200"), "{}", stdout(&out));
+    assert!(out.stdout.ends_with("|200"), "{}", out.stdout);
     let out = curl_mtls(
         &pki,
         Some("bob"),
         &format!("{base}/admin/x"),
         &["-w", "|%{http_code}"],
     );
-    assert_eq!(stdout(&out), "forbidden\n|403");
+    assert_eq!(out.stdout, "forbidden\n|403");
     let out = curl_mtls(
         &pki,
         Some("bob"),
         &format!("{base}/ok"),
         &["-X", "POST", "-w", "|%{http_code}"],
     );
-    assert_eq!(stdout(&out), "forbidden\n|403");
+    assert_eq!(out.stdout, "forbidden\n|403");
     let out = curl_mtls(
         &pki,
         Some("alice"),
         &format!("{base}/admin/x"),
         &["-w", "|%{http_code}"],
     );
-    assert!(stdout(&out).ends_with("|200"), "{}", stdout(&out));
+    assert!(out.stdout.ends_with("|200"), "{}", out.stdout);
 
     // a revoked certificate never reaches HTTP
     let out = curl_mtls(&pki, Some("revoked"), &format!("{base}/x"), &[]);
-    assert!(!out.status.success());
+    assert!(!out.success());
 
-    let m = metrics(admin);
+    let m = metrics_on(admin);
     assert_eq!(
         metric(&m, "twoway_proxy_http_denied_total{listener=\"web\""),
         2.0,
@@ -343,27 +321,8 @@ allow = ["spiffe://example.org/*"]
 fn client_mode_originates_mtls() {
     let pki = Pki::new();
     let (_nginx, nginx_port, _) = nginx(pki.dir.path());
-    let sport = free_port();
-    let sadmin = free_port();
-    let _server = proxy(
-        pki.dir.path(),
-        &s(&[
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{sport}"),
-            "--backend",
-            &format!("127.0.0.1:{nginx_port}"),
-            "--cert",
-            &pki.p("server.pem"),
-            "--key",
-            &pki.p("server.key"),
-            "--client-ca",
-            &pki.p("ca.pem"),
-            "--admin",
-            &format!("127.0.0.1:{sadmin}"),
-        ]),
-        sadmin,
-    );
+    let server = ProxyServer::start(&pki, &format!("127.0.0.1:{nginx_port}"), &[]);
+    let sport = server.port;
     let good = free_port();
     let wrong = free_port();
     let cadmin = free_port();
@@ -400,15 +359,11 @@ expect_server = ["spiffe://example.org/ns/prod/sa/someone-else"]
         cadmin,
     );
     let out = curl(&[&format!("http://127.0.0.1:{good}/via-client")]);
-    assert!(out.status.success(), "{}\n{}", stderr(&out), c.log());
-    assert!(stdout(&out).starts_with("hello"), "{}", stdout(&out));
+    assert!(out.success(), "{}\n{}", out.stderr, c.log());
+    assert!(out.stdout.starts_with("hello"), "{}", out.stdout);
     let out = curl(&[&format!("http://127.0.0.1:{wrong}/")]);
-    assert!(
-        !out.status.success(),
-        "must not reach the server: {}",
-        stdout(&out)
-    );
-    let m = metrics(cadmin);
+    assert!(!out.success(), "must not reach the server: {}", out.stdout);
+    let m = metrics_on(cadmin);
     assert!(rejected(&m, "wrong", "denied") >= 1.0, "{m}");
     assert!(
         metric(
@@ -424,28 +379,8 @@ fn tcp_mode_sends_proxy_protocol_v2() {
     let pki = Pki::new();
     let backend = TcpListener::bind("127.0.0.1:0").unwrap();
     let bport = backend.local_addr().unwrap().port();
-    let port = free_port();
-    let admin = free_port();
-    let _p = proxy(
-        pki.dir.path(),
-        &s(&[
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--backend",
-            &format!("127.0.0.1:{bport}"),
-            "--cert",
-            &pki.p("server.pem"),
-            "--key",
-            &pki.p("server.key"),
-            "--client-ca",
-            &pki.p("ca.pem"),
-            "--proxy-protocol",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ]),
-        admin,
-    );
+    let p = ProxyServer::start(&pki, &format!("127.0.0.1:{bport}"), &["--proxy-protocol"]);
+    let port = p.port;
     let reader = std::thread::spawn(move || {
         let (mut conn, _) = backend.accept().unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(10)))
@@ -464,7 +399,7 @@ fn tcp_mode_sends_proxy_protocol_v2() {
         &format!("https://localhost:{port}/"),
         &[],
     );
-    assert_eq!(stdout(&out), "pp-ok", "{}", stderr(&out));
+    assert_eq!(out.stdout, "pp-ok", "{}", out.stderr);
     let (head, body) = reader.join().unwrap();
     assert_eq!(&head[..12], b"\r\n\r\n\0\r\nQUIT\n");
     assert_eq!(head[12], 0x21);
@@ -498,20 +433,11 @@ fn bad_input_fails_before_listening() {
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_port = busy.local_addr().unwrap().port();
     let base = |listen: u16, cert: &str, key: &str, ca: &str| -> Vec<String> {
-        s(&[
-            "proxy",
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{listen}"),
-            "--backend",
-            "127.0.0.1:9",
-            "--cert",
-            &pki.p(cert),
-            "--key",
-            &pki.p(key),
-            "--client-ca",
-            &pki.p(ca),
-        ])
+        let (cert, key, ca) = (pki.p(cert), pki.p(key), pki.p(ca));
+        words(&format!(
+            "proxy server --listen 127.0.0.1:{listen} --backend 127.0.0.1:9 --cert {cert} \
+             --key {key} --client-ca {ca}"
+        ))
     };
     let port = free_port();
     let cases: Vec<(Vec<String>, &str)> = vec![
@@ -550,26 +476,14 @@ fn bad_input_fails_before_listening() {
         (s(&["proxy"]), "nothing to run"),
     ];
     for (args, want) in cases {
-        let mut child = Command::new(BIN)
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("proxy kept running with bad input {args:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let out = child.wait_with_output().unwrap();
-        assert!(!status.success(), "{args:?} should fail");
-        let err = stderr(&out);
+        // a proxy that keeps running with bad input fails the test after 10 s
+        let out = run_with_timeout(
+            Command::new(TWOWAY).args(&args),
+            None,
+            Duration::from_secs(10),
+        );
+        assert!(!out.success(), "{args:?} should fail");
+        let err = out.stderr;
         assert!(err.contains(want), "{args:?}: expected {want:?} in:\n{err}");
         if !want.contains("already listens") {
             assert!(
@@ -592,7 +506,7 @@ async fn one_request(cfg: Arc<rustls::ClientConfig>, addr: SocketAddr) -> Result
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| e.to_string())?;
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
         let mut tls = tokio_rustls::TlsConnector::from(cfg)
             .connect(name, tcp)
             .await
@@ -633,42 +547,17 @@ fn reload_under_load_keeps_valid_clients_working() {
     std::fs::copy(pki.path("server.pem"), pki.path("live-server.pem")).unwrap();
     std::fs::copy(pki.path("server.key"), pki.path("live-server.key")).unwrap();
     // bob is valid at first and revoked during the run
-    let port = free_port();
-    let admin = free_port();
-    let p = proxy(
-        pki.dir.path(),
-        &s(&[
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--backend",
-            &format!("127.0.0.1:{nginx_port}"),
-            "--cert",
-            &pki.p("live-server.pem"),
-            "--key",
-            &pki.p("live-server.key"),
-            "--client-ca",
-            &pki.p("live-ca.pem"),
-            "--crl",
-            &pki.p("live-crl.pem"),
-            "--http",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ]),
-        admin,
-    );
+    let files = ["live-server.pem", "live-server.key", "live-ca.pem"];
+    let crl = pki.p("live-crl.pem");
+    let backend = format!("127.0.0.1:{nginx_port}");
+    let p = ProxyServer::start_with(&pki, files, &backend, &["--crl", &crl, "--http"]);
+    let port = p.port;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let alice = client_config(&pki, "alice");
-    let bob = client_config(&pki, "bob");
-    let carol = client_config(&pki, "carol");
+    let alice = mtls_config(&pki, "alice");
+    let bob = mtls_config(&pki, "bob");
+    let carol = mtls_config(&pki, "carol");
     let new_server = LeafSpec::server().sign(&pki.ca);
-    let bob_serial = {
-        // read bob's serial back from his certificate
-        use rustls::pki_types::pem::PemObject;
-        let der = rustls::pki_types::CertificateDer::from_pem_file(pki.path("bob.pem")).unwrap();
-        let (_, c) = x509_serial(&der);
-        c
-    };
+    let bob_serial = pki.serial("bob").to_vec();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -760,7 +649,7 @@ fn reload_under_load_keeps_valid_clients_working() {
             p.log()
         );
     });
-    let m = metrics(admin);
+    let m = p.metrics();
     assert!(
         metric(
             &m,
@@ -774,244 +663,92 @@ fn reload_under_load_keeps_valid_clients_working() {
     );
 }
 
-/// The serial number bytes of a DER certificate (minimal DER walk: tbsCertificate's
-/// optional [0] version, then the INTEGER serial).
-fn x509_serial(der: &[u8]) -> ((), Vec<u8>) {
-    fn tlv(b: &[u8]) -> (u8, usize, usize) {
-        let tag = b[0];
-        let (len, hdr) = if b[1] & 0x80 == 0 {
-            (b[1] as usize, 2)
-        } else {
-            let n = (b[1] & 0x7f) as usize;
-            let mut l = 0usize;
-            for i in 0..n {
-                l = (l << 8) | b[2 + i] as usize;
-            }
-            (l, 2 + n)
-        };
-        (tag, hdr, len)
-    }
-    let (_, h, _) = tlv(der); // Certificate SEQUENCE
-    let tbs = &der[h..];
-    let (_, h2, _) = tlv(tbs); // tbsCertificate SEQUENCE
-    let mut rest = &tbs[h2..];
-    let (tag, h3, l3) = tlv(rest);
-    if tag == 0xa0 {
-        rest = &rest[h3 + l3..];
-    }
-    let (_, h4, l4) = tlv(rest);
-    ((), rest[h4..h4 + l4].to_vec())
-}
-
 /// SIGTERM: no new connections, an open connection still completes its request, and the
 /// process exits by itself within the drain deadline.
 #[test]
 fn sigterm_drains_open_connections() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pki = Pki::new();
     let (_nginx, nginx_port, _) = nginx(pki.dir.path());
-    let port = free_port();
-    let admin = free_port();
-    let mut p = proxy(
-        pki.dir.path(),
-        &s(&[
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--backend",
-            &format!("127.0.0.1:{nginx_port}"),
-            "--cert",
-            &pki.p("server.pem"),
-            "--key",
-            &pki.p("server.key"),
-            "--client-ca",
-            &pki.p("ca.pem"),
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-            "--drain-timeout",
-            "5",
-        ]),
-        admin,
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let cfg = client_config(&pki, "alice");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    let backend = format!("127.0.0.1:{nginx_port}");
+    let mut p = ProxyServer::start(&pki, &backend, &["--drain-timeout", "5"]);
+    let addr: SocketAddr = format!("127.0.0.1:{}", p.port).parse().unwrap();
+    let mut tls = alice_connects(&pki, addr);
+    tls.write_all(b"GET /draining HTTP/1.1\r\nHost: localhost\r\n")
         .unwrap();
-    rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(cfg)
-            .connect(name, tcp)
-            .await
-            .unwrap();
-        tls.write_all(b"GET /draining HTTP/1.1\r\nHost: localhost\r\n")
-            .await
-            .unwrap();
-        tls.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let term = Command::new("kill")
-            .args(["-TERM", &p.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(term.success());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(
-            tokio::net::TcpStream::connect(addr).await.is_err(),
-            "new connections must be refused while draining"
-        );
-        tls.write_all(b"Connection: close\r\n\r\n").await.unwrap();
-        let mut resp = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut resp))
-            .await
-            .unwrap()
-            .unwrap();
-        let text = String::from_utf8_lossy(&resp);
-        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-        assert!(text.contains("path=[/draining]"), "{text}");
-    });
-    let deadline = Instant::now() + Duration::from_secs(8);
-    let status = loop {
-        if let Some(st) = p.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "proxy did not exit after draining:\n{}",
-            p.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    tls.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    p.proc.signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "new connections must be refused while draining"
+    );
+    tls.write_all(b"Connection: close\r\n\r\n").unwrap();
+    let mut resp = Vec::new();
+    tls.sock
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    tls.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("path=[/draining]"), "{text}");
+    drop(tls);
+    let status = p.proc.wait_for_exit(Duration::from_secs(8));
     assert!(status.success(), "exit status {status}:\n{}", p.log());
     assert!(p.log().contains("drained"), "{}", p.log());
+}
+
+/// A blocking mTLS connection to the proxy at `addr` as alice (name checked: localhost).
+fn alice_connects(pki: &Pki, addr: SocketAddr) -> Tls {
+    let name = ServerName::try_from("localhost").unwrap();
+    tls_connect_to(addr, name, mtls_config(pki, "alice"))
 }
 
 // ---------------------------------------------------------------------------------------
 // Keep-alive across parking, worker threads
 // ---------------------------------------------------------------------------------------
 
-/// Reads one HTTP/1.1 response with a Content-Length body from `tls`; returns head and body.
-/// Reads one response; `buf` keeps what was read beyond it (the next pipelined response).
-async fn read_response<S: tokio::io::AsyncRead + Unpin>(
-    tls: &mut S,
-    buf: &mut Vec<u8>,
-) -> (String, String) {
-    use tokio::io::AsyncReadExt;
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().to_owned())
-                })
-                .expect("content-length")
-                .parse()
-                .unwrap();
-            while buf.len() < end + 4 + len {
-                let n = tls.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "eof in body");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
-            buf.drain(..end + 4 + len);
-            return (head, body);
-        }
-        let n = tls.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "eof in head: {}", String::from_utf8_lossy(buf));
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// One HTTP/1.1 connection keeps working across an idle pause long enough for the proxy to
 /// park it (release its buffers and hand its backend connection to the pool), with worker
 /// threads serving the connections; identity headers stay right on every request.
 #[test]
 fn http_keep_alive_survives_parking_on_workers() {
-    use tokio::io::AsyncWriteExt;
     let pki = Pki::new();
     let (_nginx, nginx_port, _) = nginx(pki.dir.path());
-    let port = free_port();
-    let admin = free_port();
-    let p = proxy(
-        pki.dir.path(),
-        &s(&[
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--backend",
-            &format!("127.0.0.1:{nginx_port}"),
-            "--cert",
-            &pki.p("server.pem"),
-            "--key",
-            &pki.p("server.key"),
-            "--client-ca",
-            &pki.p("ca.pem"),
-            "--http",
-            "--workers",
-            "2",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ]),
-        admin,
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let alice = client_config(&pki, "alice");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let fut = async {
-            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-            let mut tls = tokio_rustls::TlsConnector::from(alice)
-                .connect(name, tcp)
-                .await
-                .unwrap();
-            let mut rbuf = Vec::new();
-            // two back to back (the connection keeps its backend connection), a pause that
-            // parks the connection, one more, then a pipelined pair ending with close
-            for (i, pause_ms) in [(0, 0u64), (1, 0), (2, 800), (3, 0)] {
-                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-                let req = format!("GET /k{i} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-                tls.write_all(req.as_bytes()).await.unwrap();
-                let (head, body) = read_response(&mut tls, &mut rbuf).await;
-                assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head}\n{}", p.log());
-                assert!(body.contains(&format!("id=[{ALICE}]")), "{body}");
-                assert!(body.contains(&format!("path=[/k{i}]")), "{body}");
-            }
-            tokio::time::sleep(Duration::from_millis(800)).await;
-            tls.write_all(
-                b"GET /p1 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /p2 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-            )
-            .await
-            .unwrap();
-            for path in ["/p1", "/p2"] {
-                let (head, body) = read_response(&mut tls, &mut rbuf).await;
-                assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-                assert!(body.contains(&format!("path=[{path}]")), "{body}");
-            }
-            let mut rest = rbuf;
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut rest).await;
-            assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
-        };
-        tokio::time::timeout(Duration::from_secs(20), fut)
-            .await
-            .expect("timed out");
-    });
-    let m = metrics(admin);
-    let ok: f64 = m
-        .lines()
-        .filter(|l| {
-            l.starts_with("twoway_proxy_http_responses_total{") && l.contains("code=\"2xx\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let backend = format!("127.0.0.1:{nginx_port}");
+    let p = ProxyServer::start(&pki, &backend, &["--http", "--workers", "2"]);
+    let addr: SocketAddr = format!("127.0.0.1:{}", p.port).parse().unwrap();
+    let mut tls = alice_connects(&pki, addr);
+    // two back to back (pool, then the dedicated backend connection), a pause that
+    // parks the connection, one more, then a pipelined pair ending with close
+    for (i, pause_ms) in [(0, 0u64), (1, 0), (2, 800), (3, 0)] {
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        let req = format!("GET /k{i} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        tls.write_all(req.as_bytes()).unwrap();
+        let (_, head, body) = read_response(&mut tls);
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "request {i}: {head}\n{}",
+            p.log()
+        );
+        assert!(body.contains(&format!("id=[{ALICE}]")), "{body}");
+        assert!(body.contains(&format!("path=[/k{i}]")), "{body}");
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    tls.write_all(
+        b"GET /p1 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /p2 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    for path in ["/p1", "/p2"] {
+        let (_, head, body) = read_response(&mut tls);
+        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+        assert!(body.contains(&format!("path=[{path}]")), "{body}");
+    }
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    let m = p.metrics();
+    let ok = metric_sum(&m, "twoway_proxy_http_responses_total{", &["code=\"2xx\""]);
     assert!(ok >= 6.0, "{m}");
 }
 
@@ -1021,28 +758,8 @@ fn http_keep_alive_survives_parking_on_workers() {
 fn http1_bodies_head_and_http10_through_nginx() {
     let pki = Pki::new();
     let (_nginx, nginx_port, _) = nginx(pki.dir.path());
-    let port = free_port();
-    let admin = free_port();
-    let p = proxy(
-        pki.dir.path(),
-        &s(&[
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--backend",
-            &format!("127.0.0.1:{nginx_port}"),
-            "--cert",
-            &pki.p("server.pem"),
-            "--key",
-            &pki.p("server.key"),
-            "--client-ca",
-            &pki.p("ca.pem"),
-            "--http",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ]),
-        admin,
-    );
+    let p = ProxyServer::start(&pki, &format!("127.0.0.1:{nginx_port}"), &["--http"]);
+    let port = p.port;
     let base = format!("https://localhost:{port}");
     // chunked response (gzip), decoded by curl: the whole 1 MiB
     let out = curl_mtls(
@@ -1058,8 +775,8 @@ fn http1_bodies_head_and_http10_through_nginx() {
             &pki.p("gz.out"),
         ],
     );
-    assert!(out.status.success(), "{}\n{}", stderr(&out), p.log());
-    let head = stdout(&out).to_ascii_lowercase();
+    assert!(out.success(), "{}\n{}", out.stderr, p.log());
+    let head = out.stdout.to_ascii_lowercase();
     assert!(head.contains("transfer-encoding: chunked"), "{head}");
     assert_eq!(std::fs::read(pki.p("gz.out")).unwrap().len(), 1 << 20);
     // chunked request body (from stdin), then a length-delimited 1 MiB body and HEAD, all
@@ -1103,8 +820,8 @@ fn http1_bodies_head_and_http10_through_nginx() {
     ]));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = curl(&refs);
-    let text = stdout(&out);
-    assert!(out.status.success(), "{}\n{}", stderr(&out), p.log());
+    let text = &out.stdout;
+    assert!(out.success(), "{}\n{}", out.stderr, p.log());
     assert!(text.contains("path=[/up]"), "{text}");
     assert!(text.contains("|200|1\n"), "{text}");
     assert!(text.contains("|200|0|1048576\n"), "{text}");
@@ -1121,8 +838,8 @@ fn http1_bodies_head_and_http10_through_nginx() {
         &format!("{base}/ten"),
         &["--http1.0", "-w", "|%{http_code}"],
     );
-    assert!(stdout(&out).contains("path=[/ten]"), "{}", stdout(&out));
-    assert!(stdout(&out).ends_with("|200"), "{}", stdout(&out));
+    assert!(out.stdout.contains("path=[/ten]"), "{}", out.stdout);
+    assert!(out.stdout.ends_with("|200"), "{}", out.stdout);
     // a malformed head gets 400 and the connection closes
     let out = curl_mtls(
         &pki,
@@ -1136,22 +853,17 @@ fn http1_bodies_head_and_http10_through_nginx() {
             "|%{http_code}",
         ],
     );
-    assert!(stdout(&out).ends_with("|400"), "{}", stdout(&out));
-    let m = metrics(admin);
+    assert!(out.stdout.ends_with("|400"), "{}", out.stdout);
+    let m = p.metrics();
     let series =
         format!("twoway_proxy_http_responses_total{{listener=\"127.0.0.1:{port}\",code=\"2xx\"}}");
     assert!(metric(&m, &series) >= 5.0, "{m}");
 }
 
 /// A key made by `openssl genpkey` (PKCS#8 as every peer reads it).
-fn openssl_key(args: &[&str]) -> KeyPair {
-    let o = Command::new(require("openssl", "openssl"))
-        .arg("genpkey")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    KeyPair::from_pem(&stdout(&o)).unwrap()
+fn openssl_key(dir: &Path, args: &[&str]) -> KeyPair {
+    let o = openssl_in(dir, &[&["genpkey"][..], args].concat()).ok();
+    KeyPair::from_pem(&o.stdout).unwrap()
 }
 
 /// The TLS options and operations not covered above: Ed25519 and RSA certificates on both
@@ -1159,31 +871,24 @@ fn openssl_key(args: &[&str]) -> KeyPair {
 /// forced reload on SIGHUP (with file polling effectively off), and the connection limit.
 #[test]
 fn key_types_tls12_crl_url_sighup_and_connection_limit() {
-    let pki = Pki::new();
+    let mut pki = Pki::new();
     let (_nginx, nginx_port, _) = nginx(pki.dir.path());
     let files = pki.dir.path().join(format!("nginx-{nginx_port}/files"));
     std::fs::create_dir_all(&files).unwrap();
     std::fs::write(files.join("crl.pem"), pki.ca.crl(&[])).unwrap();
-    let ed = LeafSpec::server().sign_key(&pki.ca, openssl_key(&["-algorithm", "ed25519"]));
-    let rsa = LeafSpec::server().sign_key(
-        &pki.ca,
-        openssl_key(&["-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:2048"]),
-    );
+    let ed_key = || openssl_key(pki.dir.path(), &["-algorithm", "ed25519"]);
+    let rsa_args = ["-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:2048"];
+    let rsa_key = || openssl_key(pki.dir.path(), &rsa_args);
+    let ed = LeafSpec::server().sign_key(&pki.ca, ed_key());
+    let rsa = LeafSpec::server().sign_key(&pki.ca, rsa_key());
     let ed_client = LeafSpec::client("edith", "spiffe://example.org/ns/prod/sa/edith")
-        .sign_key(&pki.ca, openssl_key(&["-algorithm", "ed25519"]));
-    let rsa_client = LeafSpec::client("rosa", "spiffe://example.org/ns/prod/sa/rosa").sign_key(
-        &pki.ca,
-        openssl_key(&["-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:2048"]),
-    );
-    for (name, leaf) in [
-        ("ed", &ed),
-        ("rsa", &rsa),
-        ("edith", &ed_client),
-        ("rosa", &rsa_client),
-    ] {
-        pki.write(&format!("{name}.pem"), &leaf.cert);
-        pki.write(&format!("{name}.key"), &leaf.key);
-    }
+        .sign_key(&pki.ca, ed_key());
+    let rsa_client = LeafSpec::client("rosa", "spiffe://example.org/ns/prod/sa/rosa")
+        .sign_key(&pki.ca, rsa_key());
+    pki.add("ed", &ed);
+    pki.add("rsa", &rsa);
+    pki.add("edith", &ed_client);
+    pki.add("rosa", &rsa_client);
     // The live server certificate starts as Ed25519; SIGHUP switches it to RSA.
     std::fs::copy(pki.path("ed.pem"), pki.path("live.pem")).unwrap();
     std::fs::copy(pki.path("ed.key"), pki.path("live.key")).unwrap();
@@ -1230,23 +935,18 @@ tls12 = true
     );
     let url = format!("https://localhost:{port}/x");
     let url12 = format!("https://localhost:{port12}/x");
+    // openssl s_client as alice, with no input: what it printed
+    let s_client = |port: u16, extra: &[&str]| {
+        let connect = format!("127.0.0.1:{port}");
+        let (cert, key) = (pki.p("alice.pem"), pki.p("alice.key"));
+        let mut args = vec![
+            "s_client", "-connect", &connect, "-cert", &cert, "-key", &key,
+        ];
+        args.extend_from_slice(extra);
+        openssl_in(pki.dir.path(), &args).stdout
+    };
     let served_key = |port: u16| {
-        let o = Command::new(require("openssl", "openssl"))
-            .args([
-                "s_client",
-                "-connect",
-                &format!("127.0.0.1:{port}"),
-                "-servername",
-                "localhost",
-                "-cert",
-                &pki.p("alice.pem"),
-                "-key",
-                &pki.p("alice.key"),
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        stdout(&o)
+        s_client(port, &["-servername", "localhost"])
             .lines()
             .find(|l| l.starts_with("Peer signature type"))
             .unwrap_or_default()
@@ -1257,18 +957,15 @@ tls12 = true
     for who in ["alice", "edith", "rosa"] {
         let o = curl_mtls(&pki, Some(who), &url, &[]);
         assert!(
-            stdout(&o).contains("hello id=[spiffe://example.org/ns/"),
+            o.stdout.contains("hello id=[spiffe://example.org/ns/"),
             "{who}: {}",
-            stderr(&o)
+            o.stderr
         );
     }
     assert!(served_key(port).contains("ed25519"), "{}", served_key(port));
     // TLS 1.3 only by default; the legacy listener also speaks 1.2 (with an RSA certificate).
     let o = curl_mtls(&pki, Some("alice"), &url, &["--tls-max", "1.2"]);
-    assert!(
-        !o.status.success(),
-        "TLS 1.2 must be refused without --tls12"
-    );
+    assert!(!o.success(), "TLS 1.2 must be refused without --tls12");
     let o = curl_mtls(
         &pki,
         Some("alice"),
@@ -1276,48 +973,23 @@ tls12 = true
         &["--tls-max", "1.2", "-w", "%{ssl_verify_result}"],
     );
     assert!(
-        stdout(&o).starts_with("hello id=[spiffe://example.org/ns/prod/sa/alice]"),
+        o.stdout
+            .starts_with("hello id=[spiffe://example.org/ns/prod/sa/alice]"),
         "{}",
-        stderr(&o)
+        o.stderr
     );
-    let o = Command::new(require("openssl", "openssl"))
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port12}"),
-            "-tls1_2",
-            "-cert",
-            &pki.p("alice.pem"),
-            "-key",
-            &pki.p("alice.key"),
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        stdout(&o).contains("New, TLSv1.2, Cipher is"),
-        "{}",
-        stdout(&o)
-    );
+    let o = s_client(port12, &["-tls1_2"]);
+    assert!(o.contains("New, TLSv1.2, Cipher is"), "{o}");
 
     // The CRL URL is re-fetched: revoke bob there and he is refused within a few seconds.
-    assert!(curl_mtls(&pki, Some("bob"), &url, &[]).status.success());
-    let bob_der = {
-        use rustls::pki_types::pem::PemObject;
-        rustls::pki_types::CertificateDer::from_pem_file(pki.path("bob.pem")).unwrap()
-    };
-    let (_, bob_serial) = x509_serial(&bob_der);
-    std::fs::write(files.join("crl.pem"), pki.ca.crl(&[&bob_serial])).unwrap();
+    assert!(curl_mtls(&pki, Some("bob"), &url, &[]).success());
+    std::fs::write(files.join("crl.pem"), pki.ca.crl(&[pki.serial("bob")])).unwrap();
     // File polling is off (1 h), so the new CRL applies on SIGHUP.
     std::thread::sleep(Duration::from_millis(2500));
-    let hup = Command::new("kill")
-        .args(["-HUP", &p.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    p.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if !curl_mtls(&pki, Some("bob"), &url, &[]).status.success() {
+        if !curl_mtls(&pki, Some("bob"), &url, &[]).success() {
             break;
         }
         assert!(
@@ -1327,7 +999,7 @@ tls12 = true
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(rejected(&metrics(admin), "main", "revoked") >= 1.0);
+    assert!(rejected(&metrics_on(admin), "main", "revoked") >= 1.0);
     // SIGHUP also took the new server certificate: swap it in and signal again.
     std::fs::copy(pki.path("rsa.pem"), pki.path("live.pem")).unwrap();
     std::fs::copy(pki.path("rsa.key"), pki.path("live.key")).unwrap();
@@ -1335,11 +1007,7 @@ tls12 = true
         served_key(port).contains("ed25519"),
         "no reload without SIGHUP or polling"
     );
-    let hup = Command::new("kill")
-        .args(["-HUP", &p.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    p.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !served_key(port).contains("rsa") {
         assert!(
@@ -1351,7 +1019,7 @@ tls12 = true
     }
 
     // HTTP mode counts the bytes of finished connections too.
-    let m = metrics(admin);
+    let m = metrics_on(admin);
     for dir in ["from_client", "to_client"] {
         let series = format!(
             "twoway_proxy_bytes_total{{listener=\"main\",mode=\"http\",direction=\"{dir}\"}}"
@@ -1366,16 +1034,62 @@ tls12 = true
     let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
     std::thread::sleep(Duration::from_millis(300));
     let o = curl_mtls(&pki, Some("alice"), &url, &[]);
-    assert!(
-        o.status.success(),
-        "a full listener sheds an idle connection: {}",
-        stderr(&o)
-    );
-    let m = metrics(admin);
+    assert!(!o.success(), "a third connection must be refused");
+    let m = metrics_on(admin);
     assert!(
         metric(&m, "twoway_proxy_connections_shed_total{listener=\"main\"") >= 1.0,
         "{m}"
     );
     drop(held);
-    let _ = p.child.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !curl_mtls(&pki, Some("alice"), &url, &[]).success() {
+        assert!(Instant::now() < deadline, "slots never freed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    p.kill();
+}
+
+/// A full listener sheds its idle connections (oldest first) instead of refusing new ones:
+/// connections that never start a TLS handshake cannot lock a real client out.
+#[test]
+fn idle_connections_cannot_lock_out_a_real_client() {
+    let t = HttpProxy::start(&["--max-connections", "100"]);
+    // 150 connections from one address that never start a TLS handshake
+    let idle: Vec<TcpStream> = (0..150)
+        .map(|_| TcpStream::connect(("127.0.0.1", t.port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 0..3 {
+        let start = Instant::now();
+        let out = curl_mtls(
+            &t.pki,
+            Some("alice"),
+            &t.url("/x"),
+            &["--max-time", "5", "-w", "\n%{http_code}"],
+        );
+        let took = start.elapsed();
+        assert!(
+            out.stdout.ends_with("\n200"),
+            "round {round}: {out}\n{}",
+            t.logs()
+        );
+        assert!(
+            took < Duration::from_secs(1),
+            "round {round}: served after {took:?}"
+        );
+    }
+    let m = metrics_on(t.admin);
+    let sum = |series: &str| -> f64 {
+        m.lines()
+            .filter(|l| l.starts_with(series))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(sum("twoway_proxy_connections_shed_total{") >= 50.0, "{m}");
+    assert_eq!(
+        sum("twoway_proxy_connections_refused_total{"),
+        0.0,
+        "idle connections are shed, never a new one refused:\n{m}"
+    );
+    drop(idle);
 }

@@ -8,10 +8,11 @@
 
 mod common;
 
-use common::{free_port, read, require_tool, run, tempdir, write, TWOWAY};
+use common::pki::openssl_self_signed;
+use common::{free_port, read, require_tool, tempdir, wait_child, write, TWOWAY};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the whole walk may take.
 const WALK_TIMEOUT: Duration = Duration::from_secs(300);
@@ -168,29 +169,9 @@ fn readme_walks_end_to_end() {
     let dir = tempdir();
 
     // A directory like /etc/nginx/certs: a certificate from elsewhere and its key.
-    std::fs::create_dir(dir.path().join("nginx-certs")).unwrap();
-    let o = run(Command::new("openssl")
-        .current_dir(dir.path().join("nginx-certs"))
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "shop-key.pem",
-            "-out",
-            "shop.pem",
-            "-subj",
-            "/CN=shop.example.com",
-            "-addext",
-            "subjectAltName=DNS:shop.example.com",
-            "-days",
-            "90",
-        ]));
-    assert!(o.success(), "{o}");
+    let certs = dir.path().join("nginx-certs");
+    std::fs::create_dir(&certs).unwrap();
+    openssl_self_signed(&certs, "shop-key.pem", "shop.pem", "shop.example.com", 90);
 
     let ports: Vec<(u16, u16)> = [9000, 8443, 8444, 8080]
         .into_iter()
@@ -269,18 +250,7 @@ fn readme_walks_end_to_end() {
         }
     }
     let mut child = cmd.spawn().expect("start bash");
-    let deadline = Instant::now() + WALK_TIMEOUT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_child(&mut child, WALK_TIMEOUT);
     stop_jobs(dir.path());
     let text = read(&log);
     assert!(

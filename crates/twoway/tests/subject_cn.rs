@@ -10,26 +10,17 @@
 //! the client. Only 127.0.0.1; every wait is bounded.
 
 mod common;
-mod online_ca;
 
-use common::{dir_entries, run, Output};
-use online_ca::{openssl_csr, subject_of, OnlineCa};
-use serde_json::{json, Value};
+use common::lab::EXIT_DATAERR;
+use common::online::OnlineCa;
+use common::pki::{openssl_csr, random_serial, subject_of};
+use common::{dir_entries, free_port, read, require_tool, words, write, Output, Server};
+use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-const EXIT_DATAERR: i32 = 65;
-
-/// The number of certificates in the inventory.
-fn count(ca: &OnlineCa) -> u64 {
-    let o = ca.tw(&["cert", "list", "--ca-dir", "ca", "--json", "--limit", "1"]);
-    let v: Value = serde_json::from_str(&o.ok().stdout).unwrap();
-    v["total"].as_u64().unwrap()
-}
+use std::time::Duration;
 
 #[track_caller]
 fn refused_for_the_cn(o: &Output, cn: &str) {
@@ -40,72 +31,23 @@ fn refused_for_the_cn(o: &Output, cn: &str) {
     );
 }
 
-/// POSTs JSON to the HTTPS API with curl; (status, answer).
-fn post(ca: &OnlineCa, path: &str, body: &Value, client: Option<&str>) -> (u16, Value) {
-    let f = ca.p(&format!("body-{}.json", rand_suffix()));
-    std::fs::write(&f, body.to_string()).unwrap();
-    let data = format!("@{}", f.display());
-    let (c, k);
-    let mut extra = vec![
-        "-H",
-        "content-type: application/json",
-        "--data-binary",
-        &data,
-    ];
-    if let Some(dir) = client {
-        c = ca.s(&format!("{dir}/chain.pem"));
-        k = ca.s(&format!("{dir}/key.pem"));
-        extra.extend_from_slice(&["--cert", &c, "--key", &k]);
-    }
-    let (o, _) = ca.curl_https(path, &extra);
-    let (json, code) = o.stdout.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(json).unwrap_or(Value::Null),
-    )
-}
-
-fn rand_suffix() -> usize {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
 #[test]
 fn the_offline_cli_refuses_a_cn_that_is_not_a_san() {
     let ca = OnlineCa::init();
-    let before = count(&ca);
+    let before = ca.count_offline();
     // cert issue: an operator's --cn that is none of the certificate's names.
-    let o = ca.tw(&[
-        "cert",
-        "issue",
-        "--ca-dir",
-        "ca",
-        "--profile",
-        "server",
-        "--san",
-        "DNS:api.example.internal",
-        "--cn",
-        "migrations",
-        "--out",
-        "api",
-    ]);
+    let issue = "cert issue --ca-dir ca --profile server --san DNS:api.example.internal";
+    let o = ca.tw(&format!("{issue} --cn migrations --out api"));
     refused_for_the_cn(&o, "migrations");
     assert!(
-        dir_entries(&ca.p("api")).is_empty(),
+        dir_entries(&ca.path("api")).is_empty(),
         "{:?}",
-        dir_entries(&ca.p("api"))
+        dir_entries(&ca.path("api"))
     );
     // cert csr refuses to make such a request in the first place.
-    let o = ca.tw(&[
-        "cert",
-        "csr",
-        "--san",
-        "URI:spiffe://limits.test/user2",
-        "--cn",
-        "spiffe://limits.test/admin",
-        "--out",
-        "req",
-    ]);
+    let o = ca.tw(
+        "cert csr --san URI:spiffe://limits.test/user2 --cn spiffe://limits.test/admin --out req",
+    );
     refused_for_the_cn(&o, "spiffe://limits.test/admin");
     // cert sign: a CSR made elsewhere with a forged CN.
     let pem = openssl_csr(
@@ -114,79 +56,36 @@ fn the_offline_cli_refuses_a_cn_that_is_not_a_san() {
         "www.evil.com",
         "DNS:api.example.internal",
     );
-    let o = ca.tw(&[
-        "cert",
-        "sign",
-        "forged.csr",
-        "--ca-dir",
-        "ca",
-        "--profile",
-        "server",
-        "--out",
-        "signed",
-    ]);
+    let o = ca.tw("cert sign forged.csr --ca-dir ca --profile server --out signed");
     refused_for_the_cn(&o, "www.evil.com");
     assert!(pem.contains("CERTIFICATE REQUEST"));
-    assert_eq!(count(&ca), before, "a refused request recorded something");
+    assert_eq!(
+        ca.count_offline(),
+        before,
+        "a refused request recorded something"
+    );
 
     // A CN that repeats a SAN is kept, in the SAN's form.
-    let o = ca.tw(&[
-        "cert",
-        "issue",
-        "--ca-dir",
-        "ca",
-        "--profile",
-        "server",
-        "--san",
-        "DNS:api.example.internal",
-        "--cn",
-        "API.example.internal",
-        "--out",
-        "api",
-    ]);
-    o.ok();
-    let cert = std::fs::read_to_string(ca.p("api/cert.pem")).unwrap();
-    assert_eq!(
-        subject_of(&cert, ca.dir.path()),
-        "subject=CN=api.example.internal"
-    );
+    ca.tw(&format!("{issue} --cn API.example.internal --out api"))
+        .ok();
+    let cert = read(ca.path("api/cert.pem"));
+    assert_eq!(subject_of(&cert), "subject=CN=api.example.internal");
     openssl_csr(ca.dir.path(), "same", "10.0.0.7", "IP:10.0.0.7");
-    ca.tw(&[
-        "cert",
-        "sign",
-        "same.csr",
-        "--ca-dir",
-        "ca",
-        "--profile",
-        "server",
-        "--out",
-        "same",
-    ])
-    .ok();
-    let cert = std::fs::read_to_string(ca.p("same/cert.pem")).unwrap();
-    assert_eq!(subject_of(&cert, ca.dir.path()), "subject=CN=10.0.0.7");
+    ca.tw("cert sign same.csr --ca-dir ca --profile server --out same")
+        .ok();
+    let cert = read(ca.path("same/cert.pem"));
+    assert_eq!(subject_of(&cert), "subject=CN=10.0.0.7");
 }
 
 #[test]
 fn the_online_ca_refuses_a_forged_cn_on_enrollment_and_signing() {
     let mut ca = OnlineCa::init();
     ca.serve();
-    let before = count(&ca);
+    let before = ca.count_offline();
     let token = ca
-        .tw(&[
-            "token",
-            "create",
-            "--ca-dir",
-            "ca",
-            "--profile",
-            "client",
-            "--san",
-            "URI:spiffe://limits.test/user2",
-        ])
+        .tw("token create --ca-dir ca --profile client --san URI:spiffe://limits.test/user2")
         .ok()
-        .stdout
-        .trim()
-        .to_string();
+        .line();
     // Enrollment: the token binds the SAN; the CN is the requester's free text.
     for (name, subj, sans) in [
         ("e1", "migrations", "URI:spiffe://limits.test/user2"),
@@ -198,12 +97,7 @@ fn the_online_ca_refuses_a_forged_cn_on_enrollment_and_signing() {
         ("e3", "migrations", ""),
     ] {
         let csr = openssl_csr(ca.dir.path(), name, subj, sans);
-        let (s, v) = post(
-            &ca,
-            "/v1/enroll",
-            &json!({"token": token, "csr": csr}),
-            None,
-        );
+        let (s, v) = ca.post_json("/v1/enroll", &json!({"token": token, "csr": csr}), None);
         assert_eq!(s, 400, "enroll with {subj}: {v}");
         assert_eq!(v["error"]["code"], "cn_not_a_san", "{v}");
     }
@@ -214,15 +108,10 @@ fn the_online_ca_refuses_a_forged_cn_on_enrollment_and_signing() {
         "spiffe://limits.test/user2",
         "URI:spiffe://limits.test/user2",
     );
-    let (s, v) = post(
-        &ca,
-        "/v1/enroll",
-        &json!({"token": token, "csr": csr}),
-        None,
-    );
+    let (s, v) = ca.post_json("/v1/enroll", &json!({"token": token, "csr": csr}), None);
     assert_eq!(s, 201, "{v}");
     assert_eq!(
-        subject_of(v["certificate"].as_str().unwrap(), ca.dir.path()),
+        subject_of(v["certificate"].as_str().unwrap()),
         "subject=CN=spiffe://limits.test/user2"
     );
 
@@ -234,8 +123,7 @@ fn the_online_ca_refuses_a_forged_cn_on_enrollment_and_signing() {
         "www.evil.com",
         "DNS:svc.example.internal",
     );
-    let (s, v) = post(
-        &ca,
+    let (s, v) = ca.post_json(
         "/v1/sign",
         &json!({"csr": csr, "profile": "server"}),
         Some("admin"),
@@ -243,34 +131,17 @@ fn the_online_ca_refuses_a_forged_cn_on_enrollment_and_signing() {
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["error"]["code"], "cn_not_a_san", "{v}");
     // ...also when the administrator names the SANs.
-    let (s, v) = post(
-        &ca,
+    let (s, v) = ca.post_json(
         "/v1/sign",
         &json!({"csr": csr, "profile": "server", "sans": ["DNS:svc.example.internal"]}),
         Some("admin"),
     );
     assert_eq!(s, 400, "{v}");
     // The remote CLI says the same, with exit 65.
-    let root = ca.s("ca/root.pem");
-    let url = format!("https://{}", ca.https);
-    let o = ca.tw(&[
-        "--ca",
-        &url,
-        "--cert",
-        "admin/chain.pem",
-        "--key",
-        "admin/key.pem",
-        "--ca-cert",
-        &root,
-        "cert",
-        "sign",
-        "s1.csr",
-        "--profile",
-        "server",
-    ]);
+    let o = ca.remote(&["cert", "sign", "s1.csr", "--profile", "server"]);
     refused_for_the_cn(&o, "www.evil.com");
     assert_eq!(
-        count(&ca),
+        ca.count_offline(),
         before + 1,
         "only the good enrollment is recorded"
     );
@@ -288,29 +159,16 @@ fn signed_by_openssl(ca: &OnlineCa, name: &str, subj: &str, sans: &str) {
     if !sans.is_empty() {
         ext.push_str(&format!("subjectAltName={sans}\n"));
     }
-    std::fs::write(d.join(format!("{name}.ext")), ext).unwrap();
-    run(Command::new("openssl").current_dir(d).args([
-        "x509",
-        "-req",
-        "-in",
-        &format!("{name}.csr"),
-        "-CA",
-        "ca/intermediate.pem",
-        "-CAkey",
-        "ca/intermediate.key",
-        "-set_serial",
-        &format!("0x{:x}{}", std::process::id(), rand_suffix() + 100),
-        "-days",
-        "1",
-        "-extfile",
-        &format!("{name}.ext"),
-        "-out",
-        &format!("{name}.leaf.pem"),
-    ]))
-    .ok();
-    let leaf = std::fs::read_to_string(d.join(format!("{name}.leaf.pem"))).unwrap();
-    let int = std::fs::read_to_string(d.join("ca/intermediate.pem")).unwrap();
-    std::fs::write(d.join(format!("{name}.pem")), format!("{leaf}{int}")).unwrap();
+    write(d.join(format!("{name}.ext")), ext);
+    let serial: String = random_serial().iter().map(|b| format!("{b:02x}")).collect();
+    let line = format!(
+        "x509 -req -in {name}.csr -CA ca/intermediate.pem -CAkey ca/intermediate.key \
+         -set_serial 0x{serial} -days 1 -extfile {name}.ext -out {name}.leaf.pem"
+    );
+    ca.openssl(&line).ok();
+    let leaf = read(d.join(format!("{name}.leaf.pem")));
+    let int = read(d.join("ca/intermediate.pem"));
+    write(d.join(format!("{name}.pem")), format!("{leaf}{int}"));
 }
 
 /// A backend answering every request with the head it received; counts requests.
@@ -344,35 +202,17 @@ fn echo_backend() -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 /// `twoway proxy server --http` in front of `backend`, with `rules`; killed on drop.
-fn proxy(ca: &OnlineCa, backend: SocketAddr, rules: &[&str]) -> (common::Server, u16) {
-    let port = common::free_port();
-    let admin = common::free_port();
-    let mut cmd = Command::new(common::TWOWAY);
-    cmd.current_dir(ca.dir.path()).args([
-        "proxy",
-        "server",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--backend",
-        &backend.to_string(),
-        "--cert",
-        "proxy/chain.pem",
-        "--key",
-        "proxy/key.pem",
-        "--client-ca",
-        "ca/root.pem",
-        "--http",
-        "--admin",
-        &format!("127.0.0.1:{admin}"),
-    ]);
+fn proxy(ca: &OnlineCa, backend: SocketAddr, rules: &[&str]) -> (Server, u16) {
+    let (port, admin) = (free_port(), free_port());
+    let mut args = words(&format!(
+        "proxy server --listen 127.0.0.1:{port} --backend {backend} --cert proxy/chain.pem \
+         --key proxy/key.pem --client-ca ca/root.pem --http --admin 127.0.0.1:{admin}"
+    ));
     for r in rules {
-        cmd.args(["--allow", r]);
+        args.extend(["--allow".to_string(), r.to_string()]);
     }
-    let mut p = common::Server::spawn(
-        "twoway proxy",
-        &mut cmd,
-        &ca.p(&format!("proxy-{port}.log")),
-    );
+    let log = ca.path(&format!("proxy-{port}.log"));
+    let mut p = Server::spawn("twoway proxy", &mut ca.cmd(&args), &log);
     p.wait_for_port(port);
     p.wait_for_port(admin);
     (p, port)
@@ -380,51 +220,22 @@ fn proxy(ca: &OnlineCa, backend: SocketAddr, rules: &[&str]) -> (common::Server,
 
 /// curl through the proxy with the certificate `name`; (HTTP status or 0, body).
 fn curl_as(ca: &OnlineCa, port: u16, name: &str) -> (u16, String) {
-    let (o, _) = {
-        let root = ca.s("ca/root.pem");
-        let cert = ca.s(&format!("{name}.pem"));
-        let key = ca.s(&format!("{name}.key"));
-        let url = format!("https://127.0.0.1:{port}/x");
-        let start = Instant::now();
-        let o = run(Command::new("curl").args([
-            "-sS",
-            "-m",
-            "5",
-            "--cacert",
-            &root,
-            "--cert",
-            &cert,
-            "--key",
-            &key,
-            "-w",
-            "\n%{http_code}",
-            &url,
-        ]));
-        (o, start.elapsed())
-    };
+    let mut args = words(&format!(
+        "-sS -m 5 --cacert ca/root.pem --cert {name}.pem --key {name}.key"
+    ));
+    args.extend(["-w".into(), "\n%{http_code}".into()]);
+    args.push(format!("https://127.0.0.1:{port}/x"));
+    let o = ca.tool_args("curl", &args);
     let (body, code) = o.stdout.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 #[test]
 fn a_cn_rule_is_not_satisfied_by_a_free_cn_beside_sans() {
-    common::require_tool("curl", "curl");
+    require_tool("curl", "curl");
     let ca = OnlineCa::init();
-    ca.tw(&[
-        "cert",
-        "issue",
-        "--ca-dir",
-        "ca",
-        "--profile",
-        "server",
-        "--san",
-        "DNS:localhost",
-        "--san",
-        "IP:127.0.0.1",
-        "--out",
-        "proxy",
-    ])
-    .ok();
+    ca.tw("cert issue --ca-dir ca --profile server --san DNS:localhost --san IP:127.0.0.1 --out proxy")
+        .ok();
     // What a CA that copies CNs hands out (twoway before this rule, or another CA).
     signed_by_openssl(
         &ca,

@@ -1,0 +1,562 @@
+//! `twoway proxy --http` judged by independent clients: HTTP/2 and keep-alive with curl
+//! (which picks h2 by itself), nghttp (Debian `nghttp2-client`) and a Python client on the
+//! `h2` package from PyPI (`tests/support/h2client.py`); and the route rules against the
+//! path, method and header tricks an attacker tries, each variant refused or landing on
+//! the route that authorizes it, the backend seeing exactly the path that was authorized
+//! (raw HTTP/1.1 over rustls, curl with `--path-as-is` over HTTP/1.1 and HTTP/2, the
+//! Python h2 client for what curl cannot send). The backend is the raw-socket Python
+//! server of `tests/support/backend.py`, which answers `ok <target as received>` and
+//! whose answers the clients check byte for byte.
+//!
+//! Every request has its own deadline: a stall fails the test at once with what stalled.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::http::{metric_sum, metrics_on};
+use common::pki::sha256_hex;
+use common::proxy::*;
+use common::{free_port, read_in_background, require_tool, run_with_timeout, strings, wait_child};
+
+// ---------------------------------------------------------------------------------------
+// HTTP/2 and keep-alive
+// ---------------------------------------------------------------------------------------
+
+/// The reported bug: curl answered the first request of an HTTP/2 connection and then hung
+/// on the next one. Here: sequential requests on one connection (curl reuses it for every
+/// URL of one invocation), each with its own deadline; then many URLs in parallel streams.
+#[test]
+fn curl_sequential_and_parallel_requests_over_one_h2_connection() {
+    let t = HttpProxy::start(&[]);
+    for round in 0..3 {
+        let mut args: Vec<String> = strings(&[
+            "--max-time",
+            "3",
+            "-w",
+            "%{http_version} %{http_code} %{num_connects}\\n",
+        ]);
+        for i in 0..20 {
+            args.extend(strings(&["-o", "/dev/null"]));
+            args.push(t.url(&format!("/r{round}/{i}")));
+        }
+        let out = t.curl(&args);
+        let text = out.stdout.clone();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 20, "{text}\n{}\n{}", out.stderr, t.logs());
+        for (i, l) in lines.iter().enumerate() {
+            let f: Vec<&str> = l.split(' ').collect();
+            assert_eq!(
+                (f[0], f[1]),
+                ("2", "200"),
+                "request {i} of round {round}: {l}\n{text}\n{}",
+                t.logs()
+            );
+            assert_eq!(
+                f[2],
+                if i == 0 { "1" } else { "0" },
+                "a new connection: {text}"
+            );
+        }
+        assert!(out.success(), "{}", out.stderr);
+    }
+
+    // many URLs as concurrent streams of one connection
+    let mut args: Vec<String> = strings(&[
+        "--parallel",
+        "--parallel-max",
+        "50",
+        "--max-time",
+        "5",
+        "-w",
+        "%{http_version} %{http_code}\\n",
+    ]);
+    for i in 0..50 {
+        args.extend(strings(&["-o", "/dev/null"]));
+        args.push(t.url(&format!("/p/{i}")));
+    }
+    let out = t.curl(&args);
+    let text = out.stdout.clone();
+    assert_eq!(
+        text.lines().filter(|l| *l == "2 200").count(),
+        50,
+        "{text}\n{}\n{}",
+        out.stderr,
+        t.logs()
+    );
+}
+
+/// Bodies of 12 MB both ways over HTTP/2 with curl, checked by SHA-256 on the far side.
+#[test]
+fn curl_h2_uploads_and_downloads_12_mb() {
+    let t = HttpProxy::start(&[]);
+    let dir = t.pki.dir.path();
+    let body: Vec<u8> = (0..12_000_000u32).map(|i| (i % 251) as u8).collect();
+    let upload = dir.join("upload.bin");
+    std::fs::write(&upload, &body).unwrap();
+    let want = sha256_hex(&body);
+    for extra in [&["-X", "POST"][..], &["-X", "PUT"][..]] {
+        let mut args = vec![
+            "--max-time",
+            "30",
+            "-H",
+            "content-type: application/octet-stream",
+        ];
+        args.extend(extra);
+        let data = format!("@{}", upload.display());
+        args.extend(["--data-binary", data.as_str(), "-w", "\\n%{http_version}"]);
+        let out = curl_mtls(&t.pki, Some("alice"), &t.url("/sha"), &args);
+        let text = out.stdout.clone();
+        assert!(out.success(), "{}\n{}", out.stderr, t.logs());
+        let (json, version) = text.rsplit_once('\n').unwrap();
+        assert_eq!(version, "2", "curl did not use HTTP/2: {text}");
+        let got: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(got["len"], 12_000_000, "{json}");
+        assert_eq!(got["sha256"], want.as_str(), "the backend saw another body");
+    }
+    let n = 12_000_000usize;
+    let down = dir.join("down.bin");
+    let out = curl_mtls(
+        &t.pki,
+        Some("alice"),
+        &t.url(&format!("/bytes/{n}")),
+        &[
+            "--max-time",
+            "30",
+            "-o",
+            &down.display().to_string(),
+            "-w",
+            "%{http_version}",
+        ],
+    );
+    assert!(out.success(), "{}\n{}", out.stderr, t.logs());
+    assert_eq!(out.stdout, "2");
+    let got = std::fs::read(&down).unwrap();
+    let want: Vec<u8> = (0..n).map(|i| (i % 256) as u8).collect();
+    assert!(got == want, "download differs ({} bytes)", got.len());
+}
+
+/// nghttp (libnghttp2's client) with a client certificate: many streams at once, an upload,
+/// and a graceful drain: SIGTERM while a stream is in flight gives GOAWAY and the stream
+/// still completes.
+#[test]
+fn nghttp_streams_upload_and_goaway_on_drain() {
+    let nghttp = require_tool("nghttp", "nghttp2-client");
+    let t = HttpProxy::start(&[]);
+    let cert = t.pki.p("alice.pem");
+    let key = t.pki.p("alice.key");
+    let tls = [format!("--cert={cert}"), format!("--key={key}")];
+
+    let urls: Vec<String> = (0..40).map(|i| t.url(&format!("/n/{i}"))).collect();
+    let out = run_with_timeout(
+        Command::new(&nghttp)
+            .args(&tls)
+            .args(["-n", "-s", "-t", "5"])
+            .args(&urls),
+        None,
+        Duration::from_secs(30),
+    );
+    assert!(out.success(), "{out}\n{}", t.logs());
+    // -s prints one line per response with its status
+    let answered = out.stdout.lines().filter(|l| l.contains(" 200 ")).count();
+    assert_eq!(answered, 40, "{out}\n{}", t.logs());
+
+    let body = t.pki.dir.path().join("nghttp-body.bin");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(&body, &data).unwrap();
+    let out = run_with_timeout(
+        Command::new(&nghttp)
+            .args(&tls)
+            .args(["-t", "10", "-d"])
+            .arg(&body)
+            .arg(t.url("/sha")),
+        None,
+        Duration::from_secs(30),
+    );
+    assert!(out.success(), "{out}\n{}", t.logs());
+    assert!(
+        out.stdout.contains(&sha256_hex(&data)),
+        "the backend saw another body: {out}"
+    );
+
+    // graceful drain: the stream in flight finishes, the client is told with GOAWAY
+    let mut child = Command::new(&nghttp)
+        .args(&tls)
+        .args(["-n", "-v", "-t", "10"])
+        .arg(t.url("/drip/2000"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = read_in_background(child.stdout.take().unwrap());
+    std::thread::sleep(Duration::from_millis(600));
+    t.proxy.signal("TERM");
+    let status = wait_child(&mut child, Duration::from_secs(15));
+    let status = status.expect("nghttp hung after the drain");
+    let text = String::from_utf8_lossy(&stdout.join().unwrap()).into_owned();
+    assert!(status.success(), "{text}\n{}", t.logs());
+    assert!(text.contains("recv GOAWAY"), "no GOAWAY: {text}");
+    let data_bytes: usize = text
+        .lines()
+        .filter(|l| l.contains("recv DATA frame"))
+        .filter_map(|l| {
+            l.split("length=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(data_bytes, 32768, "the in-flight stream was cut: {text}");
+    assert!(
+        text.contains("END_STREAM") && !text.contains("recv RST_STREAM"),
+        "{text}"
+    );
+}
+
+/// The Python h2 client: sequential requests, flow control (a 20 MB upload, a slow reader,
+/// a stream stalled on its window while another is served), RST_STREAM from either side,
+/// 150 concurrent streams, large and repeated headers, trailers.
+#[test]
+fn python_h2_client_flow_control_resets_concurrency_headers_trailers() {
+    let t = HttpProxy::start(&[]);
+    let limit = Duration::from_secs(120);
+    let r = t.h2client(&["sequential", "200"], limit);
+    assert_eq!(r["requests"], 200);
+    let r = t.h2client(&["flow"], limit);
+    assert_eq!(r["upload"], 20_000_000);
+    let r = t.h2client(&["rst"], limit);
+    assert_eq!(r["client_reset"], true);
+    let r = t.h2client(&["concurrent", "150"], limit);
+    assert_eq!(r["streams"], 150);
+    t.h2client(&["headers"], limit);
+    let r = t.h2client(&["trailers"], limit);
+    assert!(r["trailers"]["x-checksum"].is_string(), "{r}");
+    // the proxy counted every answer: 200 + 4 (flow) + 4 (rst) + 150 + 21 + 1
+    let m = metrics_on(t.admin);
+    let answered = metric_sum(&m, "twoway_proxy_http_responses_total{", &[]);
+    assert_eq!(answered, 380.0, "{m}");
+}
+
+/// Soak: one HTTP/2 connection with thousands of sequential and interleaved requests, and
+/// one HTTP/1.1 keep-alive connection with thousands of sequential ones; every request
+/// answered within its deadline, every body checked.
+#[test]
+fn soak_one_h2_and_one_http11_connection() {
+    let t = HttpProxy::start(&[]);
+    let r = t.h2client(&["soak", "3000", "3000"], Duration::from_secs(300));
+    assert_eq!(r["interleaved"], 3000);
+    let r = t.h2client(&["h1soak", "3000"], Duration::from_secs(300));
+    assert_eq!(r["requests"], 3000);
+}
+
+/// `proxy client` in front of `proxy server --http`: an app speaking HTTP/1.1 keep-alive and
+/// one speaking HTTP/2 with prior knowledge (the server side sniffs the preface) through
+/// both proxies, sequential and interleaved, every answer checked.
+#[test]
+fn soak_through_client_mode() {
+    let t = HttpProxy::start(&[]);
+    let local = free_port();
+    let admin = free_port();
+    let client = proxy(
+        t.pki.dir.path(),
+        &strings(&[
+            "client",
+            "--listen",
+            &format!("127.0.0.1:{local}"),
+            "--target",
+            &format!("localhost:{}", t.port),
+            "--cert",
+            &t.pki.p("alice.pem"),
+            "--key",
+            &t.pki.p("alice.key"),
+            "--server-ca",
+            &t.pki.p("ca.pem"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ]),
+        admin,
+    );
+    let logs = format!("{}\n--- client proxy ---\n{}", t.logs(), client.log());
+    for mode in [&["h1soak", "2000"][..], &["soak", "1500", "1500"][..]] {
+        let mut cmd = Command::new(python_h2());
+        cmd.arg(support("h2client.py"))
+            .args(mode)
+            .args(["--port", &local.to_string(), "--plain"]);
+        run_json(&mut cmd, Duration::from_secs(300), &logs);
+    }
+}
+
+/// A client refused in the handshake reads the TLS alert in every mode and protocol: curl
+/// sends its first request (the HTTP/2 preface, or an HTTP/1.1 head) right after its
+/// Finished, and closing on those unread bytes used to reset the connection before the
+/// alert was read ("getpeername() failed", "Connection reset by peer").
+#[test]
+fn refused_clients_read_the_alert_over_h2_and_http11() {
+    let t = HttpProxy::start(&["--allow", "spiffe://example.org/ns/prod/*"]);
+    let url = t.url("/");
+    for (who, alert) in [
+        (None, "alert certificate required"),
+        (Some("bob"), "alert access denied"),
+    ] {
+        for proto in ["--http2", "--http1.1"] {
+            for i in 0..10 {
+                let out = curl_mtls(&t.pki, who, &url, &[proto]);
+                let err = out.stderr.clone();
+                assert!(
+                    !out.success() && err.contains(alert),
+                    "{who:?} {proto} try {i}: expected `{alert}`, curl said: {err}"
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Route rules against path, method and header tricks
+// ---------------------------------------------------------------------------------------
+
+const ROUTES: &str = r#"
+[[server.route]]
+prefix = "/admin"
+allow = ["spiffe://example.org/ns/prod/sa/alice"]
+
+[[server.route]]
+prefix = "/ops/"
+methods = ["POST", "PUT", "DELETE"]
+allow = ["spiffe://example.org/ns/prod/sa/alice"]
+
+[[server.route]]
+prefix = "/"
+"#;
+
+/// `GET target` with `extra` header lines, as bob, over raw HTTP/1.1.
+fn h1(t: &HttpProxy, who: &str, method: &str, target: &str, extra: &str) -> (u16, String) {
+    let req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n"
+    );
+    raw_https(&t.pki, who, t.port, req.as_bytes())
+}
+
+fn body(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map_or("", |x| x.1)
+}
+
+#[test]
+fn path_tricks_cannot_reach_a_protected_route() {
+    let t = HttpProxy::with_config(ROUTES);
+    let logs = || t.logs();
+    // the baseline: bob may not, alice may
+    assert_eq!(h1(&t, "bob", "GET", "/admin/x", "").0, 403, "{}", logs());
+    let (s, r) = h1(&t, "alice", "GET", "/admin/x", "");
+    assert_eq!((s, body(&r)), (200, "ok /admin/x"), "{r}");
+
+    // dot segments, merged slashes, encoded unreserved characters, absolute form: all the
+    // same resource as /admin/x, so all refused to bob…
+    for target in [
+        "/x/../admin/x",
+        "/./admin/x",
+        "//admin/x",
+        "/%61dmin/x",
+        "/%2e%2e/admin/x",
+        "/admin/./x",
+        "http://localhost//admin/x",
+        "/admin",
+        "/admin/",
+    ] {
+        let (s, r) = h1(&t, "bob", "GET", target, "");
+        assert_eq!(s, 403, "bob GET {target}: {r}\n{}", logs());
+        // …and for alice the backend sees the normalized path she was authorized for
+        let (s, r) = h1(&t, "alice", "GET", target, "");
+        assert_eq!(s, 200, "alice GET {target}: {r}");
+        let want = if target.ends_with("/admin") {
+            "ok /admin"
+        } else if target.ends_with("/admin/") {
+            "ok /admin/"
+        } else {
+            "ok /admin/x"
+        };
+        assert_eq!(body(&r), want, "alice GET {target}");
+    }
+    // ambiguous encodings are refused outright, whoever asks
+    for target in [
+        "/%2fadmin/x",
+        "/%2Fadmin",
+        "/admin%5cx",
+        "/admin\\x",
+        "/a%00",
+        "/a%zz",
+    ] {
+        for who in ["bob", "alice"] {
+            let (s, r) = h1(&t, who, "GET", target, "");
+            assert_eq!(s, 400, "{who} GET {target}: {r}");
+            assert!(r.contains("path"), "the 400 says what was wrong: {r}");
+        }
+    }
+    // a prefix matches on segment boundaries: /adminx is not under /admin
+    let (s, r) = h1(&t, "bob", "GET", "/adminx", "");
+    assert_eq!((s, body(&r)), (200, "ok /adminx"), "{r}");
+    // the query is passed on as sent
+    let (s, r) = h1(&t, "alice", "GET", "/x/../admin/x?a=%2F..&b", "");
+    assert_eq!((s, body(&r)), (200, "ok /admin/x?a=%2F..&b"), "{r}");
+
+    // curl --path-as-is over HTTP/1.1 and HTTP/2 (hyper's h2 server path)
+    for proto in ["--http1.1", "--http2"] {
+        for target in ["/x/../admin/x", "/./admin/x", "//admin/x", "/%61dmin/x"] {
+            let out = curl_mtls(
+                &t.pki,
+                Some("bob"),
+                &t.url(target),
+                &[proto, "--path-as-is", "-w", "\n%{http_code}"],
+            );
+            let text = out.stdout.clone();
+            assert!(text.ends_with("\n403"), "bob {proto} {target}: {text}");
+            let out = curl_mtls(
+                &t.pki,
+                Some("alice"),
+                &t.url(target),
+                &[proto, "--path-as-is", "-w", "\n%{http_code}"],
+            );
+            assert_eq!(out.stdout, "ok /admin/x\n200", "alice {proto} {target}");
+        }
+        let out = curl_mtls(
+            &t.pki,
+            Some("bob"),
+            &t.url("/%2fadmin/x"),
+            &[proto, "--path-as-is", "-w", "\n%{http_code}"],
+        );
+        assert!(out.stdout.ends_with("\n400"), "{proto}: {}", out.stdout);
+    }
+}
+
+#[test]
+fn method_scoped_routes_deny_other_methods_and_odd_methods() {
+    let t = HttpProxy::with_config(ROUTES);
+    // the writers' route: bob may not write, alice may
+    for m in ["POST", "PUT", "DELETE"] {
+        assert_eq!(h1(&t, "bob", m, "/ops/x", "").0, 403, "bob {m}");
+        assert_eq!(h1(&t, "alice", m, "/ops/x", "").0, 200, "alice {m}");
+    }
+    // other methods under /ops/ do not fall through to the allow-all route
+    for m in ["PATCH", "GET", "OPTIONS"] {
+        for who in ["bob", "alice"] {
+            let (s, r) = h1(&t, who, m, "/ops/x", "");
+            assert_eq!(s, 403, "{who} {m} /ops/x: {r}");
+        }
+    }
+    // a lower-case method is not a way around the rules
+    for m in ["post", "Post", "patch"] {
+        let (s, r) = h1(&t, "bob", m, "/ops/x", "");
+        assert_eq!(s, 400, "bob {m}: {r}");
+    }
+    // other paths are unaffected
+    assert_eq!(h1(&t, "bob", "PATCH", "/other", "").0, 200);
+    // over HTTP/2 too
+    for (m, want) in [("PATCH", 403), ("POST", 403), ("post", 400)] {
+        let r = t.h2client_as("bob", &["request", m, "/ops/x"], Duration::from_secs(30));
+        assert_eq!(r["status"], want, "h2 {m}: {r}");
+    }
+}
+
+/// A backend that folds case would serve /ADMIN/x as /admin/x: with
+/// `case_insensitive_paths` the route rules fold it too.
+#[test]
+fn case_insensitive_paths_for_case_folding_backends() {
+    let t = HttpProxy::with_config(&format!("case_insensitive_paths = true\n{ROUTES}"));
+    for target in ["/ADMIN/x", "/Admin", "/%41dmin/x", "/x/../aDmIn/x"] {
+        let (s, r) = h1(&t, "bob", "GET", target, "");
+        assert_eq!(s, 403, "bob GET {target}: {r}");
+    }
+    let (s, r) = h1(&t, "alice", "GET", "/ADMIN/x", "");
+    assert_eq!(
+        (s, body(&r)),
+        (200, "ok /ADMIN/x"),
+        "the path keeps its case: {r}"
+    );
+    // and without the setting /ADMIN is another resource, under the allow-all route
+    let t = HttpProxy::with_config(ROUTES);
+    assert_eq!(h1(&t, "bob", "GET", "/ADMIN/x", "").0, 200);
+}
+
+#[test]
+fn identity_and_forwarding_headers_cannot_be_spoofed() {
+    let spoof = "X_Client_Identity: spiffe://example.org/ns/prod/sa/alice\r\n\
+                 X-Client_Identity: spiffe://example.org/ns/prod/sa/alice\r\n\
+                 X-Forwarded_Client_Cert: Hash=00\r\n\
+                 x-forwarded-proto: http\r\n\
+                 X-Forwarded-For: 203.0.113.7\r\n\
+                 X_Forwarded_For: 203.0.113.8\r\n\
+                 Forwarded: for=203.0.113.9\r\n";
+    let t = HttpProxy::with_config(ROUTES);
+    let (s, r) = h1(&t, "bob", "GET", "/headers", spoof);
+    assert_eq!(s, 200, "{r}");
+    let got: serde_json::Value = serde_json::from_str(body(&r)).unwrap();
+    let headers: Vec<(String, String)> = got["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h[0].as_str().unwrap().to_owned(),
+                h[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let text = format!("{headers:?}");
+    assert!(
+        !text.contains("203.0.113") && !text.contains("Hash=00"),
+        "{text}"
+    );
+    let one = |name: &str| -> Vec<&str> {
+        headers
+            .iter()
+            .filter(|(n, _)| n.to_ascii_lowercase().replace('_', "-") == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(
+        one("x-client-identity"),
+        ["spiffe://example.org/ns/dev/sa/bob"]
+    );
+    assert_eq!(one("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(one("x-forwarded-proto"), ["https"]);
+    assert!(one("forwarded").is_empty(), "{text}");
+
+    // from a trusted proxy the forwarding chain is kept and our peer appended
+    let t2 = HttpProxy::with_config(&format!("trusted_proxies = [\"127.0.0.1\"]\n{ROUTES}"));
+    let (_, r) = h1(&t2, "bob", "GET", "/headers", spoof);
+    let got: serde_json::Value = serde_json::from_str(body(&r)).unwrap();
+    let text = got["headers"].to_string();
+    assert!(
+        text.contains(r#"["X-Forwarded-For","203.0.113.7"]"#)
+            && text.contains(r#"["x-forwarded-for","127.0.0.1"]"#)
+            && text.contains(r#"["Forwarded","for=203.0.113.9"]"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains("203.0.113.8") && !text.contains("Hash=00"),
+        "{text}"
+    );
+
+    // two Host headers, or a Host that disagrees with the absolute-form authority: 400
+    let (s, r) = raw_https(
+        &t.pki,
+        "bob",
+        t.port,
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nHost: evil\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(s, 400, "{r}");
+    let (s, r) = raw_https(
+        &t.pki,
+        "bob",
+        t.port,
+        b"GET http://evil/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(s, 400, "{r}");
+    // over HTTP/2: :authority and a differing host header
+    let request = ["request", "GET", "/", "--header", "host:evil"];
+    let r = t.h2client_as("bob", &request, Duration::from_secs(30));
+    assert_eq!(r["status"], 400, "{r}");
+}
