@@ -1034,18 +1034,17 @@ tls12 = true
     let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
     std::thread::sleep(Duration::from_millis(300));
     let o = curl_mtls(&pki, Some("alice"), &url, &[]);
-    assert!(!o.success(), "a third connection must be refused");
+    assert!(
+        o.success(),
+        "a held connection that never started a handshake must make room:\n{}",
+        p.log()
+    );
     let m = metrics_on(admin);
     assert!(
         metric(&m, "twoway_proxy_connections_shed_total{listener=\"main\"") >= 1.0,
         "{m}"
     );
     drop(held);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !curl_mtls(&pki, Some("alice"), &url, &[]).success() {
-        assert!(Instant::now() < deadline, "slots never freed");
-        std::thread::sleep(Duration::from_millis(200));
-    }
     p.kill();
 }
 
