@@ -241,23 +241,11 @@ fn memory(enroll: Option<&EnrollSpec>) -> Option<&twoway_agent::MemoryCredential
 
 /// A fingerprint of everything a server listener's state is built from.
 pub fn server_fingerprint(spec: &ServerSpec, cache: &CrlCache) -> Result<[u8; 32], ProxyError> {
-    let inputs = Inputs::read(
-        &spec.cert,
-        &spec.key,
-        &spec.client_ca,
-        "client CA",
-        &spec.crls,
-        cache,
-        memory(spec.enroll.as_ref()),
-    )?;
-    Ok(inputs.fingerprint(&format!("{:?}{:?}", spec.policy, spec.routes)))
+    Ok(server_inputs(spec, cache)?.1)
 }
 
-/// Builds a server listener's state from its files; also returns the inputs' fingerprint.
-pub fn load_server(
-    spec: &ServerSpec,
-    cache: &CrlCache,
-) -> Result<(ServerState, [u8; 32]), ProxyError> {
+/// What a server listener's state is built from, and its fingerprint.
+fn server_inputs(spec: &ServerSpec, cache: &CrlCache) -> Result<(Inputs, [u8; 32]), ProxyError> {
     let inputs = Inputs::read(
         &spec.cert,
         &spec.key,
@@ -268,6 +256,15 @@ pub fn load_server(
         memory(spec.enroll.as_ref()),
     )?;
     let fp = inputs.fingerprint(&format!("{:?}{:?}", spec.policy, spec.routes));
+    Ok((inputs, fp))
+}
+
+/// Builds a server listener's state from its files; also returns the inputs' fingerprint.
+pub fn load_server(
+    spec: &ServerSpec,
+    cache: &CrlCache,
+) -> Result<(ServerState, [u8; 32]), ProxyError> {
+    let (inputs, fp) = server_inputs(spec, cache)?;
     let (creds, auth) = inputs
         .peer_auth(&spec.name, &spec.client_ca, &spec.policy)
         .map_err(|e| name_files(e, &spec.cert, &spec.key))?;
@@ -288,23 +285,11 @@ pub fn load_server(
 
 /// A fingerprint of everything a client listener's state is built from.
 pub fn client_fingerprint(spec: &ClientSpec, cache: &CrlCache) -> Result<[u8; 32], ProxyError> {
-    let inputs = Inputs::read(
-        &spec.cert,
-        &spec.key,
-        &spec.server_ca,
-        "server CA",
-        &spec.crls,
-        cache,
-        memory(spec.enroll.as_ref()),
-    )?;
-    Ok(inputs.fingerprint(&format!("{:?}", spec.policy)))
+    Ok(client_inputs(spec, cache)?.1)
 }
 
-/// Builds a client listener's state from its files; also returns the inputs' fingerprint.
-pub fn load_client(
-    spec: &ClientSpec,
-    cache: &CrlCache,
-) -> Result<(ClientState, [u8; 32]), ProxyError> {
+/// What a client listener's state is built from, and its fingerprint.
+fn client_inputs(spec: &ClientSpec, cache: &CrlCache) -> Result<(Inputs, [u8; 32]), ProxyError> {
     let inputs = Inputs::read(
         &spec.cert,
         &spec.key,
@@ -315,6 +300,15 @@ pub fn load_client(
         memory(spec.enroll.as_ref()),
     )?;
     let fp = inputs.fingerprint(&format!("{:?}", spec.policy));
+    Ok((inputs, fp))
+}
+
+/// Builds a client listener's state from its files; also returns the inputs' fingerprint.
+pub fn load_client(
+    spec: &ClientSpec,
+    cache: &CrlCache,
+) -> Result<(ClientState, [u8; 32]), ProxyError> {
+    let (inputs, fp) = client_inputs(spec, cache)?;
     let (creds, auth) = inputs
         .peer_auth(&spec.name, &spec.server_ca, &spec.policy)
         .map_err(|e| name_files(e, &spec.cert, &spec.key))?;

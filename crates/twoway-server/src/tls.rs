@@ -70,7 +70,7 @@ pub fn certified_key(
 #[derive(Debug)]
 pub struct OptionalClientCert {
     hints: Vec<DistinguishedName>,
-    provider: Arc<CryptoProvider>,
+    signatures: twoway_tls::ProviderSignatures,
 }
 
 impl OptionalClientCert {
@@ -78,7 +78,7 @@ impl OptionalClientCert {
     pub fn new(root_subject_der: Vec<u8>, provider: Arc<CryptoProvider>) -> Self {
         OptionalClientCert {
             hints: vec![DistinguishedName::from(root_subject_der)],
-            provider,
+            signatures: twoway_tls::ProviderSignatures(provider),
         }
     }
 }
@@ -104,37 +104,7 @@ impl ClientCertVerifier for OptionalClientCert {
             .map(|_| ClientCertVerified::assertion())
             .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))
     }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    twoway_tls::handshake_signatures!(delegate signatures);
 }
 
 /// The HTTPS server configuration: TLS 1.3 and 1.2, h2 and http/1.1.

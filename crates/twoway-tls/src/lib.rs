@@ -27,6 +27,7 @@ mod identity;
 mod material;
 mod reason;
 mod rules;
+mod signatures;
 mod verifier;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub use identity::{IssuerIndex, PeerIdentity};
 pub use material::{parse_certificates, parse_crls, parse_private_key, Credentials, TrustBundle};
 pub use reason::Reason;
 pub use rules::{Decision, Policy, Rule};
+pub use signatures::ProviderSignatures;
 pub use verifier::{ClientVerifier, PeerAuth, ServerVerifier, UnauthenticatedServer};
 
 /// A value that readers load (cheaply, without locks) and a reloader replaces as a whole.

@@ -12,6 +12,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use crate::identity::{IssuerIndex, PeerIdentity};
 use crate::material::TrustBundle;
 use crate::rules::{Decision, Policy};
+use crate::signatures::ProviderSignatures;
 use crate::Error;
 
 /// How peers of one side are verified: the CA bundle, the CRLs and the identity rules.
@@ -149,27 +150,7 @@ impl ClientCertVerifier for ClientVerifier {
         Ok(ok)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    crate::handshake_signatures!(delegate inner);
 }
 
 /// Server-certificate verifier for the client side: webpki (chain, name, CRL of the end
@@ -219,27 +200,7 @@ impl ServerCertVerifier for ServerVerifier {
         Ok(ok)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+    crate::handshake_signatures!(delegate inner);
 }
 
 /// Accepts any server certificate chain, while still checking the handshake signature
@@ -247,12 +208,12 @@ impl ServerCertVerifier for ServerVerifier {
 /// another way (a CA root checked against its fingerprint) or merely shown to a person
 /// (`cert inspect --remote`): never for anything secret.
 #[derive(Debug)]
-pub struct UnauthenticatedServer(Arc<CryptoProvider>);
+pub struct UnauthenticatedServer(ProviderSignatures);
 
 impl UnauthenticatedServer {
     /// A verifier using `provider`'s signature algorithms.
     pub fn new(provider: Arc<CryptoProvider>) -> Self {
-        UnauthenticatedServer(provider)
+        UnauthenticatedServer(ProviderSignatures(provider))
     }
 }
 
@@ -268,35 +229,5 @@ impl ServerCertVerifier for UnauthenticatedServer {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    crate::handshake_signatures!(delegate 0);
 }

@@ -219,6 +219,12 @@ async fn response(c: &mut TcpStream, buf: &mut Vec<u8>, head_only: bool) -> (u16
     (status, head, std::mem::take(buf))
 }
 
+/// Sends one request and reads its response (not to a HEAD).
+async fn ask(c: &mut TcpStream, buf: &mut Vec<u8>, request: &[u8]) -> (u16, String, Vec<u8>) {
+    c.write_all(request).await.unwrap();
+    response(c, buf, false).await
+}
+
 async fn connect(p: &Proxy) -> TcpStream {
     TcpStream::connect(p.addr).await.unwrap()
 }
@@ -316,10 +322,7 @@ async fn keep_alive_pipelining_and_framings() {
     // all on one backend connection: the HEAD response's length was not read as a body
     let n = seen.lock().unwrap().len();
     assert_eq!(n, 7);
-    c.write_all(b"GET /again HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, _, _) = response(&mut c, &mut buf, false).await;
+    let (s, _, _) = ask(&mut c, &mut buf, b"GET /again HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert_eq!(s, 200);
 }
 
@@ -339,21 +342,12 @@ async fn connection_close_from_either_side_and_close_delimited_bodies() {
     assert!(closed(&mut c).await);
     // backend closes: the client connection stays, the next request gets a new backend
     let mut c = connect(&p).await;
-    c.write_all(b"GET /last HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, _, body) = response(&mut c, &mut buf, false).await;
+    let (s, _, body) = ask(&mut c, &mut buf, b"GET /last HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert_eq!((s, body.as_slice()), (200, &b"last"[..]));
-    c.write_all(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, _, _) = response(&mut c, &mut buf, false).await;
+    let (s, _, _) = ask(&mut c, &mut buf, b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert_eq!(s, 200);
     // close-delimited response: passed on, then the client connection closes
-    c.write_all(b"GET /close HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, head, body) = response(&mut c, &mut buf, false).await;
+    let (s, head, body) = ask(&mut c, &mut buf, b"GET /close HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert_eq!(s, 200);
     assert!(head.contains("connection: close"), "{head}");
     assert_eq!(body, b"until close");
@@ -378,16 +372,20 @@ async fn http10_clients() {
     );
     // keep-alive; a chunked response is de-chunked and close-delimited
     let mut c = connect(&p).await;
-    c.write_all(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, head, _) = response(&mut c, &mut buf, false).await;
+    let (s, head, _) = ask(
+        &mut c,
+        &mut buf,
+        b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .await;
     assert_eq!(s, 200);
     assert!(head.contains("connection: keep-alive"), "{head}");
-    c.write_all(b"GET /chunked HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, head, body) = response(&mut c, &mut buf, false).await;
+    let (s, head, body) = ask(
+        &mut c,
+        &mut buf,
+        b"GET /chunked HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .await;
     assert_eq!(s, 200);
     assert!(
         !head.contains("chunked") && head.contains("connection: close"),
@@ -396,10 +394,12 @@ async fn http10_clients() {
     assert_eq!(body, b"abcdefg");
     // Transfer-Encoding from an HTTP/1.0 client is refused
     let mut c = connect(&p).await;
-    c.write_all(b"POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, _, _) = response(&mut c, &mut buf, false).await;
+    let (s, _, _) = ask(
+        &mut c,
+        &mut buf,
+        b"POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
     assert_eq!(s, 400);
 }
 
@@ -479,21 +479,22 @@ async fn routes_deny_with_403_and_expect_continue() {
     let p = proxy(b, routes).await;
     let mut c = connect(&p).await;
     let mut buf = Vec::new();
-    c.write_all(b"GET /admin/x HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, head, body) = response(&mut c, &mut buf, false).await;
+    let (s, head, body) = ask(
+        &mut c,
+        &mut buf,
+        b"GET /admin/x HTTP/1.1\r\nHost: h\r\n\r\n",
+    )
+    .await;
     assert_eq!((s, body.as_slice()), (403, &b"forbidden\n"[..]), "{head}");
-    c.write_all(b"DELETE /x HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, _, _) = response(&mut c, &mut buf, false).await;
+    let (s, _, _) = ask(&mut c, &mut buf, b"DELETE /x HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert_eq!(s, 403);
     // absolute-form is authorized on its path
-    c.write_all(b"GET http://h/admin HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, _, _) = response(&mut c, &mut buf, false).await;
+    let (s, _, _) = ask(
+        &mut c,
+        &mut buf,
+        b"GET http://h/admin HTTP/1.1\r\nHost: h\r\n\r\n",
+    )
+    .await;
     assert_eq!(s, 403);
     c.write_all(
         b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
@@ -502,8 +503,7 @@ async fn routes_deny_with_403_and_expect_continue() {
     .unwrap();
     let (s, _, _) = response(&mut c, &mut buf, false).await;
     assert_eq!(s, 100);
-    c.write_all(b"data").await.unwrap();
-    let (s, _, body) = response(&mut c, &mut buf, false).await;
+    let (s, _, body) = ask(&mut c, &mut buf, b"data").await;
     assert_eq!((s, body.as_slice()), (200, &b"ok:data"[..]));
     {
         let seen = seen.lock().unwrap();
@@ -515,10 +515,12 @@ async fn routes_deny_with_403_and_expect_continue() {
         );
     }
     // a denied request with a body closes the connection
-    c.write_all(b"POST /admin HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, head, _) = response(&mut c, &mut buf, false).await;
+    let (s, head, _) = ask(
+        &mut c,
+        &mut buf,
+        b"POST /admin HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\n",
+    )
+    .await;
     assert_eq!(s, 403);
     assert!(head.contains("connection: close"), "{head}");
     let m = p.metrics.render();
@@ -540,16 +542,10 @@ async fn backend_down_is_502_and_drain_closes_after_the_response() {
     let p = proxy(addr, Routes::default()).await;
     let mut c = connect(&p).await;
     let mut buf = Vec::new();
-    c.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, _, body) = response(&mut c, &mut buf, false).await;
+    let (s, _, body) = ask(&mut c, &mut buf, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert_eq!((s, body.as_slice()), (502, &b"bad gateway\n"[..]));
     // still open after a 502 without a request body
-    c.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, _, _) = response(&mut c, &mut buf, false).await;
+    let (s, _, _) = ask(&mut c, &mut buf, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert_eq!(s, 502);
     let m = p.metrics.render();
     assert!(
@@ -564,16 +560,10 @@ async fn backend_down_is_502_and_drain_closes_after_the_response() {
     let (b, _) = backend().await;
     let p = proxy(b, Routes::default()).await;
     let mut c = connect(&p).await;
-    c.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, _, _) = response(&mut c, &mut buf, false).await;
+    let (s, _, _) = ask(&mut c, &mut buf, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert_eq!(s, 200);
     p.shutdown.send_replace(true);
-    c.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, head, _) = response(&mut c, &mut buf, false).await;
+    let (s, head, _) = ask(&mut c, &mut buf, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert_eq!(s, 200);
     assert!(head.contains("connection: close"), "{head}");
     assert!(closed(&mut c).await);
@@ -588,27 +578,18 @@ async fn a_backend_connection_closed_while_idle_is_replaced_and_idle_ones_are_po
     let p = proxy(b, Routes::default()).await;
     let mut c = connect(&p).await;
     let mut buf = Vec::new();
-    c.write_all(b"GET /drop HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, _, _) = response(&mut c, &mut buf, false).await;
+    let (s, _, _) = ask(&mut c, &mut buf, b"GET /drop HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert_eq!(s, 200);
     tokio::time::sleep(Duration::from_millis(50)).await;
     // the kept backend connection is dead: the request goes again on a new one
-    c.write_all(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, _, body) = response(&mut c, &mut buf, false).await;
+    let (s, _, body) = ask(&mut c, &mut buf, b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert_eq!((s, body.as_slice()), (200, &b"ok:"[..]));
     assert_eq!(accepts.load(Relaxed), 2);
     // a client connection that closes hands its backend connection to the next one
     drop(c);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut c = connect(&p).await;
-    c.write_all(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let (s, _, _) = response(&mut c, &mut buf, false).await;
+    let (s, _, _) = ask(&mut c, &mut buf, b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert_eq!(s, 200);
     assert_eq!(accepts.load(Relaxed), 2);
 }
