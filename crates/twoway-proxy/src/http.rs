@@ -441,6 +441,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for Io<T> {
     }
 }
 
+impl<T: ReadReady> ReadReady for Io<T> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            self.inner.poll_read_ready(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for Io<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,

@@ -10,8 +10,15 @@
 //!
 //! One request at a time per connection: pipelined requests wait in the read buffer until
 //! the response before them is complete. The request body is forwarded before the response
-//! is read. `Upgrade` is not supported (the header is removed, as hop-by-hop); `CONNECT`
-//! gets 405.
+//! is read. `CONNECT` gets 405.
+//!
+//! `Upgrade` (WebSocket, RFC 6455): a `GET` without a body that lists `upgrade` in
+//! `Connection` is authorized like any request on its route, sent to the backend with its
+//! `Upgrade` field, and when the backend answers `101 Switching Protocols` the two
+//! connections are relayed as bytes (half-close passed on, the listener's idle timeout)
+//! until both sides close. `h2c` is never passed on (RFC 9113 §3.1: not over TLS). Any other
+//! request's `Upgrade` is removed as hop-by-hop, and a 101 the client did not ask for is a
+//! bad response (502).
 //!
 //! Backend connections: each client connection keeps the backend connection its last
 //! request used, and hands it back to a small per-thread pool when it closes or parks; a
@@ -176,6 +183,8 @@ struct ReqHead {
     expect_continue: bool,
     /// Refused by the route rules.
     denied: bool,
+    /// The client asks to switch protocols (the `Upgrade` field went to the backend).
+    upgrade: bool,
 }
 
 const HOP_BY_HOP: [&str; 7] = [
@@ -276,6 +285,7 @@ fn parse_request(
     }
     let body = h1::request_body(minor == 0, &f).map_err(Reject::Bad)?;
     let keep_alive = h1::keep_alive(minor == 0, &f);
+    let upgrade = upgrade_to(headers, &f).filter(|_| method == Method::GET && body.done());
     let expect_continue = f.expect_continue && minor == 1;
 
     let ctx = &st.ctx;
@@ -294,6 +304,7 @@ fn parse_request(
         body,
         expect_continue,
         denied,
+        upgrade: upgrade.is_some(),
     };
     if denied {
         return Ok(Some(head));
@@ -331,8 +342,29 @@ fn parse_request(
     if let Framing::Chunked(_) = body {
         header(out, b"transfer-encoding", b"chunked");
     }
+    if let Some(protocols) = upgrade {
+        header(out, b"connection", b"upgrade");
+        header(out, b"upgrade", protocols);
+    }
     out.extend_from_slice(b"\r\n");
     Ok(Some(head))
+}
+
+/// The `Upgrade` value of a request that lists `upgrade` in `Connection`, unless it names
+/// `h2c` (not allowed over TLS) or there is more than one.
+fn upgrade_to<'h>(headers: &[httparse::Header<'h>], f: &Fields<'_>) -> Option<&'h [u8]> {
+    if !f.listed.iter().any(|l| l.eq_ignore_ascii_case(b"upgrade")) {
+        return None;
+    }
+    let mut values = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        .map(|h| h.value);
+    let value = values.next()?;
+    let h2c = value
+        .split(|&b| b == b',')
+        .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"h2c"));
+    (values.next().is_none() && !h2c && !value.trim_ascii().is_empty()).then_some(value)
 }
 
 /// A response head from the backend.
@@ -355,6 +387,8 @@ struct FinalHead {
     backend_keep: bool,
     /// The client connection stays open after this response.
     client_keep: bool,
+    /// `101 Switching Protocols` to an upgrade request: relay bytes from here on.
+    switched: bool,
 }
 
 /// A response the proxy cannot pass on.
@@ -379,14 +413,42 @@ fn parse_response(
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
         return Err(BadResponse);
     };
-    if status == 101 {
+    let switched = status == 101;
+    if switched && !req.upgrade {
         return Err(BadResponse);
     }
-    if (100..200).contains(&status) {
+    if (100..200).contains(&status) && !switched {
         return Ok(Some(RespHead::Info(len)));
     }
     let headers = resp.headers;
     let f = Fields::scan(headers);
+    if switched {
+        // The protocol the backend switched to: its Upgrade and Connection go to the client.
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 101 ");
+        out.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for h in headers.iter() {
+            let n = h.name;
+            if n.eq_ignore_ascii_case("connection")
+                || (skip(&f, n) && !n.eq_ignore_ascii_case("upgrade"))
+            {
+                continue;
+            }
+            header(out, n.as_bytes(), h.value);
+        }
+        header(out, b"connection", b"upgrade");
+        out.extend_from_slice(b"\r\n");
+        return Ok(Some(RespHead::Final(FinalHead {
+            len,
+            status,
+            body: Framing::Length(0),
+            dechunk: false,
+            backend_keep: false,
+            client_keep: false,
+            switched,
+        })));
+    }
     let no_body = req.method == Method::HEAD || status == 204 || status == 304;
     let body = if no_body {
         Framing::Length(0)
@@ -434,6 +496,7 @@ fn parse_response(
         dechunk,
         backend_keep,
         client_keep,
+        switched: false,
     })))
 }
 
@@ -728,7 +791,7 @@ impl H1 {
     /// Serves one request: head, authorization, backend exchange, response.
     async fn one<IO>(&mut self, io: &mut Io<IO>, shutdown: &watch::Receiver<bool>) -> Next
     where
-        IO: AsyncRead + AsyncWrite + Unpin,
+        IO: AsyncRead + AsyncWrite + ReadReady + Unpin,
     {
         let req = match self.read_head(io, shutdown).await {
             Ok(r) => r,
@@ -811,6 +874,9 @@ impl H1 {
 
         self.st
             .access(&req.method, &self.path, "allow", "", head.status, start);
+        if head.switched {
+            return self.switch(io, be, head.len).await;
+        }
         // The client's head and the body bytes already here go out in one write.
         self.bpos += head.len;
         let mut rbody = head.body;
@@ -944,6 +1010,43 @@ impl H1 {
                 }
             }
         }
+    }
+
+    /// After `101 Switching Protocols`: the client gets the head and whatever the backend sent
+    /// after it, the backend gets what the client sent after its request, then bytes are
+    /// relayed both ways until both sides closed or nothing moved for the idle timeout.
+    async fn switch<IO>(&mut self, io: &mut Io<IO>, mut be: BackendStream, head_len: usize) -> Next
+    where
+        IO: AsyncRead + AsyncWrite + ReadReady + Unpin,
+    {
+        self.wbuf
+            .extend_from_slice(&self.bbuf[self.bpos + head_len..self.bend]);
+        let out = std::mem::take(&mut self.wbuf);
+        if self.write_client(io, &out).await.is_err() {
+            return Next::Abort;
+        }
+        let early = &self.cbuf[self.cpos..self.cend];
+        if !early.is_empty() {
+            let sent = self.clock.run(&self.st, None, be.write_all(early)).await;
+            if sent.is_err() {
+                return Next::Abort;
+            }
+        }
+        // Only the TLS session and the backend socket are held while relaying.
+        self.park();
+        self.bpos = 0;
+        self.bend = 0;
+        let idle = Duration::from_millis(self.clock.idle_ms);
+        match crate::copy::relay(io, &mut be, idle).await {
+            Ok(r) if r.idle_timeout => {
+                tracing::debug!(listener = %self.st.ctx.name, "closing idle upgraded connection");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(listener = %self.st.ctx.name, error = %e, "upgraded connection ended with an error");
+            }
+        }
+        Next::Abort
     }
 
     async fn deny<IO>(&mut self, io: &mut Io<IO>, req: &ReqHead, start: Instant, keep: bool) -> Next

@@ -213,12 +213,17 @@ pub fn support(file: &str) -> PathBuf {
 
 /// python3 with the `h2` package, or a failure that says how to get it.
 pub fn python_h2() -> PathBuf {
+    python_with("h2")
+}
+
+/// python3 with the package `module` (from PyPI), or a failure that says how to get it.
+pub fn python_with(module: &str) -> PathBuf {
     let py = require_tool("python3", "python3");
-    let ok = run(Command::new(&py).args(["-c", "import h2"])).success();
+    let ok = run(Command::new(&py).args(["-c", &format!("import {module}")])).success();
     assert!(
         ok,
-        "the Python package `h2` is required by this test: `python3 -m pip install h2` \
-         (scripts/test-all installs it)"
+        "the Python package `{module}` is required by this test: `python3 -m pip install \
+         {module}` (scripts/test-all installs it)"
     );
     py
 }

@@ -99,7 +99,23 @@ async fn backend_conn(mut c: TcpStream, seen: Seen) {
             Vec::new()
         };
         let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+        let upgrade = lower.contains("upgrade: websocket");
         seen.lock().unwrap().push((head, body.clone()));
+        if path == "/ws" && upgrade {
+            // switch, greet, then echo until the client closes its side
+            let hi = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nx-ws: 1\r\n\r\nhello";
+            if c.write_all(hi).await.is_err() || c.write_all(&buf).await.is_err() {
+                return;
+            }
+            let mut b = [0u8; 4096];
+            while let Ok(n) = c.read(&mut b).await {
+                if n == 0 || c.write_all(&b[..n]).await.is_err() {
+                    break;
+                }
+            }
+            let _ = c.shutdown().await;
+            return;
+        }
         let resp: Vec<u8> = match path.as_str() {
             "/chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n".to_vec(),
             "/close" => b"HTTP/1.1 200 OK\r\n\r\nuntil close".to_vec(),
@@ -107,6 +123,7 @@ async fn backend_conn(mut c: TcpStream, seen: Seen) {
             "/304" => b"HTTP/1.1 304 Not Modified\r\ncontent-length: 99\r\n\r\n".to_vec(),
             "/info" => b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
             "/last" => b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nlast".to_vec(),
+            "/rogue101" => b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec(),
             _ => {
                 let mut r = format!(
                     "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nkeep-alive: timeout=5\r\nconnection: keep-alive, x-hop\r\nx-hop: 1\r\n\r\n",
@@ -609,4 +626,88 @@ async fn a_parked_connection_wakes_up_and_reuses_its_backend_connection() {
         assert_eq!(s, 200);
     }
     assert_eq!(accepts.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_authorized_then_relayed_both_ways() {
+    let (b, seen) = backend().await;
+    let routes = Routes {
+        routes: vec![
+            Route {
+                prefix: "/admin".to_owned(),
+                methods: Vec::new(),
+                policy: Policy::parse(&["spiffe://example.org/bob"]).unwrap(),
+                deny_other_methods: true,
+            },
+            Route {
+                prefix: "/".to_owned(),
+                methods: Vec::new(),
+                policy: Policy::parse(&["spiffe://example.org/*"]).unwrap(),
+                deny_other_methods: true,
+            },
+        ],
+        ..Routes::default()
+    };
+    let p = proxy(b, routes).await;
+    // the upgrade request and the first frame bytes in one write
+    let mut c = connect(&p).await;
+    c.write_all(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\nearly")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let h = read_until(&mut c, &mut buf, b"\r\n\r\n").await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..h]).to_ascii_lowercase();
+    buf.drain(..h);
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    assert!(
+        head.contains("upgrade: websocket") && head.contains("connection: upgrade"),
+        "{head}"
+    );
+    assert!(head.contains("x-ws: 1"), "{head}");
+    // the backend's greeting, then the echo of what was sent with the request
+    read_until(&mut c, &mut buf, b"helloearly").await.unwrap();
+    buf.clear();
+    c.write_all(b"ping").await.unwrap();
+    read_until(&mut c, &mut buf, b"ping").await.unwrap();
+    let sent = seen.lock().unwrap()[0].0.to_ascii_lowercase();
+    assert!(
+        sent.contains("upgrade: websocket") && sent.contains("connection: upgrade"),
+        "{sent}"
+    );
+    assert!(sent.contains("sec-websocket-version: 13"), "{sent}");
+    assert!(
+        sent.contains("x-client-identity: spiffe://example.org/alice"),
+        "{sent}"
+    );
+    // the client's half-close reaches the backend, which closes: the client sees the end
+    c.shutdown().await.unwrap();
+    assert!(closed(&mut c).await);
+
+    // an upgrade on a denied route is refused like any request
+    let mut c = connect(&p).await;
+    let (s, _, _) = ask(
+        &mut c,
+        &mut buf,
+        b"GET /admin/ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await;
+    assert_eq!(s, 403);
+    // h2c is never passed on: the request goes as a plain GET
+    let before = seen.lock().unwrap().len();
+    let mut c = connect(&p).await;
+    let (s, _, _) = ask(&mut c, &mut buf, b"GET /plain HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n").await;
+    assert_eq!(s, 200);
+    let sent = seen.lock().unwrap()[before].0.to_ascii_lowercase();
+    assert!(
+        !sent.contains("upgrade") && !sent.contains("http2-settings"),
+        "{sent}"
+    );
+    // a 101 nobody asked for is a bad response
+    let (s, _, _) = ask(
+        &mut c,
+        &mut buf,
+        b"GET /rogue101 HTTP/1.1\r\nHost: h\r\n\r\n",
+    )
+    .await;
+    assert_eq!(s, 502);
 }
