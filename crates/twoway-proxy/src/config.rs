@@ -54,6 +54,12 @@ pub struct ServerListenerConfig {
     pub crl: Vec<String>,
     /// Seconds between fetches of CRL URLs (default 300).
     pub crl_refresh_secs: Option<f64>,
+    /// What a CRL past its `nextUpdate` does: `"refuse"` (default) refuses the certificates
+    /// of its issuer once `crl_stale_grace_secs` have passed since `nextUpdate`, warning
+    /// until then; `"warn"` keeps accepting them, with a warning in the log.
+    pub crl_stale: Option<String>,
+    /// Seconds after a CRL's `nextUpdate` before `crl_stale = "refuse"` refuses (default 3600).
+    pub crl_stale_grace_secs: Option<f64>,
     /// Get the certificate from a twoway CA instead of files: an agent inside the proxy
     /// enrolls with a one-time token, keeps the key in memory and renews it before expiry.
     pub enroll: Option<EnrollConfig>,
@@ -269,6 +275,12 @@ pub struct ClientListenerConfig {
     pub crl: Vec<String>,
     /// Seconds between fetches of CRL URLs (default 300).
     pub crl_refresh_secs: Option<f64>,
+    /// What a CRL past its `nextUpdate` does: `"refuse"` (default) refuses the certificates
+    /// of its issuer once `crl_stale_grace_secs` have passed since `nextUpdate`, warning
+    /// until then; `"warn"` keeps accepting them, with a warning in the log.
+    pub crl_stale: Option<String>,
+    /// Seconds after a CRL's `nextUpdate` before `crl_stale = "refuse"` refuses (default 3600).
+    pub crl_stale_grace_secs: Option<f64>,
     /// Name to verify in the server certificate and send as SNI (default: the target host).
     pub server_name: Option<String>,
     /// Identity rules the server certificate must match (e.g. `spiffe://…/ns/prod/sa/api`).
@@ -409,6 +421,17 @@ pub enum CrlSource {
     File(PathBuf),
     /// An `http://` URL, fetched on an interval.
     Url(String),
+}
+
+fn stale_crl(policy: Option<&str>, grace: Option<f64>) -> Result<twoway_tls::StaleCrl, ProxyError> {
+    let grace = secs("crl_stale_grace_secs", grace, 3600.0)?;
+    match policy.unwrap_or("refuse") {
+        "refuse" => Ok(twoway_tls::StaleCrl::Refuse { grace }),
+        "warn" => Ok(twoway_tls::StaleCrl::Warn),
+        other => Err(ProxyError::Config(format!(
+            "crl_stale = {other:?}: use \"refuse\" (the default) or \"warn\""
+        ))),
+    }
 }
 
 fn parse_crls(items: &[String]) -> Result<Vec<CrlSource>, ProxyError> {
@@ -622,6 +645,8 @@ pub struct ServerSpec {
     pub crls: Vec<CrlSource>,
     /// CRL URL refresh interval.
     pub crl_refresh: Duration,
+    /// What a CRL past its `nextUpdate` does.
+    pub stale_crl: twoway_tls::StaleCrl,
     /// Enrollment with a twoway CA, which then provides the certificate and key.
     pub enroll: Option<EnrollSpec>,
     /// Listener rules.
@@ -665,6 +690,8 @@ pub struct ClientSpec {
     pub crls: Vec<CrlSource>,
     /// CRL URL refresh interval.
     pub crl_refresh: Duration,
+    /// What a CRL past its `nextUpdate` does.
+    pub stale_crl: twoway_tls::StaleCrl,
     /// Rules for the server identity.
     pub policy: Policy,
     /// TLS options.
@@ -784,6 +811,7 @@ impl ServerListenerConfig {
             client_ca,
             crls: parse_crls(&self.crl)?,
             crl_refresh: secs("crl_refresh_secs", self.crl_refresh_secs, 300.0)?,
+            stale_crl: stale_crl(self.crl_stale.as_deref(), self.crl_stale_grace_secs)?,
             enroll,
             policy: parse_policy(&name, "allow", &self.allow)?,
             http: self.http,
@@ -847,6 +875,7 @@ impl ClientListenerConfig {
             enroll,
             crls: parse_crls(&self.crl)?,
             crl_refresh: secs("crl_refresh_secs", self.crl_refresh_secs, 300.0)?,
+            stale_crl: stale_crl(self.crl_stale.as_deref(), self.crl_stale_grace_secs)?,
             policy: parse_policy(&name, "expect_server", &self.expect_server)?,
             tls: twoway_tls::TlsOptions {
                 tls12: self.tls12,

@@ -36,6 +36,7 @@ pub struct ListenerMetrics {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     cert_not_after: AtomicI64,
+    crl_next_update: std::sync::Mutex<Vec<(String, i64)>>,
     http_status: [AtomicU64; 5],
     http_denied: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
@@ -59,6 +60,7 @@ impl ListenerMetrics {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             cert_not_after: AtomicI64::new(0),
+            crl_next_update: std::sync::Mutex::new(Vec::new()),
             http_status: std::array::from_fn(|_| AtomicU64::new(0)),
             http_denied: AtomicU64::new(0),
             latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -112,6 +114,13 @@ impl ListenerMetrics {
     /// Records the notAfter of the listener's own certificate.
     pub fn set_cert_not_after(&self, unix: i64) {
         self.cert_not_after.store(unix, Relaxed);
+    }
+
+    /// Each CRL's source and `nextUpdate` (Unix time), after a load or reload.
+    pub fn set_crl_next_update(&self, crls: Vec<(String, i64)>) {
+        if let Ok(mut v) = self.crl_next_update.lock() {
+            *v = crls;
+        }
     }
 
     /// An HTTP request finished with `status` after `elapsed`.
@@ -306,6 +315,22 @@ impl Metrics {
                 l.mode,
                 l.cert_not_after.load(Relaxed) - now
             );
+        }
+        let _ = writeln!(o, "# HELP twoway_proxy_crl_next_update_seconds Seconds until each CRL's nextUpdate (negative: stale).\n# TYPE twoway_proxy_crl_next_update_seconds gauge");
+        for l in &listeners {
+            let Ok(crls) = l.crl_next_update.lock() else {
+                continue;
+            };
+            for (source, next) in crls.iter() {
+                let _ = writeln!(
+                    o,
+                    "twoway_proxy_crl_next_update_seconds{{listener=\"{}\",mode=\"{}\",crl=\"{}\"}} {}",
+                    l.name,
+                    l.mode,
+                    escape_label(source),
+                    next - now
+                );
+            }
         }
         let _ = writeln!(o, "# HELP twoway_proxy_bytes_total Bytes relayed, by direction.\n# TYPE twoway_proxy_bytes_total counter");
         for l in &listeners {

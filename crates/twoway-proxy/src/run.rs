@@ -127,6 +127,7 @@ impl Proxy {
             let (st, fingerprint) = state::load_server(spec, &crl_cache)?;
             let m = metrics.listener(&spec.name, if spec.http { "http" } else { "tcp" });
             m.set_cert_not_after(st.not_after);
+            m.set_crl_next_update(st.crl_next_update.clone());
             servers.push(LoadedServer {
                 spec: spec.clone(),
                 state: Arc::new(Reloadable::new(st)),
@@ -150,6 +151,7 @@ impl Proxy {
             let (st, fingerprint) = state::load_client(spec, &crl_cache)?;
             let m = metrics.listener(&spec.name, "client");
             m.set_cert_not_after(st.not_after);
+            m.set_crl_next_update(st.crl_next_update.clone());
             clients.push(LoadedClient {
                 spec: spec.clone(),
                 state: Arc::new(Reloadable::new(st)),
@@ -417,6 +419,7 @@ impl Reloader {
                     Ok((st, fp)) => {
                         s.fingerprint = fp;
                         s.metrics.set_cert_not_after(st.not_after);
+                        s.metrics.set_crl_next_update(st.crl_next_update.clone());
                         s.state.store(st);
                         s.metrics.reload(true);
                         last_errors.remove(&s.spec.name);
@@ -445,6 +448,7 @@ impl Reloader {
                     Ok((st, fp)) => {
                         c.fingerprint = fp;
                         c.metrics.set_cert_not_after(st.not_after);
+                        c.metrics.set_crl_next_update(st.crl_next_update.clone());
                         c.state.store(st);
                         c.metrics.reload(true);
                         last_errors.remove(&c.spec.name);

@@ -26,6 +26,8 @@ pub struct ServerState {
     pub routes: Routes,
     /// notAfter of our certificate.
     pub not_after: i64,
+    /// Each CRL's source and `nextUpdate` (Unix time).
+    pub crl_next_update: Vec<(String, i64)>,
 }
 
 /// What a client listener needs per connection; swapped whole on reload.
@@ -35,6 +37,8 @@ pub struct ClientState {
     pub tls: Arc<rustls::ClientConfig>,
     /// notAfter of our certificate.
     pub not_after: i64,
+    /// Each CRL's source and `nextUpdate` (Unix time).
+    pub crl_next_update: Vec<(String, i64)>,
 }
 
 /// The last bytes fetched from each CRL URL.
@@ -150,6 +154,19 @@ impl Inputs {
         })
     }
 
+    /// Each CRL's source and `nextUpdate`, for the metrics.
+    fn crl_next_update(&self) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        for (name, bytes) in &self.crls {
+            for der in twoway_tls::parse_crls(name, bytes).unwrap_or_default() {
+                if let Some(t) = twoway_tls::crl_next_update(&der) {
+                    out.push((name.clone(), t));
+                }
+            }
+        }
+        out
+    }
+
     fn fingerprint(&self, extra: &str) -> [u8; 32] {
         let mut h = Sha256::new();
         for part in [&self.cert, &*self.key, &self.ca] {
@@ -170,6 +187,7 @@ impl Inputs {
         listener: &str,
         ca_path: &Path,
         policy: &twoway_tls::Policy,
+        stale_crl: twoway_tls::StaleCrl,
     ) -> Result<(Credentials, PeerAuth), ProxyError> {
         let tls = |source| ProxyError::Tls {
             listener: listener.to_owned(),
@@ -193,6 +211,7 @@ impl Inputs {
                 trust,
                 crls,
                 policy: policy.clone(),
+                stale_crl,
             },
         ))
     }
@@ -255,7 +274,10 @@ fn server_inputs(spec: &ServerSpec, cache: &CrlCache) -> Result<(Inputs, [u8; 32
         cache,
         memory(spec.enroll.as_ref()),
     )?;
-    let fp = inputs.fingerprint(&format!("{:?}{:?}", spec.policy, spec.routes));
+    let fp = inputs.fingerprint(&format!(
+        "{:?}{:?}{:?}",
+        spec.policy, spec.routes, spec.stale_crl
+    ));
     Ok((inputs, fp))
 }
 
@@ -266,7 +288,7 @@ pub fn load_server(
 ) -> Result<(ServerState, [u8; 32]), ProxyError> {
     let (inputs, fp) = server_inputs(spec, cache)?;
     let (creds, auth) = inputs
-        .peer_auth(&spec.name, &spec.client_ca, &spec.policy)
+        .peer_auth(&spec.name, &spec.client_ca, &spec.policy, spec.stale_crl)
         .map_err(|e| name_files(e, &spec.cert, &spec.key))?;
     let tls =
         twoway_tls::server_config(&creds, &auth, &spec.tls).map_err(|source| ProxyError::Tls {
@@ -278,6 +300,7 @@ pub fn load_server(
             tls,
             routes: spec.routes.clone(),
             not_after: creds.not_after_unix(),
+            crl_next_update: inputs.crl_next_update(),
         },
         fp,
     ))
@@ -299,7 +322,7 @@ fn client_inputs(spec: &ClientSpec, cache: &CrlCache) -> Result<(Inputs, [u8; 32
         cache,
         memory(spec.enroll.as_ref()),
     )?;
-    let fp = inputs.fingerprint(&format!("{:?}", spec.policy));
+    let fp = inputs.fingerprint(&format!("{:?}{:?}", spec.policy, spec.stale_crl));
     Ok((inputs, fp))
 }
 
@@ -310,7 +333,7 @@ pub fn load_client(
 ) -> Result<(ClientState, [u8; 32]), ProxyError> {
     let (inputs, fp) = client_inputs(spec, cache)?;
     let (creds, auth) = inputs
-        .peer_auth(&spec.name, &spec.server_ca, &spec.policy)
+        .peer_auth(&spec.name, &spec.server_ca, &spec.policy, spec.stale_crl)
         .map_err(|e| name_files(e, &spec.cert, &spec.key))?;
     let tls =
         twoway_tls::client_config(&creds, &auth, &spec.tls).map_err(|source| ProxyError::Tls {
@@ -321,6 +344,7 @@ pub fn load_client(
         ClientState {
             tls,
             not_after: creds.not_after_unix(),
+            crl_next_update: inputs.crl_next_update(),
         },
         fp,
     ))

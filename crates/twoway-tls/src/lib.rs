@@ -39,7 +39,9 @@ pub use material::{parse_certificates, parse_crls, parse_private_key, Credential
 pub use reason::Reason;
 pub use rules::{Decision, Policy, Rule};
 pub use signatures::ProviderSignatures;
-pub use verifier::{ClientVerifier, PeerAuth, ServerVerifier, UnauthenticatedServer};
+pub use verifier::{
+    crl_next_update, ClientVerifier, PeerAuth, ServerVerifier, StaleCrl, UnauthenticatedServer,
+};
 
 /// A value that readers load (cheaply, without locks) and a reloader replaces as a whole.
 ///

@@ -18,6 +18,8 @@ pub enum Reason {
     NotYetValid,
     /// The certificate is revoked by a CRL.
     Revoked,
+    /// The CRL of the certificate's issuer is past its `nextUpdate` (and grace).
+    StaleCrl,
     /// The extended key usage does not allow this use (e.g. serverAuth-only as a client).
     BadEku,
     /// A CA certificate was presented as an end entity.
@@ -52,6 +54,7 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::NotYetValid => "not_yet_valid",
             Reason::Revoked => "revoked",
+            Reason::StaleCrl => "stale_crl",
             Reason::BadEku => "bad_eku",
             Reason::CaAsLeaf => "ca_as_leaf",
             Reason::Denied => "denied",
@@ -67,13 +70,14 @@ impl Reason {
     }
 
     /// Every reason, for pre-declaring metric series.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::NoClientCert,
         Reason::UnknownCa,
         Reason::BadSignature,
         Reason::Expired,
         Reason::NotYetValid,
         Reason::Revoked,
+        Reason::StaleCrl,
         Reason::BadEku,
         Reason::CaAsLeaf,
         Reason::Denied,
@@ -101,6 +105,8 @@ impl Reason {
                     Reason::NotYetValid
                 }
                 CertificateError::Revoked => Reason::Revoked,
+                CertificateError::ExpiredRevocationList
+                | CertificateError::ExpiredRevocationListContext { .. } => Reason::StaleCrl,
                 CertificateError::InvalidPurpose
                 | CertificateError::InvalidPurposeContext { .. } => Reason::BadEku,
                 CertificateError::ApplicationVerificationFailure => Reason::Denied,

@@ -25,6 +25,102 @@ pub struct PeerAuth {
     pub crls: Vec<CertificateRevocationListDer<'static>>,
     /// Identity rules applied after the chain verified; empty allows every verified peer.
     pub policy: Policy,
+    /// What a CRL past its `nextUpdate` does to the certificates of its issuer.
+    pub stale_crl: StaleCrl,
+}
+
+/// What a verifier does with a CRL whose `nextUpdate` has passed (it may miss revocations
+/// made since): applies to the certificates of that CRL's issuer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StaleCrl {
+    /// Refuse them once `nextUpdate` plus `grace` has passed (`ExpiredRevocationList`,
+    /// reason `stale_crl`); before that, accept with a warning.
+    Refuse {
+        /// Time after `nextUpdate` during which the CRL is still used, with a warning.
+        grace: std::time::Duration,
+    },
+    /// Accept them, with a warning in the log (at most once a minute per verifier).
+    Warn,
+}
+
+impl Default for StaleCrl {
+    /// Refuse one hour after `nextUpdate`.
+    fn default() -> Self {
+        StaleCrl::Refuse {
+            grace: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The `nextUpdate` of a CRL (Unix seconds), if it has one and parses.
+pub fn crl_next_update(crl: &CertificateRevocationListDer<'_>) -> Option<i64> {
+    let (_, parsed) = x509_parser::parse_x509_crl(crl.as_ref()).ok()?;
+    parsed.next_update().map(|t| t.timestamp())
+}
+
+/// The CRLs' issuers and `nextUpdate`s, checked on every handshake.
+#[derive(Debug)]
+struct StaleCheck {
+    policy: StaleCrl,
+    /// (issuer name DER, nextUpdate, position in the CRL list)
+    windows: Vec<(Vec<u8>, i64, usize)>,
+    /// When the last warning was logged (Unix seconds).
+    warned: std::sync::atomic::AtomicI64,
+}
+
+impl StaleCheck {
+    fn new(auth: &PeerAuth) -> Self {
+        let windows = auth
+            .crls
+            .iter()
+            .enumerate()
+            .filter_map(|(i, der)| {
+                let (_, crl) = x509_parser::parse_x509_crl(der.as_ref()).ok()?;
+                let next = crl.next_update()?.timestamp();
+                Some((crl.issuer().as_raw().to_vec(), next, i))
+            })
+            .collect();
+        Self {
+            policy: auth.stale_crl,
+            windows,
+            warned: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
+    }
+
+    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        if self.windows.is_empty() {
+            return Ok(());
+        }
+        let now = UnixTime::now().as_secs() as i64;
+        if self.windows.iter().all(|w| w.1 >= now) {
+            return Ok(());
+        }
+        let (_, leaf) = x509_parser::parse_x509_certificate(end_entity.as_ref())
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let issuer = leaf.issuer().as_raw();
+        for (name, next, i) in &self.windows {
+            if name.as_slice() != issuer || *next >= now {
+                continue;
+            }
+            if let StaleCrl::Refuse { grace } = self.policy {
+                if now > next.saturating_add(grace.as_secs() as i64) {
+                    return Err(rustls::Error::InvalidCertificate(
+                        CertificateError::ExpiredRevocationList,
+                    ));
+                }
+            }
+            let last = self.warned.load(std::sync::atomic::Ordering::Relaxed);
+            if now.saturating_sub(last) >= 60 {
+                self.warned.store(now, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(
+                    crl = i,
+                    stale_for_secs = now - next,
+                    "a CRL is past its nextUpdate and still used: publish a fresh one"
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 impl PeerAuth {
@@ -34,6 +130,7 @@ impl PeerAuth {
             trust,
             crls: Vec::new(),
             policy: Policy::allow_all(),
+            stale_crl: StaleCrl::default(),
         }
     }
 }
@@ -106,6 +203,7 @@ fn verifier_error(e: impl std::fmt::Display) -> Error {
 pub struct ClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     rules: RuleCheck,
+    stale: StaleCheck,
 }
 
 impl ClientVerifier {
@@ -120,6 +218,7 @@ impl ClientVerifier {
         Ok(Self {
             inner,
             rules: RuleCheck::new(auth),
+            stale: StaleCheck::new(auth),
         })
     }
 }
@@ -146,6 +245,7 @@ impl ClientCertVerifier for ClientVerifier {
         let ok = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
+        self.stale.check(end_entity)?;
         self.rules.check("client", end_entity, intermediates)?;
         Ok(ok)
     }
@@ -159,6 +259,7 @@ impl ClientCertVerifier for ClientVerifier {
 pub struct ServerVerifier {
     inner: Arc<rustls::client::WebPkiServerVerifier>,
     rules: RuleCheck,
+    stale: StaleCheck,
 }
 
 impl ServerVerifier {
@@ -176,6 +277,7 @@ impl ServerVerifier {
         Ok(Self {
             inner,
             rules: RuleCheck::new(auth),
+            stale: StaleCheck::new(auth),
         })
     }
 }
@@ -196,6 +298,7 @@ impl ServerCertVerifier for ServerVerifier {
             ocsp_response,
             now,
         )?;
+        self.stale.check(end_entity)?;
         self.rules.check("server", end_entity, intermediates)?;
         Ok(ok)
     }

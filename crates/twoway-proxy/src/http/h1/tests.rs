@@ -157,6 +157,7 @@ async fn proxy(backend: SocketAddr, routes: Routes) -> Proxy {
         tls: tls_config(),
         routes,
         not_after: 0,
+        crl_next_update: Vec::new(),
     }));
     let ctx = Arc::new(
         HttpCtx::new(
