@@ -2,7 +2,6 @@
 //! keys, and the inventory database.
 
 use crate::config::{CaConfig, CaSection};
-use crate::files::StagedFiles;
 use crate::{Error, Result};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -11,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
+use twoway_files::StagedFiles;
 use twoway_pki::{
     build_crl, build_intermediate, build_leaf, build_root, der_to_pem, parse_certificates,
     parse_duration, CaSigner, CertInfo, Issued, KeyType, LeafSpec, NameConstraints, NamePolicy,
@@ -151,7 +151,7 @@ impl std::fmt::Debug for Ca {
 }
 
 fn ensure_private_dir(dir: &Path) -> Result<()> {
-    crate::files::create_private_dir_all(dir)?;
+    twoway_files::create_private_dir_all(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .map_err(Error::io("cannot set permissions on", dir))
 }
@@ -300,7 +300,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
         }
         Ok(())
     };
-    if let Err(e) = record().and_then(|_| staged.commit()) {
+    if let Err(e) = record().and_then(|_| staged.commit().map_err(Error::from)) {
         for suffix in ["", "-wal", "-shm"] {
             let _ = fs::remove_file(dir.join(format!("{}{suffix}", layout::DATABASE)));
         }

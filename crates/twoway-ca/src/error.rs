@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-/// What can go wrong running the CA. The CLI maps the kind to an exit code and the
-/// (future) HTTP API maps it to a status; the CA itself knows neither.
+/// What can go wrong running the CA. The CLI maps the kind to an exit code and
+/// `twoway-server` maps it to an HTTP status; the CA itself knows neither.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -37,14 +37,9 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
-    /// An output file exists and overwriting was not asked for.
-    #[error(
-        "{0} already exists: choose another --out directory, or pass --force to replace the files"
-    )]
-    OutputExists(PathBuf),
-    /// An output directory any user may write to (and so replace what is written there).
-    #[error("{0} can be written by any user, who could replace the key or certificates written there: `chmod o-w {0}`, or choose a private directory")]
-    UnsafeDirectory(PathBuf),
+    /// Writing an output file failed, or it exists already.
+    #[error(transparent)]
+    Files(#[from] twoway_files::Error),
     /// A request that the CA refuses for a reason of its own.
     #[error("{0}")]
     Refused(String),
@@ -91,9 +86,9 @@ impl Error {
             Error::Store(S::NotFound(_) | S::Ambiguous(_)) => ErrorKind::NotFound,
             Error::Store(S::Duplicate(_) | S::AlreadyRevoked(_)) => ErrorKind::Conflict,
             Error::NoCa(_) => ErrorKind::NotFound,
-            Error::CaExists(_) | Error::OutputExists(_) | Error::UnsafeDirectory(_) => {
-                ErrorKind::Conflict
-            }
+            Error::CaExists(_) => ErrorKind::Conflict,
+            Error::Files(twoway_files::Error::Io { .. }) => ErrorKind::Io,
+            Error::Files(_) => ErrorKind::Conflict,
             Error::Config { .. } => ErrorKind::Config,
             Error::Io { .. } => ErrorKind::Io,
             Error::Store(S::TokenUnknown) => ErrorKind::Unauthenticated,

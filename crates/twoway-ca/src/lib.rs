@@ -5,14 +5,14 @@
 //! [`Ca::open`] opens it for reading the inventory and audit log, and [`Ca::unlock`] loads the
 //! intermediate key so that [`Ca::issue`], [`Ca::revoke`] and [`Ca::crl`] can sign. Every
 //! issuance is recorded, with its audit entry, before the certificate is returned.
-//! [`files`] writes outputs crash-safely. The crate knows nothing of HTTP or the CLI.
+//! Outputs are written crash-safely by `twoway-files`. The crate knows nothing of HTTP or
+//! the CLI.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod ca;
 mod config;
 mod error;
-pub mod files;
 mod online;
 mod renewal;
 

@@ -8,7 +8,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use time::OffsetDateTime;
-use twoway_ca::{files, Ca, InitOptions};
+use twoway_ca::{Ca, InitOptions};
+use twoway_files as files;
 use twoway_pki::{parse_duration, KeyType};
 use zeroize::Zeroizing;
 

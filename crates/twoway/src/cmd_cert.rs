@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use time::OffsetDateTime;
-use twoway_ca::files::StagedFiles;
 use twoway_ca::{Ca, IssueRequest};
+use twoway_files::{Credentials, StagedFiles};
 use twoway_pki::{parse_duration, CertInfo, KeyType, PrivateKey, Profile, Reason, San};
 use twoway_store::{CertQuery, CertRecord};
 
@@ -306,22 +306,14 @@ fn parse_ttl(ttl: &Option<String>) -> Result<Option<time::Duration>> {
 }
 
 fn check_outputs(dir: &Path, names: &[&str], force: bool) -> Result<()> {
-    if force {
-        return Ok(());
-    }
-    for n in names {
-        let p = dir.join(n);
-        if p.exists() {
-            return Err(twoway_ca::Error::OutputExists(p).into());
-        }
-    }
-    Ok(())
+    Ok(twoway_files::check_absent(dir, names, force)?)
 }
 
 /// Generates a key, stages it in `out` (so an unwritable directory fails before anything is
 /// recorded), issues and records the certificate, then writes every file atomically.
 pub fn issue_to_dir(ca: &Ca, p: IssueParams, out: &Path, force: bool) -> Result<CertInfo> {
-    check_outputs(out, &["cert.pem", "chain.pem", "key.pem", "ca.pem"], force)?;
+    use twoway_files::{CA, CERT, CHAIN, KEY};
+    check_outputs(out, &[CERT, CHAIN, KEY, CA], force)?;
     let req = IssueRequest {
         profile: p.profile,
         sans: p.sans,
@@ -338,18 +330,13 @@ pub fn issue_to_dir(ca: &Ca, p: IssueParams, out: &Path, force: bool) -> Result<
         output::progress(&format!("generating a {} key…", p.key_type));
     }
     let key = PrivateKey::generate(p.key_type)?;
-    let mut staged = StagedFiles::new(out)?;
-    staged.stage("key.pem", key.to_pem(None)?.as_bytes(), 0o600)?;
-    staged.stage("ca.pem", ca.root_pem().as_bytes(), 0o644)?;
+    let mut files = Credentials::new(out)?;
+    files.key(&key.to_pem(None)?)?;
+    files.ca(ca.root_pem())?;
     let issued = ca.issue(&req, &key.public_key_der(), "cert.issue")?;
     let cert = issued.pem();
-    staged.stage("cert.pem", cert.as_bytes(), 0o644)?;
-    staged.stage(
-        "chain.pem",
-        format!("{cert}{}", ca.intermediate_pem()).as_bytes(),
-        0o644,
-    )?;
-    staged.commit()?;
+    files.certificate(&cert, &format!("{cert}{}", ca.intermediate_pem()))?;
+    files.commit()?;
     Ok(issued.info)
 }
 
@@ -420,15 +407,19 @@ pub fn run(cmd: CertCommand) -> Result<ExitCode> {
         }
         CertCommand::Csr(a) => {
             let sans = parse_sans(&a.names.sans)?;
-            check_outputs(&a.out, &["key.pem", "csr.pem"], a.force)?;
+            check_outputs(&a.out, &[twoway_files::KEY, "csr.pem"], a.force)?;
             if a.key_type.is_rsa() {
                 output::progress(&format!("generating a {} key…", a.key_type));
             }
             let key = PrivateKey::generate(a.key_type)?;
             let csr = twoway_pki::create_csr(&key, &sans, a.names.cn.as_deref())?;
             let mut staged = StagedFiles::new(&a.out)?;
-            staged.stage("key.pem", key.to_pem(None)?.as_bytes(), 0o600)?;
-            staged.stage("csr.pem", csr.as_bytes(), 0o644)?;
+            staged.stage(
+                twoway_files::KEY,
+                key.to_pem(None)?.as_bytes(),
+                twoway_files::KEY_MODE,
+            )?;
+            staged.stage("csr.pem", csr.as_bytes(), twoway_files::PUBLIC_MODE)?;
             staged.commit()?;
             let d = a.out.display();
             let profile = suggested_profile(&sans);
@@ -461,9 +452,10 @@ pub fn run(cmd: CertCommand) -> Result<ExitCode> {
             ca.check_request(&req)?;
             let mut staged = match &a.out {
                 Some(dir) => {
-                    check_outputs(dir, &["cert.pem", "chain.pem", "ca.pem"], a.force)?;
-                    let mut s = StagedFiles::new(dir)?;
-                    s.stage("ca.pem", ca.root_pem().as_bytes(), 0o644)?;
+                    use twoway_files::{CA, CERT, CHAIN};
+                    check_outputs(dir, &[CERT, CHAIN, CA], a.force)?;
+                    let mut s = Credentials::new(dir)?;
+                    s.ca(ca.root_pem())?;
                     Some(s)
                 }
                 None => None,
@@ -472,10 +464,7 @@ pub fn run(cmd: CertCommand) -> Result<ExitCode> {
             let cert = issued.pem();
             let chain = format!("{cert}{}", ca.intermediate_pem());
             match staged.as_mut() {
-                Some(s) => {
-                    s.stage("cert.pem", cert.as_bytes(), 0o644)?;
-                    s.stage("chain.pem", chain.as_bytes(), 0o644)?;
-                }
+                Some(s) => s.certificate(&cert, &chain)?,
                 None => output::write_raw(chain.as_bytes())?,
             }
             if let Some(s) = staged {

@@ -192,6 +192,12 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 _ => exit::SOFTWARE,
             };
         }
+        if let Some(f) = cause.downcast_ref::<twoway_files::Error>() {
+            return match f {
+                twoway_files::Error::Io { .. } => exit::IOERR,
+                _ => exit::CANTCREAT,
+            };
+        }
         if let Some(s) = cause.downcast_ref::<twoway_store::Error>() {
             return match s {
                 twoway_store::Error::NotFound(_) | twoway_store::Error::Ambiguous(_) => {

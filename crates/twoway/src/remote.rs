@@ -180,7 +180,7 @@ fn sign(a: crate::cmd_cert::SignArgs, r: &RemoteOpts) -> Result<ExitCode> {
         }
     };
     if let Some(dir) = &a.out {
-        for f in ["cert.pem", "chain.pem", "ca.pem"] {
+        for f in [twoway_files::CERT, twoway_files::CHAIN, twoway_files::CA] {
             if dir.join(f).exists() && !a.force {
                 return Err(usage(format!(
                     "{} exists: use --force to replace it, or another --out",
@@ -189,7 +189,7 @@ fn sign(a: crate::cmd_cert::SignArgs, r: &RemoteOpts) -> Result<ExitCode> {
             }
         }
         // Fails now, before the CA records anything, if the files cannot be written.
-        twoway_ca::files::check_writable(&dir.join("cert.pem"))?;
+        twoway_files::check_writable(&dir.join(twoway_files::CERT))?;
     }
     let c = client(r)?;
     let resp = runtime()?.block_on(c.sign(&twoway_api::SignRequest {
@@ -202,10 +202,9 @@ fn sign(a: crate::cmd_cert::SignArgs, r: &RemoteOpts) -> Result<ExitCode> {
     match &a.out {
         None => output::write_raw(resp.chain.as_bytes())?,
         Some(dir) => {
-            let mut s = twoway_ca::files::StagedFiles::new(dir)?;
-            s.stage("ca.pem", resp.root.as_bytes(), 0o644)?;
-            s.stage("cert.pem", resp.certificate.as_bytes(), 0o644)?;
-            s.stage("chain.pem", resp.chain.as_bytes(), 0o644)?;
+            let mut s = twoway_files::Credentials::new(dir)?;
+            s.ca(&resp.root)?;
+            s.certificate(&resp.certificate, &resp.chain)?;
             s.commit()?;
             let d = dir.display();
             outln!(
