@@ -13,6 +13,16 @@ pub enum Error {
     /// Inventory problem.
     #[error(transparent)]
     Store(#[from] twoway_store::Error),
+    /// The inventory could not be opened.
+    #[error("cannot open the {engine} inventory {target}")]
+    Inventory {
+        /// `SQLite` or `PostgreSQL`.
+        engine: &'static str,
+        /// The file, or the URL without its password.
+        target: String,
+        /// Why.
+        source: twoway_store::Error,
+    },
     /// No CA at the directory.
     #[error("no CA in {0}: create one with `twoway ca init --ca-dir {0} --name \"Example Corp\"`, or point --ca-dir / TWOWAY_CA_DIR at an existing one")]
     NoCa(PathBuf),
@@ -99,7 +109,7 @@ impl Error {
             | Error::CertRevoked(..)
             | Error::BadProof(_) => ErrorKind::Unauthenticated,
             Error::Forbidden(_) => ErrorKind::Forbidden,
-            Error::Store(_) => ErrorKind::Internal,
+            Error::Store(_) | Error::Inventory { .. } => ErrorKind::Internal,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! twoway-ca: the certificate authority.
 //!
-//! A CA is a directory (see [`layout`]): `ca.toml` ([`CaConfig`]), the root and intermediate
+//! A CA is a directory (see [`layout`]): `ca.toml` ([`CaConfig`], parsed once into [`CaSettings`]), the root and intermediate
 //! certificates and keys, and the inventory ([`twoway_store::Store`]). [`init`] creates one;
 //! [`Ca::open`] opens it for reading the inventory and audit log, and [`Ca::unlock`] loads the
 //! intermediate key so that [`Ca::issue`], [`Ca::revoke`] and [`Ca::crl`] can sign. Every
@@ -15,6 +15,7 @@ mod config;
 mod error;
 mod online;
 mod renewal;
+mod settings;
 
 pub use ca::{init, layout, Ca, ImportOutcome, InitOptions, IssueRequest, Outcome, Unrecorded};
 pub use config::{CaConfig, CaSection, CrlConfig, ProfileConfig, RenewalSection, ServerSection};
@@ -24,3 +25,4 @@ pub use online::{
     RENEWED_BY_SERVER, SERVER_OWNER, TOKEN_PREFIX,
 };
 pub use renewal::{RenewedBy, OVERDUE_FRACTION};
+pub use settings::{Admins, BadAdmin, CaSettings, Database, ProfileSettings, ServerSettings};

@@ -181,18 +181,13 @@ pub fn open_ca(opts: &CaOpts, unlock: bool) -> Result<Ca> {
 }
 
 /// Opens the CA with the inventory at `database` (`sqlite://PATH`, `postgres://…`; default
-/// `[server] database`, else the directory's inventory.db).
+/// `[server] database`, else the directory's inventory.db: [`twoway_ca::Database::for_ca`]).
 pub fn open_ca_with(opts: &CaOpts, unlock: bool, database: Option<&str>) -> Result<Ca> {
-    let url = match database {
-        Some(d) => Some(d.to_string()),
-        None => twoway_ca::CaConfig::load(&opts.ca_dir.join(twoway_ca::layout::CONFIG))
-            .ok()
-            .and_then(|c| c.server.database),
-    };
-    let mut ca = match url {
-        None => Ca::open(&opts.ca_dir)?,
-        Some(u) => Ca::open_with_store(&opts.ca_dir, crate::cmd_serve::open_store(&u)?)?,
-    };
+    let database = database
+        .map(|d| d.parse::<twoway_ca::Database>())
+        .transpose()
+        .map_err(|e| usage(format!("--database {e}")))?;
+    let mut ca = Ca::open_with_database(&opts.ca_dir, database.as_ref())?;
     if unlock {
         let pass = opts
             .passphrase_file

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use twoway_ca::{Admins, BadAdmin};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -47,19 +48,20 @@ pub struct ServeArgs {
     server_cert_ttl: String,
 }
 
-/// `[server] admins` of `config` and the `--admin` flags, each once.
-fn admins_of(config: &twoway_ca::CaConfig, flags: &[String]) -> Vec<String> {
-    let mut all = config.server.admins.clone();
-    for a in flags {
-        if !all.contains(a) {
-            all.push(a.clone());
-        }
-    }
+/// `[server] admins` of `settings` and the `--admin` flags, each once.
+fn admins_of(settings: &twoway_ca::CaSettings, flags: &Admins) -> Admins {
+    let mut all = settings.server.admins.clone();
+    all.extend(flags);
     all
 }
 
+/// The entries, for people.
+fn admins_list(admins: &Admins) -> String {
+    admins.iter().collect::<Vec<_>>().join(", ")
+}
+
 /// The start-up line about administrators.
-fn admins_line(admins: &[String]) -> String {
+fn admins_line(admins: &Admins) -> String {
     if admins.is_empty() {
         "admins: none, so the admin API (tokens, listings, revoking any certificate, /v1/sign) \
          refuses every certificate; list one in [server] admins in ca.toml and send SIGHUP"
@@ -67,34 +69,23 @@ fn admins_line(admins: &[String]) -> String {
     } else {
         format!(
             "admins: {} (SIGHUP re-reads [server] admins in ca.toml)",
-            admins.join(", ")
+            admins_list(admins)
         )
     }
 }
 
 pub fn run(a: ServeArgs) -> Result<ExitCode> {
-    for adm in &a.admins {
-        match adm.strip_prefix("sha256:") {
-            Some(fp) if fp.len() == 64 && fp.chars().all(|c| c.is_ascii_hexdigit()) => {}
-            Some(_) => {
-                return Err(usage(format!(
-                    "--admin {adm:?}: a fingerprint is sha256:<64 hex digits>"
-                )))
-            }
-            None => {
-                adm.parse::<twoway_pki::San>()
-                    .map_err(|e| usage(format!("--admin: {e}")))?;
-            }
-        }
-    }
-    let database = a.database.clone();
-    let mut ca = open_ca_with(&a.ca, true, database.as_deref())?;
+    let flag_admins = Admins::parse(&a.admins).map_err(|e| match e {
+        BadAdmin::Fingerprint(adm) => usage(format!(
+            "--admin {adm:?}: a fingerprint is sha256:<64 hex digits>"
+        )),
+        BadAdmin::San(e) => usage(format!("--admin: {e}")),
+        _ => usage("--admin: not sha256:<hex> nor a SAN"),
+    })?;
+    let mut ca = open_ca_with(&a.ca, true, a.database.as_deref())?;
     let cfg = ca.config().server.clone();
     // SQLite (the default) is read in microseconds: revocations are checked per request.
-    let local_store = database
-        .as_deref()
-        .or(cfg.database.as_deref())
-        .is_none_or(|u| u.starts_with("sqlite://"));
+    let local_store = ca.database().is_none_or(|d| d.is_local());
     let listen: SocketAddr = match a.listen {
         Some(l) => l,
         None => cfg.listen.parse().map_err(|_| {
@@ -116,7 +107,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         .map_err(|e| usage(format!("--san: {e}")))?;
     let ttl = twoway_pki::parse_duration(&a.server_cert_ttl)
         .map_err(|e| usage(format!("--server-cert-ttl: {e}")))?;
-    let admins = admins_of(ca.config(), &a.admins);
+    let admins = admins_of(ca.settings(), &flag_admins);
     let opts = twoway_server::ServeOptions {
         listen,
         http_listen: a.http_listen,
@@ -140,7 +131,6 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     let _ = &mut ca;
     let names = raw_sans.join(", ");
     let config_path = a.ca.ca_dir.join(twoway_ca::layout::CONFIG);
-    let flag_admins = a.admins.clone();
     rt.block_on(async move {
         let running = twoway_server::start(ca, opts).await.map_err(|e| match e {
             twoway_server::Error::Ca(ca_err)
@@ -189,12 +179,12 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
 
 /// SIGHUP: re-reads `[server] admins` from ca.toml. A file that does not load keeps the
 /// running list, and the log says why.
-fn reload_admins(running: &twoway_server::Running, path: &std::path::Path, flags: &[String]) {
-    match twoway_ca::CaConfig::load(path) {
-        Ok(cfg) => {
-            let admins = admins_of(&cfg, flags);
+fn reload_admins(running: &twoway_server::Running, path: &std::path::Path, flags: &Admins) {
+    match twoway_ca::CaSettings::load(path) {
+        Ok(settings) => {
+            let admins = admins_of(&settings, flags);
             tracing::info!(
-                admins = %if admins.is_empty() { "none".to_string() } else { admins.join(", ") },
+                admins = %if admins.is_empty() { "none".to_string() } else { admins_list(&admins) },
                 "SIGHUP: reloaded [server] admins from {}",
                 path.display()
             );
@@ -205,55 +195,5 @@ fn reload_admins(running: &twoway_server::Running, path: &std::path::Path, flags
             "SIGHUP: {} does not load; the admins stay as they were",
             path.display()
         ),
-    }
-}
-
-/// Opens the inventory named by a database URL.
-pub fn open_store(url: &str) -> Result<Box<dyn twoway_store::Store>> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        let s = twoway_store::SqliteStore::open(std::path::Path::new(path))
-            .with_context(|| format!("cannot open the SQLite inventory {path}"))?;
-        return Ok(Box::new(s));
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let s = twoway_store::PostgresStore::connect(url)
-            .with_context(|| format!("cannot open the PostgreSQL inventory {}", redact(url)))?;
-        return Ok(Box::new(s));
-    }
-    Err(usage(format!(
-        "--database {:?}: use sqlite://PATH or postgres://user@host:port/db",
-        redact(url)
-    )))
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "(unparsable URL)".into();
-    };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some((a, h)) => (Some(a), h),
-        None => (None, rest),
-    };
-    let host = host.split_once('?').map_or(host, |(h, _)| h);
-    match auth {
-        Some(a) => {
-            let user = a.split_once(':').map_or(a, |(u, _)| u);
-            format!("{scheme}://{user}@{host}")
-        }
-        None => format!("{scheme}://{host}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn redact_drops_the_password_and_parameters() {
-        assert_eq!(
-            super::redact("postgres://u:secret@db:5432/x?password=p"),
-            "postgres://u@db:5432/x"
-        );
-        assert_eq!(super::redact("postgres://db/x"), "postgres://db/x");
-        assert_eq!(super::redact("nonsense"), "(unparsable URL)");
     }
 }
