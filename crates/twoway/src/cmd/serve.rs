@@ -1,52 +1,12 @@
 //! `twoway ca serve`: the online CA.
 
-use crate::cmd_ca::{actor, open_ca_with};
-use crate::{usage, CaOpts};
+use crate::cli::ServeArgs;
+use crate::context::{actor, init_logging, multi_thread_runtime, open_ca_with};
+use crate::exit::usage;
 use anyhow::{Context, Result};
-use clap::Args;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use twoway_ca::{Admins, BadAdmin};
-
-#[derive(Args, Debug)]
-#[command(after_help = "\
-Examples:
-  twoway ca serve --ca-dir /srv/ca --listen 0.0.0.0:9000 --san DNS:ca.example.internal
-  twoway ca serve --listen 127.0.0.1:9000 --san IP:127.0.0.1 --admin URI:spiffe://example.org/admin
-  twoway ca serve --listen 127.0.0.1:9000 --http-listen 127.0.0.1:9080   # OCSP/CRL over HTTP too
-  twoway ca serve --database postgres://twoway@127.0.0.1:5432/twoway    # one of several replicas
-
-The server's own certificate carries --san (default: [server] sans), names the CA must be
-allowed to certify. Admins are [server] admins in ca.toml plus --admin; SIGHUP re-reads
-[server] admins (other settings need a restart). On SIGTERM or Ctrl-C the server retires
-its own TLS and OCSP-signing certificates, whose keys exist only in its memory.
-
-Routes: POST /v1/enroll, /v1/renew, /v1/sign, /v1/revoke, /v1/tokens; GET /v1/certificates,
-/roots.pem, /crl, /ocsp, /healthz, /metrics (docs/api.md).")]
-pub struct ServeArgs {
-    #[command(flatten)]
-    ca: CaOpts,
-    /// HTTPS address (default: [server] listen in ca.toml, else 127.0.0.1:9000).
-    #[arg(long)]
-    listen: Option<SocketAddr>,
-    /// Also serve /ocsp, /crl, /roots.pem, /healthz and /metrics over plain HTTP here.
-    #[arg(long)]
-    http_listen: Option<SocketAddr>,
-    /// Inventory database: sqlite://PATH or postgres://user[:password]@host:port/db
-    /// (default: [server] database, else the CA directory's inventory.db).
-    #[arg(long, env = "TWOWAY_DATABASE", hide_env_values = true)]
-    database: Option<String>,
-    /// SAN of the server's own certificate; repeatable (default: [server] sans).
-    #[arg(long = "san", value_name = "TYPE:VALUE")]
-    sans: Vec<String>,
-    /// An administrator besides [server] admins: a SAN of a client certificate issued by
-    /// this CA, or sha256:<fingerprint>; repeatable.
-    #[arg(long = "admin", value_name = "SAN|sha256:HEX")]
-    admins: Vec<String>,
-    /// Validity of the server's own certificate (renewed at 2/3).
-    #[arg(long, default_value = "24h")]
-    server_cert_ttl: String,
-}
 
 /// `[server] admins` of `settings` and the `--admin` flags, each once.
 fn admins_of(settings: &twoway_ca::CaSettings, flags: &Admins) -> Admins {
@@ -118,11 +78,8 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         admins: admins.clone(),
         check_revocations_per_request: local_store,
     };
-    crate::output::init_logging();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    init_logging();
+    let rt = multi_thread_runtime()?;
     // The store and key stay where they are; `ca` moves into the server.
     let root_fp = twoway_pki::parse_certificates(ca.root_pem().as_bytes())?
         .first()

@@ -1,54 +1,26 @@
 //! `twoway token create`: one-time enrollment tokens, locally or on a remote CA.
 
-use crate::cmd_ca::{actor, open_ca};
-use crate::output::print_json;
-use crate::{usage, CaOpts};
+use crate::cli::{CreateArgs, TokenCommand};
+use crate::context::{actor, open_ca, runtime};
+use crate::exit::usage;
+use crate::output::{self, print_json};
+use crate::remote::{self, RemoteOpts};
 use anyhow::Result;
-use clap::{Args, Subcommand};
 use std::io::Write;
 use std::process::ExitCode;
 
-#[derive(Subcommand, Debug)]
-pub enum TokenCommand {
-    /// Make a one-time enrollment token bound to names, a profile and an owner. The token is
-    /// printed once (stdout); only its SHA-256 is stored.
-    #[command(after_help = "\
-Examples:
-  twoway token create --san DNS:api.example.internal --profile server --ttl 15m --owner team-api
-  twoway --ca https://ca.example.internal:9000 --cert admin/chain.pem --key admin/key.pem \\
-      --ca-cert admin/ca.pem token create --san URI:spiffe://example.org/billing --profile client
-Then on the workload:
-  twoway agent --ca https://ca.example.internal:9000 --ca-fingerprint <root sha256> \\
-      --token <token> --san DNS:api.example.internal --out /etc/twoway/api")]
-    Create(CreateArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct CreateArgs {
-    /// A name the enrolling CSR may ask for; repeatable.
-    #[arg(long = "san", value_name = "TYPE:VALUE")]
-    pub sans: Vec<String>,
-    /// Profile of the certificate: server, client or peer.
-    #[arg(long, default_value = "server")]
-    pub profile: twoway_pki::Profile,
-    /// How long the token can be used.
-    #[arg(long, default_value = "15m")]
-    pub ttl: String,
-    /// Validity of the certificate (default: [server] workload_ttl, 24h).
-    #[arg(long)]
-    pub cert_ttl: Option<String>,
-    /// Owner recorded on the certificate.
-    #[arg(long)]
-    pub owner: Option<String>,
-    #[command(flatten)]
-    pub ca: CaOpts,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-pub fn run(cmd: TokenCommand) -> Result<ExitCode> {
+/// `token create`, on the remote CA with `--ca URL`, else on the local one.
+pub fn run(cmd: TokenCommand, r: &RemoteOpts) -> Result<ExitCode> {
     let TokenCommand::Create(a) = cmd;
+    if r.url.is_some() {
+        create_remote(a, r)
+    } else {
+        create_local(a)
+    }
+}
+
+/// `token create` on the local CA.
+fn create_local(a: CreateArgs) -> Result<ExitCode> {
     if a.sans.is_empty() {
         return Err(usage(
             "no --san given: a token allows only the names it is bound to",
@@ -89,8 +61,26 @@ pub fn run(cmd: TokenCommand) -> Result<ExitCode> {
     )
 }
 
+/// `token create` against the remote CA.
+fn create_remote(a: CreateArgs, r: &RemoteOpts) -> Result<ExitCode> {
+    if a.sans.is_empty() {
+        return Err(usage(
+            "no --san given: a token allows only the names it is bound to",
+        ));
+    }
+    let c = remote::client(r)?;
+    let resp = runtime()?.block_on(c.create_token(&twoway_api::TokenRequest {
+        sans: a.sans.clone(),
+        profile: a.profile.as_str().into(),
+        ttl: a.ttl.clone(),
+        cert_ttl: a.cert_ttl.clone(),
+        owner: a.owner.clone(),
+    }))?;
+    print_token(&resp, a.json)
+}
+
 /// Prints a token: the secret alone on stdout (for scripts), the details on stderr.
-pub fn print_token(t: &twoway_api::TokenResponse, json: bool) -> Result<ExitCode> {
+fn print_token(t: &twoway_api::TokenResponse, json: bool) -> Result<ExitCode> {
     if json {
         print_json(&serde_json::json!({
             "token": t.token, "id": t.id, "expires_at": t.expires_at,
@@ -106,7 +96,7 @@ pub fn print_token(t: &twoway_api::TokenResponse, json: bool) -> Result<ExitCode
             t.id,
             t.expires_at
         );
-        let _ = writeln!(std::io::stderr(), "{}", crate::output::printable(&details));
+        let _ = writeln!(std::io::stderr(), "{}", output::printable(&details));
     }
     Ok(ExitCode::SUCCESS)
 }
