@@ -217,6 +217,21 @@ pub fn id(fingerprint: &str) -> String {
     fingerprint.chars().take(ID_DIGITS).collect()
 }
 
+/// The columns of a certificate listing, local or remote. ID is what `cert show` and
+/// `cert revoke` take.
+pub const LISTING_COLUMNS: [&str; 6] = ["ID", "NAMES", "PROFILE", "OWNER", "STATUS", "EXPIRES"];
+
+/// The line under a page of a listing: which rows it showed and how to get the next.
+pub fn page_line(offset: usize, shown: usize, total: usize, page: usize) -> anyhow::Result<()> {
+    outln!(
+        "Showing {}-{} of {}. Next page: --page {}",
+        offset + 1,
+        offset + shown,
+        total,
+        page + 1
+    )
+}
+
 /// The NAMES cell of a certificate listing: the first SAN and how many more, or the
 /// subject of a certificate without SANs.
 pub fn names_cell(sans: &[String], subject: &str) -> String {

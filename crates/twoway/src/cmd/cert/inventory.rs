@@ -219,22 +219,15 @@ pub(super) fn list(a: ListArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     out!("{}", record_table(&page.items, now).render())?;
-    let shown_to = page.offset + page.items.len();
-    if page.total > shown_to || page.offset > 0 {
-        outln!(
-            "Showing {}-{} of {}. Next page: --page {}",
-            page.offset + 1,
-            shown_to,
-            page.total,
-            a.page + 1
-        )?;
+    if page.total > page.offset + page.items.len() || page.offset > 0 {
+        output::page_line(page.offset, page.items.len(), page.total, a.page)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The listing table. Its first column, ID, is what `cert show` and `cert revoke` take.
 fn record_table(items: &[CertRecord], now: OffsetDateTime) -> Table {
-    let mut t = Table::new(&["ID", "NAMES", "PROFILE", "OWNER", "STATUS", "EXPIRES"]);
+    let mut t = Table::new(&output::LISTING_COLUMNS);
     for r in items {
         let names = output::names_cell(&r.sans, &r.subject);
         t.row(vec![

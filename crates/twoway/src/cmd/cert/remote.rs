@@ -50,7 +50,7 @@ pub fn run(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
                 outln!("No certificates match.")?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut t = Table::new(&["ID", "NAMES", "PROFILE", "OWNER", "STATUS", "EXPIRES"]);
+            let mut t = Table::new(&output::LISTING_COLUMNS);
             for i in &page.items {
                 let names = output::names_cell(&i.sans, &i.subject);
                 t.row(vec![
@@ -63,15 +63,8 @@ pub fn run(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
                 ]);
             }
             out!("{}", t.render())?;
-            let shown_to = page.offset + page.items.len();
-            if page.total > shown_to {
-                outln!(
-                    "Showing {}-{} of {}. Next page: --page {}",
-                    page.offset + 1,
-                    shown_to,
-                    page.total,
-                    a.page + 1
-                )?;
+            if page.total > page.offset + page.items.len() {
+                output::page_line(page.offset, page.items.len(), page.total, a.page)?;
             }
             Ok(ExitCode::SUCCESS)
         }
