@@ -6,7 +6,7 @@ mod inventory;
 mod remote;
 
 use crate::cli::CertCommand;
-use crate::context::{actor, open_ca};
+use crate::context::{actor, duration_arg, open_ca};
 use crate::exit::usage;
 use crate::issue::{issue_to_dir, IssueParams};
 use crate::output::{self, print_json, printable};
@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use twoway_ca::IssueRequest;
 use twoway_files::{Credentials, StagedFiles};
-use twoway_pki::{parse_duration, CertInfo, PrivateKey, Reason, San};
+use twoway_pki::{CertInfo, PrivateKey, Reason, San};
 
 fn parse_sans(raw: &[String]) -> Result<Vec<San>> {
     if raw.is_empty() {
@@ -46,9 +46,7 @@ pub(super) fn parse_labels(raw: &[String]) -> Result<BTreeMap<String, String>> {
 }
 
 fn parse_ttl(ttl: &Option<String>) -> Result<Option<time::Duration>> {
-    ttl.as_deref()
-        .map(|t| parse_duration(t).map_err(|e| usage(format!("--ttl: {e}"))))
-        .transpose()
+    ttl.as_deref().map(|t| duration_arg("--ttl", t)).transpose()
 }
 
 fn describe(info: &CertInfo, out: Option<&Path>) -> Result<()> {

@@ -1,7 +1,7 @@
 //! `twoway ca serve`: the online CA.
 
 use crate::cli::ServeArgs;
-use crate::context::{actor, init_logging, multi_thread_runtime, open_ca_with};
+use crate::context::{actor, duration_arg, init_logging, multi_thread_runtime, open_ca_with};
 use crate::exit::usage;
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
@@ -65,8 +65,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         .map(|s| s.parse::<twoway_pki::San>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| usage(format!("--san: {e}")))?;
-    let ttl = twoway_pki::parse_duration(&a.server_cert_ttl)
-        .map_err(|e| usage(format!("--server-cert-ttl: {e}")))?;
+    let ttl = duration_arg("--server-cert-ttl", &a.server_cert_ttl)?;
     let admins = admins_of(ca.settings(), &flag_admins);
     let opts = twoway_server::ServeOptions {
         listen,

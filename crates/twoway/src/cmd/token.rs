@@ -1,7 +1,7 @@
 //! `twoway token create`: one-time enrollment tokens, locally or on a remote CA.
 
 use crate::cli::{CreateArgs, TokenCommand};
-use crate::context::{actor, open_ca, runtime};
+use crate::context::{actor, duration_arg, open_ca, runtime};
 use crate::exit::usage;
 use crate::output::{self, print_json};
 use crate::remote::{self, RemoteOpts};
@@ -31,11 +31,11 @@ fn create_local(a: CreateArgs) -> Result<ExitCode> {
         .iter()
         .map(|s| s.parse::<twoway_pki::San>())
         .collect::<Result<Vec<_>, _>>()?;
-    let ttl = twoway_pki::parse_duration(&a.ttl).map_err(|e| usage(format!("--ttl: {e}")))?;
+    let ttl = duration_arg("--ttl", &a.ttl)?;
     let cert_ttl = a
         .cert_ttl
         .as_deref()
-        .map(|t| twoway_pki::parse_duration(t).map_err(|e| usage(format!("--cert-ttl: {e}"))))
+        .map(|t| duration_arg("--cert-ttl", t))
         .transpose()?;
     let ca = open_ca(&a.ca, false)?;
     let (secret, rec) = ca.create_token(&twoway_ca::NewToken {

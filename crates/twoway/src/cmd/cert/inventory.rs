@@ -2,19 +2,19 @@
 
 use super::parse_labels;
 use crate::cli::{ImportArgs, ListArgs};
-use crate::context::{actor, open_ca, CaOpts};
+use crate::context::{actor, duration_arg, open_ca, CaOpts};
 use crate::exit::{self, usage};
 use crate::output::{self, print_json, printable, Table};
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::process::ExitCode;
 use time::OffsetDateTime;
-use twoway_pki::{parse_duration, CertInfo};
+use twoway_pki::CertInfo;
 use twoway_store::{CertQuery, CertRecord};
 
 /// `cert check`: what expires within the window and needs a person (see its --help).
 pub(super) fn check(within: &str, ca: &CaOpts, json: bool) -> Result<ExitCode> {
-    let window = parse_duration(within).map_err(|e| usage(format!("--within: {e}")))?;
+    let window = duration_arg("--within", within)?;
     let c = open_ca(ca, false)?;
     let now = OffsetDateTime::now_utc();
     let page = c.list(&CertQuery {
@@ -190,11 +190,7 @@ pub(super) fn list(a: ListArgs) -> Result<ExitCode> {
     let expiring_before = a
         .expiring
         .as_deref()
-        .map(|e| {
-            parse_duration(e)
-                .map(|d| now + d)
-                .map_err(|err| usage(format!("--expiring: {err}")))
-        })
+        .map(|e| duration_arg("--expiring", e).map(|d| now + d))
         .transpose()?;
     let q = CertQuery {
         expiring_before,
