@@ -718,10 +718,20 @@ impl Ca {
                 rec.serial, rec.issuer
             )));
         }
+        Ok(self.revoke_record(&rec, reason, actor)?)
+    }
+
+    /// Marks `rec` revoked now, with its `cert.revoke` audit entry, in one transaction.
+    pub(crate) fn revoke_record(
+        &self,
+        rec: &CertRecord,
+        reason: Reason,
+        actor: &str,
+    ) -> std::result::Result<CertRecord, twoway_store::Error> {
         let now = OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .unwrap_or(OffsetDateTime::now_utc());
-        Ok(self.store.revoke(
+        self.store.revoke(
             &rec.fingerprint,
             now,
             reason.as_str(),
@@ -732,7 +742,7 @@ impl Ca {
                 details: json!({"fingerprint": rec.fingerprint, "reason": reason.as_str()}),
                 time: now,
             },
-        )?)
+        )
     }
 
     /// Signs a CRL of this CA's revoked, unexpired certificates; returns it as DER.

@@ -455,19 +455,7 @@ impl Ca {
         if rec.status == CertStatus::Revoked {
             return Ok(());
         }
-        let now = now_s();
-        match self.store().revoke(
-            &rec.fingerprint,
-            now,
-            reason.as_str(),
-            &NewAudit {
-                actor: actor.into(),
-                action: "cert.revoke".into(),
-                target: rec.serial.clone(),
-                details: json!({"fingerprint": rec.fingerprint, "reason": reason.as_str()}),
-                time: now,
-            },
-        ) {
+        match self.revoke_record(&rec, reason, actor) {
             Ok(_) | Err(twoway_store::Error::AlreadyRevoked(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
