@@ -178,7 +178,7 @@ pub enum AgentError {
     Pki(#[from] twoway_pki::Error),
     /// Writing the files failed.
     #[error(transparent)]
-    Files(#[from] twoway_ca::Error),
+    Files(#[from] twoway_files::Error),
     /// No certificate to renew and no token to enroll with.
     #[error("{0}")]
     NeedToken(String),
@@ -252,8 +252,8 @@ struct Current {
 fn read_current(storage: &Storage) -> Option<Current> {
     let (chain_pem, key_pem) = match storage {
         Storage::Dir(out) => (
-            std::fs::read_to_string(out.join("chain.pem")).ok()?,
-            zeroize::Zeroizing::new(std::fs::read_to_string(out.join("key.pem")).ok()?),
+            std::fs::read_to_string(out.join(twoway_files::CHAIN)).ok()?,
+            zeroize::Zeroizing::new(std::fs::read_to_string(out.join(twoway_files::KEY)).ok()?),
         ),
         Storage::Memory(m) => {
             let cur = m.get()?;
@@ -431,7 +431,7 @@ pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), Agent
                             );
                             match &cfg.storage {
                                 Storage::Dir(out) => {
-                                    let _ = std::fs::remove_file(out.join("chain.pem"));
+                                    let _ = std::fs::remove_file(out.join(twoway_files::CHAIN));
                                 }
                                 Storage::Memory(m) => m.clear(),
                             }
@@ -554,12 +554,11 @@ fn save(
             return Ok(());
         }
     };
-    let mut staged = twoway_ca::files::StagedFiles::new(out)?;
-    staged.stage("key.pem", key.to_pem(None)?.as_bytes(), 0o600)?;
-    staged.stage("cert.pem", resp.certificate.as_bytes(), 0o644)?;
-    staged.stage("chain.pem", resp.chain.as_bytes(), 0o644)?;
-    staged.stage("ca.pem", resp.root.as_bytes(), 0o644)?;
-    staged.commit()?;
+    let mut files = twoway_files::Credentials::new(out)?;
+    files.key(&key.to_pem(None)?)?;
+    files.certificate(&resp.certificate, &resp.chain)?;
+    files.ca(&resp.root)?;
+    files.commit()?;
     Ok(())
 }
 

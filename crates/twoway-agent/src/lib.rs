@@ -6,8 +6,8 @@
 //! `key.pem` (0600) and `ca.pem` atomically (or, for an agent inside another process such as
 //! the proxy, keeps them only in memory: [`Storage::Memory`]), runs a reload hook, and renews at about two
 //! thirds of the lifetime (with jitter) over mutual TLS with a fresh key, backing off while
-//! the CA is down. It never touches the CA's crates except `twoway_ca::files` for atomic
-//! writes. Timers are `tokio::time`. [`serve_metrics`] is its Prometheus listener.
+//! the CA is down. It links none of the CA's crates: files are written by `twoway-files`
+//! (the same layout the CLI writes). Timers are `tokio::time`. [`serve_metrics`] is its Prometheus listener.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -2,7 +2,7 @@
 //! keys, and the inventory database.
 
 use crate::config::{CaConfig, CaSection};
-use crate::files::StagedFiles;
+use crate::settings::{CaSettings, Database};
 use crate::{Error, Result};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -11,14 +11,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
+use twoway_files::StagedFiles;
 use twoway_pki::{
     build_crl, build_intermediate, build_leaf, build_root, der_to_pem, parse_certificates,
-    parse_duration, CaSigner, CertInfo, Issued, KeyType, LeafSpec, NameConstraints, NamePolicy,
-    Permits, PrivateKey, Profile, Reason, RevocationUrls, RevokedEntry, San,
+    CaSigner, CertInfo, Issued, KeyType, LeafSpec, NameConstraints, NamePolicy, Permits,
+    PrivateKey, Profile, Reason, RevocationUrls, RevokedEntry, San,
 };
 use twoway_store::{
     verify_chain, AuditEntry, AuditProblem, CertQuery, CertRecord, CertSource, CertStatus,
-    Issuance, IssueExtras, NewAudit, Page, SqliteStore, Store,
+    Issuance, IssueExtras, NewAudit, Page, Store,
 };
 use zeroize::Zeroizing;
 
@@ -133,7 +134,9 @@ pub struct ImportOutcome {
 /// An opened CA directory.
 pub struct Ca {
     dir: PathBuf,
-    config: CaConfig,
+    settings: CaSettings,
+    /// The inventory's location, when opened by one (not [`Ca::open_with_store`]).
+    database: Option<Database>,
     root_pem: String,
     intermediate_der: Vec<u8>,
     intermediate_info: CertInfo,
@@ -151,7 +154,7 @@ impl std::fmt::Debug for Ca {
 }
 
 fn ensure_private_dir(dir: &Path) -> Result<()> {
-    crate::files::create_private_dir_all(dir)?;
+    twoway_files::create_private_dir_all(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .map_err(Error::io("cannot set permissions on", dir))
 }
@@ -267,9 +270,8 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
         0o600,
     )?;
 
-    let db_path = dir.join(layout::DATABASE);
     let record = || -> Result<()> {
-        let store = open_store(&db_path)?;
+        let store = Database::for_ca(dir, None).open()?;
         let root_info = CertInfo::from_der(&root_der)?;
         let int_info = CertInfo::from_der(&int_der)?;
         for (info, der) in [(&root_info, &root_der), (&int_info, &int_der)] {
@@ -300,7 +302,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
         }
         Ok(())
     };
-    if let Err(e) = record().and_then(|_| staged.commit()) {
+    if let Err(e) = record().and_then(|_| staged.commit().map_err(Error::from)) {
         for suffix in ["", "-wal", "-shm"] {
             let _ = fs::remove_file(dir.join(format!("{}{suffix}", layout::DATABASE)));
         }
@@ -318,15 +320,6 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
     let mut ca = Ca::open(dir)?;
     ca.signer = Some(CaSigner::new(int_der, Arc::new(int_key))?);
     Ok(ca)
-}
-
-fn open_store(path: &Path) -> Result<SqliteStore> {
-    let existed = path.exists();
-    let store = SqliteStore::open(path)?;
-    if !existed {
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
-    }
-    Ok(store)
 }
 
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
@@ -372,23 +365,43 @@ pub(crate) fn record_for(
 }
 
 impl Ca {
-    /// Opens the CA in `dir` without unlocking its key: enough for the inventory and audit log.
+    /// Opens the CA in `dir` without unlocking its key: enough for the inventory and audit
+    /// log. The inventory is `[server] database` of ca.toml, else the directory's
+    /// `inventory.db`.
     pub fn open(dir: &Path) -> Result<Ca> {
-        Self::open_inner(dir, None)
+        Self::open_with_database(dir, None)
     }
 
-    /// Opens the CA in `dir` with another inventory than its `inventory.db` (PostgreSQL, for
-    /// several replicas).
+    /// Opens the CA in `dir` with the inventory at `database` when given (`--database`),
+    /// else as [`Ca::open`] does ([`Database::for_ca`] decides, for every caller).
+    pub fn open_with_database(dir: &Path, database: Option<&Database>) -> Result<Ca> {
+        let settings = Self::settings_of(dir)?;
+        let db = Database::for_ca(dir, database.or(settings.server.database.as_ref()));
+        let store = db.open()?;
+        Self::open_inner(dir, settings, store, Some(db))
+    }
+
+    /// Opens the CA in `dir` with an inventory opened by the caller (tests, benchmarks).
     pub fn open_with_store(dir: &Path, store: Box<dyn Store>) -> Result<Ca> {
-        Self::open_inner(dir, Some(store))
+        Self::open_inner(dir, Self::settings_of(dir)?, store, None)
     }
 
-    fn open_inner(dir: &Path, store: Option<Box<dyn Store>>) -> Result<Ca> {
+    fn settings_of(dir: &Path) -> Result<CaSettings> {
         let cfg_path = dir.join(layout::CONFIG);
         if !cfg_path.exists() {
             return Err(Error::NoCa(dir.to_path_buf()));
         }
-        let config = CaConfig::load(&cfg_path)?;
+        CaSettings::load(&cfg_path)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        settings: CaSettings,
+        store: Box<dyn Store>,
+        database: Option<Database>,
+    ) -> Result<Ca> {
+        let cfg_path = dir.join(layout::CONFIG);
+        let config = &settings.raw;
         let read = |name: &str| -> Result<Vec<u8>> {
             let p = dir.join(name);
             fs::read(&p).map_err(Error::io("cannot read", p))
@@ -416,13 +429,10 @@ impl Ca {
                     ),
                 })?;
         }
-        let store: Box<dyn Store> = match store {
-            Some(s) => s,
-            None => Box::new(open_store(&dir.join(layout::DATABASE))?),
-        };
         Ok(Ca {
             dir: dir.to_path_buf(),
-            config,
+            settings,
+            database,
             root_pem,
             intermediate_der,
             intermediate_info,
@@ -436,7 +446,7 @@ impl Ca {
     pub fn unlock(&mut self, passphrase: Option<&[u8]>) -> Result<()> {
         let p = self.dir.join(layout::INTERMEDIATE_KEY);
         let pem = Zeroizing::new(fs::read_to_string(&p).map_err(Error::io("cannot read", &p))?);
-        if self.config.ca.encrypted_keys && passphrase.is_none() {
+        if self.settings.raw.ca.encrypted_keys && passphrase.is_none() {
             return Err(twoway_pki::Error::PassphraseRequired.into());
         }
         let key = PrivateKey::from_pem(&pem, passphrase)?;
@@ -457,7 +467,17 @@ impl Ca {
 
     /// The configuration.
     pub fn config(&self) -> &CaConfig {
-        &self.config
+        &self.settings.raw
+    }
+
+    /// The configuration, parsed: durations, administrators, the database.
+    pub fn settings(&self) -> &CaSettings {
+        &self.settings
+    }
+
+    /// Where the inventory is, when [`Ca::open`] or [`Ca::open_with_database`] chose it.
+    pub fn database(&self) -> Option<&Database> {
+        self.database.as_ref()
     }
 
     /// The root certificate, PEM.
@@ -487,7 +507,7 @@ impl Ca {
         if let Some(nc) = &self.constraints {
             nc.check_all(sans, common_name)?;
         }
-        self.config.policy.check_all(sans)?;
+        self.settings.raw.policy.check_all(sans)?;
         Ok(())
     }
 
@@ -497,7 +517,7 @@ impl Ca {
     }
 
     pub(crate) fn urls(&self) -> RevocationUrls {
-        match &self.config.ca.url {
+        match &self.settings.raw.ca.url {
             Some(u) => RevocationUrls {
                 crl: Some(format!("{u}/crl")),
                 ocsp: Some(format!("{u}/ocsp")),
@@ -518,12 +538,9 @@ impl Ca {
         // The subject holds only what was validated: a CN repeating one of the SANs.
         twoway_pki::subject_common_name(req.common_name.as_deref(), &req.sans)?;
         self.check_names(&req.sans, req.common_name.as_deref())?;
-        let prof = self.config.profile(req.profile)?;
-        let max = parse_duration(&prof.max_ttl)?;
-        let ttl = match req.ttl {
-            Some(t) => t,
-            None => parse_duration(&prof.default_ttl)?,
-        };
+        let prof = self.settings.profile(req.profile)?;
+        let max = prof.max_ttl;
+        let ttl = req.ttl.unwrap_or(prof.default_ttl);
         if ttl <= Duration::ZERO {
             return Err(twoway_pki::Error::BadTtl("the TTL must be positive".into()).into());
         }
@@ -532,7 +549,7 @@ impl Ca {
                 "{} exceeds the {} profile's max_ttl of {} in ca.toml: use a shorter --ttl",
                 twoway_pki::format_duration(ttl),
                 req.profile,
-                prof.max_ttl
+                prof.max_ttl_text
             ))
             .into());
         }
@@ -701,10 +718,20 @@ impl Ca {
                 rec.serial, rec.issuer
             )));
         }
+        Ok(self.revoke_record(&rec, reason, actor)?)
+    }
+
+    /// Marks `rec` revoked now, with its `cert.revoke` audit entry, in one transaction.
+    pub(crate) fn revoke_record(
+        &self,
+        rec: &CertRecord,
+        reason: Reason,
+        actor: &str,
+    ) -> std::result::Result<CertRecord, twoway_store::Error> {
         let now = OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .unwrap_or(OffsetDateTime::now_utc());
-        Ok(self.store.revoke(
+        self.store.revoke(
             &rec.fingerprint,
             now,
             reason.as_str(),
@@ -715,7 +742,7 @@ impl Ca {
                 details: json!({"fingerprint": rec.fingerprint, "reason": reason.as_str()}),
                 time: now,
             },
-        )?)
+        )
     }
 
     /// Signs a CRL of this CA's revoked, unexpired certificates; returns it as DER.
@@ -723,7 +750,7 @@ impl Ca {
         let signer = self.signer()?;
         let validity = match next_update {
             Some(d) => d,
-            None => parse_duration(&self.config.crl.next_update)?,
+            None => self.settings.crl_next_update,
         };
         if validity <= Duration::ZERO {
             return Err(twoway_pki::Error::BadTtl("--next-update must be positive".into()).into());

@@ -1,10 +1,9 @@
-//! The CA's configuration file, `ca.toml`, kept in the CA directory.
+//! The CA's configuration file, `ca.toml`, kept in the CA directory, in the form it is
+//! written; [`crate::CaSettings`] is the same parsed, which everything else reads.
 
-use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
-use twoway_pki::{parse_duration, KeyType, NamePolicy, Profile};
+use twoway_pki::{KeyType, NamePolicy};
 
 /// `ca.toml`: everything the CA needs besides its keys and certificates.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -174,98 +173,6 @@ impl CaConfig {
         }
     }
 
-    /// Reads and validates `ca.toml`.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(Error::io("cannot read", path))?;
-        let cfg: CaConfig = toml::from_str(&text).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        cfg.validate().map_err(|message| Error::Config {
-            path: path.to_path_buf(),
-            message,
-        })?;
-        Ok(cfg)
-    }
-
-    fn validate(&self) -> std::result::Result<(), String> {
-        for (name, p) in &self.profiles {
-            name.parse::<Profile>()
-                .map_err(|e| format!("[profiles.{name}]: {e}"))?;
-            let d = parse_duration(&p.default_ttl)
-                .map_err(|e| format!("[profiles.{name}] default_ttl: {e}"))?;
-            let m = parse_duration(&p.max_ttl)
-                .map_err(|e| format!("[profiles.{name}] max_ttl: {e}"))?;
-            if d > m {
-                return Err(format!(
-                    "[profiles.{name}]: default_ttl is longer than max_ttl"
-                ));
-            }
-        }
-        parse_duration(&self.crl.next_update).map_err(|e| format!("[crl] next_update: {e}"))?;
-        self.policy
-            .validate()
-            .map_err(|e| format!("[policy]: {e}"))?;
-        parse_duration(&self.server.workload_ttl)
-            .map_err(|e| format!("[server] workload_ttl: {e}"))?;
-        parse_duration(&self.server.ocsp_validity)
-            .map_err(|e| format!("[server] ocsp_validity: {e}"))?;
-        for s in &self.server.sans {
-            s.parse::<twoway_pki::San>()
-                .map_err(|e| format!("[server] sans: {e}"))?;
-        }
-        for a in &self.server.admins {
-            if let Some(fp) = a.strip_prefix("sha256:") {
-                if fp.len() != 64 || !fp.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(format!(
-                        "[server] admins: {a:?} is not sha256:<64 hex digits>"
-                    ));
-                }
-            } else {
-                a.parse::<twoway_pki::San>()
-                    .map_err(|e| format!("[server] admins: {e}"))?;
-            }
-        }
-        for p in &self.renewal.auto_profiles {
-            p.parse::<Profile>()
-                .map_err(|e| format!("[renewal] auto_profiles: {e}"))?;
-        }
-        for (key, v) in [
-            ("handshake_timeout", &self.server.handshake_timeout),
-            ("first_request_timeout", &self.server.first_request_timeout),
-            ("idle_timeout", &self.server.idle_timeout),
-        ] {
-            let d = parse_duration(v).map_err(|e| format!("[server] {key}: {e}"))?;
-            if d <= time::Duration::ZERO {
-                return Err(format!("[server] {key} must be longer than zero"));
-            }
-        }
-        if self.server.max_connections == 0 || self.server.max_connections_per_address == 0 {
-            return Err(
-                "[server] max_connections and max_connections_per_address must be at least 1"
-                    .into(),
-            );
-        }
-        if self.server.enroll_rate == 0 || self.server.enroll_burst == 0 {
-            return Err("[server] enroll_rate and enroll_burst must be at least 1".into());
-        }
-        if let Some(u) = &self.ca.url {
-            if !(u.starts_with("https://") || u.starts_with("http://")) {
-                return Err("[ca] url must start with https:// or http://".into());
-            }
-        }
-        Ok(())
-    }
-
-    /// The settings of a profile.
-    pub fn profile(&self, p: Profile) -> Result<ProfileConfig> {
-        self.profiles.get(p.as_str()).cloned().ok_or_else(|| {
-            Error::Refused(format!(
-                "profile {p} is not enabled in ca.toml: add a [profiles.{p}] section"
-            ))
-        })
-    }
-
     /// The config as a TOML text with a comment on every key.
     pub fn to_documented_toml(&self) -> String {
         let q = |s: &str| toml::Value::String(s.to_string()).to_string();
@@ -417,6 +324,6 @@ mod tests {
         let text = cfg.to_documented_toml();
         let back: CaConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, cfg);
-        assert!(back.validate().is_ok());
+        assert!(crate::CaSettings::parse(back).is_ok());
     }
 }

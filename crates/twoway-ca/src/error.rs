@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-/// What can go wrong running the CA. The CLI maps the kind to an exit code and the
-/// (future) HTTP API maps it to a status; the CA itself knows neither.
+/// What can go wrong running the CA. The CLI maps the kind to an exit code and
+/// `twoway-server` maps it to an HTTP status; the CA itself knows neither.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -13,6 +13,16 @@ pub enum Error {
     /// Inventory problem.
     #[error(transparent)]
     Store(#[from] twoway_store::Error),
+    /// The inventory could not be opened.
+    #[error("cannot open the {engine} inventory {target}")]
+    Inventory {
+        /// `SQLite` or `PostgreSQL`.
+        engine: &'static str,
+        /// The file, or the URL without its password.
+        target: String,
+        /// Why.
+        source: twoway_store::Error,
+    },
     /// No CA at the directory.
     #[error("no CA in {0}: create one with `twoway ca init --ca-dir {0} --name \"Example Corp\"`, or point --ca-dir / TWOWAY_CA_DIR at an existing one")]
     NoCa(PathBuf),
@@ -37,14 +47,9 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
-    /// An output file exists and overwriting was not asked for.
-    #[error(
-        "{0} already exists: choose another --out directory, or pass --force to replace the files"
-    )]
-    OutputExists(PathBuf),
-    /// An output directory any user may write to (and so replace what is written there).
-    #[error("{0} can be written by any user, who could replace the key or certificates written there: `chmod o-w {0}`, or choose a private directory")]
-    UnsafeDirectory(PathBuf),
+    /// Writing an output file failed, or it exists already.
+    #[error(transparent)]
+    Files(#[from] twoway_files::Error),
     /// A request that the CA refuses for a reason of its own.
     #[error("{0}")]
     Refused(String),
@@ -91,9 +96,9 @@ impl Error {
             Error::Store(S::NotFound(_) | S::Ambiguous(_)) => ErrorKind::NotFound,
             Error::Store(S::Duplicate(_) | S::AlreadyRevoked(_)) => ErrorKind::Conflict,
             Error::NoCa(_) => ErrorKind::NotFound,
-            Error::CaExists(_) | Error::OutputExists(_) | Error::UnsafeDirectory(_) => {
-                ErrorKind::Conflict
-            }
+            Error::CaExists(_) => ErrorKind::Conflict,
+            Error::Files(twoway_files::Error::Io { .. }) => ErrorKind::Io,
+            Error::Files(_) => ErrorKind::Conflict,
             Error::Config { .. } => ErrorKind::Config,
             Error::Io { .. } => ErrorKind::Io,
             Error::Store(S::TokenUnknown) => ErrorKind::Unauthenticated,
@@ -104,7 +109,7 @@ impl Error {
             | Error::CertRevoked(..)
             | Error::BadProof(_) => ErrorKind::Unauthenticated,
             Error::Forbidden(_) => ErrorKind::Forbidden,
-            Error::Store(_) => ErrorKind::Internal,
+            Error::Store(_) | Error::Inventory { .. } => ErrorKind::Internal,
         }
     }
 }

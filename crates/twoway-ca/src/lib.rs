@@ -1,20 +1,21 @@
 //! twoway-ca: the certificate authority.
 //!
-//! A CA is a directory (see [`layout`]): `ca.toml` ([`CaConfig`]), the root and intermediate
+//! A CA is a directory (see [`layout`]): `ca.toml` ([`CaConfig`], parsed once into [`CaSettings`]), the root and intermediate
 //! certificates and keys, and the inventory ([`twoway_store::Store`]). [`init`] creates one;
 //! [`Ca::open`] opens it for reading the inventory and audit log, and [`Ca::unlock`] loads the
 //! intermediate key so that [`Ca::issue`], [`Ca::revoke`] and [`Ca::crl`] can sign. Every
 //! issuance is recorded, with its audit entry, before the certificate is returned.
-//! [`files`] writes outputs crash-safely. The crate knows nothing of HTTP or the CLI.
+//! Outputs are written crash-safely by `twoway-files`. The crate knows nothing of HTTP or
+//! the CLI.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod ca;
 mod config;
 mod error;
-pub mod files;
 mod online;
 mod renewal;
+mod settings;
 
 pub use ca::{init, layout, Ca, ImportOutcome, InitOptions, IssueRequest, Outcome, Unrecorded};
 pub use config::{CaConfig, CaSection, CrlConfig, ProfileConfig, RenewalSection, ServerSection};
@@ -24,3 +25,4 @@ pub use online::{
     RENEWED_BY_SERVER, SERVER_OWNER, TOKEN_PREFIX,
 };
 pub use renewal::{RenewedBy, OVERDUE_FRACTION};
+pub use settings::{Admins, BadAdmin, CaSettings, Database, ProfileSettings, ServerSettings};

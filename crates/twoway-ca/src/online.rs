@@ -4,12 +4,12 @@
 //! `twoway-server` maps these to routes and `Error::kind()` to status codes.
 
 use crate::ca::{record_for, rfc3339};
-use crate::{Ca, Error, IssueRequest, Outcome, Result};
+use crate::{Admins, Ca, Error, IssueRequest, Outcome, Result};
 use rand::RngCore;
 use serde_json::json;
 use std::collections::BTreeMap;
 use time::{Duration, OffsetDateTime};
-use twoway_pki::{build_ocsp_signer, parse_duration, sha256_hex, verify_csr, Issued, Profile, San};
+use twoway_pki::{build_ocsp_signer, sha256_hex, verify_csr, Issued, Profile, San};
 use twoway_store::{CertRecord, CertSource, CertStatus, IssueExtras, NewAudit, TokenRecord};
 
 /// How long a proof of possession stays acceptable, either side of the server's clock.
@@ -83,13 +83,12 @@ impl Ca {
             return Err(twoway_pki::Error::BadTtl("the token TTL must be positive".into()).into());
         }
         self.check_names(&t.sans, None)?;
-        let prof = self.config().profile(t.profile)?;
+        let prof = self.settings().profile(t.profile)?;
         if let Some(c) = t.cert_ttl {
-            let max = parse_duration(&prof.max_ttl)?;
-            if c <= Duration::ZERO || c > max {
+            if c <= Duration::ZERO || c > prof.max_ttl {
                 return Err(twoway_pki::Error::BadTtl(format!(
                     "the certificate TTL must be positive and at most the {} profile's max_ttl {}",
-                    t.profile, prof.max_ttl
+                    t.profile, prof.max_ttl_text
                 ))
                 .into());
             }
@@ -163,7 +162,7 @@ impl Ca {
         let profile: Profile = tok.profile.parse()?;
         let ttl = match tok.cert_ttl {
             Some(s) => Duration::seconds(s),
-            None => parse_duration(&self.config().server.workload_ttl)?,
+            None => self.settings().server.workload_ttl,
         };
         let req = IssueRequest {
             profile,
@@ -323,8 +322,7 @@ impl Ca {
             .iter()
             .map(|s| s.parse::<San>())
             .collect::<std::result::Result<_, _>>()?;
-        let prof = self.config().profile(profile)?;
-        let max = parse_duration(&prof.max_ttl)?;
+        let max = self.settings().profile(profile)?.max_ttl;
         // The original lifetime: not_after - not_before includes the one-minute backdate.
         let lifetime = (current.not_after - current.not_before - Duration::minutes(1))
             .max(Duration::minutes(1))
@@ -457,19 +455,7 @@ impl Ca {
         if rec.status == CertStatus::Revoked {
             return Ok(());
         }
-        let now = now_s();
-        match self.store().revoke(
-            &rec.fingerprint,
-            now,
-            reason.as_str(),
-            &NewAudit {
-                actor: actor.into(),
-                action: "cert.revoke".into(),
-                target: rec.serial.clone(),
-                details: json!({"fingerprint": rec.fingerprint, "reason": reason.as_str()}),
-                time: now,
-            },
-        ) {
+        match self.revoke_record(&rec, reason, actor) {
             Ok(_) | Err(twoway_store::Error::AlreadyRevoked(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -513,20 +499,8 @@ fn now_s() -> OffsetDateTime {
     n.replace_nanosecond(0).unwrap_or(n)
 }
 
-/// True when `rec` (a presented, authenticated certificate) is an administrator under
-/// `admins` (`[server] admins`): its fingerprint is listed as `sha256:<hex>`, or it is a
-/// client (or peer) certificate carrying a listed SAN.
-pub fn is_admin(admins: &[String], rec: &CertRecord) -> bool {
-    let client = rec.profile == "client" || rec.profile == "peer";
-    admins.iter().any(|a| match a.strip_prefix("sha256:") {
-        Some(fp) => fp.eq_ignore_ascii_case(&rec.fingerprint),
-        None if !client => false,
-        None => match a.parse::<San>() {
-            Ok(want) => rec
-                .sans
-                .iter()
-                .any(|s| s.parse::<San>().map(|s| s == want).unwrap_or(false)),
-            Err(_) => false,
-        },
-    })
+/// True when `rec` (a presented, authenticated certificate) is one of `admins`
+/// (`[server] admins` and `--admin`, parsed once): see [`Admins::contains`].
+pub fn is_admin(admins: &Admins, rec: &CertRecord) -> bool {
+    admins.contains(rec)
 }

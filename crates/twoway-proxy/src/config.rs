@@ -744,10 +744,10 @@ fn material(
     let spec = e.validate(name)?;
     Ok(match &spec.storage {
         twoway_agent::Storage::Dir(d) => (
-            d.join("chain.pem"),
-            d.join("key.pem"),
+            d.join(twoway_files::CHAIN),
+            d.join(twoway_files::KEY),
             if ca.as_os_str().is_empty() {
-                d.join("ca.pem")
+                d.join(twoway_files::CA)
             } else {
                 ca.to_owned()
             },

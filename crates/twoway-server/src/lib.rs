@@ -73,7 +73,7 @@ pub struct ServeOptions {
     pub actor: String,
     /// Who may administer the CA over the API (`[server] admins`); replaced at run time
     /// with [`State::set_admins`].
-    pub admins: Vec<String>,
+    pub admins: twoway_ca::Admins,
     /// Read the store's revocation counter (at most every 2 ms) before reusing a
     /// connection's cached authentication of an administrator (`POST /v1/sign`), so that a
     /// revocation made by any process on the same database (the CLI on the CA's host) is
@@ -155,13 +155,13 @@ pub struct State {
     /// When the server's own certificate should be renewed.
     server_cert_renew_at: std::sync::Mutex<OffsetDateTime>,
     /// The administrators now (`[server] admins`, reloadable).
-    admins: std::sync::RwLock<Arc<Vec<String>>>,
+    admins: std::sync::RwLock<Arc<twoway_ca::Admins>>,
     opts: ServeOptions,
 }
 
 impl State {
     /// Who may administer the CA now.
-    pub fn admins(&self) -> Arc<Vec<String>> {
+    pub fn admins(&self) -> Arc<twoway_ca::Admins> {
         match self.admins.read() {
             Ok(a) => a.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -170,7 +170,7 @@ impl State {
 
     /// Replaces the administrators (a reloaded `[server] admins`); requests from then on
     /// are authorized against the new list.
-    pub fn set_admins(&self, admins: Vec<String>) {
+    pub fn set_admins(&self, admins: twoway_ca::Admins) {
         let new = Arc::new(admins);
         match self.admins.write() {
             Ok(mut a) => *a = new,

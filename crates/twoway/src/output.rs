@@ -217,6 +217,31 @@ pub fn id(fingerprint: &str) -> String {
     fingerprint.chars().take(ID_DIGITS).collect()
 }
 
+/// The columns of a certificate listing, local or remote. ID is what `cert show` and
+/// `cert revoke` take.
+pub const LISTING_COLUMNS: [&str; 6] = ["ID", "NAMES", "PROFILE", "OWNER", "STATUS", "EXPIRES"];
+
+/// The line under a page of a listing: which rows it showed and how to get the next.
+pub fn page_line(offset: usize, shown: usize, total: usize, page: usize) -> anyhow::Result<()> {
+    outln!(
+        "Showing {}-{} of {}. Next page: --page {}",
+        offset + 1,
+        offset + shown,
+        total,
+        page + 1
+    )
+}
+
+/// The NAMES cell of a certificate listing: the first SAN and how many more, or the
+/// subject of a certificate without SANs.
+pub fn names_cell(sans: &[String], subject: &str) -> String {
+    match (sans.first(), sans.len()) {
+        (Some(first), 1) => first.clone(),
+        (Some(first), n) => format!("{first} (+{})", n - 1),
+        (None, _) => subject.to_string(),
+    }
+}
+
 /// An error and its causes for people, each cause once: messages that already include
 /// their source's text (`…: No such file or directory (os error 2); check the path`) are
 /// not followed by it again.
@@ -270,20 +295,6 @@ pub fn self_command() -> String {
     } else {
         format!("'{}'", shown.replace('\'', "'\\''"))
     }
-}
-
-/// Logs (tracing) to stderr at `RUST_LOG` (default info), in colour only on a terminal
-/// (and not with `NO_COLOR` set).
-pub fn init_logging() {
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
 }
 
 #[cfg(test)]

@@ -361,7 +361,7 @@ async fn shutdown_signal() {
 
 /// Runs `twoway proxy` until SIGTERM/SIGINT (or validates with `--check-config`).
 pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
-    crate::output::init_logging();
+    crate::context::init_logging();
     // Harmless when the binary already installed aws-lc-rs: configs name their provider.
     let _ = twoway_tls::provider().install_default();
 

@@ -1,9 +1,9 @@
 //! `twoway cert inspect FILE` and `twoway cert inspect --remote host:port`.
 
+use crate::cli::InspectArgs;
+use crate::exit::{self, usage};
 use crate::output::{self, print_json, printable};
-use crate::usage;
 use anyhow::{Context, Result};
-use clap::Args;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -13,25 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use twoway_pki::CertInfo;
-
-#[derive(Args, Debug)]
-pub struct InspectArgs {
-    /// A PEM or DER file with one or more certificates.
-    #[arg(required_unless_present = "remote", conflicts_with = "remote")]
-    file: Option<PathBuf>,
-    /// Connect to host:port and show the chain the server presents.
-    #[arg(long, value_name = "HOST:PORT")]
-    remote: Option<String>,
-    /// SNI name to send (default: the host of --remote).
-    #[arg(long)]
-    server_name: Option<String>,
-    /// Also check the chain against these trust anchors (PEM).
-    #[arg(long, value_name = "FILE")]
-    ca: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
-}
 
 struct Remote {
     chain: Vec<Vec<u8>>,
@@ -246,7 +227,7 @@ pub fn run(a: InspectArgs) -> Result<ExitCode> {
         }
     }
     Ok(match trust {
-        Some(Err(_)) => ExitCode::from(crate::exit::FAILURE),
+        Some(Err(_)) => ExitCode::from(exit::FAILURE),
         _ => ExitCode::SUCCESS,
     })
 }

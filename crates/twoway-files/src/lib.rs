@@ -1,11 +1,77 @@
-//! Crash-safe file output: write to a temporary file in the target directory, fsync,
-//! then rename over the target, so a reader sees the old file or the new one, never half.
+//! twoway-files: crash-safe file output and the credential directory.
+//!
+//! Every file twoway writes goes through here: to a temporary file in the target
+//! directory, fsync, then a rename over the target and an fsync of the directory, so a
+//! reader sees the old file or the new one, never half. [`StagedFiles`] renames a set of
+//! files into place together; [`write_atomic`] writes one. Key files are 0600.
+//! [`Credentials`] is the one layout of a credential directory (`cert.pem`, `chain.pem`,
+//! `key.pem` 0600, `ca.pem`) that the CLI and the agent both write.
+//!
+//! A leaf crate (no workspace dependency), so that the agent and the proxy write their
+//! files without linking the CA, its store or any database driver.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
-use crate::{Error, Result};
+mod credentials;
+
+pub use credentials::{Credentials, CA, CERT, CHAIN, KEY, KEY_MODE, PUBLIC_MODE};
+
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// What can go wrong writing files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file or directory could not be read, created or written.
+    #[error("{action} {path}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An output file exists and overwriting was not asked for.
+    #[error(
+        "{0} already exists: choose another --out directory, or pass --force to replace the files"
+    )]
+    OutputExists(PathBuf),
+    /// An output directory any user may write to (and so replace what is written there).
+    #[error("{0} can be written by any user, who could replace the key or certificates written there: `chmod o-w {0}`, or choose a private directory")]
+    UnsafeDirectory(PathBuf),
+}
+
+impl Error {
+    fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+/// Result with the files error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Fails with [`Error::OutputExists`] if any of `names` exists in `dir`, unless `force`.
+pub fn check_absent(dir: &Path, names: &[&str], force: bool) -> Result<()> {
+    if force {
+        return Ok(());
+    }
+    for n in names {
+        let p = dir.join(n);
+        if p.exists() {
+            return Err(Error::OutputExists(p));
+        }
+    }
+    Ok(())
+}
 
 /// Writes `data` to `path` atomically with the given mode (0600 for keys).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {

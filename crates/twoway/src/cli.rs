@@ -1,0 +1,590 @@
+//! The command tree: every command's flags and help (clap). Parsing only: the commands
+//! in `cmd/` take these values, `main` routes them.
+
+use crate::cmd::proxy::ProxyArgs;
+use crate::context::CaOpts;
+use crate::remote::RemoteOpts;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use twoway_pki::{KeyType, Profile};
+
+const AFTER_HELP: &str = "\
+Examples:
+  twoway quickstart ./demo                      a CA, a server and a client certificate, and
+                                                the commands that show mTLS working
+  twoway ca init --name \"Example Corp\" --permit-dns example.internal
+  twoway cert issue --profile server --san DNS:api.example.internal --owner team-api --out ./api
+  twoway cert list --expiring 30d
+  twoway proxy server --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\
+      --cert chain.pem --key key.pem --client-ca ca.pem
+
+Exit codes: 0 ok; 1 failure (or `cert check` found certificates that need a person, or
+`audit verify` found a broken chain); 64 usage or configuration error; 65 bad input data;
+66 not found; 73 output exists; 74 I/O error; 77 permission denied: the CA key could not
+be unlocked, or a remote CA refused the client certificate (HTTP 401: not one it knows,
+revoked or expired; HTTP 403: not in its [server] admins).";
+
+/// Mutual TLS made easy: a private CA, certificate lifecycle and inventory, and an mTLS proxy.
+#[derive(Parser, Debug)]
+#[command(name = "twoway", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub remote: RemoteOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create or inspect the certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Issue, sign, list, inspect, import and revoke certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Sign a certificate revocation list.
+    Crl(CrlArgs),
+    /// Read and verify the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Zero to a working mTLS pair in one command.
+    Quickstart(QuickstartArgs),
+    /// Put mutual TLS in front of an app (server) or behind a client (client).
+    Proxy(Box<ProxyArgs>),
+    /// One-time enrollment tokens for `twoway agent`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Enroll with a token, write the files, renew forever (or --once).
+    Agent(AgentArgs),
+}
+
+// ---- twoway ca …, crl, audit, quickstart
+
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Create a CA: a self-signed root, an intermediate (pathLen 0), keys (0600), ca.toml and
+    /// an empty inventory. Refuses to overwrite an existing CA.
+    #[command(after_help = "\
+Examples:
+  twoway ca init --name \"Example Corp\"
+  twoway ca init --ca-dir /srv/ca --name \"Example Corp\" --key-type p384 \\
+      --permit-dns example.internal --permit-ip 10.0.0.0/8 --trust-domain example.org \\
+      --url https://ca.example.internal:9000 --passphrase-file /run/secrets/ca-pass
+
+After init the root key (root.key) is not needed any more: move it offline.")]
+    Init(InitArgs),
+    /// Run the online CA: HTTPS API (enroll, renew, revoke, inventory), OCSP, CRL, metrics.
+    Serve(ServeArgs),
+    /// Show the CA: its certificates, the names it may certify, settings and inventory counts.
+    #[command(after_help = "\
+Examples:
+  twoway ca show --ca-dir ./ca
+  twoway ca show | grep 'root sha256'     # the fingerprint `twoway agent --ca-fingerprint` takes")]
+    Show {
+        #[command(flatten)]
+        ca: CaOpts,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub ca: CaOpts,
+    /// Organisation name for the CA certificates' subjects.
+    #[arg(long)]
+    pub name: String,
+    /// Key type of the CA keys: p256, p384, ed25519, rsa2048, rsa3072, rsa4096.
+    #[arg(long, default_value = "p256")]
+    pub key_type: KeyType,
+    /// Root validity.
+    #[arg(long, default_value = "10y")]
+    pub root_ttl: String,
+    /// Intermediate validity.
+    #[arg(long, default_value = "5y")]
+    pub intermediate_ttl: String,
+    /// Permitted DNS subtree (X.509 name constraint and policy); repeatable.
+    #[arg(long = "permit-dns", value_name = "DOMAIN")]
+    pub permit_dns: Vec<String>,
+    /// Permitted IP range (X.509 name constraint and policy); repeatable.
+    #[arg(long = "permit-ip", value_name = "CIDR")]
+    pub permit_ip: Vec<String>,
+    /// SPIFFE trust domain: URI SANs limited to spiffe://DOMAIN/*.
+    #[arg(long)]
+    pub trust_domain: Option<String>,
+    /// Public URL of the CA (CRL distribution point and OCSP in issued certificates).
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  twoway crl --out crl.pem                    # PEM; --out crl.der for DER
+  twoway crl --next-update 7d > crl.pem
+  openssl verify -crl_check -CRLfile crl.pem -CAfile ca/root.pem -untrusted ca/intermediate.pem cert.pem
+
+Each CRL takes the next CRL number (recorded in the audit log) and lists every revoked,
+unexpired certificate of this intermediate.")]
+pub struct CrlArgs {
+    #[command(flatten)]
+    pub ca: CaOpts,
+    /// Where to write the CRL; .der for DER, anything else PEM. Default: PEM on stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// How long the CRL is valid (default: [crl] next_update in ca.toml).
+    #[arg(long)]
+    pub next_update: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+#[command(after_help = "\
+Examples:
+  twoway audit list --from 120 --limit 20
+  twoway audit verify || echo 'the audit log was altered'")]
+pub enum AuditCommand {
+    /// List audit entries, oldest first.
+    #[command(after_help = "\
+Examples:
+  twoway audit list
+  twoway audit list --from 120 --limit 20 --json")]
+    List {
+        #[command(flatten)]
+        ca: CaOpts,
+        /// First sequence number to show.
+        #[arg(long, default_value_t = 1)]
+        from: i64,
+        /// Most entries to show.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify the hash chain: detects an altered or removed entry (exit 1 if broken).
+    #[command(after_help = "\
+Example:
+  twoway audit verify || notify-security
+
+Limitation: the chain proves every entry up to the newest one, but not that the newest
+entries are all there. Removing entries from the end leaves a shorter chain that verifies;
+keep the last sequence number and hash somewhere else (a log shipper, a ticket) to notice.")]
+    Verify {
+        #[command(flatten)]
+        ca: CaOpts,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Example:
+  twoway quickstart ./demo
+Creates ./demo/ca, ./demo/server (localhost, 127.0.0.1, ::1) and ./demo/client, then prints
+the openssl and curl commands that show mutual TLS working, and failing without the client
+certificate.")]
+pub struct QuickstartArgs {
+    /// Directory to create everything in.
+    pub dir: PathBuf,
+}
+
+// ---- twoway ca serve
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  twoway ca serve --ca-dir /srv/ca --listen 0.0.0.0:9000 --san DNS:ca.example.internal
+  twoway ca serve --listen 127.0.0.1:9000 --san IP:127.0.0.1 --admin URI:spiffe://example.org/admin
+  twoway ca serve --listen 127.0.0.1:9000 --http-listen 127.0.0.1:9080   # OCSP/CRL over HTTP too
+  twoway ca serve --database postgres://twoway@127.0.0.1:5432/twoway    # one of several replicas
+
+The server's own certificate carries --san (default: [server] sans), names the CA must be
+allowed to certify. Admins are [server] admins in ca.toml plus --admin; SIGHUP re-reads
+[server] admins (other settings need a restart). On SIGTERM or Ctrl-C the server retires
+its own TLS and OCSP-signing certificates, whose keys exist only in its memory.
+
+Routes: POST /v1/enroll, /v1/renew, /v1/sign, /v1/revoke, /v1/tokens; GET /v1/certificates,
+/roots.pem, /crl, /ocsp, /healthz, /metrics (docs/api.md).")]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub ca: CaOpts,
+    /// HTTPS address (default: [server] listen in ca.toml, else 127.0.0.1:9000).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Also serve /ocsp, /crl, /roots.pem, /healthz and /metrics over plain HTTP here.
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
+    /// Inventory database: sqlite://PATH or postgres://user[:password]@host:port/db
+    /// (default: [server] database, else the CA directory's inventory.db).
+    #[arg(long, env = "TWOWAY_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
+    /// SAN of the server's own certificate; repeatable (default: [server] sans).
+    #[arg(long = "san", value_name = "TYPE:VALUE")]
+    pub sans: Vec<String>,
+    /// An administrator besides [server] admins: a SAN of a client certificate issued by
+    /// this CA, or sha256:<fingerprint>; repeatable.
+    #[arg(long = "admin", value_name = "SAN|sha256:HEX")]
+    pub admins: Vec<String>,
+    /// Validity of the server's own certificate (renewed at 2/3).
+    #[arg(long, default_value = "24h")]
+    pub server_cert_ttl: String,
+}
+
+// ---- twoway cert …
+
+#[derive(Subcommand, Debug)]
+pub enum CertCommand {
+    /// Issue a certificate with a key generated here; writes cert.pem, chain.pem, key.pem
+    /// (0600) and ca.pem into --out.
+    #[command(after_help = "\
+Examples:
+  twoway cert issue --profile server --san DNS:api.example.internal --san IP:10.0.0.5 \\
+      --ttl 90d --owner team-payments --label env=prod --location host-17 --out ./api
+  twoway cert issue --profile client --san URI:spiffe://example.org/ns/prod/sa/billing --out ./billing")]
+    Issue(IssueArgs),
+    /// Make a private key and a CSR for the CA to sign (the key never leaves this machine).
+    #[command(after_help = "\
+Example:
+  twoway cert csr --san DNS:api.example.internal --out ./api     # writes key.pem and csr.pem
+  twoway cert sign ./api/csr.pem --profile server --out ./api     # on the CA")]
+    Csr(CsrArgs),
+    /// Sign a CSR: its signature is verified, its names checked against policy.
+    #[command(after_help = "\
+Examples:
+  twoway cert sign request.csr --profile client --owner team-a --out ./client
+  twoway cert sign request.csr --profile server > chain.pem")]
+    Sign(SignArgs),
+    /// List the inventory (a table for people, --json for machines).
+    #[command(after_help = "\
+Examples:
+  twoway cert list --expiring 30d
+  twoway cert list --owner team-payments --label env=prod --json
+  twoway cert list --san '*.example.internal' --status revoked")]
+    List(ListArgs),
+    /// Show one certificate by its ID (the first column of `cert list`), serial or SHA-256
+    /// fingerprint (or a unique prefix of 8+ hex digits of either).
+    #[command(after_help = "\
+Examples:
+  twoway cert show 4f3a9c21e0b7            # the ID column of `twoway cert list`
+  twoway cert show 4f3a9c21e0b7 --pem > api.pem
+  twoway cert show 01a218aafaf2d6a1de834a6f418945a3 --json
+
+An ID is the start of the SHA-256 fingerprint, which is random; serials start with the
+issue time, so a short serial prefix can match several certificates issued together.")]
+    Show {
+        /// ID, serial or fingerprint, hex.
+        serial: String,
+        #[command(flatten)]
+        ca: CaOpts,
+        /// Print the PEM too.
+        #[arg(long)]
+        pem: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record certificates this CA did not issue, so the inventory answers for them too.
+    #[command(after_help = "\
+Example:
+  twoway cert import /etc/nginx/certs/*.pem --owner team-web --location web-01")]
+    Import(ImportArgs),
+    /// Show what a certificate file holds, or what a server presents.
+    #[command(after_help = "\
+Examples:
+  twoway cert inspect ./api/chain.pem
+  twoway cert inspect --remote api.example.internal:8443
+  twoway cert inspect --remote 127.0.0.1:8443 --server-name localhost --ca ./ca.pem")]
+    Inspect(InspectArgs),
+    /// Revoke a certificate; publish with `twoway crl`.
+    #[command(after_help = "\
+Example:
+  twoway cert revoke 4f3a9c21e0b7 --reason key-compromise && twoway crl --out crl.pem
+
+Reasons: unspecified, key-compromise, ca-compromise, affiliation-changed, superseded,
+cessation-of-operation, certificate-hold, privilege-withdrawn.")]
+    Revoke {
+        /// ID (from `cert list`), serial or fingerprint, hex.
+        serial: String,
+        /// Why.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+        #[command(flatten)]
+        ca: CaOpts,
+    },
+    /// List what expires within a window and needs a person; exit 1 when anything does (for
+    /// cron and monitoring).
+    #[command(after_help = "\
+Example:
+  twoway cert check --within 14d || notify-team
+
+Not reported: certificates that renew themselves while they still can, i.e. enrolled ones
+an agent renews (label renewal=agent), the online CA's own TLS and OCSP certificates, and
+owners or profiles listed in [renewal] of ca.toml (or labelled renewal=auto). Such a
+certificate is reported once three quarters of its life have passed without a renewal.
+Revoked and superseded certificates are never reported.")]
+    Check {
+        /// The window.
+        #[arg(long, default_value = "14d")]
+        within: String,
+        #[command(flatten)]
+        ca: CaOpts,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct NameArgs {
+    /// Subject alternative name: DNS:name, IP:addr, URI:uri (e.g. a SPIFFE ID), EMAIL:addr; repeatable.
+    #[arg(long = "san", value_name = "TYPE:VALUE")]
+    pub sans: Vec<String>,
+    /// Optional subject common name.
+    #[arg(long)]
+    pub cn: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct MetaArgs {
+    /// Validity, e.g. 24h, 90d (default: the profile's default_ttl in ca.toml).
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// Owner (team or person), for the inventory.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Label key=value, for the inventory; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Where the certificate is deployed, for the inventory.
+    #[arg(long)]
+    pub location: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct IssueArgs {
+    /// Profile: server, client or peer.
+    #[arg(long)]
+    pub profile: Profile,
+    #[command(flatten)]
+    pub names: NameArgs,
+    #[command(flatten)]
+    pub meta: MetaArgs,
+    /// Key type of the new key.
+    #[arg(long, default_value = "p256")]
+    pub key_type: KeyType,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace existing files in --out.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub ca: CaOpts,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CsrArgs {
+    #[command(flatten)]
+    pub names: NameArgs,
+    /// Key type of the new key.
+    #[arg(long, default_value = "p256")]
+    pub key_type: KeyType,
+    /// Output directory for key.pem (0600) and csr.pem.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace existing files in --out.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// The CSR, PEM or DER.
+    pub csr: PathBuf,
+    /// Profile: server, client or peer.
+    #[arg(long)]
+    pub profile: Profile,
+    #[command(flatten)]
+    pub meta: MetaArgs,
+    /// Output directory for cert.pem, chain.pem and ca.pem; default: the chain on stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replace existing files in --out.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub ca: CaOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only certificates that expire within this window, e.g. 30d.
+    #[arg(long)]
+    pub expiring: Option<String>,
+    /// Only expired certificates.
+    #[arg(long)]
+    pub expired: bool,
+    /// Only this owner.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Only certificates with this label; repeatable (all must match).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Only this status: active, revoked, expired.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only certificates with a SAN matching this glob, e.g. '*.example.internal'.
+    #[arg(long)]
+    pub san: Option<String>,
+    /// Only this profile: server, client, peer, ocsp, ca, unknown.
+    #[arg(long, value_parser = ["server", "client", "peer", "ocsp", "ca", "unknown"])]
+    pub profile: Option<String>,
+    /// Rows per page.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Page number, from 1.
+    #[arg(long, default_value_t = 1)]
+    pub page: usize,
+    #[command(flatten)]
+    pub ca: CaOpts,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// PEM or DER files; every certificate in them is recorded. Files holding no
+    /// certificate (keys, CSRs) or that cannot be read for lack of permission are skipped
+    /// and named; a malformed certificate stops the import before anything is recorded.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Owner, for the inventory.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Label key=value; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Where it is deployed.
+    #[arg(long)]
+    pub location: Option<String>,
+    #[command(flatten)]
+    pub ca: CaOpts,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// A PEM or DER file with one or more certificates.
+    #[arg(required_unless_present = "remote", conflicts_with = "remote")]
+    pub file: Option<PathBuf>,
+    /// Connect to host:port and show the chain the server presents.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub remote: Option<String>,
+    /// SNI name to send (default: the host of --remote).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// Also check the chain against these trust anchors (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+// ---- twoway token
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Make a one-time enrollment token bound to names, a profile and an owner. The token is
+    /// printed once (stdout); only its SHA-256 is stored.
+    #[command(after_help = "\
+Examples:
+  twoway token create --san DNS:api.example.internal --profile server --ttl 15m --owner team-api
+  twoway --ca https://ca.example.internal:9000 --cert admin/chain.pem --key admin/key.pem \\
+      --ca-cert admin/ca.pem token create --san URI:spiffe://example.org/billing --profile client
+Then on the workload:
+  twoway agent --ca https://ca.example.internal:9000 --ca-fingerprint <root sha256> \\
+      --token <token> --san DNS:api.example.internal --out /etc/twoway/api")]
+    Create(CreateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// A name the enrolling CSR may ask for; repeatable.
+    #[arg(long = "san", value_name = "TYPE:VALUE")]
+    pub sans: Vec<String>,
+    /// Profile of the certificate: server, client or peer.
+    #[arg(long, default_value = "server")]
+    pub profile: Profile,
+    /// How long the token can be used.
+    #[arg(long, default_value = "15m")]
+    pub ttl: String,
+    /// Validity of the certificate (default: [server] workload_ttl, 24h).
+    #[arg(long)]
+    pub cert_ttl: Option<String>,
+    /// Owner recorded on the certificate.
+    #[arg(long)]
+    pub owner: Option<String>,
+    #[command(flatten)]
+    pub ca: CaOpts,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+// ---- twoway agent
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  twoway agent --ca https://ca.example.internal:9000 --ca-fingerprint 3f2a…(root SHA-256) \\
+      --token twt_… --san DNS:api.example.internal --out /etc/twoway/api \\
+      --reload-cmd 'systemctl reload nginx'
+  twoway agent --ca https://ca.example.internal:9000 --ca-fingerprint 3f2a… \\
+      --san DNS:api.example.internal --out /etc/twoway/api --once     # from cron
+
+Writes cert.pem, chain.pem, key.pem (0600) and ca.pem atomically; renews at about 2/3 of
+the lifetime with a fresh key; retries with capped exponential backoff while the CA is down.")]
+pub struct AgentArgs {
+    /// The CA's URL, https://host:port.
+    #[arg(long, env = "TWOWAY_CA_URL")]
+    pub ca: String,
+    /// SHA-256 fingerprint of the CA's root certificate (hex; colons allowed).
+    #[arg(long, env = "TWOWAY_CA_FINGERPRINT")]
+    pub ca_fingerprint: String,
+    /// One-time enrollment token (needed until a certificate exists in --out).
+    #[arg(long, env = "TWOWAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Name to ask for; repeatable.
+    #[arg(long = "san", value_name = "TYPE:VALUE")]
+    pub sans: Vec<String>,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Key type of the keys made here.
+    #[arg(long, default_value = "p256")]
+    pub key_type: KeyType,
+    /// Shell command to run after new files are in place.
+    #[arg(long)]
+    pub reload_cmd: Option<String>,
+    /// Send SIGHUP to the pid in this file after new files are in place.
+    #[arg(long)]
+    pub signal_pid_file: Option<PathBuf>,
+    /// Obtain or renew if due, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9101).
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+}

@@ -1,0 +1,116 @@
+//! `twoway ca init` and `twoway ca show`.
+
+use crate::cli::InitArgs;
+use crate::context::{actor, duration_arg, open_ca, passphrase, CaOpts};
+use crate::output::{self, print_json, printable};
+use anyhow::Result;
+use std::process::ExitCode;
+use time::OffsetDateTime;
+use twoway_ca::InitOptions;
+
+/// `ca init`: a new CA directory.
+pub fn init(a: InitArgs) -> Result<ExitCode> {
+    let pass = passphrase(&a.ca)?;
+    let opts = InitOptions {
+        name: a.name.clone(),
+        key_type: a.key_type,
+        root_ttl: duration_arg("--root-ttl", &a.root_ttl)?,
+        intermediate_ttl: duration_arg("--intermediate-ttl", &a.intermediate_ttl)?,
+        permit_dns: a.permit_dns.clone(),
+        permit_ip: a.permit_ip.clone(),
+        trust_domain: a.trust_domain.clone(),
+        url: a.url.clone(),
+        passphrase: pass,
+        actor: actor(&a.ca),
+    };
+    if a.key_type.is_rsa() {
+        output::progress(&format!("generating two {} keys…", a.key_type));
+    }
+    let ca = twoway_ca::init(&a.ca.ca_dir, &opts)?;
+    let dir = a.ca.ca_dir.display();
+    outln!("Created a CA for {:?} in {dir}", a.name)?;
+    outln!("  root          {dir}/root.pem   (key {dir}/root.key: move it offline now)")?;
+    outln!(
+        "  intermediate  {dir}/intermediate.pem   (key {dir}/intermediate.key signs everything)"
+    )?;
+    outln!("  config        {dir}/ca.toml")?;
+    outln!("  inventory     {dir}/inventory.db")?;
+    outln!(
+        "  valid until   {} (intermediate), fingerprint of the root: {}",
+        output::date(ca.intermediate_info().not_after),
+        twoway_pki::sha256_hex(
+            &twoway_pki::parse_certificates(ca.root_pem().as_bytes())?
+                .first()
+                .cloned()
+                .unwrap_or_default()
+        )
+    )?;
+    outln!(
+        "Next: {} cert issue --ca-dir {dir} --profile server --san DNS:api.example.internal --out ./api",
+        output::self_command()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ca show`: the CA, its names, settings and inventory counts.
+pub fn show(opts: &CaOpts, json: bool) -> Result<ExitCode> {
+    let ca = open_ca(opts, false)?;
+    let root = twoway_pki::CertInfo::from_der(
+        twoway_pki::parse_certificates(ca.root_pem().as_bytes())?
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("root.pem holds no certificate"))?,
+    )?;
+    let counts = ca.store().count_by_status()?;
+    if json {
+        return print_json(&serde_json::json!({
+            "dir": ca.dir(),
+            "config": ca.config(),
+            "root": root,
+            "intermediate": ca.intermediate_info(),
+            "name_constraints": ca.name_constraints().map(|nc| serde_json::json!({
+                "permitted": nc.permitted(), "excluded": nc.excluded(),
+            })),
+            "certificates": counts.iter().map(|(s, n)| (s.clone(), *n)).collect::<std::collections::BTreeMap<_,_>>(),
+        }))
+        .map(|_| ExitCode::SUCCESS);
+    }
+    let now = OffsetDateTime::now_utc();
+    outln!(
+        "CA            {} ({})",
+        printable(&ca.config().ca.name),
+        printable(&ca.dir().display().to_string())
+    )?;
+    for (label, info) in [("root", &root), ("intermediate", ca.intermediate_info())] {
+        outln!(
+            "{label:<13} {}  expires {} ({})",
+            printable(&info.subject),
+            output::date(info.not_after),
+            output::relative(info.not_after, now)
+        )?;
+    }
+    outln!("root sha256   {}", root.fingerprint)?;
+    match ca.name_constraints() {
+        Some(nc) => outln!(
+            "may certify   {} (the intermediate's name constraints; [policy] in ca.toml narrows them)",
+            nc.permitted()
+        )?,
+        None => outln!(
+            "may certify   any name (no name constraints; [policy] in ca.toml decides)"
+        )?,
+    }
+    outln!("key type      {}", ca.config().ca.key_type)?;
+    outln!(
+        "url           {}",
+        ca.config().ca.url.as_deref().unwrap_or("-")
+    )?;
+    let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    outln!(
+        "certificates  {}",
+        if summary.is_empty() {
+            "none".into()
+        } else {
+            summary.join(", ")
+        }
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
