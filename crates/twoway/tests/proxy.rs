@@ -1092,3 +1092,87 @@ fn idle_connections_cannot_lock_out_a_real_client() {
     );
     drop(idle);
 }
+
+/// A CRL whose nextUpdate passes while the proxy runs: with `crl_stale = "refuse"` (the
+/// default) clients of its issuer are refused once the grace period is over, with
+/// `"warn"` they keep being served; a fresh CRL written to the file is taken by the next
+/// reload and clients are served again. `/metrics` shows the seconds left until nextUpdate.
+#[test]
+fn a_stale_crl_is_refused_after_its_grace_period_and_a_fresh_one_restores_service() {
+    let pki = Pki::new();
+    let (_backend, backend_port) = backend_py(pki.dir.path());
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    pki.write("crl.pem", &pki.ca.crl_until(&[], soon));
+    let (strict, lenient, admin) = (free_port(), free_port(), free_port());
+    let listener = |name: &str, port: u16, stale: &str| {
+        format!(
+            "[[server]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\n\
+             backend = \"127.0.0.1:{backend_port}\"\nhttp = true\ncert = {:?}\nkey = {:?}\n\
+             client_ca = {:?}\ncrl = [{:?}]\n{stale}\n",
+            pki.p("server.pem"),
+            pki.p("server.key"),
+            pki.p("ca.pem"),
+            pki.p("crl.pem"),
+        )
+    };
+    let config = format!(
+        "reload_interval_secs = 1\n\n{}\n{}",
+        listener("strict", strict, "crl_stale_grace_secs = 1"),
+        listener("lenient", lenient, "crl_stale = \"warn\""),
+    );
+    pki.write("proxy.toml", &config);
+    let args = s(&[
+        "--config",
+        &pki.p("proxy.toml"),
+        "--admin",
+        &format!("127.0.0.1:{admin}"),
+    ]);
+    let p = proxy(pki.dir.path(), &args, admin);
+    let url = |port: u16| format!("https://localhost:{port}/");
+    let served = |port: u16| curl_mtls(&pki, Some("alice"), &url(port), &[]).success();
+    assert!(served(strict), "{}", p.log());
+    let m = metrics_on(admin);
+    let left = metric_sum(
+        &m,
+        "twoway_proxy_crl_next_update_seconds{",
+        &["listener=\"strict\""],
+    );
+    assert!((0.0..=3.0).contains(&left), "{m}");
+
+    // nextUpdate + 1 s of grace passes: the strict listener refuses, the lenient one serves
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while served(strict) {
+        assert!(
+            Instant::now() < deadline,
+            "a stale CRL was never refused:\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let o = curl_mtls(&pki, Some("alice"), &url(strict), &[]);
+    assert!(!o.success(), "{o}");
+    assert!(served(lenient), "{}", p.log());
+    let m = metrics_on(admin);
+    assert!(rejected(&m, "strict", "stale_crl") >= 1.0, "{m}");
+    assert!(
+        metric_sum(
+            &m,
+            "twoway_proxy_crl_next_update_seconds{",
+            &["listener=\"lenient\""]
+        ) < 0.0,
+        "{m}"
+    );
+    assert!(p.log().contains("past its nextUpdate"), "{}", p.log());
+
+    // a fresh CRL: the reload takes it and the strict listener serves again
+    pki.write("crl.pem", &pki.ca.crl(&[]));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !served(strict) {
+        assert!(
+            Instant::now() < deadline,
+            "a fresh CRL did not restore service:\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

@@ -53,10 +53,15 @@ impl TestCa {
     }
 
     pub fn crl(&self, revoked: &[&[u8]]) -> String {
+        self.crl_until(revoked, OffsetDateTime::now_utc() + time::Duration::days(7))
+    }
+
+    /// A CRL like [`TestCa::crl`] whose `nextUpdate` is `next_update`.
+    pub fn crl_until(&self, revoked: &[&[u8]], next_update: OffsetDateTime) -> String {
         let now = OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
             this_update: now - time::Duration::minutes(1),
-            next_update: now + time::Duration::days(7),
+            next_update,
             crl_number: SerialNumber::from_slice(&random_serial()),
             issuing_distribution_point: None,
             revoked_certs: revoked
