@@ -20,8 +20,7 @@ impl ProviderSignatures {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+        self.verify(rustls::crypto::verify_tls12_signature, message, cert, dss)
     }
 
     /// The TLS 1.3 handshake signature.
@@ -31,15 +30,37 @@ impl ProviderSignatures {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+        self.verify(rustls::crypto::verify_tls13_signature, message, cert, dss)
     }
 
     /// The schemes the provider verifies.
     pub fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+
+    fn verify(
+        &self,
+        check: Check,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        check(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
 }
+
+/// rustls's signature check for one TLS version.
+type Check = fn(
+    &[u8],
+    &CertificateDer<'_>,
+    &DigitallySignedStruct,
+    &rustls::crypto::WebPkiSupportedAlgorithms,
+) -> Result<HandshakeSignatureValid, rustls::Error>;
 
 /// Expands to `verify_tls12_signature`, `verify_tls13_signature` and
 /// `supported_verify_schemes` inside an `impl ServerCertVerifier` or

@@ -256,6 +256,27 @@ async fn closed(c: &mut TcpStream) -> bool {
     )
 }
 
+/// `/admin` for bob only, then `/` (with `methods`) for every example.org workload.
+fn bob_admin_routes(methods: Vec<Method>) -> Routes {
+    Routes {
+        routes: vec![
+            Route {
+                prefix: "/admin".to_owned(),
+                methods: Vec::new(),
+                policy: Policy::parse(&["spiffe://example.org/bob"]).unwrap(),
+                deny_other_methods: true,
+            },
+            Route {
+                prefix: "/".to_owned(),
+                methods,
+                policy: Policy::parse(&["spiffe://example.org/*"]).unwrap(),
+                deny_other_methods: true,
+            },
+        ],
+        ..Routes::default()
+    }
+}
+
 // ---- end to end -------------------------------------------------------------------------
 
 #[tokio::test]
@@ -477,23 +498,7 @@ async fn bad_heads_are_refused() {
 #[tokio::test]
 async fn routes_deny_with_403_and_expect_continue() {
     let (b, seen) = backend().await;
-    let routes = Routes {
-        routes: vec![
-            Route {
-                prefix: "/admin".to_owned(),
-                methods: Vec::new(),
-                policy: Policy::parse(&["spiffe://example.org/bob"]).unwrap(),
-                deny_other_methods: true,
-            },
-            Route {
-                prefix: "/".to_owned(),
-                methods: vec![Method::GET, Method::POST],
-                policy: Policy::parse(&["spiffe://example.org/*"]).unwrap(),
-                deny_other_methods: true,
-            },
-        ],
-        ..Routes::default()
-    };
+    let routes = bob_admin_routes(vec![Method::GET, Method::POST]);
     let p = proxy(b, routes).await;
     let mut c = connect(&p).await;
     let mut buf = Vec::new();
@@ -632,23 +637,7 @@ async fn a_parked_connection_wakes_up_and_reuses_its_backend_connection() {
 #[tokio::test]
 async fn websocket_upgrade_is_authorized_then_relayed_both_ways() {
     let (b, seen) = backend().await;
-    let routes = Routes {
-        routes: vec![
-            Route {
-                prefix: "/admin".to_owned(),
-                methods: Vec::new(),
-                policy: Policy::parse(&["spiffe://example.org/bob"]).unwrap(),
-                deny_other_methods: true,
-            },
-            Route {
-                prefix: "/".to_owned(),
-                methods: Vec::new(),
-                policy: Policy::parse(&["spiffe://example.org/*"]).unwrap(),
-                deny_other_methods: true,
-            },
-        ],
-        ..Routes::default()
-    };
+    let routes = bob_admin_routes(Vec::new());
     let p = proxy(b, routes).await;
     // the upgrade request and the first frame bytes in one write
     let mut c = connect(&p).await;
