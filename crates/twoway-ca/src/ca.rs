@@ -695,7 +695,7 @@ impl Ca {
     /// Revokes a certificate this CA issued.
     pub fn revoke(&self, serial_or_fp: &str, reason: Reason, actor: &str) -> Result<CertRecord> {
         let rec = self.store.find_certificate(serial_or_fp)?;
-        if rec.source != CertSource::Issued || rec.issuer != self.intermediate_info.subject {
+        if !rec.source.signed_here() || rec.issuer != self.intermediate_info.subject {
             return Err(Error::Refused(format!(
                 "certificate {} was not issued by this CA's intermediate ({}): only its issuer can revoke it",
                 rec.serial, rec.issuer
