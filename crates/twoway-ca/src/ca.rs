@@ -79,7 +79,7 @@ impl std::fmt::Debug for InitOptions {
 #[derive(Debug)]
 pub struct Unrecorded {
     issued: Issued,
-    record: Issuance,
+    pub(crate) record: Issuance,
 }
 
 impl Unrecorded {
@@ -586,6 +586,18 @@ impl Ca {
         action: &str,
         extras: IssueExtras,
     ) -> Result<Unrecorded> {
+        self.prepare_from(req, public_key_der, action, extras, CertSource::Issued)
+    }
+
+    /// [`Ca::prepare_with`], recording `source` as where the certificate came from.
+    pub(crate) fn prepare_from(
+        &self,
+        req: &IssueRequest,
+        public_key_der: &[u8],
+        action: &str,
+        extras: IssueExtras,
+        source: CertSource,
+    ) -> Result<Unrecorded> {
         let (not_before, not_after) = self.check_request(req)?;
         let spec = LeafSpec {
             profile: req.profile,
@@ -600,7 +612,7 @@ impl Ca {
             &issued.info,
             &issued.der,
             req.profile.as_str(),
-            CertSource::Issued,
+            source,
             req.owner.clone(),
             req.labels.clone(),
             req.location.clone(),

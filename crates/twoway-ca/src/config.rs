@@ -27,6 +27,9 @@ pub struct CaConfig {
     /// Which certificates renew without a person (`twoway cert check`).
     #[serde(default)]
     pub renewal: RenewalSection,
+    /// The ACME directories of `twoway ca serve` (`[[acme.directory]]`).
+    #[serde(default, skip_serializing_if = "crate::acme::AcmeSection::is_empty")]
+    pub acme: crate::acme::AcmeSection,
 }
 
 /// The `[renewal]` section: certificates that automation renews, which `twoway cert check`
@@ -171,6 +174,7 @@ impl CaConfig {
             crl: CrlConfig::default(),
             server: ServerSection::default(),
             renewal: RenewalSection::default(),
+            acme: crate::acme::AcmeSection::default(),
         }
     }
 
@@ -249,6 +253,7 @@ impl CaConfig {
         if self.server.enroll_rate == 0 || self.server.enroll_burst == 0 {
             return Err("[server] enroll_rate and enroll_burst must be at least 1".into());
         }
+        self.acme.validate()?;
         if let Some(u) = &self.ca.url {
             if !(u.starts_with("https://") || u.starts_with("http://")) {
                 return Err("[ca] url must start with https:// or http://".into());
@@ -391,6 +396,7 @@ impl CaConfig {
         out.push_str(&format!("auto_owners = {}\n", qlist(&rn.auto_owners)));
         out.push_str("# Profiles whose certificates are renewed that way, e.g. [\"client\"].\n");
         out.push_str(&format!("auto_profiles = {}\n", qlist(&rn.auto_profiles)));
+        out.push_str(&self.acme.documented_toml());
         out
     }
 }

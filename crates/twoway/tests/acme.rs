@@ -1,0 +1,602 @@
+//! The ACME server of `twoway ca serve` (RFC 8555) driven by real clients: certbot
+//! (`certonly --standalone`, http-01; `revoke`) and lego (`--http`, `--tls`); each
+//! certificate verifies with openssl, is in the inventory with source `acme` and the
+//! directory's owner, and a revoked one reads `revoked` from `openssl ocsp`. Bad requests
+//! are hand-built JWS, each answered with its RFC 8555 problem type.
+//!
+//! Only 127.0.0.1: the directory's `validation_address` sends validations there. Every
+//! client run is bounded in time.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use common::online::{OnlineCa, ONLINE_ADMIN};
+use common::{free_port, require_tool, run_with_timeout, Output};
+use serde_json::{json, Value};
+
+/// The longest a client run may take.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A serving CA with the ACME directory `test` (owner `team-web`), validations sent to
+/// 127.0.0.1 on the given ports.
+fn acme_ca(http01: u16, tlsalpn01: u16) -> OnlineCa {
+    let mut ca = OnlineCa::create("ACME Test", ONLINE_ADMIN, "", &[]);
+    let path = ca.path("ca/ca.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[[acme.directory]]\nname = \"test\"\nowner = \"team-web\"\nallow = [\"*.acme.test\"]\n\
+         http01_port = {http01}\ntlsalpn01_port = {tlsalpn01}\nvalidation_address = \"127.0.0.1\"\n"
+    ));
+    std::fs::write(&path, text).unwrap();
+    ca.serve();
+    ca
+}
+
+fn directory_url(ca: &OnlineCa) -> String {
+    format!("https://{}/acme/test/directory", ca.https)
+}
+
+/// The inventory record whose SANs hold `DNS:name`.
+#[track_caller]
+fn inventory_record(ca: &OnlineCa, name: &str) -> Value {
+    let all = ca
+        .tw("cert list --ca-dir ca --json --limit 1000")
+        .ok()
+        .json();
+    let want = format!("DNS:{name}");
+    all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["sans"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|x| x == &want))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} is not in the inventory: {all}"))
+}
+
+/// The certificate at `cert` (lab path) verifies to the root, is in the inventory with
+/// source acme and owner team-web.
+#[track_caller]
+fn check_issued(ca: &OnlineCa, cert: &str, name: &str) {
+    let v = ca
+        .openssl(&format!(
+            "verify -CAfile ca/root.pem -untrusted ca/intermediate.pem {cert}"
+        ))
+        .ok();
+    assert!(v.stdout.contains(": OK"), "{}", v.all());
+    let rec = inventory_record(ca, name);
+    assert_eq!(rec["source"], "acme", "{rec}");
+    assert_eq!(rec["owner"], "team-web", "{rec}");
+    assert!(
+        rec["labels"]["acme_account"]
+            .as_str()
+            .is_some_and(|a| a.contains("/acme/test/acct/")),
+        "{rec}"
+    );
+}
+
+fn client(ca: &OnlineCa, program: &str, apt: &str) -> Command {
+    let mut c = ca.command(require_tool(program, apt));
+    c.env("REQUESTS_CA_BUNDLE", ca.p("ca/root.pem"))
+        .env("LEGO_CA_CERTIFICATES", ca.p("ca/root.pem"));
+    c
+}
+
+#[track_caller]
+fn run_client(mut c: Command) -> Output {
+    run_with_timeout(&mut c, None, CLIENT_TIMEOUT)
+}
+
+fn certbot_args(ca: &OnlineCa, port: u16) -> Vec<String> {
+    [
+        "--non-interactive",
+        "--config-dir",
+        &ca.p("certbot/config"),
+        "--work-dir",
+        &ca.p("certbot/work"),
+        "--logs-dir",
+        &ca.p("certbot/logs"),
+        "--server",
+        &directory_url(ca),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(
+        [
+            "--http-01-address".to_string(),
+            "127.0.0.1".to_string(),
+            "--http-01-port".to_string(),
+            port.to_string(),
+        ]
+        .into_iter()
+        .filter(|_| port != 0),
+    )
+    .collect()
+}
+
+#[test]
+fn certbot_standalone_issues_and_revokes() {
+    let port = free_port();
+    let ca = acme_ca(port, free_port());
+    let mut c = client(&ca, "certbot", "certbot (pip install certbot)");
+    c.args([
+        "certonly",
+        "--standalone",
+        "--agree-tos",
+        "--register-unsafely-without-email",
+    ])
+    .args(certbot_args(&ca, port))
+    .args(["-d", "web1.acme.test"]);
+    let o = run_client(c);
+    assert!(o.success(), "certbot certonly: {}\n{}", o.all(), ca.log());
+    let live = ca.p("certbot/config/live/web1.acme.test");
+    std::fs::copy(format!("{live}/cert.pem"), ca.path("web1.pem")).unwrap();
+    // the chain certbot saved is the leaf and the intermediate
+    let full = std::fs::read_to_string(format!("{live}/fullchain.pem")).unwrap();
+    assert_eq!(full.matches("BEGIN CERTIFICATE").count(), 2);
+    check_issued(&ca, "web1.pem", "web1.acme.test");
+    assert!(ca.ocsp("web1.pem").contains("web1.pem: good"));
+
+    let mut c = client(&ca, "certbot", "certbot (pip install certbot)");
+    c.args([
+        "revoke",
+        "--cert-path",
+        &ca.p("web1.pem"),
+        "--no-delete-after-revoke",
+    ])
+    .args(certbot_args(&ca, 0));
+    let o = run_client(c);
+    assert!(o.success(), "certbot revoke: {}", o.all());
+    let ocsp = ca.ocsp("web1.pem");
+    assert!(ocsp.contains("web1.pem: revoked"), "{ocsp}");
+    assert_eq!(inventory_record(&ca, "web1.acme.test")["status"], "revoked");
+}
+
+fn lego(ca: &OnlineCa, name: &str, challenge: &[&str]) -> Output {
+    let mut c = client(ca, "lego", "lego");
+    c.args([
+        "--accept-tos",
+        "--email",
+        "ops@acme.test",
+        "--server",
+        &directory_url(ca),
+        "--path",
+        &ca.p("lego"),
+        "--domains",
+        name,
+    ])
+    .args(challenge)
+    .arg("run");
+    run_client(c)
+}
+
+#[test]
+fn lego_http01_and_tls_alpn01() {
+    let (http, tls) = (free_port(), free_port());
+    let ca = acme_ca(http, tls);
+    let o = lego(
+        &ca,
+        "web2.acme.test",
+        &["--http", "--http.port", &format!("127.0.0.1:{http}")],
+    );
+    assert!(o.success(), "lego --http: {}\n{}", o.all(), ca.log());
+    std::fs::copy(
+        ca.path("lego/certificates/web2.acme.test.crt"),
+        ca.path("web2.pem"),
+    )
+    .unwrap();
+    check_issued(&ca, "web2.pem", "web2.acme.test");
+
+    let o = lego(
+        &ca,
+        "web3.acme.test",
+        &["--tls", "--tls.port", &format!("127.0.0.1:{tls}")],
+    );
+    assert!(o.success(), "lego --tls: {}\n{}", o.all(), ca.log());
+    std::fs::copy(
+        ca.path("lego/certificates/web3.acme.test.crt"),
+        ca.path("web3.pem"),
+    )
+    .unwrap();
+    check_issued(&ca, "web3.pem", "web3.acme.test");
+
+    // a name outside the directory's allow list is refused before any challenge
+    let o = lego(
+        &ca,
+        "web4.other.test",
+        &["--http", "--http.port", &format!("127.0.0.1:{http}")],
+    );
+    assert!(!o.success());
+    assert!(o.all().contains("rejectedIdentifier"), "{}", o.all());
+}
+
+/// A hand-made ACME client: a P-256 account key, JWS by RFC 8555, requests over curl.
+struct Client<'a> {
+    ca: &'a OnlineCa,
+    key: EcdsaKeyPair,
+    kid: Option<String>,
+    nonce: String,
+    n: u32,
+}
+
+/// An answer: status, headers (lower-cased names), body.
+struct Answer {
+    status: u16,
+    headers: String,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().to_string())
+        })
+    }
+
+    #[track_caller]
+    fn problem(&self, kind: &str) {
+        assert_eq!(
+            self.body["type"],
+            format!("urn:ietf:params:acme:error:{kind}"),
+            "{} {}",
+            self.status,
+            self.body
+        );
+        assert!(self
+            .header("content-type")
+            .unwrap()
+            .contains("problem+json"));
+        assert!(
+            self.header("replay-nonce").is_some(),
+            "a refusal carries a nonce"
+        );
+    }
+}
+
+impl<'a> Client<'a> {
+    fn new(ca: &'a OnlineCa) -> Client<'a> {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let mut c = Client {
+            ca,
+            key,
+            kid: None,
+            nonce: String::new(),
+            n: 0,
+        };
+        let a = c.curl("new-nonce", None, &["-I"]);
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("cache-control").as_deref(), Some("no-store"));
+        c.nonce = a.header("replay-nonce").unwrap();
+        c
+    }
+
+    fn url(&self, rest: &str) -> String {
+        format!("https://{}/acme/test/{rest}", self.ca.https)
+    }
+
+    fn jwk(&self) -> Value {
+        let p = self.key.public_key().as_ref();
+        json!({"kty": "EC", "crv": "P-256", "x": B64.encode(&p[1..33]), "y": B64.encode(&p[33..65])})
+    }
+
+    fn curl(&mut self, target: &str, body: Option<&[u8]>, extra: &[&str]) -> Answer {
+        let url = if target.starts_with("https://") {
+            target.to_string()
+        } else {
+            self.url(target)
+        };
+        self.n += 1;
+        let f = self.ca.path(&format!("jws-{}.json", self.n));
+        let data = format!("@{}", f.display());
+        let root = self.ca.p("ca/root.pem");
+        let mut args = vec!["-sS", "-m", "20", "-i", "--cacert", &root];
+        if let Some(b) = body {
+            std::fs::write(&f, b).unwrap();
+            args.extend([
+                "-H",
+                "content-type: application/jose+json",
+                "--data-binary",
+                &data,
+            ]);
+        }
+        args.extend(extra);
+        args.push(&url);
+        let o = self.ca.tool_args("curl", &args).ok();
+        let text = o.stdout.replace("\r\n", "\n");
+        let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+        let status = head
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let a = Answer {
+            status,
+            headers: head.to_string(),
+            body: serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
+        };
+        if let Some(n) = a.header("replay-nonce") {
+            self.nonce = n;
+        }
+        a
+    }
+
+    fn sign(&self, header: &Value, payload: &[u8]) -> Vec<u8> {
+        let p = B64.encode(header.to_string());
+        let pl = B64.encode(payload);
+        let sig = self
+            .key
+            .sign(&SystemRandom::new(), format!("{p}.{pl}").as_bytes())
+            .unwrap();
+        json!({"protected": p, "payload": pl, "signature": B64.encode(sig.as_ref())})
+            .to_string()
+            .into_bytes()
+    }
+
+    fn header(&self, url: &str) -> Value {
+        let mut h = json!({"alg": "ES256", "nonce": self.nonce, "url": url});
+        match &self.kid {
+            Some(k) => h["kid"] = k.clone().into(),
+            None => h["jwk"] = self.jwk(),
+        }
+        h
+    }
+
+    /// A signed POST of `payload` (None: POST-as-GET) to `target`.
+    fn post(&mut self, target: &str, payload: Option<&Value>) -> Answer {
+        let url = if target.starts_with("https://") {
+            target.to_string()
+        } else {
+            self.url(target)
+        };
+        let body = payload.map(|p| p.to_string()).unwrap_or_default();
+        let jws = self.sign(&self.header(&url), body.as_bytes());
+        self.curl(&url, Some(&jws), &[])
+    }
+
+    fn register(&mut self) {
+        let a = self.post("new-account", Some(&json!({"termsOfServiceAgreed": true})));
+        assert_eq!(a.status, 201, "{}", a.body);
+        self.kid = a.header("location");
+        assert!(a.header("link").unwrap().contains("rel=\"index\""));
+    }
+}
+
+fn csr(names: &[&str]) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    B64.encode(params.serialize_request(&key).unwrap().der())
+}
+
+#[test]
+fn bad_requests_get_their_problem_types() {
+    let port = free_port();
+    let ca = acme_ca(port, free_port());
+    let mut c = Client::new(&ca);
+    let d = c.curl("directory", None, &[]);
+    assert_eq!(d.body["newAccount"], c.url("new-account"));
+
+    // alg none
+    let url = c.url("new-account");
+    let mut h = c.header(&url);
+    h["alg"] = "none".into();
+    let body = json!({"protected": B64.encode(h.to_string()), "payload": B64.encode("{}"), "signature": ""});
+    let a = c.curl("new-account", Some(body.to_string().as_bytes()), &[]);
+    a.problem("badSignatureAlgorithm");
+    assert_eq!(a.status, 400);
+
+    // a url that is not the request's
+    let h = c.header(&c.url("new-order"));
+    let jws = c.sign(&h, b"{}");
+    c.curl("new-account", Some(&jws), &[])
+        .problem("unauthorized");
+
+    // jwk and kid together
+    let mut h = c.header(&url);
+    h["kid"] = c.url("acct/x").into();
+    let jws = c.sign(&h, b"{}");
+    c.curl("new-account", Some(&jws), &[]).problem("malformed");
+
+    // a replayed nonce
+    let h = c.header(&url);
+    let jws = c.sign(&h, br#"{"termsOfServiceAgreed":true}"#);
+    let first = c.curl("new-account", Some(&jws), &[]);
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = c.curl("new-account", Some(&jws), &[]);
+    again.problem("badNonce");
+    c.kid = first.header("location");
+
+    // a name outside the allow list
+    let a = c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "x.other.test"}]})),
+    );
+    a.problem("rejectedIdentifier");
+
+    // finalize before the order is ready
+    let a = c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "bad1.acme.test"}]})),
+    );
+    assert_eq!(a.status, 201, "{}", a.body);
+    let order_url = a.header("location").unwrap();
+    let finalize = a.body["finalize"].as_str().unwrap().to_string();
+    let authz_url = a.body["authorizations"][0].as_str().unwrap().to_string();
+    c.post(&finalize, Some(&json!({"csr": csr(&["bad1.acme.test"])})))
+        .problem("orderNotReady");
+
+    // a wrong key authorization: the challenge and the order turn invalid, with the reason
+    let az = c.post(&authz_url, None);
+    let ch = az.body["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "http-01")
+        .unwrap()
+        .clone();
+    let token = ch["token"].as_str().unwrap().to_string();
+    let server = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let answer = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = server.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2048];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let req = String::from_utf8_lossy(&buf[..n]).to_string();
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nwrong.key");
+        req
+    });
+    let a = c.post(ch["url"].as_str().unwrap(), Some(&json!({})));
+    assert_eq!(a.status, 200, "{}", a.body);
+    let req = answer.join().unwrap();
+    assert!(
+        req.starts_with(&format!("GET /.well-known/acme-challenge/{token} ")),
+        "{req}"
+    );
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        let a = c.post(ch["url"].as_str().unwrap(), None);
+        status = a.body.clone();
+        if a.body["status"] != "processing" && a.body["status"] != "pending" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status["status"], "invalid", "{status}");
+    assert_eq!(
+        status["error"]["type"],
+        "urn:ietf:params:acme:error:unauthorized"
+    );
+    assert!(
+        status["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("wrong.key"),
+        "{status}"
+    );
+    assert_eq!(c.post(&order_url, None).body["status"], "invalid");
+
+    // a CSR with a name the order does not hold: badCSR (the order needs to be ready)
+    // is checked by certbot/lego paths; here the order is invalid, so orderNotReady
+    c.post(
+        &finalize,
+        Some(&json!({"csr": csr(&["bad1.acme.test", "extra.acme.test"])})),
+    )
+    .problem("orderNotReady");
+
+    // a request signed by an unknown account
+    c.kid = Some(c.url("acct/nobody"));
+    c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "a.acme.test"}]})),
+    )
+    .problem("accountDoesNotExist");
+    // nothing of this reached the inventory
+    assert!(ca
+        .tw("cert list --ca-dir ca --json --limit 1000")
+        .ok()
+        .stdout
+        .find("acme.test")
+        .is_none());
+}
+
+#[test]
+fn a_csr_with_an_extra_name_is_bad() {
+    let port = free_port();
+    let ca = acme_ca(port, free_port());
+    let mut c = Client::new(&ca);
+    c.register();
+    let a = c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "ok1.acme.test"}]})),
+    );
+    let order_url = a.header("location").unwrap();
+    let finalize = a.body["finalize"].as_str().unwrap().to_string();
+    let az = c.post(a.body["authorizations"][0].as_str().unwrap(), None);
+    let ch = az.body["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "http-01")
+        .unwrap()
+        .clone();
+    let thumb = {
+        let j = c.jwk();
+        let canon = format!(
+            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+            j["x"].as_str().unwrap(),
+            j["y"].as_str().unwrap()
+        );
+        B64.encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            canon.as_bytes(),
+        ))
+    };
+    let key_auth = format!("{}.{thumb}", ch["token"].as_str().unwrap());
+    let server = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = server.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2048];
+        let _ = s.read(&mut buf);
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{key_auth}",
+            key_auth.len()
+        );
+        let _ = s.write_all(resp.as_bytes());
+    });
+    c.post(ch["url"].as_str().unwrap(), Some(&json!({})));
+    let mut order = Value::Null;
+    for _ in 0..100 {
+        order = c.post(&order_url, None).body;
+        if order["status"] != "pending" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(order["status"], "ready", "{order}");
+    let a = c.post(
+        &finalize,
+        Some(&json!({"csr": csr(&["ok1.acme.test", "extra.acme.test"])})),
+    );
+    a.problem("badCSR");
+    assert!(
+        a.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("extra.acme.test"),
+        "{}",
+        a.body
+    );
+    // the order stays ready; the right CSR is issued
+    let a = c.post(&finalize, Some(&json!({"csr": csr(&["ok1.acme.test"])})));
+    assert_eq!(a.body["status"], "valid", "{}", a.body);
+    let cert = c.post(a.body["certificate"].as_str().unwrap(), None);
+    assert_eq!(cert.status, 200);
+    assert!(cert
+        .header("content-type")
+        .unwrap()
+        .contains("pem-certificate-chain"));
+    assert!(cert.headers.contains("rel=\"up\""), "{}", cert.headers);
+    assert!(cert.headers.contains("rel=\"index\""), "{}", cert.headers);
+    let chain = cert.body.as_str().unwrap();
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "{chain}");
+    assert_eq!(inventory_record(&ca, "ok1.acme.test")["source"], "acme");
+}
