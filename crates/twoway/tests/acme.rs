@@ -507,6 +507,19 @@ fn bad_requests_get_their_problem_types() {
         Some(&json!({"identifiers": [{"type": "dns", "value": "a.acme.test"}]})),
     )
     .problem("accountDoesNotExist");
+    // each refusal is counted by its problem type
+    let m = ca.metrics();
+    for kind in [
+        "badNonce",
+        "badSignatureAlgorithm",
+        "orderNotReady",
+        "rejectedIdentifier",
+    ] {
+        assert!(
+            m.contains(&format!("twoway_ca_errors_total{{code=\"acme:{kind}\"}}")),
+            "{kind}: {m}"
+        );
+    }
     // nothing of this reached the inventory
     assert!(ca
         .tw("cert list --ca-dir ca --json --limit 1000")
