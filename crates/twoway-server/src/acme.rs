@@ -640,7 +640,11 @@ async fn new_order(ctx: &Ctx, req: Req) -> Result<Answer, Problem> {
     for name in &names {
         let authz_id = new_id()?;
         let mut chall_ids = Vec::new();
-        for kind in [Kind::Http01, Kind::TlsAlpn01] {
+        let mut kinds = vec![Kind::Http01, Kind::TlsAlpn01];
+        if ctx.dir.dns_resolver.is_some() {
+            kinds.push(Kind::Dns01);
+        }
+        for kind in kinds {
             let cid = new_id()?;
             objs.push(AcmeObject {
                 kind: "challenge".into(),
@@ -909,6 +913,7 @@ fn spawn_validation(ctx: &Ctx, c: AcmeObject) {
                 validate::http01(&ctx.dir, &name, &c.doc["token"], &key_auth).await
             }
             Some(Kind::TlsAlpn01) => validate::tls_alpn01(&ctx.dir, &name, &key_auth).await,
+            Some(Kind::Dns01) => validate::dns01(&ctx.dir, &name, &key_auth).await,
             _ => Err((
                 "malformed",
                 "this challenge type is not validated here".to_string(),

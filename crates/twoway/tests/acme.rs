@@ -26,12 +26,17 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 /// A serving CA with the ACME directory `test` (owner `team-web`), validations sent to
 /// 127.0.0.1 on the given ports.
 fn acme_ca(http01: u16, tlsalpn01: u16) -> OnlineCa {
+    acme_ca_with(http01, tlsalpn01, "")
+}
+
+/// [`acme_ca`] with more keys in the directory's section.
+fn acme_ca_with(http01: u16, tlsalpn01: u16, extra: &str) -> OnlineCa {
     let mut ca = OnlineCa::create("ACME Test", ONLINE_ADMIN, "", &[]);
     let path = ca.path("ca/ca.toml");
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str(&format!(
         "\n[[acme.directory]]\nname = \"test\"\nowner = \"team-web\"\nallow = [\"*.acme.test\"]\n\
-         http01_port = {http01}\ntlsalpn01_port = {tlsalpn01}\nvalidation_address = \"127.0.0.1\"\n"
+         http01_port = {http01}\ntlsalpn01_port = {tlsalpn01}\nvalidation_address = \"127.0.0.1\"\n{extra}\n"
     ));
     std::fs::write(&path, text).unwrap();
     ca.serve();
@@ -367,6 +372,34 @@ impl<'a> Client<'a> {
         self.curl(&url, Some(&jws), &[])
     }
 
+    /// The account key's RFC 7638 thumbprint.
+    fn thumbprint(&self) -> String {
+        let j = self.jwk();
+        let canon = format!(
+            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+            j["x"].as_str().unwrap(),
+            j["y"].as_str().unwrap()
+        );
+        B64.encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            canon.as_bytes(),
+        ))
+    }
+
+    /// POST-as-GET of `url` until its status is no longer `pending`/`processing` (10 s at
+    /// most); the last answer's body.
+    fn wait(&mut self, url: &str) -> Value {
+        let mut body = Value::Null;
+        for _ in 0..100 {
+            body = self.post(url, None).body;
+            if body["status"] != "pending" && body["status"] != "processing" {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        body
+    }
+
     fn register(&mut self) {
         let a = self.post("new-account", Some(&json!({"termsOfServiceAgreed": true})));
         assert_eq!(a.status, 201, "{}", a.body);
@@ -549,18 +582,7 @@ fn a_csr_with_an_extra_name_is_bad() {
         .find(|x| x["type"] == "http-01")
         .unwrap()
         .clone();
-    let thumb = {
-        let j = c.jwk();
-        let canon = format!(
-            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-            j["x"].as_str().unwrap(),
-            j["y"].as_str().unwrap()
-        );
-        B64.encode(aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            canon.as_bytes(),
-        ))
-    };
+    let thumb = c.thumbprint();
     let key_auth = format!("{}.{thumb}", ch["token"].as_str().unwrap());
     let server = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     std::thread::spawn(move || {
@@ -612,4 +634,72 @@ fn a_csr_with_an_extra_name_is_bad() {
     let chain = cert.body.as_str().unwrap();
     assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "{chain}");
     assert_eq!(inventory_record(&ca, "ok1.acme.test")["source"], "acme");
+}
+
+/// A one-shot DNS server on 127.0.0.1: answers the next query with one TXT record.
+fn dns_server(txt: std::sync::mpsc::Receiver<String>) -> (u16, std::thread::JoinHandle<String>) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let value = txt.recv_timeout(Duration::from_secs(20)).unwrap();
+        let mut buf = [0u8; 512];
+        let (n, from) = sock.recv_from(&mut buf).unwrap();
+        let q = &buf[..n];
+        // the question's name, for the test to check
+        let mut name = Vec::new();
+        let mut i = 12;
+        while q[i] != 0 {
+            let l = q[i] as usize;
+            name.push(String::from_utf8_lossy(&q[i + 1..i + 1 + l]).into_owned());
+            i += 1 + l;
+        }
+        let mut r = q[..i + 5].to_vec();
+        r[2] |= 0x80;
+        r[7] = 1;
+        r.extend_from_slice(&[0xC0, 12, 0, 16, 0, 1, 0, 0, 0, 60, 0, value.len() as u8 + 1]);
+        r.push(value.len() as u8);
+        r.extend_from_slice(value.as_bytes());
+        sock.send_to(&r, from).unwrap();
+        name.join(".")
+    });
+    (port, t)
+}
+
+#[test]
+fn dns01_through_the_configured_resolver() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (dns, answered) = dns_server(rx);
+    let ca = acme_ca_with(
+        free_port(),
+        free_port(),
+        &format!("dns_resolver = \"127.0.0.1:{dns}\""),
+    );
+    let mut c = Client::new(&ca);
+    c.register();
+    let a = c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "dns1.acme.test"}]})),
+    );
+    let order_url = a.header("location").unwrap();
+    let finalize = a.body["finalize"].as_str().unwrap().to_string();
+    let az = c.post(a.body["authorizations"][0].as_str().unwrap(), None);
+    let ch = az.body["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "dns-01")
+        .unwrap_or_else(|| panic!("dns-01 is offered: {}", az.body))
+        .clone();
+    let key_auth = format!("{}.{}", ch["token"].as_str().unwrap(), c.thumbprint());
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key_auth.as_bytes());
+    tx.send(B64.encode(digest)).unwrap();
+    c.post(ch["url"].as_str().unwrap(), Some(&json!({})));
+    assert_eq!(answered.join().unwrap(), "_acme-challenge.dns1.acme.test");
+    let order = c.wait(&order_url);
+    assert_eq!(order["status"], "ready", "{order}");
+    let a = c.post(&finalize, Some(&json!({"csr": csr(&["dns1.acme.test"])})));
+    assert_eq!(a.body["status"], "valid", "{}", a.body);
+    assert_eq!(inventory_record(&ca, "dns1.acme.test")["source"], "acme");
 }

@@ -1,6 +1,7 @@
 //! The challenge fetches: `http-01` (a plain HTTP/1.1 GET, no redirect followed, body
 //! bounded) and `tls-alpn-01` (RFC 8737: a TLS handshake offering only `acme-tls/1`, the
-//! certificate judged by `twoway_acme::challenge::check_tls_alpn01`). Each answers the
+//! certificate judged by `twoway_acme::challenge::check_tls_alpn01`) and `dns-01` (one UDP
+//! TXT query to the directory's resolver). Each answers the
 //! validation record (where it connected, what it received) or why it failed, as an ACME
 //! problem type, a detail and the record.
 
@@ -313,4 +314,181 @@ pub(crate) async fn tls_alpn01(
         }
     }
     Ok(record)
+}
+
+/// `dns-01`: a TXT record of `_acme-challenge.<name>`, asked of the directory's resolver
+/// (one UDP query, recursion desired; CNAMEs are followed by the resolver and the TXT
+/// records of the answer's chain are read), must hold base64url(SHA-256(key
+/// authorization)).
+pub(crate) async fn dns01(
+    dir: &AcmeDirectory,
+    name: &str,
+    key_auth: &str,
+) -> Result<Value, Failure> {
+    let qname = format!("_acme-challenge.{name}");
+    let mut record = json!({"hostname": qname});
+    let Some(resolver) = dir
+        .dns_resolver
+        .as_deref()
+        .and_then(|r| r.parse::<SocketAddr>().ok())
+    else {
+        return Err(("dns", "no dns_resolver is configured".into(), record));
+    };
+    record["resolver"] = resolver.to_string().into();
+    let want = challenge::dns01_txt(key_auth);
+    let work = async {
+        let bind: SocketAddr = if resolver.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = tokio::net::UdpSocket::bind(bind)
+            .await
+            .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+        sock.connect(resolver)
+            .await
+            .map_err(|e| format!("cannot reach {resolver}: {e}"))?;
+        let id = rand::random::<u16>().to_be_bytes();
+        let query = dns::query(u16::from_be_bytes(id), &qname)?;
+        sock.send(&query)
+            .await
+            .map_err(|e| format!("sending to {resolver}: {e}"))?;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = sock
+                .recv(&mut buf)
+                .await
+                .map_err(|e| format!("reading from {resolver}: {e}"))?;
+            match dns::txt_answers(&buf[..n], u16::from_be_bytes(id)) {
+                Ok(Some(txt)) => return Ok(txt),
+                Ok(None) => continue, // not our answer
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let txt = match tokio::time::timeout(VALIDATION_TIMEOUT, work).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return Err(("dns", e, record)),
+        Err(_) => {
+            return Err((
+                "dns",
+                format!("{resolver} did not answer within {VALIDATION_TIMEOUT:?}"),
+                record,
+            ))
+        }
+    };
+    if txt.iter().any(|t| t == &want) {
+        Ok(record)
+    } else {
+        Err((
+            "unauthorized",
+            format!("TXT {qname} holds {txt:?}, not {want:?}"),
+            record,
+        ))
+    }
+}
+
+/// The few bytes of DNS (RFC 1035) that a TXT lookup needs.
+mod dns {
+    /// A query for the TXT records of `name`, recursion desired.
+    pub(super) fn query(id: u16, name: &str) -> Result<Vec<u8>, String> {
+        let mut q = Vec::with_capacity(32 + name.len());
+        q.extend_from_slice(&id.to_be_bytes());
+        q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in name.trim_end_matches('.').split('.') {
+            if label.is_empty() || label.len() > 63 {
+                return Err(format!("{name} is not a DNS name"));
+            }
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&[0, 16, 0, 1]);
+        Ok(q)
+    }
+
+    fn skip_name(b: &[u8], mut i: usize) -> Option<usize> {
+        for _ in 0..128 {
+            let len = *b.get(i)? as usize;
+            if len == 0 {
+                return Some(i + 1);
+            }
+            if len & 0xC0 == 0xC0 {
+                return Some(i + 2);
+            }
+            i += 1 + len;
+        }
+        None
+    }
+
+    fn u16_at(b: &[u8], i: usize) -> Option<u16> {
+        Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]))
+    }
+
+    /// The TXT strings of an answer to query `id` (each record's strings joined); None
+    /// when the packet answers another query; an error for a failed lookup.
+    pub(super) fn txt_answers(b: &[u8], id: u16) -> Result<Option<Vec<String>>, String> {
+        let bad = || "the resolver's answer is malformed".to_string();
+        if u16_at(b, 0) != Some(id) || b.get(2).is_none_or(|f| f & 0x80 == 0) {
+            return Ok(None);
+        }
+        let rcode = b.get(3).ok_or_else(bad)? & 0x0F;
+        if rcode == 3 {
+            return Err("the name does not exist (NXDOMAIN)".into());
+        }
+        if rcode != 0 {
+            return Err(format!("the resolver answered rcode {rcode}"));
+        }
+        let qd = u16_at(b, 4).ok_or_else(bad)?;
+        let an = u16_at(b, 6).ok_or_else(bad)?;
+        let mut i = 12;
+        for _ in 0..qd {
+            i = skip_name(b, i).ok_or_else(bad)? + 4;
+        }
+        let mut out = Vec::new();
+        for _ in 0..an {
+            i = skip_name(b, i).ok_or_else(bad)?;
+            let typ = u16_at(b, i).ok_or_else(bad)?;
+            let len = u16_at(b, i + 8).ok_or_else(bad)? as usize;
+            let start = i + 10;
+            let data = b.get(start..start + len).ok_or_else(bad)?;
+            if typ == 16 {
+                let mut s = Vec::new();
+                let mut j = 0;
+                while j < data.len() {
+                    let l = data[j] as usize;
+                    s.extend_from_slice(data.get(j + 1..j + 1 + l).ok_or_else(bad)?);
+                    j += 1 + l;
+                }
+                out.push(String::from_utf8_lossy(&s).into_owned());
+            }
+            i = start + len;
+        }
+        Ok(Some(out))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_txt_answer_is_read_and_garbage_is_not_a_panic() {
+            let q = query(7, "_acme-challenge.a.test").unwrap();
+            let mut r = q.clone();
+            r[2] |= 0x80;
+            r[7] = 1; // one answer
+            r.extend_from_slice(&[
+                0xC0, 12, 0, 16, 0, 1, 0, 0, 0, 60, 0, 6, 2, b'a', b'b', 2, b'c', b'd',
+            ]);
+            assert_eq!(txt_answers(&r, 7).unwrap().unwrap(), ["abcd"]);
+            assert_eq!(txt_answers(&r, 8).unwrap(), None);
+            for n in 0..r.len() {
+                let _ = txt_answers(&r[..n], 7);
+            }
+            let mut nx = q.clone();
+            nx[2] |= 0x80;
+            nx[3] = 3;
+            assert!(txt_answers(&nx, 7).unwrap_err().contains("NXDOMAIN"));
+        }
+    }
 }
