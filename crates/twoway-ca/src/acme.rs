@@ -223,11 +223,125 @@ pub struct AcmeIssue<'a> {
     pub actor: String,
 }
 
+/// The file in the CA directory holding the secret EAB keys are derived from (0600).
+pub const EAB_SECRET_FILE: &str = "acme-eab.key";
+
+/// The kind of the store's ACME objects that record EAB keys.
+pub const EAB_KIND: &str = "eab";
+
+/// A new EAB key, as `twoway acme eab create` prints it once.
+#[derive(Clone, Debug, Serialize)]
+pub struct NewEab {
+    /// The key id the client sends.
+    pub kid: String,
+    /// The HMAC-SHA256 key, base64url without padding.
+    pub hmac_key: String,
+    /// The directory it is for.
+    pub directory: String,
+    /// The owner accounts bound with it take.
+    pub owner: Option<String>,
+}
+
 /// Why a CSR does not fit its order (RFC 8555 `badCSR`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadCsr(pub String);
 
 impl Ca {
+    /// The secret EAB keys are derived from, made on first use (32 random bytes, 0600).
+    fn eab_secret(&self, create: bool) -> Result<Vec<u8>> {
+        let path = self.dir().join(EAB_SECRET_FILE);
+        match std::fs::read(&path) {
+            Ok(b) if b.len() == 32 => return Ok(b),
+            Ok(_) => {
+                return Err(Error::Refused(format!(
+                    "{} is not 32 bytes: restore it from a backup (EAB keys given out are derived from it)",
+                    path.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {}
+            Err(e) => return Err(Error::io("cannot read", &path)(e)),
+        }
+        let mut b = vec![0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+        crate::files::write_atomic(&path, &b, 0o600)?;
+        Ok(b)
+    }
+
+    fn eab_derive(secret: &[u8], kid: &str) -> Vec<u8> {
+        let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+        aws_lc_rs::hmac::sign(&k, format!("twoway-acme-eab:{kid}").as_bytes())
+            .as_ref()
+            .to_vec()
+    }
+
+    /// Makes an external account binding key for `directory`: the key id and the HMAC
+    /// key (returned once; the store keeps only the key's SHA-256, the key is derived
+    /// from [`EAB_SECRET_FILE`] when a client uses it). An account bound with it takes
+    /// `owner` in the inventory. Single use: the first account bound with it uses it up.
+    pub fn create_eab(
+        &self,
+        directory: &str,
+        owner: Option<String>,
+        actor: &str,
+    ) -> Result<NewEab> {
+        use base64::Engine as _;
+        if self.config().acme.get(directory).is_none() {
+            return Err(Error::Refused(format!(
+                "no ACME directory {directory:?} in ca.toml: add an [[acme.directory]] with name = {directory:?}"
+            )));
+        }
+        let secret = self.eab_secret(true)?;
+        let mut id = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+        // hex: a key id starting with '-' would read as an option on clients' command lines
+        let kid = hex::encode(id);
+        let key = Self::eab_derive(&secret, &kid);
+        let now = OffsetDateTime::now_utc();
+        self.store().acme_insert(&twoway_store::AcmeObject {
+            kind: EAB_KIND.into(),
+            id: kid.clone(),
+            parent: Some(directory.to_string()),
+            lookup: None,
+            doc: serde_json::json!({
+                "directory": directory,
+                "owner": owner,
+                "key_sha256": twoway_pki::sha256_hex(&key),
+                "created_by": actor,
+                "status": "unused",
+            }),
+            version: 1,
+            expires_at: None,
+        })?;
+        self.store().append_audit(&twoway_store::NewAudit {
+            actor: actor.into(),
+            action: "acme.eab.create".into(),
+            target: kid.clone(),
+            details: serde_json::json!({"directory": directory, "owner": owner}),
+            time: now,
+        })?;
+        Ok(NewEab {
+            kid,
+            hmac_key: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&key),
+            directory: directory.into(),
+            owner,
+        })
+    }
+
+    /// The HMAC key of EAB key id `kid` (derived, checked against the stored hash) and
+    /// its record; None when no such key was made.
+    pub fn eab_key(&self, kid: &str) -> Result<Option<(Vec<u8>, twoway_store::AcmeObject)>> {
+        let Some(rec) = self.store().acme_get(EAB_KIND, kid)? else {
+            return Ok(None);
+        };
+        let key = Self::eab_derive(&self.eab_secret(false)?, kid);
+        if rec.doc["key_sha256"] != twoway_pki::sha256_hex(&key).as_str() {
+            return Err(Error::Refused(format!(
+                "{EAB_SECRET_FILE} does not derive EAB key {kid}: it was replaced; restore it from a backup"
+            )));
+        }
+        Ok(Some((key, rec)))
+    }
+
     /// Whether this CA may certify the DNS name `name` at all (`[policy]`, the
     /// intermediate's name constraints): what `newOrder` checks before any challenge.
     pub fn check_dns_name(&self, name: &str) -> Result<()> {

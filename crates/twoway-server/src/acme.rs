@@ -506,17 +506,52 @@ async fn new_account(ctx: &Ctx, req: Req) -> Result<Answer, Problem> {
             "no account has this key",
         ));
     }
-    if ctx.dir.eab_required && payload.get("externalAccountBinding").is_none() {
+    let binding = payload.get("externalAccountBinding").cloned();
+    if ctx.dir.eab_required && binding.is_none() {
         return Err(problem(
             StatusCode::FORBIDDEN,
             "externalAccountRequired",
-            "this directory needs an external account binding (EAB): ask the CA's operators for a key id and HMAC key",
+            "this directory needs an external account binding (EAB): ask the CA's operators for a key id and HMAC key (`twoway acme eab create`)",
         ));
     }
-    if ctx.dir.eab_required {
-        return Err(unauthorized(
-            "external account binding keys are not available on this server yet",
-        ));
+    let mut owner = ctx.dir.owner.clone();
+    let mut eab_kid = None;
+    if let Some(b) = binding {
+        let b = twoway_acme::eab::Binding::parse(&b)?;
+        let ca = ctx.state.ca.clone();
+        let kid = b.kid.clone();
+        let found = blocking(move || ca.eab_key(&kid))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        let Some((mac_key, rec)) =
+            found.filter(|(_, r)| r.doc["directory"] == ctx.dir.name.as_str())
+        else {
+            return Err(unauthorized(format!(
+                "externalAccountBinding: no EAB key {:?} for this directory",
+                b.kid
+            )));
+        };
+        b.verify(&mac_key, &ctx.url("new-account"), &req.key)?;
+        // single use: the first account bound with the key uses it up
+        let used = modify(ctx, twoway_ca::acme::EAB_KIND, &rec.id, |o| {
+            if o.doc["status"] != "unused" {
+                return false;
+            }
+            o.doc["status"] = "used".into();
+            true
+        })
+        .await?;
+        if used.version == rec.version {
+            return Err(unauthorized(format!(
+                "externalAccountBinding: EAB key {:?} was used already: make a new one",
+                b.kid
+            )));
+        }
+        if let Some(o) = rec.doc["owner"].as_str() {
+            owner = Some(o.to_string());
+        }
+        eab_kid = Some(b.kid.clone());
     }
     let contact = contacts(&payload)?.unwrap_or_else(|| json!([]));
     let obj = AcmeObject {
@@ -525,7 +560,7 @@ async fn new_account(ctx: &Ctx, req: Req) -> Result<Answer, Problem> {
         parent: None,
         lookup: Some(thumb),
         doc: json!({"status": "valid", "contact": contact, "key": req.key.to_json(),
-            "created": rfc(OffsetDateTime::now_utc()), "owner": ctx.dir.owner}),
+            "created": rfc(OffsetDateTime::now_utc()), "owner": owner, "eab_kid": eab_kid}),
         version: 1,
         expires_at: None,
     };

@@ -4,6 +4,7 @@
 
 #[macro_use]
 mod output;
+mod cmd_acme;
 mod cmd_agent;
 mod cmd_ca;
 mod cmd_cert;
@@ -108,6 +109,9 @@ enum Command {
     Token(cmd_token::TokenCommand),
     /// Enroll with a token, write the files, renew forever (or --once).
     Agent(cmd_agent::AgentArgs),
+    /// The ACME directories of `ca serve`: external account binding keys.
+    #[command(subcommand)]
+    Acme(cmd_acme::AcmeCommand),
 }
 
 fn main() -> ExitCode {
@@ -135,6 +139,7 @@ fn main() -> ExitCode {
         )),
         Command::Token(c) => cmd_token::run(c),
         Command::Agent(c) => cmd_agent::run(c),
+        Command::Acme(c) => cmd_acme::run(c),
         Command::Ca(c) => cmd_ca::run_ca(c),
         Command::Cert(c) => cmd_cert::run(c),
         Command::Crl(c) => cmd_ca::run_crl(c),

@@ -703,3 +703,89 @@ fn dns01_through_the_configured_resolver() {
     assert_eq!(a.body["status"], "valid", "{}", a.body);
     assert_eq!(inventory_record(&ca, "dns1.acme.test")["source"], "acme");
 }
+
+fn certbot_certonly(ca: &OnlineCa, port: u16, config: &str, name: &str, extra: &[&str]) -> Output {
+    let mut c = client(ca, "certbot", "certbot (pip install certbot)");
+    c.args([
+        "certonly",
+        "--standalone",
+        "--agree-tos",
+        "--register-unsafely-without-email",
+    ])
+    .args(certbot_args(ca, port))
+    .args(["--config-dir", &ca.p(config), "-d", name])
+    .args(extra);
+    run_client(c)
+}
+
+#[test]
+fn certbot_with_external_account_binding() {
+    let port = free_port();
+    let ca = acme_ca_with(port, free_port(), "eab_required = true");
+    // without a binding: certbot reads externalAccountRequired in the directory's meta
+    let o = certbot_certonly(&ca, port, "cb-none", "eab0.acme.test", &[]);
+    assert!(!o.success());
+    assert!(
+        o.all().contains("requires external account binding"),
+        "{}",
+        o.all()
+    );
+
+    let eab = ca
+        .tw("acme eab create --ca-dir ca --directory test --owner team-eab --json")
+        .ok()
+        .json();
+    let (kid, key) = (
+        eab["kid"].as_str().unwrap(),
+        eab["hmac_key"].as_str().unwrap(),
+    );
+    let bad_key = B64.encode([7u8; 32]);
+    let o = certbot_certonly(
+        &ca,
+        port,
+        "cb-bad",
+        "eab1.acme.test",
+        &[
+            &format!("--eab-kid={kid}"),
+            &format!("--eab-hmac-key={bad_key}"),
+        ],
+    );
+    assert!(!o.success());
+    assert!(o.all().contains("MAC does not verify"), "{}", o.all());
+
+    let o = certbot_certonly(
+        &ca,
+        port,
+        "cb-eab",
+        "eab1.acme.test",
+        &[
+            &format!("--eab-kid={kid}"),
+            &format!("--eab-hmac-key={key}"),
+        ],
+    );
+    assert!(o.success(), "certbot with EAB: {}\n{}", o.all(), ca.log());
+    let rec = inventory_record(&ca, "eab1.acme.test");
+    assert_eq!(rec["source"], "acme");
+    assert_eq!(rec["owner"], "team-eab", "the EAB key's owner: {rec}");
+
+    // the key is single-use: a second account cannot bind with it
+    let o = certbot_certonly(
+        &ca,
+        port,
+        "cb-again",
+        "eab2.acme.test",
+        &[
+            &format!("--eab-kid={kid}"),
+            &format!("--eab-hmac-key={key}"),
+        ],
+    );
+    assert!(!o.success());
+    assert!(o.all().contains("used already"), "{}", o.all());
+    // and a directory name that does not exist is refused by the CLI
+    let o = ca
+        .tw("acme eab create --ca-dir ca --directory nope")
+        .fails();
+    assert!(o.all().contains("no ACME directory"), "{}", o.all());
+    // the secret EAB keys derive from is private
+    assert_eq!(common::mode(&ca.path("ca/acme-eab.key")), 0o600);
+}
