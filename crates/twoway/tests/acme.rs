@@ -32,6 +32,13 @@ fn acme_ca(http01: u16, tlsalpn01: u16) -> OnlineCa {
 /// [`acme_ca`] with more keys in the directory's section.
 fn acme_ca_with(http01: u16, tlsalpn01: u16, extra: &str) -> OnlineCa {
     let mut ca = OnlineCa::create("ACME Test", ONLINE_ADMIN, "", &[]);
+    add_directory(&ca, http01, tlsalpn01, extra);
+    ca.serve();
+    ca
+}
+
+/// Appends the ACME directory `test` to ca.toml.
+fn add_directory(ca: &OnlineCa, http01: u16, tlsalpn01: u16, extra: &str) {
     let path = ca.path("ca/ca.toml");
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str(&format!(
@@ -39,8 +46,6 @@ fn acme_ca_with(http01: u16, tlsalpn01: u16, extra: &str) -> OnlineCa {
          http01_port = {http01}\ntlsalpn01_port = {tlsalpn01}\nvalidation_address = \"127.0.0.1\"\n{extra}\n"
     ));
     std::fs::write(&path, text).unwrap();
-    ca.serve();
-    ca
 }
 
 fn directory_url(ca: &OnlineCa) -> String {
@@ -227,6 +232,10 @@ fn lego_http01_and_tls_alpn01() {
 /// A hand-made ACME client: a P-256 account key, JWS by RFC 8555, requests over curl.
 struct Client<'a> {
     ca: &'a OnlineCa,
+    /// `https://HOST:PORT` the URLs name.
+    base: String,
+    /// Replicas the requests go to in turn (curl --connect-to); empty: the URL's host.
+    via: Vec<std::net::SocketAddr>,
     key: EcdsaKeyPair,
     kid: Option<String>,
     nonce: String,
@@ -270,12 +279,18 @@ impl Answer {
 
 impl<'a> Client<'a> {
     fn new(ca: &'a OnlineCa) -> Client<'a> {
+        Self::with(ca, format!("https://{}", ca.https), Vec::new())
+    }
+
+    fn with(ca: &'a OnlineCa, base: String, via: Vec<std::net::SocketAddr>) -> Client<'a> {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
         let key =
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
         let mut c = Client {
             ca,
+            base,
+            via,
             key,
             kid: None,
             nonce: String::new(),
@@ -289,7 +304,7 @@ impl<'a> Client<'a> {
     }
 
     fn url(&self, rest: &str) -> String {
-        format!("https://{}/acme/test/{rest}", self.ca.https)
+        format!("{}/acme/test/{rest}", self.base)
     }
 
     fn jwk(&self) -> Value {
@@ -318,6 +333,13 @@ impl<'a> Client<'a> {
             ]);
         }
         args.extend(extra);
+        let connect_to;
+        if !self.via.is_empty() {
+            let to = self.via[self.n as usize % self.via.len()];
+            let from = self.base.trim_start_matches("https://");
+            connect_to = format!("{from}:{to}");
+            args.extend(["--connect-to", &connect_to]);
+        }
         args.push(&url);
         let o = self.ca.tool_args("curl", &args).ok();
         let text = o.stdout.replace("\r\n", "\n");
@@ -584,19 +606,7 @@ fn a_csr_with_an_extra_name_is_bad() {
         .clone();
     let thumb = c.thumbprint();
     let key_auth = format!("{}.{thumb}", ch["token"].as_str().unwrap());
-    let server = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let (mut s, _) = server.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut buf = [0u8; 2048];
-        let _ = s.read(&mut buf);
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{key_auth}",
-            key_auth.len()
-        );
-        let _ = s.write_all(resp.as_bytes());
-    });
+    answer_http01(port, key_auth);
     c.post(ch["url"].as_str().unwrap(), Some(&json!({})));
     let mut order = Value::Null;
     for _ in 0..100 {
@@ -788,4 +798,93 @@ fn certbot_with_external_account_binding() {
     assert!(o.all().contains("no ACME directory"), "{}", o.all());
     // the secret EAB keys derive from is private
     assert_eq!(common::mode(&ca.path("ca/acme-eab.key")), 0o600);
+}
+
+/// An http-01 responder on 127.0.0.1:`port` that answers one request with `key_auth`.
+fn answer_http01(port: u16, key_auth: String) -> std::thread::JoinHandle<()> {
+    let server = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = server.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2048];
+        let _ = s.read(&mut buf);
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{key_auth}",
+            key_auth.len()
+        );
+        let _ = s.write_all(resp.as_bytes());
+    })
+}
+
+#[test]
+fn two_replicas_on_postgres_serve_one_directory() {
+    let db = common::pg::TestDb::new();
+    let (pa, pb, http01) = (free_port(), free_port(), free_port());
+    let url = format!("\"{}\"", db.url());
+    let mut ca = OnlineCa::create("ACME HA", ONLINE_ADMIN, "", &[("database", url.as_str())]);
+    // [ca] url names replica A: both replicas build and check the ACME URLs from it
+    let path = ca.path("ca/ca.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replacen(
+        "[ca]\n",
+        &format!("[ca]\nurl = \"https://127.0.0.1:{pa}\"\n"),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    add_directory(&ca, http01, free_port(), "");
+    let a = ca.spawn_server("", &format!("127.0.0.1:{pa}"), "127.0.0.1:0", &[], &[]);
+    let b = ca.spawn_server("", &format!("127.0.0.1:{pb}"), "127.0.0.1:0", &[], &[]);
+    let (a, b) = (a.ready(), b.ready());
+    // every request goes to the other replica than the one before: each nonce is taken by
+    // the replica that did not hand it out
+    let mut c = Client::with(
+        &ca,
+        format!("https://127.0.0.1:{pa}"),
+        vec![a.https, b.https],
+    );
+    c.register();
+    let o = c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "ha1.acme.test"}]})),
+    );
+    assert_eq!(o.status, 201, "{}", o.body);
+    let order_url = o.header("location").unwrap();
+    let az = c.post(o.body["authorizations"][0].as_str().unwrap(), None);
+    let ch = az.body["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "http-01")
+        .unwrap()
+        .clone();
+    let key_auth = format!("{}.{}", ch["token"].as_str().unwrap(), c.thumbprint());
+    let responder = answer_http01(http01, key_auth);
+    c.post(ch["url"].as_str().unwrap(), Some(&json!({})));
+    let order = c.wait(&order_url);
+    responder.join().unwrap();
+    assert_eq!(order["status"], "ready", "{order}");
+    let f = c.post(
+        order["finalize"].as_str().unwrap(),
+        Some(&json!({"csr": csr(&["ha1.acme.test"])})),
+    );
+    assert_eq!(f.body["status"], "valid", "{}", f.body);
+    let cert = c.post(f.body["certificate"].as_str().unwrap(), None);
+    assert_eq!(cert.status, 200, "{}", cert.body);
+    assert_eq!(inventory_record(&ca, "ha1.acme.test")["source"], "acme");
+    // a nonce is single-use across replicas too
+    let h = c.header(&c.url("new-order"));
+    let jws = c.sign(
+        &h,
+        br#"{"identifiers":[{"type":"dns","value":"ha2.acme.test"}]}"#,
+    );
+    let first = c.curl("new-order", Some(&jws), &[]);
+    assert_eq!(first.status, 201, "{}", first.body);
+    c.curl("new-order", Some(&jws), &[]).problem("badNonce");
+    for r in [&a, &b] {
+        assert!(
+            r.metrics().contains("route=\"acme\""),
+            "both replicas served ACME"
+        );
+    }
 }
