@@ -335,6 +335,18 @@ async fn route(
             headers: Vec::new(),
         }),
         ("POST", _) => {
+            let jose = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/jose+json"));
+            if !jose {
+                return Err(problem(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "malformed",
+                    "ACME requests are sent as Content-Type: application/jose+json",
+                ));
+            }
             let body = crate::routes::read_body(req).await.map_err(|_| {
                 problem(
                     StatusCode::PAYLOAD_TOO_LARGE,

@@ -325,12 +325,10 @@ impl<'a> Client<'a> {
         let mut args = vec!["-sS", "-m", "20", "-i", "--cacert", &root];
         if let Some(b) = body {
             std::fs::write(&f, b).unwrap();
-            args.extend([
-                "-H",
-                "content-type: application/jose+json",
-                "--data-binary",
-                &data,
-            ]);
+            if !extra.iter().any(|e| e.starts_with("content-type")) {
+                args.extend(["-H", "content-type: application/jose+json"]);
+            }
+            args.extend(["--data-binary", &data]);
         }
         args.extend(extra);
         let connect_to;
@@ -477,6 +475,20 @@ fn bad_requests_get_their_problem_types() {
     again.problem("badNonce");
     c.kid = first.header("location");
 
+    // an oversized body, and another content type
+    let big = vec![b' '; 70 * 1024];
+    let a = c.curl("new-account", Some(&big), &[]);
+    assert_eq!(a.status, 413);
+    a.problem("malformed");
+    let jws = c.sign(&c.header(&url), b"{}");
+    let a = c.curl(
+        "new-account",
+        Some(&jws),
+        &["-H", "content-type: application/json"],
+    );
+    assert_eq!(a.status, 415, "{} {}", a.headers, a.body);
+    a.problem("malformed");
+
     // a name outside the allow list
     let a = c.post(
         "new-order",
@@ -554,6 +566,58 @@ fn bad_requests_get_their_problem_types() {
         Some(&json!({"csr": csr(&["bad1.acme.test", "extra.acme.test"])})),
     )
     .problem("orderNotReady");
+
+    // a validation target that redirects: the redirect is not followed, the challenge fails
+    let a = c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "bad2.acme.test"}]})),
+    );
+    let order2 = a.header("location").unwrap();
+    let az = c.post(a.body["authorizations"][0].as_str().unwrap(), None);
+    let ch = az.body["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "http-01")
+        .unwrap()
+        .clone();
+    let server = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let redirect = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = server.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2048];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(
+            b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/x\r\nContent-Length: 0\r\n\r\n",
+        );
+    });
+    c.post(ch["url"].as_str().unwrap(), Some(&json!({})));
+    redirect.join().unwrap();
+    let status = c.wait(ch["url"].as_str().unwrap());
+    assert_eq!(status["status"], "invalid", "{status}");
+    assert!(
+        status["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("redirects"),
+        "{status}"
+    );
+    assert_eq!(
+        status["validationRecord"][0]["addressUsed"], "127.0.0.1",
+        "{status}"
+    );
+    assert_eq!(c.post(&order2, None).body["status"], "invalid");
+
+    // a deactivated account can do nothing more
+    let acct = c.kid.clone().unwrap();
+    let a = c.post(&acct, Some(&json!({"status": "deactivated"})));
+    assert_eq!(a.body["status"], "deactivated", "{}", a.body);
+    c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "a.acme.test"}]})),
+    )
+    .problem("unauthorized");
 
     // a request signed by an unknown account
     c.kid = Some(c.url("acct/nobody"));
