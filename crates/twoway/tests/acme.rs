@@ -1,8 +1,10 @@
 //! The ACME server of `twoway ca serve` (RFC 8555) driven by real clients: certbot
-//! (`certonly --standalone`, http-01; `revoke`) and lego (`--http`, `--tls`); each
+//! (`certonly --standalone`, http-01; `--manual` dns-01 with a hook; with EAB; `revoke`)
+//! and lego (`--http`, `--tls`); each
 //! certificate verifies with openssl, is in the inventory with source `acme` and the
 //! directory's owner, and a revoked one reads `revoked` from `openssl ocsp`. Bad requests
-//! are hand-built JWS, each answered with its RFC 8555 problem type.
+//! are hand-built JWS, each answered with its RFC 8555 problem type; the same client's
+//! requests alternate between two replicas on one PostgreSQL database.
 //!
 //! Only 127.0.0.1: the directory's `validation_address` sends validations there. Every
 //! client run is bounded in time.
@@ -710,16 +712,19 @@ fn a_csr_with_an_extra_name_is_bad() {
     assert_eq!(inventory_record(&ca, "ok1.acme.test")["source"], "acme");
 }
 
-/// A one-shot DNS server on 127.0.0.1: answers the next query with one TXT record.
-fn dns_server(txt: std::sync::mpsc::Receiver<String>) -> (u16, std::thread::JoinHandle<String>) {
+/// A one-shot DNS server on 127.0.0.1: answers the next query with one TXT record, the
+/// value `txt` gives when the query arrives.
+fn dns_server(
+    txt: impl FnOnce() -> String + Send + 'static,
+) -> (u16, std::thread::JoinHandle<String>) {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = sock.local_addr().unwrap().port();
     let t = std::thread::spawn(move || {
-        sock.set_read_timeout(Some(Duration::from_secs(20)))
+        sock.set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
-        let value = txt.recv_timeout(Duration::from_secs(20)).unwrap();
         let mut buf = [0u8; 512];
         let (n, from) = sock.recv_from(&mut buf).unwrap();
+        let value = txt();
         let q = &buf[..n];
         // the question's name, for the test to check
         let mut name = Vec::new();
@@ -744,7 +749,7 @@ fn dns_server(txt: std::sync::mpsc::Receiver<String>) -> (u16, std::thread::Join
 #[test]
 fn dns01_through_the_configured_resolver() {
     let (tx, rx) = std::sync::mpsc::channel();
-    let (dns, answered) = dns_server(rx);
+    let (dns, answered) = dns_server(move || rx.recv_timeout(Duration::from_secs(20)).unwrap());
     let ca = acme_ca_with(
         free_port(),
         free_port(),
@@ -780,12 +785,14 @@ fn dns01_through_the_configured_resolver() {
 
 fn certbot_certonly(ca: &OnlineCa, port: u16, config: &str, name: &str, extra: &[&str]) -> Output {
     let mut c = client(ca, "certbot", "certbot (pip install certbot)");
+    // --manual (dns-01 by a hook) instead of the standalone http-01 server
+    let standalone = (!extra.contains(&"--manual")).then_some("--standalone");
     c.args([
         "certonly",
-        "--standalone",
         "--agree-tos",
         "--register-unsafely-without-email",
     ])
+    .args(standalone)
     .args(certbot_args(ca, port))
     .args(["--config-dir", &ca.p(config), "-d", name])
     .args(extra);
@@ -951,4 +958,46 @@ fn two_replicas_on_postgres_serve_one_directory() {
             "both replicas served ACME"
         );
     }
+}
+
+#[test]
+fn certbot_manual_dns01() {
+    let ca_holder = std::sync::Arc::new(std::sync::Mutex::new(std::path::PathBuf::new()));
+    let txt_path = ca_holder.clone();
+    let (dns, answered) = dns_server(move || {
+        let p = txt_path.lock().unwrap().clone();
+        std::fs::read_to_string(p).unwrap_or_default()
+    });
+    let ca = acme_ca_with(
+        free_port(),
+        free_port(),
+        &format!("dns_resolver = \"127.0.0.1:{dns}\""),
+    );
+    let txt = ca.path("txt-record");
+    *ca_holder.lock().unwrap() = txt.clone();
+    // the hook puts the record where the CA's resolver (the DNS server above) reads it
+    let hook = format!("printf %s \"$CERTBOT_VALIDATION\" > {}", txt.display());
+    let o = certbot_certonly(
+        &ca,
+        0,
+        "cb-dns",
+        "dns2.acme.test",
+        &[
+            "--manual",
+            "--preferred-challenges",
+            "dns",
+            "--manual-auth-hook",
+            &hook,
+        ],
+    );
+    assert!(
+        o.success(),
+        "certbot --manual dns: {}\n{}",
+        o.all(),
+        ca.log()
+    );
+    assert_eq!(answered.join().unwrap(), "_acme-challenge.dns2.acme.test");
+    let live = ca.p("cb-dns/live/dns2.acme.test");
+    std::fs::copy(format!("{live}/cert.pem"), ca.path("dns2.pem")).unwrap();
+    check_issued(&ca, "dns2.pem", "dns2.acme.test");
 }
