@@ -611,6 +611,23 @@ fn bad_requests_get_their_problem_types() {
     );
     assert_eq!(c.post(&order2, None).body["status"], "invalid");
 
+    // a key that is not the account's
+    let mut other = Client::new(&ca);
+    other.kid = c.kid.clone();
+    let a = other.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "a.acme.test"}]})),
+    );
+    a.problem("unauthorized");
+    assert!(
+        a.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not verify"),
+        "{}",
+        a.body
+    );
+
     // a deactivated account can do nothing more
     let acct = c.kid.clone().unwrap();
     let a = c.post(&acct, Some(&json!({"status": "deactivated"})));
