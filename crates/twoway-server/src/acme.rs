@@ -167,16 +167,26 @@ async fn modify(
     id: &str,
     f: impl Fn(&mut AcmeObject) -> bool + Send + Sync + 'static,
 ) -> Result<AcmeObject, Problem> {
-    let f = Arc::new(f);
+    Ok(change(ctx, kind, id, f).await?.0)
+}
+
+/// [`modify`], also saying whether this call made the change (false: `f` declined on the
+/// object as it was read, e.g. another request claimed it first).
+async fn change(
+    ctx: &Ctx,
+    kind: &'static str,
+    id: &str,
+    f: impl Fn(&mut AcmeObject) -> bool + Send + Sync + 'static,
+) -> Result<(AcmeObject, bool), Problem> {
     for _ in 0..8 {
         let mut o = ctx.get(kind, id).await?;
         if !f(&mut o) {
-            return Ok(o);
+            return Ok((o, false));
         }
         let o2 = o.clone();
         if ctx.db(move |s| s.acme_update(&o2)).await? {
             o.version += 1;
-            return Ok(o);
+            return Ok((o, true));
         }
     }
     Err(internal(format!(
@@ -546,7 +556,7 @@ async fn new_account(ctx: &Ctx, req: Req) -> Result<Answer, Problem> {
         };
         b.verify(&mac_key, &ctx.url("new-account"), &req.key)?;
         // single use: the first account bound with the key uses it up
-        let used = modify(ctx, twoway_ca::acme::EAB_KIND, &rec.id, |o| {
+        let (_, used) = change(ctx, twoway_ca::acme::EAB_KIND, &rec.id, |o| {
             if o.doc["status"] != "unused" {
                 return false;
             }
@@ -554,7 +564,7 @@ async fn new_account(ctx: &Ctx, req: Req) -> Result<Answer, Problem> {
             true
         })
         .await?;
-        if used.version == rec.version {
+        if !used {
             return Err(unauthorized(format!(
                 "externalAccountBinding: EAB key {:?} was used already: make a new one",
                 b.kid
@@ -914,22 +924,25 @@ async fn chall(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
     let c = if req.jws.is_post_as_get() {
         c
     } else {
-        // `{}`: the client is ready; start the validation once
-        let started = modify(ctx, "challenge", id, |o| {
-            if o.doc["status"] != "pending" {
-                return false;
-            }
-            o.doc["status"] = "processing".into();
-            true
-        })
-        .await?;
-        if started.version != c.version && started.doc["status"] == "processing" {
-            let az = ctx.get("authz", &authz_id).await?;
-            if az.doc["status"] == "pending" {
+        // `{}`: the client is ready; start the validation once, while the authorization
+        // is still pending (a deactivated or decided one is answered as it is)
+        let az = ctx.get("authz", &authz_id).await?;
+        if az.doc["status"] != "pending" {
+            c
+        } else {
+            let (started, mine) = change(ctx, "challenge", id, |o| {
+                if o.doc["status"] != "pending" {
+                    return false;
+                }
+                o.doc["status"] = "processing".into();
+                true
+            })
+            .await?;
+            if mine {
                 spawn_validation(ctx, started.clone());
             }
+            started
         }
-        started
     };
     let mut a = Answer::json(StatusCode::OK, &challenge_json(ctx, &c)).header("link", up);
     if c.doc["status"] == "processing" {
@@ -1035,7 +1048,7 @@ async fn finalize(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
             )
         })?;
     // claim the order (ready → processing) so it is issued once
-    let claimed = modify(ctx, "order", id, |o| {
+    let (_, claimed) = change(ctx, "order", id, |o| {
         if o.doc["status"] != "ready" {
             return false;
         }
@@ -1043,7 +1056,7 @@ async fn finalize(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
         true
     })
     .await?;
-    if claimed.version == o.version {
+    if !claimed {
         return Err(problem(
             StatusCode::FORBIDDEN,
             "orderNotReady",
