@@ -87,6 +87,14 @@ pub fn http01_matches(body: &[u8], key_auth: &str) -> bool {
     trimmed == key_auth.as_bytes()
 }
 
+/// The DER SubjectPublicKeyInfo of a certificate (to check a `tls-alpn-01` handshake's
+/// signature against the self-signed certificate that a strict verifier would refuse for
+/// its critical `acmeIdentifier` extension).
+pub fn spki_of(cert_der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    Some(cert.tbs_certificate.subject_pki.raw.to_vec())
+}
+
 /// Judges a `tls-alpn-01` certificate (RFC 8737 §3): exactly one SAN, the dNSName
 /// `domain`, and a critical `acmeIdentifier` extension holding the SHA-256 of the key
 /// authorization as an OCTET STRING. Returns what was wrong, for the challenge's error.

@@ -229,6 +229,28 @@ impl Jwk {
         }
     }
 
+    /// Whether this is the public key of the certificate `cert_der` (revocation signed by
+    /// the certificate's own key, RFC 8555 §7.6).
+    pub fn matches_certificate(&self, cert_der: &[u8]) -> bool {
+        use x509_parser::public_key::PublicKey;
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert_der) else {
+            return false;
+        };
+        let spki = cert.public_key();
+        match (self, spki.parsed()) {
+            (Jwk::Ec { .. }, Ok(PublicKey::EC(point))) => point.data() == self.ec_point(),
+            (Jwk::Rsa { n, e }, Ok(PublicKey::RSA(rsa))) => {
+                strip_zeros(rsa.modulus) == strip_zeros(n)
+                    && strip_zeros(rsa.exponent) == strip_zeros(e)
+            }
+            (Jwk::Ed25519 { x }, _) => {
+                spki.algorithm.algorithm.to_id_string() == "1.3.101.112"
+                    && spki.subject_public_key.data.as_ref() == x.as_slice()
+            }
+            _ => false,
+        }
+    }
+
     /// The RFC 7638 SHA-256 thumbprint, base64url: the account's part of every key
     /// authorization (`token.thumbprint`).
     pub fn thumbprint(&self) -> String {

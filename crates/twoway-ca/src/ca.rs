@@ -80,7 +80,7 @@ impl std::fmt::Debug for InitOptions {
 #[derive(Debug)]
 pub struct Unrecorded {
     issued: Issued,
-    record: Issuance,
+    pub(crate) record: Issuance,
 }
 
 impl Unrecorded {
@@ -603,6 +603,18 @@ impl Ca {
         action: &str,
         extras: IssueExtras,
     ) -> Result<Unrecorded> {
+        self.prepare_from(req, public_key_der, action, extras, CertSource::Issued)
+    }
+
+    /// [`Ca::prepare_with`], recording `source` as where the certificate came from.
+    pub(crate) fn prepare_from(
+        &self,
+        req: &IssueRequest,
+        public_key_der: &[u8],
+        action: &str,
+        extras: IssueExtras,
+        source: CertSource,
+    ) -> Result<Unrecorded> {
         let (not_before, not_after) = self.check_request(req)?;
         let spec = LeafSpec {
             profile: req.profile,
@@ -617,7 +629,7 @@ impl Ca {
             &issued.info,
             &issued.der,
             req.profile.as_str(),
-            CertSource::Issued,
+            source,
             req.owner.clone(),
             req.labels.clone(),
             req.location.clone(),
@@ -712,7 +724,7 @@ impl Ca {
     /// Revokes a certificate this CA issued.
     pub fn revoke(&self, serial_or_fp: &str, reason: Reason, actor: &str) -> Result<CertRecord> {
         let rec = self.store.find_certificate(serial_or_fp)?;
-        if rec.source != CertSource::Issued || rec.issuer != self.intermediate_info.subject {
+        if !rec.source.signed_here() || rec.issuer != self.intermediate_info.subject {
             return Err(Error::Refused(format!(
                 "certificate {} was not issued by this CA's intermediate ({}): only its issuer can revoke it",
                 rec.serial, rec.issuer

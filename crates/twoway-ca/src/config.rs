@@ -26,6 +26,9 @@ pub struct CaConfig {
     /// Which certificates renew without a person (`twoway cert check`).
     #[serde(default)]
     pub renewal: RenewalSection,
+    /// The ACME directories of `twoway ca serve` (`[[acme.directory]]`).
+    #[serde(default, skip_serializing_if = "crate::acme::AcmeSection::is_empty")]
+    pub acme: crate::acme::AcmeSection,
 }
 
 /// The `[renewal]` section: certificates that automation renews, which `twoway cert check`
@@ -170,6 +173,7 @@ impl CaConfig {
             crl: CrlConfig::default(),
             server: ServerSection::default(),
             renewal: RenewalSection::default(),
+            acme: crate::acme::AcmeSection::default(),
         }
     }
 
@@ -298,6 +302,7 @@ impl CaConfig {
         out.push_str(&format!("auto_owners = {}\n", qlist(&rn.auto_owners)));
         out.push_str("# Profiles whose certificates are renewed that way, e.g. [\"client\"].\n");
         out.push_str(&format!("auto_profiles = {}\n", qlist(&rn.auto_profiles)));
+        out.push_str(&self.acme.documented_toml());
         out
     }
 }

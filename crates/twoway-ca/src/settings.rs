@@ -139,6 +139,7 @@ impl CaSettings {
         if sv.enroll_rate == 0 || sv.enroll_burst == 0 {
             return Err("[server] enroll_rate and enroll_burst must be at least 1".into());
         }
+        raw.acme.validate()?;
         if let Some(u) = &raw.ca.url {
             if !(u.starts_with("https://") || u.starts_with("http://")) {
                 return Err("[ca] url must start with https:// or http://".into());

@@ -3,7 +3,8 @@
 //! It wraps an unlocked [`twoway_ca::Ca`] in an HTTPS server (rustls with aws-lc-rs, hyper):
 //! the JSON API under `/v1` (enroll with a one-time token, renew over mutual TLS or with a
 //! proof of possession, revoke, tokens and the inventory for admins, see `docs/api.md`),
-//! `/roots.pem`, `/crl`, the OCSP responder at `/ocsp`, `/healthz` and `/metrics`. At start
+//! `/roots.pem`, `/crl`, the OCSP responder at `/ocsp`, the ACME directories of `ca.toml`
+//! under `/acme/<name>/` (RFC 8555, for certbot, lego and other ACME clients), `/healthz` and `/metrics`. At start
 //! it issues its own TLS certificate and a delegated OCSP signing certificate from the
 //! intermediate, and renews both at two thirds of their life. Optionally a plain-HTTP
 //! listener serves only the public, self-authenticating endpoints (OCSP, CRL, roots).
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod acme;
 pub mod committer;
 pub mod metrics;
 mod plain;
@@ -555,6 +557,8 @@ async fn maintenance(state: Arc<State>) {
         if !n.is_multiple_of(40) {
             continue;
         }
+        let ca = state.ca.clone();
+        let _ = blocking(move || acme::purge(ca.store())).await;
         let now = OffsetDateTime::now_utc();
         let due = state
             .server_cert_renew_at

@@ -112,6 +112,7 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         (_, "/v1/revoke") => "revoke",
         (_, "/v1/tokens") => "tokens",
         (_, "/v1/certificates") => "certificates",
+        (_, p) if p.starts_with("/acme/") => "acme",
         _ => "other",
     }
 }
@@ -126,6 +127,12 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: hyper::Request<
         // The request's end is unknown: nothing more is read from this connection.
         resp.headers_mut()
             .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        return resp;
+    }
+    if route == "acme" && conn.tls {
+        // ACME answers problem documents of its own (RFC 8555 §6.7)
+        let resp = crate::acme::handle(&state, req).await;
+        state.metrics.request(route, resp.status().as_u16());
         return resp;
     }
     let answer = dispatch(&state, &conn, req, route).await;
@@ -301,7 +308,7 @@ async fn dispatch(
     }
 }
 
-async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -595,7 +602,7 @@ async fn sign(
     ))
 }
 
-fn invalidate(state: &State) {
+pub(crate) fn invalidate(state: &State) {
     state.auth_generation.fetch_add(1, Ordering::SeqCst);
     state.ocsp.clear();
     state.crl.mark_dirty();

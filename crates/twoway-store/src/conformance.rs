@@ -4,8 +4,8 @@
 
 use crate::audit::verify_chain;
 use crate::{
-    CertQuery, CertRecord, CertSource, CertStatus, Error, Issuance, IssueExtras, NewAudit, Store,
-    TokenRecord,
+    AcmeObject, CertQuery, CertRecord, CertSource, CertStatus, Error, Issuance, IssueExtras,
+    NewAudit, Store, TokenRecord,
 };
 use time::OffsetDateTime;
 
@@ -24,6 +24,8 @@ macro_rules! conformance_tests {
             san_glob_stays_linear,
             pages_read_only_their_rows,
             filters_match_exactly,
+            acme_nonces_are_single_use_and_expire,
+            acme_objects_compare_and_set,
         );
     };
     (@each $store:expr; $($check:ident),* $(,)?) => {
@@ -869,4 +871,110 @@ pub(crate) fn filters_match_exactly(s: &dyn Store) {
     assert!(san("É.example").is_empty(), "only ASCII case folds");
     assert_eq!(san("10.0.0.*"), ["00000007"]);
     assert_eq!(san("*").len(), 8);
+}
+
+pub(crate) fn acme_nonces_are_single_use_and_expire(s: &dyn Store) {
+    let now = OffsetDateTime::now_utc();
+    s.acme_new_nonce("n1", now + time::Duration::minutes(5))
+        .unwrap();
+    s.acme_new_nonce("old", now - time::Duration::seconds(1))
+        .unwrap();
+    assert!(matches!(
+        s.acme_new_nonce("n1", now + time::Duration::minutes(5)),
+        Err(Error::Duplicate(_))
+    ));
+    assert!(!s.acme_use_nonce("unknown", now).unwrap());
+    assert!(!s.acme_use_nonce("old", now).unwrap(), "an expired nonce");
+    // concurrent takers: exactly one wins
+    let won = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|sc| {
+        for _ in 0..8 {
+            sc.spawn(|| {
+                if s.acme_use_nonce("n1", now).unwrap() {
+                    won.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(won.into_inner(), 1);
+    assert!(!s.acme_use_nonce("n1", now).unwrap(), "a used nonce");
+    s.acme_new_nonce("n2", now + time::Duration::seconds(30))
+        .unwrap();
+    assert_eq!(s.acme_purge(now + time::Duration::minutes(1)).unwrap(), 2);
+    assert!(!s.acme_use_nonce("n2", now).unwrap());
+}
+
+pub(crate) fn acme_objects_compare_and_set(s: &dyn Store) {
+    let now = OffsetDateTime::now_utc();
+    let acct = AcmeObject {
+        kind: "account".into(),
+        id: "a1".into(),
+        parent: None,
+        lookup: Some("thumb1".into()),
+        doc: serde_json::json!({"status": "valid", "contact": ["mailto:x@y"]}),
+        version: 1,
+        expires_at: None,
+    };
+    s.acme_insert(&acct).unwrap();
+    // a second account with the same key, or the same id, is refused
+    let dup_key = AcmeObject {
+        id: "a2".into(),
+        ..acct.clone()
+    };
+    assert!(matches!(s.acme_insert(&dup_key), Err(Error::Duplicate(_))));
+    let dup_id = AcmeObject {
+        lookup: Some("thumb2".into()),
+        ..acct.clone()
+    };
+    assert!(matches!(s.acme_insert(&dup_id), Err(Error::Duplicate(_))));
+    assert_eq!(s.acme_get("account", "a1").unwrap().unwrap(), acct);
+    assert_eq!(s.acme_find("account", "thumb1").unwrap().unwrap(), acct);
+    assert!(s.acme_find("order", "thumb1").unwrap().is_none());
+    assert!(s.acme_get("account", "nope").unwrap().is_none());
+    // compare-and-set: the first writer of version 1 wins, the second must re-read
+    let mut a = acct.clone();
+    a.doc["status"] = "deactivated".into();
+    assert!(s.acme_update(&a).unwrap());
+    assert!(!s.acme_update(&a).unwrap(), "a stale version");
+    let read = s.acme_get("account", "a1").unwrap().unwrap();
+    assert_eq!(read.version, 2);
+    assert_eq!(read.doc["status"], "deactivated");
+    // concurrent updates of one version: exactly one wins
+    let won = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|sc| {
+        for i in 0..6 {
+            let (won, read) = (&won, &read);
+            sc.spawn(move || {
+                let mut o = read.clone();
+                o.doc["n"] = i.into();
+                if s.acme_update(&o).unwrap() {
+                    won.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(won.into_inner(), 1);
+    // children and expiry
+    for (id, exp) in [("o2", None), ("o1", Some(now - time::Duration::seconds(1)))] {
+        s.acme_insert(&AcmeObject {
+            kind: "order".into(),
+            id: id.into(),
+            parent: Some("a1".into()),
+            lookup: None,
+            doc: serde_json::json!({"status": "pending"}),
+            version: 1,
+            expires_at: exp,
+        })
+        .unwrap();
+    }
+    let ids: Vec<_> = s
+        .acme_children("order", "a1")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(ids, ["o1", "o2"]);
+    assert_eq!(s.acme_purge(now).unwrap(), 1);
+    assert!(s.acme_get("order", "o1").unwrap().is_none());
+    assert!(s.acme_get("order", "o2").unwrap().is_some());
 }

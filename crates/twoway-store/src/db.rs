@@ -134,4 +134,11 @@ pub(crate) trait Engine: Send + Sync {
     /// Runs `f` in a transaction holding the engine's write lock (every writer of the
     /// database, in every process, is serialized); commits if `f` returns Ok.
     fn write<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T>;
+    /// Runs `f` in a transaction that does not take the inventory's write lock (for
+    /// writes to tables of their own that are safe by their statements alone, like the
+    /// ACME state); commits if `f` returns Ok. Where the engine has one writer connection
+    /// (SQLite) this is [`Engine::write`].
+    fn write_unlocked<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
+        self.write(f)
+    }
 }

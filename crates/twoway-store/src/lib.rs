@@ -15,12 +15,14 @@
 //! rows to records; `write.rs` holds every write (the issuance transaction, the token rule,
 //! audit chaining through `audit::next_entry`); `query.rs` every read (lookups, filtering
 //! and paging in SQL, the SAN glob through `twoway-glob`); `group.rs` the group commit.
+//! `acme.rs` keeps the ACME server's accounts, orders and nonces.
 //! `sqlite/` and `postgres/` (with its pool in `postgres/pool.rs`) keep their connections,
 //! their dialect and their driver calls only. `conformance.rs` is the one test suite both
 //! engines run.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod acme;
 mod audit;
 #[cfg(test)]
 mod conformance;
@@ -35,6 +37,7 @@ mod sqlite;
 mod token;
 mod write;
 
+pub use acme::AcmeObject;
 pub use audit::{chain_hash, verify_chain, AuditEntry, AuditProblem, NewAudit, GENESIS_HASH};
 pub use group::answers as batch_answers;
 pub use model::{CertQuery, CertRecord, CertSource, CertStatus, Page};
@@ -183,6 +186,25 @@ pub trait Store: Send + Sync {
     /// metrics. A page of a listing without a SAN glob reads its `limit` rows, whatever
     /// the inventory's size.
     fn certificate_rows_read(&self) -> u64;
+
+    /// Stores a new ACME nonce valid until `expires_at`.
+    fn acme_new_nonce(&self, nonce: &str, expires_at: OffsetDateTime) -> Result<()>;
+    /// Takes an ACME nonce (single use): true when it was known and not expired at `now`.
+    /// Of concurrent takers of one nonce (on any replica), exactly one gets true.
+    fn acme_use_nonce(&self, nonce: &str, now: OffsetDateTime) -> Result<bool>;
+    /// Forgets expired nonces and ACME objects; how many rows went.
+    fn acme_purge(&self, now: OffsetDateTime) -> Result<u64>;
+    /// Stores a new ACME object; [`Error::Duplicate`] when its id or lookup key is taken.
+    fn acme_insert(&self, obj: &AcmeObject) -> Result<()>;
+    /// Replaces an ACME object's document, lookup key and expiry if its stored version is
+    /// still `obj.version` (compare-and-set); false when it changed or is gone.
+    fn acme_update(&self, obj: &AcmeObject) -> Result<bool>;
+    /// An ACME object by kind and id.
+    fn acme_get(&self, kind: &str, id: &str) -> Result<Option<AcmeObject>>;
+    /// An ACME object by kind and lookup key (an account by its key's thumbprint).
+    fn acme_find(&self, kind: &str, lookup: &str) -> Result<Option<AcmeObject>>;
+    /// The ACME objects of a kind that belong to `parent` (an account's orders).
+    fn acme_children(&self, kind: &str, parent: &str) -> Result<Vec<AcmeObject>>;
 }
 
 /// The one implementation of [`Store`]: every engine provides connections, transactions
@@ -263,5 +285,37 @@ impl<E: db::Engine> Store for E {
 
     fn certificate_rows_read(&self) -> u64 {
         self.shared().rows_read.load(Ordering::Relaxed)
+    }
+
+    fn acme_new_nonce(&self, nonce: &str, expires_at: OffsetDateTime) -> Result<()> {
+        self.write_unlocked(|db| acme::new_nonce(db, nonce, expires_at))
+    }
+
+    fn acme_use_nonce(&self, nonce: &str, now: OffsetDateTime) -> Result<bool> {
+        self.write_unlocked(|db| acme::use_nonce(db, nonce, now))
+    }
+
+    fn acme_purge(&self, now: OffsetDateTime) -> Result<u64> {
+        self.write_unlocked(|db| acme::purge(db, now))
+    }
+
+    fn acme_insert(&self, obj: &AcmeObject) -> Result<()> {
+        self.write_unlocked(|db| acme::insert(db, obj))
+    }
+
+    fn acme_update(&self, obj: &AcmeObject) -> Result<bool> {
+        self.write_unlocked(|db| acme::update(db, obj))
+    }
+
+    fn acme_get(&self, kind: &str, id: &str) -> Result<Option<AcmeObject>> {
+        self.read(|db| acme::get(db, kind, id))
+    }
+
+    fn acme_find(&self, kind: &str, lookup: &str) -> Result<Option<AcmeObject>> {
+        self.read(|db| acme::find(db, kind, lookup))
+    }
+
+    fn acme_children(&self, kind: &str, parent: &str) -> Result<Vec<AcmeObject>> {
+        self.read(|db| acme::children(db, kind, parent))
     }
 }

@@ -12,6 +12,8 @@ pub enum CertSource {
     Issued,
     /// Recorded from elsewhere with `cert import`.
     Imported,
+    /// Signed by this CA for an ACME client (`ca serve`'s ACME directories).
+    Acme,
 }
 
 impl CertSource {
@@ -20,12 +22,18 @@ impl CertSource {
         match self {
             CertSource::Issued => "issued",
             CertSource::Imported => "imported",
+            CertSource::Acme => "acme",
         }
+    }
+    /// True for certificates this CA signed (by any path), false for imported ones.
+    pub fn signed_here(self) -> bool {
+        matches!(self, CertSource::Issued | CertSource::Acme)
     }
     pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "issued" => Some(CertSource::Issued),
             "imported" => Some(CertSource::Imported),
+            "acme" => Some(CertSource::Acme),
             _ => None,
         }
     }

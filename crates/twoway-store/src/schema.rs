@@ -21,6 +21,10 @@
 //! - `certificates_not_after (not_after)` is no longer created: the status index serves its
 //!   queries. Inventories made before keep it (it costs a little per insert; it may be
 //!   dropped by hand once no older binary opens the database, or it comes back).
+//! - `acme_nonces` and `acme_objects` (added for the ACME server, created at the first
+//!   open by a binary that has it): the primary keys serve every lookup by nonce and by
+//!   kind and id; `acme_objects_lookup` makes an account's key thumbprint unique;
+//!   `acme_objects_parent` lists an account's orders; the expiry indexes serve the purge.
 
 /// The schema, as `;`-separated statements.
 pub const SCHEMA: &str = r#"
@@ -76,6 +80,24 @@ CREATE TABLE IF NOT EXISTS tokens (
     used_at BIGINT,
     used_by TEXT
 );
+CREATE TABLE IF NOT EXISTS acme_nonces (
+    nonce TEXT PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS acme_nonces_expires ON acme_nonces (expires_at);
+CREATE TABLE IF NOT EXISTS acme_objects (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    parent TEXT,
+    lookup TEXT,
+    doc TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    expires_at BIGINT,
+    PRIMARY KEY (kind, id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS acme_objects_lookup ON acme_objects (kind, lookup);
+CREATE INDEX IF NOT EXISTS acme_objects_parent ON acme_objects (kind, parent);
+CREATE INDEX IF NOT EXISTS acme_objects_expires ON acme_objects (expires_at);
 "#;
 
 /// The counter bumped by every revocation (replicas watch it to drop cached OCSP answers).

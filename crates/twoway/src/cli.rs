@@ -57,6 +57,9 @@ pub enum Command {
     Token(TokenCommand),
     /// Enroll with a token, write the files, renew forever (or --once).
     Agent(AgentArgs),
+    /// The ACME directories of `ca serve`: external account binding keys.
+    #[command(subcommand)]
+    Acme(AcmeCommand),
 }
 
 // ---- twoway ca …, crl, audit, quickstart
@@ -587,4 +590,41 @@ pub struct AgentArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9101).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AcmeCommand {
+    /// External account binding (EAB) keys.
+    #[command(subcommand)]
+    Eab(EabCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EabCommand {
+    /// Make an EAB key for one ACME directory. The key id and HMAC key are printed once;
+    /// only the key's SHA-256 is stored. The first account bound with it uses it up and
+    /// takes its owner.
+    #[command(after_help = "\
+Example:
+  twoway acme eab create --directory web --owner team-web
+Then:
+  certbot register --server https://ca.example.internal:9000/acme/web/directory \\
+      --eab-kid <kid> --eab-hmac-key <hmac key> ...")]
+    Create(EabCreateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EabCreateArgs {
+    /// The `[[acme.directory]]` name the key is for.
+    #[arg(long)]
+    pub directory: String,
+    /// Owner recorded on the certificates of the account bound with it (default: the
+    /// directory's owner).
+    #[arg(long)]
+    pub owner: Option<String>,
+    #[command(flatten)]
+    pub ca: CaOpts,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }

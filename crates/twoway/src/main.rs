@@ -46,6 +46,7 @@ fn main() -> ExitCode {
             "with --ca URL only `cert sign`, `cert list`, `cert revoke` and `token create` work remotely",
         )),
         Command::Agent(c) => cmd::agent::run(c),
+        Command::Acme(c) => cmd::acme::run(c),
         Command::Ca(CaCommand::Init(a)) => cmd::ca::init(a),
         Command::Ca(CaCommand::Show { ca, json }) => cmd::ca::show(&ca, json),
         Command::Ca(CaCommand::Serve(a)) => cmd::serve::run(a),

@@ -6,57 +6,17 @@
 mod common;
 
 use common::online::{CaServer, OnlineCa};
+use common::pg::TestDb;
 use common::pki::openssl_csr;
 use common::{read, write};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const START_HINT: &str = "PostgreSQL must be running on 127.0.0.1:5432 with trust \
-    authentication for user postgres: start it with \
-    `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
-    (scripts/test-all does)";
 const SAN: &str = "DNS:ha.example.internal";
 const REPLICAS: usize = 2;
 const WORKERS_PER_REPLICA: usize = 4;
 const ENROLLMENTS_PER_WORKER: usize = 10;
-
-/// A fresh database, dropped at the end even when the test fails.
-struct TestDb {
-    name: String,
-}
-
-impl TestDb {
-    fn new() -> TestDb {
-        let mut admin = postgres::Client::connect(ADMIN_URL, postgres::NoTls)
-            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL ({e}). {START_HINT}"));
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let name = format!("twoway_test_ha_{}_{nanos}", std::process::id());
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
-        TestDb { name }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = postgres::Client::connect(ADMIN_URL, postgres::NoTls) {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
-    }
-}
 
 /// Makes a token on `r` and enrolls `csr` with it on `r`; returns the certificate response.
 fn enroll(ca: &OnlineCa, r: &CaServer, csr: &str) -> Value {

@@ -143,6 +143,14 @@ impl Engine for PostgresStore {
         tx.commit()?;
         Ok(out)
     }
+
+    fn write_unlocked<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.client()?.transaction()?;
+        let out = f(&mut Pg(&mut tx))?;
+        tx.commit()?;
+        Ok(out)
+    }
 }
 
 /// The driver calls, on a client or a transaction.

@@ -7,6 +7,7 @@
 //! - [`pki`]: the rcgen test PKI, keys, CSRs and certificates made by openssl, PEM;
 //! - [`http`]: rustls clients, raw HTTP/1 exchanges, Prometheus samples;
 //! - [`online`]: `twoway ca serve` on a CA directory, and what talks to it;
+//! - [`pg`]: a fresh PostgreSQL database per test;
 //! - [`proxy`]: `twoway proxy`, its backends and clients.
 //!
 //! Each test file is its own crate and uses a part of this; the rest is dead code there.
@@ -15,6 +16,7 @@
 pub mod http;
 pub mod lab;
 pub mod online;
+pub mod pg;
 pub mod pki;
 pub mod process;
 pub mod proxy;

@@ -1,0 +1,158 @@
+//! The ACME server's state (RFC 8555), once for every engine: accounts, orders,
+//! authorizations and challenges as versioned JSON documents ([`AcmeObject`]), and the
+//! single-use nonces. Replicas on one PostgreSQL database share all of it: a nonce handed
+//! out by one is taken by another with one conditional `DELETE` (only one taker sees a row
+//! deleted), and an object changes only when its version is still the one that was read
+//! (compare-and-set), so two replicas validating the same challenge cannot both win.
+//!
+//! These writes take no part in the inventory's write lock: they touch their own tables
+//! only, and each is one statement.
+
+use crate::db::{Arg, Db, Row};
+use crate::records::{all, first};
+use crate::{Error, Result};
+use time::OffsetDateTime;
+
+/// One ACME object: an account, an order, an authorization or a challenge.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AcmeObject {
+    /// `account`, `order`, `authz`, `challenge` (or any other kind the server keeps).
+    pub kind: String,
+    /// Its id, unique within the kind (the last segment of its URL).
+    pub id: String,
+    /// The object it belongs to (an order's account, an authorization's order).
+    pub parent: Option<String>,
+    /// A second key, unique within the kind when set (an account's JWK thumbprint).
+    pub lookup: Option<String>,
+    /// The document.
+    pub doc: serde_json::Value,
+    /// Bumped by each update; an update names the version it read.
+    pub version: i64,
+    /// When the object may be forgotten (None: kept).
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+const COLS: &str = "kind, id, parent, lookup, doc, version, expires_at";
+
+fn decode(r: &dyn Row) -> Result<AcmeObject> {
+    let text = |i| -> Result<String> {
+        r.text(i)?
+            .ok_or_else(|| Error::Corrupt(format!("acme_objects column {i} is NULL")))
+    };
+    let doc = text(4)?;
+    Ok(AcmeObject {
+        kind: text(0)?,
+        id: text(1)?,
+        parent: r.text(2)?,
+        lookup: r.text(3)?,
+        doc: serde_json::from_str(&doc)
+            .map_err(|e| Error::Corrupt(format!("acme object document: {e}")))?,
+        version: r.int(5)?.unwrap_or(0),
+        expires_at: match r.int(6)? {
+            None => None,
+            Some(t) => Some(
+                OffsetDateTime::from_unix_timestamp(t)
+                    .map_err(|e| Error::Corrupt(format!("acme object expiry: {e}")))?,
+            ),
+        },
+    })
+}
+
+/// Stores a new nonce valid until `expires_at`.
+pub(crate) fn new_nonce(db: &mut dyn Db, nonce: &str, expires_at: OffsetDateTime) -> Result<()> {
+    db.exec(
+        "INSERT INTO acme_nonces (nonce, expires_at) VALUES (?, ?)",
+        &[Arg::text(nonce), Arg::int(expires_at.unix_timestamp())],
+    )?;
+    Ok(())
+}
+
+/// Takes a nonce: true when it existed and had not expired; it is gone either way.
+pub(crate) fn use_nonce(db: &mut dyn Db, nonce: &str, now: OffsetDateTime) -> Result<bool> {
+    let n = db.exec(
+        "DELETE FROM acme_nonces WHERE nonce = ? AND expires_at > ?",
+        &[Arg::text(nonce), Arg::int(now.unix_timestamp())],
+    )?;
+    Ok(n == 1)
+}
+
+/// Forgets expired nonces and objects; how many rows went.
+pub(crate) fn purge(db: &mut dyn Db, now: OffsetDateTime) -> Result<u64> {
+    let t = now.unix_timestamp();
+    let a = db.exec(
+        "DELETE FROM acme_nonces WHERE expires_at <= ?",
+        &[Arg::int(t)],
+    )?;
+    let b = db.exec(
+        "DELETE FROM acme_objects WHERE expires_at IS NOT NULL AND expires_at <= ?",
+        &[Arg::int(t)],
+    )?;
+    Ok(a + b)
+}
+
+/// Inserts a new object (its version as given); [`Error::Duplicate`] when the id or the
+/// lookup key is taken.
+pub(crate) fn insert(db: &mut dyn Db, o: &AcmeObject) -> Result<()> {
+    db.exec(
+        &format!("INSERT INTO acme_objects ({COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+        &[
+            Arg::text(&o.kind),
+            Arg::text(&o.id),
+            Arg::opt_text(o.parent.as_deref()),
+            Arg::opt_text(o.lookup.as_deref()),
+            Arg::owned(o.doc.to_string()),
+            Arg::int(o.version),
+            Arg::Int(o.expires_at.map(|t| t.unix_timestamp())),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Replaces the document (and lookup key, and expiry) of `o` if its stored version is
+/// still `o.version`, bumping the version; false when another writer got there first (or
+/// the object is gone).
+pub(crate) fn update(db: &mut dyn Db, o: &AcmeObject) -> Result<bool> {
+    let n = db.exec(
+        "UPDATE acme_objects SET doc = ?, lookup = ?, expires_at = ?, version = version + 1 \
+         WHERE kind = ? AND id = ? AND version = ?",
+        &[
+            Arg::owned(o.doc.to_string()),
+            Arg::opt_text(o.lookup.as_deref()),
+            Arg::Int(o.expires_at.map(|t| t.unix_timestamp())),
+            Arg::text(&o.kind),
+            Arg::text(&o.id),
+            Arg::int(o.version),
+        ],
+    )?;
+    Ok(n == 1)
+}
+
+/// One object by kind and id.
+pub(crate) fn get(db: &mut dyn Db, kind: &str, id: &str) -> Result<Option<AcmeObject>> {
+    first(
+        db,
+        &format!("SELECT {COLS} FROM acme_objects WHERE kind = ? AND id = ?"),
+        &[Arg::text(kind), Arg::text(id)],
+        decode,
+    )
+}
+
+/// One object by kind and lookup key.
+pub(crate) fn find(db: &mut dyn Db, kind: &str, lookup: &str) -> Result<Option<AcmeObject>> {
+    first(
+        db,
+        &format!("SELECT {COLS} FROM acme_objects WHERE kind = ? AND lookup = ?"),
+        &[Arg::text(kind), Arg::text(lookup)],
+        decode,
+    )
+}
+
+/// The objects of a kind that belong to `parent`, oldest id first.
+pub(crate) fn children(db: &mut dyn Db, kind: &str, parent: &str) -> Result<Vec<AcmeObject>> {
+    all(
+        db,
+        &format!("SELECT {COLS} FROM acme_objects WHERE kind = ? AND parent = ? ORDER BY id"),
+        &[Arg::text(kind), Arg::text(parent)],
+        decode,
+    )
+}

@@ -1,0 +1,1020 @@
+//! The ACME server of `twoway ca serve` (RFC 8555) driven by real clients: certbot
+//! (`certonly --standalone`, http-01; `--manual` dns-01 with a hook; with EAB; `revoke`)
+//! and lego (`--http`, `--tls`); each
+//! certificate verifies with openssl, is in the inventory with source `acme` and the
+//! directory's owner, and a revoked one reads `revoked` from `openssl ocsp`. Bad requests
+//! are hand-built JWS, each answered with its RFC 8555 problem type; the same client's
+//! requests alternate between two replicas on one PostgreSQL database.
+//!
+//! Only 127.0.0.1: the directory's `validation_address` sends validations there. Every
+//! client run is bounded in time.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use common::online::{OnlineCa, ONLINE_ADMIN};
+use common::{free_port, require_tool, run_with_timeout, Output};
+use serde_json::{json, Value};
+
+/// The longest a client run may take.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A serving CA with the ACME directory `test` (owner `team-web`), validations sent to
+/// 127.0.0.1 on the given ports.
+fn acme_ca(http01: u16, tlsalpn01: u16) -> OnlineCa {
+    acme_ca_with(http01, tlsalpn01, "")
+}
+
+/// [`acme_ca`] with more keys in the directory's section.
+fn acme_ca_with(http01: u16, tlsalpn01: u16, extra: &str) -> OnlineCa {
+    let mut ca = OnlineCa::create("ACME Test", ONLINE_ADMIN, "", &[]);
+    add_directory(&ca, http01, tlsalpn01, extra);
+    ca.serve();
+    ca
+}
+
+/// Appends the ACME directory `test` to ca.toml.
+fn add_directory(ca: &OnlineCa, http01: u16, tlsalpn01: u16, extra: &str) {
+    let path = ca.path("ca/ca.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[[acme.directory]]\nname = \"test\"\nowner = \"team-web\"\nallow = [\"*.acme.test\"]\n\
+         http01_port = {http01}\ntlsalpn01_port = {tlsalpn01}\nvalidation_address = \"127.0.0.1\"\n{extra}\n"
+    ));
+    std::fs::write(&path, text).unwrap();
+}
+
+fn directory_url(ca: &OnlineCa) -> String {
+    format!("https://{}/acme/test/directory", ca.https)
+}
+
+/// The inventory record whose SANs hold `DNS:name`.
+#[track_caller]
+fn inventory_record(ca: &OnlineCa, name: &str) -> Value {
+    let all = ca
+        .tw("cert list --ca-dir ca --json --limit 1000")
+        .ok()
+        .json();
+    let want = format!("DNS:{name}");
+    all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["sans"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|x| x == &want))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} is not in the inventory: {all}"))
+}
+
+/// The certificate at `cert` (lab path) verifies to the root, is in the inventory with
+/// source acme and owner team-web.
+#[track_caller]
+fn check_issued(ca: &OnlineCa, cert: &str, name: &str) {
+    let v = ca
+        .openssl(&format!(
+            "verify -CAfile ca/root.pem -untrusted ca/intermediate.pem {cert}"
+        ))
+        .ok();
+    assert!(v.stdout.contains(": OK"), "{}", v.all());
+    let rec = inventory_record(ca, name);
+    assert_eq!(rec["source"], "acme", "{rec}");
+    assert_eq!(rec["owner"], "team-web", "{rec}");
+    assert!(
+        rec["labels"]["acme_account"]
+            .as_str()
+            .is_some_and(|a| a.contains("/acme/test/acct/")),
+        "{rec}"
+    );
+}
+
+fn client(ca: &OnlineCa, program: &str, apt: &str) -> Command {
+    let mut c = ca.command(require_tool(program, apt));
+    c.env("REQUESTS_CA_BUNDLE", ca.p("ca/root.pem"))
+        .env("LEGO_CA_CERTIFICATES", ca.p("ca/root.pem"));
+    c
+}
+
+#[track_caller]
+fn run_client(mut c: Command) -> Output {
+    run_with_timeout(&mut c, None, CLIENT_TIMEOUT)
+}
+
+fn certbot_args(ca: &OnlineCa, port: u16) -> Vec<String> {
+    [
+        "--non-interactive",
+        "--config-dir",
+        &ca.p("certbot/config"),
+        "--work-dir",
+        &ca.p("certbot/work"),
+        "--logs-dir",
+        &ca.p("certbot/logs"),
+        "--server",
+        &directory_url(ca),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(
+        [
+            "--http-01-address".to_string(),
+            "127.0.0.1".to_string(),
+            "--http-01-port".to_string(),
+            port.to_string(),
+        ]
+        .into_iter()
+        .filter(|_| port != 0),
+    )
+    .collect()
+}
+
+#[test]
+fn certbot_standalone_issues_and_revokes() {
+    let port = free_port();
+    let ca = acme_ca(port, free_port());
+    let mut c = client(&ca, "certbot", "certbot (pip install certbot)");
+    c.args([
+        "certonly",
+        "--standalone",
+        "--agree-tos",
+        "--register-unsafely-without-email",
+    ])
+    .args(certbot_args(&ca, port))
+    .args(["-d", "web1.acme.test"]);
+    let o = run_client(c);
+    assert!(o.success(), "certbot certonly: {}\n{}", o.all(), ca.log());
+    let live = ca.p("certbot/config/live/web1.acme.test");
+    std::fs::copy(format!("{live}/cert.pem"), ca.path("web1.pem")).unwrap();
+    // the chain certbot saved is the leaf and the intermediate
+    let full = std::fs::read_to_string(format!("{live}/fullchain.pem")).unwrap();
+    assert_eq!(full.matches("BEGIN CERTIFICATE").count(), 2);
+    check_issued(&ca, "web1.pem", "web1.acme.test");
+    assert!(ca.ocsp("web1.pem").contains("web1.pem: good"));
+
+    let mut c = client(&ca, "certbot", "certbot (pip install certbot)");
+    c.args([
+        "revoke",
+        "--cert-path",
+        &ca.p("web1.pem"),
+        "--no-delete-after-revoke",
+    ])
+    .args(certbot_args(&ca, 0));
+    let o = run_client(c);
+    assert!(o.success(), "certbot revoke: {}", o.all());
+    let ocsp = ca.ocsp("web1.pem");
+    assert!(ocsp.contains("web1.pem: revoked"), "{ocsp}");
+    assert_eq!(inventory_record(&ca, "web1.acme.test")["status"], "revoked");
+}
+
+fn lego(ca: &OnlineCa, name: &str, challenge: &[&str]) -> Output {
+    let mut c = client(ca, "lego", "lego");
+    c.args([
+        "--accept-tos",
+        "--email",
+        "ops@acme.test",
+        "--server",
+        &directory_url(ca),
+        "--path",
+        &ca.p("lego"),
+        "--domains",
+        name,
+    ])
+    .args(challenge)
+    .arg("run");
+    run_client(c)
+}
+
+#[test]
+fn lego_http01_and_tls_alpn01() {
+    let (http, tls) = (free_port(), free_port());
+    let ca = acme_ca(http, tls);
+    let o = lego(
+        &ca,
+        "web2.acme.test",
+        &["--http", "--http.port", &format!("127.0.0.1:{http}")],
+    );
+    assert!(o.success(), "lego --http: {}\n{}", o.all(), ca.log());
+    std::fs::copy(
+        ca.path("lego/certificates/web2.acme.test.crt"),
+        ca.path("web2.pem"),
+    )
+    .unwrap();
+    check_issued(&ca, "web2.pem", "web2.acme.test");
+
+    let o = lego(
+        &ca,
+        "web3.acme.test",
+        &["--tls", "--tls.port", &format!("127.0.0.1:{tls}")],
+    );
+    assert!(o.success(), "lego --tls: {}\n{}", o.all(), ca.log());
+    std::fs::copy(
+        ca.path("lego/certificates/web3.acme.test.crt"),
+        ca.path("web3.pem"),
+    )
+    .unwrap();
+    check_issued(&ca, "web3.pem", "web3.acme.test");
+
+    // a name outside the directory's allow list is refused before any challenge
+    let o = lego(
+        &ca,
+        "web4.other.test",
+        &["--http", "--http.port", &format!("127.0.0.1:{http}")],
+    );
+    assert!(!o.success());
+    assert!(o.all().contains("rejectedIdentifier"), "{}", o.all());
+}
+
+/// A hand-made ACME client: a P-256 account key, JWS by RFC 8555, requests over curl.
+struct Client<'a> {
+    ca: &'a OnlineCa,
+    /// `https://HOST:PORT` the URLs name.
+    base: String,
+    /// Replicas the requests go to in turn (curl --connect-to); empty: the URL's host.
+    via: Vec<std::net::SocketAddr>,
+    key: EcdsaKeyPair,
+    kid: Option<String>,
+    nonce: String,
+    n: u32,
+}
+
+/// An answer: status, headers (lower-cased names), body.
+struct Answer {
+    status: u16,
+    headers: String,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().to_string())
+        })
+    }
+
+    #[track_caller]
+    fn problem(&self, kind: &str) {
+        assert_eq!(
+            self.body["type"],
+            format!("urn:ietf:params:acme:error:{kind}"),
+            "{} {}",
+            self.status,
+            self.body
+        );
+        assert!(self
+            .header("content-type")
+            .unwrap()
+            .contains("problem+json"));
+        assert!(
+            self.header("replay-nonce").is_some(),
+            "a refusal carries a nonce"
+        );
+    }
+}
+
+impl<'a> Client<'a> {
+    fn new(ca: &'a OnlineCa) -> Client<'a> {
+        Self::with(ca, format!("https://{}", ca.https), Vec::new())
+    }
+
+    fn with(ca: &'a OnlineCa, base: String, via: Vec<std::net::SocketAddr>) -> Client<'a> {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let mut c = Client {
+            ca,
+            base,
+            via,
+            key,
+            kid: None,
+            nonce: String::new(),
+            n: 0,
+        };
+        let a = c.curl("new-nonce", None, &["-I"]);
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("cache-control").as_deref(), Some("no-store"));
+        c.nonce = a.header("replay-nonce").unwrap();
+        c
+    }
+
+    fn url(&self, rest: &str) -> String {
+        format!("{}/acme/test/{rest}", self.base)
+    }
+
+    fn jwk(&self) -> Value {
+        let p = self.key.public_key().as_ref();
+        json!({"kty": "EC", "crv": "P-256", "x": B64.encode(&p[1..33]), "y": B64.encode(&p[33..65])})
+    }
+
+    fn curl(&mut self, target: &str, body: Option<&[u8]>, extra: &[&str]) -> Answer {
+        let url = if target.starts_with("https://") {
+            target.to_string()
+        } else {
+            self.url(target)
+        };
+        self.n += 1;
+        let f = self.ca.path(&format!("jws-{}.json", self.n));
+        let data = format!("@{}", f.display());
+        let root = self.ca.p("ca/root.pem");
+        let mut args = vec!["-sS", "-m", "20", "-i", "--cacert", &root];
+        if let Some(b) = body {
+            std::fs::write(&f, b).unwrap();
+            if !extra.iter().any(|e| e.starts_with("content-type")) {
+                args.extend(["-H", "content-type: application/jose+json"]);
+            }
+            args.extend(["--data-binary", &data]);
+        }
+        args.extend(extra);
+        let connect_to;
+        if !self.via.is_empty() {
+            let to = self.via[self.n as usize % self.via.len()];
+            let from = self.base.trim_start_matches("https://");
+            connect_to = format!("{from}:{to}");
+            args.extend(["--connect-to", &connect_to]);
+        }
+        args.push(&url);
+        let o = self.ca.tool_args("curl", &args).ok();
+        let text = o.stdout.replace("\r\n", "\n");
+        let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+        let status = head
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let a = Answer {
+            status,
+            headers: head.to_string(),
+            body: serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
+        };
+        if let Some(n) = a.header("replay-nonce") {
+            self.nonce = n;
+        }
+        a
+    }
+
+    fn sign(&self, header: &Value, payload: &[u8]) -> Vec<u8> {
+        let p = B64.encode(header.to_string());
+        let pl = B64.encode(payload);
+        let sig = self
+            .key
+            .sign(&SystemRandom::new(), format!("{p}.{pl}").as_bytes())
+            .unwrap();
+        json!({"protected": p, "payload": pl, "signature": B64.encode(sig.as_ref())})
+            .to_string()
+            .into_bytes()
+    }
+
+    fn header(&self, url: &str) -> Value {
+        let mut h = json!({"alg": "ES256", "nonce": self.nonce, "url": url});
+        match &self.kid {
+            Some(k) => h["kid"] = k.clone().into(),
+            None => h["jwk"] = self.jwk(),
+        }
+        h
+    }
+
+    /// A signed POST of `payload` (None: POST-as-GET) to `target`.
+    fn post(&mut self, target: &str, payload: Option<&Value>) -> Answer {
+        let url = if target.starts_with("https://") {
+            target.to_string()
+        } else {
+            self.url(target)
+        };
+        let body = payload.map(|p| p.to_string()).unwrap_or_default();
+        let jws = self.sign(&self.header(&url), body.as_bytes());
+        self.curl(&url, Some(&jws), &[])
+    }
+
+    /// The account key's RFC 7638 thumbprint.
+    fn thumbprint(&self) -> String {
+        let j = self.jwk();
+        let canon = format!(
+            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+            j["x"].as_str().unwrap(),
+            j["y"].as_str().unwrap()
+        );
+        B64.encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            canon.as_bytes(),
+        ))
+    }
+
+    /// POST-as-GET of `url` until its status is no longer `pending`/`processing` (10 s at
+    /// most); the last answer's body.
+    fn wait(&mut self, url: &str) -> Value {
+        let mut body = Value::Null;
+        for _ in 0..100 {
+            body = self.post(url, None).body;
+            if body["status"] != "pending" && body["status"] != "processing" {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        body
+    }
+
+    fn register(&mut self) {
+        let a = self.post("new-account", Some(&json!({"termsOfServiceAgreed": true})));
+        assert_eq!(a.status, 201, "{}", a.body);
+        self.kid = a.header("location");
+        assert!(a.header("link").unwrap().contains("rel=\"index\""));
+    }
+}
+
+fn csr(names: &[&str]) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    B64.encode(params.serialize_request(&key).unwrap().der())
+}
+
+#[test]
+fn bad_requests_get_their_problem_types() {
+    let port = free_port();
+    let ca = acme_ca(port, free_port());
+    let mut c = Client::new(&ca);
+    let d = c.curl("directory", None, &[]);
+    assert_eq!(d.body["newAccount"], c.url("new-account"));
+
+    // alg none
+    let url = c.url("new-account");
+    let mut h = c.header(&url);
+    h["alg"] = "none".into();
+    let body = json!({"protected": B64.encode(h.to_string()), "payload": B64.encode("{}"), "signature": ""});
+    let a = c.curl("new-account", Some(body.to_string().as_bytes()), &[]);
+    a.problem("badSignatureAlgorithm");
+    assert_eq!(a.status, 400);
+
+    // a url that is not the request's
+    let h = c.header(&c.url("new-order"));
+    let jws = c.sign(&h, b"{}");
+    c.curl("new-account", Some(&jws), &[])
+        .problem("unauthorized");
+
+    // jwk and kid together
+    let mut h = c.header(&url);
+    h["kid"] = c.url("acct/x").into();
+    let jws = c.sign(&h, b"{}");
+    c.curl("new-account", Some(&jws), &[]).problem("malformed");
+
+    // a replayed nonce
+    let h = c.header(&url);
+    let jws = c.sign(&h, br#"{"termsOfServiceAgreed":true}"#);
+    let first = c.curl("new-account", Some(&jws), &[]);
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = c.curl("new-account", Some(&jws), &[]);
+    again.problem("badNonce");
+    c.kid = first.header("location");
+
+    // an oversized body, and another content type
+    let big = vec![b' '; 70 * 1024];
+    let a = c.curl("new-account", Some(&big), &[]);
+    assert_eq!(a.status, 413);
+    a.problem("malformed");
+    let jws = c.sign(&c.header(&url), b"{}");
+    let a = c.curl(
+        "new-account",
+        Some(&jws),
+        &["-H", "content-type: application/json"],
+    );
+    assert_eq!(a.status, 415, "{} {}", a.headers, a.body);
+    a.problem("malformed");
+
+    // a name outside the allow list
+    let a = c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "x.other.test"}]})),
+    );
+    a.problem("rejectedIdentifier");
+
+    // finalize before the order is ready
+    let a = c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "bad1.acme.test"}]})),
+    );
+    assert_eq!(a.status, 201, "{}", a.body);
+    let order_url = a.header("location").unwrap();
+    let finalize = a.body["finalize"].as_str().unwrap().to_string();
+    let authz_url = a.body["authorizations"][0].as_str().unwrap().to_string();
+    c.post(&finalize, Some(&json!({"csr": csr(&["bad1.acme.test"])})))
+        .problem("orderNotReady");
+
+    // a wrong key authorization: the challenge and the order turn invalid, with the reason
+    let az = c.post(&authz_url, None);
+    let ch = az.body["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "http-01")
+        .unwrap()
+        .clone();
+    let token = ch["token"].as_str().unwrap().to_string();
+    let server = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let answer = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = server.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2048];
+        let n = s.read(&mut buf).unwrap_or(0);
+        let req = String::from_utf8_lossy(&buf[..n]).to_string();
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nwrong.key");
+        req
+    });
+    let a = c.post(ch["url"].as_str().unwrap(), Some(&json!({})));
+    assert_eq!(a.status, 200, "{}", a.body);
+    let req = answer.join().unwrap();
+    assert!(
+        req.starts_with(&format!("GET /.well-known/acme-challenge/{token} ")),
+        "{req}"
+    );
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        let a = c.post(ch["url"].as_str().unwrap(), None);
+        status = a.body.clone();
+        if a.body["status"] != "processing" && a.body["status"] != "pending" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status["status"], "invalid", "{status}");
+    assert_eq!(
+        status["error"]["type"],
+        "urn:ietf:params:acme:error:unauthorized"
+    );
+    assert!(
+        status["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("wrong.key"),
+        "{status}"
+    );
+    assert_eq!(c.post(&order_url, None).body["status"], "invalid");
+
+    // a CSR with a name the order does not hold: badCSR (the order needs to be ready)
+    // is checked by certbot/lego paths; here the order is invalid, so orderNotReady
+    c.post(
+        &finalize,
+        Some(&json!({"csr": csr(&["bad1.acme.test", "extra.acme.test"])})),
+    )
+    .problem("orderNotReady");
+
+    // a validation target that redirects: the redirect is not followed, the challenge fails
+    let a = c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "bad2.acme.test"}]})),
+    );
+    let order2 = a.header("location").unwrap();
+    let az = c.post(a.body["authorizations"][0].as_str().unwrap(), None);
+    let ch = az.body["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "http-01")
+        .unwrap()
+        .clone();
+    let server = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let redirect = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = server.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2048];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(
+            b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/x\r\nContent-Length: 0\r\n\r\n",
+        );
+    });
+    c.post(ch["url"].as_str().unwrap(), Some(&json!({})));
+    redirect.join().unwrap();
+    let status = c.wait(ch["url"].as_str().unwrap());
+    assert_eq!(status["status"], "invalid", "{status}");
+    assert!(
+        status["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("redirects"),
+        "{status}"
+    );
+    assert_eq!(
+        status["validationRecord"][0]["addressUsed"], "127.0.0.1",
+        "{status}"
+    );
+    assert_eq!(c.post(&order2, None).body["status"], "invalid");
+
+    // a key that is not the account's
+    let mut other = Client::new(&ca);
+    other.kid = c.kid.clone();
+    let a = other.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "a.acme.test"}]})),
+    );
+    a.problem("unauthorized");
+    assert!(
+        a.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not verify"),
+        "{}",
+        a.body
+    );
+
+    // a deactivated account can do nothing more
+    let acct = c.kid.clone().unwrap();
+    let a = c.post(&acct, Some(&json!({"status": "deactivated"})));
+    assert_eq!(a.body["status"], "deactivated", "{}", a.body);
+    c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "a.acme.test"}]})),
+    )
+    .problem("unauthorized");
+
+    // a request signed by an unknown account
+    c.kid = Some(c.url("acct/nobody"));
+    c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "a.acme.test"}]})),
+    )
+    .problem("accountDoesNotExist");
+    // each refusal is counted by its problem type
+    let m = ca.metrics();
+    for kind in [
+        "badNonce",
+        "badSignatureAlgorithm",
+        "orderNotReady",
+        "rejectedIdentifier",
+    ] {
+        assert!(
+            m.contains(&format!("twoway_ca_errors_total{{code=\"acme:{kind}\"}}")),
+            "{kind}: {m}"
+        );
+    }
+    // nothing of this reached the inventory
+    assert!(ca
+        .tw("cert list --ca-dir ca --json --limit 1000")
+        .ok()
+        .stdout
+        .find("acme.test")
+        .is_none());
+}
+
+#[test]
+fn a_csr_with_an_extra_name_is_bad() {
+    let port = free_port();
+    let ca = acme_ca(port, free_port());
+    let mut c = Client::new(&ca);
+    c.register();
+    let a = c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "ok1.acme.test"}]})),
+    );
+    let order_url = a.header("location").unwrap();
+    let finalize = a.body["finalize"].as_str().unwrap().to_string();
+    let az = c.post(a.body["authorizations"][0].as_str().unwrap(), None);
+    let ch = az.body["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "http-01")
+        .unwrap()
+        .clone();
+    let thumb = c.thumbprint();
+    let key_auth = format!("{}.{thumb}", ch["token"].as_str().unwrap());
+    answer_http01(port, key_auth);
+    c.post(ch["url"].as_str().unwrap(), Some(&json!({})));
+    let mut order = Value::Null;
+    for _ in 0..100 {
+        order = c.post(&order_url, None).body;
+        if order["status"] != "pending" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(order["status"], "ready", "{order}");
+    let a = c.post(
+        &finalize,
+        Some(&json!({"csr": csr(&["ok1.acme.test", "extra.acme.test"])})),
+    );
+    a.problem("badCSR");
+    assert!(
+        a.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("extra.acme.test"),
+        "{}",
+        a.body
+    );
+    // the order stays ready; the right CSR is issued
+    let a = c.post(&finalize, Some(&json!({"csr": csr(&["ok1.acme.test"])})));
+    assert_eq!(a.body["status"], "valid", "{}", a.body);
+    let cert = c.post(a.body["certificate"].as_str().unwrap(), None);
+    assert_eq!(cert.status, 200);
+    assert!(cert
+        .header("content-type")
+        .unwrap()
+        .contains("pem-certificate-chain"));
+    assert!(cert.headers.contains("rel=\"up\""), "{}", cert.headers);
+    assert!(cert.headers.contains("rel=\"index\""), "{}", cert.headers);
+    let chain = cert.body.as_str().unwrap();
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "{chain}");
+    assert_eq!(inventory_record(&ca, "ok1.acme.test")["source"], "acme");
+}
+
+/// A one-shot DNS server on 127.0.0.1: answers the next query with one TXT record, the
+/// value `txt` gives when the query arrives.
+fn dns_server(
+    txt: impl FnOnce() -> String + Send + 'static,
+) -> (u16, std::thread::JoinHandle<String>) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        sock.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let (n, from) = sock.recv_from(&mut buf).unwrap();
+        let value = txt();
+        let q = &buf[..n];
+        // the question's name, for the test to check
+        let mut name = Vec::new();
+        let mut i = 12;
+        while q[i] != 0 {
+            let l = q[i] as usize;
+            name.push(String::from_utf8_lossy(&q[i + 1..i + 1 + l]).into_owned());
+            i += 1 + l;
+        }
+        let mut r = q[..i + 5].to_vec();
+        r[2] |= 0x80;
+        r[7] = 1;
+        r.extend_from_slice(&[0xC0, 12, 0, 16, 0, 1, 0, 0, 0, 60, 0, value.len() as u8 + 1]);
+        r.push(value.len() as u8);
+        r.extend_from_slice(value.as_bytes());
+        sock.send_to(&r, from).unwrap();
+        name.join(".")
+    });
+    (port, t)
+}
+
+#[test]
+fn dns01_through_the_configured_resolver() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (dns, answered) = dns_server(move || rx.recv_timeout(Duration::from_secs(20)).unwrap());
+    let ca = acme_ca_with(
+        free_port(),
+        free_port(),
+        &format!("dns_resolver = \"127.0.0.1:{dns}\""),
+    );
+    let mut c = Client::new(&ca);
+    c.register();
+    let a = c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "dns1.acme.test"}]})),
+    );
+    let order_url = a.header("location").unwrap();
+    let finalize = a.body["finalize"].as_str().unwrap().to_string();
+    let az = c.post(a.body["authorizations"][0].as_str().unwrap(), None);
+    let ch = az.body["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "dns-01")
+        .unwrap_or_else(|| panic!("dns-01 is offered: {}", az.body))
+        .clone();
+    let key_auth = format!("{}.{}", ch["token"].as_str().unwrap(), c.thumbprint());
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key_auth.as_bytes());
+    tx.send(B64.encode(digest)).unwrap();
+    c.post(ch["url"].as_str().unwrap(), Some(&json!({})));
+    assert_eq!(answered.join().unwrap(), "_acme-challenge.dns1.acme.test");
+    let order = c.wait(&order_url);
+    assert_eq!(order["status"], "ready", "{order}");
+    let a = c.post(&finalize, Some(&json!({"csr": csr(&["dns1.acme.test"])})));
+    assert_eq!(a.body["status"], "valid", "{}", a.body);
+    assert_eq!(inventory_record(&ca, "dns1.acme.test")["source"], "acme");
+}
+
+fn certbot_certonly(ca: &OnlineCa, port: u16, config: &str, name: &str, extra: &[&str]) -> Output {
+    let mut c = client(ca, "certbot", "certbot (pip install certbot)");
+    // --manual (dns-01 by a hook) instead of the standalone http-01 server
+    let standalone = (!extra.contains(&"--manual")).then_some("--standalone");
+    c.args([
+        "certonly",
+        "--agree-tos",
+        "--register-unsafely-without-email",
+    ])
+    .args(standalone)
+    .args(certbot_args(ca, port))
+    .args(["--config-dir", &ca.p(config), "-d", name])
+    .args(extra);
+    run_client(c)
+}
+
+#[test]
+fn certbot_with_external_account_binding() {
+    let port = free_port();
+    let ca = acme_ca_with(port, free_port(), "eab_required = true");
+    // without a binding: certbot reads externalAccountRequired in the directory's meta
+    let o = certbot_certonly(&ca, port, "cb-none", "eab0.acme.test", &[]);
+    assert!(!o.success());
+    assert!(
+        o.all().contains("requires external account binding"),
+        "{}",
+        o.all()
+    );
+
+    let eab = ca
+        .tw("acme eab create --ca-dir ca --directory test --owner team-eab --json")
+        .ok()
+        .json();
+    let (kid, key) = (
+        eab["kid"].as_str().unwrap(),
+        eab["hmac_key"].as_str().unwrap(),
+    );
+    let bad_key = B64.encode([7u8; 32]);
+    let o = certbot_certonly(
+        &ca,
+        port,
+        "cb-bad",
+        "eab1.acme.test",
+        &[
+            &format!("--eab-kid={kid}"),
+            &format!("--eab-hmac-key={bad_key}"),
+        ],
+    );
+    assert!(!o.success());
+    assert!(o.all().contains("MAC does not verify"), "{}", o.all());
+
+    let o = certbot_certonly(
+        &ca,
+        port,
+        "cb-eab",
+        "eab1.acme.test",
+        &[
+            &format!("--eab-kid={kid}"),
+            &format!("--eab-hmac-key={key}"),
+        ],
+    );
+    assert!(o.success(), "certbot with EAB: {}\n{}", o.all(), ca.log());
+    let rec = inventory_record(&ca, "eab1.acme.test");
+    assert_eq!(rec["source"], "acme");
+    assert_eq!(rec["owner"], "team-eab", "the EAB key's owner: {rec}");
+
+    // the key is single-use: a second account cannot bind with it
+    let o = certbot_certonly(
+        &ca,
+        port,
+        "cb-again",
+        "eab2.acme.test",
+        &[
+            &format!("--eab-kid={kid}"),
+            &format!("--eab-hmac-key={key}"),
+        ],
+    );
+    assert!(!o.success());
+    assert!(o.all().contains("used already"), "{}", o.all());
+    // and a directory name that does not exist is refused by the CLI
+    let o = ca
+        .tw("acme eab create --ca-dir ca --directory nope")
+        .fails();
+    assert!(o.all().contains("no ACME directory"), "{}", o.all());
+    // the secret EAB keys derive from is private
+    assert_eq!(common::mode(&ca.path("ca/acme-eab.key")), 0o600);
+}
+
+/// An http-01 responder on 127.0.0.1:`port` that answers one request with `key_auth`.
+fn answer_http01(port: u16, key_auth: String) -> std::thread::JoinHandle<()> {
+    let server = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = server.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2048];
+        let _ = s.read(&mut buf);
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{key_auth}",
+            key_auth.len()
+        );
+        let _ = s.write_all(resp.as_bytes());
+    })
+}
+
+#[test]
+fn two_replicas_on_postgres_serve_one_directory() {
+    let db = common::pg::TestDb::new();
+    let (pa, pb, http01) = (free_port(), free_port(), free_port());
+    let url = format!("\"{}\"", db.url());
+    let mut ca = OnlineCa::create("ACME HA", ONLINE_ADMIN, "", &[("database", url.as_str())]);
+    // [ca] url names replica A: both replicas build and check the ACME URLs from it
+    let path = ca.path("ca/ca.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replacen(
+        "[ca]\n",
+        &format!("[ca]\nurl = \"https://127.0.0.1:{pa}\"\n"),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    add_directory(&ca, http01, free_port(), "");
+    let a = ca.spawn_server("", &format!("127.0.0.1:{pa}"), "127.0.0.1:0", &[], &[]);
+    let b = ca.spawn_server("", &format!("127.0.0.1:{pb}"), "127.0.0.1:0", &[], &[]);
+    let (a, b) = (a.ready(), b.ready());
+    // every request goes to the other replica than the one before: each nonce is taken by
+    // the replica that did not hand it out
+    let mut c = Client::with(
+        &ca,
+        format!("https://127.0.0.1:{pa}"),
+        vec![a.https, b.https],
+    );
+    c.register();
+    let o = c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "ha1.acme.test"}]})),
+    );
+    assert_eq!(o.status, 201, "{}", o.body);
+    let order_url = o.header("location").unwrap();
+    let az = c.post(o.body["authorizations"][0].as_str().unwrap(), None);
+    let ch = az.body["challenges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "http-01")
+        .unwrap()
+        .clone();
+    let key_auth = format!("{}.{}", ch["token"].as_str().unwrap(), c.thumbprint());
+    let responder = answer_http01(http01, key_auth);
+    c.post(ch["url"].as_str().unwrap(), Some(&json!({})));
+    let order = c.wait(&order_url);
+    responder.join().unwrap();
+    assert_eq!(order["status"], "ready", "{order}");
+    let f = c.post(
+        order["finalize"].as_str().unwrap(),
+        Some(&json!({"csr": csr(&["ha1.acme.test"])})),
+    );
+    assert_eq!(f.body["status"], "valid", "{}", f.body);
+    let cert = c.post(f.body["certificate"].as_str().unwrap(), None);
+    assert_eq!(cert.status, 200, "{}", cert.body);
+    assert_eq!(inventory_record(&ca, "ha1.acme.test")["source"], "acme");
+    // a nonce is single-use across replicas too
+    let h = c.header(&c.url("new-order"));
+    let jws = c.sign(
+        &h,
+        br#"{"identifiers":[{"type":"dns","value":"ha2.acme.test"}]}"#,
+    );
+    let first = c.curl("new-order", Some(&jws), &[]);
+    assert_eq!(first.status, 201, "{}", first.body);
+    c.curl("new-order", Some(&jws), &[]).problem("badNonce");
+    for r in [&a, &b] {
+        assert!(
+            r.metrics().contains("route=\"acme\""),
+            "both replicas served ACME"
+        );
+    }
+}
+
+#[test]
+fn certbot_manual_dns01() {
+    let ca_holder = std::sync::Arc::new(std::sync::Mutex::new(std::path::PathBuf::new()));
+    let txt_path = ca_holder.clone();
+    let (dns, answered) = dns_server(move || {
+        let p = txt_path.lock().unwrap().clone();
+        std::fs::read_to_string(p).unwrap_or_default()
+    });
+    let ca = acme_ca_with(
+        free_port(),
+        free_port(),
+        &format!("dns_resolver = \"127.0.0.1:{dns}\""),
+    );
+    let txt = ca.path("txt-record");
+    *ca_holder.lock().unwrap() = txt.clone();
+    // the hook puts the record where the CA's resolver (the DNS server above) reads it
+    let hook = format!("printf %s \"$CERTBOT_VALIDATION\" > {}", txt.display());
+    let o = certbot_certonly(
+        &ca,
+        0,
+        "cb-dns",
+        "dns2.acme.test",
+        &[
+            "--manual",
+            "--preferred-challenges",
+            "dns",
+            "--manual-auth-hook",
+            &hook,
+        ],
+    );
+    assert!(
+        o.success(),
+        "certbot --manual dns: {}\n{}",
+        o.all(),
+        ca.log()
+    );
+    assert_eq!(answered.join().unwrap(), "_acme-challenge.dns2.acme.test");
+    let live = ca.p("cb-dns/live/dns2.acme.test");
+    std::fs::copy(format!("{live}/cert.pem"), ca.path("dns2.pem")).unwrap();
+    check_issued(&ca, "dns2.pem", "dns2.acme.test");
+}
