@@ -130,6 +130,13 @@ struct ServerArgs {
     /// Seconds between fetches of CRL URLs.
     #[arg(long, value_name = "SECS")]
     crl_refresh: Option<f64>,
+    /// A CRL past its nextUpdate: refuse its issuer's certificates after the grace
+    /// (default) or only warn.
+    #[arg(long, value_name = "POLICY", value_parser = ["refuse", "warn"])]
+    crl_stale: Option<String>,
+    /// Seconds after a CRL's nextUpdate before --crl-stale refuse refuses (default 3600).
+    #[arg(long, value_name = "SECS")]
+    crl_stale_grace: Option<f64>,
     #[command(flatten)]
     enroll: EnrollArgs,
     /// Identity rule a client must match; repeatable.
@@ -286,8 +293,8 @@ fn build_config(args: &ProxyArgs) -> anyhow::Result<(ProxyConfig, Option<PathBuf
                 client_ca: s.client_ca.clone().unwrap_or_default(),
                 crl: s.crl.clone(),
                 crl_refresh_secs: s.crl_refresh,
-                crl_stale: None,
-                crl_stale_grace_secs: None,
+                crl_stale: s.crl_stale.clone(),
+                crl_stale_grace_secs: s.crl_stale_grace,
                 enroll: s.enroll.config(),
                 allow: s.allow.clone(),
                 http: s.http,
