@@ -401,6 +401,24 @@ impl<'a> Client<'a> {
 
     /// POST-as-GET of `url` until its status is no longer `pending`/`processing` (10 s at
     /// most); the last answer's body.
+    /// A new order for `name`; its URL, its body, and the `kind` challenge of its first
+    /// authorization.
+    fn order(&mut self, name: &str, kind: &str) -> (String, Value, Value) {
+        let o = self.post(
+            "new-order",
+            Some(&json!({"identifiers": [{"type": "dns", "value": name}]})),
+        );
+        assert_eq!(o.status, 201, "{}", o.body);
+        let url = o.header("location").unwrap();
+        let az = self.post(o.body["authorizations"][0].as_str().unwrap(), None);
+        let ch = az.body["challenges"]
+            .as_array()
+            .and_then(|all| all.iter().find(|x| x["type"] == kind))
+            .unwrap_or_else(|| panic!("{kind} is offered: {}", az.body))
+            .clone();
+        (url, o.body, ch)
+    }
+
     fn wait(&mut self, url: &str) -> Value {
         let mut body = Value::Null;
         for _ in 0..100 {
@@ -561,19 +579,7 @@ fn bad_requests_get_their_problem_types() {
     .problem("orderNotReady");
 
     // a validation target that redirects: the redirect is not followed, the challenge fails
-    let a = c.post(
-        "new-order",
-        Some(&json!({"identifiers": [{"type": "dns", "value": "bad2.acme.test"}]})),
-    );
-    let order2 = a.header("location").unwrap();
-    let az = c.post(a.body["authorizations"][0].as_str().unwrap(), None);
-    let ch = az.body["challenges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["type"] == "http-01")
-        .unwrap()
-        .clone();
+    let (order2, _, ch) = c.order("bad2.acme.test", "http-01");
     let server = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     let redirect = std::thread::spawn(move || {
         use std::io::{Read, Write};
@@ -664,20 +670,8 @@ fn a_csr_with_an_extra_name_is_bad() {
     let ca = acme_ca(port, free_port());
     let mut c = Client::new(&ca);
     c.register();
-    let a = c.post(
-        "new-order",
-        Some(&json!({"identifiers": [{"type": "dns", "value": "ok1.acme.test"}]})),
-    );
-    let order_url = a.header("location").unwrap();
-    let finalize = a.body["finalize"].as_str().unwrap().to_string();
-    let az = c.post(a.body["authorizations"][0].as_str().unwrap(), None);
-    let ch = az.body["challenges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["type"] == "http-01")
-        .unwrap()
-        .clone();
+    let (order_url, body, ch) = c.order("ok1.acme.test", "http-01");
+    let finalize = body["finalize"].as_str().unwrap().to_string();
     let thumb = c.thumbprint();
     let key_auth = format!("{}.{thumb}", ch["token"].as_str().unwrap());
     answer_http01(port, key_auth);
@@ -765,20 +759,8 @@ fn dns01_through_the_configured_resolver() {
     );
     let mut c = Client::new(&ca);
     c.register();
-    let a = c.post(
-        "new-order",
-        Some(&json!({"identifiers": [{"type": "dns", "value": "dns1.acme.test"}]})),
-    );
-    let order_url = a.header("location").unwrap();
-    let finalize = a.body["finalize"].as_str().unwrap().to_string();
-    let az = c.post(a.body["authorizations"][0].as_str().unwrap(), None);
-    let ch = az.body["challenges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["type"] == "dns-01")
-        .unwrap_or_else(|| panic!("dns-01 is offered: {}", az.body))
-        .clone();
+    let (order_url, body, ch) = c.order("dns1.acme.test", "dns-01");
+    let finalize = body["finalize"].as_str().unwrap().to_string();
     let key_auth = format!("{}.{}", ch["token"].as_str().unwrap(), c.thumbprint());
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key_auth.as_bytes());
     tx.send(B64.encode(digest)).unwrap();
@@ -923,20 +905,7 @@ fn two_replicas_on_postgres_serve_one_directory() {
         vec![a.https, b.https],
     );
     c.register();
-    let o = c.post(
-        "new-order",
-        Some(&json!({"identifiers": [{"type": "dns", "value": "ha1.acme.test"}]})),
-    );
-    assert_eq!(o.status, 201, "{}", o.body);
-    let order_url = o.header("location").unwrap();
-    let az = c.post(o.body["authorizations"][0].as_str().unwrap(), None);
-    let ch = az.body["challenges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["type"] == "http-01")
-        .unwrap()
-        .clone();
+    let (order_url, _, ch) = c.order("ha1.acme.test", "http-01");
     let key_auth = format!("{}.{}", ch["token"].as_str().unwrap(), c.thumbprint());
     let responder = answer_http01(http01, key_auth);
     c.post(ch["url"].as_str().unwrap(), Some(&json!({})));
