@@ -1,6 +1,7 @@
 //! The ACME server of `twoway ca serve` (RFC 8555) driven by real clients: certbot
-//! (`certonly --standalone`, http-01; `--manual` dns-01 with a hook; with EAB; `revoke`)
-//! and lego (`--http`, `--tls`); each
+//! (`certonly --standalone`, http-01; `--manual` dns-01 with a hook; with EAB; `revoke`),
+//! lego (`--http`, `--tls`, `--dns exec`) and dehydrated (http-01 from a webroot, `--revoke`);
+//! each
 //! certificate verifies with openssl, is in the inventory with source `acme` and the
 //! directory's owner, and a revoked one reads `revoked` from `openssl ocsp`. Bad requests
 //! are hand-built JWS, each answered with its RFC 8555 problem type; the same client's
@@ -19,7 +20,7 @@ use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_S
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use common::online::{OnlineCa, ONLINE_ADMIN};
-use common::{free_port, require_tool, run_with_timeout, Output};
+use common::{free_port, require_tool, run_with_timeout, Output, Server};
 use serde_json::{json, Value};
 
 /// The longest a client run may take.
@@ -977,4 +978,198 @@ fn certbot_manual_dns01() {
     let live = ca.p("cb-dns/live/dns2.acme.test");
     std::fs::copy(format!("{live}/cert.pem"), ca.path("dns2.pem")).unwrap();
     check_issued(&ca, "dns2.pem", "dns2.acme.test");
+}
+
+/// A DNS server on 127.0.0.1 that answers every TXT question with the record the file at
+/// `path` holds (no record while it is empty or absent) and every other question with an
+/// empty answer; the names asked are collected. It serves at most 500 questions and stops
+/// answering after [`CLIENT_TIMEOUT`] twice over.
+fn dns_server_from_file(
+    path: std::path::PathBuf,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let deadline = std::time::Instant::now() + 2 * CLIENT_TIMEOUT;
+        let mut buf = [0u8; 1500];
+        for _ in 0..500 {
+            if std::time::Instant::now() > deadline {
+                return;
+            }
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let q = &buf[..n];
+            let mut labels = Vec::new();
+            let mut i = 12;
+            while i < n && q[i] != 0 {
+                let l = q[i] as usize;
+                if i + 1 + l > n {
+                    break;
+                }
+                labels.push(String::from_utf8_lossy(&q[i + 1..i + 1 + l]).into_owned());
+                i += 1 + l;
+            }
+            if i + 5 > n {
+                continue;
+            }
+            let qtype = u16::from_be_bytes([q[i + 1], q[i + 2]]);
+            seen.lock().unwrap().push(labels.join("."));
+            // header and question only: no authority or additional records (EDNS) echoed
+            let mut r = q[..i + 5].to_vec();
+            r[2] |= 0x80;
+            r[3] = 0x80;
+            r[6..12].fill(0);
+            let value = std::fs::read_to_string(&path).unwrap_or_default();
+            if qtype == 16 && !value.is_empty() {
+                r[7] = 1;
+                r.extend_from_slice(&[0xC0, 12, 0, 16, 0, 1, 0, 0, 0, 1]);
+                r.extend_from_slice(&(value.len() as u16 + 1).to_be_bytes());
+                r.push(value.len() as u8);
+                r.extend_from_slice(value.as_bytes());
+            }
+            let _ = sock.send_to(&r, from);
+        }
+    });
+    (port, asked)
+}
+
+#[test]
+fn lego_dns01_through_an_exec_hook() {
+    let holder = tempfile_path();
+    let (dns, asked) = dns_server_from_file(holder.clone());
+    let ca = acme_ca_with(
+        free_port(),
+        free_port(),
+        &format!("dns_resolver = \"127.0.0.1:{dns}\""),
+    );
+    // lego's exec provider runs the hook with `present|cleanup FQDN VALUE`; the hook puts the
+    // record where the DNS server above reads it
+    let hook = ca.path("lego-hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  present) printf %s \"$3\" > {f} ;;\n  cleanup) : > {f} ;;\nesac\n",
+            f = holder.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut c = client(&ca, "lego", "lego");
+    c.env("EXEC_PATH", &hook)
+        .env("EXEC_PROPAGATION_TIMEOUT", "30")
+        .env("EXEC_POLLING_INTERVAL", "1")
+        .args([
+            "--accept-tos",
+            "--email",
+            "ops@acme.test",
+            "--server",
+            &directory_url(&ca),
+            "--path",
+            &ca.p("lego"),
+            "--domains",
+            "dns3.acme.test",
+            "--dns",
+            "exec",
+            "--dns.resolvers",
+            &format!("127.0.0.1:{dns}"),
+            "--dns.disable-cp",
+            "run",
+        ]);
+    let o = run_client(c);
+    assert!(o.success(), "lego --dns exec: {}\n{}", o.all(), ca.log());
+    assert!(
+        asked
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| n == "_acme-challenge.dns3.acme.test"),
+        "the CA looked the record up through its resolver: {:?}",
+        asked.lock().unwrap()
+    );
+    std::fs::copy(
+        ca.path("lego/certificates/dns3.acme.test.crt"),
+        ca.path("dns3.pem"),
+    )
+    .unwrap();
+    check_issued(&ca, "dns3.pem", "dns3.acme.test");
+    let _ = std::fs::remove_file(&holder);
+}
+
+/// A path in the system's temporary directory no other test uses.
+fn tempfile_path() -> std::path::PathBuf {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    f.into_temp_path().keep().unwrap()
+}
+
+#[test]
+fn dehydrated_http01_issues_and_revokes() {
+    let port = free_port();
+    let ca = acme_ca(port, free_port());
+    // dehydrated writes the challenge files into a webroot; a plain HTTP server serves it
+    // on the port the CA validates http-01 at
+    let wellknown = ca.path("www/.well-known/acme-challenge");
+    std::fs::create_dir_all(&wellknown).unwrap();
+    std::fs::create_dir_all(ca.path("dehydrated")).unwrap();
+    let mut web = Server::spawn(
+        "http.server",
+        Command::new("python3").args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            &ca.p("www"),
+            &port.to_string(),
+        ]),
+        &ca.path("http-server.log"),
+    );
+    web.wait_for_port(port);
+    let config = ca.path("dehydrated.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "CA=\"{}\"\nBASEDIR=\"{}\"\nWELLKNOWN=\"{}\"\nCHALLENGETYPE=\"http-01\"\n\
+             CONTACT_EMAIL=\"ops@acme.test\"\nKEY_ALGO=\"secp384r1\"\n",
+            directory_url(&ca),
+            ca.p("dehydrated"),
+            wellknown.display()
+        ),
+    )
+    .unwrap();
+    let dehydrated = |args: &[&str]| {
+        let mut c = client(&ca, "dehydrated", "dehydrated");
+        c.env("CURL_CA_BUNDLE", ca.p("ca/root.pem"))
+            .args(["--config", &config.display().to_string()])
+            .args(args);
+        run_client(c)
+    };
+    let o = dehydrated(&["--register", "--accept-terms"]);
+    assert!(
+        o.success(),
+        "dehydrated --register: {}\n{}",
+        o.all(),
+        ca.log()
+    );
+    let o = dehydrated(&["--cron", "--domain", "web5.acme.test"]);
+    assert!(o.success(), "dehydrated --cron: {}\n{}", o.all(), ca.log());
+    let cert = ca.p("dehydrated/certs/web5.acme.test/cert.pem");
+    std::fs::copy(&cert, ca.path("web5.pem")).unwrap();
+    check_issued(&ca, "web5.pem", "web5.acme.test");
+    assert!(ca.ocsp("web5.pem").contains("web5.pem: good"));
+
+    let o = dehydrated(&["--revoke", &cert]);
+    assert!(
+        o.success(),
+        "dehydrated --revoke: {}\n{}",
+        o.all(),
+        ca.log()
+    );
+    let ocsp = ca.ocsp("web5.pem");
+    assert!(ocsp.contains("web5.pem: revoked"), "{ocsp}");
+    assert_eq!(inventory_record(&ca, "web5.acme.test")["status"], "revoked");
 }
