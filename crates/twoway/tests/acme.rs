@@ -1173,3 +1173,104 @@ fn dehydrated_http01_issues_and_revokes() {
     assert!(ocsp.contains("web5.pem: revoked"), "{ocsp}");
     assert_eq!(inventory_record(&ca, "web5.acme.test")["status"], "revoked");
 }
+
+#[test]
+fn hmac_signatures_unknown_nonces_forged_csrs_and_silent_targets_are_refused() {
+    let port = free_port();
+    let ca = acme_ca(port, free_port());
+    let mut c = Client::new(&ca);
+
+    // HS256 on an account request: an account key is never a shared secret
+    let url = c.url("new-account");
+    let mut h = c.header(&url);
+    h["alg"] = "HS256".into();
+    let (p, pl) = (
+        B64.encode(h.to_string()),
+        B64.encode(br#"{"termsOfServiceAgreed":true}"#),
+    );
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"a shared secret");
+    let mac = aws_lc_rs::hmac::sign(&key, format!("{p}.{pl}").as_bytes());
+    let body = json!({"protected": p, "payload": pl, "signature": B64.encode(mac.as_ref())});
+    let a = c.curl("new-account", Some(body.to_string().as_bytes()), &[]);
+    a.problem("badSignatureAlgorithm");
+    assert_eq!(a.status, 400);
+
+    // a nonce the server never gave: badNonce, with a fresh one to retry with
+    c.nonce = B64.encode([7u8; 16]);
+    let a = c.post("new-account", Some(&json!({"termsOfServiceAgreed": true})));
+    a.problem("badNonce");
+    c.register();
+
+    // a CSR whose signature does not verify, on a ready order: badCSR; the order stays
+    // ready and nothing is issued
+    let (order_url, body, ch) = c.order("sig1.acme.test", "http-01");
+    let finalize = body["finalize"].as_str().unwrap().to_string();
+    let key_auth = format!("{}.{}", ch["token"].as_str().unwrap(), c.thumbprint());
+    let answered = answer_http01(port, key_auth);
+    c.post(ch["url"].as_str().unwrap(), Some(&json!({})));
+    answered.join().unwrap();
+    assert_eq!(c.wait(&order_url)["status"], "ready");
+    let mut der = B64.decode(csr(&["sig1.acme.test"])).unwrap();
+    let last = der.len() - 1;
+    der[last] ^= 0x01;
+    let a = c.post(&finalize, Some(&json!({"csr": B64.encode(&der)})));
+    a.problem("badCSR");
+    assert_eq!(a.status, 400);
+    assert_eq!(c.post(&order_url, None).body["status"], "ready");
+
+    // a validation target that accepts the connection and never answers: the challenge
+    // fails once the validation's time is up, and says so
+    let (order2, _, ch) = c.order("slow1.acme.test", "http-01");
+    let server = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    server.set_nonblocking(true).unwrap();
+    let silent = std::thread::spawn(move || {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < until {
+            if let Ok((s, _)) = server.accept() {
+                std::thread::sleep(Duration::from_secs(15));
+                drop(s);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    });
+    c.post(ch["url"].as_str().unwrap(), Some(&json!({})));
+    let mut status = Value::Null;
+    for _ in 0..60 {
+        status = c.post(ch["url"].as_str().unwrap(), None).body;
+        if status["status"] != "pending" && status["status"] != "processing" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(status["status"], "invalid", "{status}");
+    assert_eq!(
+        status["error"]["type"], "urn:ietf:params:acme:error:connection",
+        "{status}"
+    );
+    assert!(
+        status["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within"),
+        "{status}"
+    );
+    assert_eq!(c.post(&order2, None).body["status"], "invalid");
+    assert!(silent.join().unwrap(), "the CA connected to the target");
+
+    // each refusal is counted by its problem type; nothing reached the inventory
+    let m = ca.metrics();
+    for kind in ["badNonce", "badSignatureAlgorithm", "badCSR"] {
+        assert!(
+            m.contains(&format!("twoway_ca_errors_total{{code=\"acme:{kind}\"}}")),
+            "{kind}: {m}"
+        );
+    }
+    assert!(ca
+        .tw("cert list --ca-dir ca --json --limit 1000")
+        .ok()
+        .stdout
+        .find("acme.test")
+        .is_none());
+}
