@@ -16,6 +16,9 @@
 //!   client certificate or, with `--plain`, over plain HTTP (the way OCSP clients talk).
 //!   Any status other than 2xx counts as an error (the first one is printed); a server
 //!   that closes the connection is reconnected to and counted. req/s, p50, p99.
+//! - `ws`: N WebSocket connections (HTTP/1.1 upgrade of `--path`), each sending `--streams`
+//!   binary messages of `--size` bytes back to back and reading their echoes; messages/s
+//!   and MB/s. `wsecho ADDR` is the plaintext WebSocket echo backend for it ([`ws`]).
 //!
 //! The client offers X25519 only (the key exchange the reference peer figures used) unless
 //! `--kx all` (rustls' default list, X25519MLKEM768 first, as a current browser or rustls
@@ -27,7 +30,7 @@
 //!
 //! Usage: `twoway-loadgen MODE ADDR --ca CA --cert CERT --key KEY [--conns N]
 //! [--streams S] [--secs S] [--path P] [--verify-server] [--kx x25519|all] [--real-client]
-//! [--bodies DIR --content-type T [--plain]]`.
+//! [--bodies DIR --content-type T [--plain]] [--size BYTES]`; `twoway-loadgen wsecho ADDR`.
 //! Prints one `key=value` line.
 #![forbid(unsafe_code)]
 
@@ -40,6 +43,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod ws;
 
 struct Args {
     mode: String,
@@ -57,6 +62,8 @@ struct Args {
     bodies: String,
     content_type: String,
     plain: bool,
+    /// `ws`: bytes per message.
+    size: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -79,6 +86,7 @@ fn parse_args() -> anyhow::Result<Args> {
         bodies: String::new(),
         content_type: "application/octet-stream".into(),
         plain: false,
+        size: 64,
     };
     while let Some(flag) = it.next() {
         if flag == "--verify-server" {
@@ -113,6 +121,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--path" => a.path = v,
             "--bodies" => a.bodies = v,
             "--content-type" => a.content_type = v,
+            "--size" => a.size = v.parse()?,
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -724,6 +733,18 @@ async fn post(a: &Args, cfg: Option<Arc<rustls::ClientConfig>>) -> anyhow::Resul
 fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let a = parse_args()?;
+    if a.mode == "wsecho" || a.mode == "ws" {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(async {
+            if a.mode == "ws" {
+                ws::client(&a).await
+            } else {
+                ws::echo_server(&a.addr).await
+            }
+        });
+    }
     if a.mode == "post" {
         let cfg = if a.plain { None } else { Some(config(&a)?) };
         let rt = tokio::runtime::Builder::new_current_thread()
