@@ -622,3 +622,52 @@ fn websocket_client_and_server_through_the_proxy() {
         logs()
     );
 }
+
+#[test]
+fn a_refused_upgrade_and_an_idle_websocket() {
+    let py = python_with("websockets");
+    let pki = Pki::new();
+    let ws_port = free_port();
+    let log = pki.dir.path().join("ws-server.log");
+    let mut cmd = Command::new(&py);
+    cmd.arg(support("ws.py"))
+        .args(["server", &ws_port.to_string()]);
+    let mut backend = Server::spawn("ws.py", &mut cmd, &log);
+    backend.wait_for_port_within(ws_port, Duration::from_secs(15));
+    let p = ProxyServer::start(
+        &pki,
+        &format!("127.0.0.1:{ws_port}"),
+        &["--http", "--allow", ALICE, "--idle-timeout", "2"],
+    );
+    let client = |mode: &str| {
+        let mut cmd = Command::new(&py);
+        cmd.arg(support("ws.py"))
+            .arg(mode)
+            .args(["--port", &p.port.to_string()])
+            .args(["--ca", &pki.p("ca.pem")])
+            .args(["--cert", &pki.p("alice.pem")])
+            .args(["--key", &pki.p("alice.key")]);
+        cmd
+    };
+    let logs = || format!("{}\n{}", p.proc.log(), backend.log());
+    // the backend answers the upgrade with 403: the client gets that answer, not a tunnel
+    let r = run_json(&mut client("refused"), Duration::from_secs(30), &logs());
+    assert_eq!(r["status"], 403, "{r}\n{}", logs());
+    // a WebSocket that never sends anything is closed by the proxy's idle timeout (2 s),
+    // not held for ever
+    let r = run_json(
+        client("idle").args(["--wait", "20"]),
+        Duration::from_secs(40),
+        &logs(),
+    );
+    assert_eq!(r["closed"], true, "{r}\n{}", logs());
+    let after = r["after"].as_f64().unwrap();
+    assert!((1.5..15.0).contains(&after), "closed after {after} s: {r}");
+    // the proxy still serves: a full exchange works afterwards
+    let r = run_json(
+        client("client").args(["--messages", "10", "--big", "1024"]),
+        Duration::from_secs(60),
+        &logs(),
+    );
+    assert_eq!(r["messages"], 10, "{r}");
+}

@@ -3,11 +3,17 @@
 
   ws.py server PORT
       an echo server on 127.0.0.1:PORT; the text message "close-me" makes the server close
-      the connection with code 4000; every handshake's request headers go to stderr as JSON
+      the connection with code 4000; every handshake's request headers go to stderr as JSON;
+      an upgrade of /refuse is answered 403 (the backend refuses it)
   ws.py client --port N --ca CA --cert CERT --key KEY [--messages N] [--big BYTES]
       through the mTLS proxy at wss://localhost:N/ws: N messages echoed in order, one BIG
       binary message echoed whole, a close started by the client (code 1000), then a second
       connection whose close the server starts (code 4000). Prints one JSON line.
+  ws.py refused --port N --ca CA --cert CERT --key KEY
+      an upgrade of /refuse: prints {"status": S} with the HTTP status the client got
+  ws.py idle --port N --ca CA --cert CERT --key KEY [--wait SECS]
+      a connection that sends nothing, not even pings, until the other side closes it or
+      SECS pass: prints {"closed": true|false, "after": seconds}
 """
 import argparse
 import asyncio
@@ -29,8 +35,14 @@ async def echo(ws):
         await ws.send(message)
 
 
+def refuse(connection, request):
+    if request.path == "/refuse":
+        return connection.respond(403, "the backend refuses this upgrade\n")
+    return None
+
+
 async def serve(port):
-    async with websockets.serve(echo, "127.0.0.1", port, max_size=None):
+    async with websockets.serve(echo, "127.0.0.1", port, max_size=None, process_request=refuse):
         await asyncio.Future()
 
 
@@ -72,9 +84,39 @@ async def client(a):
     print(json.dumps(out))
 
 
+def tls(a):
+    ctx = ssl.create_default_context(cafile=a.ca)
+    ctx.load_cert_chain(a.cert, a.key)
+    return ctx
+
+
+async def refused(a):
+    try:
+        async with websockets.connect(f"wss://localhost:{a.port}/refuse", ssl=tls(a), open_timeout=10):
+            status = 101
+    except websockets.InvalidStatus as e:
+        status = e.response.status_code
+    print(json.dumps({"status": status}))
+
+
+async def idle(a):
+    started = time.monotonic()
+    closed = False
+    async with websockets.connect(
+        f"wss://localhost:{a.port}/ws", ssl=tls(a), open_timeout=10, ping_interval=None
+    ) as ws:
+        try:
+            await asyncio.wait_for(ws.recv(), a.wait)
+        except websockets.ConnectionClosed:
+            closed = True
+        except asyncio.TimeoutError:
+            pass
+    print(json.dumps({"closed": closed, "after": round(time.monotonic() - started, 3)}))
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["server", "client"])
+    p.add_argument("mode", choices=["server", "client", "refused", "idle"])
     p.add_argument("port_arg", nargs="?", type=int)
     p.add_argument("--port", type=int)
     p.add_argument("--ca")
@@ -82,9 +124,14 @@ def main():
     p.add_argument("--key")
     p.add_argument("--messages", type=int, default=10000)
     p.add_argument("--big", type=int, default=16 << 20)
+    p.add_argument("--wait", type=float, default=20)
     a = p.parse_args()
     if a.mode == "server":
         asyncio.run(serve(a.port_arg))
+    elif a.mode == "refused":
+        asyncio.run(refused(a))
+    elif a.mode == "idle":
+        asyncio.run(idle(a))
     else:
         asyncio.run(client(a))
 
