@@ -37,7 +37,18 @@ pub mod layout {
     pub const INTERMEDIATE_KEY: &str = "intermediate.key";
     /// The inventory and audit log.
     pub const DATABASE: &str = "inventory.db";
+    /// The root's CRL (an ARL: the intermediates it revoked), PEM, signed at init and by
+    /// `twoway crl --root` wherever the root key is.
+    pub const ROOT_CRL: &str = "root.crl";
 }
+
+/// How long a root CRL is valid by default. The root key is meant to live offline, so its
+/// CRL is signed rarely (at init, then by `twoway crl --root` where the key is kept).
+pub const ROOT_CRL_VALIDITY: Duration = Duration::days(365);
+
+/// What to do about a missing or stale root CRL.
+const ROOT_CRL_FIX: &str =
+    "sign one with `twoway crl --root` where the root key is, and copy root.crl here";
 
 /// Options of `ca init`.
 pub struct InitOptions {
@@ -270,6 +281,10 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
         0o600,
     )?;
 
+    // The root's first CRL, while its key is surely here: verifiers that check CRLs for the
+    // whole chain (nginx's ssl_crl, openssl -crl_check_all) need one. Nothing is revoked yet.
+    let (arl_number, arl_next, arl) =
+        build_root_crl(&root, &CertInfo::from_der(&root_der)?, now, None, None, &[])?;
     let record = || -> Result<()> {
         let store = Database::for_ca(dir, None).open()?;
         let root_info = CertInfo::from_der(&root_der)?;
@@ -285,24 +300,37 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
                 None,
                 now,
             );
+            let mut details = json!({
+                "subject": info.subject, "fingerprint": info.fingerprint,
+                "key_type": opts.key_type.as_str(),
+                "not_after": rfc3339(info.not_after),
+            });
+            if std::ptr::eq(info, &root_info) {
+                details["root_crl"] =
+                    json!({"number": arl_number, "next_update": rfc3339(arl_next)});
+            }
             store.insert_certificate(
                 &rec,
                 &NewAudit {
                     actor: opts.actor.clone(),
                     action: "ca.init".into(),
                     target: info.serial.clone(),
-                    details: json!({
-                        "subject": info.subject, "fingerprint": info.fingerprint,
-                        "key_type": opts.key_type.as_str(),
-                        "not_after": rfc3339(info.not_after),
-                    }),
+                    details,
                     time: OffsetDateTime::now_utc(),
                 },
             )?;
         }
         Ok(())
     };
-    if let Err(e) = record().and_then(|_| staged.commit().map_err(Error::from)) {
+    let done = record().and_then(|_| {
+        staged.stage(
+            layout::ROOT_CRL,
+            der_to_pem("X509 CRL", &arl).as_bytes(),
+            0o644,
+        )?;
+        staged.commit().map_err(Error::from)
+    });
+    if let Err(e) = done {
         for suffix in ["", "-wal", "-shm"] {
             let _ = fs::remove_file(dir.join(format!("{}{suffix}", layout::DATABASE)));
         }
@@ -312,6 +340,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
             layout::ROOT_CERT,
             layout::INTERMEDIATE_CERT,
             layout::CONFIG,
+            layout::ROOT_CRL,
         ] {
             let _ = fs::remove_file(dir.join(f));
         }
@@ -320,6 +349,25 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
     let mut ca = Ca::open(dir)?;
     ca.signer = Some(CaSigner::new(int_der, Arc::new(int_key))?);
     Ok(ca)
+}
+
+/// Signs the root's CRL listing `revoked` (the root's revoked intermediates), valid for
+/// `validity` (default [`ROOT_CRL_VALIDITY`], never past the root's own expiry). Its number
+/// is the signing time in Unix seconds, above `previous`: the root signs rarely and offline,
+/// away from the inventory's CRL counter (which numbers the intermediate's CRLs).
+/// (number, nextUpdate, DER).
+fn build_root_crl(
+    root: &CaSigner,
+    root_info: &CertInfo,
+    now: OffsetDateTime,
+    validity: Option<Duration>,
+    previous: Option<u64>,
+    revoked: &[RevokedEntry],
+) -> Result<(u64, OffsetDateTime, Vec<u8>)> {
+    let next = (now + validity.unwrap_or(ROOT_CRL_VALIDITY)).min(root_info.not_after);
+    let number = (now.unix_timestamp().max(0) as u64).max(previous.map_or(0, |p| p + 1));
+    let der = build_crl(root, number, now, next, revoked)?;
+    Ok((number, next, der))
 }
 
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
@@ -794,6 +842,125 @@ impl Ca {
         })?;
         let der = build_crl(signer, number, now, now + validity, &entries)?;
         Ok((number, der))
+    }
+
+    /// Signs a new root CRL with the root key (`root.key` in the CA directory; `passphrase`
+    /// when the keys are encrypted), writes it to `root.crl` and returns it, DER. Refused,
+    /// naming the fix, when the root key is not here.
+    pub fn sign_root_crl(
+        &self,
+        passphrase: Option<&[u8]>,
+        validity: Option<Duration>,
+        actor: &str,
+    ) -> Result<Vec<u8>> {
+        if validity.is_some_and(|v| v <= Duration::ZERO) {
+            return Err(twoway_pki::Error::BadTtl("--next-update must be positive".into()).into());
+        }
+        let p = self.dir.join(layout::ROOT_KEY);
+        if !p.exists() {
+            return Err(Error::Refused(format!(
+                "the root key {} is not here (kept offline?): run `twoway crl --root` where \
+                 the root key is, and copy the {} it writes into this CA directory",
+                p.display(),
+                layout::ROOT_CRL
+            )));
+        }
+        let pem = Zeroizing::new(fs::read_to_string(&p).map_err(Error::io("cannot read", &p))?);
+        if self.settings.raw.ca.encrypted_keys && passphrase.is_none() {
+            return Err(twoway_pki::Error::PassphraseRequired.into());
+        }
+        let key = PrivateKey::from_pem(&pem, passphrase)?;
+        let root_der = parse_certificates(self.root_pem.as_bytes())?
+            .into_iter()
+            .next()
+            .ok_or(twoway_pki::Error::NoPemBlock("CERTIFICATE"))?;
+        let root_info = CertInfo::from_der(&root_der)?;
+        let root = CaSigner::new(root_der, Arc::new(key))?;
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(OffsetDateTime::now_utc());
+        let revoked: Vec<RevokedEntry> = self
+            .store
+            .revoked_by_issuer(&root_info.subject, now)?
+            .iter()
+            .map(|r| RevokedEntry {
+                serial_hex: r.serial.clone(),
+                revoked_at: r.revoked_at.unwrap_or(now),
+                reason: r
+                    .revocation_reason
+                    .as_deref()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(Reason::Unspecified),
+            })
+            .collect();
+        let previous = self.root_crl_any().ok().and_then(|der| {
+            x509_parser::parse_x509_crl(&der)
+                .ok()
+                .and_then(|(_, c)| c.crl_number().and_then(|n| u64::try_from(n).ok()))
+        });
+        let (number, next, der) =
+            build_root_crl(&root, &root_info, now, validity, previous, &revoked)?;
+        self.store.append_audit(&NewAudit {
+            actor: actor.into(),
+            action: "crl.sign".into(),
+            target: number.to_string(),
+            details: json!({
+                "issuer": root_info.subject, "revoked": revoked.len(),
+                "next_update": rfc3339(next),
+            }),
+            time: now,
+        })?;
+        twoway_files::write_atomic(
+            &self.dir.join(layout::ROOT_CRL),
+            der_to_pem("X509 CRL", &der).as_bytes(),
+            0o644,
+        )?;
+        Ok(der)
+    }
+
+    /// The root CRL as last signed (`root.crl`), DER. An error naming the fix when it is
+    /// missing or past its nextUpdate (verifiers would refuse every chain).
+    pub fn root_crl(&self) -> Result<Vec<u8>> {
+        let der = self.root_crl_any()?;
+        let p = self.dir.join(layout::ROOT_CRL);
+        let next = x509_parser::parse_x509_crl(&der)
+            .map_err(|e| {
+                Error::Refused(format!(
+                    "{} is not a CRL ({e}): {ROOT_CRL_FIX}",
+                    p.display()
+                ))
+            })?
+            .1
+            .next_update()
+            .map(|t| t.timestamp());
+        if next.is_some_and(|n| n <= OffsetDateTime::now_utc().unix_timestamp()) {
+            return Err(Error::Refused(format!(
+                "the root CRL {} is past its nextUpdate: {ROOT_CRL_FIX}",
+                p.display()
+            )));
+        }
+        Ok(der)
+    }
+
+    /// `root.crl`'s CRL, DER, whatever its dates.
+    fn root_crl_any(&self) -> Result<Vec<u8>> {
+        let p = self.dir.join(layout::ROOT_CRL);
+        let text = fs::read(&p).map_err(|e| {
+            Error::Refused(format!(
+                "cannot read the root CRL {}: {e}: {ROOT_CRL_FIX}",
+                p.display()
+            ))
+        })?;
+        x509_parser::pem::Pem::iter_from_buffer(&text)
+            .filter_map(|b| b.ok())
+            .find(|b| b.label == "X509 CRL")
+            .map(|b| b.contents)
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "{} holds no X509 CRL block: {ROOT_CRL_FIX}",
+                    p.display()
+                ))
+            })
     }
 
     /// Lists the inventory.

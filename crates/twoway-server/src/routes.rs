@@ -105,6 +105,7 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         (_, "/metrics") => "metrics",
         (_, "/roots.pem") => "roots",
         (_, "/crl") => "crl",
+        (_, "/crl/root") => "crl-root",
         (_, p) if p == "/ocsp" || p.starts_with("/ocsp/") => "ocsp",
         (_, "/v1/enroll") => "enroll",
         (_, "/v1/renew") => "renew",
@@ -216,14 +217,17 @@ pub(crate) fn count_ocsp_hit(state: &State) {
 }
 
 fn is_public(route: &str) -> bool {
-    matches!(route, "healthz" | "metrics" | "roots" | "crl" | "ocsp")
+    matches!(
+        route,
+        "healthz" | "metrics" | "roots" | "crl" | "crl-root" | "ocsp"
+    )
 }
 
 fn plain_only() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         codes::NOT_FOUND,
-        "the plain-HTTP listener serves only /ocsp, /crl, /roots.pem, /healthz and /metrics: use HTTPS",
+        "the plain-HTTP listener serves only /ocsp, /crl, /crl/root, /roots.pem, /healthz and /metrics: use HTTPS",
     )
 }
 
@@ -262,6 +266,7 @@ async fn public(
             Bytes::from(state.root_pem.clone()),
         )),
         "crl" => crl(state).await,
+        "crl-root" => root_crl(state).await,
         _ => ocsp(state, method, path, body).await,
     }
 }
@@ -857,6 +862,31 @@ async fn crl(state: &Arc<State>) -> Result<Resp, ApiError> {
     let der = run_ca(state, move |ca| st.crl.regenerate(ca, &st.actor)).await?;
     state.metrics.crl_signed.fetch_add(1, Ordering::Relaxed);
     Ok(bytes_resp("application/pkix-crl", der))
+}
+
+/// The root's CRL as last signed (`root.crl` of the CA directory: the root key is offline,
+/// so the server never signs it); 503 naming the fix when it is missing or stale.
+async fn root_crl(state: &Arc<State>) -> Result<Resp, ApiError> {
+    let ca = state.ca.clone();
+    match blocking(move || ca.root_crl()).await {
+        Ok(Ok(der)) => Ok(bytes_resp("application/pkix-crl", Bytes::from(der))),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot serve the root CRL");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::INTERNAL,
+                e.to_string(),
+            ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "blocking task failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::INTERNAL,
+                "internal error: see the CA's log",
+            ))
+        }
+    }
 }
 
 async fn ocsp(

@@ -129,18 +129,30 @@ Examples:
   twoway crl --out crl.pem                    # PEM; --out crl.der for DER
   twoway crl --next-update 7d > crl.pem
   openssl verify -crl_check -CRLfile crl.pem -CAfile ca/root.pem -untrusted ca/intermediate.pem cert.pem
+  twoway crl --all --out bundle.pem            # every CRL of the chain, for nginx's ssl_crl
+  openssl verify -crl_check_all -CRLfile bundle.pem -CAfile ca/root.pem -untrusted ca/intermediate.pem cert.pem
+  twoway crl --root --next-update 365d         # where the root key is kept: a new root.crl
 
 Each CRL takes the next CRL number (recorded in the audit log) and lists every revoked,
-unexpired certificate of this intermediate.")]
+unexpired certificate of its issuer: the intermediate's leaves, or with --root the root's
+intermediates. Verifiers that check the whole chain (nginx ssl_crl, openssl -crl_check_all)
+need both: --all writes the intermediate's CRL and the root's (signed afresh when root.key is
+in the CA directory, else the root.crl signed at init or by the last `twoway crl --root`).")]
 pub struct CrlArgs {
     #[command(flatten)]
     pub ca: CaOpts,
     /// Where to write the CRL; .der for DER, anything else PEM. Default: PEM on stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// How long the CRL is valid (default: [crl] next_update in ca.toml).
+    /// How long the CRL is valid (default: [crl] next_update in ca.toml; 365d with --root).
     #[arg(long)]
     pub next_update: Option<String>,
+    /// Sign the root's CRL with the root key instead, and keep it in the CA directory as root.crl.
+    #[arg(long, conflicts_with = "all")]
+    pub root: bool,
+    /// Write every CRL of the chain (the intermediate's, then the root's) as one PEM file.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Subcommand, Debug)]

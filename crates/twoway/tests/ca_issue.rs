@@ -429,13 +429,14 @@ fn mtls_with_openssl_s_server_and_s_client() {
     assert!(log.contains("peer did not return a certificate"), "{log}");
 }
 
-#[test]
-fn mtls_with_nginx_and_curl() {
+/// nginx on a free port, terminating mTLS with the lab's server certificate and verifying
+/// clients against the root; `extra` adds directives to the server block (e.g. `ssl_crl`).
+fn nginx_mtls(lab: &Lab, name: &str, extra: &str) -> (Server, u16) {
     let nginx = require_tool("/usr/sbin/nginx", "nginx");
     require_tool("curl", "curl");
-    let lab = mtls_lab();
     let port = free_port();
-    std::fs::create_dir_all(lab.path("nginx/logs")).unwrap();
+    let prefix = lab.p(name);
+    std::fs::create_dir_all(lab.path(&format!("{name}/logs"))).unwrap();
     let conf = format!(
         r#"
 master_process off;
@@ -458,35 +459,44 @@ http {{
         ssl_verify_client on;
         ssl_client_certificate {root};
         ssl_verify_depth 2;
+        {extra}
         location / {{
             return 200 "ok $ssl_client_verify $ssl_client_s_dn_legacy\n";
         }}
     }}
 }}
 "#,
-        prefix = lab.p("nginx"),
         server = lab.p("server"),
         root = lab.p("ca/root.pem"),
     );
-    write(lab.path("nginx/nginx.conf"), conf);
+    write(lab.path(&format!("{name}/nginx.conf")), conf);
     // master_process off: one process, so killing it on drop leaves no worker behind.
     let mut server = Server::spawn(
         "nginx",
         Command::new(&nginx)
-            .args(["-p", &lab.p("nginx"), "-e", &lab.p("nginx/logs/error.log")])
-            .args(["-c", &lab.p("nginx/nginx.conf"), "-g", "daemon off;"]),
-        &lab.path("nginx.out"),
+            .args(["-p", &prefix, "-e", &format!("{prefix}/logs/error.log")])
+            .args(["-c", &format!("{prefix}/nginx.conf"), "-g", "daemon off;"]),
+        &lab.path(&format!("{name}.out")),
     );
     server.wait_for_port(port);
+    (server, port)
+}
 
-    let curl = |client_cert: &str| {
-        let mut args = words(&format!(
-            "-sS --max-time 10 --resolve localhost:{port}:127.0.0.1 --cacert client/ca.pem \
-             {client_cert} https://localhost:{port}/"
-        ));
-        args.extend(["-w".to_string(), "\n%{http_code}".to_string()]);
-        lab.tool_args("curl", &args).ok()
-    };
+/// curl to nginx on `port` with `client_cert` flags; what it printed, ending in the status.
+fn curl_nginx(lab: &Lab, port: u16, client_cert: &str) -> common::Output {
+    let mut args = words(&format!(
+        "-sS --max-time 10 --resolve localhost:{port}:127.0.0.1 --cacert client/ca.pem \
+         {client_cert} https://localhost:{port}/"
+    ));
+    args.extend(["-w".to_string(), "\n%{http_code}".to_string()]);
+    lab.tool_args("curl", &args).ok()
+}
+
+#[test]
+fn mtls_with_nginx_and_curl() {
+    let lab = mtls_lab();
+    let (_server, port) = nginx_mtls(&lab, "nginx", "");
+    let curl = |client_cert: &str| curl_nginx(&lab, port, client_cert);
     let error_log = || read(lab.path("nginx/logs/error.log"));
 
     // With the client certificate and its chain: 200, verified, and nginx saw who it was.
@@ -521,6 +531,101 @@ http {{
         log.contains("unable to verify the first certificate"),
         "{log}"
     );
+}
+
+/// nginx's `ssl_crl` checks a CRL for every CA of the chain (OpenSSL's full-chain check):
+/// given only the intermediate's CRL it refuses every client, since the root has none.
+/// `twoway crl --all` writes the root's CRL too (signed at init, or afresh when the root
+/// key is here): nginx then accepts a valid client and refuses a revoked one, and
+/// `openssl verify -crl_check_all` agrees.
+#[test]
+fn nginx_ssl_crl_takes_every_crl_of_the_chain() {
+    let lab = mtls_lab();
+    let revoked = lab.issue(
+        "--ca-dir ca --profile client --san URI:spiffe://example.org/ns/test/sa/gone \
+         --out gone --cn spiffe://example.org/ns/test/sa/gone",
+    );
+    lab.tw(&format!(
+        "cert revoke {} --ca-dir ca --reason key-compromise",
+        str_of(&revoked, "serial")
+    ))
+    .ok();
+    // the root's CRL was signed at init, and is served with the intermediate's
+    let root_crl = read(lab.path("ca/root.crl"));
+    assert!(
+        root_crl.starts_with("-----BEGIN X509 CRL-----"),
+        "{root_crl}"
+    );
+
+    lab.tw("crl --ca-dir ca --out int.pem").ok();
+    lab.tw("crl --ca-dir ca --all --out bundle.pem").ok();
+    assert_eq!(
+        read(lab.path("bundle.pem"))
+            .matches("BEGIN X509 CRL")
+            .count(),
+        2
+    );
+    let verify = |crls: &str, cert: &str| {
+        lab.openssl(&format!(
+            "verify -crl_check_all -CRLfile {crls} -CAfile ca/root.pem \
+             -untrusted ca/intermediate.pem {cert}"
+        ))
+        .all()
+    };
+    assert!(verify("bundle.pem", "client/cert.pem").contains("client/cert.pem: OK"));
+    assert!(verify("bundle.pem", "gone/cert.pem").contains("certificate revoked"));
+    assert!(verify("int.pem", "client/cert.pem").contains("unable to get certificate CRL"));
+
+    // the intermediate's CRL alone: nginx refuses even the valid client
+    let (_only, port) = nginx_mtls(&lab, "nginx-int", &format!("ssl_crl {};", lab.p("int.pem")));
+    let o = curl_nginx(&lab, port, "--cert client/chain.pem --key client/key.pem");
+    assert!(o.stdout.ends_with("\n400"), "{o}");
+    let log = read(lab.path("nginx-int/logs/error.log"));
+    assert!(log.contains("unable to get certificate CRL"), "{log}");
+
+    // every CRL of the chain: the valid client is served, the revoked one refused
+    let (_all, port) = nginx_mtls(
+        &lab,
+        "nginx-all",
+        &format!("ssl_crl {};", lab.p("bundle.pem")),
+    );
+    let o = curl_nginx(&lab, port, "--cert client/chain.pem --key client/key.pem");
+    assert!(
+        o.stdout.ends_with("\n200"),
+        "{o}\n{}",
+        read(lab.path("nginx-all/logs/error.log"))
+    );
+    let o = curl_nginx(&lab, port, "--cert gone/chain.pem --key gone/key.pem");
+    assert!(o.stdout.ends_with("\n400"), "{o}");
+    let log = read(lab.path("nginx-all/logs/error.log"));
+    assert!(log.contains("certificate revoked"), "{log}");
+
+    // the root key kept offline: --root says where to sign, --all uses root.crl as signed
+    std::fs::rename(lab.path("ca/root.key"), lab.path("root.key.offline")).unwrap();
+    let o = lab.tw("crl --ca-dir ca --root --out root.pem").fails();
+    assert!(o.stderr.contains("root key"), "{o}");
+    assert!(o.stderr.contains("twoway crl --root"), "{o}");
+    assert!(!lab.path("root.pem").exists());
+    let kept = read(lab.path("ca/root.crl"));
+    assert_ne!(
+        kept, root_crl,
+        "--all re-signed the root's CRL while its key was here"
+    );
+    lab.tw("crl --ca-dir ca --all --out bundle2.pem").ok();
+    assert!(read(lab.path("bundle2.pem")).ends_with(&kept));
+    // several CRLs cannot go into one DER file
+    let o = lab.tw("crl --ca-dir ca --all --out bundle.der").code(64);
+    assert!(o.stderr.contains("PEM"), "{o}");
+    // each CRL is numbered and audited; the root's names its issuer; the chain holds
+    let audit = lab
+        .tw("audit list --ca-dir ca --json --limit 100")
+        .ok()
+        .stdout;
+    assert!(
+        audit.contains(r#"\"issuer\":\"O=Test CA, CN=Test CA Root CA\""#),
+        "{audit}"
+    );
+    lab.tw("audit verify --ca-dir ca").ok();
 }
 
 // ---------------------------------------------------------------------------------------

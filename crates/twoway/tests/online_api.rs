@@ -43,6 +43,29 @@ fn agent_enrolls_and_ocsp_and_crl_follow_a_remote_revocation() {
     // the CRL, DER over plain HTTP, lists the serial
     let text = ca.crl_text();
     assert!(text.contains(&serial), "{text}");
+    // the root's CRL beside it, for verifiers that check every CA of the chain
+    let url = format!("http://{}/crl/root", ca.http);
+    ca.tool_args(
+        "curl",
+        &["-sS", "--max-time", "30", "-o", "root-crl.der", &url],
+    )
+    .ok();
+    let root = ca
+        .openssl("crl -inform DER -in root-crl.der -noout -issuer -nextupdate")
+        .ok()
+        .stdout;
+    assert!(root.contains("Root CA"), "{root}");
+    // without root.crl (never copied back from where the root key is): 503, saying how
+    std::fs::remove_file(ca.path("ca/root.crl")).unwrap();
+    let body = ca
+        .tool_args(
+            "curl",
+            &["-sS", "--max-time", "30", "-w", "\n%{http_code}", &url],
+        )
+        .ok()
+        .stdout;
+    assert!(body.ends_with("\n503"), "{body}");
+    assert!(body.contains("twoway crl --root"), "{body}");
     // an unknown serial is "unknown" to OCSP: a cert from another CA's intermediate name
     let metrics = ca.metrics();
     assert!(
