@@ -149,11 +149,11 @@ pub struct Ca {
     /// The inventory's location, when opened by one (not [`Ca::open_with_store`]).
     database: Option<Database>,
     root_pem: String,
-    intermediate_der: Vec<u8>,
-    intermediate_info: CertInfo,
+    pub(crate) intermediate_der: Vec<u8>,
+    pub(crate) intermediate_info: CertInfo,
     constraints: Option<NameConstraints>,
     signer: Option<CaSigner>,
-    store: Box<dyn Store>,
+    pub(crate) store: Box<dyn Store>,
 }
 
 impl std::fmt::Debug for Ca {
@@ -975,6 +975,12 @@ impl Ca {
 
     /// Verifies the whole audit chain; returns the number of entries and the problems.
     pub fn verify_audit(&self) -> Result<(usize, Vec<AuditProblem>)> {
+        let (n, problems, _) = self.audit_all()?;
+        Ok((n, problems))
+    }
+
+    /// Every audit entry, and the hash chain's problems.
+    pub(crate) fn audit_all(&self) -> Result<(usize, Vec<AuditProblem>, Vec<AuditEntry>)> {
         let mut all = Vec::new();
         let mut from = 1;
         loop {
@@ -984,7 +990,7 @@ impl Ca {
             all.extend(batch);
         }
         let problems = verify_chain(&all);
-        Ok((all.len(), problems))
+        Ok((all.len(), problems, all))
     }
 }
 

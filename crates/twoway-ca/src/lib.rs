@@ -12,6 +12,7 @@
 
 pub mod acme;
 mod ca;
+mod checkpoint;
 mod config;
 mod error;
 mod online;
@@ -19,6 +20,7 @@ mod renewal;
 mod settings;
 
 pub use ca::{init, layout, Ca, ImportOutcome, InitOptions, IssueRequest, Outcome, Unrecorded};
+pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT};
 pub use config::{CaConfig, CaSection, CrlConfig, ProfileConfig, RenewalSection, ServerSection};
 pub use error::{Error, ErrorKind, Result};
 pub use online::{

@@ -16,6 +16,7 @@ pub struct CaSigner {
     info: CertInfo,
     constraints: Option<crate::NameConstraints>,
     issuer: Issuer<'static, RcgenKey>,
+    signer: Arc<dyn Signer>,
 }
 
 impl std::fmt::Debug for CaSigner {
@@ -38,13 +39,14 @@ impl CaSigner {
             ));
         }
         let constraints = crate::NameConstraints::from_cert_der(&cert_der)?;
-        let key = RcgenKey::new(signer)?;
+        let key = RcgenKey::new(signer.clone())?;
         let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), key)?;
         Ok(CaSigner {
             cert_der,
             info,
             constraints,
             issuer,
+            signer,
         })
     }
 
@@ -66,6 +68,13 @@ impl CaSigner {
     /// The CA certificate's name constraints, if it has any.
     pub fn name_constraints(&self) -> Option<&crate::NameConstraints> {
         self.constraints.as_ref()
+    }
+
+    /// Signs `msg` with the CA key (what [`crate::verify_signature`] checks against the CA
+    /// certificate's key): for records the CA vouches for outside X.509, such as audit
+    /// checkpoints.
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>> {
+        self.signer.sign(msg)
     }
 
     pub(crate) fn issuer(&self) -> &Issuer<'static, RcgenKey> {

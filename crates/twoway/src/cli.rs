@@ -183,16 +183,39 @@ Examples:
     #[command(after_help = "\
 Example:
   twoway audit verify || notify-security
+  twoway audit verify --checkpoint /backup/audit-checkpoint.json
 
-Limitation: the chain proves every entry up to the newest one, but not that the newest
-entries are all there. Removing entries from the end leaves a shorter chain that verifies;
-keep the last sequence number and hash somewhere else (a log shipper, a ticket) to notice.")]
+The chain proves every entry up to the newest one, but not that the newest entries are all
+there: removing entries from the end leaves a shorter chain that verifies. A checkpoint
+(`twoway audit checkpoint`, kept somewhere else) closes that gap: with --checkpoint, verify
+also proves that the log still holds the checkpointed entry, unchanged.")]
     Verify {
         #[command(flatten)]
         ca: CaOpts,
+        /// A checkpoint from `twoway audit checkpoint`: also prove nothing up to it is gone.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Sign the log's head (sequence number and hash) with the intermediate key: a checkpoint
+    /// to keep elsewhere, which `audit verify --checkpoint` checks the log against.
+    #[command(after_help = "\
+Examples:
+  twoway audit checkpoint --out /backup/audit-checkpoint.json
+  twoway audit checkpoint | curl -sS --data-binary @- https://evidence.example.internal/twoway
+  twoway audit verify --checkpoint /backup/audit-checkpoint.json
+
+The checkpoint is JSON: the intermediate's fingerprint, the head's sequence number and hash,
+the time, and a signature by the intermediate key. Taking one is itself audited
+(audit.checkpoint, the entry after the checkpointed one).")]
+    Checkpoint {
+        #[command(flatten)]
+        ca: CaOpts,
+        /// Where to write it (written whole or not at all). Default: stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 

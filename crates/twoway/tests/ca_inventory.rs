@@ -396,6 +396,79 @@ fn audit_log_records_every_action_and_detects_tampering() {
     );
 }
 
+/// Removing the newest audit entries leaves a shorter chain that verifies; a checkpoint signed
+/// by the CA and kept elsewhere catches it, names the gap, and cannot be forged or moved to
+/// another CA.
+#[test]
+fn audit_checkpoint_catches_removed_newest_entries() {
+    let lab = Lab::with_ca(ACTOR, "");
+    for name in ["a", "b"] {
+        lab.issue(&format!(
+            "--ca-dir ca --profile server --san DNS:{name}.example.internal --out {name}"
+        ));
+    }
+    let o = lab.tw("audit checkpoint --ca-dir ca --out cp.json").ok();
+    assert!(
+        o.stderr.contains("Wrote the checkpoint of audit entry 4"),
+        "{o}"
+    );
+    let cp: Value = serde_json::from_str(&read(lab.path("cp.json"))).unwrap();
+    assert_eq!(cp["seq"], 4, "{cp}");
+    assert_eq!(cp["format"], "twoway-audit-checkpoint/1");
+    // taking it is audited, after the checkpointed entry
+    let entries = lab.tw("audit list --ca-dir ca --json").ok().json();
+    assert_eq!(entries[4]["action"], "audit.checkpoint", "{entries}");
+    // the log grows past it: still consistent with the checkpoint
+    lab.issue("--ca-dir ca --profile server --san DNS:c.example.internal --out c");
+    let verify = "audit verify --ca-dir ca --checkpoint cp.json";
+    lab.tw(verify).ok();
+    lab.tw("audit verify --ca-dir ca").ok();
+
+    let db = lab.p("ca/inventory.db");
+    let sql = |statement: &str| {
+        let script = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n\
+                      c.execute(sys.argv[2])\nc.commit()";
+        lab.tool_args("python3", &["-c", script, &db, statement])
+            .ok();
+    };
+    // the newest entries go, down to before the checkpointed one: the chain alone still
+    // verifies, the checkpoint does not
+    sql("DELETE FROM audit_log WHERE seq >= 3");
+    lab.tw("audit verify --ca-dir ca").ok();
+    let o = lab.tw(verify).code(EXIT_FAILURE);
+    assert_prints(
+        &o,
+        &[
+            "Audit log BROKEN (2 entries)",
+            "entry 4: the checkpoint of",
+            "the log ends at entry 2: entries 3..4 were removed",
+        ],
+    );
+    let report = lab
+        .tw(&format!("{verify} --json"))
+        .code(EXIT_FAILURE)
+        .json();
+    assert_eq!(report["ok"], false, "{report}");
+
+    // a checkpoint whose numbers were edited does not verify; nor one from another CA
+    let mut forged = cp.clone();
+    forged["seq"] = 2.into();
+    write(lab.path("forged.json"), forged.to_string());
+    let o = lab
+        .tw("audit verify --ca-dir ca --checkpoint forged.json")
+        .fails();
+    assert!(o.stderr.contains("signature does not verify"), "{o}");
+    lab.init_ca("other", "");
+    let o = lab
+        .tw("audit verify --ca-dir other --checkpoint cp.json")
+        .fails();
+    assert!(o.stderr.contains("signed by another CA"), "{o}");
+    let o = lab
+        .tw("audit verify --ca-dir ca --checkpoint ca/ca.toml")
+        .code(EXIT_DATAERR);
+    assert!(o.stderr.contains("is not a checkpoint"), "{o}");
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. Keys on disk.
 

@@ -1,10 +1,11 @@
-//! `twoway audit list` and `twoway audit verify`.
+//! `twoway audit list`, `twoway audit verify` and `twoway audit checkpoint`.
 
 use crate::cli::AuditCommand;
-use crate::context::open_ca;
+use crate::context::{actor, open_ca};
 use crate::exit;
 use crate::output::{self, print_json, printable, Table};
-use anyhow::Result;
+use anyhow::{Context as _, Result};
+use std::io::Write as _;
 use std::process::ExitCode;
 
 pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
@@ -39,9 +40,49 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Verify { ca, json } => {
+        AuditCommand::Checkpoint { ca: opts, out } => {
+            if let Some(path) = &out {
+                twoway_files::check_writable(path)?;
+            }
+            let ca = open_ca(&opts, true)?;
+            let cp = ca.audit_checkpoint(&actor(&opts))?;
+            let mut text = serde_json::to_string_pretty(&cp)?;
+            text.push('\n');
+            match &out {
+                None => output::write_raw(text.as_bytes())?,
+                Some(path) => {
+                    twoway_files::write_atomic(path, text.as_bytes(), 0o644)?;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "Wrote the checkpoint of audit entry {} to {}",
+                        cp.seq,
+                        path.display()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify {
+            ca,
+            checkpoint,
+            json,
+        } => {
             let ca = open_ca(&ca, false)?;
-            let (n, problems) = ca.verify_audit()?;
+            let (n, problems) = match &checkpoint {
+                None => ca.verify_audit()?,
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).with_context(|| {
+                        format!("cannot read the checkpoint {}", path.display())
+                    })?;
+                    let cp: twoway_ca::Checkpoint = serde_json::from_str(&text).map_err(|e| {
+                        twoway_ca::Error::Refused(format!(
+                            "{} is not a checkpoint from `twoway audit checkpoint`: {e}",
+                            path.display()
+                        ))
+                    })?;
+                    ca.verify_checkpoint(&cp)?
+                }
+            };
             if json {
                 print_json(
                     &serde_json::json!({"entries": n, "ok": problems.is_empty(), "problems": problems}),
