@@ -1443,6 +1443,8 @@ fn certbot_with_preauthorized_names() {
             "team-lab",
             "--preauthorize",
             "pre*.acme.test",
+            "--preauthorize",
+            "pre*.other.test",
             "--json",
         ])
         .ok()
@@ -1485,13 +1487,28 @@ fn certbot_with_preauthorized_names() {
         .collect();
     assert_eq!(pre.len(), 1, "{audit}");
     assert_eq!(pre[0]["target"], "pre1.acme.test");
-    assert_eq!(pre[0]["details"]["glob"], "pre*.acme.test");
+    let details: Value = serde_json::from_str(pre[0]["details"].as_str().unwrap()).unwrap();
+    assert_eq!(details["glob"], "pre*.acme.test", "{details}");
+    assert_eq!(details["eab_kid"], kid, "{details}");
     // a name outside the globs needs its challenge, which nothing answers
     let o = certbot_certonly(&ca, 0, "cb-pre", "web7.acme.test", &manual);
     assert!(!o.success(), "{}", o.all());
     assert!(inventory_records(&ca, "web7.acme.test").is_empty());
-    // and the directory's allow still applies to pre-authorized accounts
+    // the directory's allow still applies to pre-authorized names
     let o = certbot_certonly(&ca, 0, "cb-pre", "pre1.other.test", &manual);
     assert!(!o.success());
-    assert!(o.all().contains("rejectedIdentifier"), "{}", o.all());
+    assert!(
+        o.all().contains("is not allowed in ACME directory"),
+        "{}",
+        o.all()
+    );
+    let m = ca.metrics();
+    assert!(m.contains("code=\"acme:rejectedIdentifier\""), "{m}");
+    // still one pre-authorized authorization in the audit log
+    let audit = ca.tw("audit list --ca-dir ca --json").ok().stdout;
+    assert_eq!(
+        audit.matches("acme.authz.preauthorized").count(),
+        1,
+        "{audit}"
+    );
 }
