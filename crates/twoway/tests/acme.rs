@@ -920,6 +920,32 @@ fn two_replicas_on_postgres_serve_one_directory() {
     let cert = c.post(f.body["certificate"].as_str().unwrap(), None);
     assert_eq!(cert.status, 200, "{}", cert.body);
     assert_eq!(inventory_record(&ca, "ha1.acme.test")["source"], "acme");
+    // renew-early is in the store: both replicas answer the moved window
+    std::fs::write(ca.path("ha1.pem"), cert.body.as_str().unwrap()).unwrap();
+    let id = cert_id(&ca, "ha1.pem");
+    let serial = inventory_record(&ca, "ha1.acme.test")["serial"].clone();
+    let r = ca
+        .tw(&format!(
+            "acme renew-early --ca-dir ca --serial {} --json",
+            serial.as_str().unwrap()
+        ))
+        .ok()
+        .json();
+    assert_eq!(r["affected"], 1, "{r}");
+    for _ in 0..2 {
+        let a = c.curl(&c.url(&format!("renewal-info/{id}")), None, &[]);
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(
+            a.body["suggestedWindow"]["end"].as_str(),
+            r["window_end"]
+                .as_str()
+                .map(|e| e.split('.').next().unwrap().trim_end_matches('Z'))
+                .map(|e| format!("{e}Z"))
+                .as_deref(),
+            "{}",
+            a.body
+        );
+    }
     // a nonce is single-use across replicas too
     let h = c.header(&c.url("new-order"));
     let jws = c.sign(
