@@ -1139,6 +1139,8 @@ fn account_key_rollover() {
     a.problem("malformed");
     assert_eq!(a.header("location"), other.kid);
 
+    // an order made before the change, validated after it
+    let (early_order, _, early_ch) = c.order("kc2.acme.test", "http-01");
     // the change
     let inner = key_change(&new, &new_jwk, &url, &acct, &c.jwk());
     let a = c.post(&url, Some(&inner));
@@ -1161,6 +1163,13 @@ fn account_key_rollover() {
     assert_eq!(a.header("location").as_deref(), Some(acct.as_str()));
     c.kid = Some(acct);
     c.obtain(port, "kc1.acme.test", json!({}), "kc1.pem");
+    // the earlier order's challenge is answered with the new key's key authorization
+    let key_auth = format!("{}.{}", early_ch["token"].as_str().unwrap(), c.thumbprint());
+    let responder = answer_http01(port, key_auth);
+    c.post(early_ch["url"].as_str().unwrap(), Some(&json!({})));
+    let order = c.wait(&early_order);
+    responder.join().unwrap();
+    assert_eq!(order["status"], "ready", "{order}");
     check_issued(&ca, "kc1.pem", "kc1.acme.test");
     let audit = ca.tw("audit list --ca-dir ca --json").ok().stdout;
     assert!(audit.contains("acme.account.key-change"), "{audit}");
