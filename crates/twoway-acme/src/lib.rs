@@ -1,7 +1,7 @@
 //! twoway-acme: the protocol core of twoway's ACME server (RFC 8555), without HTTP or
 //! storage: JWS requests parsed and verified by the RFC's rules ([`Jws`]), account keys
 //! as JWKs with their RFC 7638 thumbprints ([`Jwk`]), external account binding ([`eab`]),
-//! and the problem types every refusal carries ([`Error::problem_type`]).
+//! account key rollover ([`keychange`]), and the problem types every refusal carries ([`Error::problem_type`]).
 //!
 //! It sits beside `twoway-api`: `twoway-server` serves the endpoints and keeps the state in
 //! the store; this crate decides what a request says and whether it is authentic.
@@ -12,6 +12,7 @@ pub mod challenge;
 pub mod eab;
 pub mod jwk;
 pub mod jws;
+pub mod keychange;
 
 pub use jwk::{Alg, Curve, Jwk};
 pub use jws::{Jws, Signer};

@@ -10,6 +10,11 @@ use time::{Duration, OffsetDateTime};
 use twoway_pki::{parse_duration, verify_csr, Profile, San};
 use twoway_store::{CertSource, IssueExtras};
 
+mod admin;
+pub use admin::{
+    preauthorizing_glob, replaced_serial, EabInfo, RenewEarly, RenewedEarly, ARI_KIND,
+};
+
 /// The `[acme]` section: the ACME directories `twoway ca serve` offers.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -47,6 +52,9 @@ pub struct AcmeDirectory {
     /// identifier (tests and closed networks, as Pebble's resolver does); None: the name
     /// is resolved by the system.
     pub validation_address: Option<std::net::IpAddr>,
+    /// How long ACME Renewal Information (RFC 9773) answers tell clients to wait before
+    /// asking again (`Retry-After`); None: 6 hours.
+    pub ari_retry_after: Option<String>,
 }
 
 impl Default for AcmeDirectory {
@@ -62,6 +70,7 @@ impl Default for AcmeDirectory {
             dns_resolver: None,
             eab_required: false,
             validation_address: None,
+            ari_retry_after: None,
         }
     }
 }
@@ -103,6 +112,12 @@ impl AcmeSection {
             if let Some(r) = &d.dns_resolver {
                 r.parse::<std::net::SocketAddr>()
                     .map_err(|_| format!("{at} dns_resolver: {r:?} is not IP:port"))?;
+            }
+            if let Some(t) = &d.ari_retry_after {
+                let t = parse_duration(t).map_err(|e| format!("{at} ari_retry_after: {e}"))?;
+                if t < Duration::seconds(1) {
+                    return Err(format!("{at} ari_retry_after: at least 1s"));
+                }
             }
             if d.http01_port == 0 || d.tlsalpn01_port == 0 {
                 return Err(format!(
@@ -171,6 +186,11 @@ impl AcmeSection {
                 }
                 None => out.push_str("# validation_address = \"127.0.0.1\"\n"),
             }
+            out.push_str("# How long renewal information (ARI) answers ask clients to wait before asking\n# again (Retry-After); unset: 6h.\n");
+            match &d.ari_retry_after {
+                Some(t) => out.push_str(&format!("{p}ari_retry_after = {}\n", q(t))),
+                None => out.push_str("# ari_retry_after = \"6h\"\n"),
+            }
         }
         out
     }
@@ -190,6 +210,15 @@ impl AcmeDirectory {
             Some(t) => Some(parse_duration(t)?),
             None => None,
         })
+    }
+
+    /// Seconds ARI answers tell clients to wait before asking again.
+    pub fn ari_retry_after_secs(&self) -> i64 {
+        self.ari_retry_after
+            .as_deref()
+            .and_then(|t| parse_duration(t).ok())
+            .map(|d| d.whole_seconds().max(1))
+            .unwrap_or(6 * 3600)
     }
 
     /// Whether `name` (a DNS name, lower case) matches the directory's `allow` globs.
@@ -221,10 +250,18 @@ pub struct AcmeIssue<'a> {
     pub order: &'a str,
     /// Who asks (audit).
     pub actor: String,
+    /// The certificate this one replaces (the order's `replaces`, RFC 9773): the new one
+    /// carries its serial in the label `replaces`, and it is marked superseded in the
+    /// transaction that records the new one (if it is still active then).
+    pub replaces: Option<&'a twoway_store::CertRecord>,
 }
 
 /// The file in the CA directory holding the secret EAB keys are derived from (0600).
 pub const EAB_SECRET_FILE: &str = "acme-eab.key";
+
+/// Label of a certificate ordered to replace another (RFC 9773 `replaces`): the old
+/// certificate's serial.
+pub const REPLACES_LABEL: &str = "replaces";
 
 /// The kind of the store's ACME objects that record EAB keys.
 pub const EAB_KIND: &str = "eab";
@@ -240,6 +277,9 @@ pub struct NewEab {
     pub directory: String,
     /// The owner accounts bound with it take.
     pub owner: Option<String>,
+    /// DNS name globs whose authorizations are valid without a challenge for accounts
+    /// bound with it.
+    pub preauthorize: Vec<String>,
 }
 
 /// Why a CSR does not fit its order (RFC 8555 `badCSR`).
@@ -278,10 +318,15 @@ impl Ca {
     /// key (returned once; the store keeps only the key's SHA-256, the key is derived
     /// from [`EAB_SECRET_FILE`] when a client uses it). An account bound with it takes
     /// `owner` in the inventory. Single use: the first account bound with it uses it up.
+    ///
+    /// `preauthorize`: DNS name globs (`*` never crosses a dot) for which accounts bound
+    /// with the key get authorizations that are valid without a challenge (the
+    /// directory's `allow` and `[policy]` still apply); each such authorization is audited.
     pub fn create_eab(
         &self,
         directory: &str,
         owner: Option<String>,
+        preauthorize: &[String],
         actor: &str,
     ) -> Result<NewEab> {
         use base64::Engine as _;
@@ -289,6 +334,23 @@ impl Ca {
             return Err(Error::Refused(format!(
                 "no ACME directory {directory:?} in ca.toml: add an [[acme.directory]] with name = {directory:?}"
             )));
+        }
+        let preauthorize: Vec<String> = preauthorize
+            .iter()
+            .map(|g| g.trim().trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        for g in &preauthorize {
+            let ok = !g.is_empty()
+                && g.len() <= 253
+                && g.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '*' | '?'))
+                && g.split('.').all(|l| !l.is_empty())
+                && g.contains('.');
+            if !ok {
+                return Err(Error::Refused(format!(
+                    "--preauthorize {g:?}: give a DNS name glob with at least two labels, such as '*.lab.example.internal' (* never crosses a dot)"
+                )));
+            }
         }
         let secret = self.eab_secret(true)?;
         let mut id = [0u8; 16];
@@ -307,7 +369,9 @@ impl Ca {
                 "owner": owner,
                 "key_sha256": twoway_pki::sha256_hex(&key),
                 "created_by": actor,
+                "created": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
                 "status": "unused",
+                "preauthorize": preauthorize,
             }),
             version: 1,
             expires_at: None,
@@ -316,7 +380,7 @@ impl Ca {
             actor: actor.into(),
             action: "acme.eab.create".into(),
             target: kid.clone(),
-            details: serde_json::json!({"directory": directory, "owner": owner}),
+            details: serde_json::json!({"directory": directory, "owner": owner, "preauthorize": preauthorize}),
             time: now,
         })?;
         Ok(NewEab {
@@ -324,6 +388,7 @@ impl Ca {
             hmac_key: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&key),
             directory: directory.into(),
             owner,
+            preauthorize,
         })
     }
 
@@ -393,10 +458,25 @@ impl Ca {
                 "the CSR names {got:?}, the order {want:?}: they must be the same"
             ))));
         }
-        let labels = BTreeMap::from([
+        let mut labels = BTreeMap::from([
             ("acme_account".to_string(), o.account.to_string()),
             ("acme_order".to_string(), o.order.to_string()),
         ]);
+        let now = OffsetDateTime::now_utc();
+        let mut extras = IssueExtras::none(now);
+        if let Some(old) = o.replaces {
+            labels.insert(REPLACES_LABEL.to_string(), old.serial.clone());
+            if old.status == twoway_store::CertStatus::Active {
+                extras.supersede = Some(old.fingerprint.clone());
+                extras.supersede_audit = Some(twoway_store::NewAudit {
+                    actor: o.actor.clone(),
+                    action: "cert.revoke".into(),
+                    target: old.serial.clone(),
+                    details: serde_json::json!({"fingerprint": old.fingerprint, "reason": "superseded", "acme_order": o.order}),
+                    time: now,
+                });
+            }
+        }
         let req = IssueRequest {
             profile: o.directory.profile()?,
             sans: want.iter().map(|n| San::Dns(n.clone())).collect(),
@@ -411,7 +491,7 @@ impl Ca {
             &req,
             &csr.public_key_der,
             "cert.acme",
-            IssueExtras::none(OffsetDateTime::now_utc()),
+            extras,
             CertSource::Acme,
         )?;
         if let Some(d) = signed.record.audit.details.as_object_mut() {

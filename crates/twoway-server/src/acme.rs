@@ -26,6 +26,9 @@ use twoway_acme::{Jwk, Jws, Signer};
 use twoway_ca::acme::{AcmeDirectory, AcmeIssue};
 use twoway_store::{AcmeObject, Store};
 
+mod ari;
+mod keychange;
+mod preauth;
 mod validate;
 
 /// How long a nonce stays usable.
@@ -45,6 +48,8 @@ pub(crate) struct Problem {
     status: StatusCode,
     kind: &'static str,
     detail: String,
+    /// A `Location` to send along (a key change's 409 names the account holding the key).
+    location: Option<String>,
 }
 
 fn problem(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Problem {
@@ -52,6 +57,7 @@ fn problem(status: StatusCode, kind: &'static str, detail: impl Into<String>) ->
         status,
         kind,
         detail: detail.into(),
+        location: None,
     }
 }
 
@@ -296,7 +302,7 @@ async fn render(
                 status: p.status,
                 body: Bytes::from(problem_json(p.kind, &p.detail, p.status.as_u16()).to_string()),
                 ctype: "application/problem+json",
-                headers: Vec::new(),
+                headers: p.location.map(|l| ("location", l)).into_iter().collect(),
             }
         }
     };
@@ -338,6 +344,7 @@ async fn route(
         ("GET", "new-nonce") => {
             Ok(Answer::empty(StatusCode::NO_CONTENT).header("cache-control", "no-store".into()))
         }
+        ("GET", "renewal-info") => ari::renewal_info(ctx, &id).await,
         ("GET", "issuer") => Ok(Answer {
             status: StatusCode::OK,
             body: Bytes::from(ctx.state.intermediate_pem.clone()),
@@ -379,6 +386,7 @@ async fn route(
                 "finalize" => finalize(ctx, req, &id).await,
                 "cert" => cert(ctx, req, &id).await,
                 "revoke-cert" => revoke(ctx, req).await,
+                "key-change" => keychange::key_change(ctx, req).await,
                 _ => Err(not_found("resource")),
             }
         }
@@ -398,6 +406,8 @@ fn directory(ctx: &Ctx) -> Answer {
             "newAccount": ctx.url("new-account"),
             "newOrder": ctx.url("new-order"),
             "revokeCert": ctx.url("revoke-cert"),
+            "keyChange": ctx.url("key-change"),
+            "renewalInfo": ctx.url("renewal-info"),
             "meta": {
                 "externalAccountRequired": ctx.dir.eab_required,
             },
@@ -538,6 +548,8 @@ async fn new_account(ctx: &Ctx, req: Req) -> Result<Answer, Problem> {
     }
     let mut owner = ctx.dir.owner.clone();
     let mut eab_kid = None;
+    let mut preauthorize = Value::Null;
+    let account_id = new_id()?;
     if let Some(b) = binding {
         let b = twoway_acme::eab::Binding::parse(&b)?;
         let ca = ctx.state.ca.clone();
@@ -555,12 +567,20 @@ async fn new_account(ctx: &Ctx, req: Req) -> Result<Answer, Problem> {
             )));
         };
         b.verify(&mac_key, &ctx.url("new-account"), &req.key)?;
+        if rec.doc["status"] == "revoked" {
+            return Err(unauthorized(format!(
+                "externalAccountBinding: EAB key {:?} was revoked: ask for a new one",
+                b.kid
+            )));
+        }
         // single use: the first account bound with the key uses it up
-        let (_, used) = change(ctx, twoway_ca::acme::EAB_KIND, &rec.id, |o| {
+        let acct_id = account_id.clone();
+        let (_, used) = change(ctx, twoway_ca::acme::EAB_KIND, &rec.id, move |o| {
             if o.doc["status"] != "unused" {
                 return false;
             }
             o.doc["status"] = "used".into();
+            o.doc["account"] = acct_id.clone().into();
             true
         })
         .await?;
@@ -574,15 +594,17 @@ async fn new_account(ctx: &Ctx, req: Req) -> Result<Answer, Problem> {
             owner = Some(o.to_string());
         }
         eab_kid = Some(b.kid.clone());
+        preauthorize = rec.doc["preauthorize"].clone();
     }
     let contact = contacts(&payload)?.unwrap_or_else(|| json!([]));
     let obj = AcmeObject {
         kind: "account".into(),
-        id: new_id()?,
+        id: account_id,
         parent: None,
         lookup: Some(thumb),
         doc: json!({"status": "valid", "contact": contact, "key": req.key.to_json(),
-            "created": rfc(OffsetDateTime::now_utc()), "owner": owner, "eab_kid": eab_kid}),
+            "created": rfc(OffsetDateTime::now_utc()), "owner": owner, "eab_kid": eab_kid,
+            "preauthorize": preauthorize}),
         version: 1,
         expires_at: None,
     };
@@ -688,14 +710,34 @@ async fn new_order(ctx: &Ctx, req: Req) -> Result<Answer, Problem> {
             names.push(name);
         }
     }
+    let replaces = match payload.get("replaces") {
+        Some(v) => ari::check_replaces(ctx, &acct, v, &names).await?,
+        None => Value::Null,
+    };
     let now = OffsetDateTime::now_utc();
     let expires = now + ORDER_TTL;
     let order_id = new_id()?;
     let thumb = req.key.thumbprint();
     let mut objs = Vec::new();
     let mut authz_ids = Vec::new();
+    let mut preauthorized = Vec::new();
     for name in &names {
         let authz_id = new_id()?;
+        if let Some(glob) = preauth::glob_for(&acct, name) {
+            objs.push(AcmeObject {
+                kind: "authz".into(),
+                id: authz_id.clone(),
+                parent: Some(acct.id.clone()),
+                lookup: None,
+                doc: json!({"status": "valid", "name": name, "expires": rfc(expires),
+                    "challenges": [], "order": order_id, "preauthorized": glob}),
+                version: 1,
+                expires_at: Some(expires + KEEP),
+            });
+            preauthorized.push((authz_id.clone(), name.clone(), glob));
+            authz_ids.push(authz_id);
+            continue;
+        }
         let mut chall_ids = Vec::new();
         let mut kinds = vec![Kind::Http01, Kind::TlsAlpn01];
         if ctx.dir.dns_resolver.is_some() {
@@ -733,7 +775,7 @@ async fn new_order(ctx: &Ctx, req: Req) -> Result<Answer, Problem> {
         parent: Some(acct.id.clone()),
         lookup: None,
         doc: json!({"status": "pending", "expires": rfc(expires), "names": names,
-            "authorizations": authz_ids}),
+            "authorizations": authz_ids, "replaces": replaces}),
         version: 1,
         expires_at: Some(expires + KEEP),
     };
@@ -745,6 +787,7 @@ async fn new_order(ctx: &Ctx, req: Req) -> Result<Answer, Problem> {
         Ok(())
     })
     .await?;
+    preauth::audit(ctx, &acct, &order_id, preauthorized).await?;
     Ok(Answer::json(StatusCode::CREATED, &order_json(ctx, &order))
         .header("location", ctx.url(&format!("order/{order_id}"))))
 }
@@ -779,6 +822,9 @@ fn order_json(ctx: &Ctx, o: &AcmeObject) -> Value {
     }
     if !o.doc["error"].is_null() {
         v["error"] = o.doc["error"].clone();
+    }
+    if let Some(r) = o.doc["replaces"]["id"].as_str() {
+        v["replaces"] = r.into();
     }
     v
 }
@@ -930,11 +976,14 @@ async fn chall(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
         if az.doc["status"] != "pending" {
             c
         } else {
-            let (started, mine) = change(ctx, "challenge", id, |o| {
+            let thumb = req.key.thumbprint();
+            let (started, mine) = change(ctx, "challenge", id, move |o| {
                 if o.doc["status"] != "pending" {
                     return false;
                 }
                 o.doc["status"] = "processing".into();
+                // the account's key now: it may have changed since the order (keyChange)
+                o.doc["thumbprint"] = thumb.clone().into();
                 true
             })
             .await?;
@@ -1047,6 +1096,7 @@ async fn finalize(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
                 "csr must be base64url DER",
             )
         })?;
+    let replaces = ari::replaced(ctx, &o).await?;
     // claim the order (ready → processing) so it is issued once
     let (_, claimed) = change(ctx, "order", id, |o| {
         if o.doc["status"] != "ready" {
@@ -1092,6 +1142,7 @@ async fn finalize(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
                 account: &a2,
                 order: &o2,
                 actor,
+                replaces: replaces.as_ref(),
             },
         )
     })
@@ -1130,6 +1181,14 @@ async fn finalize(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
     };
     let issued = match ctx.state.committer.record(outcome).await {
         Ok(i) => i,
+        Err(twoway_ca::Error::Store(twoway_store::Error::AlreadyRevoked(_))) => {
+            let p = problem(
+                StatusCode::CONFLICT,
+                "alreadyReplaced",
+                "the certificate this order replaces was replaced by another order meanwhile",
+            );
+            return fail(p).await;
+        }
         Err(e) => return fail(internal(e)).await,
     };
     ctx.state.metrics.issued("acme");

@@ -632,6 +632,38 @@ pub enum AcmeCommand {
     /// External account binding (EAB) keys.
     #[command(subcommand)]
     Eab(EabCommand),
+    /// Ask ACME clients to renew certificates now: their renewal information (RFC 9773)
+    /// suggests a window that has begun, so clients that check it (certbot >= 4.1, …)
+    /// renew at their next run. Every replica answers the same; audited.
+    #[command(after_help = "\
+Examples:
+  twoway acme renew-early --serial 01a2b3c4d5e6f708
+  twoway acme renew-early --issued-before 2026-11-01T00:00:00Z --directory web
+  twoway acme renew-early --all --json")]
+    RenewEarly(RenewEarlyArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("which").required(true).multiple(true).args(["serial", "issued_before", "all"])))]
+pub struct RenewEarlyArgs {
+    /// These certificates (serial or fingerprint; repeatable).
+    #[arg(long = "serial", value_name = "SERIAL")]
+    pub serial: Vec<String>,
+    /// Active ACME certificates issued before this instant (RFC 3339, e.g.
+    /// 2026-11-01T00:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub issued_before: Option<String>,
+    /// Every active ACME certificate.
+    #[arg(long)]
+    pub all: bool,
+    /// Only certificates ordered through this `[[acme.directory]]`.
+    #[arg(long)]
+    pub directory: Option<String>,
+    #[command(flatten)]
+    pub ca: CaOpts,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -640,12 +672,49 @@ pub enum EabCommand {
     /// only the key's SHA-256 is stored. The first account bound with it uses it up and
     /// takes its owner.
     #[command(after_help = "\
-Example:
+Examples:
   twoway acme eab create --directory web --owner team-web
+  twoway acme eab create --directory lab --owner team-lab --preauthorize '*.lab.example.internal'
 Then:
   certbot register --server https://ca.example.internal:9000/acme/web/directory \\
       --eab-kid <kid> --eab-hmac-key <hmac key> ...")]
     Create(EabCreateArgs),
+    /// List EAB keys: id, directory, owner, when made, the account bound with it (or
+    /// unused), revoked. Never the key itself (only its hash is stored).
+    #[command(after_help = "\
+Examples:
+  twoway acme eab list
+  twoway acme eab list --directory web --json")]
+    List(EabListArgs),
+    /// Revoke an EAB key: an unused key can no longer bind an account; the account bound
+    /// with a used key is revoked too, and its requests are refused from then on.
+    #[command(after_help = "\
+Example:
+  twoway acme eab revoke 3f2a9c0d4e5b6a7f8091a2b3c4d5e6f7")]
+    Revoke(EabRevokeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EabListArgs {
+    /// Only keys of this `[[acme.directory]]`.
+    #[arg(long)]
+    pub directory: Option<String>,
+    #[command(flatten)]
+    pub ca: CaOpts,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EabRevokeArgs {
+    /// The key id (`kid`), as `eab create` printed it.
+    pub kid: String,
+    #[command(flatten)]
+    pub ca: CaOpts,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -657,6 +726,12 @@ pub struct EabCreateArgs {
     /// directory's owner).
     #[arg(long)]
     pub owner: Option<String>,
+    /// DNS name glob (`*` never crosses a dot; repeatable): accounts bound with this key
+    /// get authorizations that are valid without any challenge for matching names (for
+    /// networks no validation can reach). The directory's `allow` and `[policy]` still
+    /// apply; each such authorization is audited.
+    #[arg(long, value_name = "GLOB")]
+    pub preauthorize: Vec<String>,
     #[command(flatten)]
     pub ca: CaOpts,
     /// Print JSON.

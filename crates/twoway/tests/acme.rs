@@ -921,6 +921,32 @@ fn two_replicas_on_postgres_serve_one_directory() {
     let cert = c.post(f.body["certificate"].as_str().unwrap(), None);
     assert_eq!(cert.status, 200, "{}", cert.body);
     assert_eq!(inventory_record(&ca, "ha1.acme.test")["source"], "acme");
+    // renew-early is in the store: both replicas answer the moved window
+    std::fs::write(ca.path("ha1.pem"), cert.body.as_str().unwrap()).unwrap();
+    let id = cert_id(&ca, "ha1.pem");
+    let serial = inventory_record(&ca, "ha1.acme.test")["serial"].clone();
+    let r = ca
+        .tw(&format!(
+            "acme renew-early --ca-dir ca --serial {} --json",
+            serial.as_str().unwrap()
+        ))
+        .ok()
+        .json();
+    assert_eq!(r["affected"], 1, "{r}");
+    for _ in 0..2 {
+        let a = c.curl(&c.url(&format!("renewal-info/{id}")), None, &[]);
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(
+            a.body["suggestedWindow"]["end"].as_str(),
+            r["window_end"]
+                .as_str()
+                .map(|e| e.split('.').next().unwrap().trim_end_matches('Z'))
+                .map(|e| format!("{e}Z"))
+                .as_deref(),
+            "{}",
+            a.body
+        );
+    }
     // a nonce is single-use across replicas too
     let h = c.header(&c.url("new-order"));
     let jws = c.sign(
@@ -1273,4 +1299,549 @@ fn hmac_signatures_unknown_nonces_forged_csrs_and_silent_targets_are_refused() {
         .stdout
         .find("acme.test")
         .is_none());
+}
+
+fn p256() -> EcdsaKeyPair {
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .unwrap();
+    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap()
+}
+
+fn jwk_of(k: &EcdsaKeyPair) -> Value {
+    let p = k.public_key().as_ref();
+    json!({"kty": "EC", "crv": "P-256", "x": B64.encode(&p[1..33]), "y": B64.encode(&p[33..65])})
+}
+
+/// A flattened JWS of `payload` signed by `key`.
+fn jws_by(key: &EcdsaKeyPair, header: &Value, payload: &[u8]) -> Value {
+    let p = B64.encode(header.to_string());
+    let pl = B64.encode(payload);
+    let sig = key
+        .sign(&SystemRandom::new(), format!("{p}.{pl}").as_bytes())
+        .unwrap();
+    json!({"protected": p, "payload": pl, "signature": B64.encode(sig.as_ref())})
+}
+
+/// The inner JWS of a key change: signed by `signer`, naming `jwk` as the new key.
+fn key_change(signer: &EcdsaKeyPair, jwk: &Value, url: &str, account: &str, old: &Value) -> Value {
+    jws_by(
+        signer,
+        &json!({"alg": "ES256", "jwk": jwk, "url": url}),
+        json!({"account": account, "oldKey": old})
+            .to_string()
+            .as_bytes(),
+    )
+}
+
+impl Client<'_> {
+    /// An order for `name` taken through http-01 (answered on `port`) and finalized: the
+    /// certificate's PEM chain, saved at `file` in the lab.
+    fn obtain(&mut self, port: u16, name: &str, extra: Value, file: &str) -> Answer {
+        let mut payload = json!({"identifiers": [{"type": "dns", "value": name}]});
+        if let (Some(p), Some(e)) = (payload.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        let o = self.post("new-order", Some(&payload));
+        assert_eq!(o.status, 201, "{}", o.body);
+        let order_url = o.header("location").unwrap();
+        let az = self.post(o.body["authorizations"][0].as_str().unwrap(), None);
+        let ch = az.body["challenges"]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["type"] == "http-01"))
+            .cloned()
+            .unwrap_or_else(|| panic!("http-01 is offered: {}", az.body));
+        let key_auth = format!("{}.{}", ch["token"].as_str().unwrap(), self.thumbprint());
+        let responder = answer_http01(port, key_auth);
+        self.post(ch["url"].as_str().unwrap(), Some(&json!({})));
+        let order = self.wait(&order_url);
+        responder.join().unwrap();
+        assert_eq!(order["status"], "ready", "{order}");
+        let f = self.post(
+            order["finalize"].as_str().unwrap(),
+            Some(&json!({"csr": csr(&[name])})),
+        );
+        assert_eq!(f.body["status"], "valid", "{}", f.body);
+        let cert = self.post(f.body["certificate"].as_str().unwrap(), None);
+        assert_eq!(cert.status, 200);
+        std::fs::write(self.ca.path(file), cert.body.as_str().unwrap()).unwrap();
+        o
+    }
+
+    /// The external account binding of this client's key with EAB key `kid`/`hmac`.
+    fn eab(&self, kid: &str, hmac: &str) -> Value {
+        let p = B64.encode(
+            json!({"alg": "HS256", "kid": kid, "url": self.url("new-account")}).to_string(),
+        );
+        let pl = B64.encode(self.jwk().to_string());
+        let key =
+            aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &B64.decode(hmac).unwrap());
+        let tag = aws_lc_rs::hmac::sign(&key, format!("{p}.{pl}").as_bytes());
+        json!({"protected": p, "payload": pl, "signature": B64.encode(tag.as_ref())})
+    }
+}
+
+#[test]
+fn account_key_rollover() {
+    let port = free_port();
+    let ca = acme_ca(port, free_port());
+    let mut c = Client::new(&ca);
+    let url = c.url("key-change");
+    assert_eq!(c.curl("directory", None, &[]).body["keyChange"], url);
+    c.register();
+    let acct = c.kid.clone().unwrap();
+    let new = p256();
+    let new_jwk = jwk_of(&new);
+
+    // oldKey is not the account's key
+    let inner = key_change(&new, &new_jwk, &url, &acct, &jwk_of(&p256()));
+    let a = c.post(&url, Some(&inner));
+    a.problem("malformed");
+    assert!(
+        a.body["detail"].as_str().unwrap().contains("oldKey"),
+        "{}",
+        a.body
+    );
+    // the inner url is not the outer one
+    let inner = key_change(&new, &new_jwk, &c.url("new-order"), &acct, &c.jwk());
+    let a = c.post(&url, Some(&inner));
+    a.problem("malformed");
+    assert!(
+        a.body["detail"].as_str().unwrap().contains("outer url"),
+        "{}",
+        a.body
+    );
+    // the inner JWS signed by the old key, naming the new one
+    let inner = key_change(&c.key, &new_jwk, &url, &acct, &c.jwk());
+    let a = c.post(&url, Some(&inner));
+    a.problem("malformed");
+    assert!(
+        a.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not verify"),
+        "{}",
+        a.body
+    );
+    // another account's name in the payload
+    let inner = key_change(&new, &new_jwk, &url, &c.url("acct/other"), &c.jwk());
+    c.post(&url, Some(&inner)).problem("malformed");
+    // a key another account has: 409 naming that account
+    let mut other = Client::new(&ca);
+    other.register();
+    let inner = key_change(&other.key, &other.jwk(), &url, &acct, &c.jwk());
+    let a = c.post(&url, Some(&inner));
+    assert_eq!(a.status, 409, "{}", a.body);
+    a.problem("malformed");
+    assert_eq!(a.header("location"), other.kid);
+
+    // an order made before the change, validated after it
+    let (early_order, _, early_ch) = c.order("kc2.acme.test", "http-01");
+    // the change
+    let inner = key_change(&new, &new_jwk, &url, &acct, &c.jwk());
+    let a = c.post(&url, Some(&inner));
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["status"], "valid");
+    assert_eq!(a.header("location").as_deref(), Some(acct.as_str()));
+
+    // the old key is refused, by kid and as a jwk
+    let order = json!({"identifiers": [{"type": "dns", "value": "kc1.acme.test"}]});
+    let a = c.post("new-order", Some(&order));
+    a.problem("unauthorized");
+    c.kid = None;
+    c.post("new-account", Some(&json!({"onlyReturnExisting": true})))
+        .problem("accountDoesNotExist");
+    // the new key is the account's: it finds it, and a whole order goes through with it
+    // (the key authorization carries the new key's thumbprint)
+    c.key = new;
+    let a = c.post("new-account", Some(&json!({"onlyReturnExisting": true})));
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.header("location").as_deref(), Some(acct.as_str()));
+    c.kid = Some(acct);
+    c.obtain(port, "kc1.acme.test", json!({}), "kc1.pem");
+    // the earlier order's challenge is answered with the new key's key authorization
+    let key_auth = format!("{}.{}", early_ch["token"].as_str().unwrap(), c.thumbprint());
+    let responder = answer_http01(port, key_auth);
+    c.post(early_ch["url"].as_str().unwrap(), Some(&json!({})));
+    let order = c.wait(&early_order);
+    responder.join().unwrap();
+    assert_eq!(order["status"], "ready", "{order}");
+    check_issued(&ca, "kc1.pem", "kc1.acme.test");
+    let audit = ca.tw("audit list --ca-dir ca --json").ok().stdout;
+    assert!(audit.contains("acme.account.key-change"), "{audit}");
+    assert!(ca
+        .metrics()
+        .contains("twoway_ca_errors_total{code=\"acme:malformed\"}"));
+}
+
+/// RFC 9773's certID of the certificate (first PEM block) at `file` in the lab: the
+/// authority key identifier and the serial's DER content octets, base64url each.
+fn cert_id(ca: &OnlineCa, file: &str) -> String {
+    let o = ca
+        .openssl(&format!(
+            "x509 -in {file} -noout -serial -ext authorityKeyIdentifier"
+        ))
+        .ok();
+    let out = o.stdout;
+    let serial = out
+        .lines()
+        .find_map(|l| l.strip_prefix("serial="))
+        .unwrap()
+        .trim()
+        .to_string();
+    let aki = out
+        .lines()
+        .skip_while(|l| !l.contains("Authority Key Identifier"))
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_start_matches("keyid:")
+        .replace(':', "");
+    let unhex = |h: &str| -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let mut serial = unhex(&serial);
+    if serial[0] & 0x80 != 0 {
+        serial.insert(0, 0);
+    }
+    format!("{}.{}", B64.encode(unhex(&aki)), B64.encode(serial))
+}
+
+/// Every inventory record with `DNS:name`.
+fn inventory_records(ca: &OnlineCa, name: &str) -> Vec<Value> {
+    let all = ca
+        .tw("cert list --ca-dir ca --json --limit 1000")
+        .ok()
+        .json();
+    let want = format!("DNS:{name}");
+    all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["sans"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|x| x == &want))
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn renewal_information_and_replaces() {
+    let port = free_port();
+    let ca = acme_ca(port, free_port());
+    let mut c = Client::new(&ca);
+    let base = c.url("renewal-info");
+    assert_eq!(c.curl("directory", None, &[]).body["renewalInfo"], base);
+    c.register();
+    c.obtain(port, "ari1.acme.test", json!({}), "ari1.pem");
+    let id = cert_id(&ca, "ari1.pem");
+    let old = inventory_record(&ca, "ari1.acme.test");
+
+    // the window: the last third of the lifetime, 2/3 to 5/6 of it
+    let a = c.curl(&format!("{base}/{id}"), None, &[]);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.header("retry-after").as_deref(), Some("21600"));
+    let w = &a.body["suggestedWindow"];
+    let t = |v: &Value| {
+        let o = ca
+            .tool_args("date", &["-u", "-d", v.as_str().unwrap(), "+%s"])
+            .ok();
+        o.stdout.trim().parse::<i64>().unwrap()
+    };
+    let (nb, na) = (t(&old["not_before"]), t(&old["not_after"]));
+    let life = na - nb;
+    assert!((t(&w["start"]) - (nb + life * 2 / 3)).abs() <= 2, "{w}");
+    assert!((t(&w["end"]) - (nb + life * 5 / 6)).abs() <= 2, "{w}");
+    // malformed and unknown ids
+    let a = c.curl(&format!("{base}/not-a-cert-id"), None, &[]);
+    assert_eq!(a.status, 400);
+    a.problem("malformed");
+    let (aki, _) = id.split_once('.').unwrap();
+    let a = c.curl(&format!("{base}/{aki}.AQIDBAUGBwg"), None, &[]);
+    assert_eq!(a.status, 404, "{}", a.body);
+    a.problem("malformed");
+
+    // another account cannot replace it with a certificate for other names
+    let mut other = Client::new(&ca);
+    other.register();
+    let a = other.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "ari9.acme.test"}], "replaces": id})),
+    );
+    a.problem("unauthorized");
+    // a replacing order: the new certificate names the old one, which is superseded
+    let o = c.obtain(port, "ari1.acme.test", json!({"replaces": id}), "ari1b.pem");
+    assert_eq!(o.body["replaces"], id.as_str(), "{}", o.body);
+    let recs = inventory_records(&ca, "ari1.acme.test");
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    let old_now = recs.iter().find(|r| r["serial"] == old["serial"]).unwrap();
+    let new = recs.iter().find(|r| r["serial"] != old["serial"]).unwrap();
+    assert_eq!(old_now["status"], "revoked", "{old_now}");
+    assert_eq!(old_now["revocation_reason"], "superseded", "{old_now}");
+    assert_eq!(new["status"], "active", "{new}");
+    assert_eq!(new["labels"]["replaces"], old["serial"], "{new}");
+    // not twice
+    let a = c.post(
+        "new-order",
+        Some(&json!({"identifiers": [{"type": "dns", "value": "ari1.acme.test"}], "replaces": id})),
+    );
+    assert_eq!(a.status, 409, "{}", a.body);
+    a.problem("alreadyReplaced");
+    // renew-early moves the new certificate's window to the present
+    let new_id = cert_id(&ca, "ari1b.pem");
+    let r = ca
+        .tw(&format!(
+            "acme renew-early --ca-dir ca --serial {} --json",
+            new["serial"].as_str().unwrap()
+        ))
+        .ok()
+        .json();
+    assert_eq!(r["affected"], 1, "{r}");
+    let a = c.curl(&format!("{base}/{new_id}"), None, &[]);
+    let end = t(&a.body["suggestedWindow"]["end"]);
+    let now = t(&json!(ca
+        .tool_args("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .ok()
+        .stdout
+        .trim()));
+    assert!(end <= now && end > now - 120, "{}", a.body);
+    let o = ca
+        .tw("acme renew-early --ca-dir ca --serial 0badc0ffee0badc0ffee")
+        .fails();
+    assert!(o.all().contains("--serial"), "{}", o.all());
+    let m = ca.metrics();
+    assert!(m.contains("code=\"acme:alreadyReplaced\""), "{m}");
+}
+
+#[test]
+fn certbot_renews_when_the_ca_asks_early() {
+    let port = free_port();
+    // clients may ask again after a second: the test need not wait 6 hours
+    let ca = acme_ca_with(port, free_port(), "ari_retry_after = \"1s\"");
+    let o = certbot_certonly(&ca, port, "cb-ari", "ari2.acme.test", &[]);
+    assert!(o.success(), "certbot certonly: {}\n{}", o.all(), ca.log());
+    let old = inventory_record(&ca, "ari2.acme.test");
+    let renew = || {
+        let mut c = client(&ca, "certbot", "certbot (pip install certbot)");
+        // non-interactive `renew` otherwise sleeps up to 8 minutes first (spreading load on
+        // public CAs): the test asks now
+        c.args(["renew", "--no-random-sleep-on-renew"])
+            .args(certbot_args(&ca, port))
+            .args(["--config-dir", &ca.p("cb-ari")]);
+        run_client(c)
+    };
+    let log = || std::fs::read_to_string(ca.path("certbot/logs/letsencrypt.log")).unwrap();
+    let o = renew();
+    assert!(o.success(), "{}", o.all());
+    assert!(o.all().contains("not yet due"), "{}", o.all());
+    // certbot asked the renewal information
+    assert!(log().contains("/acme/test/renewal-info/"), "{}", log());
+    assert_eq!(inventory_records(&ca, "ari2.acme.test").len(), 1);
+
+    let r = ca
+        .tw("acme renew-early --ca-dir ca --all --json")
+        .ok()
+        .json();
+    assert_eq!(r["affected"], 1, "{r}");
+    assert_eq!(r["serials"][0], old["serial"]);
+    let r = ca
+        .tw("acme renew-early --ca-dir ca --all --directory test")
+        .ok();
+    assert!(r.stdout.contains("1 certificate"), "{}", r.stdout);
+    let audit = ca.tw("audit list --ca-dir ca --json").ok().stdout;
+    assert!(audit.contains("acme.renew-early"), "{audit}");
+    // past certbot's Retry-After
+    std::thread::sleep(Duration::from_millis(2500));
+    let o = renew();
+    assert!(o.success(), "certbot renew: {}\n{}", o.all(), ca.log());
+    assert!(o.all().contains("renewals succeeded"), "{}", o.all());
+    let recs = inventory_records(&ca, "ari2.acme.test");
+    assert_eq!(recs.len(), 2, "renewed: {recs:?}");
+}
+
+#[test]
+fn eab_keys_are_listed_and_revoked() {
+    let ca = acme_ca_with(free_port(), free_port(), "eab_required = true");
+    let k1 = ca
+        .tw("acme eab create --ca-dir ca --directory test --owner team-a --json")
+        .ok()
+        .json();
+    let k2 = ca
+        .tw("acme eab create --ca-dir ca --directory test --owner team-b --json")
+        .ok()
+        .json();
+    let (kid1, kid2) = (k1["kid"].as_str().unwrap(), k2["kid"].as_str().unwrap());
+    let list = ca.tw("acme eab list --ca-dir ca --json").ok();
+    // never the key material
+    for k in [&k1, &k2] {
+        assert!(!list.stdout.contains(k["hmac_key"].as_str().unwrap()));
+    }
+    let items = list.json()["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 2, "{items:?}");
+    for i in &items {
+        assert_eq!(i["status"], "unused", "{i}");
+        assert_eq!(i["revoked"], false);
+        assert_eq!(i["directory"], "test");
+        assert!(i["created"].as_str().is_some(), "{i}");
+    }
+
+    let mut a = Client::new(&ca);
+    let bind = a.eab(kid1, k1["hmac_key"].as_str().unwrap());
+    let r = a.post(
+        "new-account",
+        Some(&json!({"termsOfServiceAgreed": true, "externalAccountBinding": bind})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    a.kid = r.header("location");
+    let acct_id = a
+        .kid
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let table = ca
+        .tw("acme eab list --ca-dir ca --directory test")
+        .ok()
+        .stdout;
+    let line = table.lines().find(|l| l.contains(kid1)).unwrap();
+    assert!(line.contains(&format!("account {acct_id}")), "{table}");
+    assert!(line.contains("team-a"), "{table}");
+    let line = table.lines().find(|l| l.contains(kid2)).unwrap();
+    assert!(line.contains("unused"), "{table}");
+
+    // an unused key, revoked, binds nothing
+    ca.tw(&format!("acme eab revoke --ca-dir ca {kid2}")).ok();
+    let mut b = Client::new(&ca);
+    let bind = b.eab(kid2, k2["hmac_key"].as_str().unwrap());
+    let r = b.post(
+        "new-account",
+        Some(&json!({"termsOfServiceAgreed": true, "externalAccountBinding": bind})),
+    );
+    r.problem("unauthorized");
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("revoked"),
+        "{}",
+        r.body
+    );
+    // a used key, revoked: the account bound with it is refused from then on
+    let order = json!({"identifiers": [{"type": "dns", "value": "e1.acme.test"}]});
+    assert_eq!(a.post("new-order", Some(&order)).status, 201);
+    let o = ca
+        .tw(&format!("acme eab revoke --ca-dir ca {kid1} --json"))
+        .ok()
+        .json();
+    assert_eq!(o["account"], acct_id.as_str());
+    let r = a.post("new-order", Some(&order));
+    r.problem("unauthorized");
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("revoked"),
+        "{}",
+        r.body
+    );
+    let items = ca.tw("acme eab list --ca-dir ca --json").ok().json();
+    for i in items["items"].as_array().unwrap() {
+        assert_eq!(i["revoked"], true, "{i}");
+    }
+    let o = ca
+        .tw(&format!("acme eab revoke --ca-dir ca {kid1}"))
+        .fails();
+    assert!(o.all().contains("already revoked"), "{}", o.all());
+    let o = ca.tw("acme eab revoke --ca-dir ca 00ff").fails();
+    assert!(o.all().contains("eab list"), "{}", o.all());
+    let audit = ca.tw("audit list --ca-dir ca --json").ok().stdout;
+    assert_eq!(audit.matches("acme.eab.revoke").count(), 2, "{audit}");
+}
+
+#[test]
+fn certbot_with_preauthorized_names() {
+    // no challenge server anywhere: the port certbot would be validated on stays closed
+    let ca = acme_ca_with(free_port(), free_port(), "eab_required = true");
+    let eab = ca
+        .tw_args(&[
+            "acme",
+            "eab",
+            "create",
+            "--ca-dir",
+            "ca",
+            "--directory",
+            "test",
+            "--owner",
+            "team-lab",
+            "--preauthorize",
+            "pre*.acme.test",
+            "--preauthorize",
+            "pre*.other.test",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(eab["preauthorize"][0], "pre*.acme.test");
+    let bad = ca
+        .tw("acme eab create --ca-dir ca --directory test --preauthorize bad/glob")
+        .fails();
+    assert!(bad.all().contains("--preauthorize"), "{}", bad.all());
+    let (kid, key) = (
+        eab["kid"].as_str().unwrap(),
+        eab["hmac_key"].as_str().unwrap(),
+    );
+    // the manual plugin's hook fails: a challenge would not be answered
+    let manual = [
+        "--manual",
+        "--preferred-challenges",
+        "http",
+        "--manual-auth-hook",
+        "false",
+    ];
+    let mut args = manual.to_vec();
+    let (k1, k2) = (format!("--eab-kid={kid}"), format!("--eab-hmac-key={key}"));
+    args.extend([k1.as_str(), k2.as_str()]);
+    let o = certbot_certonly(&ca, 0, "cb-pre", "pre1.acme.test", &args);
+    assert!(
+        o.success(),
+        "certbot, pre-authorized: {}\n{}",
+        o.all(),
+        ca.log()
+    );
+    let rec = inventory_record(&ca, "pre1.acme.test");
+    assert_eq!(rec["owner"], "team-lab", "{rec}");
+    let audit = ca.tw("audit list --ca-dir ca --json").ok().json();
+    let pre: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "acme.authz.preauthorized")
+        .collect();
+    assert_eq!(pre.len(), 1, "{audit}");
+    assert_eq!(pre[0]["target"], "pre1.acme.test");
+    let details: Value = serde_json::from_str(pre[0]["details"].as_str().unwrap()).unwrap();
+    assert_eq!(details["glob"], "pre*.acme.test", "{details}");
+    assert_eq!(details["eab_kid"], kid, "{details}");
+    // a name outside the globs needs its challenge, which nothing answers
+    let o = certbot_certonly(&ca, 0, "cb-pre", "web7.acme.test", &manual);
+    assert!(!o.success(), "{}", o.all());
+    assert!(inventory_records(&ca, "web7.acme.test").is_empty());
+    // the directory's allow still applies to pre-authorized names
+    let o = certbot_certonly(&ca, 0, "cb-pre", "pre1.other.test", &manual);
+    assert!(!o.success());
+    assert!(
+        o.all().contains("is not allowed in ACME directory"),
+        "{}",
+        o.all()
+    );
+    let m = ca.metrics();
+    assert!(m.contains("code=\"acme:rejectedIdentifier\""), "{m}");
+    // still one pre-authorized authorization in the audit log
+    let audit = ca.tw("audit list --ca-dir ca --json").ok().stdout;
+    assert_eq!(
+        audit.matches("acme.authz.preauthorized").count(),
+        1,
+        "{audit}"
+    );
 }

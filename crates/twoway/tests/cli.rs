@@ -196,6 +196,10 @@ fn help_shows_examples() {
         &["cert", "check"],
         &["token", "create"],
         &["agent"],
+        &["acme", "eab", "create"],
+        &["acme", "eab", "list"],
+        &["acme", "eab", "revoke"],
+        &["acme", "renew-early"],
     ] {
         let mut args = cmd.to_vec();
         args.push("--help");
