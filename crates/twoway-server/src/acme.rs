@@ -38,6 +38,9 @@ const KEEP: Duration = Duration::days(30);
 const MAX_IDENTIFIERS: usize = 100;
 /// What clients are told to wait while a challenge is processed.
 const RETRY_AFTER_SECS: &str = "1";
+/// How long a challenge POST waits for its validation before answering `processing`
+/// (the validation goes on in the background).
+const INLINE_VALIDATION: StdDuration = StdDuration::from_millis(500);
 
 /// A refusal: an RFC 7807 problem document with an ACME error type.
 #[derive(Debug)]
@@ -123,6 +126,8 @@ struct Ctx {
     dir: AcmeDirectory,
     /// `<base>/acme/<name>`.
     base: String,
+    /// The answer's Replay-Nonce when it was stored with the request's own nonce.
+    nonce: std::sync::Mutex<Option<String>>,
 }
 
 impl Ctx {
@@ -151,6 +156,9 @@ impl Ctx {
     }
 
     async fn fresh_nonce(&self) -> Result<String, Problem> {
+        if let Some(n) = self.nonce.lock().ok().and_then(|mut n| n.take()) {
+            return Ok(n);
+        }
         let n = new_id()?;
         let n2 = n.clone();
         self.db(move |s| s.acme_new_nonce(&n2, OffsetDateTime::now_utc() + NONCE_TTL))
@@ -171,27 +179,20 @@ async fn modify(
 }
 
 /// [`modify`], also saying whether this call made the change (false: `f` declined on the
-/// object as it was read, e.g. another request claimed it first).
+/// object as it was read, e.g. another request claimed it first). One store transaction;
+/// orders, authorizations and challenges are ephemeral state (a crash may lose their last
+/// change), accounts and EAB keys are flushed.
 async fn change(
     ctx: &Ctx,
     kind: &'static str,
     id: &str,
     f: impl Fn(&mut AcmeObject) -> bool + Send + Sync + 'static,
 ) -> Result<(AcmeObject, bool), Problem> {
-    for _ in 0..8 {
-        let mut o = ctx.get(kind, id).await?;
-        if !f(&mut o) {
-            return Ok((o, false));
-        }
-        let o2 = o.clone();
-        if ctx.db(move |s| s.acme_update(&o2)).await? {
-            o.version += 1;
-            return Ok((o, true));
-        }
-    }
-    Err(internal(format!(
-        "{kind} {id} kept changing under an update"
-    )))
+    let durable = !matches!(kind, "order" | "authz" | "challenge");
+    let i = id.to_string();
+    ctx.db(move |s| s.acme_modify(kind, &i, durable, &mut |o| f(o)))
+        .await?
+        .ok_or_else(|| not_found(kind))
 }
 
 /// Handles a request whose path starts with `/acme/`.
@@ -230,6 +231,7 @@ pub(crate) async fn handle(state: &Arc<State>, req: hyper::Request<Incoming>) ->
         state: state.clone(),
         base: format!("{root}/acme/{name}"),
         dir,
+        nonce: std::sync::Mutex::new(None),
     };
     let method = req.method().clone();
     let answer = route(&ctx, &method, &rest, req).await;
@@ -437,10 +439,23 @@ async fn authenticate(ctx: &Ctx, rest: &str, body: &[u8]) -> Result<Req, Problem
             ),
         ));
     }
-    let nonce = jws.nonce.clone();
-    let fresh = ctx
-        .db(move |s| s.acme_use_nonce(&nonce, OffsetDateTime::now_utc()))
+    // one transaction: the nonce taken, the answer's nonce stored, the account read
+    let kid_id = match &jws.signer {
+        Signer::Kid(kid) => kid.strip_prefix(&ctx.url("acct/")).map(str::to_string),
+        Signer::Jwk(_) => None,
+    };
+    let (used, next) = (jws.nonce.clone(), new_id()?);
+    let (n2, k2) = (next.clone(), kid_id.clone());
+    let (fresh, found) = ctx
+        .db(move |s| {
+            let now = OffsetDateTime::now_utc();
+            let read = k2.as_deref().map(|id| ("account", id));
+            s.acme_exchange_nonce(&used, &n2, now, now + NONCE_TTL, read)
+        })
         .await?;
+    if let Ok(mut n) = ctx.nonce.lock() {
+        *n = Some(next);
+    }
     if !fresh {
         return Err(problem(
             StatusCode::BAD_REQUEST,
@@ -460,11 +475,12 @@ async fn authenticate(ctx: &Ctx, rest: &str, body: &[u8]) -> Result<Req, Problem
             return Err(malformed("newAccount must be signed with jwk, not kid"))
         }
         Signer::Kid(kid) => {
-            let prefix = ctx.url("acct/");
-            let id = kid.strip_prefix(&prefix).ok_or_else(|| {
-                unauthorized(format!("kid {kid:?} is not an account of this directory"))
-            })?;
-            let acct = ctx.get("account", id).await.map_err(|_| {
+            if kid_id.is_none() {
+                return Err(unauthorized(format!(
+                    "kid {kid:?} is not an account of this directory"
+                )));
+            }
+            let acct = found.ok_or_else(|| {
                 problem(
                     StatusCode::BAD_REQUEST,
                     "accountDoesNotExist",
@@ -738,13 +754,7 @@ async fn new_order(ctx: &Ctx, req: Req) -> Result<Answer, Problem> {
         expires_at: Some(expires + KEEP),
     };
     objs.push(order.clone());
-    ctx.db(move |s| {
-        for o in &objs {
-            s.acme_insert(o)?;
-        }
-        Ok(())
-    })
-    .await?;
+    ctx.db(move |s| s.acme_insert_ephemeral(&objs)).await?;
     Ok(Answer::json(StatusCode::CREATED, &order_json(ctx, &order))
         .header("location", ctx.url(&format!("order/{order_id}"))))
 }
@@ -939,9 +949,15 @@ async fn chall(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
             })
             .await?;
             if mine {
-                spawn_validation(ctx, started.clone());
+                // answer with the outcome when the validation is quick, else `processing`
+                let job = spawn_validation(ctx, started.clone());
+                match tokio::time::timeout(INLINE_VALIDATION, job).await {
+                    Ok(Ok(Some(done))) => done,
+                    _ => started,
+                }
+            } else {
+                started
             }
-            started
         }
     };
     let mut a = Answer::json(StatusCode::OK, &challenge_json(ctx, &c)).header("link", up);
@@ -952,12 +968,14 @@ async fn chall(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
 }
 
 /// Validates a challenge in the background and records the outcome in the challenge and
-/// its authorization.
-fn spawn_validation(ctx: &Ctx, c: AcmeObject) {
+/// its authorization; the task answers the challenge as recorded (None when recording
+/// failed).
+fn spawn_validation(ctx: &Ctx, c: AcmeObject) -> tokio::task::JoinHandle<Option<AcmeObject>> {
     let ctx2 = Ctx {
         state: ctx.state.clone(),
         dir: ctx.dir.clone(),
         base: ctx.base.clone(),
+        nonce: std::sync::Mutex::new(None),
     };
     tokio::spawn(async move {
         let ctx = ctx2;
@@ -1005,9 +1023,7 @@ fn spawn_validation(ctx: &Ctx, c: AcmeObject) {
             true
         })
         .await;
-        if res.is_err() {
-            return;
-        }
+        let recorded = res.ok()?;
         let authz = c.doc["authz"].as_str().unwrap_or_default().to_string();
         let _ = modify(&ctx, "authz", &authz, move |o| {
             if o.doc["status"] != "pending" {
@@ -1020,7 +1036,8 @@ fn spawn_validation(ctx: &Ctx, c: AcmeObject) {
             true
         })
         .await;
-    });
+        Some(recorded)
+    })
 }
 
 async fn finalize(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
