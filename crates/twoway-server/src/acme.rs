@@ -352,13 +352,6 @@ async fn route(
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/jose+json"));
-            if !jose {
-                return Err(problem(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "malformed",
-                    "ACME requests are sent as Content-Type: application/jose+json",
-                ));
-            }
             let body = crate::routes::read_body(req).await.map_err(|_| {
                 problem(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -369,6 +362,15 @@ async fn route(
                     ),
                 )
             })?;
+            // refused only once the body is read: an answer that overtakes the upload
+            // resets an HTTP/2 stream, and the client sees that instead of the problem
+            if !jose {
+                return Err(problem(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "malformed",
+                    "ACME requests are sent as Content-Type: application/jose+json",
+                ));
+            }
             let req = authenticate(ctx, rest, &body).await?;
             match what {
                 "new-account" => new_account(ctx, req).await,

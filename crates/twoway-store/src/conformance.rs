@@ -982,7 +982,10 @@ pub(crate) fn acme_objects_compare_and_set(s: &dyn Store) {
 
 pub(crate) fn acme_exchange_and_modify(s: &dyn Store) {
     let now = OffsetDateTime::now_utc();
-    let later = now + time::Duration::minutes(5);
+    // expiries are kept to the second
+    let later =
+        OffsetDateTime::from_unix_timestamp((now + time::Duration::minutes(5)).unix_timestamp())
+            .unwrap();
     let objs: Vec<AcmeObject> = ["c1", "c2"]
         .iter()
         .map(|id| AcmeObject {
