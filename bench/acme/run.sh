@@ -18,9 +18,10 @@
 #   - twoway ca serve on a fresh PostgreSQL database (127.0.0.1:5432, user postgres) when
 #     PEERS names twoway-postgres;
 #   - Debian's pebble with PEBBLE_CLIENTS clients (default 4: pebble 2.4 stops answering
-#     for good within seconds at 8 or more concurrent clients here) (in memory, PEBBLE_VA_NOSLEEP=1, PEBBLE_WFE_NONCEREJECT=0), its TLS
-#     certificate issued by the same test CA, its httpPort the load generator's, names
-#     resolved to 127.0.0.1 by pebble-challtestsrv (counted in Pebble's CPU).
+#     for good within seconds at 8 or more concurrent clients here), in memory,
+#     PEBBLE_VA_NOSLEEP=1, PEBBLE_WFE_NONCEREJECT=0, its TLS certificate issued by the
+#     same test CA, its httpPort the load generator's, names resolved to 127.0.0.1 by
+#     pebble-challtestsrv (counted in Pebble's CPU).
 # Server and load generator share both cores (nothing pinned): orders/s is for the whole
 # machine. CPU seconds of server and load generator over the window are read from /proc.
 set -euo pipefail
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --clients) CLIENTS=$2; shift 2 ;;
     --seconds) SECS=$2; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -159,13 +160,15 @@ done
 echo
 echo "ACME: complete orders (newOrder → http-01 → finalize → certificate), ${SECS}s, server and load generator on the same $(nproc) cores"
 echo
-echo "| server | clients | orders/s | p50 ms | p99 ms | requests/order | errors | server CPU-s | load gen CPU-s | vs Pebble |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| server | clients | orders/s | p50 ms | p99 ms | requests/order | errors | server CPU-s | load gen CPU-s | server CPU-ms/order | load gen CPU-ms/order | vs Pebble |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 peb=$(grep '^pebble ' raw.txt | val rate || true)
 while read -r name line; do
   rate=$(echo " $line" | val rate)
   ratio=$(awk -v a="$rate" -v b="${peb:-0}" 'BEGIN{ if (b>0) printf "%.1f×", a/b; else print "n/a"}')
-  echo "| $name | $(echo " $line" | val clients) | $rate | $(echo " $line" | val p50_ms) | $(echo " $line" | val p99_ms) | $(echo " $line" | val reqs_per_order) | $(echo " $line" | val errors) | $(echo " $line" | val server_cpu_s) | $(echo " $line" | val loadgen_cpu_s) | $ratio |"
+  orders=$(echo " $line" | val orders); scpu=$(echo " $line" | val server_cpu_s); lcpu=$(echo " $line" | val loadgen_cpu_s)
+  per() { awk -v c="$1" -v n="$orders" 'BEGIN{ if (n>0) printf "%.2f", c*1000/n; else print "n/a"}'; }
+  echo "| $name | $(echo " $line" | val clients) | $rate | $(echo " $line" | val p50_ms) | $(echo " $line" | val p99_ms) | $(echo " $line" | val reqs_per_order) | $(echo " $line" | val errors) | $scpu | $lcpu | $(per "$scpu") | $(per "$lcpu") | $ratio |"
 done < raw.txt
 echo
 echo "raw: $OUT/raw.txt" >&2
