@@ -148,11 +148,43 @@ impl Ctx {
         }
     }
 
-    async fn get(&self, kind: &'static str, id: &str) -> Result<AcmeObject, Problem> {
+    /// An object and the `of` objects its document names in `field` (one id or a list),
+    /// in one store call.
+    async fn get_with(
+        &self,
+        kind: &'static str,
+        id: &str,
+        field: &'static str,
+        of: &'static str,
+    ) -> Result<(AcmeObject, Vec<AcmeObject>), Problem> {
         let i = id.to_string();
-        self.db(move |s| s.acme_get(kind, &i))
-            .await?
-            .ok_or_else(|| not_found(kind))
+        let (o, list) = self
+            .db(move |s| {
+                let Some(o) = s.acme_get(kind, &i)? else {
+                    return Ok((None, Vec::new()));
+                };
+                let ids: Vec<String> = match &o.doc[field] {
+                    Value::String(one) => vec![one.clone()],
+                    v => v
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|x| x.as_str().unwrap_or_default().to_string())
+                        .collect(),
+                };
+                let mut list = Vec::with_capacity(ids.len());
+                for i in ids {
+                    list.push(s.acme_get(of, &i)?);
+                }
+                Ok((Some(o), list))
+            })
+            .await?;
+        let o = o.ok_or_else(|| not_found(kind))?;
+        let list = list
+            .into_iter()
+            .map(|x| x.ok_or_else(|| not_found(of)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((o, list))
     }
 
     async fn fresh_nonce(&self) -> Result<String, Problem> {
@@ -798,7 +830,7 @@ fn order_json(ctx: &Ctx, o: &AcmeObject) -> Value {
 /// Reads an order and moves it on from its authorizations: `pending` becomes `ready` when
 /// all are valid, `invalid` when one is invalid (or it expired).
 async fn load_order(ctx: &Ctx, id: &str, acct: &AcmeObject) -> Result<AcmeObject, Problem> {
-    let o = ctx.get("order", id).await?;
+    let (o, authzs) = ctx.get_with("order", id, "authorizations", "authz").await?;
     if o.parent.as_deref() != Some(acct.id.as_str()) {
         return Err(unauthorized("this order belongs to another account"));
     }
@@ -807,12 +839,7 @@ async fn load_order(ctx: &Ctx, id: &str, acct: &AcmeObject) -> Result<AcmeObject
     }
     let mut all_valid = true;
     let mut failed = None;
-    for a in o.doc["authorizations"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
-        let az = ctx.get("authz", a.as_str().unwrap_or_default()).await?;
+    for az in authzs {
         match az.doc["status"].as_str() {
             Some("valid") => {}
             Some("invalid") => {
@@ -888,7 +915,7 @@ fn challenge_json(ctx: &Ctx, c: &AcmeObject) -> Value {
 
 async fn authz(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
     let acct = req.account()?;
-    let mut az = ctx.get("authz", id).await?;
+    let (mut az, challenges) = ctx.get_with("authz", id, "challenges", "challenge").await?;
     if az.parent.as_deref() != Some(acct.id.as_str()) {
         return Err(unauthorized(
             "this authorization belongs to another account",
@@ -906,8 +933,7 @@ async fn authz(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
         .await?;
     }
     let mut challs = Vec::new();
-    for c in az.doc["challenges"].as_array().cloned().unwrap_or_default() {
-        let c = ctx.get("challenge", c.as_str().unwrap_or_default()).await?;
+    for c in challenges {
         // once valid, only the challenge that validated it is listed
         if az.doc["status"] == "valid" && c.doc["status"] != "valid" {
             continue;
@@ -927,7 +953,7 @@ async fn authz(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
 
 async fn chall(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
     let acct = req.account()?;
-    let c = ctx.get("challenge", id).await?;
+    let (c, mut up_authz) = ctx.get_with("challenge", id, "authz", "authz").await?;
     if c.doc["account"] != acct.id.as_str() {
         return Err(unauthorized("this challenge belongs to another account"));
     }
@@ -938,7 +964,7 @@ async fn chall(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
     } else {
         // `{}`: the client is ready; start the validation once, while the authorization
         // is still pending (a deactivated or decided one is answered as it is)
-        let az = ctx.get("authz", &authz_id).await?;
+        let az = up_authz.pop().ok_or_else(|| not_found("authz"))?;
         if az.doc["status"] != "pending" {
             c
         } else {
