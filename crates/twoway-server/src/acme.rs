@@ -41,6 +41,9 @@ const KEEP: Duration = Duration::days(30);
 const MAX_IDENTIFIERS: usize = 100;
 /// What clients are told to wait while a challenge is processed.
 const RETRY_AFTER_SECS: &str = "1";
+/// How long a challenge POST waits for its validation before answering `processing`
+/// (the validation goes on in the background).
+const INLINE_VALIDATION: StdDuration = StdDuration::from_millis(500);
 
 /// A refusal: an RFC 7807 problem document with an ACME error type.
 #[derive(Debug)]
@@ -129,6 +132,8 @@ struct Ctx {
     dir: AcmeDirectory,
     /// `<base>/acme/<name>`.
     base: String,
+    /// The answer's Replay-Nonce when it was stored with the request's own nonce.
+    nonce: std::sync::Mutex<Option<String>>,
 }
 
 impl Ctx {
@@ -149,14 +154,49 @@ impl Ctx {
         }
     }
 
-    async fn get(&self, kind: &'static str, id: &str) -> Result<AcmeObject, Problem> {
+    /// An object and the `of` objects its document names in `field` (one id or a list),
+    /// in one store call.
+    async fn get_with(
+        &self,
+        kind: &'static str,
+        id: &str,
+        field: &'static str,
+        of: &'static str,
+    ) -> Result<(AcmeObject, Vec<AcmeObject>), Problem> {
         let i = id.to_string();
-        self.db(move |s| s.acme_get(kind, &i))
-            .await?
-            .ok_or_else(|| not_found(kind))
+        let (o, list) = self
+            .db(move |s| {
+                let Some(o) = s.acme_get(kind, &i)? else {
+                    return Ok((None, Vec::new()));
+                };
+                let ids: Vec<String> = match &o.doc[field] {
+                    Value::String(one) => vec![one.clone()],
+                    v => v
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|x| x.as_str().unwrap_or_default().to_string())
+                        .collect(),
+                };
+                let mut list = Vec::with_capacity(ids.len());
+                for i in ids {
+                    list.push(s.acme_get(of, &i)?);
+                }
+                Ok((Some(o), list))
+            })
+            .await?;
+        let o = o.ok_or_else(|| not_found(kind))?;
+        let list = list
+            .into_iter()
+            .map(|x| x.ok_or_else(|| not_found(of)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((o, list))
     }
 
     async fn fresh_nonce(&self) -> Result<String, Problem> {
+        if let Some(n) = self.nonce.lock().ok().and_then(|mut n| n.take()) {
+            return Ok(n);
+        }
         let n = new_id()?;
         let n2 = n.clone();
         self.db(move |s| s.acme_new_nonce(&n2, OffsetDateTime::now_utc() + NONCE_TTL))
@@ -177,27 +217,20 @@ async fn modify(
 }
 
 /// [`modify`], also saying whether this call made the change (false: `f` declined on the
-/// object as it was read, e.g. another request claimed it first).
+/// object as it was read, e.g. another request claimed it first). One store transaction;
+/// orders, authorizations and challenges are ephemeral state (a crash may lose their last
+/// change), accounts and EAB keys are flushed.
 async fn change(
     ctx: &Ctx,
     kind: &'static str,
     id: &str,
     f: impl Fn(&mut AcmeObject) -> bool + Send + Sync + 'static,
 ) -> Result<(AcmeObject, bool), Problem> {
-    for _ in 0..8 {
-        let mut o = ctx.get(kind, id).await?;
-        if !f(&mut o) {
-            return Ok((o, false));
-        }
-        let o2 = o.clone();
-        if ctx.db(move |s| s.acme_update(&o2)).await? {
-            o.version += 1;
-            return Ok((o, true));
-        }
-    }
-    Err(internal(format!(
-        "{kind} {id} kept changing under an update"
-    )))
+    let durable = !matches!(kind, "order" | "authz" | "challenge");
+    let i = id.to_string();
+    ctx.db(move |s| s.acme_modify(kind, &i, durable, &mut |o| f(o)))
+        .await?
+        .ok_or_else(|| not_found(kind))
 }
 
 /// Handles a request whose path starts with `/acme/`.
@@ -236,6 +269,7 @@ pub(crate) async fn handle(state: &Arc<State>, req: hyper::Request<Incoming>) ->
         state: state.clone(),
         base: format!("{root}/acme/{name}"),
         dir,
+        nonce: std::sync::Mutex::new(None),
     };
     let method = req.method().clone();
     let answer = route(&ctx, &method, &rest, req).await;
@@ -357,13 +391,6 @@ async fn route(
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/jose+json"));
-            if !jose {
-                return Err(problem(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "malformed",
-                    "ACME requests are sent as Content-Type: application/jose+json",
-                ));
-            }
             let body = crate::routes::read_body(req).await.map_err(|_| {
                 problem(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -374,6 +401,15 @@ async fn route(
                     ),
                 )
             })?;
+            // refused only once the body is read: an answer that overtakes the upload
+            // resets an HTTP/2 stream, and the client sees that instead of the problem
+            if !jose {
+                return Err(problem(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "malformed",
+                    "ACME requests are sent as Content-Type: application/jose+json",
+                ));
+            }
             let req = authenticate(ctx, rest, &body).await?;
             match what {
                 "new-account" => new_account(ctx, req).await,
@@ -447,10 +483,23 @@ async fn authenticate(ctx: &Ctx, rest: &str, body: &[u8]) -> Result<Req, Problem
             ),
         ));
     }
-    let nonce = jws.nonce.clone();
-    let fresh = ctx
-        .db(move |s| s.acme_use_nonce(&nonce, OffsetDateTime::now_utc()))
+    // one transaction: the nonce taken, the answer's nonce stored, the account read
+    let kid_id = match &jws.signer {
+        Signer::Kid(kid) => kid.strip_prefix(&ctx.url("acct/")).map(str::to_string),
+        Signer::Jwk(_) => None,
+    };
+    let (used, next) = (jws.nonce.clone(), new_id()?);
+    let (n2, k2) = (next.clone(), kid_id.clone());
+    let (fresh, found) = ctx
+        .db(move |s| {
+            let now = OffsetDateTime::now_utc();
+            let read = k2.as_deref().map(|id| ("account", id));
+            s.acme_exchange_nonce(&used, &n2, now, now + NONCE_TTL, read)
+        })
         .await?;
+    if let Ok(mut n) = ctx.nonce.lock() {
+        *n = Some(next);
+    }
     if !fresh {
         return Err(problem(
             StatusCode::BAD_REQUEST,
@@ -470,11 +519,12 @@ async fn authenticate(ctx: &Ctx, rest: &str, body: &[u8]) -> Result<Req, Problem
             return Err(malformed("newAccount must be signed with jwk, not kid"))
         }
         Signer::Kid(kid) => {
-            let prefix = ctx.url("acct/");
-            let id = kid.strip_prefix(&prefix).ok_or_else(|| {
-                unauthorized(format!("kid {kid:?} is not an account of this directory"))
-            })?;
-            let acct = ctx.get("account", id).await.map_err(|_| {
+            if kid_id.is_none() {
+                return Err(unauthorized(format!(
+                    "kid {kid:?} is not an account of this directory"
+                )));
+            }
+            let acct = found.ok_or_else(|| {
                 problem(
                     StatusCode::BAD_REQUEST,
                     "accountDoesNotExist",
@@ -780,13 +830,7 @@ async fn new_order(ctx: &Ctx, req: Req) -> Result<Answer, Problem> {
         expires_at: Some(expires + KEEP),
     };
     objs.push(order.clone());
-    ctx.db(move |s| {
-        for o in &objs {
-            s.acme_insert(o)?;
-        }
-        Ok(())
-    })
-    .await?;
+    ctx.db(move |s| s.acme_insert_ephemeral(&objs)).await?;
     preauth::audit(ctx, &acct, &order_id, preauthorized).await?;
     Ok(Answer::json(StatusCode::CREATED, &order_json(ctx, &order))
         .header("location", ctx.url(&format!("order/{order_id}"))))
@@ -832,7 +876,7 @@ fn order_json(ctx: &Ctx, o: &AcmeObject) -> Value {
 /// Reads an order and moves it on from its authorizations: `pending` becomes `ready` when
 /// all are valid, `invalid` when one is invalid (or it expired).
 async fn load_order(ctx: &Ctx, id: &str, acct: &AcmeObject) -> Result<AcmeObject, Problem> {
-    let o = ctx.get("order", id).await?;
+    let (o, authzs) = ctx.get_with("order", id, "authorizations", "authz").await?;
     if o.parent.as_deref() != Some(acct.id.as_str()) {
         return Err(unauthorized("this order belongs to another account"));
     }
@@ -841,12 +885,7 @@ async fn load_order(ctx: &Ctx, id: &str, acct: &AcmeObject) -> Result<AcmeObject
     }
     let mut all_valid = true;
     let mut failed = None;
-    for a in o.doc["authorizations"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
-        let az = ctx.get("authz", a.as_str().unwrap_or_default()).await?;
+    for az in authzs {
         match az.doc["status"].as_str() {
             Some("valid") => {}
             Some("invalid") => {
@@ -922,7 +961,7 @@ fn challenge_json(ctx: &Ctx, c: &AcmeObject) -> Value {
 
 async fn authz(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
     let acct = req.account()?;
-    let mut az = ctx.get("authz", id).await?;
+    let (mut az, challenges) = ctx.get_with("authz", id, "challenges", "challenge").await?;
     if az.parent.as_deref() != Some(acct.id.as_str()) {
         return Err(unauthorized(
             "this authorization belongs to another account",
@@ -940,8 +979,7 @@ async fn authz(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
         .await?;
     }
     let mut challs = Vec::new();
-    for c in az.doc["challenges"].as_array().cloned().unwrap_or_default() {
-        let c = ctx.get("challenge", c.as_str().unwrap_or_default()).await?;
+    for c in challenges {
         // once valid, only the challenge that validated it is listed
         if az.doc["status"] == "valid" && c.doc["status"] != "valid" {
             continue;
@@ -961,7 +999,7 @@ async fn authz(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
 
 async fn chall(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
     let acct = req.account()?;
-    let c = ctx.get("challenge", id).await?;
+    let (c, mut up_authz) = ctx.get_with("challenge", id, "authz", "authz").await?;
     if c.doc["account"] != acct.id.as_str() {
         return Err(unauthorized("this challenge belongs to another account"));
     }
@@ -972,7 +1010,7 @@ async fn chall(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
     } else {
         // `{}`: the client is ready; start the validation once, while the authorization
         // is still pending (a deactivated or decided one is answered as it is)
-        let az = ctx.get("authz", &authz_id).await?;
+        let az = up_authz.pop().ok_or_else(|| not_found("authz"))?;
         if az.doc["status"] != "pending" {
             c
         } else {
@@ -988,9 +1026,15 @@ async fn chall(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
             })
             .await?;
             if mine {
-                spawn_validation(ctx, started.clone());
+                // answer with the outcome when the validation is quick, else `processing`
+                let job = spawn_validation(ctx, started.clone());
+                match tokio::time::timeout(INLINE_VALIDATION, job).await {
+                    Ok(Ok(Some(done))) => done,
+                    _ => started,
+                }
+            } else {
+                started
             }
-            started
         }
     };
     let mut a = Answer::json(StatusCode::OK, &challenge_json(ctx, &c)).header("link", up);
@@ -1001,12 +1045,14 @@ async fn chall(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
 }
 
 /// Validates a challenge in the background and records the outcome in the challenge and
-/// its authorization.
-fn spawn_validation(ctx: &Ctx, c: AcmeObject) {
+/// its authorization; the task answers the challenge as recorded (None when recording
+/// failed).
+fn spawn_validation(ctx: &Ctx, c: AcmeObject) -> tokio::task::JoinHandle<Option<AcmeObject>> {
     let ctx2 = Ctx {
         state: ctx.state.clone(),
         dir: ctx.dir.clone(),
         base: ctx.base.clone(),
+        nonce: std::sync::Mutex::new(None),
     };
     tokio::spawn(async move {
         let ctx = ctx2;
@@ -1054,9 +1100,7 @@ fn spawn_validation(ctx: &Ctx, c: AcmeObject) {
             true
         })
         .await;
-        if res.is_err() {
-            return;
-        }
+        let recorded = res.ok()?;
         let authz = c.doc["authz"].as_str().unwrap_or_default().to_string();
         let _ = modify(&ctx, "authz", &authz, move |o| {
             if o.doc["status"] != "pending" {
@@ -1069,7 +1113,8 @@ fn spawn_validation(ctx: &Ctx, c: AcmeObject) {
             true
         })
         .await;
-    });
+        Some(recorded)
+    })
 }
 
 async fn finalize(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {

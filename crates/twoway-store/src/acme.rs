@@ -6,7 +6,9 @@
 //! (compare-and-set), so two replicas validating the same challenge cannot both win.
 //!
 //! These writes take no part in the inventory's write lock: they touch their own tables
-//! only, and each is one statement.
+//! only. Nonces and pending orders, authorizations and challenges are ephemeral: their
+//! commits do not wait for the flush to disk (`Engine::write_ephemeral`); accounts and
+//! EAB keys are flushed like the inventory.
 
 use crate::db::{Arg, Db, Row};
 use crate::records::{all, first};
@@ -125,6 +127,34 @@ pub(crate) fn update(db: &mut dyn Db, o: &AcmeObject) -> Result<bool> {
         ],
     )?;
     Ok(n == 1)
+}
+
+/// Compare-and-set attempts of [`modify`] before it gives up.
+const MODIFY_TRIES: usize = 8;
+
+/// Reads an object, lets `f` change it and stores the change by compare-and-set,
+/// re-reading when another writer (a replica) won: see [`crate::Store::acme_modify`].
+pub(crate) fn modify(
+    db: &mut dyn Db,
+    kind: &str,
+    id: &str,
+    f: &mut dyn FnMut(&mut AcmeObject) -> bool,
+) -> Result<Option<(AcmeObject, bool)>> {
+    for _ in 0..MODIFY_TRIES {
+        let Some(mut o) = get(db, kind, id)? else {
+            return Ok(None);
+        };
+        if !f(&mut o) {
+            return Ok(Some((o, false)));
+        }
+        if update(db, &o)? {
+            o.version += 1;
+            return Ok(Some((o, true)));
+        }
+    }
+    Err(Error::database(format!(
+        "ACME {kind} {id} kept changing under {MODIFY_TRIES} updates"
+    )))
 }
 
 /// One object by kind and id.

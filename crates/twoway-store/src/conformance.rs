@@ -26,6 +26,7 @@ macro_rules! conformance_tests {
             filters_match_exactly,
             acme_nonces_are_single_use_and_expire,
             acme_objects_compare_and_set,
+            acme_exchange_and_modify,
         );
     };
     (@each $store:expr; $($check:ident),* $(,)?) => {
@@ -977,4 +978,93 @@ pub(crate) fn acme_objects_compare_and_set(s: &dyn Store) {
     assert_eq!(s.acme_purge(now).unwrap(), 1);
     assert!(s.acme_get("order", "o1").unwrap().is_none());
     assert!(s.acme_get("order", "o2").unwrap().is_some());
+}
+
+pub(crate) fn acme_exchange_and_modify(s: &dyn Store) {
+    let now = OffsetDateTime::now_utc();
+    // expiries are kept to the second
+    let later =
+        OffsetDateTime::from_unix_timestamp((now + time::Duration::minutes(5)).unix_timestamp())
+            .unwrap();
+    let objs: Vec<AcmeObject> = ["c1", "c2"]
+        .iter()
+        .map(|id| AcmeObject {
+            kind: "challenge".into(),
+            id: (*id).into(),
+            parent: Some("z1".into()),
+            lookup: None,
+            doc: serde_json::json!({"status": "pending"}),
+            version: 1,
+            expires_at: Some(later),
+        })
+        .collect();
+    s.acme_insert_ephemeral(&objs).unwrap();
+    assert!(matches!(
+        s.acme_insert_ephemeral(&objs[..1]),
+        Err(Error::Duplicate(_))
+    ));
+    // a nonce taken, the next stored, the object read: one call
+    s.acme_new_nonce("n1", later).unwrap();
+    let (fresh, obj) = s
+        .acme_exchange_nonce("n1", "n2", now, later, Some(("challenge", "c1")))
+        .unwrap();
+    assert!(fresh);
+    assert_eq!(obj.unwrap(), objs[0]);
+    let (fresh, obj) = s.acme_exchange_nonce("n1", "n3", now, later, None).unwrap();
+    assert!(!fresh, "a used nonce");
+    assert!(obj.is_none());
+    assert!(
+        s.acme_use_nonce("n2", now).unwrap(),
+        "the next nonce was stored"
+    );
+    assert!(
+        s.acme_use_nonce("n3", now).unwrap(),
+        "stored after a bad one too"
+    );
+    // modify: read, change, compare-and-set; f may decline
+    let (o, changed) = s
+        .acme_modify("challenge", "c1", false, &mut |o| {
+            o.doc["status"] = "valid".into();
+            true
+        })
+        .unwrap()
+        .unwrap();
+    assert!(changed);
+    assert_eq!(o.version, 2);
+    assert_eq!(s.acme_get("challenge", "c1").unwrap().unwrap(), o);
+    let (o, changed) = s
+        .acme_modify("challenge", "c1", true, &mut |o| {
+            o.doc["status"] == "pending"
+        })
+        .unwrap()
+        .unwrap();
+    assert!(!changed);
+    assert_eq!(o.doc["status"], "valid");
+    assert!(s
+        .acme_modify("challenge", "nope", false, &mut |_| true)
+        .unwrap()
+        .is_none());
+    // concurrent claims of one pending object: exactly one wins
+    let won = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|sc| {
+        for _ in 0..6 {
+            let won = &won;
+            sc.spawn(move || {
+                let (_, mine) = s
+                    .acme_modify("challenge", "c2", false, &mut |o| {
+                        if o.doc["status"] != "pending" {
+                            return false;
+                        }
+                        o.doc["status"] = "processing".into();
+                        true
+                    })
+                    .unwrap()
+                    .unwrap();
+                if mine {
+                    won.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    assert_eq!(won.into_inner(), 1);
 }

@@ -141,4 +141,12 @@ pub(crate) trait Engine: Send + Sync {
     fn write_unlocked<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
         self.write(f)
     }
+    /// [`Engine::write_unlocked`] for state a crash may lose (ACME nonces and pending
+    /// objects): its commit does not wait for the flush to disk (SQLite: the writer at
+    /// `synchronous=NORMAL` for this transaction; PostgreSQL: `synchronous_commit = off`).
+    /// It is atomic and visible to every reader and replica once it returns, like any
+    /// commit; a later durable commit flushes it too.
+    fn write_ephemeral<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
+        self.write_unlocked(f)
+    }
 }

@@ -187,11 +187,40 @@ pub trait Store: Send + Sync {
     /// the inventory's size.
     fn certificate_rows_read(&self) -> u64;
 
-    /// Stores a new ACME nonce valid until `expires_at`.
+    /// Stores a new ACME nonce valid until `expires_at`. Nonces are state a crash may lose
+    /// (a lost nonce is a `badNonce` the client retries): the commit does not wait for
+    /// the flush to disk, as every `acme_*` call that says "ephemeral".
     fn acme_new_nonce(&self, nonce: &str, expires_at: OffsetDateTime) -> Result<()>;
     /// Takes an ACME nonce (single use): true when it was known and not expired at `now`.
     /// Of concurrent takers of one nonce (on any replica), exactly one gets true.
+    /// Ephemeral.
     fn acme_use_nonce(&self, nonce: &str, now: OffsetDateTime) -> Result<bool>;
+    /// What an authenticated ACME request needs of the store, in one ephemeral
+    /// transaction: takes `used` (as [`Store::acme_use_nonce`]: true when it was fresh),
+    /// stores `next` (valid until `next_expires`) for the answer, and reads the object
+    /// `read` names (kind, id), the signing account.
+    fn acme_exchange_nonce(
+        &self,
+        used: &str,
+        next: &str,
+        now: OffsetDateTime,
+        next_expires: OffsetDateTime,
+        read: Option<(&str, &str)>,
+    ) -> Result<(bool, Option<AcmeObject>)>;
+    /// Stores new ACME objects in one ephemeral transaction (pending orders, their
+    /// authorizations and challenges); [`Error::Duplicate`] as [`Store::acme_insert`].
+    fn acme_insert_ephemeral(&self, objs: &[AcmeObject]) -> Result<()>;
+    /// Reads an ACME object, lets `f` change it (false: leave it) and stores the change by
+    /// compare-and-set, re-reading when another writer won (a few times), all in one
+    /// transaction; ephemeral unless `durable`. None when there is no such object, else
+    /// the object as it is afterwards and whether `f` changed it.
+    fn acme_modify(
+        &self,
+        kind: &str,
+        id: &str,
+        durable: bool,
+        f: &mut dyn FnMut(&mut AcmeObject) -> bool,
+    ) -> Result<Option<(AcmeObject, bool)>>;
     /// Forgets expired nonces and ACME objects; how many rows went.
     fn acme_purge(&self, now: OffsetDateTime) -> Result<u64>;
     /// Stores a new ACME object; [`Error::Duplicate`] when its id or lookup key is taken.
@@ -288,11 +317,48 @@ impl<E: db::Engine> Store for E {
     }
 
     fn acme_new_nonce(&self, nonce: &str, expires_at: OffsetDateTime) -> Result<()> {
-        self.write_unlocked(|db| acme::new_nonce(db, nonce, expires_at))
+        self.write_ephemeral(|db| acme::new_nonce(db, nonce, expires_at))
     }
 
     fn acme_use_nonce(&self, nonce: &str, now: OffsetDateTime) -> Result<bool> {
-        self.write_unlocked(|db| acme::use_nonce(db, nonce, now))
+        self.write_ephemeral(|db| acme::use_nonce(db, nonce, now))
+    }
+
+    fn acme_exchange_nonce(
+        &self,
+        used: &str,
+        next: &str,
+        now: OffsetDateTime,
+        next_expires: OffsetDateTime,
+        read: Option<(&str, &str)>,
+    ) -> Result<(bool, Option<AcmeObject>)> {
+        self.write_ephemeral(|db| {
+            let fresh = acme::use_nonce(db, used, now)?;
+            acme::new_nonce(db, next, next_expires)?;
+            let obj = match read {
+                Some((kind, id)) => acme::get(db, kind, id)?,
+                None => None,
+            };
+            Ok((fresh, obj))
+        })
+    }
+
+    fn acme_insert_ephemeral(&self, objs: &[AcmeObject]) -> Result<()> {
+        self.write_ephemeral(|db| objs.iter().try_for_each(|o| acme::insert(db, o)))
+    }
+
+    fn acme_modify(
+        &self,
+        kind: &str,
+        id: &str,
+        durable: bool,
+        f: &mut dyn FnMut(&mut AcmeObject) -> bool,
+    ) -> Result<Option<(AcmeObject, bool)>> {
+        if durable {
+            self.write_unlocked(|db| acme::modify(db, kind, id, f))
+        } else {
+            self.write_ephemeral(|db| acme::modify(db, kind, id, f))
+        }
     }
 
     fn acme_purge(&self, now: OffsetDateTime) -> Result<u64> {

@@ -34,7 +34,7 @@ static DIALECT: Dialect = Dialect {
 /// commit, see [`crate::group`]). Reads go through a few separate connections, which WAL
 /// lets run while the writer commits, so a lookup never waits for a flush.
 pub struct SqliteStore {
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
     /// Empty for an in-memory store (its data lives in the writer's connection only).
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
@@ -45,6 +45,15 @@ impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore").finish_non_exhaustive()
     }
+}
+
+/// The writer connection and whether its commits flush (`synchronous=FULL`, the
+/// inventory's) or not (`NORMAL`, for [`Engine::write_ephemeral`]): the setting is switched
+/// only when the kind of transaction changes, and a durable transaction never starts
+/// before FULL is back in force.
+struct Writer {
+    conn: Connection,
+    flushes: bool,
 }
 
 fn poisoned<T>(_: T) -> Error {
@@ -81,7 +90,10 @@ impl SqliteStore {
             readers.push(Mutex::new(r));
         }
         Ok(SqliteStore {
-            writer: Mutex::new(conn),
+            writer: Mutex::new(Writer {
+                conn,
+                flushes: true,
+            }),
             readers,
             next_reader: AtomicUsize::new(0),
             shared: Shared::new(&DIALECT),
@@ -94,7 +106,10 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore {
-            writer: Mutex::new(conn),
+            writer: Mutex::new(Writer {
+                conn,
+                flushes: true,
+            }),
             readers: Vec::new(),
             next_reader: AtomicUsize::new(0),
             shared: Shared::new(&DIALECT),
@@ -104,8 +119,8 @@ impl SqliteStore {
     /// Runs a read on a free read connection (the writer's, in memory).
     fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         if self.readers.is_empty() {
-            let conn = self.writer.lock().map_err(poisoned)?;
-            return f(&conn);
+            let w = self.writer.lock().map_err(poisoned)?;
+            return f(&w.conn);
         }
         let n = self.readers.len();
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed) % n;
@@ -139,8 +154,27 @@ impl Engine for SqliteStore {
     }
 
     fn write<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
-        let mut conn = self.writer.lock().map_err(poisoned)?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write_with(true, f)
+    }
+
+    fn write_ephemeral<T>(&self, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
+        self.write_with(false, f)
+    }
+}
+
+impl SqliteStore {
+    /// A write transaction on the writer connection; `flush`: its commit waits until the
+    /// WAL is on disk (FULL), which also flushes every earlier NORMAL commit.
+    fn write_with<T>(&self, flush: bool, f: impl FnOnce(&mut dyn Db) -> Result<T>) -> Result<T> {
+        let mut w = self.writer.lock().map_err(poisoned)?;
+        if w.flushes != flush {
+            let mode = if flush { "FULL" } else { "NORMAL" };
+            w.conn.pragma_update(None, "synchronous", mode)?;
+            w.flushes = flush;
+        }
+        let tx = w
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&mut Lite(&tx))?;
         tx.commit()?;
         Ok(out)
@@ -257,11 +291,30 @@ mod tests {
             .insert_certificate(&conformance::rec("aa00", "01"), &conformance::audit("a"))
             .unwrap();
         // a writer in the middle of a transaction (as a leader during its flush)
-        let conn = store.writer.lock().unwrap();
-        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let w = store.writer.lock().unwrap();
+        w.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
         assert_eq!(store.find_certificate("aa00").unwrap().serial, "01");
         assert_eq!(store.revocation_seq().unwrap(), 0);
-        conn.execute_batch("ROLLBACK").unwrap();
+        w.conn.execute_batch("ROLLBACK").unwrap();
+    }
+
+    #[test]
+    fn durable_writes_flush_after_ephemeral_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("inventory.db")).unwrap();
+        let sync = |s: &SqliteStore| -> i64 {
+            let w = s.writer.lock().unwrap();
+            w.conn
+                .pragma_query_value(None, "synchronous", |r| r.get(0))
+                .unwrap()
+        };
+        let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
+        store.acme_new_nonce("n1", later).unwrap();
+        assert_eq!(sync(&store), 1, "an ephemeral commit is NORMAL");
+        store
+            .insert_certificate(&conformance::rec("aa00", "01"), &conformance::audit("a"))
+            .unwrap();
+        assert_eq!(sync(&store), 2, "the inventory's commits are FULL again");
     }
 
     #[test]
