@@ -6,6 +6,7 @@
 //! certificate, expired, future-dated or signed by another CA's responder, each refused
 //! and counted under its reason while other listeners keep serving); and nginx with
 //! `ssl_ocsp on` against the same responder, which must agree on good, revoked and unknown.
+//! `twoway proxy client --ocsp` checks the server's certificate the same way.
 //! Only 127.0.0.1; every wait is bounded.
 
 mod common;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::http::{metric_sum, metrics_on};
 use common::online::{OnlineCa, ONLINE_ADMIN};
 use common::pki::{serial_of, LeafSpec, Pki};
-use common::proxy::{backend_py, curl, curl_mtls, proxy, rejected, support};
+use common::proxy::{backend_py, curl, curl_mtls, proxy, rejected, support, ProxyServer};
 use common::{free_port, require_faketime, require_tool, strings, Server, FAKETIME};
 use rcgen::ExtendedKeyUsagePurpose as Eku;
 
@@ -229,7 +230,8 @@ fn openssl_responder(pki: &Pki, signer: [&str; 2], faketime: Option<&str>) -> (S
 }
 
 /// The test PKI plus what the openssl responders need: `index.txt` (alice good, mallory
-/// — `revoked` — revoked, bob absent: unknown), a delegated responder certificate
+/// — `revoked` — revoked, bob absent: unknown; the server certificate good and a second one,
+/// `server-revoked`, revoked), a delegated responder certificate
 /// (`responder`, id-kp-OCSPSigning from the CA), the CA's key (`ca.key`), and a responder
 /// certificate of another CA (`foreign-responder`).
 fn ocsp_pki() -> Pki {
@@ -247,11 +249,19 @@ fn ocsp_pki() -> Pki {
     .sign(&pki.other_ca);
     pki.add("foreign-responder", &foreign);
     pki.write("ca.key", &pki.ca.key.serialize_pem());
-    let exp = "491231235959Z";
+    let revoked_server = LeafSpec::server().sign(&pki.ca);
+    pki.add("server-revoked", &revoked_server);
+    let (good, bad) = (
+        "V\t491231235959Z\t",
+        "R\t491231235959Z\t240101000000Z,keyCompromise",
+    );
     let index = format!(
-        "V\t{exp}\t\t{}\tunknown\t/CN=alice\nR\t{exp}\t240101000000Z,keyCompromise\t{}\tunknown\t/CN=mallory\n",
+        "{good}\t{}\tunknown\t/CN=alice\n{bad}\t{}\tunknown\t/CN=mallory\n\
+         {good}\t{}\tunknown\t/CN=localhost\n{bad}\t{}\tunknown\t/CN=localhost\n",
         upper_hex(pki.serial("alice")),
         upper_hex(pki.serial("revoked")),
+        upper_hex(pki.serial("server")),
+        upper_hex(pki.serial("server-revoked")),
     );
     pki.write("index.txt", &index);
     pki
@@ -410,6 +420,57 @@ fn openssl_responders_good_revoked_unknown_and_every_bad_answer_refused_by_reaso
         &["listener=\"delegated\"", "result=\"good\""],
     );
     assert_eq!(answers, 1.0, "{m}");
+}
+
+#[test]
+fn proxy_client_checks_the_servers_certificate_by_ocsp() {
+    let pki = ocsp_pki();
+    let (_d, responder) = openssl_responder(&pki, ["responder.pem", "responder.key"], None);
+    let (_backend, backend) = backend_py(pki.dir.path());
+    let backend = format!("127.0.0.1:{backend}");
+    let good = ProxyServer::start(&pki, &backend, &["--http"]);
+    let files = ["server-revoked.pem", "server-revoked.key", "ca.pem"];
+    let bad = ProxyServer::start_with(&pki, files, &backend, &["--http"]);
+    for (target, expected) in [(good.port, true), (bad.port, false)] {
+        let (port, admin) = (free_port(), free_port());
+        let p = proxy(
+            pki.dir.path(),
+            &strings(&[
+                "client",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--target",
+                &format!("127.0.0.1:{target}"),
+                "--server-name",
+                "localhost",
+                "--cert",
+                &pki.p("alice.pem"),
+                "--key",
+                &pki.p("alice.key"),
+                "--server-ca",
+                &pki.p("ca.pem"),
+                "--ocsp",
+                "--ocsp-url",
+                &format!("http://127.0.0.1:{responder}"),
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+            ]),
+            admin,
+        );
+        let o = curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://127.0.0.1:{port}/"),
+        ]);
+        let relayed = o.success() && o.stdout.trim() == "200";
+        assert_eq!(relayed, expected, "target {target}: {o}\n{}", p.log());
+        let m = metrics_on(admin);
+        let listener = format!("127.0.0.1:{port}");
+        let refused = rejected(&m, &listener, "revoked");
+        assert_eq!(refused, if expected { 0.0 } else { 1.0 }, "{m}");
+    }
 }
 
 /// nginx terminating mTLS with `ssl_ocsp on` against `responder`, answering 200 "ok".
