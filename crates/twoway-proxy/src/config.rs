@@ -1098,6 +1098,34 @@ mod tests {
     }
 
     #[test]
+    fn ocsp_keys_are_validated() {
+        let base = "[[server]]\nlisten = \"127.0.0.1:1\"\nbackend = \"b:1\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"a\"\n";
+        let spec = |extra: &str| {
+            ProxyConfig::from_toml(&format!("{base}{extra}"))
+                .unwrap()
+                .validate()
+                .map(|v| v.servers[0].ocsp.clone())
+        };
+        assert_eq!(spec("").unwrap(), None);
+        let on = spec("ocsp = true\n").unwrap().unwrap();
+        assert!(!on.fail_open && !on.refuse_no_url && on.url.is_none());
+        assert_eq!(on.timeout, Duration::from_secs(2));
+        let e = spec("ocsp_fail_open = true\n").unwrap_err().to_string();
+        assert!(e.contains("without ocsp = true"), "{e}");
+        let e = spec("ocsp = true\nocsp_url = \"https://x/ocsp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http:// URL"), "{e}");
+        let e = spec("ocsp = true\nocsp_no_url = \"maybe\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"allow\" or \"refuse\""), "{e}");
+        let r =
+            spec("ocsp = true\nocsp_no_url = \"refuse\"\nocsp_url = \"http://127.0.0.1:9/ocsp\"\n");
+        assert!(r.unwrap().unwrap().refuse_no_url);
+    }
+
+    #[test]
     fn rejects_unknown_keys_and_bad_values() {
         assert!(ProxyConfig::from_toml("[[server]]\nlisten = \"x\"\nbogus = 1\n").is_err());
         let bad = ProxyConfig::from_toml(
