@@ -6,7 +6,8 @@
 //! certificate, expired, future-dated or signed by another CA's responder, each refused
 //! and counted under its reason while other listeners keep serving); and nginx with
 //! `ssl_ocsp on` against the same responder, which must agree on good, revoked and unknown.
-//! `twoway proxy client --ocsp` checks the server's certificate the same way.
+//! `twoway proxy client --ocsp` checks the server's certificate the same way, and a resumed
+//! TLS session is checked as a full handshake is.
 //! Only 127.0.0.1; every wait is bounded.
 
 mod common;
@@ -471,6 +472,83 @@ fn proxy_client_checks_the_servers_certificate_by_ocsp() {
         let refused = rejected(&m, &listener, "revoked");
         assert_eq!(refused, if expected { 0.0 } else { 1.0 }, "{m}");
     }
+}
+
+/// `openssl s_client` (TLS 1.2) as `who` sending one HTTP/1.0 request, saving its session
+/// to `who.sess` or resuming from it: (resumed, answered 200).
+fn s_client(pki: &Pki, port: u16, who: &str, resume: bool) -> (bool, bool) {
+    let openssl = require_tool("openssl", "openssl");
+    let mut cmd = Command::new(openssl);
+    cmd.current_dir(pki.dir.path()).args([
+        "s_client",
+        "-connect",
+        &format!("127.0.0.1:{port}"),
+        "-tls1_2",
+        "-servername",
+        "localhost",
+        "-CAfile",
+        "ca.pem",
+        "-cert",
+        &format!("{who}.pem"),
+        "-key",
+        &format!("{who}.key"),
+        "-ign_eof",
+    ]);
+    let sess = format!("{who}.sess");
+    cmd.args([if resume { "-sess_in" } else { "-sess_out" }, &sess]);
+    let o = common::run_with_timeout(
+        &mut cmd,
+        Some(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n"),
+        Duration::from_secs(20),
+    );
+    (
+        o.stdout.contains("Reused, TLSv1.2"),
+        o.stdout.contains("HTTP/1.1 200"),
+    )
+}
+
+#[test]
+fn resumed_tls_sessions_are_checked_too() {
+    let pki = ocsp_pki();
+    let (_d, responder) = openssl_responder(&pki, ["responder.pem", "responder.key"], None);
+    let (_backend, backend) = backend_py(pki.dir.path());
+    let url = format!("http://127.0.0.1:{responder}");
+    let extra = [
+        "--http",
+        "--tls12",
+        "--resumption",
+        "--ocsp",
+        "--ocsp-url",
+        &url,
+    ];
+    let p = ProxyServer::start(&pki, &format!("127.0.0.1:{backend}"), &extra);
+    // alice: served on a full handshake and on the resumed session
+    assert_eq!(
+        s_client(&pki, p.port, "alice", false),
+        (false, true),
+        "{}",
+        p.log()
+    );
+    assert_eq!(
+        s_client(&pki, p.port, "alice", true),
+        (true, true),
+        "{}",
+        p.log()
+    );
+    // mallory (revoked): the resumed session skips certificate verification, not OCSP
+    assert_eq!(
+        s_client(&pki, p.port, "revoked", false),
+        (false, false),
+        "{}",
+        p.log()
+    );
+    assert_eq!(
+        s_client(&pki, p.port, "revoked", true),
+        (true, false),
+        "{}",
+        p.log()
+    );
+    assert_eq!(rejected(&p.metrics(), &p.listener(), "revoked"), 2.0);
 }
 
 /// nginx terminating mTLS with `ssl_ocsp on` against `responder`, answering 200 "ok".
