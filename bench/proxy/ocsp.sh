@@ -9,7 +9,8 @@
 #
 # Pinning as in bench/proxy/run.sh: the proxy on core 0 (one worker), the load generator
 # (lean client: X25519, no server check, no resumption) and the responder on core 1.
-# Prints one line per measurement and the ratio of the medians (target ≥ 0.9).
+# Prints one line per measurement and the ratios of the medians, of handshakes/s and of
+# handshakes per server CPU-second (target ≥ 0.9; on a shared machine the second is steadier).
 set -euo pipefail
 ulimit -n 65536 2>/dev/null || true
 
@@ -19,9 +20,9 @@ HS_CONNS=${HS_CONNS:-64}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${OUT:-$(mktemp -d /tmp/twoway-ocsp-bench.XXXXXX)}
-BACKEND_PORT=18090
-OCSP_PORT=18091
-PORT=18492
+BACKEND_PORT=${BACKEND_PORT:-28090}
+OCSP_PORT=${OCSP_PORT:-28091}
+PORT=${PORT:-28492}
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "missing $1: apt-get install $2" >&2; exit 1; }; }
 need nginx nginx; need openssl openssl; need taskset util-linux
@@ -65,6 +66,9 @@ basicConstraints=CA:FALSE"
 serial=$(openssl x509 -in client.pem -noout -serial | cut -d= -f2)
 printf 'V\t491231235959Z\t\t%s\tunknown\t/CN=loadgen\n' "$serial" > index.txt
 
+for p in $BACKEND_PORT $OCSP_PORT $PORT 28493; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "port $p is already taken: stop whatever listens there" >&2; exit 1; fi
+done
 cat > backend.conf <<CONF
 daemon off; master_process off; worker_processes 1; pid $OUT/backend.pid;
 error_log $OUT/logs/backend.err warn;
@@ -84,11 +88,11 @@ wait_port $BACKEND_PORT
 # without a request; it says when it listens
 for _ in $(seq 1 200); do grep -q "waiting for OCSP" logs/ocsp.err logs/ocsp.out 2>/dev/null && break; sleep 0.05; done
 
-declare -a ON OFF
+declare -a ON OFF ONCPU OFFCPU
 for round in $(seq 1 "$ROUNDS"); do
   for mode in off on; do
     extra=()
-    [ "$mode" = on ] && extra=(--ocsp --admin 127.0.0.1:18493)
+    [ "$mode" = on ] && extra=(--ocsp --admin 127.0.0.1:28493)
     RUST_LOG=warn taskset -c 0 "$TWOWAY" proxy server --listen 127.0.0.1:$PORT \
       --backend 127.0.0.1:$BACKEND_PORT --cert server.pem --key server.key --client-ca ca.pem \
       --http --workers 1 --max-connections 20000 --max-connections-per-address 20000 \
@@ -104,9 +108,9 @@ for round in $(seq 1 "$ROUNDS"); do
     cpu=$(awk -v n="$n" -v a="$c0" -v b="$c1" 'BEGIN{ if (b>a) printf "%.0f", n/(b-a); else print "n/a"}')
     echo "round=$round ocsp=$mode handshakes_per_sec=$rate per_server_cpu_sec=$cpu $hs"
     if [ "$mode" = on ]; then  # the answers the proxy got: one good, nothing else
-      curl -s http://127.0.0.1:18493/metrics | grep -E '^twoway_proxy_ocsp_answers_total.*(good|failed)|result="ok"' | tr '\n' ' '; echo
+      curl -s http://127.0.0.1:28493/metrics | grep -E '^twoway_proxy_ocsp_answers_total.*(good|failed)|result="ok"' | tr '\n' ' '; echo
     fi
-    if [ "$mode" = on ]; then ON+=("$rate"); else OFF+=("$rate"); fi
+    if [ "$mode" = on ]; then ON+=("$rate"); ONCPU+=("$cpu"); else OFF+=("$rate"); OFFCPU+=("$cpu"); fi
     kill $pid; wait $pid 2>/dev/null || true
     sleep 0.5
   done
@@ -115,3 +119,5 @@ grep -h "OCSP" logs/twoway-on-*.err | head -3 || true
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print (NR%2)? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 on=$(median "${ON[@]}"); off=$(median "${OFF[@]}")
 awk -v on="$on" -v off="$off" 'BEGIN{printf "median handshakes/s: ocsp on %.0f, off %.0f, ratio %.3f\n", on, off, on/off}'
+on=$(median "${ONCPU[@]}"); off=$(median "${OFFCPU[@]}")
+awk -v on="$on" -v off="$off" 'BEGIN{printf "median handshakes per server CPU-s: ocsp on %.0f, off %.0f, ratio %.3f\n", on, off, on/off}'

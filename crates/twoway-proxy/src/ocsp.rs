@@ -152,6 +152,9 @@ impl OcspChecker {
                 let Ok(mut map) = self.entries.lock() else {
                     return Verdict::Refuse(Reason::Other);
                 };
+                if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
+                    map.retain(|_, e| e.inflight.is_some());
+                }
                 let entry = map.entry(key).or_default();
                 match entry.cached(unix_now(), Instant::now()) {
                     Cached::Decided(v, refresh) => {
