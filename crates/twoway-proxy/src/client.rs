@@ -107,6 +107,21 @@ async fn one(
         }
         Ok(Ok(s)) => s,
     };
+    if let Some(gate) = &state.ocsp {
+        let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+        if let crate::ocsp::Verdict::Refuse(reason) = gate.check(chain).await {
+            // Counted here, logged once per certificate by the gate.
+            metrics.handshake_rejected(reason);
+            tracing::debug!(
+                target: "twoway::access",
+                listener = %spec.name,
+                target_addr = %spec.target,
+                reason = reason.as_str(),
+                "server refused after OCSP"
+            );
+            return;
+        }
+    }
     metrics.handshake_ok();
     let server_id = tls
         .get_ref()

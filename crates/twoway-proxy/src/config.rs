@@ -60,6 +60,24 @@ pub struct ServerListenerConfig {
     pub crl_stale: Option<String>,
     /// Seconds after a CRL's `nextUpdate` before `crl_stale = "refuse"` refuses (default 3600).
     pub crl_stale_grace_secs: Option<f64>,
+    // ---- OCSP (docs/proxy.md, "OCSP") ----
+    /// Ask the client certificate's OCSP responder (its AIA URL, or `ocsp_url`) about each
+    /// client before the backend is dialled; answers are cached until their `nextUpdate`. Off by default.
+    pub ocsp: bool,
+    /// OCSP responder URL (`http://…`) used instead of the one in the certificate.
+    pub ocsp_url: Option<String>,
+    /// When no usable answer can be had (responder unreachable, slow, or answering
+    /// something invalid) and no cached good answer is current: accept the certificate
+    /// anyway (counted and logged as a soft pass) instead of refusing it (default false).
+    pub ocsp_fail_open: bool,
+    /// A certificate naming no OCSP responder (and no `ocsp_url`): `"allow"` (default,
+    /// counted) or `"refuse"`.
+    pub ocsp_no_url: Option<String>,
+    /// Seconds to wait for the responder (default 2).
+    pub ocsp_timeout_secs: Option<f64>,
+    /// Seconds a failed OCSP query is remembered before the responder is asked again for
+    /// that certificate (default 5).
+    pub ocsp_error_cache_secs: Option<f64>,
     /// Get the certificate from a twoway CA instead of files: an agent inside the proxy
     /// enrolls with a one-time token, keeps the key in memory and renews it before expiry.
     pub enroll: Option<EnrollConfig>,
@@ -281,6 +299,24 @@ pub struct ClientListenerConfig {
     pub crl_stale: Option<String>,
     /// Seconds after a CRL's `nextUpdate` before `crl_stale = "refuse"` refuses (default 3600).
     pub crl_stale_grace_secs: Option<f64>,
+    // ---- OCSP (docs/proxy.md, "OCSP") ----
+    /// Ask the server certificate's OCSP responder (its AIA URL, or `ocsp_url`) about each
+    /// server before anything is relayed; answers are cached until their `nextUpdate`. Off by default.
+    pub ocsp: bool,
+    /// OCSP responder URL (`http://…`) used instead of the one in the certificate.
+    pub ocsp_url: Option<String>,
+    /// When no usable answer can be had (responder unreachable, slow, or answering
+    /// something invalid) and no cached good answer is current: accept the certificate
+    /// anyway (counted and logged as a soft pass) instead of refusing it (default false).
+    pub ocsp_fail_open: bool,
+    /// A certificate naming no OCSP responder (and no `ocsp_url`): `"allow"` (default,
+    /// counted) or `"refuse"`.
+    pub ocsp_no_url: Option<String>,
+    /// Seconds to wait for the responder (default 2).
+    pub ocsp_timeout_secs: Option<f64>,
+    /// Seconds a failed OCSP query is remembered before the responder is asked again for
+    /// that certificate (default 5).
+    pub ocsp_error_cache_secs: Option<f64>,
     /// Name to verify in the server certificate and send as SNI (default: the target host).
     pub server_name: Option<String>,
     /// Identity rules the server certificate must match (e.g. `spiffe://…/ns/prod/sa/api`).
@@ -626,6 +662,67 @@ fn parse_routes(listener: &str, cfg: &ServerListenerConfig) -> Result<Routes, Pr
     })
 }
 
+/// OCSP checking of peer certificates, after validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OcspSpec {
+    /// Responder URL used instead of the certificate's.
+    pub url: Option<String>,
+    /// Accept (counted) when no usable answer can be had and none is cached.
+    pub fail_open: bool,
+    /// Refuse certificates that name no responder (when there is no `url`).
+    pub refuse_no_url: bool,
+    /// How long to wait for the responder.
+    pub timeout: Duration,
+    /// How long a failed query is remembered.
+    pub error_cache: Duration,
+}
+
+impl OcspSpec {
+    #[allow(clippy::too_many_arguments)]
+    fn parse(
+        listener: &str,
+        on: bool,
+        url: &Option<String>,
+        fail_open: bool,
+        no_url: &Option<String>,
+        timeout: Option<f64>,
+        error_cache: Option<f64>,
+    ) -> Result<Option<Self>, ProxyError> {
+        let set = url.is_some() || fail_open || no_url.is_some() || timeout.is_some();
+        if !on {
+            if set || error_cache.is_some() {
+                return Err(ProxyError::Config(format!(
+                    "listener {listener:?}: ocsp_* settings without ocsp = true (--ocsp): turn OCSP on or remove them"
+                )));
+            }
+            return Ok(None);
+        }
+        if let Some(u) = url {
+            if !u.starts_with("http://") || u.parse::<http::Uri>().is_err() {
+                return Err(ProxyError::Config(format!(
+                    "listener {listener:?}: ocsp_url {u:?} must be an http:// URL (OCSP answers are signed; they travel over plain HTTP)"
+                )));
+            }
+        }
+        let refuse_no_url = match no_url.as_deref() {
+            None | Some("allow") => false,
+            Some("refuse") => true,
+            Some(other) => {
+                return Err(ProxyError::Config(format!(
+                    "listener {listener:?}: ocsp_no_url = {other:?}: use \"allow\" or \"refuse\""
+                )))
+            }
+        };
+        Ok(Some(OcspSpec {
+            url: url.clone(),
+            fail_open,
+            refuse_no_url,
+            timeout: secs("ocsp_timeout_secs", timeout, 2.0)?,
+            error_cache: secs("ocsp_error_cache_secs", error_cache, 5.0)?,
+        }))
+    }
+}
+
 /// A server listener after validation.
 #[derive(Clone, Debug)]
 pub struct ServerSpec {
@@ -647,6 +744,8 @@ pub struct ServerSpec {
     pub crl_refresh: Duration,
     /// What a CRL past its `nextUpdate` does.
     pub stale_crl: twoway_tls::StaleCrl,
+    /// OCSP checking of client certificates (None: off).
+    pub ocsp: Option<OcspSpec>,
     /// Enrollment with a twoway CA, which then provides the certificate and key.
     pub enroll: Option<EnrollSpec>,
     /// Listener rules.
@@ -692,6 +791,8 @@ pub struct ClientSpec {
     pub crl_refresh: Duration,
     /// What a CRL past its `nextUpdate` does.
     pub stale_crl: twoway_tls::StaleCrl,
+    /// OCSP checking of the server certificate (None: off).
+    pub ocsp: Option<OcspSpec>,
     /// Rules for the server identity.
     pub policy: Policy,
     /// TLS options.
@@ -812,6 +913,15 @@ impl ServerListenerConfig {
             crls: parse_crls(&self.crl)?,
             crl_refresh: secs("crl_refresh_secs", self.crl_refresh_secs, 300.0)?,
             stale_crl: stale_crl(self.crl_stale.as_deref(), self.crl_stale_grace_secs)?,
+            ocsp: OcspSpec::parse(
+                &name,
+                self.ocsp,
+                &self.ocsp_url,
+                self.ocsp_fail_open,
+                &self.ocsp_no_url,
+                self.ocsp_timeout_secs,
+                self.ocsp_error_cache_secs,
+            )?,
             enroll,
             policy: parse_policy(&name, "allow", &self.allow)?,
             http: self.http,
@@ -876,6 +986,15 @@ impl ClientListenerConfig {
             crls: parse_crls(&self.crl)?,
             crl_refresh: secs("crl_refresh_secs", self.crl_refresh_secs, 300.0)?,
             stale_crl: stale_crl(self.crl_stale.as_deref(), self.crl_stale_grace_secs)?,
+            ocsp: OcspSpec::parse(
+                &name,
+                self.ocsp,
+                &self.ocsp_url,
+                self.ocsp_fail_open,
+                &self.ocsp_no_url,
+                self.ocsp_timeout_secs,
+                self.ocsp_error_cache_secs,
+            )?,
             policy: parse_policy(&name, "expect_server", &self.expect_server)?,
             tls: twoway_tls::TlsOptions {
                 tls12: self.tls12,
@@ -976,6 +1095,34 @@ mod tests {
             Path::new("/etc/twoway/certs/api.chain.pem")
         );
         assert!(matches!(v.servers[1].backend, Backend::Unix(_)));
+    }
+
+    #[test]
+    fn ocsp_keys_are_validated() {
+        let base = "[[server]]\nlisten = \"127.0.0.1:1\"\nbackend = \"b:1\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"a\"\n";
+        let spec = |extra: &str| {
+            ProxyConfig::from_toml(&format!("{base}{extra}"))
+                .unwrap()
+                .validate()
+                .map(|v| v.servers[0].ocsp.clone())
+        };
+        assert_eq!(spec("").unwrap(), None);
+        let on = spec("ocsp = true\n").unwrap().unwrap();
+        assert!(!on.fail_open && !on.refuse_no_url && on.url.is_none());
+        assert_eq!(on.timeout, Duration::from_secs(2));
+        let e = spec("ocsp_fail_open = true\n").unwrap_err().to_string();
+        assert!(e.contains("without ocsp = true"), "{e}");
+        let e = spec("ocsp = true\nocsp_url = \"https://x/ocsp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http:// URL"), "{e}");
+        let e = spec("ocsp = true\nocsp_no_url = \"maybe\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"allow\" or \"refuse\""), "{e}");
+        let r =
+            spec("ocsp = true\nocsp_no_url = \"refuse\"\nocsp_url = \"http://127.0.0.1:9/ocsp\"\n");
+        assert!(r.unwrap().unwrap().refuse_no_url);
     }
 
     #[test]

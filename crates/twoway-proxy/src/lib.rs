@@ -33,6 +33,7 @@ mod enroll;
 mod error;
 mod http;
 mod metrics;
+mod ocsp;
 pub mod proxy_protocol;
 mod run;
 mod server;

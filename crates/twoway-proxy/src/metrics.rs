@@ -42,7 +42,13 @@ pub struct ListenerMetrics {
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
+    ocsp_answers: [AtomicU64; OCSP_ANSWERS.len()],
+    ocsp_soft_passes: [AtomicU64; Reason::ALL.len()],
+    ocsp_no_url: AtomicU64,
 }
+
+/// Labels of `twoway_proxy_ocsp_answers_total`.
+const OCSP_ANSWERS: [&str; 4] = ["good", "revoked", "unknown", "failed"];
 
 impl ListenerMetrics {
     fn new(name: &str, mode: &'static str) -> Self {
@@ -66,6 +72,9 @@ impl ListenerMetrics {
             latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_count: AtomicU64::new(0),
             latency_sum_micros: AtomicU64::new(0),
+            ocsp_answers: std::array::from_fn(|_| AtomicU64::new(0)),
+            ocsp_soft_passes: std::array::from_fn(|_| AtomicU64::new(0)),
+            ocsp_no_url: AtomicU64::new(0),
         }
     }
 
@@ -79,6 +88,25 @@ impl ListenerMetrics {
         if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
             self.rejected[i].fetch_add(1, Relaxed);
         }
+    }
+
+    /// An OCSP query ended: `good`, `revoked`, `unknown` or `failed`.
+    pub fn ocsp_answer(&self, result: &str) {
+        if let Some(i) = OCSP_ANSWERS.iter().position(|r| *r == result) {
+            self.ocsp_answers[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A connection was let through without a usable OCSP answer (`ocsp_fail_open`).
+    pub fn ocsp_soft_pass(&self, reason: Reason) {
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.ocsp_soft_passes[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A peer certificate naming no OCSP responder was seen.
+    pub fn ocsp_no_url(&self) {
+        self.ocsp_no_url.fetch_add(1, Relaxed);
     }
 
     /// A connection was closed at once because the listener is full.
@@ -386,6 +414,44 @@ impl Metrics {
                 o,
                 "twoway_proxy_http_request_duration_seconds_count{{listener=\"{}\"}} {count}",
                 l.name
+            );
+        }
+        let _ = writeln!(o, "# HELP twoway_proxy_ocsp_answers_total OCSP queries by result (good, revoked, unknown, failed: unreachable, slow or invalid).\n# TYPE twoway_proxy_ocsp_answers_total counter");
+        for l in &listeners {
+            for (i, r) in OCSP_ANSWERS.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "twoway_proxy_ocsp_answers_total{{listener=\"{}\",mode=\"{}\",result=\"{r}\"}} {}",
+                    l.name,
+                    l.mode,
+                    l.ocsp_answers[i].load(Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(o, "# HELP twoway_proxy_ocsp_soft_passes_total Connections let through without a usable OCSP answer (ocsp_fail_open), by reason.\n# TYPE twoway_proxy_ocsp_soft_passes_total counter");
+        for l in &listeners {
+            for (i, r) in Reason::ALL.iter().enumerate() {
+                if !r.as_str().starts_with("ocsp_") {
+                    continue;
+                }
+                let _ = writeln!(
+                    o,
+                    "twoway_proxy_ocsp_soft_passes_total{{listener=\"{}\",mode=\"{}\",reason=\"{}\"}} {}",
+                    l.name,
+                    l.mode,
+                    r.as_str(),
+                    l.ocsp_soft_passes[i].load(Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(o, "# HELP twoway_proxy_ocsp_no_url_total Peer certificates seen that name no OCSP responder (allowed or refused by ocsp_no_url).\n# TYPE twoway_proxy_ocsp_no_url_total counter");
+        for l in &listeners {
+            let _ = writeln!(
+                o,
+                "twoway_proxy_ocsp_no_url_total{{listener=\"{}\",mode=\"{}\"}} {}",
+                l.name,
+                l.mode,
+                l.ocsp_no_url.load(Relaxed)
             );
         }
         self.render_agents(&mut o);

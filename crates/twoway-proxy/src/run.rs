@@ -16,6 +16,7 @@ use crate::client::ClientListener;
 use crate::config::{ClientSpec, CrlSource, ProxyConfig, ServerSpec, ValidConfig};
 use crate::http::HttpCtx;
 use crate::metrics::{ListenerMetrics, Metrics};
+use crate::ocsp::OcspChecker;
 use crate::server::ServerListener;
 use crate::state::{self, ClientState, CrlCache, ServerState};
 use crate::tracker::{Spawner, Tracker};
@@ -26,6 +27,7 @@ struct LoadedServer {
     state: Arc<Reloadable<ServerState>>,
     fingerprint: [u8; 32],
     metrics: Arc<ListenerMetrics>,
+    ocsp: Option<Arc<OcspChecker>>,
 }
 
 struct LoadedClient {
@@ -33,6 +35,7 @@ struct LoadedClient {
     state: Arc<Reloadable<ClientState>>,
     fingerprint: [u8; 32],
     metrics: Arc<ListenerMetrics>,
+    ocsp: Option<Arc<OcspChecker>>,
 }
 
 /// A proxy whose configuration is validated and whose TLS material is loaded, ready to
@@ -124,8 +127,12 @@ impl Proxy {
                 let status = crate::enroll::start(&spec.name, e).await?;
                 metrics.agent(&spec.name, status);
             }
-            let (st, fingerprint) = state::load_server(spec, &crl_cache)?;
             let m = metrics.listener(&spec.name, if spec.http { "http" } else { "tcp" });
+            let ocsp = spec
+                .ocsp
+                .clone()
+                .map(|o| OcspChecker::new(o, &spec.name, "client", m.clone()));
+            let (st, fingerprint) = state::load_server(spec, &crl_cache, &ocsp)?;
             m.set_cert_not_after(st.not_after);
             m.set_crl_next_update(st.crl_next_update.clone());
             servers.push(LoadedServer {
@@ -133,6 +140,7 @@ impl Proxy {
                 state: Arc::new(Reloadable::new(st)),
                 fingerprint,
                 metrics: m,
+                ocsp,
             });
         }
         let mut clients = Vec::new();
@@ -148,8 +156,12 @@ impl Proxy {
                 let status = crate::enroll::start(&spec.name, e).await?;
                 metrics.agent(&spec.name, status);
             }
-            let (st, fingerprint) = state::load_client(spec, &crl_cache)?;
             let m = metrics.listener(&spec.name, "client");
+            let ocsp = spec
+                .ocsp
+                .clone()
+                .map(|o| OcspChecker::new(o, &spec.name, "server", m.clone()));
+            let (st, fingerprint) = state::load_client(spec, &crl_cache, &ocsp)?;
             m.set_cert_not_after(st.not_after);
             m.set_crl_next_update(st.crl_next_update.clone());
             clients.push(LoadedClient {
@@ -157,6 +169,7 @@ impl Proxy {
                 state: Arc::new(Reloadable::new(st)),
                 fingerprint,
                 metrics: m,
+                ocsp,
             });
         }
         Ok(Self {
@@ -415,7 +428,7 @@ impl Reloader {
                     continue;
                 }
                 s.fingerprint = fp;
-                match state::load_server(&s.spec, &self.crl_cache) {
+                match state::load_server(&s.spec, &self.crl_cache, &s.ocsp) {
                     Ok((st, fp)) => {
                         s.fingerprint = fp;
                         s.metrics.set_cert_not_after(st.not_after);
@@ -444,7 +457,7 @@ impl Reloader {
                     continue;
                 }
                 c.fingerprint = fp;
-                match state::load_client(&c.spec, &self.crl_cache) {
+                match state::load_client(&c.spec, &self.crl_cache, &c.ocsp) {
                     Ok((st, fp)) => {
                         c.fingerprint = fp;
                         c.metrics.set_cert_not_after(st.not_after);
@@ -503,6 +516,9 @@ impl Reloader {
                 {
                     tracing::warn!(listener = %s.spec.name, "listen address, backend or mode changed: restart to apply those; rules and TLS files apply now");
                 }
+                if new.ocsp != s.spec.ocsp {
+                    tracing::warn!(listener = %s.spec.name, "OCSP settings changed: restart to apply them");
+                }
                 let old = std::mem::replace(&mut s.spec, new.clone());
                 s.spec.listen = old.listen;
                 s.spec.backend = old.backend;
@@ -524,6 +540,9 @@ impl Reloader {
         }
         for c in &mut self.clients {
             if let Some(new) = valid.clients.iter().find(|n| n.name == c.spec.name) {
+                if new.ocsp != c.spec.ocsp {
+                    tracing::warn!(listener = %c.spec.name, "OCSP settings changed: restart to apply them");
+                }
                 let old = std::mem::replace(&mut c.spec, new.clone());
                 c.spec.listen = old.listen;
                 c.spec.target = old.target;

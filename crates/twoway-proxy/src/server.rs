@@ -121,6 +121,28 @@ impl Conn {
             Ok(id) => id,
             Err(e) => return self.reject(Reason::BadCertificate, &e),
         };
+        // OCSP after the chain, CRLs and rules, before the backend: per connection, so a
+        // resumed session is checked as a full handshake is.
+        if let Some(gate) = &self.state.ocsp {
+            let chain = session.peer_certificates().unwrap_or_default();
+            if let crate::ocsp::Verdict::Refuse(reason) = gate.check(chain).await {
+                // Counted here, logged once per certificate by the gate.
+                self.metrics.handshake_rejected(reason);
+                tracing::debug!(
+                    target: "twoway::access",
+                    listener = %self.spec.name,
+                    peer = %self.addr,
+                    identity = id.primary(),
+                    reason = reason.as_str(),
+                    "refused after OCSP"
+                );
+                let mut tls = tls;
+                tls.get_mut().1.send_close_notify();
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), tls.shutdown()).await;
+                return;
+            }
+        }
         self.metrics.handshake_ok();
         tracing::info!(
             target: "twoway::access",

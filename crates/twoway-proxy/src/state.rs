@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use twoway_tls::{Credentials, PeerAuth, TrustBundle};
 
 use crate::config::{ClientSpec, CrlSource, EnrollSpec, Routes, ServerSpec};
+use crate::ocsp::{OcspChecker, Verdict};
 use crate::ProxyError;
 
 /// Largest CRL accepted from a URL.
@@ -28,6 +29,31 @@ pub struct ServerState {
     pub not_after: i64,
     /// Each CRL's source and `nextUpdate` (Unix time).
     pub crl_next_update: Vec<(String, i64)>,
+    /// The OCSP gate, when on.
+    pub ocsp: Option<OcspGate>,
+}
+
+/// The OCSP gate of a listener and the CA certificates its peers' issuers are found in.
+#[derive(Debug, Clone)]
+pub struct OcspGate {
+    /// The listener's checker (its cache outlives reloads).
+    pub checker: Arc<OcspChecker>,
+    /// The trusted CA certificates.
+    pub anchors: Arc<Vec<rustls::pki_types::CertificateDer<'static>>>,
+}
+
+impl OcspGate {
+    fn new(checker: &Option<Arc<OcspChecker>>, auth: &PeerAuth) -> Option<Self> {
+        checker.as_ref().map(|c| OcspGate {
+            checker: c.clone(),
+            anchors: Arc::new(auth.trust.certificates().to_vec()),
+        })
+    }
+
+    /// Asks the checker about a verified peer chain (leaf first).
+    pub async fn check(&self, chain: &[rustls::pki_types::CertificateDer<'_>]) -> Verdict {
+        self.checker.check(chain, &self.anchors).await
+    }
 }
 
 /// What a client listener needs per connection; swapped whole on reload.
@@ -39,6 +65,8 @@ pub struct ClientState {
     pub not_after: i64,
     /// Each CRL's source and `nextUpdate` (Unix time).
     pub crl_next_update: Vec<(String, i64)>,
+    /// The OCSP gate for the server's certificate, when on.
+    pub ocsp: Option<OcspGate>,
 }
 
 /// The last bytes fetched from each CRL URL.
@@ -285,6 +313,7 @@ fn server_inputs(spec: &ServerSpec, cache: &CrlCache) -> Result<(Inputs, [u8; 32
 pub fn load_server(
     spec: &ServerSpec,
     cache: &CrlCache,
+    ocsp: &Option<Arc<OcspChecker>>,
 ) -> Result<(ServerState, [u8; 32]), ProxyError> {
     let (inputs, fp) = server_inputs(spec, cache)?;
     let (creds, auth) = inputs
@@ -301,6 +330,7 @@ pub fn load_server(
             routes: spec.routes.clone(),
             not_after: creds.not_after_unix(),
             crl_next_update: inputs.crl_next_update(),
+            ocsp: OcspGate::new(ocsp, &auth),
         },
         fp,
     ))
@@ -330,6 +360,7 @@ fn client_inputs(spec: &ClientSpec, cache: &CrlCache) -> Result<(Inputs, [u8; 32
 pub fn load_client(
     spec: &ClientSpec,
     cache: &CrlCache,
+    ocsp: &Option<Arc<OcspChecker>>,
 ) -> Result<(ClientState, [u8; 32]), ProxyError> {
     let (inputs, fp) = client_inputs(spec, cache)?;
     let (creds, auth) = inputs
@@ -345,6 +376,7 @@ pub fn load_client(
             tls,
             not_after: creds.not_after_unix(),
             crl_next_update: inputs.crl_next_update(),
+            ocsp: OcspGate::new(ocsp, &auth),
         },
         fp,
     ))

@@ -16,10 +16,24 @@ pub enum Reason {
     Expired,
     /// The certificate is not valid yet.
     NotYetValid,
-    /// The certificate is revoked by a CRL.
+    /// The certificate is revoked (by a CRL, or by its OCSP responder).
     Revoked,
     /// The CRL of the certificate's issuer is past its `nextUpdate` (and grace).
     StaleCrl,
+    /// The certificate's OCSP responder says it is unknown to it.
+    OcspUnknown,
+    /// The OCSP responder could not be reached, answered an HTTP error or not in time.
+    OcspUnavailable,
+    /// The OCSP answer is not a valid response (garbage, or an error status).
+    OcspBadResponse,
+    /// The OCSP answer is about another certificate.
+    OcspWrongCertificate,
+    /// The OCSP answer is past its `nextUpdate` or dated in the future.
+    OcspStale,
+    /// The OCSP answer is signed by neither the issuer nor a responder it delegated.
+    OcspBadSignature,
+    /// The certificate names no OCSP responder and the listener refuses such certificates.
+    OcspNoUrl,
     /// The extended key usage does not allow this use (e.g. serverAuth-only as a client).
     BadEku,
     /// A CA certificate was presented as an end entity.
@@ -45,6 +59,22 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The reason for an OCSP answer that was not accepted (see
+    /// `twoway_pki::ocsp::client::Problem::label`): `malformed`/`refused` →
+    /// [`Reason::OcspBadResponse`], `wrong_certificate`, `expired`/`not_yet_valid` →
+    /// [`Reason::OcspStale`], `bad_signature`; anything else is [`Reason::OcspUnavailable`].
+    pub fn from_ocsp_problem(label: &str) -> Reason {
+        match label {
+            "malformed" | "refused" => Reason::OcspBadResponse,
+            "wrong_certificate" => Reason::OcspWrongCertificate,
+            "expired" | "not_yet_valid" => Reason::OcspStale,
+            "bad_signature" => Reason::OcspBadSignature,
+            _ => Reason::OcspUnavailable,
+        }
+    }
+}
+
+impl Reason {
     /// The label used in metrics, e.g. `revoked`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -55,6 +85,13 @@ impl Reason {
             Reason::NotYetValid => "not_yet_valid",
             Reason::Revoked => "revoked",
             Reason::StaleCrl => "stale_crl",
+            Reason::OcspUnknown => "ocsp_unknown",
+            Reason::OcspUnavailable => "ocsp_unavailable",
+            Reason::OcspBadResponse => "ocsp_bad_response",
+            Reason::OcspWrongCertificate => "ocsp_wrong_certificate",
+            Reason::OcspStale => "ocsp_stale",
+            Reason::OcspBadSignature => "ocsp_bad_signature",
+            Reason::OcspNoUrl => "ocsp_no_url",
             Reason::BadEku => "bad_eku",
             Reason::CaAsLeaf => "ca_as_leaf",
             Reason::Denied => "denied",
@@ -70,7 +107,7 @@ impl Reason {
     }
 
     /// Every reason, for pre-declaring metric series.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 25] = [
         Reason::NoClientCert,
         Reason::UnknownCa,
         Reason::BadSignature,
@@ -78,6 +115,13 @@ impl Reason {
         Reason::NotYetValid,
         Reason::Revoked,
         Reason::StaleCrl,
+        Reason::OcspUnknown,
+        Reason::OcspUnavailable,
+        Reason::OcspBadResponse,
+        Reason::OcspWrongCertificate,
+        Reason::OcspStale,
+        Reason::OcspBadSignature,
+        Reason::OcspNoUrl,
         Reason::BadEku,
         Reason::CaAsLeaf,
         Reason::Denied,

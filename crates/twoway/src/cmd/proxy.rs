@@ -90,6 +90,11 @@ Examples:
       --enroll-token twt_… --ca https://ca.example.internal:9000 \\
       --ca-fingerprint 3f2a…(root SHA-256) --san DNS:api.example.internal
 
+  # also ask each client certificate's OCSP responder (twoway ca serve's /ocsp)
+  twoway proxy server --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 --http \\
+      --cert chain.pem --key key.pem --client-ca ca.pem \\
+      --ocsp --ocsp-url http://ca.example.internal:9080/ocsp
+
 Rules (--allow): spiffe://… or uri:GLOB, dns:GLOB, ip:GLOB, cn:GLOB, ou:GLOB,
 issuer:SHA256HEX. See `twoway proxy --help` for reloading and signals.";
 
@@ -138,6 +143,8 @@ struct ServerArgs {
     #[arg(long, value_name = "SECS")]
     crl_stale_grace: Option<f64>,
     #[command(flatten)]
+    ocsp: OcspArgs,
+    #[command(flatten)]
     enroll: EnrollArgs,
     /// Identity rule a client must match; repeatable.
     #[arg(long, value_name = "RULE")]
@@ -176,6 +183,33 @@ struct ServerArgs {
     /// default 1024), shedding that address's idle ones first.
     #[arg(long, value_name = "N")]
     max_connections_per_address: Option<usize>,
+}
+
+/// OCSP flags shared by `server` and `client`; each has the same-named key (`ocsp`,
+/// `ocsp_url`, …) in the listener's table.
+#[derive(clap::Args, Debug)]
+struct OcspArgs {
+    /// Ask the peer certificate's OCSP responder (its AIA URL, or --ocsp-url) before
+    /// relaying; revoked and unknown certificates are refused, answers cached until
+    /// nextUpdate.
+    #[arg(long)]
+    ocsp: bool,
+    /// OCSP responder URL (http://…) used instead of the certificate's.
+    #[arg(long, value_name = "URL", requires = "ocsp")]
+    ocsp_url: Option<String>,
+    /// Accept (counted, logged) when no usable OCSP answer can be had and none is cached,
+    /// instead of refusing.
+    #[arg(long, requires = "ocsp")]
+    ocsp_fail_open: bool,
+    /// A certificate naming no OCSP responder: allow (default, counted) or refuse.
+    #[arg(long, value_name = "POLICY", value_parser = ["allow", "refuse"], requires = "ocsp")]
+    ocsp_no_url: Option<String>,
+    /// Seconds to wait for the OCSP responder (default 2).
+    #[arg(long, value_name = "SECS", requires = "ocsp")]
+    ocsp_timeout: Option<f64>,
+    /// Seconds a failed OCSP query is remembered before asking again (default 5).
+    #[arg(long, value_name = "SECS", requires = "ocsp")]
+    ocsp_error_cache: Option<f64>,
 }
 
 /// Enrollment flags shared by `server` and `client`: the listener's certificate comes
@@ -251,6 +285,8 @@ struct ClientArgs {
     /// CRL file or http:// URL checked against the server certificate; repeatable.
     #[arg(long, value_name = "FILE|URL")]
     crl: Vec<String>,
+    #[command(flatten)]
+    ocsp: OcspArgs,
     /// Also allow TLS 1.2.
     #[arg(long)]
     tls12: bool,
@@ -295,6 +331,12 @@ fn build_config(args: &ProxyArgs) -> anyhow::Result<(ProxyConfig, Option<PathBuf
                 crl_refresh_secs: s.crl_refresh,
                 crl_stale: s.crl_stale.clone(),
                 crl_stale_grace_secs: s.crl_stale_grace,
+                ocsp: s.ocsp.ocsp,
+                ocsp_url: s.ocsp.ocsp_url.clone(),
+                ocsp_fail_open: s.ocsp.ocsp_fail_open,
+                ocsp_no_url: s.ocsp.ocsp_no_url.clone(),
+                ocsp_timeout_secs: s.ocsp.ocsp_timeout,
+                ocsp_error_cache_secs: s.ocsp.ocsp_error_cache,
                 enroll: s.enroll.config(),
                 allow: s.allow.clone(),
                 http: s.http,
@@ -324,6 +366,12 @@ fn build_config(args: &ProxyArgs) -> anyhow::Result<(ProxyConfig, Option<PathBuf
                 crl_refresh_secs: None,
                 crl_stale: None,
                 crl_stale_grace_secs: None,
+                ocsp: c.ocsp.ocsp,
+                ocsp_url: c.ocsp.ocsp_url.clone(),
+                ocsp_fail_open: c.ocsp.ocsp_fail_open,
+                ocsp_no_url: c.ocsp.ocsp_no_url.clone(),
+                ocsp_timeout_secs: c.ocsp.ocsp_timeout,
+                ocsp_error_cache_secs: c.ocsp.ocsp_error_cache,
                 server_name: c.server_name.clone(),
                 expect_server: c.expect_server.clone(),
                 tls12: c.tls12,

@@ -154,6 +154,20 @@ impl OnlineCa {
         self.adopt(s.ready());
     }
 
+    /// [`OnlineCa::serve`] with the plain-HTTP listener (OCSP, CRL) on `http_listen`.
+    #[track_caller]
+    pub fn serve_http_on(&mut self, http_listen: &str) {
+        let s = self.spawn_server("", "127.0.0.1:0", http_listen, &[], &[]);
+        self.adopt(s.ready());
+    }
+
+    /// Kills the running server (SIGKILL), if any.
+    pub fn stop(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.server.kill();
+        }
+    }
+
     /// [`OnlineCa::serve`] with extra environment variables (a faked clock).
     #[track_caller]
     pub fn serve_env(&mut self, envs: &[(&str, String)]) {

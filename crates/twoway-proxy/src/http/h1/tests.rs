@@ -158,6 +158,7 @@ async fn proxy(backend: SocketAddr, routes: Routes) -> Proxy {
         routes,
         not_after: 0,
         crl_next_update: Vec::new(),
+        ocsp: None,
     }));
     let ctx = Arc::new(
         HttpCtx::new(

@@ -5,6 +5,10 @@
 //! signs a `BasicOCSPResponse` with a delegated responder key (its certificate, with EKU
 //! OCSPSigning and id-pkix-ocsp-nocheck, from [`build_ocsp_signer`], is included);
 //! [`error_response`] is the unsigned answer for a malformed request or a failure.
+//! [`client`] is the other side: the request a relying party sends and the verification
+//! of the answer it gets.
+
+pub mod client;
 
 use crate::cert::der_len;
 use crate::{CaSigner, Error, Issued, Reason, Result, Signer};
