@@ -882,3 +882,64 @@ fn backend_protocol_mismatch_is_a_502_named_in_the_log_and_metrics() {
     );
     assert_eq!(r["code"], "UNAVAILABLE", "{r}");
 }
+
+/// `backend_protocol = "h2"`: the grpcio server over TLS (ALPN h2), verified against
+/// `backend_ca`, serves the gRPC calls; a TLS backend that speaks only HTTP/1.1 (no h2 in
+/// ALPN) is a 502 named as a protocol mismatch, and UNAVAILABLE to a gRPC client.
+#[test]
+fn grpc_over_tls_to_an_h2_backend_and_an_alpn_mismatch() {
+    let py = python_with("grpc");
+    let pki = Pki::new();
+    let (gport, hport) = (free_port(), free_port());
+    let tls = [pki.p("server.pem"), pki.p("server.key")];
+    let mut cmd = Command::new(&py);
+    cmd.arg(support("grpc_peer.py"))
+        .args(["server", &gport.to_string(), "--tls"])
+        .args(&tls);
+    let log = pki.dir.path().join("grpc-tls.log");
+    let mut grpc = Server::spawn("grpc_peer.py server --tls", &mut cmd, &log);
+    grpc.wait_for_port_within(gport, Duration::from_secs(20));
+    let mut cmd = Command::new(&py);
+    cmd.arg(support("grpc_peer.py"))
+        .args(["tls-http1", &hport.to_string()])
+        .args(&tls);
+    let log = pki.dir.path().join("tls-http1.log");
+    let mut http1 = Server::spawn("grpc_peer.py tls-http1", &mut cmd, &log);
+    http1.wait_for_port_within(hport, Duration::from_secs(20));
+    let keys = format!(
+        "backend_protocol = \"h2\"\nbackend_ca = {:?}\n",
+        pki.p("ca.pem")
+    );
+    let p = proxy_with(&pki, &format!("127.0.0.1:{gport}"), &keys);
+    let logs = || format!("{}\n--- grpc server ---\n{}", p.log(), grpc.log());
+    let r = grpc_client(&pki, "alice", p.port, "calls", &logs());
+    assert_eq!(r["unary"], format!("echo:hello id={ALICE}"), "{r}");
+    assert_eq!(
+        r["count"],
+        serde_json::json!([200, 200 * 65536, true]),
+        "{r}"
+    );
+    assert_eq!(r["chat"], serde_json::json!([100, "M0", "M99"]), "{r}");
+
+    let p = proxy_with(&pki, &format!("127.0.0.1:{hport}"), &keys);
+    let out = curl_mtls(
+        &pki,
+        Some("alice"),
+        &format!("https://localhost:{}/x", p.port),
+        &["-w", "%{http_code}", "-o", "/dev/null"],
+    );
+    assert_eq!(out.stdout, "502", "{out}\n{}", p.log());
+    let log = p.log();
+    assert!(
+        log.contains("protocol mismatch") && log.contains("backend_protocol = \"h2\""),
+        "{log}"
+    );
+    let r = grpc_client(&pki, "alice", p.port, "unary", &p.log());
+    assert_eq!(r["code"], "UNAVAILABLE", "{r}");
+    let n = metric_sum(
+        &p.metrics(),
+        "twoway_proxy_upstream_errors_by_reason_total{",
+        &["reason=\"protocol_mismatch\""],
+    );
+    assert_eq!(n, 2.0, "{}", p.metrics());
+}

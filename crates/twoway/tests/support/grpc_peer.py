@@ -4,10 +4,13 @@ defined with grpcio's generic handlers and raw bytes (no serializers), so no .pr
 protoc step is needed.
 
 Usage:
-  grpc_peer.py server PORT
-      h2c (plaintext HTTP/2) gRPC server on 127.0.0.1:PORT. It prints one line per event,
+  grpc_peer.py server PORT [--tls CERT KEY]
+      h2c (plaintext HTTP/2) gRPC server on 127.0.0.1:PORT, or over TLS (ALPN h2) with
+      --tls. It prints one line per event,
       flushed: `call METHOD identity=<x-client-identity>`, `cancelled METHOD`,
       `deadline METHOD <seconds remaining when the call began>`.
+  grpc_peer.py tls-http1 PORT CERT KEY
+      an HTTPS server that speaks only HTTP/1.1 (ALPN http/1.1 or none) on 127.0.0.1:PORT
   grpc_peer.py client --port N --ca CA --cert CERT --key KEY SCENARIO
       mTLS to the proxy on 127.0.0.1:N (server name localhost); prints one JSON object:
         calls     unary, server-, client- and bidi-streaming calls, trailing metadata, an
@@ -60,7 +63,7 @@ def wait_cancelled(ctx, name, seconds):
     return False
 
 
-def serve(port):
+def serve(port, tls=None):
     def unary(req, ctx):
         log(f"call Unary identity={identity(ctx)}")
         ctx.set_trailing_metadata((("x-trailer", "unary-done"),))
@@ -127,10 +130,43 @@ def serve(port):
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     server.add_generic_rpc_handlers((echo, admin))
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    if tls:
+        cert, key = (open(p, "rb").read() for p in tls)
+        server.add_secure_port(f"127.0.0.1:{port}", grpc.ssl_server_credentials([(key, cert)]))
+    else:
+        server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     log("listening")
     server.wait_for_termination(timeout=600)
+
+
+def serve_tls_http1(port, cert, key):
+    import http.server
+    import ssl
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            body = b"http/1.1 only\n"
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+        def log_message(self, *a):
+            log("request", self.requestline)
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    httpd.timeout = 600
+    log("listening")
+    httpd.serve_forever()
 
 
 def status_of(err):
@@ -217,6 +253,10 @@ def client(args):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "server":
         serve(int(sys.argv[2]))
+    elif len(sys.argv) == 6 and sys.argv[1] == "server" and sys.argv[3] == "--tls":
+        serve(int(sys.argv[2]), tls=(sys.argv[4], sys.argv[5]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "tls-http1":
+        serve_tls_http1(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     elif len(sys.argv) > 2 and sys.argv[1] == "client":
         client(sys.argv[2:])
     else:
