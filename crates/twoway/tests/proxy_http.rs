@@ -731,8 +731,7 @@ fn grpc_calls_deny_deadline_and_cancel_through_the_proxy() {
     // grpc-status 7 from the proxy, not an HTTP 403 the client maps to the same code
     assert_eq!(r["denied"]["code"], "PERMISSION_DENIED", "{r}");
     assert_eq!(
-        r["denied"]["details"],
-        "denied by the proxy's route rules for this client identity",
+        r["denied"]["details"], "denied by the proxy's route rules for this client identity",
         "{r}"
     );
     assert_eq!(

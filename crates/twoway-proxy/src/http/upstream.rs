@@ -259,7 +259,9 @@ impl H2Upstream {
         let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
-            .adaptive_window(true)
+            // fixed windows (no BDP pings): 1 MiB per stream, 16 MiB per connection
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(16 << 20)
             .keep_alive_interval(std::time::Duration::from_secs(30))
             .keep_alive_timeout(std::time::Duration::from_secs(20));
         Ok(Self {
