@@ -75,7 +75,7 @@ daemon off; master_process off; worker_processes 1; user root;
 error_log $OUT/logs/nginx-grpc.err warn; pid $OUT/nginx-grpc.pid;
 events { worker_connections 8192; }
 http {
-  access_log off; keepalive_requests 1000000; http2_max_requests 1000000;
+  access_log off; keepalive_requests 1000000;
   client_body_temp_path $OUT/n1; proxy_temp_path $OUT/n2; fastcgi_temp_path $OUT/n3;
   uwsgi_temp_path $OUT/n4; scgi_temp_path $OUT/n5;
   upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 64; keepalive_requests 1000000; }
