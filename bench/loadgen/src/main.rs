@@ -9,6 +9,10 @@
 //! - `idle`: open N connections, one request each, then hold them for a while.
 //! - `h2`: N HTTP/2 connections (ALPN `h2`), each with `--streams S` streams sending GETs
 //!   back to back (N × S requests in flight); req/s, p50, p99.
+//! - `grpc`: as `h2`, but each request is a gRPC unary call: a POST to `--path` with
+//!   `content-type: application/grpc`, `te: trailers` and one length-prefixed message of
+//!   `--payload` bytes; a call counts once its response body and trailers were read and
+//!   the trailers said `grpc-status: 0`.
 //! - `h2idle`: N HTTP/2 connections, one request each, then held open (memory per idle
 //!   HTTP/2 connection).
 //! - `post`: N keep-alive connections each POSTing bodies back to back, taken round-robin
@@ -30,7 +34,8 @@
 //!
 //! Usage: `twoway-loadgen MODE ADDR --ca CA --cert CERT --key KEY [--conns N]
 //! [--streams S] [--secs S] [--path P] [--verify-server] [--kx x25519|all] [--real-client]
-//! [--bodies DIR --content-type T [--plain]] [--size BYTES]`; `twoway-loadgen wsecho ADDR`.
+//! [--bodies DIR --content-type T [--plain]] [--payload BYTES] [--size BYTES]`;
+//! `twoway-loadgen wsecho ADDR`.
 //! Prints one `key=value` line.
 #![forbid(unsafe_code)]
 
@@ -64,6 +69,8 @@ struct Args {
     plain: bool,
     /// `ws`: bytes per message.
     size: usize,
+    /// `grpc`: bytes per message.
+    payload: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -87,6 +94,7 @@ fn parse_args() -> anyhow::Result<Args> {
         content_type: "application/octet-stream".into(),
         plain: false,
         size: 64,
+        payload: 100,
     };
     while let Some(flag) = it.next() {
         if flag == "--verify-server" {
@@ -122,6 +130,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--bodies" => a.bodies = v,
             "--content-type" => a.content_type = v,
             "--size" => a.size = v.parse()?,
+            "--payload" => a.payload = v.parse()?,
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -379,6 +388,12 @@ async fn h2_streams(a: &Args, cfg: Arc<rustls::ClientConfig>) -> anyhow::Result<
     let cfg = Arc::new(cfg);
     let uri: http::Uri = format!("https://localhost{}", a.path).parse()?;
     let stop = Arc::new(AtomicBool::new(false));
+    let grpc = a.mode == "grpc";
+    // one gRPC message: uncompressed, its length, then the payload
+    let mut message = vec![0u8];
+    message.extend_from_slice(&u32::try_from(a.payload)?.to_be_bytes());
+    message.extend(std::iter::repeat_n(b'x', a.payload));
+    let message = bytes::Bytes::from(message);
     let mut senders = Vec::new();
     for _ in 0..a.conns {
         let tls = connect(&cfg, &a.addr).await?;
@@ -396,6 +411,7 @@ async fn h2_streams(a: &Args, cfg: Arc<rustls::ClientConfig>) -> anyhow::Result<
     for send in &senders {
         for _ in 0..a.streams {
             let (mut send, stop, uri) = (send.clone(), stop.clone(), uri.clone());
+            let message = message.clone();
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(100_000);
                 let mut errors = 0u64;
@@ -409,8 +425,18 @@ async fn h2_streams(a: &Args, cfg: Arc<rustls::ClientConfig>) -> anyhow::Result<
                         }
                     };
                     let r = async {
-                        let req = http::Request::get(uri.clone()).body(())?;
-                        let (resp, _) = send.send_request(req, true)?;
+                        let resp = if grpc {
+                            let req = http::Request::post(uri.clone())
+                                .header("content-type", "application/grpc")
+                                .header("te", "trailers")
+                                .body(())?;
+                            let (resp, mut body) = send.send_request(req, false)?;
+                            body.send_data(message.clone(), true)?;
+                            resp
+                        } else {
+                            let req = http::Request::get(uri.clone()).body(())?;
+                            send.send_request(req, true)?.0
+                        };
                         let resp = resp.await?;
                         if resp.status() != http::StatusCode::OK {
                             bail!("status {}", resp.status());
@@ -419,6 +445,13 @@ async fn h2_streams(a: &Args, cfg: Arc<rustls::ClientConfig>) -> anyhow::Result<
                         while let Some(chunk) = body.data().await {
                             let chunk = chunk?;
                             body.flow_control().release_capacity(chunk.len())?;
+                        }
+                        if grpc {
+                            let trailers = body.trailers().await?;
+                            let status = trailers.as_ref().and_then(|t| t.get("grpc-status"));
+                            if status.map(|v| v.as_bytes()) != Some(b"0") {
+                                bail!("grpc-status {status:?}");
+                            }
                         }
                         anyhow::Ok(())
                     }
@@ -762,7 +795,7 @@ fn main() -> anyhow::Result<()> {
             "keepalive" => keepalive(&a, cfg).await,
             "bulk" => bulk(&a, cfg).await,
             "idle" => idle(&a, cfg).await,
-            "h2" => h2_streams(&a, cfg).await,
+            "h2" | "grpc" => h2_streams(&a, cfg).await,
             "h2idle" => h2_idle(&a, cfg).await,
             m => bail!("unknown mode {m}"),
         }

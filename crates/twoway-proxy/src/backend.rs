@@ -121,8 +121,9 @@ impl Connection for BackendStream {
     }
 }
 
-/// The hyper connector for HTTP mode: every pooled connection goes to the one backend,
-/// whatever the request URI says.
+/// The hyper connector for HTTP mode (HTTP/1.1 backends): every pooled connection goes to
+/// the one backend, whatever the request URI says; an HTTP/2 answer fails the request as a
+/// protocol mismatch.
 #[derive(Clone, Debug)]
 pub struct BackendConnector {
     backend: Arc<Backend>,
@@ -138,7 +139,7 @@ impl BackendConnector {
 }
 
 impl tower_service::Service<http::Uri> for BackendConnector {
-    type Response = TokioIo<BackendStream>;
+    type Response = TokioIo<crate::http::upstream::Sniff<BackendStream>>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
@@ -148,6 +149,9 @@ impl tower_service::Service<http::Uri> for BackendConnector {
 
     fn call(&mut self, _uri: http::Uri) -> Self::Future {
         let backend = self.backend.clone();
-        Box::pin(async move { Ok(TokioIo::new(BackendStream::connect(&backend).await?)) })
+        Box::pin(async move {
+            let s = BackendStream::connect(&backend).await?;
+            Ok(TokioIo::new(crate::http::upstream::Sniff::new(s, "http1")))
+        })
     }
 }

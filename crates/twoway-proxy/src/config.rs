@@ -119,6 +119,18 @@ pub struct ServerListenerConfig {
     /// /64; default 1024), with the same shedding of that address's idle ones: one address
     /// cannot take the whole listener with connections that never finish their handshake.
     pub max_connections_per_address: Option<usize>,
+    // -- the backend's protocol (HTTP mode) --
+    /// HTTP mode only: the protocol spoken to the backend, whatever the client speaks:
+    /// `"http1"` (default: HTTP/1.1 keep-alive), `"h2c"` (HTTP/2 over plain TCP with prior
+    /// knowledge, e.g. a gRPC server) or `"h2"` (HTTP/2 over TLS, ALPN `h2`; the backend's
+    /// certificate is verified against `backend_ca`).
+    pub backend_protocol: Option<String>,
+    /// `backend_protocol = "h2"` only: PEM bundle of the CAs the backend's certificate
+    /// chains to (required).
+    pub backend_ca: PathBuf,
+    /// `backend_protocol = "h2"` only: the name the backend's certificate must carry
+    /// (default: the backend's host; required for a `unix:` backend).
+    pub backend_server_name: Option<String>,
 }
 
 /// `[server.enroll]`: the listener's certificate comes from a twoway CA (`twoway ca serve`).
@@ -354,6 +366,7 @@ impl ProxyConfig {
             fix(&mut s.cert);
             fix(&mut s.key);
             fix(&mut s.client_ca);
+            fix(&mut s.backend_ca);
             if let Some(e) = &mut s.enroll {
                 if let Some(p) = &mut e.token_file {
                     fix(p);
@@ -764,6 +777,97 @@ pub struct ServerSpec {
     pub idle_timeout: Duration,
     /// Connection limits (total and per client address).
     pub limits: twoway_net::Limits,
+    /// The protocol spoken to the backend (HTTP mode).
+    pub backend_protocol: BackendProtocol,
+}
+
+/// The protocol an HTTP-mode listener speaks to its backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 with keep-alive.
+    Http1,
+    /// HTTP/2 over plain TCP (or a Unix socket) with prior knowledge.
+    H2c,
+    /// HTTP/2 over TLS, ALPN `h2`.
+    H2 {
+        /// PEM bundle the backend's certificate must chain to.
+        ca: PathBuf,
+        /// The name checked in the backend's certificate.
+        server_name: rustls::pki_types::ServerName<'static>,
+    },
+}
+
+impl BackendProtocol {
+    /// The configuration value: `http1`, `h2c` or `h2`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BackendProtocol::Http1 => "http1",
+            BackendProtocol::H2c => "h2c",
+            BackendProtocol::H2 { .. } => "h2",
+        }
+    }
+
+    /// HTTP/2 to the backend.
+    pub fn is_h2(&self) -> bool {
+        !matches!(self, BackendProtocol::Http1)
+    }
+}
+
+/// The host part of `HOST:PORT` (brackets of an IPv6 literal removed).
+fn host_of(hostport: &str) -> &str {
+    let (h, _) = hostport.rsplit_once(':').unwrap_or((hostport, ""));
+    h.trim_start_matches('[').trim_end_matches(']')
+}
+
+fn parse_backend_protocol(
+    name: &str,
+    cfg: &ServerListenerConfig,
+    backend: &Backend,
+) -> Result<BackendProtocol, ProxyError> {
+    let proto = cfg.backend_protocol.as_deref().unwrap_or("http1");
+    let tls_keys = !cfg.backend_ca.as_os_str().is_empty() || cfg.backend_server_name.is_some();
+    if proto != "h2" && tls_keys {
+        return Err(ProxyError::Config(format!(
+            "listener {name:?}: backend_ca and backend_server_name are for backend_protocol = \"h2\" (TLS to the backend)"
+        )));
+    }
+    if proto != "http1" && !cfg.http {
+        return Err(ProxyError::Config(format!(
+            "listener {name:?}: backend_protocol = {proto:?} needs HTTP mode (http = true / --http)"
+        )));
+    }
+    match proto {
+        "http1" => Ok(BackendProtocol::Http1),
+        "h2c" => Ok(BackendProtocol::H2c),
+        "h2" => {
+            if cfg.backend_ca.as_os_str().is_empty() {
+                return Err(ProxyError::Config(format!(
+                    "listener {name:?}: backend_protocol = \"h2\" needs backend_ca (--backend-ca), the PEM bundle the backend's certificate chains to"
+                )));
+            }
+            let host = match (&cfg.backend_server_name, backend) {
+                (Some(n), _) => n.clone(),
+                (None, Backend::Tcp(a)) => host_of(a).to_owned(),
+                (None, Backend::Unix(_)) => {
+                    return Err(ProxyError::Config(format!(
+                        "listener {name:?}: a unix: backend with backend_protocol = \"h2\" needs backend_server_name, the name in the backend's certificate"
+                    )))
+                }
+            };
+            let server_name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| {
+                ProxyError::Config(format!(
+                    "listener {name:?}: {host:?} is not a valid server name; set backend_server_name"
+                ))
+            })?;
+            Ok(BackendProtocol::H2 {
+                ca: cfg.backend_ca.clone(),
+                server_name,
+            })
+        }
+        other => Err(ProxyError::Config(format!(
+            "listener {name:?}: backend_protocol {other:?} is not one of \"http1\", \"h2c\", \"h2\""
+        ))),
+    }
 }
 
 /// A client listener after validation.
@@ -871,6 +975,7 @@ impl ServerListenerConfig {
             )));
         }
         let backend = Backend::parse(&self.backend)?;
+        let backend_protocol = parse_backend_protocol(&name, self, &backend)?;
         let (cert, key, client_ca, enroll) = material(
             &name,
             self.enroll.as_ref(),
@@ -938,6 +1043,7 @@ impl ServerListenerConfig {
                 max_connections,
                 max_per_address,
             },
+            backend_protocol,
             name,
         })
     }
@@ -1134,5 +1240,48 @@ mod tests {
         .unwrap();
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains("unknown kind prefix"), "{e}");
+    }
+
+    fn listener(backend: &str, extra: &str) -> Result<ServerSpec, ProxyError> {
+        let text = format!(
+            "[[server]]\nlisten = \"127.0.0.1:1\"\nbackend = {backend:?}\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"a\"\n{extra}\n"
+        );
+        ProxyConfig::from_toml(&text)?.server[0].validate()
+    }
+
+    #[test]
+    fn backend_protocol_values_and_their_keys() {
+        let p = |b: &str, extra: &str| listener(b, extra).map(|s| s.backend_protocol);
+        assert_eq!(p("b:1", "http = true").unwrap(), BackendProtocol::Http1);
+        assert_eq!(
+            p("b:1", "http = true\nbackend_protocol = \"h2c\"").unwrap(),
+            BackendProtocol::H2c
+        );
+        let h2 = p(
+            "[::1]:8443",
+            "http = true\nbackend_protocol = \"h2\"\nbackend_ca = \"ca.pem\"",
+        )
+        .unwrap();
+        assert_eq!(
+            h2,
+            BackendProtocol::H2 {
+                ca: "ca.pem".into(),
+                server_name: rustls::pki_types::ServerName::try_from("::1").unwrap()
+            }
+        );
+        let err = |b: &str, extra: &str| p(b, extra).unwrap_err().to_string();
+        let e = err("b:1", "http = true\nbackend_protocol = \"h3\"");
+        assert!(e.contains("not one of"), "{e}");
+        let e = err("b:1", "backend_protocol = \"h2c\"");
+        assert!(e.contains("needs HTTP mode"), "{e}");
+        let e = err("b:1", "http = true\nbackend_protocol = \"h2\"");
+        assert!(e.contains("needs backend_ca"), "{e}");
+        let e = err("b:1", "http = true\nbackend_ca = \"ca.pem\"");
+        assert!(e.contains("are for backend_protocol"), "{e}");
+        let e = err(
+            "unix:/run/s",
+            "http = true\nbackend_protocol = \"h2\"\nbackend_ca = \"ca.pem\"",
+        );
+        assert!(e.contains("needs backend_server_name"), "{e}");
     }
 }

@@ -1,8 +1,14 @@
 //! HTTP mode: HTTP/1.x and HTTP/2 from clients, per-route authorization, identity headers,
-//! HTTP/1.1 keep-alive to the backend.
+//! HTTP/1.1 keep-alive or HTTP/2 (`backend_protocol`) to the backend.
 //!
-//! HTTP/1.x client connections are served by [`h1`] (no hyper); this module sniffs the
-//! protocol, counts bytes and serves HTTP/2 with hyper.
+//! HTTP/1.x client connections to an HTTP/1.1 backend are served by [`h1`] (no hyper); this
+//! module sniffs the protocol, counts bytes and serves HTTP/2 clients with hyper, and
+//! HTTP/1.x clients too when the backend speaks HTTP/2 ([`upstream`]).
+//!
+//! gRPC is HTTP/2 with trailers: requests and responses stream through hyper both ways,
+//! trailers included, `te: trailers` and `grpc-timeout` pass on, and a client's reset
+//! resets the backend's stream. A gRPC call the routes deny is answered in gRPC's own
+//! terms: HTTP 200 with `grpc-status: 7` (PERMISSION_DENIED) and no body.
 //!
 //! HTTP/2 backend connections: every request of an HTTP/2 client connection goes through
 //! one shared HTTP/1.1 keep-alive pool whose connections are driven by tasks of their own.
@@ -34,13 +40,14 @@ use tokio::time::Instant;
 use twoway_tls::{Decision, PeerIdentity, Reloadable};
 
 use crate::backend::BackendConnector;
-use crate::config::Backend;
+use crate::config::{Backend, BackendProtocol};
 use crate::copy::ReadReady;
 use crate::metrics::ListenerMetrics;
 use crate::state::ServerState;
 
 mod h1;
 pub(crate) mod target;
+pub(crate) mod upstream;
 
 /// How long an HTTP/1.x connection must be silent, with no request in flight, before it is
 /// parked (its buffers released, its backend connection handed to the pool).
@@ -98,6 +105,10 @@ pub struct HttpCtx {
     /// Distinguishes listeners in the per-thread pool of the HTTP/1.x path.
     id: u64,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// HTTP/2 to the backend (`backend_protocol = "h2c"` or `"h2"`); `None`: HTTP/1.1.
+    h2_backend: Option<upstream::H2Upstream>,
+    /// HTTP/1.x clients when the backend speaks HTTP/2.
+    h1: hyper::server::conn::http1::Builder,
 }
 
 impl std::fmt::Debug for HttpCtx {
@@ -111,6 +122,7 @@ impl HttpCtx {
     pub fn new(
         name: &str,
         backend: &Backend,
+        protocol: &BackendProtocol,
         metrics: Arc<ListenerMetrics>,
         state: Arc<Reloadable<ServerState>>,
     ) -> Result<Self, crate::ProxyError> {
@@ -134,6 +146,15 @@ impl HttpCtx {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new()).max_concurrent_streams(256);
+        let id = NEXT_ID.fetch_add(1, Relaxed);
+        let h2_backend = if protocol.is_h2() {
+            Some(upstream::H2Upstream::new(name, id, backend, protocol)?)
+        } else {
+            None
+        };
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30));
         Ok(Self {
             name: name.to_owned(),
             pool,
@@ -142,8 +163,10 @@ impl HttpCtx {
             host,
             metrics,
             state,
-            id: NEXT_ID.fetch_add(1, Relaxed),
+            id,
             h2,
+            h2_backend,
+            h1,
         })
     }
 }
@@ -183,6 +206,37 @@ fn small(status: StatusCode, text: &'static str) -> Response<Answer> {
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// A gRPC request (`content-type: application/grpc`, `application/grpc+proto`, …).
+fn is_grpc(h: &http::HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16
+            && v[..16].eq_ignore_ascii_case(b"application/grpc")
+            && matches!(v.get(16), None | Some(b'+' | b';'))
+    })
+}
+
+/// gRPC's answer to a denied call: trailers-only (HTTP 200, `grpc-status: 7`
+/// PERMISSION_DENIED, a `grpc-message`, no body), which every gRPC client reports as that
+/// status instead of a transport failure.
+fn grpc_denied() -> Response<Answer> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(
+        HeaderName::from_static("grpc-status"),
+        HeaderValue::from_static("7"),
+    );
+    h.insert(
+        HeaderName::from_static("grpc-message"),
+        HeaderValue::from_static("denied by the proxy's route rules for this client identity"),
     );
     r
 }
@@ -301,8 +355,12 @@ fn chain(err: &(dyn StdError + 'static)) -> String {
     s
 }
 
-/// Sends `req` through the shared pool, which wants an absolute URI.
+/// Sends `req` to the backend: over HTTP/2 when it speaks it (the URI is absolute already),
+/// else through the shared HTTP/1.1 pool, which wants an absolute URI.
 async fn forward(st: &ConnState, req: Request<Incoming>) -> Result<Response<Incoming>, BoxError> {
+    if let Some(up) = &st.ctx.h2_backend {
+        return up.request(req).await;
+    }
     let (mut parts, body) = req.into_parts();
     let mut up = parts.uri.into_parts();
     up.scheme = Some(Scheme::HTTP);
@@ -344,10 +402,28 @@ async fn handle(
     drop(state);
     if let Decision::Denied = decision {
         ctx.metrics.http_denied();
+        if is_grpc(&parts.headers) {
+            st.access(
+                &parts.method,
+                path,
+                "deny",
+                "grpc PERMISSION_DENIED",
+                200,
+                start,
+            );
+            return Ok(grpc_denied());
+        }
         st.access(&parts.method, path, "deny", "", 403, start);
         return Ok(small(StatusCode::FORBIDDEN, "forbidden\n"));
     }
     let h = &mut parts.headers;
+    // `te: trailers` is the one TE an HTTP/2 request may carry (gRPC servers want it)
+    let te_trailers = h.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
     strip_hop_by_hop(h);
     let spoofable: Vec<HeaderName> = h
         .keys()
@@ -373,28 +449,68 @@ async fn handle(
             .unwrap_or_else(|| ctx.host.clone());
         h.insert(header::HOST, host);
     }
-    // origin-form for the backend: the normalized path and the query (a cheap clone: the
-    // access log names the path that was authorized)
+    // the normalized path and the query (a cheap clone: the access log names the path that
+    // was authorized)
     let logged = pq.clone();
-    parts.uri = http::Uri::from(pq);
-    parts.version = http::Version::HTTP_11;
+    let client_version = parts.version;
+    if let Some(up) = &ctx.h2_backend {
+        // HTTP/2: an absolute URI (`:scheme`, `:authority` from the Host), no Host field
+        let host = h.remove(header::HOST);
+        let authority = host
+            .and_then(|v| http::uri::Authority::try_from(v.as_bytes()).ok())
+            .unwrap_or_else(|| ctx.authority.clone());
+        if te_trailers {
+            h.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        let mut up_parts = http::uri::Parts::default();
+        up_parts.scheme = Some(up.scheme());
+        up_parts.authority = Some(authority);
+        up_parts.path_and_query = Some(pq);
+        parts.uri = match http::Uri::from_parts(up_parts) {
+            Ok(u) => u,
+            Err(_) => {
+                st.access(
+                    &parts.method,
+                    logged.path(),
+                    "bad request",
+                    "bad authority",
+                    400,
+                    start,
+                );
+                return Ok(bad_request("bad request target"));
+            }
+        };
+        parts.version = http::Version::HTTP_2;
+    } else {
+        // origin-form for the HTTP/1.1 backend
+        parts.uri = http::Uri::from(pq);
+        parts.version = http::Version::HTTP_11;
+    }
     let method = parts.method.clone();
     match forward(&st, Request::from_parts(parts, body)).await {
         Ok(resp) => {
             let (mut rparts, rbody) = resp.into_parts();
             strip_hop_by_hop(&mut rparts.headers);
+            rparts.version = client_version;
             let status = rparts.status.as_u16();
             st.access(&method, logged.path(), "allow", "", status, start);
             Ok(Response::from_parts(rparts, Either::Left(rbody)))
         }
         Err(e) => {
             ctx.metrics.upstream_error();
+            let reason = if upstream::find_mismatch(e.as_ref()).is_some() {
+                ctx.metrics.upstream_mismatch();
+                "protocol_mismatch"
+            } else {
+                "other"
+            };
             ctx.metrics.http_request(502, start.elapsed());
             tracing::warn!(
                 listener = %ctx.name,
                 peer = %peer.addr,
                 identity = peer.id.primary(),
                 error = %chain(e.as_ref()),
+                reason,
                 origin = "upstream",
                 retryable = true,
                 "backend request failed"
@@ -608,7 +724,11 @@ pub async fn serve<IO>(
         },
     };
     if h2 {
-        serve_h2(io, st.clone(), idle, shutdown).await
+        let conn = st.ctx.h2.serve_connection(TokioIo::new(io), service(&st));
+        serve_hyper(conn, st.clone(), idle, shutdown).await
+    } else if st.ctx.h2_backend.is_some() {
+        let conn = st.ctx.h1.serve_connection(TokioIo::new(io), service(&st));
+        serve_hyper(conn, st.clone(), idle, shutdown).await
     } else {
         h1::serve(io, st.clone(), idle, shutdown).await
     }
@@ -621,15 +741,17 @@ fn millis(idle: Duration) -> u64 {
     u64::try_from(idle.as_millis()).unwrap_or(u64::MAX)
 }
 
-async fn serve_h2<IO>(
-    io: Io<IO>,
+/// Serves a hyper connection (HTTP/2, or HTTP/1.x in front of an HTTP/2 backend) until it
+/// ends, idles out or drains.
+async fn serve_hyper<C>(
+    conn: C,
     st: Arc<ConnState>,
     idle: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: hyper_util::server::graceful::GracefulConnection,
+    C::Error: std::fmt::Display,
 {
-    let conn = st.ctx.h2.serve_connection(TokioIo::new(io), service(&st));
     let mut conn = Box::pin(conn);
     let idle_ms = millis(idle);
     let mut draining = *shutdown.borrow();

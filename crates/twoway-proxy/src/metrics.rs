@@ -33,6 +33,7 @@ pub struct ListenerMetrics {
     bytes_from_client: AtomicU64,
     bytes_to_client: AtomicU64,
     upstream_errors: AtomicU64,
+    upstream_mismatch: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     cert_not_after: AtomicI64,
@@ -63,6 +64,7 @@ impl ListenerMetrics {
             bytes_from_client: AtomicU64::new(0),
             bytes_to_client: AtomicU64::new(0),
             upstream_errors: AtomicU64::new(0),
+            upstream_mismatch: AtomicU64::new(0),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             cert_not_after: AtomicI64::new(0),
@@ -122,6 +124,12 @@ impl ListenerMetrics {
     /// An upstream (backend/target) connection failed.
     pub fn upstream_error(&self) {
         self.upstream_errors.fetch_add(1, Relaxed);
+    }
+
+    /// An HTTP request failed because the backend speaks another protocol than
+    /// `backend_protocol` says (also counted by [`Self::upstream_error`]).
+    pub fn upstream_mismatch(&self) {
+        self.upstream_mismatch.fetch_add(1, Relaxed);
     }
 
     /// Bytes moved for a connection.
@@ -331,6 +339,19 @@ impl Metrics {
                     l.name,
                     l.mode,
                     get(l)
+                );
+            }
+        }
+        let name = "twoway_proxy_upstream_errors_by_reason_total";
+        let _ = writeln!(o, "# HELP {name} Failed backend/target connections or requests by reason: protocol_mismatch (the backend speaks another HTTP version than backend_protocol), other.\n# TYPE {name} counter");
+        for l in &listeners {
+            let mismatch = l.upstream_mismatch.load(Relaxed);
+            let other = l.upstream_errors.load(Relaxed).saturating_sub(mismatch);
+            for (reason, n) in [("protocol_mismatch", mismatch), ("other", other)] {
+                let _ = writeln!(
+                    o,
+                    "{name}{{listener=\"{}\",mode=\"{}\",reason=\"{reason}\"}} {n}",
+                    l.name, l.mode
                 );
             }
         }

@@ -249,6 +249,7 @@ impl Proxy {
                 Some(Arc::new(HttpCtx::new(
                     &s.spec.name,
                     &s.spec.backend,
+                    &s.spec.backend_protocol,
                     s.metrics.clone(),
                     s.state.clone(),
                 )?))

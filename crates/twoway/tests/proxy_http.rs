@@ -671,3 +671,323 @@ fn a_refused_upgrade_and_an_idle_websocket() {
     );
     assert_eq!(r["messages"], 10, "{r}");
 }
+
+// ---------------------------------------------------------------------------------------
+// gRPC and HTTP/2 to the backend
+// ---------------------------------------------------------------------------------------
+
+/// The grpcio server of `tests/support/grpc_peer.py` (h2c) on a free port.
+fn grpc_server(dir: &std::path::Path) -> (Server, u16) {
+    let py = python_with("grpc");
+    let port = free_port();
+    let log = dir.join(format!("grpc-server-{port}.log"));
+    let mut cmd = Command::new(py);
+    cmd.arg(support("grpc_peer.py"))
+        .args(["server", &port.to_string()]);
+    let mut server = Server::spawn("grpc_peer.py server", &mut cmd, &log);
+    server.wait_for_port_within(port, Duration::from_secs(20));
+    (server, port)
+}
+
+/// A proxy from a config file: one HTTP-mode listener in front of `backend` with `extra`
+/// TOML (keys, then `[[server.route]]` tables).
+fn proxy_with(pki: &Pki, backend: &str, extra: &str) -> ProxyServer {
+    let (port, admin) = (free_port(), free_port());
+    let toml = format!(
+        "[[server]]\nlisten = \"127.0.0.1:{port}\"\nbackend = {backend:?}\n\
+         cert = {:?}\nkey = {:?}\nclient_ca = {:?}\nhttp = true\n{extra}\n",
+        pki.p("server.pem"),
+        pki.p("server.key"),
+        pki.p("ca.pem"),
+    );
+    let file = pki.path(&format!("proxy-{port}.toml"));
+    std::fs::write(&file, toml).unwrap();
+    let args = strings(&[
+        "--config",
+        &file.display().to_string(),
+        "--admin",
+        &format!("127.0.0.1:{admin}"),
+    ]);
+    let proc = proxy(pki.dir.path(), &args, admin);
+    ProxyServer { proc, port, admin }
+}
+
+/// grpc_peer.py's client as `who` against the proxy; its JSON line.
+fn grpc_client(pki: &Pki, who: &str, port: u16, scenario: &str, logs: &str) -> serde_json::Value {
+    let mut cmd = Command::new(python_with("grpc"));
+    cmd.arg(support("grpc_peer.py"))
+        .arg("client")
+        .args(["--port", &port.to_string()])
+        .args(["--ca", &pki.p("ca.pem")])
+        .args(["--cert", &pki.p(&format!("{who}.pem"))])
+        .args(["--key", &pki.p(&format!("{who}.key"))])
+        .arg(scenario);
+    run_json(&mut cmd, Duration::from_secs(60), logs)
+}
+
+/// Waits (at most 5 s) for `line` in `server`'s log.
+fn log_shows(server: &Server, line: &str) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if server.log().lines().any(|l| l == line) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+const GRPC_ROUTES: &str = r#"backend_protocol = "h2c"
+
+[[server.route]]
+prefix = "/twoway.admin.Secret"
+allow = ["spiffe://example.org/ns/dev/sa/bob"]
+
+[[server.route]]
+prefix = "/"
+"#;
+
+/// A grpcio client (mTLS, alice's certificate) and a grpcio server (h2c) through the proxy:
+/// unary with trailing metadata and an error status, server streaming of 12.5 MiB,
+/// client streaming of 5 MB, a bidirectional ping-pong (each message sent only after the
+/// previous answer arrived: nothing may be buffered whole); a method the routes refuse
+/// seen as PERMISSION_DENIED; a deadline that fires (DEADLINE_EXCEEDED for the client, the
+/// backend sees the deadline and the cancellation); a stream cancelled by the client ends
+/// on the backend too.
+#[test]
+fn grpc_calls_deny_deadline_and_cancel_through_the_proxy() {
+    let pki = Pki::new();
+    let (backend, bport) = grpc_server(pki.dir.path());
+    let p = proxy_with(&pki, &format!("127.0.0.1:{bport}"), GRPC_ROUTES);
+    let logs = || format!("{}\n--- grpc server ---\n{}", p.log(), backend.log());
+
+    let r = grpc_client(&pki, "alice", p.port, "calls", &logs());
+    assert_eq!(r["unary"], format!("echo:hello id={ALICE}"), "{r}");
+    assert_eq!(r["unary_code"], "OK", "{r}");
+    assert_eq!(r["unary_trailers"]["x-trailer"], "unary-done", "{r}");
+    assert_eq!(r["fail"]["code"], "NOT_FOUND", "{r}");
+    assert_eq!(r["fail"]["details"], "no such thing: widget", "{r}");
+    assert_eq!(
+        r["count"],
+        serde_json::json!([200, 200 * 65536, true]),
+        "{r}"
+    );
+    assert_eq!(r["sum"], "50 5000000", "{r}");
+    assert_eq!(r["chat"], serde_json::json!([100, "M0", "M99"]), "{r}");
+
+    let calls = backend.log().matches("call Get").count();
+    let r = grpc_client(&pki, "alice", p.port, "denied", &logs());
+    // grpc-status 7 from the proxy, not an HTTP 403 the client maps to the same code
+    assert_eq!(r["denied"]["code"], "PERMISSION_DENIED", "{r}");
+    assert_eq!(
+        r["denied"]["details"], "denied by the proxy's route rules for this client identity",
+        "{r}"
+    );
+    assert_eq!(
+        backend.log().matches("call Get").count(),
+        calls,
+        "{}",
+        logs()
+    );
+    // bob may call it
+    let r = grpc_client(&pki, "bob", p.port, "denied", &logs());
+    assert_eq!(r["denied"], "allowed", "{r}");
+
+    let r = grpc_client(&pki, "alice", p.port, "deadline", &logs());
+    assert_eq!(r["deadline"]["code"], "DEADLINE_EXCEEDED", "{r}");
+    assert!(r["seconds"].as_f64().is_some_and(|s| s < 5.0), "{r}");
+    assert!(log_shows(&backend, "cancelled Slow"), "{}", logs());
+    // grpc-timeout reached the backend: it knew its deadline (≤ 1 s) from the start
+    let remaining: f64 = backend
+        .log()
+        .lines()
+        .find_map(|l| l.strip_prefix("deadline Slow "))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("the backend saw no deadline\n{}", logs()));
+    assert!(remaining > 0.0 && remaining <= 1.0, "{remaining}");
+
+    let r = grpc_client(&pki, "alice", p.port, "cancel", &logs());
+    assert_eq!(r["got"], serde_json::json!(["tick 0", "tick 1"]), "{r}");
+    assert_eq!(r["cancelled"], "CANCELLED", "{r}");
+    assert!(log_shows(&backend, "cancelled Ticks"), "{}", logs());
+    assert!(!backend.log().contains("finished Ticks"), "{}", logs());
+}
+
+/// A gRPC unary call framed by hand (5-byte prefix) and POSTed by curl: over HTTP/2 and over
+/// HTTP/1.1, both reaching the h2c gRPC server through the proxy; the denied call over
+/// HTTP/2 is a trailers-only gRPC answer, a denied plain request still a 403.
+#[test]
+fn curl_h2_and_http11_reach_an_h2c_backend() {
+    let pki = Pki::new();
+    let (backend, bport) = grpc_server(pki.dir.path());
+    let p = proxy_with(&pki, &format!("127.0.0.1:{bport}"), GRPC_ROUTES);
+    let logs = || format!("{}\n--- grpc server ---\n{}", p.log(), backend.log());
+    let frame = pki.path("hello.grpc");
+    let mut body = vec![0u8, 0, 0, 0, 5];
+    body.extend_from_slice(b"hello");
+    std::fs::write(&frame, &body).unwrap();
+    let url = |path: &str| format!("https://localhost:{}{path}", p.port);
+    let grpc_post = |version: &str, path: &str, who: &str| {
+        let headers = pki.path(&format!("headers-{version}-{who}.txt"));
+        let out = curl_mtls(
+            &pki,
+            Some(who),
+            &url(path),
+            &[
+                version,
+                "-H",
+                "content-type: application/grpc",
+                "-H",
+                "te: trailers",
+                "--data-binary",
+                &format!("@{}", frame.display()),
+                "-D",
+                &headers.display().to_string(),
+                "-w",
+                "\n%{http_version} %{http_code}",
+            ],
+        );
+        assert!(out.success(), "{out}\n{}", logs());
+        let head = std::fs::read_to_string(&headers).unwrap_or_default();
+        (out.stdout, head.to_ascii_lowercase())
+    };
+    let want = format!("echo:hello id={ALICE}");
+
+    let (out, head) = grpc_post("--http2", "/twoway.test.Echo/Unary", "alice");
+    assert!(out.ends_with("\n2 200"), "{out}\n{}", logs());
+    assert!(out.contains(&want), "{out}");
+    assert!(
+        head.contains("grpc-status: 0"),
+        "no grpc-status trailer: {head}"
+    );
+
+    let (out, _) = grpc_post("--http1.1", "/twoway.test.Echo/Unary", "alice");
+    assert!(out.ends_with("\n1.1 200"), "{out}\n{}", logs());
+    assert!(out.contains(&want), "{out}");
+
+    let (out, head) = grpc_post("--http2", "/twoway.admin.Secret/Get", "alice");
+    assert!(out.ends_with("\n2 200"), "{out}");
+    assert!(head.contains("grpc-status: 7"), "{head}");
+    assert!(!backend.log().contains("call Get"), "{}", logs());
+    // not a gRPC client: a plain 403
+    let out = curl_mtls(
+        &pki,
+        Some("alice"),
+        &url("/twoway.admin.Secret/Get"),
+        &["--http2", "-w", "%{http_code}", "-o", "/dev/null"],
+    );
+    assert_eq!(out.stdout, "403", "{out}");
+}
+
+/// A backend that speaks the other HTTP version than `backend_protocol`: each client gets
+/// a 502, the log names the mismatch and the setting, the metrics count it by reason.
+#[test]
+fn backend_protocol_mismatch_is_a_502_named_in_the_log_and_metrics() {
+    let pki = Pki::new();
+    let (http1, h1port) = backend_py(pki.dir.path());
+    let (grpc, gport) = grpc_server(pki.dir.path());
+    let h2c_to_http1 = proxy_with(
+        &pki,
+        &format!("127.0.0.1:{h1port}"),
+        "backend_protocol = \"h2c\"",
+    );
+    let http1_to_h2 = proxy_with(&pki, &format!("127.0.0.1:{gport}"), "");
+    let mismatches = |p: &ProxyServer| {
+        metric_sum(
+            &p.metrics(),
+            "twoway_proxy_upstream_errors_by_reason_total{",
+            &["reason=\"protocol_mismatch\""],
+        )
+    };
+    for (p, setting, backend) in [
+        (&h2c_to_http1, "backend_protocol = \"h2c\"", &http1),
+        (&http1_to_h2, "backend_protocol = \"http1\"", &grpc),
+    ] {
+        for (n, version) in ["--http2", "--http1.1"].into_iter().enumerate() {
+            let out = curl_mtls(
+                &pki,
+                Some("alice"),
+                &format!("https://localhost:{}/x", p.port),
+                &[version, "-w", "%{http_code}", "-o", "/dev/null"],
+            );
+            assert_eq!(out.stdout, "502", "{version}: {out}\n{}", p.log());
+            let log = p.log();
+            assert!(
+                log.contains("protocol mismatch") && log.contains(setting),
+                "{version}: the log does not name the mismatch: {log}\n{}",
+                backend.log()
+            );
+            assert_eq!(mismatches(p), (n + 1) as f64, "{}", p.metrics());
+        }
+    }
+    // a gRPC client sees the 502 as UNAVAILABLE
+    let r = grpc_client(
+        &pki,
+        "alice",
+        h2c_to_http1.port,
+        "unary",
+        &h2c_to_http1.log(),
+    );
+    assert_eq!(r["code"], "UNAVAILABLE", "{r}");
+}
+
+/// `backend_protocol = "h2"`: the grpcio server over TLS (ALPN h2), verified against
+/// `backend_ca`, serves the gRPC calls; a TLS backend that speaks only HTTP/1.1 (no h2 in
+/// ALPN) is a 502 named as a protocol mismatch, and UNAVAILABLE to a gRPC client.
+#[test]
+fn grpc_over_tls_to_an_h2_backend_and_an_alpn_mismatch() {
+    let py = python_with("grpc");
+    let pki = Pki::new();
+    let (gport, hport) = (free_port(), free_port());
+    let tls = [pki.p("server.pem"), pki.p("server.key")];
+    let mut cmd = Command::new(&py);
+    cmd.arg(support("grpc_peer.py"))
+        .args(["server", &gport.to_string(), "--tls"])
+        .args(&tls);
+    let log = pki.dir.path().join("grpc-tls.log");
+    let mut grpc = Server::spawn("grpc_peer.py server --tls", &mut cmd, &log);
+    grpc.wait_for_port_within(gport, Duration::from_secs(20));
+    let mut cmd = Command::new(&py);
+    cmd.arg(support("grpc_peer.py"))
+        .args(["tls-http1", &hport.to_string()])
+        .args(&tls);
+    let log = pki.dir.path().join("tls-http1.log");
+    let mut http1 = Server::spawn("grpc_peer.py tls-http1", &mut cmd, &log);
+    http1.wait_for_port_within(hport, Duration::from_secs(20));
+    let keys = format!(
+        "backend_protocol = \"h2\"\nbackend_ca = {:?}\n",
+        pki.p("ca.pem")
+    );
+    let p = proxy_with(&pki, &format!("127.0.0.1:{gport}"), &keys);
+    let logs = || format!("{}\n--- grpc server ---\n{}", p.log(), grpc.log());
+    let r = grpc_client(&pki, "alice", p.port, "calls", &logs());
+    assert_eq!(r["unary"], format!("echo:hello id={ALICE}"), "{r}");
+    assert_eq!(
+        r["count"],
+        serde_json::json!([200, 200 * 65536, true]),
+        "{r}"
+    );
+    assert_eq!(r["chat"], serde_json::json!([100, "M0", "M99"]), "{r}");
+
+    let p = proxy_with(&pki, &format!("127.0.0.1:{hport}"), &keys);
+    let out = curl_mtls(
+        &pki,
+        Some("alice"),
+        &format!("https://localhost:{}/x", p.port),
+        &["-w", "%{http_code}", "-o", "/dev/null"],
+    );
+    assert_eq!(out.stdout, "502", "{out}\n{}", p.log());
+    let log = p.log();
+    assert!(
+        log.contains("protocol mismatch") && log.contains("backend_protocol = \"h2\""),
+        "{log}"
+    );
+    let r = grpc_client(&pki, "alice", p.port, "unary", &p.log());
+    assert_eq!(r["code"], "UNAVAILABLE", "{r}");
+    let n = metric_sum(
+        &p.metrics(),
+        "twoway_proxy_upstream_errors_by_reason_total{",
+        &["reason=\"protocol_mismatch\""],
+    );
+    assert_eq!(n, 2.0, "{}", p.metrics());
+}

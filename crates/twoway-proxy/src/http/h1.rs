@@ -991,7 +991,9 @@ impl H1 {
                 .await
                 .map_err(Fail::Dst)?;
             if n == 0 {
-                return Err(Fail::Dst(Stop::Io(io::ErrorKind::UnexpectedEof.into())));
+                return Err(Fail::Dst(
+                    self.mismatch_or(io::ErrorKind::UnexpectedEof.into()),
+                ));
             }
             self.st.last.store(now_millis(), Relaxed);
             self.bend += n;
@@ -1002,7 +1004,7 @@ impl H1 {
                     Ok(Some(RespHead::Info(len))) => self.bpos += len,
                     Ok(Some(RespHead::Final(h))) => return Ok(h),
                     Err(BadResponse) => {
-                        return Err(Fail::Dst(Stop::Io(io::Error::new(
+                        return Err(Fail::Dst(self.mismatch_or(io::Error::new(
                             io::ErrorKind::InvalidData,
                             "malformed response head",
                         ))))
@@ -1010,6 +1012,22 @@ impl H1 {
                 }
             }
         }
+    }
+
+    /// `err`, unless what the backend sent is HTTP/2 (a server that speaks only HTTP/2
+    /// behind `backend_protocol = "http1"`): then that mismatch, counted.
+    fn mismatch_or(&self, err: io::Error) -> Stop {
+        if !super::upstream::looks_like_h2(&self.bbuf[self.bpos..self.bend]) {
+            return Stop::Io(err);
+        }
+        self.st.ctx.metrics.upstream_mismatch();
+        Stop::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            super::upstream::Mismatch {
+                configured: "http1",
+                seen: "answered in HTTP/2 (its first bytes were an HTTP/2 frame, not an HTTP/1 status line)".into(),
+            },
+        ))
     }
 
     /// After `101 Switching Protocols`: the client gets the head and whatever the backend sent

@@ -284,6 +284,13 @@ mod tests {
         assert!(!covers("/admin", "/adminx"));
         assert!(!covers("/admin", "/"));
         assert!(covers("/", "/anything"));
+        // gRPC method paths: a service covers its methods, not a longer service name
+        let m = "/pkg.v1.Billing/Charge";
+        assert_eq!(normalize_path(m).unwrap(), m);
+        assert!(covers("/pkg.v1.Billing", m));
+        assert!(covers(m, m));
+        assert!(!covers("/pkg.v1.Bill", m));
+        assert!(!covers("/pkg.v1.Billing/Char", m));
     }
 
     #[test]

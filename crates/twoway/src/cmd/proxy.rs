@@ -20,6 +20,10 @@ Examples:
       --enroll-token twt_… --ca https://ca.example.internal:9000 \\
       --ca-fingerprint 3f2a…(root SHA-256) --san DNS:api.example.internal
 
+  # a gRPC server (HTTP/2 without TLS: h2c) behind mTLS, for HTTP/1.1 and HTTP/2 clients
+  twoway proxy server --listen 0.0.0.0:8443 --backend 127.0.0.1:50051 --http \\
+      --backend-protocol h2c --cert chain.pem --key key.pem --client-ca ca.pem
+
   # a local plaintext port that reaches the server above over mTLS
   twoway proxy client --listen 127.0.0.1:15001 --target api.example.internal:8443 \\
       --cert client.pem --key client.key --server-ca ca.pem \\
@@ -183,6 +187,25 @@ struct ServerArgs {
     /// default 1024), shedding that address's idle ones first.
     #[arg(long, value_name = "N")]
     max_connections_per_address: Option<usize>,
+    #[command(flatten)]
+    backend_proto: BackendProtoArgs,
+}
+
+/// HTTP mode: the protocol spoken to the backend; each has the same-named key of the
+/// listener.
+#[derive(clap::Args, Debug)]
+struct BackendProtoArgs {
+    /// HTTP mode: the protocol spoken to the backend: http1 (default), h2c (HTTP/2 with prior
+    /// knowledge, e.g. a gRPC server) or h2 (HTTP/2 over TLS, ALPN h2).
+    #[arg(long, value_name = "PROTO", requires = "http", value_parser = ["http1", "h2c", "h2"])]
+    backend_protocol: Option<String>,
+    /// --backend-protocol h2: PEM bundle the backend's certificate chains to.
+    #[arg(long, value_name = "FILE")]
+    backend_ca: Option<PathBuf>,
+    /// --backend-protocol h2: the name the backend's certificate must carry (default: the
+    /// backend's host).
+    #[arg(long, value_name = "NAME")]
+    backend_server_name: Option<String>,
 }
 
 /// OCSP flags shared by `server` and `client`; each has the same-named key (`ocsp`,
@@ -350,6 +373,9 @@ fn build_config(args: &ProxyArgs) -> anyhow::Result<(ProxyConfig, Option<PathBuf
                 idle_timeout_secs: s.idle_timeout,
                 max_connections: s.max_connections,
                 max_connections_per_address: s.max_connections_per_address,
+                backend_protocol: s.backend_proto.backend_protocol.clone(),
+                backend_ca: s.backend_proto.backend_ca.clone().unwrap_or_default(),
+                backend_server_name: s.backend_proto.backend_server_name.clone(),
             }],
             ..ProxyConfig::default()
         },

@@ -164,6 +164,7 @@ async fn proxy(backend: SocketAddr, routes: Routes) -> Proxy {
         HttpCtx::new(
             "t",
             &Backend::Tcp(backend.to_string()),
+            &crate::config::BackendProtocol::Http1,
             metrics.clone(),
             state,
         )
