@@ -5,7 +5,7 @@
 #   messages: CONNS connections × WINDOW messages of SMALL bytes in flight (messages/s)
 #   bulk:     BULK_CONNS connections × BULK_WINDOW messages of BIG bytes (MB/s echoed)
 #
-#   bench/proxy/ws.sh                         # SECS=5 CONNS=32 WINDOW=16 SMALL=64
+#   bench/proxy/ws.sh                         # SECS=5 CONNS=64 WINDOW=64 SMALL=64
 #                                             # BULK_CONNS=4 BULK_WINDOW=4 BIG=262144
 #   SKIP_BUILD=1 CARGO_TARGET_DIR=/path bench/proxy/ws.sh   # reuse built binaries
 #
@@ -17,8 +17,8 @@ set -euo pipefail
 ulimit -n 65536 2>/dev/null || true
 
 SECS=${SECS:-5}
-CONNS=${CONNS:-32}
-WINDOW=${WINDOW:-16}
+CONNS=${CONNS:-64}
+WINDOW=${WINDOW:-64}
 SMALL=${SMALL:-64}
 BULK_CONNS=${BULK_CONNS:-4}
 BULK_WINDOW=${BULK_WINDOW:-4}
