@@ -43,25 +43,8 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
-key ca.key
-openssl req -x509 -new -key ca.key -subj "/CN=bench CA" -days 2 -out ca.pem \
-  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-leaf() { # name subject ext
-  key "$1.key"
-  openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
-  printf '%s\n' "$3" > "$1.ext"
-  openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-    -extfile "$1.ext" -out "$1.pem" 2>/dev/null
-}
-leaf server "/CN=localhost" "subjectAltName=DNS:localhost,IP:127.0.0.1
-extendedKeyUsage=serverAuth
-keyUsage=critical,digitalSignature
-basicConstraints=CA:FALSE"
-leaf client "/CN=loadgen" "subjectAltName=URI:spiffe://bench.example/loadgen
-extendedKeyUsage=clientAuth
-keyUsage=critical,digitalSignature
-basicConstraints=CA:FALSE"
+. "$ROOT/bench/proxy/lib.sh"
+bench_certs
 mkdir -p logs
 
 if (exec 3<>/dev/tcp/127.0.0.1/$BACKEND_PORT) 2>/dev/null; then
