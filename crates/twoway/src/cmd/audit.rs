@@ -68,6 +68,7 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
             json,
         } => {
             let ca = open_ca(&ca, false)?;
+            let mut held = None;
             let (n, problems) = match &checkpoint {
                 None => ca.verify_audit()?,
                 Some(path) => {
@@ -80,15 +81,29 @@ pub fn run(cmd: AuditCommand) -> Result<ExitCode> {
                             path.display()
                         ))
                     })?;
-                    ca.verify_checkpoint(&cp)?
+                    let r = ca.verify_checkpoint(&cp)?;
+                    held = Some(cp);
+                    r
                 }
             };
             if json {
-                print_json(
-                    &serde_json::json!({"entries": n, "ok": problems.is_empty(), "problems": problems}),
-                )?;
+                let cp = held
+                    .as_ref()
+                    .map(|c| serde_json::json!({"seq": c.seq, "time": c.time}));
+                print_json(&serde_json::json!({
+                    "entries": n, "ok": problems.is_empty(), "problems": problems,
+                    "checkpoint": cp,
+                }))?;
             } else if problems.is_empty() {
-                outln!("Audit log intact: {n} entries, hash chain verified.")?;
+                match &held {
+                    None => outln!("Audit log intact: {n} entries, hash chain verified.")?,
+                    Some(c) => outln!(
+                        "Audit log intact: {n} entries, hash chain verified; the checkpoint of \
+                         entry {} ({}) holds.",
+                        c.seq,
+                        printable(&c.time)
+                    )?,
+                }
             } else {
                 outln!("Audit log BROKEN ({n} entries):")?;
                 for p in &problems {
