@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::{config, connect, Args};
@@ -179,7 +179,7 @@ pub async fn client(a: &Args) -> anyhow::Result<()> {
     let batch = Arc::new(batch);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for (mut s, buf) in conns {
+    for (s, buf) in conns {
         let (stop, messages, bytes, batch) =
             (stop.clone(), messages.clone(), bytes.clone(), batch.clone());
         let window = a.streams;
@@ -189,14 +189,18 @@ pub async fn client(a: &Args) -> anyhow::Result<()> {
                 skip: 0,
                 in_frame: false,
             };
+            // echoes are read while the batch is still being written: a batch larger than
+            // the buffers along the path would otherwise deadlock (nobody reading)
+            let (mut rd, mut wr) = tokio::io::split(s);
             while !stop.load(Ordering::Relaxed) {
-                s.write_all(&batch).await?;
-                let got = frames.take(&mut s, window).await?;
+                let (sent, got) = tokio::join!(wr.write_all(&batch), frames.take(&mut rd, window));
+                sent?;
+                let got = got?;
                 messages.fetch_add(window as u64, Ordering::Relaxed);
                 bytes.fetch_add(got, Ordering::Relaxed);
             }
             // a close frame; the connection is dropped after it
-            s.write_all(&frame_header(0x8, 0, true)).await?;
+            wr.write_all(&frame_header(0x8, 0, true)).await?;
             anyhow::Ok(())
         }));
     }
@@ -242,12 +246,13 @@ pub async fn echo_server(addr: &str) -> anyhow::Result<()> {
     }
 }
 
-async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> anyhow::Result<()> {
+async fn echo(s: tokio::net::TcpStream) -> anyhow::Result<()> {
+    let (mut rd, mut wr) = s.into_split();
     let mut buf = Vec::new();
-    let head = read_head(&mut s, &mut buf).await?;
+    let head = read_head(&mut rd, &mut buf).await?;
     let text = String::from_utf8_lossy(&buf[..head]).to_ascii_lowercase();
     if !text.contains(&format!("sec-websocket-key: {}", KEY.to_ascii_lowercase())) {
-        s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        wr.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
             .await?;
         return Ok(());
     }
@@ -255,14 +260,24 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> anyhow::Result<()>
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
     );
-    s.write_all(answer.as_bytes()).await?;
+    wr.write_all(answer.as_bytes()).await?;
     buf.drain(..head);
+    // Reading and writing run apart (a writer task fed by a channel): a proxy that stops
+    // reading from the backend while its own writes to it are blocked must not deadlock
+    // the echo.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1024);
+    let writer = tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            wr.write_all(&b).await?;
+        }
+        anyhow::Ok(())
+    });
     // streamed echo: a frame's header goes out as soon as it is parsed, its payload as it
     // arrives, unmasked
     let (mut skip, mut key, mut off) = (0u64, [0u8; 4], 0usize);
     let mut out = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
-    loop {
+    'conn: loop {
         let mut pos = 0;
         loop {
             if skip > 0 {
@@ -284,20 +299,23 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) -> anyhow::Result<()>
             pos += h;
             out.extend_from_slice(&frame_header(opcode, len as usize, false));
             if opcode == 0x8 {
-                s.write_all(&out).await?;
-                return Ok(());
+                break 'conn;
             }
             (skip, key, off) = (len, k.unwrap_or([0; 4]), 0);
         }
         buf.drain(..pos);
-        if !out.is_empty() {
-            s.write_all(&out).await?;
-            out.clear();
+        if !out.is_empty() && tx.send(std::mem::take(&mut out)).await.is_err() {
+            break;
         }
-        let n = s.read(&mut chunk).await?;
+        let n = rd.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(());
+            break;
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+    if !out.is_empty() {
+        let _ = tx.send(out).await;
+    }
+    drop(tx);
+    writer.await?
 }
