@@ -220,6 +220,29 @@ fn is_grpc(h: &http::HeaderMap) -> bool {
     })
 }
 
+/// The most of a refused request's body read before the answer.
+const DRAIN_LIMIT: usize = 64 * 1024;
+/// The longest a refused request's body is waited for.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// Reads and drops what is left of a refused request's body, up to [`DRAIN_LIMIT`] bytes
+/// and [`DRAIN_TIME`]: an HTTP/2 client still sending its body when the answer ends the
+/// stream sees the stream reset instead of the answer (curl: "Stream error in the HTTP/2
+/// framing layer"). Past either bound the answer goes anyway.
+async fn drain(mut body: Incoming) {
+    use http_body_util::BodyExt as _;
+    let work = async {
+        let mut read = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |d| d.len());
+            if read > DRAIN_LIMIT {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, work).await;
+}
+
 /// gRPC's answer to a denied call: trailers-only (HTTP 200, `grpc-status: 7`
 /// PERMISSION_DENIED, a `grpc-message`, no body), which every gRPC client reports as that
 /// status instead of a transport failure.
@@ -402,6 +425,7 @@ async fn handle(
     drop(state);
     if let Decision::Denied = decision {
         ctx.metrics.http_denied();
+        drain(body).await;
         if is_grpc(&parts.headers) {
             st.access(
                 &parts.method,
