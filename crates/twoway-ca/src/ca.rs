@@ -942,6 +942,26 @@ impl Ca {
         Ok(der)
     }
 
+    /// When `root.crl` stops being valid (its nextUpdate); `None` when the directory holds no
+    /// root CRL (a CA made before it had one) or the CRL names no nextUpdate.
+    pub fn root_crl_next_update(&self) -> Result<Option<OffsetDateTime>> {
+        if !self.dir.join(layout::ROOT_CRL).exists() {
+            return Ok(None);
+        }
+        let der = self.root_crl_any()?;
+        let next = x509_parser::parse_x509_crl(&der)
+            .map_err(|e| {
+                Error::Refused(format!(
+                    "{} is not a CRL ({e}): {ROOT_CRL_FIX}",
+                    self.dir.join(layout::ROOT_CRL).display()
+                ))
+            })?
+            .1
+            .next_update()
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t.timestamp()).ok());
+        Ok(next)
+    }
+
     /// `root.crl`'s CRL, DER, whatever its dates.
     fn root_crl_any(&self) -> Result<Vec<u8>> {
         let p = self.dir.join(layout::ROOT_CRL);

@@ -364,7 +364,10 @@ Not reported: certificates that renew themselves while they still can, i.e. enro
 an agent renews (label renewal=agent), the online CA's own TLS and OCSP certificates, and
 owners or profiles listed in [renewal] of ca.toml (or labelled renewal=auto). Such a
 certificate is reported once three quarters of its life have passed without a renewal.
-Revoked and superseded certificates are never reported.")]
+Revoked and superseded certificates are never reported.
+
+Also reported (exit 1): the root's CRL (root.crl) when its nextUpdate falls within the
+window, since a person signs it where the root key is (`twoway crl --root`).")]
     Check {
         /// The window.
         #[arg(long, default_value = "14d")]

@@ -552,6 +552,15 @@ fn nginx_ssl_crl_takes_every_crl_of_the_chain() {
     .ok();
     // the root's CRL was signed at init, and is served with the intermediate's
     let root_crl = read(lab.path("ca/root.crl"));
+    // valid for a year: `cert check` says so once its nextUpdate is within the window
+    lab.tw("cert check --ca-dir ca --within 14d").ok();
+    let o = lab.tw("cert check --ca-dir ca --within 400d").code(1);
+    assert!(o.stdout.contains("twoway crl --root"), "{o}");
+    let v = lab
+        .tw("cert check --ca-dir ca --within 400d --json")
+        .code(1)
+        .json();
+    assert_eq!(v["root_crl"]["due"], true, "{v}");
     assert!(
         root_crl.starts_with("-----BEGIN X509 CRL-----"),
         "{root_crl}"

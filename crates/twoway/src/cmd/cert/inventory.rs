@@ -26,14 +26,29 @@ pub(super) fn check(within: &str, ca: &CaOpts, json: bool) -> Result<ExitCode> {
         .items
         .into_iter()
         .partition(|r| c.config().needs_attention(r, now));
+    // The root's CRL is signed where the root key is kept, by a person: once past its
+    // nextUpdate, verifiers that check the whole chain refuse every client.
+    let root_crl = c.root_crl_next_update()?;
+    let root_crl_due = root_crl.is_some_and(|t| t <= now + window);
     let printed = if json {
         print_json(&serde_json::json!({
             "within": within,
             "expiring": attention,
             "auto_renewed": automatic.len(),
+            "root_crl": {
+                "next_update": root_crl.map(rfc3339),
+                "due": root_crl_due,
+            },
         }))
     } else {
         (|| -> Result<()> {
+            if let Some(t) = root_crl.filter(|_| root_crl_due) {
+                outln!(
+                    "The root's CRL (root.crl) is valid until {}: sign a new one with \
+                     `twoway crl --root` where the root key is, and copy it into the CA directory.",
+                    rfc3339(t)
+                )?;
+            }
             if attention.is_empty() {
                 outln!("Nothing expires within {within} that needs a person.")?;
             } else {
@@ -54,11 +69,16 @@ pub(super) fn check(within: &str, ca: &CaOpts, json: bool) -> Result<ExitCode> {
     };
     // The verdict stands even when the reader went away (`cert check | head -1`).
     output::unless_closed(printed)?;
-    Ok(if attention.is_empty() {
+    Ok(if attention.is_empty() && !root_crl_due {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(exit::EXPIRING)
     })
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// What to do with one file given to `cert import`.
