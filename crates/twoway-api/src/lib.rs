@@ -313,6 +313,9 @@ pub mod codes {
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     /// A server-side failure.
     pub const INTERNAL: &str = "internal";
+    /// The inventory cannot be reached or written right now (database down, paused or
+    /// full): retry after the `Retry-After` seconds.
+    pub const UNAVAILABLE: &str = "unavailable";
 }
 
 #[cfg(test)]

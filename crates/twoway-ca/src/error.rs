@@ -109,7 +109,8 @@ impl Error {
             | Error::CertRevoked(..)
             | Error::BadProof(_) => ErrorKind::Unauthenticated,
             Error::Forbidden(_) => ErrorKind::Forbidden,
-            Error::Store(_) | Error::Inventory { .. } => ErrorKind::Internal,
+            Error::Store(S::Database { .. }) | Error::Inventory { .. } => ErrorKind::Unavailable,
+            Error::Store(_) => ErrorKind::Internal,
         }
     }
 }
@@ -136,6 +137,9 @@ pub enum ErrorKind {
     Unauthenticated,
     /// The credential is fine but does not allow this.
     Forbidden,
+    /// The inventory cannot be reached, read or written right now (the database is down,
+    /// paused or its disk full): trying again later may work.
+    Unavailable,
 }
 
 /// Result with the CA error.

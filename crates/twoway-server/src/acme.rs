@@ -9,7 +9,7 @@
 //! an order's status is derived from its authorizations when it is read.
 
 use crate::routes::Resp;
-use crate::{blocking, State};
+use crate::{blocking, store_call, State};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -80,6 +80,19 @@ fn not_found(what: &str) -> Problem {
     )
 }
 
+/// The inventory did not answer in time (its database is paused or unreachable): 503 with
+/// `Retry-After`, which ACME clients honour.
+fn unavailable() -> Problem {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "serverInternal",
+        format!(
+            "the inventory cannot be reached right now: retry in {} s",
+            crate::RETRY_AFTER_SECS
+        ),
+    )
+}
+
 fn internal(e: impl std::fmt::Display) -> Problem {
     tracing::error!(error = %e, "ACME internal error");
     problem(
@@ -147,9 +160,17 @@ impl Ctx {
         f: impl FnOnce(&dyn Store) -> twoway_store::Result<T> + Send + 'static,
     ) -> Result<T, Problem> {
         let ca = self.state.ca.clone();
-        match blocking(move || f(ca.store())).await {
+        match store_call(move || f(ca.store())).await {
             Ok(Ok(v)) => Ok(v),
+            Ok(Err(e @ twoway_store::Error::Database { .. })) => {
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "inventory unavailable"
+                );
+                Err(unavailable())
+            }
             Ok(Err(e)) => Err(internal(e)),
+            Err(crate::Error::StoreTimeout) => Err(unavailable()),
             Err(e) => Err(internal(e)),
         }
     }
@@ -332,11 +353,16 @@ async fn render(
                 "ACME refused: {}",
                 p.detail
             );
+            let mut headers: Vec<(&'static str, String)> =
+                p.location.map(|l| ("location", l)).into_iter().collect();
+            if p.status == StatusCode::SERVICE_UNAVAILABLE {
+                headers.push(("retry-after", crate::RETRY_AFTER_SECS.to_string()));
+            }
             Answer {
                 status: p.status,
                 body: Bytes::from(problem_json(p.kind, &p.detail, p.status.as_u16()).to_string()),
                 ctype: "application/problem+json",
-                headers: p.location.map(|l| ("location", l)).into_iter().collect(),
+                headers,
             }
         }
     };

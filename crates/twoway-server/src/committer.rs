@@ -88,7 +88,19 @@ impl Committer {
         let (issued, item) = unrecorded.into_parts();
         let (reply, answer) = oneshot::channel();
         self.tx.send(Job { item, reply }).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())??;
+        match tokio::time::timeout(crate::STORE_DEADLINE, answer).await {
+            Ok(answered) => {
+                answered.map_err(|_| stopped())??;
+            }
+            // The batch may still commit once the database answers: the certificate is then
+            // recorded (and audited) but not delivered, as when a client disconnects.
+            Err(_) => {
+                return Err(CaError::Store(StoreError::database(format!(
+                    "recording the certificate did not finish within {} s",
+                    crate::STORE_DEADLINE.as_secs()
+                ))))
+            }
+        }
         Ok(issued)
     }
 }

@@ -56,7 +56,19 @@ pub enum Error {
     /// A blocking task failed.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// A store call did not finish within [`STORE_DEADLINE`] (the database is paused or
+    /// unreachable); it goes on in the background and its result is dropped.
+    #[error("the inventory did not answer within {} s", STORE_DEADLINE.as_secs())]
+    StoreTimeout,
 }
+
+/// The longest a request waits for the inventory (a read, or the commit of its
+/// certificate) before it is answered 503 with `Retry-After`: a database that is paused
+/// or unreachable must not hold requests (and their connections) for ever.
+pub const STORE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What a 503 tells the client to wait, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 2;
 
 /// How to run the server.
 #[derive(Clone, Debug)]
@@ -206,6 +218,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Task(e.to_string()))
+}
+
+/// [`blocking`] for a call that reads or writes the inventory while a request waits:
+/// [`Error::StoreTimeout`] after [`STORE_DEADLINE`].
+async fn store_call<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    tokio::time::timeout(STORE_DEADLINE, blocking(f))
+        .await
+        .unwrap_or(Err(Error::StoreTimeout))
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

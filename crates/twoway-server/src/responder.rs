@@ -258,3 +258,8 @@ impl CrlCache {
         Ok(der)
     }
 }
+
+/// The `tryLater` answer (RFC 6960 §2.3): the inventory did not answer in time.
+pub(crate) fn try_later() -> Vec<u8> {
+    error_response(OcspErrorStatus::TryLater)
+}

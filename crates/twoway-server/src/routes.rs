@@ -1,6 +1,6 @@
 //! Routing, request parsing and the one place where domain errors become HTTP statuses.
 
-use crate::{blocking, ConnInfo, State};
+use crate::{blocking, store_call, ConnInfo, State};
 use base64::Engine;
 use bytes::Bytes;
 use http::{header, Method, Response, StatusCode};
@@ -45,6 +45,7 @@ pub fn from_ca(e: &CaError) -> ApiError {
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let code = match e {
@@ -69,12 +70,16 @@ pub fn from_ca(e: &CaError) -> ApiError {
         CaError::Store(S::NotFound(_) | S::Ambiguous(_)) => codes::NOT_FOUND,
         _ => match e.kind() {
             ErrorKind::BadInput => codes::BAD_REQUEST,
+            ErrorKind::Unavailable => codes::UNAVAILABLE,
             _ => codes::INTERNAL,
         },
     };
     let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(error = e as &dyn std::error::Error, "internal error");
         "internal error: see the CA's log".to_string()
+    } else if status == StatusCode::SERVICE_UNAVAILABLE {
+        tracing::warn!(error = e as &dyn std::error::Error, "inventory unavailable");
+        unavailable_message()
     } else {
         e.to_string()
     };
@@ -171,7 +176,14 @@ fn finish(
         Err(e) => {
             state.metrics.error(e.code);
             tracing::info!(peer = %conn.peer, route, code = e.code, status = e.status.as_u16(), "refused: {}", e.message);
-            json_resp(e.status, &ErrorBody::new(e.code, e.message))
+            let mut r = json_resp(e.status, &ErrorBody::new(e.code, e.message));
+            if e.status == StatusCode::SERVICE_UNAVAILABLE {
+                r.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    http::HeaderValue::from(crate::RETRY_AFTER_SECS),
+                );
+            }
+            r
         }
     };
     state.metrics.request(route, resp.status().as_u16());
@@ -243,7 +255,7 @@ async fn public(
         "healthz" => Ok(bytes_resp("text/plain", Bytes::from_static(b"ok\n"))),
         "metrics" => {
             let ca = state.ca.clone();
-            let counts = blocking(move || ca.store().count_by_status())
+            let counts = store_call(move || ca.store().count_by_status())
                 .await
                 .ok()
                 .and_then(|r| r.ok())
@@ -373,14 +385,35 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// What a 503 says: the inventory is away, retry.
+fn unavailable_message() -> String {
+    format!(
+        "the inventory cannot be reached or written right now (its database is down, paused \
+         or full): retry in {} s; the CA's log says why",
+        crate::RETRY_AFTER_SECS
+    )
+}
+
+fn unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        codes::UNAVAILABLE,
+        unavailable_message(),
+    )
+}
+
 async fn run_ca<T: Send + 'static>(
     state: &Arc<State>,
     f: impl FnOnce(&twoway_ca::Ca) -> Result<T, CaError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let ca = state.ca.clone();
-    match blocking(move || f(&ca)).await {
+    match store_call(move || f(&ca)).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(from_ca(&e)),
+        Err(crate::Error::StoreTimeout) => {
+            tracing::warn!("the inventory did not answer in time: 503");
+            Err(unavailable())
+        }
         Err(e) => {
             tracing::error!(error = %e, "blocking task failed");
             Err(ApiError::new(
@@ -534,9 +567,10 @@ async fn sign(
         && conn.authenticated.lock().is_ok_and(|g| g.is_some())
         && crate::revocation_check_due(state)
     {
-        match state.ca.store().revocation_seq() {
-            Ok(seq) => crate::saw_revocation_seq(state, seq),
-            Err(_) => counter_read = false,
+        let ca = state.ca.clone();
+        match store_call(move || ca.store().revocation_seq()).await {
+            Ok(Ok(seq)) => crate::saw_revocation_seq(state, seq),
+            _ => counter_read = false,
         }
     }
     // The connection's earlier authentication stands while no revocation has been seen
@@ -922,14 +956,17 @@ async fn ocsp(
     }
     let st = state.clone();
     let ca = state.ca.clone();
-    let resp = blocking(move || st.ocsp.answer(&ca, &der, &st.metrics))
-        .await
-        .map_err(|_| {
-            ApiError::new(
+    let resp = match store_call(move || st.ocsp.answer(&ca, &der, &st.metrics)).await {
+        Ok(resp) => resp,
+        // the inventory did not answer in time: RFC 6960's tryLater, which clients retry
+        Err(crate::Error::StoreTimeout) => Bytes::from(crate::responder::try_later()),
+        Err(_) => {
+            return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 codes::INTERNAL,
                 "internal error",
-            )
-        })?;
+            ))
+        }
+    };
     Ok(bytes_resp("application/ocsp-response", resp))
 }

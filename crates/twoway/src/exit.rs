@@ -17,6 +17,8 @@ pub const SOFTWARE: u8 = 70;
 pub const CANTCREAT: u8 = 73;
 /// File system error.
 pub const IOERR: u8 = 74;
+/// Temporary failure: the inventory's database cannot be reached or written; retry.
+pub const TEMPFAIL: u8 = 75;
 /// Permission denied: the CA key could not be unlocked (wrong or missing passphrase),
 /// or a remote CA refused the client certificate (HTTP 401 or 403).
 pub const NOPERM: u8 = 77;
@@ -34,6 +36,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
                 K::Permission => NOPERM,
                 K::Io => IOERR,
                 K::Unauthenticated | K::Forbidden => NOPERM,
+                K::Unavailable => TEMPFAIL,
                 _ => SOFTWARE,
             };
         }

@@ -17,13 +17,12 @@
 
 mod common;
 
-use common::http::{client_config, read_response};
+use common::http::{client_config, try_post};
 use common::online::OnlineCa;
 use common::pg::TestDb;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -78,30 +77,14 @@ impl Rng {
     }
 }
 
-/// One HTTP/1.1 request on a fresh TLS connection, never panicking: `None` when the
-/// connection could not be made or the answer did not arrive whole.
+/// One request, never panicking: the status and body, or `None` (cut).
 fn request(
     addr: SocketAddr,
     cfg: Arc<rustls::ClientConfig>,
     path: &str,
     body: &str,
 ) -> Option<(u16, String)> {
-    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    tcp.set_write_timeout(Some(Duration::from_secs(10))).ok()?;
-    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-    let conn = rustls::ClientConnection::new(cfg, name).ok()?;
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    tls.write_all(head.as_bytes()).ok()?;
-    tls.write_all(body.as_bytes()).ok()?;
-    tls.flush().ok()?;
-    let (status, _, answer) = read_response(&mut tls);
-    (status != 0).then_some((status, answer))
+    try_post(addr, cfg, path, body, Duration::from_secs(10)).map(|(s, _, b)| (s, b))
 }
 
 /// A fresh P-256 key and a CSR for `SAN`: (key PEM, CSR PEM).

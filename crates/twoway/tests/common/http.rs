@@ -234,3 +234,31 @@ pub fn closed_within(r: &mut impl Timed, within: Duration) -> bool {
         }
     }
 }
+
+/// One HTTP/1.1 POST on a fresh TLS connection that never panics: the status, the head and
+/// the body, or `None` when the connection could not be made or the answer did not arrive
+/// whole within `timeout` (the server was killed, down or stuck).
+pub fn try_post(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Option<(u16, String, String)> {
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    tcp.set_read_timeout(Some(timeout)).ok()?;
+    tcp.set_write_timeout(Some(timeout)).ok()?;
+    let name = ServerName::IpAddress(addr.ip().into());
+    let conn = rustls::ClientConnection::new(cfg, name).ok()?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).ok()?;
+    tls.write_all(body.as_bytes()).ok()?;
+    tls.flush().ok()?;
+    let (status, head, answer) = read_response(&mut tls);
+    (status != 0).then_some((status, head, answer))
+}
