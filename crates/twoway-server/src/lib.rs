@@ -67,6 +67,9 @@ pub enum Error {
 /// or unreachable must not hold requests (and their connections) for ever.
 pub const STORE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The largest request head (HTTP/1.1) or header list (HTTP/2) the HTTPS listener reads.
+pub const MAX_HTTPS_HEAD: usize = 32 * 1024;
+
 /// What a 503 tells the client to wait, in seconds.
 pub const RETRY_AFTER_SECS: u64 = 2;
 
@@ -513,10 +516,14 @@ where
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(d.idle.max(d.first_request));
+        .header_read_timeout(d.idle.max(d.first_request))
+        // a request head larger than this is answered 431 (hyper's default, ~400 KiB a
+        // connection, let idle connections hold much more memory than any client needs)
+        .max_buf_size(MAX_HTTPS_HEAD);
     // HTTP/2: pings find a peer that vanished with streams open.
     builder
         .http2()
+        .max_header_list_size(MAX_HTTPS_HEAD as u32)
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(d.idle))
         .keep_alive_timeout(d.handshake);

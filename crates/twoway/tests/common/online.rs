@@ -236,6 +236,11 @@ impl OnlineCa {
         self.server.as_ref().expect("the CA is not serving")
     }
 
+    /// The running server's process id.
+    pub fn pid(&self) -> u32 {
+        self.server().server.pid()
+    }
+
     /// What the server logged so far.
     pub fn log(&self) -> String {
         self.server.as_ref().map(|s| s.log()).unwrap_or_default()
