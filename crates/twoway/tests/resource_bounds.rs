@@ -113,9 +113,9 @@ async fn hostile(
         drop(permit);
         let mut tcp = tcp;
         while !stop.load(Ordering::Relaxed) {
-            match tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut buf)).await {
-                Ok(Ok(0) | Err(_)) => return true,
-                _ => {}
+            let read = tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut buf)).await;
+            if let Ok(Ok(0) | Err(_)) = read {
+                return true;
             }
         }
         return false;
