@@ -328,78 +328,103 @@ pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), Agent
     // the certificate it already issued.
     let mut pending: Option<Pending> = None;
     let mut jitter: Option<(String, f64)> = None;
+    // A certificate the CA issued that could not be written (a full or read-only output
+    // directory): kept here and written again after a pause, never asked for again (the CA
+    // has already superseded the old certificate by it).
+    let mut unsaved: Option<Outcome> = None;
     loop {
-        let current = read_current(&cfg.storage);
-        let now = OffsetDateTime::now_utc();
-        if let Some(c) = &current {
-            status
-                .not_after
-                .store(c.info.not_after.unix_timestamp(), Ordering::Relaxed);
-            let j = match &jitter {
-                Some((fp, j)) if *fp == c.info.fingerprint => *j,
-                _ => {
-                    let j = if cfg.jitter_fraction > 0.0 {
-                        rand::thread_rng().gen_range(-cfg.jitter_fraction..=cfg.jitter_fraction)
-                    } else {
-                        0.0
-                    };
-                    jitter = Some((c.info.fingerprint.clone(), j));
-                    j
+        let mut enrolling = false;
+        let result = if let Some(u) = unsaved.take() {
+            Ok(u)
+        } else {
+            let current = read_current(&cfg.storage);
+            let now = OffsetDateTime::now_utc();
+            if let Some(c) = &current {
+                status
+                    .not_after
+                    .store(c.info.not_after.unix_timestamp(), Ordering::Relaxed);
+                let j = match &jitter {
+                    Some((fp, j)) if *fp == c.info.fingerprint => *j,
+                    _ => {
+                        let j = if cfg.jitter_fraction > 0.0 {
+                            rand::thread_rng().gen_range(-cfg.jitter_fraction..=cfg.jitter_fraction)
+                        } else {
+                            0.0
+                        };
+                        jitter = Some((c.info.fingerprint.clone(), j));
+                        j
+                    }
+                };
+                let at = renewal_point(c.info.not_before, c.info.not_after, cfg.renew_fraction, j);
+                status
+                    .next_renewal
+                    .store(at.unix_timestamp(), Ordering::Relaxed);
+                if now < at {
+                    if cfg.once {
+                        let renew_at = at
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default();
+                        tracing::info!(serial = %c.info.serial, %renew_at, "certificate is current; nothing to do");
+                        return Ok(());
+                    }
+                    // Sleep in short steps against the wall clock, so a machine that was
+                    // suspended past the renewal point renews as soon as it wakes.
+                    let left = (at - now).whole_milliseconds().max(0) as u64;
+                    tokio::time::sleep(Duration::from_millis(left.min(30_000))).await;
+                    continue;
                 }
+            }
+            enrolling = !matches!(&current, Some(c) if c.info.not_after > now);
+            let result = match &current {
+                Some(c) if c.info.not_after > now => {
+                    renew_once(&cfg, &root_pem, c, &mut pending).await
+                }
+                _ => match token.as_deref() {
+                    Some(t) => enroll_once(&cfg, &root_pem, t).await,
+                    None => {
+                        let why = if current.is_some() {
+                            "the certificate has expired and cannot be renewed: enroll again with a new --token"
+                        } else {
+                            "no certificate yet: give an enrollment token (--token)"
+                        };
+                        return Err(AgentError::NeedToken(why.into()));
+                    }
+                },
             };
-            let at = renewal_point(c.info.not_before, c.info.not_after, cfg.renew_fraction, j);
-            status
-                .next_renewal
-                .store(at.unix_timestamp(), Ordering::Relaxed);
-            if now < at {
-                if cfg.once {
-                    let renew_at = at
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_default();
-                    tracing::info!(serial = %c.info.serial, %renew_at, "certificate is current; nothing to do");
-                    return Ok(());
+            let result = result.and_then(|Outcome::Issued(resp, key, how)| {
+                let leaf = twoway_pki::parse_certificates(resp.certificate.as_bytes())
+                    .ok()
+                    .and_then(|c| c.into_iter().next());
+                match leaf {
+                    Some(der)
+                        if twoway_pki::key_matches_cert(&key.public_key_der(), &der)
+                            .unwrap_or(false) =>
+                    {
+                        Ok(Outcome::Issued(resp, key, how))
+                    }
+                    _ => Err(ClientError::Decode(
+                        "the certificate returned does not certify the key this agent made".into(),
+                    )),
                 }
-                // Sleep in short steps against the wall clock, so a machine that was
-                // suspended past the renewal point renews as soon as it wakes.
-                let left = (at - now).whole_milliseconds().max(0) as u64;
-                tokio::time::sleep(Duration::from_millis(left.min(30_000))).await;
-                continue;
-            }
-        }
-        let enrolling = !matches!(&current, Some(c) if c.info.not_after > now);
-        let result = match &current {
-            Some(c) if c.info.not_after > now => renew_once(&cfg, &root_pem, c, &mut pending).await,
-            _ => match token.as_deref() {
-                Some(t) => enroll_once(&cfg, &root_pem, t).await,
-                None => {
-                    let why = if current.is_some() {
-                        "the certificate has expired and cannot be renewed: enroll again with a new --token"
-                    } else {
-                        "no certificate yet: give an enrollment token (--token)"
-                    };
-                    return Err(AgentError::NeedToken(why.into()));
-                }
-            },
+            });
+            result
         };
-        let result = result.and_then(|Outcome::Issued(resp, key, how)| {
-            let leaf = twoway_pki::parse_certificates(resp.certificate.as_bytes())
-                .ok()
-                .and_then(|c| c.into_iter().next());
-            match leaf {
-                Some(der)
-                    if twoway_pki::key_matches_cert(&key.public_key_der(), &der)
-                        .unwrap_or(false) =>
-                {
-                    Ok(Outcome::Issued(resp, key, how))
-                }
-                _ => Err(ClientError::Decode(
-                    "the certificate returned does not certify the key this agent made".into(),
-                )),
-            }
-        });
         match result {
             Ok(Outcome::Issued(resp, key, how)) => {
-                save(&cfg.storage, &resp, &key)?;
+                if let Err(e) = save(&cfg.storage, &resp, &key) {
+                    status.failures.fetch_add(1, Ordering::Relaxed);
+                    status.set_error(Some(format!("could not write the new certificate: {e}")));
+                    if cfg.once && attempt >= 2 {
+                        return Err(e);
+                    }
+                    let d = backoff(attempt, cfg.backoff_min, cfg.backoff_max);
+                    tracing::warn!(error = %e, retry_in = ?d, storage = %cfg.storage, serial = %resp.serial,
+                        "could not write the new certificate (the old files are untouched); writing it again later");
+                    tokio::time::sleep(d).await;
+                    attempt = attempt.saturating_add(1);
+                    unsaved = Some(Outcome::Issued(resp, key, how));
+                    continue;
+                }
                 let now = OffsetDateTime::now_utc().unix_timestamp();
                 status.last_success.store(now, Ordering::Relaxed);
                 status.set_error(None);

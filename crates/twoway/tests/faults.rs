@@ -339,3 +339,122 @@ fn inventory_file_system_full_refuses_issuance_cleanly_and_recovers() {
         "{recorded} certificates recorded for {answered} answered: a refused issuance was recorded"
     );
 }
+
+/// Waits (at most `limit`) for `f`; false if it never held.
+fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// The agent's output directory fills up when a renewal is due: the certificate the CA
+/// issued is kept in memory and written once there is room again — the old files stay
+/// whole meanwhile, the agent keeps running, and the CA is not asked again (it already
+/// superseded the old certificate by the new one).
+#[test]
+fn agent_output_full_keeps_the_old_files_and_writes_the_renewal_later() {
+    let mut ca = OnlineCa::start(&[]);
+    ca.sh("mkdir d && mount -t tmpfs -o size=1m,mode=0700 tmpfs d")
+        .ok();
+    let _unmount = Unmount(ca.path("d"));
+    let san = "DNS:agent.example.internal";
+    let token = ca.token(&format!("--san {san} --profile server --cert-ttl 20s"));
+    let url = ca.url();
+    let fp = ca.fingerprint.clone();
+    let mut cmd = ca.cmd(&[
+        "agent",
+        "--ca",
+        &url,
+        "--ca-fingerprint",
+        &fp,
+        "--san",
+        san,
+        "--out",
+        "d",
+        "--token",
+        &token,
+    ]);
+    cmd.env("RUST_LOG", "info");
+    let agent_log = ca.path("agent.log");
+    let mut agent = common::Server::spawn("twoway agent", &mut cmd, &agent_log);
+    let log = || std::fs::read_to_string(&agent_log).unwrap_or_default();
+    assert!(
+        within(Duration::from_secs(15), || ca.path("d/cert.pem").exists()),
+        "the agent did not enroll:\n{}",
+        log()
+    );
+    // certificates this short are renewed at once after enrollment (their notBefore is
+    // backdated for clock skew): let that settle, then count the renewals so far
+    std::thread::sleep(Duration::from_millis(1500));
+    let renewals = || -> Vec<String> {
+        let audit = ca
+            .tw("audit list --ca-dir ca --json --limit 100000")
+            .ok()
+            .json();
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == json!("cert.renew"))
+            .map(|e| e["target"].as_str().unwrap().to_ascii_lowercase())
+            .collect()
+    };
+    let before = renewals().len();
+    let (old_cert, old_key) = (
+        std::fs::read(ca.path("d/cert.pem")).unwrap(),
+        std::fs::read(ca.path("d/key.pem")).unwrap(),
+    );
+    fill(&ca.path("d/filler"));
+
+    // the next renewal (at about 2/3 of the certificate's life) is issued, and cannot be
+    // written
+    assert!(
+        within(Duration::from_secs(40), || log()
+            .contains("could not write the new certificate")),
+        "no failed write was reported:\n{}",
+        log()
+    );
+    agent.assert_running("with its output directory full");
+    assert_eq!(std::fs::read(ca.path("d/cert.pem")).unwrap(), old_cert);
+    assert_eq!(std::fs::read(ca.path("d/key.pem")).unwrap(), old_key);
+    let stray: Vec<String> = std::fs::read_dir(ca.path("d"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !["cert.pem", "chain.pem", "key.pem", "ca.pem", "filler"].contains(&n.as_str()))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "files left behind by the failed write: {stray:?}"
+    );
+
+    // room again: the renewal the CA issued is written, without asking again
+    std::fs::remove_file(ca.path("d/filler")).unwrap();
+    let old_serial = common::pki::serial_of(&ca.path("d/cert.pem"));
+    assert!(
+        within(Duration::from_secs(15), || common::pki::serial_of(
+            &ca.path("d/cert.pem")
+        ) != old_serial),
+        "the new certificate was never written:\n{}",
+        log()
+    );
+    let new_serial = common::pki::serial_of(&ca.path("d/cert.pem"));
+    let after = renewals();
+    assert_eq!(
+        &after[before..],
+        &[new_serial.clone()],
+        "the CA was asked again, or the certificate written is not the renewal issued \
+         while the disk was full\n{}",
+        log()
+    );
+    // key and certificate on disk belong together
+    let o = ca.openssl("x509 -in d/cert.pem -noout -pubkey").ok();
+    let k = ca.openssl("pkey -in d/key.pem -pubout").ok();
+    assert_eq!(o.stdout, k.stdout, "cert.pem and key.pem do not match");
+    ca.stop();
+}
