@@ -447,7 +447,7 @@ fn agent_output_full_keeps_the_old_files_and_writes_the_renewal_later() {
     let after = renewals();
     assert_eq!(
         &after[before..],
-        &[new_serial.clone()],
+        std::slice::from_ref(&new_serial),
         "the CA was asked again, or the certificate written is not the renewal issued \
          while the disk was full\n{}",
         log()
