@@ -1,7 +1,7 @@
 //! Crash consistency of the online CA: `twoway ca serve` SIGKILLed at random moments under a
 //! concurrent issuance load — `POST /v1/sign` (the administrator), `/v1/enroll` (one-time
-//! tokens) and `/v1/renew` (over mutual TLS) — and started again, many times, on SQLite and
-//! on PostgreSQL. Afterwards, from what the clients saw and what the store holds:
+//! tokens), `/v1/renew` (over mutual TLS) and whole ACME orders by lego (finalize included)
+//! — and started again, many times, on SQLite and on PostgreSQL. Afterwards, from what the clients saw and what the store holds:
 //!
 //! - every certificate a client received is in the inventory and has its audit entry;
 //! - the inventory holds no certificate beyond those: each row a client did not receive
@@ -20,6 +20,8 @@ mod common;
 use common::http::{client_config, try_post};
 use common::online::OnlineCa;
 use common::pg::TestDb;
+use common::pki::{serial_of, sha256_hex};
+use common::{require_tool, run_with_timeout};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -59,6 +61,8 @@ struct Ledger {
     tokens: Vec<(String, Seen)>,
     /// Requests that may have reached the server and got no answer.
     cut: u64,
+    /// lego runs that did not end with a certificate (each may have been cut anywhere).
+    acme_failed: u64,
     /// Refusals by operation and status, with one answer of each.
     refused: HashMap<(&'static str, u16), (u64, String)>,
 }
@@ -123,6 +127,8 @@ struct Load {
     ledger: Mutex<Ledger>,
     stop: AtomicBool,
     dirs: AtomicU64,
+    /// The ACME directory's URL and the port its http-01 validations connect to.
+    acme: (String, u16),
 }
 
 impl Load {
@@ -201,6 +207,51 @@ impl Load {
         }
     }
 
+    /// Whole ACME orders by lego (http-01 answered by lego itself, a new account each
+    /// time), one at a time: newAccount, newOrder, the challenge, finalize, download.
+    fn acme_loop(&self) {
+        let lego = require_tool("lego", "lego");
+        let mut n = 0;
+        while !self.stop.load(Ordering::Relaxed) {
+            n += 1;
+            let name = format!("n{n}.acme.test");
+            let dir = self.dir.join(format!("lego-{n}"));
+            let mut c = std::process::Command::new(&lego);
+            c.env("LEGO_CA_CERTIFICATES", &self.root)
+                .current_dir(&self.dir)
+                .args([
+                    "--accept-tos",
+                    "--email",
+                    "ops@acme.test",
+                    "--server",
+                    &self.acme.0,
+                ])
+                .arg("--path")
+                .arg(&dir)
+                .args(["--domains", &name, "--http", "--http.port"])
+                .arg(format!("127.0.0.1:{}", self.acme.1))
+                .arg("run");
+            let o = run_with_timeout(&mut c, None, Duration::from_secs(30));
+            let crt = dir.join(format!("certificates/{name}.crt"));
+            match std::fs::read_to_string(&crt) {
+                Ok(pem) if o.success() => {
+                    let der = pem::parse_many(pem.as_bytes())
+                        .ok()
+                        .and_then(|p| p.into_iter().next())
+                        .map(|p| p.contents().to_vec())
+                        .unwrap_or_default();
+                    let fp = sha256_hex(&der);
+                    let serial = serial_of(&crt);
+                    self.note("acme", &Seen::Certificate(serial, fp), "");
+                }
+                _ => {
+                    self.ledger.lock().unwrap().acme_failed += 1;
+                    self.pause();
+                }
+            }
+        }
+    }
+
     /// Writes a certificate and its key where a client configuration reads them.
     fn credential_dir(&self, chain: &str, key: &str) -> PathBuf {
         let n = self.dirs.fetch_add(1, Ordering::Relaxed);
@@ -247,7 +298,7 @@ impl Load {
 
 /// Runs the load against `ca` (serving), kills and restarts the server `KILLS` times at
 /// random moments, then checks what the store holds against what the clients saw.
-fn kill_loop(mut ca: OnlineCa, engine: &str) {
+fn kill_loop(mut ca: OnlineCa, engine: &str, acme_port: u16) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -264,6 +315,10 @@ fn kill_loop(mut ca: OnlineCa, engine: &str) {
         ledger: Mutex::new(Ledger::default()),
         stop: AtomicBool::new(false),
         dirs: AtomicU64::new(0),
+        acme: (
+            format!("https://{}/acme/test/directory", ca.https),
+            acme_port,
+        ),
     };
     let started = Instant::now();
     let mut kills = 0;
@@ -278,9 +333,17 @@ fn kill_loop(mut ca: OnlineCa, engine: &str) {
         for _ in 0..RENEWERS {
             scope.spawn(move || load.renew_loop());
         }
+        scope.spawn(move || load.acme_loop());
         while kills < KILLS && started.elapsed() < BUDGET {
-            // a random moment of the load, then SIGKILL: whatever is in flight is cut
-            std::thread::sleep(Duration::from_millis(rng.between(50, 400)));
+            // a random moment of the load, then SIGKILL: whatever is in flight is cut; every
+            // fifth a longer stretch, in which whole ACME orders (several requests) can
+            // complete too
+            let ms = if kills % 5 == 4 {
+                rng.between(1500, 3000)
+            } else {
+                rng.between(50, 400)
+            };
+            std::thread::sleep(Duration::from_millis(ms));
             ca.restart(Duration::from_millis(rng.between(0, 50)));
             *load.addr.lock().unwrap() = ca.https;
             kills += 1;
@@ -292,8 +355,10 @@ fn kill_loop(mut ca: OnlineCa, engine: &str) {
     let elapsed = started.elapsed();
     let ledger = load.ledger.into_inner().unwrap();
     eprintln!(
-        "{engine}: {kills} kills in {elapsed:.1?}: {} certificates received, {} requests cut, {} tokens",
+        "{engine}: {kills} kills in {elapsed:.1?}: {} certificates received ({} by ACME, {} lego runs failed), {} requests cut, {} tokens",
         ledger.received.len(),
+        ledger.received.iter().filter(|r| r.0 == "acme").count(),
+        ledger.acme_failed,
         ledger.cut,
         ledger.tokens.len()
     );
@@ -305,7 +370,7 @@ fn kill_loop(mut ca: OnlineCa, engine: &str) {
         ledger.cut > 0,
         "no request was ever cut by a kill: the loop proves nothing"
     );
-    for op in ["sign", "enroll", "renew"] {
+    for op in ["sign", "enroll", "renew", "acme"] {
         let n = ledger.received.iter().filter(|r| r.0 == op).count();
         assert!(n > 0, "no {op} succeeded under the load");
     }
@@ -336,6 +401,7 @@ fn kill_loop(mut ca: OnlineCa, engine: &str) {
     let action = |op: &str| match op {
         "sign" => "cert.sign",
         "enroll" => "cert.enroll",
+        "acme" => "cert.acme",
         _ => "cert.renew",
     };
     for (op, serial, fp) in &ledger.received {
@@ -362,6 +428,17 @@ fn kill_loop(mut ca: OnlineCa, engine: &str) {
         "{unreceived} recorded certificates were never answered, but only {} requests were cut",
         ledger.cut
     );
+    let acme_unreceived = rows
+        .values()
+        .filter(|r| r["sans"].to_string().contains(".acme.test"))
+        .filter(|r| !received.contains(r["fingerprint"].as_str().unwrap()))
+        .count();
+    assert!(
+        acme_unreceived as u64 <= ledger.acme_failed,
+        "{acme_unreceived} ACME certificates recorded but never received, \
+         only {} lego runs failed",
+        ledger.acme_failed
+    );
     // every recorded issuance is audited, and no audit entry names a missing certificate
     let serials: HashSet<&str> = rows
         .values()
@@ -369,7 +446,7 @@ fn kill_loop(mut ca: OnlineCa, engine: &str) {
         .collect();
     for e in entries {
         let (a, t) = (e["action"].as_str().unwrap(), e["target"].as_str().unwrap());
-        if ["cert.sign", "cert.enroll", "cert.renew"].contains(&a) {
+        if ["cert.sign", "cert.enroll", "cert.renew", "cert.acme"].contains(&a) {
             assert!(
                 serials.contains(t),
                 "audit entry {a} {t} names no recorded certificate"
@@ -447,12 +524,27 @@ fn kill_loop(mut ca: OnlineCa, engine: &str) {
     eprintln!("{engine}: {consumed} tokens consumed once each; invariants hold");
 }
 
+/// Adds the ACME directory `test` (`*.acme.test`, http-01 validations to 127.0.0.1 on a
+/// free port); returns that port.
+fn acme_directory(ca: &OnlineCa) -> u16 {
+    let port = common::free_port();
+    let path = ca.path("ca/ca.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[[acme.directory]]\nname = \"test\"\nowner = \"team-web\"\nallow = [\"*.acme.test\"]\n\
+         http01_port = {port}\nvalidation_address = \"127.0.0.1\"\n"
+    ));
+    std::fs::write(&path, text).unwrap();
+    port
+}
+
 #[test]
 fn sigkill_under_load_loses_nothing_on_sqlite() {
     let settings = [("enroll_rate", "100000"), ("enroll_burst", "100000")];
     let mut ca = OnlineCa::create("Crash Test", ADMIN, "", &settings);
+    let port = acme_directory(&ca);
     ca.serve();
-    kill_loop(ca, "sqlite");
+    kill_loop(ca, "sqlite", port);
 }
 
 #[test]
@@ -465,6 +557,7 @@ fn sigkill_under_load_loses_nothing_on_postgres() {
         ("database", url.as_str()),
     ];
     let mut ca = OnlineCa::create("Crash Test", ADMIN, "", &settings);
+    let port = acme_directory(&ca);
     ca.serve();
-    kill_loop(ca, "postgres");
+    kill_loop(ca, "postgres", port);
 }
