@@ -15,7 +15,7 @@ use twoway_files::StagedFiles;
 use twoway_pki::{
     build_crl, build_intermediate, build_leaf, build_root, der_to_pem, parse_certificates,
     CaSigner, CertInfo, Issued, KeyType, LeafSpec, NameConstraints, NamePolicy, Permits,
-    PrivateKey, Profile, Reason, RevocationUrls, RevokedEntry, San,
+    PrivateKey, Profile, Reason, RevocationUrls, RevokedEntry, San, Signer,
 };
 use twoway_store::{
     verify_chain, AuditEntry, AuditProblem, CertQuery, CertRecord, CertSource, CertStatus,
@@ -72,6 +72,9 @@ pub struct InitOptions {
     pub passphrase: Option<Zeroizing<Vec<u8>>>,
     /// Who runs the init (audit).
     pub actor: String,
+    /// Generate the intermediate key in this PKCS#11 token instead of `intermediate.key`:
+    /// the key's URI and the token's library and PIN source.
+    pub intermediate_in_hsm: Option<(String, crate::config::HsmSection)>,
 }
 
 impl std::fmt::Debug for InitOptions {
@@ -231,6 +234,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
                 .as_ref()
                 .map(|u| u.trim_end_matches('/').to_string()),
             trust_domain: opts.trust_domain.clone(),
+            intermediate_key: opts.intermediate_in_hsm.as_ref().map(|(u, _)| u.clone()),
         },
         policy,
     );
@@ -246,7 +250,21 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
         now + opts.root_ttl,
     )?;
     let root = CaSigner::new(root_der.clone(), root_key.clone())?;
-    let int_key = PrivateKey::generate(opts.key_type)?;
+    let mut config = config;
+    config.hsm = opts.intermediate_in_hsm.as_ref().map(|(_, h)| h.clone());
+    // the intermediate key: generated in the token, or here (then written to intermediate.key)
+    let (int_key, int_pem): (Arc<dyn Signer>, Option<Zeroizing<String>>) =
+        match &opts.intermediate_in_hsm {
+            Some((uri, hsm)) => {
+                let signer = crate::hsm::generate(uri, hsm, opts.key_type)?;
+                (signer, None)
+            }
+            None => {
+                let k = PrivateKey::generate(opts.key_type)?;
+                let pem = k.to_pem(opts.passphrase.as_deref().map(|p| p.as_slice()))?;
+                (Arc::new(k), Some(pem))
+            }
+        };
     let int_der = build_intermediate(
         &root,
         &int_key.public_key_der(),
@@ -260,11 +278,9 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
     ensure_private_dir(dir)?;
     let mut staged = StagedFiles::new(dir)?;
     staged.stage(layout::ROOT_KEY, root_key.to_pem(pass)?.as_bytes(), 0o600)?;
-    staged.stage(
-        layout::INTERMEDIATE_KEY,
-        int_key.to_pem(pass)?.as_bytes(),
-        0o600,
-    )?;
+    if let Some(pem) = &int_pem {
+        staged.stage(layout::INTERMEDIATE_KEY, pem.as_bytes(), 0o600)?;
+    }
     staged.stage(
         layout::ROOT_CERT,
         der_to_pem("CERTIFICATE", &root_der).as_bytes(),
@@ -347,7 +363,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
         return Err(e);
     }
     let mut ca = Ca::open(dir)?;
-    ca.signer = Some(CaSigner::new(int_der, Arc::new(int_key))?);
+    ca.signer = Some(CaSigner::new(int_der, int_key)?);
     Ok(ca)
 }
 
@@ -492,6 +508,19 @@ impl Ca {
 
     /// Loads the intermediate key so the CA can sign; `passphrase` when the keys are encrypted.
     pub fn unlock(&mut self, passphrase: Option<&[u8]>) -> Result<()> {
+        if let Some(uri) = self.settings.raw.ca.intermediate_key.clone() {
+            let hsm = self.settings.raw.hsm.clone().ok_or_else(|| Error::Config {
+                path: self.dir.join(layout::CONFIG),
+                message: format!(
+                    "[ca] intermediate_key is {uri} but there is no [hsm] section naming the \
+                     PKCS#11 module and the PIN source: add [hsm] module = \"/usr/lib/softhsm/libsofthsm2.so\" \
+                     and pin_file or pin_env"
+                ),
+            })?;
+            let signer = crate::hsm::open(&uri, &hsm)?;
+            self.signer = Some(CaSigner::new(self.intermediate_der.clone(), signer)?);
+            return Ok(());
+        }
         let p = self.dir.join(layout::INTERMEDIATE_KEY);
         let pem = Zeroizing::new(fs::read_to_string(&p).map_err(Error::io("cannot read", &p))?);
         if self.settings.raw.ca.encrypted_keys && passphrase.is_none() {
@@ -1030,6 +1059,7 @@ mod tests {
             url: Some("https://ca.example.internal:9000".into()),
             passphrase: pass.map(|p| Zeroizing::new(p.to_vec())),
             actor: "test".into(),
+            intermediate_in_hsm: None,
         }
     }
 

@@ -29,6 +29,9 @@ pub struct CaConfig {
     /// The ACME directories of `twoway ca serve` (`[[acme.directory]]`).
     #[serde(default, skip_serializing_if = "crate::acme::AcmeSection::is_empty")]
     pub acme: crate::acme::AcmeSection,
+    /// The PKCS#11 token of CA keys kept in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsm: Option<HsmSection>,
 }
 
 /// The `[renewal]` section: certificates that automation renews, which `twoway cert check`
@@ -123,6 +126,26 @@ pub struct CaSection {
     /// The SPIFFE trust domain of this CA, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_domain: Option<String>,
+    /// Where the intermediate key lives when it is not `intermediate.key`: an RFC 7512
+    /// PKCS#11 URI (`pkcs11:token=ca;object=intermediate`), the token named by `[hsm]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intermediate_key: Option<String>,
+}
+
+/// The `[hsm]` section: the PKCS#11 library and the token's user PIN, for CA keys kept in a
+/// token (`[ca] intermediate_key = "pkcs11:…"`). The PIN is never written here: it comes
+/// from a file (`pin_file`, readable by the CA's user only) or an environment variable.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmSection {
+    /// The PKCS#11 library, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    pub module: String,
+    /// A file holding the user PIN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_file: Option<String>,
+    /// An environment variable holding the user PIN (when `pin_file` is absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_env: Option<String>,
 }
 
 /// Per-profile settings.
@@ -174,6 +197,7 @@ impl CaConfig {
             server: ServerSection::default(),
             renewal: RenewalSection::default(),
             acme: crate::acme::AcmeSection::default(),
+            hsm: None,
         }
     }
 
@@ -216,6 +240,11 @@ impl CaConfig {
         match &self.ca.trust_domain {
             Some(t) => out.push_str(&format!("trust_domain = {}\n", q(t))),
             None => out.push_str("# trust_domain = \"example.org\"\n"),
+        }
+        out.push_str("# Where the intermediate key lives when not in intermediate.key: a PKCS#11 URI of a\n# key in the token of [hsm] (RFC 7512; token= and object= labels).\n");
+        match &self.ca.intermediate_key {
+            Some(u) => out.push_str(&format!("intermediate_key = {}\n", q(u))),
+            None => out.push_str("# intermediate_key = \"pkcs11:token=ca;object=intermediate\"\n"),
         }
         out.push_str("\n# Validity per profile: default_ttl when --ttl is not given, max_ttl the longest allowed.\n# Units: s, m, h, d, w, y (365 days).\n");
         for (name, p) in &self.profiles {
@@ -303,6 +332,18 @@ impl CaConfig {
         out.push_str("# Profiles whose certificates are renewed that way, e.g. [\"client\"].\n");
         out.push_str(&format!("auto_profiles = {}\n", qlist(&rn.auto_profiles)));
         out.push_str(&self.acme.documented_toml());
+        if let Some(h) = &self.hsm {
+            out.push_str("\n# The PKCS#11 token of CA keys kept in one ([ca] intermediate_key). The user PIN is read\n# from pin_file (keep it 0600) or from the environment variable pin_env, never from here.\n[hsm]\n");
+            out.push_str("# The PKCS#11 library.\n");
+            out.push_str(&format!("module = {}\n", q(&h.module)));
+            match (&h.pin_file, &h.pin_env) {
+                (Some(f), _) => out.push_str(&format!("pin_file = {}\n", q(f))),
+                (None, Some(e)) => out.push_str(&format!("pin_env = {}\n", q(e))),
+                (None, None) => out.push_str(
+                    "# pin_file = \"/etc/twoway/hsm.pin\"\n# pin_env = \"TWOWAY_HSM_PIN\"\n",
+                ),
+            }
+        }
         out
     }
 }
@@ -320,6 +361,7 @@ mod tests {
                 encrypted_keys: true,
                 url: Some("https://ca.example.internal:9000".into()),
                 trust_domain: None,
+                intermediate_key: None,
             },
             NamePolicy {
                 dns: Some(vec!["example.internal".into()]),

@@ -71,6 +71,14 @@ pub enum Error {
     /// Authenticated, but not allowed to do this.
     #[error("{0}")]
     Forbidden(String),
+    /// A CA key in a PKCS#11 token could not be used.
+    #[error("{message}")]
+    Hsm {
+        /// What went wrong, and the fix.
+        message: String,
+        /// The token is absent or went away (try again later), rather than misconfigured.
+        unavailable: bool,
+    },
 }
 
 impl Error {
@@ -92,6 +100,7 @@ impl Error {
         use twoway_store::Error as S;
         match self {
             Error::Pki(P::WrongPassphrase | P::PassphraseRequired) => ErrorKind::Permission,
+            Error::Pki(P::Signer(_)) => ErrorKind::Unavailable,
             Error::Pki(_) => ErrorKind::BadInput,
             Error::Store(S::NotFound(_) | S::Ambiguous(_)) => ErrorKind::NotFound,
             Error::Store(S::Duplicate(_) | S::AlreadyRevoked(_)) => ErrorKind::Conflict,
@@ -109,6 +118,10 @@ impl Error {
             | Error::CertRevoked(..)
             | Error::BadProof(_) => ErrorKind::Unauthenticated,
             Error::Forbidden(_) => ErrorKind::Forbidden,
+            Error::Hsm {
+                unavailable: true, ..
+            } => ErrorKind::Unavailable,
+            Error::Hsm { .. } => ErrorKind::Config,
             Error::Store(S::Database { .. }) | Error::Inventory { .. } => ErrorKind::Unavailable,
             Error::Store(_) => ErrorKind::Internal,
         }

@@ -15,13 +15,16 @@ mod ca;
 mod checkpoint;
 mod config;
 mod error;
+mod hsm;
 mod online;
 mod renewal;
 mod settings;
 
 pub use ca::{init, layout, Ca, ImportOutcome, InitOptions, IssueRequest, Outcome, Unrecorded};
 pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT};
-pub use config::{CaConfig, CaSection, CrlConfig, ProfileConfig, RenewalSection, ServerSection};
+pub use config::{
+    CaConfig, CaSection, CrlConfig, HsmSection, ProfileConfig, RenewalSection, ServerSection,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use online::{
     is_admin, token_hash, NewToken, SignCsr, PROOF_WINDOW, RENEWAL_LABEL, RENEWED_BY_AGENT,

@@ -102,6 +102,7 @@ mod tests {
                 encrypted_keys: false,
                 url: None,
                 trust_domain: None,
+                intermediate_key: None,
             },
             NamePolicy::default(),
         );

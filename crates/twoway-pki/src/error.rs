@@ -6,6 +6,9 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A key kept elsewhere (a PKCS#11 token) could not sign; the token may be gone.
+    #[error("the CA key could not sign: {0}")]
+    Signer(String),
     /// A key type name that twoway does not know.
     #[error("unknown key type {0:?}: use one of p256, p384, ed25519, rsa2048, rsa3072, rsa4096")]
     UnknownKeyType(String),
@@ -110,7 +113,13 @@ pub enum Error {
 
 impl From<rcgen::Error> for Error {
     fn from(e: rcgen::Error) -> Self {
-        Error::Generation(e.to_string())
+        match e {
+            rcgen::Error::RemoteKeyError => Error::Signer(
+                "the CA key's token did not sign (absent, or not answering): the CA's log says why"
+                    .into(),
+            ),
+            e => Error::Generation(e.to_string()),
+        }
     }
 }
 

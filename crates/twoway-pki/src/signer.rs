@@ -60,6 +60,8 @@ impl rcgen::SigningKey for RcgenKey {
     fn sign(&self, msg: &[u8]) -> std::result::Result<Vec<u8>, rcgen::Error> {
         self.signer
             .sign(msg)
-            .map_err(|_| rcgen::Error::RingUnspecified)
+            // a key kept elsewhere (a token) that could not sign: told apart from a bad
+            // certificate, so that the CA answers 503 rather than blaming the request
+            .map_err(|_| rcgen::Error::RemoteKeyError)
     }
 }

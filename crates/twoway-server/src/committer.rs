@@ -175,6 +175,7 @@ mod tests {
             url: None,
             passphrase: None,
             actor: "test".into(),
+            intermediate_in_hsm: None,
         };
         Arc::new(twoway_ca::init(dir, &opts).unwrap())
     }

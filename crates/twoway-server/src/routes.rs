@@ -78,8 +78,15 @@ pub fn from_ca(e: &CaError) -> ApiError {
         tracing::error!(error = e as &dyn std::error::Error, "internal error");
         "internal error: see the CA's log".to_string()
     } else if status == StatusCode::SERVICE_UNAVAILABLE {
-        tracing::warn!(error = e as &dyn std::error::Error, "inventory unavailable");
-        unavailable_message()
+        tracing::warn!(error = e as &dyn std::error::Error, "unavailable");
+        match e {
+            CaError::Pki(P::Signer(_)) | CaError::Hsm { .. } => format!(
+                "the CA key's token (PKCS#11) is not answering right now: retry in {} s; the \
+                 CA's log says why",
+                crate::RETRY_AFTER_SECS
+            ),
+            _ => unavailable_message(),
+        }
     } else {
         e.to_string()
     };

@@ -121,6 +121,25 @@ pub struct InitArgs {
     /// Public URL of the CA (CRL distribution point and OCSP in issued certificates).
     #[arg(long)]
     pub url: Option<String>,
+    /// Generate the intermediate key inside a PKCS#11 token (an HSM) instead of
+    /// intermediate.key: an RFC 7512 URI such as 'pkcs11:token=ca;object=intermediate'.
+    /// Needs --pkcs11-module and --pin-file or --pin-env; EC keys (p256, p384) only.
+    #[arg(long, value_name = "URI")]
+    pub key_uri: Option<String>,
+    /// The PKCS#11 library of --key-uri, e.g. /usr/lib/softhsm/libsofthsm2.so.
+    #[arg(long, value_name = "PATH", requires = "key_uri")]
+    pub pkcs11_module: Option<String>,
+    /// A file holding the token's user PIN (kept as a path in ca.toml, never the PIN).
+    #[arg(long, value_name = "FILE", requires = "key_uri")]
+    pub pin_file: Option<String>,
+    /// An environment variable holding the token's user PIN.
+    #[arg(
+        long,
+        value_name = "VAR",
+        requires = "key_uri",
+        conflicts_with = "pin_file"
+    )]
+    pub pin_env: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -2,11 +2,41 @@
 
 use crate::cli::InitArgs;
 use crate::context::{actor, duration_arg, open_ca, passphrase, CaOpts};
+use crate::exit::usage;
 use crate::output::{self, print_json, printable};
 use anyhow::Result;
 use std::process::ExitCode;
 use time::OffsetDateTime;
 use twoway_ca::InitOptions;
+
+/// `--key-uri` and its module and PIN source, as ca.toml keeps them.
+fn hsm_of(a: &InitArgs) -> Result<Option<(String, twoway_ca::HsmSection)>> {
+    let Some(uri) = &a.key_uri else {
+        return Ok(None);
+    };
+    let module = a.pkcs11_module.clone().ok_or_else(|| {
+        usage("--key-uri needs --pkcs11-module PATH (the token's PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so)")
+    })?;
+    if a.pin_file.is_none() && a.pin_env.is_none() {
+        return Err(usage(
+            "--key-uri needs --pin-file FILE or --pin-env VAR: where the token's user PIN is read from",
+        ));
+    }
+    let pin_file = a
+        .pin_file
+        .as_ref()
+        .map(|f| std::path::absolute(f).map(|p| p.display().to_string()))
+        .transpose()?;
+    let module = std::path::absolute(&module)?.display().to_string();
+    Ok(Some((
+        uri.clone(),
+        twoway_ca::HsmSection {
+            module,
+            pin_file,
+            pin_env: a.pin_env.clone(),
+        },
+    )))
+}
 
 /// `ca init`: a new CA directory.
 pub fn init(a: InitArgs) -> Result<ExitCode> {
@@ -22,6 +52,7 @@ pub fn init(a: InitArgs) -> Result<ExitCode> {
         url: a.url.clone(),
         passphrase: pass,
         actor: actor(&a.ca),
+        intermediate_in_hsm: hsm_of(&a)?,
     };
     if a.key_type.is_rsa() {
         output::progress(&format!("generating two {} keys…", a.key_type));
@@ -30,9 +61,14 @@ pub fn init(a: InitArgs) -> Result<ExitCode> {
     let dir = a.ca.ca_dir.display();
     outln!("Created a CA for {:?} in {dir}", a.name)?;
     outln!("  root          {dir}/root.pem   (key {dir}/root.key: move it offline now)")?;
-    outln!(
-        "  intermediate  {dir}/intermediate.pem   (key {dir}/intermediate.key signs everything)"
-    )?;
+    match &a.key_uri {
+        Some(uri) => {
+            outln!("  intermediate  {dir}/intermediate.pem   (key in the PKCS#11 token: {uri})")?
+        }
+        None => outln!(
+            "  intermediate  {dir}/intermediate.pem   (key {dir}/intermediate.key signs everything)"
+        )?,
+    }
     outln!("  config        {dir}/ca.toml")?;
     outln!("  inventory     {dir}/inventory.db")?;
     outln!(

@@ -38,6 +38,7 @@ pub fn run(a: QuickstartArgs) -> Result<ExitCode> {
             url: None,
             passphrase: None,
             actor: act.clone(),
+            intermediate_in_hsm: None,
         },
     )?;
     let ca = open_ca(&opts, true)?;

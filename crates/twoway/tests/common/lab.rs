@@ -76,6 +76,12 @@ impl Lab {
             }
         }
         c.env("TWOWAY_ACTOR", self.actor);
+        // a lab with a SoftHSM2 configuration of its own (tests/hsm.rs) runs every command
+        // against its tokens
+        let softhsm = self.path("softhsm2.conf");
+        if softhsm.exists() {
+            c.env("SOFTHSM2_CONF", softhsm);
+        }
         if self.ca_dir_env {
             c.env("TWOWAY_CA_DIR", self.path("ca"));
         }

@@ -85,9 +85,23 @@ impl OnlineCa {
         shell_prefix: &str,
         settings: &[(&str, &str)],
     ) -> OnlineCa {
+        Self::create_with(name, admin, shell_prefix, |_| String::new(), settings)
+    }
+
+    /// [`OnlineCa::create`] with `prepare` run on the new lab first; it returns more
+    /// arguments for `ca init` (e.g. a PKCS#11 token's and `--key-uri`).
+    #[track_caller]
+    pub fn create_with(
+        name: &str,
+        admin: &str,
+        shell_prefix: &str,
+        prepare: impl FnOnce(&Lab) -> String,
+        settings: &[(&str, &str)],
+    ) -> OnlineCa {
         let lab = Lab::new("test:security");
+        let init_args = prepare(&lab);
         lab.sh(&format!(
-            "{shell_prefix} \"$TWOWAY\" ca init --ca-dir ca --name '{name}'"
+            "{shell_prefix} \"$TWOWAY\" ca init --ca-dir ca --name '{name}' {init_args}"
         ))
         .ok();
         let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
