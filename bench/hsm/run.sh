@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Issuance with the intermediate key in a PKCS#11 token (SoftHSM2) beside the same with a
+# key file, in one run, both pinned to core 0: the library loop of bench/issuance (CSR
+# verified, policy checked, signed, recorded durably in SQLite) on two CAs that differ
+# only in where the intermediate key lives. Also the signature alone: `openssl speed`'s
+# ECDSA P-256 and SoftHSM2 through pkcs11-tool, to say where the time goes.
+# Usage: bench/hsm/run.sh [SECONDS_PER_MEASUREMENT] [RUNS]     (defaults 5, 3)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs=${1:-5}
+runs=${2:-3}
+cargo build --release -q -p twoway -p twoway-issue-bench
+bin=$PWD/target/release
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+pin="taskset -c 0"
+module=/usr/lib/softhsm/libsofthsm2.so
+
+export SOFTHSM2_CONF=$work/softhsm2.conf
+mkdir -p "$work/tokens"
+echo "directories.tokendir = $work/tokens" > "$SOFTHSM2_CONF"
+softhsm2-util --init-token --free --label bench --so-pin 1234 --pin 5678 >/dev/null
+(umask 077; echo 5678 > "$work/pin")
+
+"$bin/twoway" ca init --ca-dir "$work/file" --name "Bench Corp" --key-type p256 >/dev/null
+"$bin/twoway" ca init --ca-dir "$work/hsm" --name "Bench Corp" --key-type p256 \
+  --key-uri 'pkcs11:token=bench;object=intermediate' --pkcs11-module "$module" \
+  --pin-file "$work/pin" >/dev/null
+mkdir -p "$work/csr"
+for i in $(seq 1 100); do
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null \
+    -subj "/CN=host-$i.example.internal" -addext "subjectAltName=DNS:host-$i.example.internal" \
+    -out "$work/csr/$i.csr" 2>/dev/null
+done
+
+rate() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["certs_per_sec"])' "$1"; }
+printf '%-4s %14s %14s %8s\n' run "key file/s" "SoftHSM2/s" ratio
+for r in $(seq 1 "$runs"); do
+  f=$(rate "$($pin "$bin/twoway-issue-bench" "$work/file" "$work/csr" "$secs")")
+  h=$(rate "$($pin "$bin/twoway-issue-bench" "$work/hsm" "$work/csr" "$secs")")
+  printf '%-4s %14s %14s %8s\n' "$r" "$f" "$h" "$(python3 -c "print(round($h / $f, 2))")"
+done
+
+echo
+echo "the signature alone, one core:"
+$pin openssl speed -seconds 3 ecdsap256 2>/dev/null | awk '/256 bits ecdsa/ {print "  openssl ECDSA P-256 sign/s: " $6}'
+echo hello > "$work/msg"
+sha=$(openssl dgst -sha256 -binary "$work/msg" | od -An -tx1 | tr -d ' \n')
+start=$(date +%s.%N)
+n=200
+for _ in $(seq 1 $n); do
+  $pin pkcs11-tool --module "$module" --login --pin 5678 --sign --mechanism ECDSA \
+    --label intermediate --input-file "$work/msg" --output-file /dev/null >/dev/null 2>&1
+done
+end=$(date +%s.%N)
+echo "  pkcs11-tool, a process and a login per signature: $(python3 -c "print(round($n / ($end - $start), 1))")/s (an upper bound on per-process cost, not the token's rate)"
