@@ -29,6 +29,9 @@ pub struct CaConfig {
     /// The ACME directories of `twoway ca serve` (`[[acme.directory]]`).
     #[serde(default, skip_serializing_if = "crate::acme::AcmeSection::is_empty")]
     pub acme: crate::acme::AcmeSection,
+    /// SCEP at `/scep` of `twoway ca serve` (`[scep]`).
+    #[serde(default, skip_serializing_if = "crate::scep::ScepSection::is_default")]
+    pub scep: crate::scep::ScepSection,
 }
 
 /// The `[renewal]` section: certificates that automation renews, which `twoway cert check`
@@ -174,6 +177,7 @@ impl CaConfig {
             server: ServerSection::default(),
             renewal: RenewalSection::default(),
             acme: crate::acme::AcmeSection::default(),
+            scep: crate::scep::ScepSection::default(),
         }
     }
 
@@ -303,6 +307,9 @@ impl CaConfig {
         out.push_str("# Profiles whose certificates are renewed that way, e.g. [\"client\"].\n");
         out.push_str(&format!("auto_profiles = {}\n", qlist(&rn.auto_profiles)));
         out.push_str(&self.acme.documented_toml());
+        if !self.scep.is_default() {
+            out.push_str(&self.scep.documented_toml());
+        }
         out
     }
 }

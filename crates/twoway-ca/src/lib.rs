@@ -17,6 +17,7 @@ mod config;
 mod error;
 mod online;
 mod renewal;
+pub mod scep;
 mod settings;
 
 pub use ca::{init, layout, Ca, ImportOutcome, InitOptions, IssueRequest, Outcome, Unrecorded};
