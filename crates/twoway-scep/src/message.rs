@@ -667,16 +667,18 @@ impl Unverified<'_> {
             | MessageType::RenewalReq
             | MessageType::UpdateReq
             | MessageType::CertPoll => {}
-            ref other => return Err(Refusal::new(
-                BadRequest,
-                format!(
+            ref other => {
+                return Err(Refusal::new(
+                    BadRequest,
+                    format!(
                     "messageType {} is not served here: send PKCSReq, RenewalReq or GetCertInitial",
                     match other {
                         MessageType::Other(s) => s.clone(),
                         o => o.name().to_string(),
                     }
                 ),
-            )),
+                ))
+            }
         }
         let legacy_refused = |what: &str| {
             Refusal::new(
