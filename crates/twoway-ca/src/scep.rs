@@ -397,3 +397,28 @@ pub fn is_ra_record(rec: &CertRecord) -> bool {
         && rec.owner.as_deref() == Some(SERVER_OWNER)
         && rec.labels.get(RENEWAL_LABEL).map(String::as_str) == Some(RENEWED_BY_SERVER)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_section_documents_itself_and_checks_ra_ttl() {
+        let s = ScepSection {
+            enabled: true,
+            allow_legacy: true,
+            ca_certs_in_reply: false,
+            ra_ttl: "90d".into(),
+        };
+        let text = s.documented_toml().replace("[scep]", "");
+        let back: ScepSection = toml::from_str(&text).unwrap();
+        assert_eq!(back, s);
+        assert!(back.validate().is_ok());
+        let bad = ScepSection {
+            ra_ttl: "10m".into(),
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("ra_ttl"));
+        assert!(ScepSection::default().is_default() && !s.is_default());
+    }
+}

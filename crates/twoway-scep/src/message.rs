@@ -347,7 +347,7 @@ fn hex(b: &[u8]) -> String {
 
 fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, Error> {
     match X509Certificate::from_der(der) {
-        Ok((rest, c)) if rest.is_empty() => Ok(c),
+        Ok(([], c)) => Ok(c),
         _ => Err(Error::Malformed("a certificate could not be read".into())),
     }
 }
@@ -1014,11 +1014,21 @@ pub fn cert_rep(ra: &Ra, header: &Header, reply: Reply<'_>) -> Result<Vec<u8>, E
             &tlv(tag::UTF8_STRING, text.as_bytes()),
         ));
     }
+    signed_message(ra, attrs, content.as_deref())
+}
+
+/// A SignedData of `content` (none: no eContent) by `signer` (SHA-256 with RSA) with the
+/// signed attributes `attrs` (each an encoded Attribute, messageDigest among them).
+fn signed_message(
+    signer: &Ra,
+    attrs: Vec<Vec<u8>>,
+    content: Option<&[u8]>,
+) -> Result<Vec<u8>, Error> {
     let attrs_set = set_of(attrs);
-    let sig = ra.sign(&attrs_set)?;
+    let sig = signer.sign(&attrs_set)?;
     let mut signed_attrs = attrs_set;
     signed_attrs[0] = tag::CTX0;
-    let ias = seq(&[&ra.issuer, &tlv(tag::INTEGER, &ra.serial)]);
+    let ias = seq(&[&signer.issuer, &tlv(tag::INTEGER, &signer.serial)]);
     let si = seq(&[
         &small_int(1),
         &ias,
@@ -1027,7 +1037,7 @@ pub fn cert_rep(ra: &Ra, header: &Header, reply: Reply<'_>) -> Result<Vec<u8>, E
         &algorithm_id(oids::RSA_ENCRYPTION),
         &tlv(tag::OCTET_STRING, &sig),
     ]);
-    let encap = match &content {
+    let encap = match content {
         Some(c) => seq(&[
             &oid(oids::DATA),
             &cons(tag::CTX0, &[&tlv(tag::OCTET_STRING, c)]),
@@ -1038,7 +1048,7 @@ pub fn cert_rep(ra: &Ra, header: &Header, reply: Reply<'_>) -> Result<Vec<u8>, E
         &small_int(1),
         &tlv(tag::SET, &algorithm_id(oids::SHA256)),
         &encap,
-        &tlv(tag::CTX0, &ra.cert_der),
+        &tlv(tag::CTX0, &signer.cert_der),
         &tlv(tag::SET, &si),
     ]);
     Ok(seq(&[&oid(oids::SIGNED_DATA), &cons(tag::CTX0, &[&sd])]))
