@@ -239,7 +239,8 @@ impl Ca {
     /// has the token's profile and owner, source `scep`, the labels [`DEVICE_LABEL`] (the
     /// CSR's subject, `device`) and [`TRANSACTION_LABEL`]; the token is consumed in the
     /// transaction that records it. A request repeated after its token was spent, with
-    /// the same transactionID and key, gets the certificate already issued.
+    /// the same transactionID and key, gets the certificate already issued; with another
+    /// key it is refused, naming the reuse.
     pub fn prepare_scep_enroll(
         &self,
         secret: &str,
@@ -252,17 +253,14 @@ impl Ca {
         let tok = self.store().find_token(&hash)?;
         let now = now_s();
         let csr = verify_csr(csr)?;
-        // SCEP clients derive the transactionID from the key (RFC 8894 §3.2.1.1): one seen
-        // before must come with the same key.
-        let prior = match self.scep_transaction(transaction_id)? {
-            Some(rec) => Some(self.scep_replay(&rec, &csr.public_key_der, transaction_id)?),
-            None => None,
-        };
         if let Some(u) = tok.used_at {
-            // The same request again (its answer was lost): the certificate it got.
-            if let Some(issued) = prior {
-                let recent = issued.info.not_before >= u - Duration::minutes(2);
-                if recent {
+            // The same request again (its answer was lost): the certificate it got. SCEP
+            // clients derive the transactionID from the key (RFC 8894 §3.2.1.1), so one
+            // seen before must come with the same key. (Looked up only here: a fresh
+            // token reads no label.)
+            if let Some(rec) = self.scep_transaction(transaction_id)? {
+                let issued = self.scep_replay(&rec, &csr.public_key_der, transaction_id)?;
+                if issued.info.not_before >= u - Duration::minutes(2) {
                     return Ok(Outcome::Recorded(Box::new(issued)));
                 }
             }

@@ -19,8 +19,8 @@ mod message;
 mod oids;
 
 pub use message::{
-    cert_rep, certs_only, csr_info, read, Cipher, CsrInfo, Digest, FailInfo, Header, MessageType,
-    Policy, Ra, Refusal, Reply, Request, Unverified,
+    cert_rep, certs_of, certs_only, client_request, csr_info, read, Cipher, CsrInfo, Digest,
+    FailInfo, Header, MessageType, Policy, Ra, Refusal, Reply, Request, Unverified,
 };
 
 /// Why a message could not be read or an answer not built.

@@ -319,6 +319,10 @@ pub struct Header {
     /// The certificate that signed the request (DER): self-signed for PKCSReq, the
     /// current certificate for RenewalReq. Answers are encrypted to it.
     pub signer_cert: Vec<u8>,
+    /// The pkiStatus of a CertRep (`0` SUCCESS, `2` FAILURE, `3` PENDING).
+    pub pki_status: Option<String>,
+    /// The failInfo of a CertRep FAILURE.
+    pub fail_info: Option<String>,
 }
 
 /// The RA: its RSA key (decrypts requests, signs answers) and certificate.
@@ -536,6 +540,7 @@ pub fn read(input: &[u8]) -> Result<Unverified<'_>, Error> {
 
     let (mut message_type, mut transaction_id, mut sender_nonce) = (None, None, None);
     let (mut message_digest, mut signing_time) = (None, None);
+    let (mut pki_status, mut fail_info) = (None, None);
     let mut ar = Reader::new(attrs);
     while !ar.is_empty() {
         let mut a = ar.enter(tag::SEQUENCE, "an attribute")?;
@@ -550,6 +555,8 @@ pub fn read(input: &[u8]) -> Result<Unverified<'_>, Error> {
                 message_digest = Some(v.content)
             }
             oids::ATTR_SIGNING_TIME => signing_time = parse_time(v.tag, v.content),
+            oids::PKI_STATUS => pki_status = printable(v.content, v.tag),
+            oids::FAIL_INFO => fail_info = printable(v.content, v.tag),
             _ => {}
         }
     }
@@ -573,6 +580,8 @@ pub fn read(input: &[u8]) -> Result<Unverified<'_>, Error> {
             transaction_id,
             sender_nonce: sender_nonce.to_vec(),
             signer_cert: signer_cert.to_vec(),
+            pki_status,
+            fail_info,
         },
         digest_oid,
         sig_oid,
@@ -906,6 +915,31 @@ pub fn certs_only(certs: &[&[u8]]) -> Vec<u8> {
     seq(&[&oid(oids::SIGNED_DATA), &cons(tag::CTX0, &[&sd])])
 }
 
+/// The certificates (DER) of a certs-only PKCS#7 such as GetCACert's answer.
+pub fn certs_of(pkcs7: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+    let ci = der::single(pkcs7, tag::SEQUENCE, "not a DER ContentInfo")?;
+    let mut ci = Reader::new(ci.content);
+    if ci.expect(tag::OID, "ContentInfo contentType")?.content != oids::SIGNED_DATA {
+        return Err(Error::Malformed(
+            "the ContentInfo is not a SignedData".into(),
+        ));
+    }
+    let mut sd = ci
+        .enter(tag::CTX0, "ContentInfo content")?
+        .enter(tag::SEQUENCE, "SignedData")?;
+    sd.expect(tag::INTEGER, "SignedData version")?;
+    sd.expect(tag::SET, "SignedData digestAlgorithms")?;
+    sd.expect(tag::SEQUENCE, "SignedData encapContentInfo")?;
+    let mut out = Vec::new();
+    if let Some(t) = sd.optional(tag::CTX0, "SignedData certificates")? {
+        let mut r = Reader::new(t.content);
+        while !r.is_empty() {
+            out.push(r.any("a certificate")?.raw.to_vec());
+        }
+    }
+    Ok(out)
+}
+
 fn algorithm_id(o: &[u8]) -> Vec<u8> {
     seq(&[&oid(o), &[tag::NULL, 0]])
 }
@@ -1052,6 +1086,35 @@ fn signed_message(
         &tlv(tag::SET, &si),
     ]);
     Ok(seq(&[&oid(oids::SIGNED_DATA), &cons(tag::CTX0, &[&sd])]))
+}
+
+/// A client's pkiMessage: `content` (a DER CSR for PKCSReq and RenewalReq) encrypted with
+/// `cipher` to `recipient` (the RA certificate, DER), signed by `signer` (SHA-256 with
+/// RSA; for PKCSReq a self-signed certificate of the CSR's key). For tests and load
+/// generators: the CA only reads these.
+pub fn client_request(
+    signer: &Ra,
+    recipient: &[u8],
+    message_type: u8,
+    transaction_id: &str,
+    content: &[u8],
+    cipher: Cipher,
+) -> Result<Vec<u8>, Error> {
+    let env = envelope(content, recipient, cipher)?;
+    let mut nonce = [0u8; 16];
+    rand::fill(&mut nonce).map_err(|_| Error::Crypto("randomness"))?;
+    let ps = |s: &[u8]| tlv(tag::PRINTABLE_STRING, s);
+    let attrs = vec![
+        attribute(oids::ATTR_CONTENT_TYPE, &oid(oids::DATA)),
+        attribute(
+            oids::ATTR_MESSAGE_DIGEST,
+            &tlv(tag::OCTET_STRING, &Digest::Sha256.compute(&env)),
+        ),
+        attribute(oids::MESSAGE_TYPE, &ps(message_type.to_string().as_bytes())),
+        attribute(oids::TRANSACTION_ID, &ps(transaction_id.as_bytes())),
+        attribute(oids::SENDER_NONCE, &tlv(tag::OCTET_STRING, &nonce)),
+    ];
+    signed_message(signer, attrs, Some(&env))
 }
 
 /// What the CA takes from a SCEP CSR besides what every CSR gives: the challenge
