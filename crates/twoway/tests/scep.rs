@@ -428,3 +428,74 @@ fn bad_scep_requests_get_failures_and_record_nothing() {
         "{m}"
     );
 }
+
+#[test]
+fn the_ra_is_replaced_at_two_thirds_of_its_life() {
+    let mut ca = OnlineCa::create("SCEP Test", ONLINE_ADMIN, "", &[]);
+    let path = ca.path("ca/ca.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("\n[scep]\nenabled = true\nra_ttl = \"30d\"\n");
+    std::fs::write(&path, text).unwrap();
+    let clock = ca.path("clock");
+    std::fs::write(&clock, "+0").unwrap();
+    ca.serve_env(&common::faked_clock(&clock));
+    let first = fingerprint(&ca, "ca/scep-ra.pem");
+    let url = scep_url(&ca);
+    let get = |ca: &OnlineCa| {
+        ca.tool_args(
+            "curl",
+            &[
+                "-sS",
+                "-m",
+                "5",
+                "-o",
+                "getcacert.der",
+                &format!("{url}?operation=GetCACert"),
+            ],
+        )
+        .ok();
+        ca.openssl("pkcs7 -inform DER -in getcacert.der -print_certs")
+            .ok()
+            .stdout
+    };
+    let ra_pem = std::fs::read_to_string(ca.path("ca/scep-ra.pem")).unwrap();
+    assert!(get(&ca).contains(ra_pem.trim()));
+
+    // 21 of 30 days later (past two thirds) the maintenance loop (every 10 s) replaces it
+    std::fs::write(&clock, "+21d").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let second = loop {
+        let fp = fingerprint(&ca, "ca/scep-ra.pem");
+        if fp != first {
+            break fp;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the RA was not replaced:\n{}",
+            ca.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_ne!(first, second);
+    let ra_pem = std::fs::read_to_string(ca.path("ca/scep-ra.pem")).unwrap();
+    assert!(
+        get(&ca).contains(ra_pem.trim()),
+        "GetCACert still answers the old RA"
+    );
+    let mode = std::fs::metadata(ca.path("ca/scep-ra.key")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    let list = ca
+        .tw("cert list --ca-dir ca --json --profile scep-ra")
+        .ok()
+        .json();
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list}");
+    let statuses: Vec<&str> = items.iter().filter_map(|i| i["status"].as_str()).collect();
+    assert!(
+        statuses.contains(&"active") && statuses.contains(&"revoked"),
+        "{list}"
+    );
+}
