@@ -8,7 +8,7 @@
 //! ([`Ca::scep_transaction`]).
 
 use crate::ca::rfc3339;
-use crate::online::{now_s, token_hash, RENEWAL_LABEL, RENEWED_BY_SERVER, SERVER_OWNER};
+use crate::online::{now_s, token_hash, RENEWAL_LABEL};
 use crate::{Ca, Error, IssueRequest, Outcome, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -389,13 +389,6 @@ fn scep_labels(device: &str, transaction_id: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// True for the RA certificate's inventory row (owner and label of the server's own).
-pub fn is_ra_record(rec: &CertRecord) -> bool {
-    rec.profile == "scep-ra"
-        && rec.owner.as_deref() == Some(SERVER_OWNER)
-        && rec.labels.get(RENEWAL_LABEL).map(String::as_str) == Some(RENEWED_BY_SERVER)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,5 +411,83 @@ mod tests {
         };
         assert!(bad.validate().unwrap_err().contains("ra_ttl"));
         assert!(ScepSection::default().is_default() && !s.is_default());
+    }
+
+    fn init_ca(dir: &std::path::Path, name: &str) -> Ca {
+        let opts = crate::InitOptions {
+            name: name.into(),
+            key_type: KeyType::P256,
+            root_ttl: Duration::days(3650),
+            intermediate_ttl: Duration::days(365),
+            permit_dns: Vec::new(),
+            permit_ip: Vec::new(),
+            trust_domain: None,
+            url: None,
+            passphrase: None,
+            actor: "test".into(),
+        };
+        crate::init(dir, &opts).unwrap()
+    }
+
+    /// A certificate the inventory holds from an intermediate that is no longer the one in
+    /// use (as after the intermediate was replaced) still authenticates a RenewalReq, and
+    /// its renewal comes from the current intermediate; `/v1/renew`'s check refuses it.
+    #[test]
+    fn a_renewal_signer_from_an_earlier_intermediate_authenticates() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ca = init_ca(a.path(), "Now Corp");
+        let before = init_ca(b.path(), "Before Corp");
+        let key = PrivateKey::generate(KeyType::P256).unwrap();
+        let req = IssueRequest {
+            profile: Profile::Client,
+            sans: vec!["DNS:dev.example.internal".parse().unwrap()],
+            common_name: None,
+            ttl: Some(Duration::days(30)),
+            owner: Some("iot".into()),
+            labels: BTreeMap::new(),
+            location: None,
+            actor: "test".into(),
+        };
+        let old = before
+            .issue(&req, &key.public_key_der(), "cert.issue")
+            .unwrap();
+        let row = before
+            .store()
+            .find_certificate(&old.info.fingerprint)
+            .unwrap();
+        let audit = twoway_store::NewAudit {
+            actor: "test".into(),
+            action: "cert.issue".into(),
+            target: row.serial.clone(),
+            details: serde_json::json!({}),
+            time: OffsetDateTime::now_utc(),
+        };
+        ca.store().insert_certificate(&row, &audit).unwrap();
+        assert!(matches!(
+            ca.authenticate(&old.der),
+            Err(Error::Unauthenticated(_))
+        ));
+        let current = ca.authenticate_scep_signer(&old.der).unwrap();
+        let csr = twoway_pki::create_csr(&key, &req.sans, None).unwrap();
+        let outcome = ca
+            .prepare_scep_renew(&current, csr.as_bytes(), "tid-1", "test")
+            .unwrap();
+        let new = ca.record(outcome).unwrap();
+        assert_eq!(new.info.issuer, ca.intermediate_info().subject);
+        let rec = ca.store().find_certificate(&new.info.fingerprint).unwrap();
+        assert_eq!(rec.source, CertSource::Scep);
+        assert_eq!(rec.owner.as_deref(), Some("iot"));
+        assert_eq!(
+            rec.labels.get(TRANSACTION_LABEL).map(String::as_str),
+            Some("tid-1")
+        );
+        // an unknown certificate does not
+        let stranger = before
+            .issue(&req, &key.public_key_der(), "cert.issue")
+            .unwrap();
+        assert!(matches!(
+            ca.authenticate_scep_signer(&stranger.der),
+            Err(Error::Unauthenticated(_))
+        ));
     }
 }
