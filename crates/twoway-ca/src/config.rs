@@ -32,6 +32,9 @@ pub struct CaConfig {
     /// The PKCS#11 token of CA keys kept in one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hsm: Option<HsmSection>,
+    /// SCEP at `/scep` of `twoway ca serve` (`[scep]`).
+    #[serde(default, skip_serializing_if = "crate::scep::ScepSection::is_default")]
+    pub scep: crate::scep::ScepSection,
 }
 
 /// The `[renewal]` section: certificates that automation renews, which `twoway cert check`
@@ -198,6 +201,7 @@ impl CaConfig {
             renewal: RenewalSection::default(),
             acme: crate::acme::AcmeSection::default(),
             hsm: None,
+            scep: crate::scep::ScepSection::default(),
         }
     }
 
@@ -343,6 +347,9 @@ impl CaConfig {
                     "# pin_file = \"/etc/twoway/hsm.pin\"\n# pin_env = \"TWOWAY_HSM_PIN\"\n",
                 ),
             }
+        }
+        if !self.scep.is_default() {
+            out.push_str(&self.scep.documented_toml());
         }
         out
     }

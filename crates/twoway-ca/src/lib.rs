@@ -18,6 +18,7 @@ mod error;
 mod hsm;
 mod online;
 mod renewal;
+pub mod scep;
 mod settings;
 
 pub use ca::{init, layout, Ca, ImportOutcome, InitOptions, IssueRequest, Outcome, Unrecorded};

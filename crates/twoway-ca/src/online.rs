@@ -461,7 +461,7 @@ impl Ca {
         }
     }
 
-    fn record_service_cert(
+    pub(crate) fn record_service_cert(
         &self,
         issued: &Issued,
         profile: &str,
@@ -494,7 +494,7 @@ impl Ca {
     }
 }
 
-fn now_s() -> OffsetDateTime {
+pub(crate) fn now_s() -> OffsetDateTime {
     let n = OffsetDateTime::now_utc();
     n.replace_nanosecond(0).unwrap_or(n)
 }

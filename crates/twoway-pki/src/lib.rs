@@ -23,6 +23,7 @@ pub mod ocsp;
 mod policy;
 mod profile;
 mod san;
+mod scep_ra;
 mod signer;
 mod subject;
 
@@ -41,6 +42,7 @@ pub use ocsp::build_ocsp_signer;
 pub use policy::NamePolicy;
 pub use profile::Profile;
 pub use san::{validate_spiffe, San};
+pub use scep_ra::build_scep_ra;
 pub use signer::Signer;
 pub use subject::{subject_common_name, MAX_COMMON_NAME};
 

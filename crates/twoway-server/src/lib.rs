@@ -22,6 +22,7 @@ mod plain;
 pub mod ratelimit;
 pub mod responder;
 pub mod routes;
+mod scep;
 pub mod tls;
 
 use bytes::Bytes;
@@ -169,6 +170,8 @@ pub struct State {
     started: std::time::Instant,
     /// The listeners' connection tables and deadlines.
     pub connections: Connections,
+    /// SCEP at `/scep`, when `[scep] enabled`.
+    pub(crate) scep: Option<scep::Scep>,
     /// When the server's own certificate should be renewed.
     server_cert_renew_at: std::sync::Mutex<OffsetDateTime>,
     /// The administrators now (`[server] admins`, reloadable).
@@ -280,6 +283,8 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
         Ok((k, r, s))
     })
     .await??;
+    let (ca2, actor) = (ca.clone(), opts.actor.clone());
+    let scep = blocking(move || scep::Scep::start(&ca2, &actor)).await??;
     let validity = twoway_pki::parse_duration(&ca.config().server.ocsp_validity)?;
     let ca2 = ca.clone();
     let first_seq = blocking(move || ca2.store().revocation_seq())
@@ -324,6 +329,7 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
         revocation_read_at: std::sync::atomic::AtomicU64::new(0),
         started: std::time::Instant::now(),
         connections,
+        scep,
         ca,
         opts: opts.clone(),
     });
@@ -586,6 +592,7 @@ async fn maintenance(state: Arc<State>) {
         }
         let ca = state.ca.clone();
         let _ = blocking(move || acme::purge(ca.store())).await;
+        scep::maintain(&state).await;
         let now = OffsetDateTime::now_utc();
         let due = state
             .server_cert_renew_at

@@ -26,7 +26,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -126,8 +126,17 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         (_, "/v1/tokens") => "tokens",
         (_, "/v1/certificates") => "certificates",
         (_, p) if p.starts_with("/acme/") => "acme",
+        (_, p) if is_scep_path(p) => "scep",
         _ => "other",
     }
+}
+
+/// `/scep` and `/scep/pkiclient.exe` (which many clients append), with or without a query.
+fn is_scep_path(p: &str) -> bool {
+    matches!(
+        p.split('?').next(),
+        Some("/scep" | "/scep/" | "/scep/pkiclient.exe")
+    )
 }
 
 /// Handles one request.
@@ -147,6 +156,15 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: hyper::Request<
         let resp = crate::acme::handle(&state, req).await;
         state.metrics.request(route, resp.status().as_u16());
         return resp;
+    }
+    if route == "scep" {
+        let method = req.method().clone();
+        let query = req.uri().query().unwrap_or("").to_string();
+        let answer = match read_body(req).await {
+            Ok(body) => crate::scep::handle(&state, &conn, &method, &query, body).await,
+            Err(e) => Err(e),
+        };
+        return finish(&state, &conn, route, answer);
     }
     let answer = dispatch(&state, &conn, req, route).await;
     finish(&state, &conn, route, answer)
@@ -207,7 +225,10 @@ pub(crate) async fn handle_plain(
     body: Bytes,
 ) -> Resp {
     let route = route_name(method, path);
-    let answer = if is_public(route) {
+    let answer = if route == "scep" {
+        let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+        crate::scep::handle(state, conn, method, query, body).await
+    } else if is_public(route) {
         public(state, route, method, path, body).await
     } else {
         Err(plain_only())
@@ -246,7 +267,7 @@ fn plain_only() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         codes::NOT_FOUND,
-        "the plain-HTTP listener serves only /ocsp, /crl, /crl/root, /roots.pem, /healthz and /metrics: use HTTPS",
+        "the plain-HTTP listener serves only /ocsp, /crl, /crl/root, /roots.pem, /scep, /healthz and /metrics: use HTTPS",
     )
 }
 
@@ -271,14 +292,13 @@ async fn public(
                 ("https", state.connections.https.stats()),
                 ("http", state.connections.http.stats()),
             ];
-            Ok(bytes_resp(
-                "text/plain; version=0.0.4",
-                Bytes::from(
-                    state
-                        .metrics
-                        .render(&counts, &state.committer.stats, &conns),
-                ),
-            ))
+            let mut text = state
+                .metrics
+                .render(&counts, &state.committer.stats, &conns);
+            if let Some(s) = &state.scep {
+                s.render(&mut text);
+            }
+            Ok(bytes_resp("text/plain; version=0.0.4", Bytes::from(text)))
         }
         "roots" => Ok(bytes_resp(
             "application/x-pem-file",
@@ -782,7 +802,7 @@ async fn tokens(
     ))
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
