@@ -425,6 +425,7 @@ mod tests {
             url: None,
             passphrase: None,
             actor: "test".into(),
+            intermediate_in_hsm: None,
         };
         crate::init(dir, &opts).unwrap()
     }
