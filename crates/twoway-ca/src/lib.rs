@@ -18,6 +18,7 @@ mod error;
 mod online;
 mod renewal;
 mod settings;
+mod views;
 
 pub use ca::{init, layout, Ca, ImportOutcome, InitOptions, IssueRequest, Outcome, Unrecorded};
 pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT};
@@ -29,3 +30,4 @@ pub use online::{
 };
 pub use renewal::{RenewedBy, OVERDUE_FRACTION};
 pub use settings::{Admins, BadAdmin, CaSettings, Database, ProfileSettings, ServerSettings};
+pub use views::Lineage;

@@ -35,6 +35,17 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The HTTP status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+    /// The public message.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+}
+
 /// Maps a CA error to a status (by kind) and a code (by variant).
 pub fn from_ca(e: &CaError) -> ApiError {
     use twoway_pki::Error as P;
@@ -114,6 +125,7 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         (_, "/v1/tokens") => "tokens",
         (_, "/v1/certificates") => "certificates",
         (_, p) if p.starts_with("/acme/") => "acme",
+        (_, p) if p == "/ui" || p.starts_with("/ui/") => "ui",
         _ => "other",
     }
 }
@@ -133,6 +145,12 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: hyper::Request<
     if route == "acme" && conn.tls {
         // ACME answers problem documents of its own (RFC 8555 §6.7)
         let resp = crate::acme::handle(&state, req).await;
+        state.metrics.request(route, resp.status().as_u16());
+        return resp;
+    }
+    if route == "ui" && conn.tls {
+        // The dashboard answers HTML pages of its own
+        let resp = crate::ui::handle(&state, &conn, req).await;
         state.metrics.request(route, resp.status().as_u16());
         return resp;
     }
@@ -741,7 +759,7 @@ async fn tokens(
     ))
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -35,18 +35,20 @@ mod records;
 pub mod schema;
 mod sqlite;
 mod token;
+mod views;
 mod write;
 
 pub use acme::AcmeObject;
 pub use audit::{chain_hash, verify_chain, AuditEntry, AuditProblem, NewAudit, GENESIS_HASH};
 pub use group::answers as batch_answers;
-pub use model::{CertQuery, CertRecord, CertSource, CertStatus, Page};
+pub use model::{CertQuery, CertRecord, CertSort, CertSource, CertStatus, Page};
 pub use postgres::{PostgresStore, DEFAULT_POOL_SIZE, WRITE_LOCK};
 pub use sqlite::SqliteStore;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use time::OffsetDateTime;
 pub use token::{Issuance, IssueExtras, TokenRecord};
+pub use views::{AuditQuery, InventoryStats, OwnerSummary};
 
 /// The error a database driver returned, kept whole as the source of
 /// [`Error::Database`] (shared, so one failed transaction can fail every issuance of its
@@ -187,6 +189,26 @@ pub trait Store: Send + Sync {
     /// the inventory's size.
     fn certificate_rows_read(&self) -> u64;
 
+    /// What the dashboard's overview shows: counts by status and profile, the active
+    /// certificates expiring within 24 h, 7 d and 30 d, and per day over the next 30 days,
+    /// and the certificates recorded per day over the last 30 days.
+    fn inventory_stats(&self, now: OffsetDateTime) -> Result<InventoryStats>;
+    /// Certificates per owner (at most `limit` owners, most certificates first).
+    fn owner_summary(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<OwnerSummary>>;
+    /// The newest `limit` tokens (hashes only: secrets are never stored).
+    fn list_tokens(&self, limit: usize) -> Result<Vec<TokenRecord>>;
+    /// Withdraws an unused, unexpired token by its id (the first 16 or more hex digits of
+    /// its hash): it expires now, with its audit entry, atomically. A used or expired
+    /// token is refused ([`Error::TokenUsed`], [`Error::TokenExpired`]).
+    fn withdraw_token(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        audit: &NewAudit,
+    ) -> Result<TokenRecord>;
+    /// Audit entries matching `q`, newest first.
+    fn audit_search(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>>;
+
     /// Stores a new ACME nonce valid until `expires_at`. Nonces are state a crash may lose
     /// (a lost nonce is a `badNonce` the client retries): the commit does not wait for
     /// the flush to disk, as every `acme_*` call that says "ephemeral".
@@ -314,6 +336,31 @@ impl<E: db::Engine> Store for E {
 
     fn certificate_rows_read(&self) -> u64 {
         self.shared().rows_read.load(Ordering::Relaxed)
+    }
+
+    fn inventory_stats(&self, now: OffsetDateTime) -> Result<InventoryStats> {
+        self.read_snapshot(|db| views::inventory_stats(db, now))
+    }
+
+    fn owner_summary(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<OwnerSummary>> {
+        self.read(|db| views::owner_summary(db, now, limit))
+    }
+
+    fn list_tokens(&self, limit: usize) -> Result<Vec<TokenRecord>> {
+        self.read(|db| views::list_tokens(db, limit))
+    }
+
+    fn withdraw_token(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        audit: &NewAudit,
+    ) -> Result<TokenRecord> {
+        self.write(|db| views::withdraw_token(db, id, now, audit))
+    }
+
+    fn audit_search(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        self.read(|db| views::audit_search(db, q))
     }
 
     fn acme_new_nonce(&self, nonce: &str, expires_at: OffsetDateTime) -> Result<()> {

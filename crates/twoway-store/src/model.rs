@@ -142,12 +142,65 @@ pub struct CertQuery {
     pub san_glob: Option<String>,
     /// Only this profile.
     pub profile: Option<String>,
+    /// Only this source (`issued`, `imported`, `acme`).
+    pub source: Option<String>,
+    /// Only this issuer (its subject DN, exactly).
+    pub issuer: Option<String>,
+    /// The order of the rows.
+    pub sort: CertSort,
     /// The instant "now" for expiry decisions.
     pub now: Option<OffsetDateTime>,
     /// Rows to skip.
     pub offset: usize,
     /// Most rows to return (0 = no limit).
     pub limit: usize,
+}
+
+/// The order of a listing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertSort {
+    /// Newest recorded first (the default).
+    #[default]
+    Newest,
+    /// Oldest recorded first.
+    Oldest,
+    /// Soonest `notAfter` first.
+    ExpirySoonest,
+    /// Latest `notAfter` first.
+    ExpiryLatest,
+}
+
+impl CertSort {
+    /// The name in URLs and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertSort::Newest => "newest",
+            CertSort::Oldest => "oldest",
+            CertSort::ExpirySoonest => "expiry",
+            CertSort::ExpiryLatest => "-expiry",
+        }
+    }
+
+    /// Parses [`CertSort::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "newest" | "" => Some(CertSort::Newest),
+            "oldest" => Some(CertSort::Oldest),
+            "expiry" => Some(CertSort::ExpirySoonest),
+            "-expiry" => Some(CertSort::ExpiryLatest),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn order_by(self) -> &'static str {
+        match self {
+            CertSort::Newest => " ORDER BY recorded_at DESC, fingerprint",
+            CertSort::Oldest => " ORDER BY recorded_at, fingerprint",
+            CertSort::ExpirySoonest => " ORDER BY not_after, fingerprint",
+            CertSort::ExpiryLatest => " ORDER BY not_after DESC, fingerprint",
+        }
+    }
 }
 
 /// One page of results.

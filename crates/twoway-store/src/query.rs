@@ -41,9 +41,6 @@ use twoway_glob::{Glob, Options};
 /// How the SAN filter reads its glob: `*` crosses everything, ASCII case is ignored.
 pub(crate) const SAN_GLOB: Options = Options::new().ignore_ascii_case();
 
-/// The order of every listing, newest first.
-const ORDER: &str = " ORDER BY recorded_at DESC, fingerprint";
-
 /// Fingerprints asked for in one `IN (…)` list when reading a page by fingerprint.
 const IN_CHUNK: usize = 500;
 
@@ -118,13 +115,13 @@ pub(crate) fn find(db: &mut dyn Db, rows: &AtomicU64, key: &str) -> Result<CertR
 
 /// A `WHERE` clause under construction.
 #[derive(Default)]
-struct Filter<'a> {
-    sql: String,
-    args: Vec<Arg<'a>>,
+pub(crate) struct Filter<'a> {
+    pub(crate) sql: String,
+    pub(crate) args: Vec<Arg<'a>>,
 }
 
 impl<'a> Filter<'a> {
-    fn and(&mut self, clause: &str, args: impl IntoIterator<Item = Arg<'a>>) {
+    pub(crate) fn and(&mut self, clause: &str, args: impl IntoIterator<Item = Arg<'a>>) {
         self.sql.push_str(if self.sql.is_empty() {
             " WHERE "
         } else {
@@ -158,6 +155,12 @@ fn filter<'a>(d: &Dialect, q: &'a CertQuery, now: i64) -> Result<Filter<'a>> {
     }
     if let Some(p) = &q.profile {
         f.and("profile = ?", [Arg::text(p)]);
+    }
+    if let Some(s) = &q.source {
+        f.and("source = ?", [Arg::text(s)]);
+    }
+    if let Some(i) = &q.issuer {
+        f.and("issuer = ?", [Arg::text(i)]);
     }
     let entries = "(',' || substr(labels, 2, length(labels) - 2) || ',')";
     for (k, v) in &q.labels {
@@ -202,11 +205,11 @@ pub(crate) fn list(
     let f = filter(d, q, now)?;
     let limit = if q.limit == 0 { usize::MAX } else { q.limit };
     let (total, items) = match &q.san_glob {
-        None => page_in_sql(db, rows, &f, q.offset, limit)?,
+        None => page_in_sql(db, rows, &f, q.sort.order_by(), q.offset, limit)?,
         Some(g) => {
             let glob = Glob::new(g, SAN_GLOB)
                 .map_err(|e| Error::database(format!("SAN glob {g:?}: {e}")))?;
-            page_by_glob(db, rows, &f, &glob, q.offset, limit)?
+            page_by_glob(db, rows, &f, q.sort.order_by(), &glob, q.offset, limit)?
         }
     };
     Ok(Page {
@@ -217,7 +220,7 @@ pub(crate) fn list(
     })
 }
 
-fn sql_int(n: usize) -> i64 {
+pub(crate) fn sql_int(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -226,6 +229,7 @@ fn page_in_sql(
     db: &mut dyn Db,
     rows: &AtomicU64,
     f: &Filter<'_>,
+    order: &str,
     offset: usize,
     limit: usize,
 ) -> Result<(usize, Vec<CertRecord>)> {
@@ -246,7 +250,7 @@ fn page_in_sql(
     let items = all(
         db,
         &format!(
-            "SELECT {CERT_COLS} FROM certificates{}{ORDER} LIMIT ? OFFSET ?",
+            "SELECT {CERT_COLS} FROM certificates{}{order} LIMIT ? OFFSET ?",
             f.sql
         ),
         &args,
@@ -261,6 +265,7 @@ fn page_by_glob(
     db: &mut dyn Db,
     rows: &AtomicU64,
     f: &Filter<'_>,
+    order: &str,
     glob: &Glob,
     offset: usize,
     limit: usize,
@@ -269,7 +274,7 @@ fn page_by_glob(
     let mut examined = 0usize;
     let mut page: Vec<String> = Vec::new();
     db.each(
-        &format!("SELECT fingerprint, sans FROM certificates{}{ORDER}", f.sql),
+        &format!("SELECT fingerprint, sans FROM certificates{}{order}", f.sql),
         &f.args,
         &mut |r| {
             examined += 1;

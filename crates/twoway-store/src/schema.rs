@@ -21,6 +21,8 @@
 //! - `certificates_not_after (not_after)` is no longer created: the status index serves its
 //!   queries. Inventories made before keep it (it costs a little per insert; it may be
 //!   dropped by hand once no older binary opens the database, or it comes back).
+//! - `audit_log_target (target)`: a certificate's audit entries (the dashboard's
+//!   certificate page, and its renewal lineage) and the audit page's target filter.
 //! - `acme_nonces` and `acme_objects` (added for the ACME server, created at the first
 //!   open by a binary that has it): the primary keys serve every lookup by nonce and by
 //!   kind and id; `acme_objects_lookup` makes an account's key thumbprint unique;
@@ -64,6 +66,7 @@ CREATE TABLE IF NOT EXISTS audit_log (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS audit_log_target ON audit_log (target);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value BIGINT NOT NULL
