@@ -731,7 +731,11 @@ async fn certificate(
     let mut fields = vec![
         Field {
             name: "Subject",
-            value: rec.subject.clone(),
+            value: if rec.subject.is_empty() {
+                "empty (the SANs name it)".into()
+            } else {
+                rec.subject.clone()
+            },
         },
         Field {
             name: "Issuer",
