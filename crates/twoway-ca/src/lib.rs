@@ -30,4 +30,4 @@ pub use online::{
 };
 pub use renewal::{RenewedBy, OVERDUE_FRACTION};
 pub use settings::{Admins, BadAdmin, CaSettings, Database, ProfileSettings, ServerSettings};
-pub use views::Lineage;
+pub use views::{Lineage, Pruned};

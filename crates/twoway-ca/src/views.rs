@@ -94,3 +94,79 @@ impl Ca {
         Ok(out)
     }
 }
+
+/// What [`Ca::prune`] did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Pruned {
+    /// Certificates removed from the inventory.
+    pub removed: u64,
+    /// Where they were archived first (None when there was nothing to prune).
+    pub archive: Option<std::path::PathBuf>,
+    /// SHA-256 of the archive, hex (recorded in the audit entry).
+    pub archive_sha256: Option<String>,
+    /// True when more expired certificates are left than one run takes (`limit`).
+    pub more: bool,
+}
+
+impl Ca {
+    /// Archives, then removes, the certificates that expired at or before `before` (at most
+    /// `limit` a run): their whole records, PEM included, are written as JSON lines to
+    /// `archive` (crash-safe, 0600) before anything is deleted; then one transaction
+    /// deletes them and appends the `cert.prune` audit entry, which names the archive and
+    /// its SHA-256. Their earlier audit entries stay. Nothing is deleted when the archive
+    /// cannot be written.
+    pub fn prune(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+        archive: &std::path::Path,
+        actor: &str,
+    ) -> Result<Pruned> {
+        let recs = self
+            .store()
+            .expired_certificates(before, limit.saturating_add(1))?;
+        let more = recs.len() > limit;
+        let recs = &recs[..recs.len().min(limit)];
+        if recs.is_empty() {
+            return Ok(Pruned {
+                removed: 0,
+                archive: None,
+                archive_sha256: None,
+                more: false,
+            });
+        }
+        let mut out = Vec::with_capacity(recs.len() * 2048);
+        for r in recs {
+            serde_json::to_writer(&mut out, r)
+                .map_err(|e| crate::Error::Refused(format!("cannot encode the archive: {e}")))?;
+            out.push(b'\n');
+        }
+        twoway_files::write_atomic(archive, &out, 0o600)?;
+        let digest = twoway_pki::sha256_hex(&out);
+        let now = OffsetDateTime::now_utc();
+        let now = now.replace_nanosecond(0).unwrap_or(now);
+        let fps: Vec<String> = recs.iter().map(|r| r.fingerprint.clone()).collect();
+        let removed = self.store().prune_certificates(
+            &fps,
+            before,
+            &NewAudit {
+                actor: actor.into(),
+                action: "cert.prune".into(),
+                target: String::new(),
+                details: json!({
+                    "removed": fps.len(),
+                    "expired_before": before.unix_timestamp(),
+                    "archive": archive.display().to_string(),
+                    "archive_sha256": digest,
+                }),
+                time: now,
+            },
+        )?;
+        Ok(Pruned {
+            removed,
+            archive: Some(archive.to_path_buf()),
+            archive_sha256: Some(digest),
+            more,
+        })
+    }
+}

@@ -26,6 +26,7 @@ pub mod acme;
 mod audit;
 #[cfg(test)]
 mod conformance;
+mod counts;
 mod db;
 mod group;
 mod model;
@@ -49,6 +50,17 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 pub use token::{Issuance, IssueExtras, TokenRecord};
 pub use views::{AuditQuery, InventoryStats, OwnerSummary};
+
+/// One entry of a CRL, as the inventory holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrlEntry {
+    /// Serial, lower-case hex.
+    pub serial: String,
+    /// When it was revoked.
+    pub revoked_at: OffsetDateTime,
+    /// Why (`key-compromise`, …), if recorded.
+    pub reason: Option<String>,
+}
 
 /// The error a database driver returned, kept whole as the source of
 /// [`Error::Database`] (shared, so one failed transaction can fail every issuance of its
@@ -154,6 +166,9 @@ pub trait Store: Send + Sync {
     /// Every revoked certificate issued by `issuer` (its subject) that has not yet expired
     /// before `since`.
     fn revoked_by_issuer(&self, issuer: &str, since: OffsetDateTime) -> Result<Vec<CertRecord>>;
+    /// The CRL's entries of `issuer`: serial, revocation time and reason of every revoked
+    /// certificate not yet expired at `since`, from an index of revoked certificates only.
+    fn crl_entries(&self, issuer: &str, since: OffsetDateTime) -> Result<Vec<CrlEntry>>;
     /// Takes the next CRL number and records the audit entry, atomically.
     fn next_crl_number(&self, audit: &NewAudit) -> Result<u64>;
     /// Appends one audit entry on its own.
@@ -206,6 +221,18 @@ pub trait Store: Send + Sync {
         now: OffsetDateTime,
         audit: &NewAudit,
     ) -> Result<TokenRecord>;
+    /// Certificates (PEM included) that expired at or before `before`, oldest expiry
+    /// first, at most `limit`: what [`Store::prune_certificates`] would remove.
+    fn expired_certificates(&self, before: OffsetDateTime, limit: usize)
+        -> Result<Vec<CertRecord>>;
+    /// Deletes the named certificates that expired at or before `before` (others are left
+    /// alone), with `audit`, in one transaction; how many went. Their audit entries stay.
+    fn prune_certificates(
+        &self,
+        fingerprints: &[String],
+        before: OffsetDateTime,
+        audit: &NewAudit,
+    ) -> Result<u64>;
     /// Audit entries matching `q`, newest first.
     fn audit_search(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>>;
 
@@ -288,6 +315,10 @@ impl<E: db::Engine> Store for E {
         self.read(|db| query::revoked_by_issuer(db, &self.shared().rows_read, issuer, since))
     }
 
+    fn crl_entries(&self, issuer: &str, since: OffsetDateTime) -> Result<Vec<CrlEntry>> {
+        self.read(|db| query::crl_entries(db, issuer, since))
+    }
+
     fn next_crl_number(&self, audit: &NewAudit) -> Result<u64> {
         self.write(|db| write::next_crl_number(db, audit))
     }
@@ -357,6 +388,23 @@ impl<E: db::Engine> Store for E {
         audit: &NewAudit,
     ) -> Result<TokenRecord> {
         self.write(|db| views::withdraw_token(db, id, now, audit))
+    }
+
+    fn expired_certificates(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<CertRecord>> {
+        self.read(|db| views::expired_records(db, before, limit))
+    }
+
+    fn prune_certificates(
+        &self,
+        fingerprints: &[String],
+        before: OffsetDateTime,
+        audit: &NewAudit,
+    ) -> Result<u64> {
+        self.write(|db| views::prune(db, fingerprints, before, audit))
     }
 
     fn audit_search(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {

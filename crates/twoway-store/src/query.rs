@@ -328,6 +328,30 @@ pub(crate) fn revoked_by_issuer(
     Ok(found)
 }
 
+/// The CRL's entries of `issuer`: its revoked certificates still unexpired at `since`,
+/// read from the partial index `certificates_revoked` alone.
+pub(crate) fn crl_entries(
+    db: &mut dyn Db,
+    issuer: &str,
+    since: OffsetDateTime,
+) -> Result<Vec<crate::CrlEntry>> {
+    all(
+        db,
+        "SELECT serial, revoked_at, revocation_reason FROM certificates
+         WHERE status = 'revoked' AND issuer = ? AND not_after > ?",
+        &[Arg::text(issuer), Arg::int(ts(since))],
+        |r| {
+            Ok(crate::CrlEntry {
+                serial: r
+                    .text(0)?
+                    .ok_or_else(|| Error::Corrupt("serial is NULL".into()))?,
+                revoked_at: crate::records::from_ts(r.int(1)?.unwrap_or(0))?,
+                reason: r.text(2)?,
+            })
+        },
+    )
+}
+
 /// How many certificates are active, expired and revoked at `now` (statuses with none
 /// left out, by name). Three counts that indexes answer: all rows, the revoked ones and the
 /// unexpired active ones; the expired are the rest.

@@ -21,6 +21,12 @@
 //! - `certificates_not_after (not_after)` is no longer created: the status index serves its
 //!   queries. Inventories made before keep it (it costs a little per insert; it may be
 //!   dropped by hand once no older binary opens the database, or it comes back).
+//! - `inventory_counts`: certificates per profile and per owner (all, revoked), kept by
+//!   the writing transactions (`counts.rs`): the overview's and the owners page's counts
+//!   without grouping the inventory.
+//! - `certificates_revoked`, partial (`WHERE status = 'revoked'`) and covering: the CRL's
+//!   entries (serial, time, reason) of one issuer still unexpired, read from the index
+//!   alone, whatever the number of active certificates.
 //! - `audit_log_target (target)`: a certificate's audit entries (the dashboard's
 //!   certificate page, and its renewal lineage) and the audit page's target filter.
 //! - `acme_nonces` and `acme_objects` (added for the ACME server, created at the first
@@ -71,6 +77,14 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS inventory_counts (
+    dim TEXT NOT NULL,
+    value TEXT NOT NULL,
+    total BIGINT NOT NULL,
+    revoked BIGINT NOT NULL,
+    PRIMARY KEY (dim, value)
+);
+CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates (issuer, not_after, serial, revoked_at, revocation_reason) WHERE status = 'revoked';
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY,
     sans TEXT NOT NULL,

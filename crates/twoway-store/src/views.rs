@@ -3,8 +3,8 @@
 //! per owner, the token list and the withdrawal of an unused token, and the audit log
 //! filtered by actor, action and target, newest first and paged by sequence number.
 //!
-//! Every statement here is served by an index of `schema.rs` except the groupings by
-//! profile and owner, which read the `(profile)` and `(owner)` indexes whole.
+//! Every statement here reads an index range or the counts of `counts.rs`: nothing groups
+//! or scans the whole inventory.
 
 use crate::db::{Arg, Db};
 use crate::query::{like_literal, sql_int};
@@ -40,8 +40,6 @@ pub struct OwnerSummary {
     pub owner: Option<String>,
     /// Every certificate of the owner.
     pub total: u64,
-    /// Not revoked and not expired.
-    pub active: u64,
     /// Active and expiring within 30 days.
     pub expiring_30d: u64,
     /// Revoked.
@@ -70,13 +68,10 @@ fn n(v: Option<i64>) -> u64 {
 pub(crate) fn inventory_stats(db: &mut dyn Db, now: OffsetDateTime) -> Result<InventoryStats> {
     let t = ts(now);
     let by_status = crate::query::count_by_status(db, now)?;
-    let mut by_profile = all(
-        db,
-        "SELECT profile, COUNT(*) FROM certificates GROUP BY profile",
-        &[],
-        |r| Ok((r.text(0)?.unwrap_or_default(), n(r.int(1)?))),
-    )?;
-    by_profile.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let by_profile = crate::counts::read(db, "profile", 100)?
+        .into_iter()
+        .map(|(p, total, _)| (p, total))
+        .collect();
     let mut expiring = [0u64; 3];
     for (i, secs) in [DAY, 7 * DAY, 30 * DAY].into_iter().enumerate() {
         expiring[i] = first(
@@ -135,26 +130,27 @@ pub(crate) fn owner_summary(
     limit: usize,
 ) -> Result<Vec<OwnerSummary>> {
     let t = ts(now);
-    let mut rows = all(
+    let mut rows: Vec<OwnerSummary> = crate::counts::read(db, "owner", limit)?
+        .into_iter()
+        .map(|(owner, total, revoked)| OwnerSummary {
+            owner: Some(owner).filter(|o| !o.is_empty()),
+            total,
+            revoked,
+            expiring_30d: 0,
+        })
+        .collect();
+    // The certificates expiring within 30 days, from the (status, not_after) index's range.
+    for (owner, count) in all(
         db,
-        "SELECT owner, COUNT(*),
-                SUM(CASE WHEN status = 'active' AND not_after > ? THEN 1 ELSE 0 END),
-                SUM(CASE WHEN status = 'active' AND not_after > ? AND not_after <= ? THEN 1 ELSE 0 END),
-                SUM(CASE WHEN status = 'revoked' THEN 1 ELSE 0 END)
-         FROM certificates GROUP BY owner",
-        &[Arg::int(t), Arg::int(t), Arg::int(t + 30 * DAY)],
-        |r| {
-            Ok(OwnerSummary {
-                owner: r.text(0)?,
-                total: n(r.int(1)?),
-                active: n(r.int(2)?),
-                expiring_30d: n(r.int(3)?),
-                revoked: n(r.int(4)?),
-            })
-        },
-    )?;
-    rows.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.owner.cmp(&b.owner)));
-    rows.truncate(limit);
+        "SELECT owner, COUNT(*) FROM certificates
+         WHERE status = 'active' AND not_after > ? AND not_after <= ? GROUP BY owner",
+        &[Arg::int(t), Arg::int(t + 30 * DAY)],
+        |r| Ok((r.text(0)?, n(r.int(1)?))),
+    )? {
+        if let Some(row) = rows.iter_mut().find(|o| o.owner == owner) {
+            row.expiring_30d = count;
+        }
+    }
     Ok(rows)
 }
 
@@ -244,4 +240,63 @@ pub(crate) fn audit_search(db: &mut dyn Db, q: &AuditQuery) -> Result<Vec<AuditE
         &args,
         decode_audit,
     )
+}
+
+/// Certificates (whole, PEM included) that expired at or before `before`, revoked or not,
+/// oldest expiry first, at most `limit`: what a prune would remove.
+pub(crate) fn expired_records(
+    db: &mut dyn Db,
+    before: OffsetDateTime,
+    limit: usize,
+) -> Result<Vec<crate::CertRecord>> {
+    all(
+        db,
+        &format!(
+            "SELECT {}, pem FROM certificates
+             WHERE status IN ('active', 'revoked') AND not_after <= ?
+             ORDER BY not_after, fingerprint LIMIT ?",
+            crate::records::CERT_COLS
+        ),
+        &[Arg::int(ts(before)), Arg::int(sql_int(limit))],
+        |r| crate::records::decode_cert(r, true),
+    )
+}
+
+/// Deletes the certificates `fingerprints` names that expired at or before `before`
+/// (a row that does not is left alone), their counts with them, and appends `audit`; how
+/// many rows went.
+pub(crate) fn prune(
+    db: &mut dyn Db,
+    fingerprints: &[String],
+    before: OffsetDateTime,
+    audit: &NewAudit,
+) -> Result<u64> {
+    let mut gone = 0;
+    for chunk in fingerprints.chunks(500) {
+        let list = vec!["?"; chunk.len()].join(", ");
+        let mut args: Vec<Arg<'_>> = chunk.iter().map(|f| Arg::text(f)).collect();
+        args.push(Arg::int(ts(before)));
+        let rows = all(
+            db,
+            &format!(
+                "SELECT profile, owner, status FROM certificates
+                 WHERE fingerprint IN ({list}) AND not_after <= ?"
+            ),
+            &args,
+            |r| {
+                Ok((
+                    r.text(0)?.unwrap_or_default(),
+                    r.text(1)?.unwrap_or_default(),
+                    r.text(2)?.as_deref() == Some("revoked"),
+                ))
+            },
+        )?;
+        gone += db.exec(
+            &format!("DELETE FROM certificates WHERE fingerprint IN ({list}) AND not_after <= ?"),
+            &args,
+        )?;
+        crate::counts::deleted(db, &rows)?;
+    }
+    append_audit(db, audit, &mut None)?;
+    Ok(gone)
 }

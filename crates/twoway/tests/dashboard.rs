@@ -220,7 +220,7 @@ fn dashboard_in_chromium() {
     assert!(
         owners
             .iter()
-            .any(|r| r[0] == OWNER && r[1] == "30" && r[4] == "1"),
+            .any(|r| r[0] == OWNER && r[1] == "30" && r[2] == "29" && r[3] == "1"),
         "{owners:?}"
     );
 

@@ -953,7 +953,6 @@ struct OwnerRow {
     owner: String,
     link: String,
     total: u64,
-    active: u64,
     expiring: u64,
     expiring_link: String,
     revoked: u64,
@@ -985,7 +984,6 @@ async fn owners(state: &Arc<State>, v: &Viewer) -> Result<Resp, Failure> {
                     name
                 },
                 total: o.total,
-                active: o.active,
                 expiring: o.expiring_30d,
                 revoked: o.revoked,
             }
