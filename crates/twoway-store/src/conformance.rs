@@ -28,6 +28,7 @@ macro_rules! conformance_tests {
             acme_objects_compare_and_set,
             acme_exchange_and_modify,
             dashboard_views_counts_and_prune,
+            keyset_pages_match_offset_pages,
         );
     };
     (@each $store:expr; $($check:ident),* $(,)?) => {
@@ -1186,4 +1187,60 @@ pub(crate) fn dashboard_views_counts_and_prune(s: &dyn Store) {
         .all(|e| e.seq < revokes[1].seq && e.action.starts_with("cert.")));
     assert_eq!(older.len(), 6, "the six issuances");
     assert!(verify_chain(&s.audit_entries(1, 1000).unwrap()).is_empty());
+}
+
+/// Keyset pages (`after` a cursor) are the offset pages, in every order, ties within a
+/// second included, and their `total` is the filter's.
+pub(crate) fn keyset_pages_match_offset_pages(s: &dyn Store) {
+    let recs = (0..23)
+        .map(|i| {
+            let mut r = rec_at(
+                i,
+                (i / 3) as i64,
+                &["DNS:k.example.internal"],
+                "team-k",
+                &[],
+            );
+            r.not_after += time::Duration::seconds((i % 5) as i64);
+            r
+        })
+        .collect();
+    record_all(s, recs);
+    let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    for sort in [
+        crate::CertSort::Newest,
+        crate::CertSort::Oldest,
+        crate::CertSort::ExpirySoonest,
+        crate::CertSort::ExpiryLatest,
+    ] {
+        let q = CertQuery {
+            owner: Some("team-k".into()),
+            sort,
+            now: Some(now),
+            limit: 4,
+            ..Default::default()
+        };
+        let mut after: Option<crate::Cursor> = None;
+        for page in 0..6 {
+            let by_offset = s
+                .list_certificates(&CertQuery {
+                    offset: page * 4,
+                    ..q.clone()
+                })
+                .unwrap();
+            let by_key = s
+                .list_certificates(&CertQuery {
+                    after: after.clone(),
+                    ..q.clone()
+                })
+                .unwrap();
+            assert_eq!(fps(&by_key), fps(&by_offset), "{sort:?} page {page}");
+            assert_eq!(by_key.total, 23);
+            after = by_key.items.last().map(|r| crate::Cursor::of(r, sort));
+            let c = after.clone().unwrap();
+            assert_eq!(crate::Cursor::parse(&c.encode()), Some(c));
+        }
+    }
+    assert_eq!(crate::Cursor::parse("12.zz"), None);
+    assert_eq!(crate::Cursor::parse("x.ab"), None);
 }

@@ -42,7 +42,7 @@ mod write;
 pub use acme::AcmeObject;
 pub use audit::{chain_hash, verify_chain, AuditEntry, AuditProblem, NewAudit, GENESIS_HASH};
 pub use group::answers as batch_answers;
-pub use model::{CertQuery, CertRecord, CertSort, CertSource, CertStatus, Page};
+pub use model::{CertQuery, CertRecord, CertSort, CertSource, CertStatus, Cursor, Page};
 pub use postgres::{PostgresStore, DEFAULT_POOL_SIZE, WRITE_LOCK};
 pub use sqlite::SqliteStore;
 use std::sync::atomic::Ordering;

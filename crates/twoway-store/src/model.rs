@@ -148,12 +148,55 @@ pub struct CertQuery {
     pub issuer: Option<String>,
     /// The order of the rows.
     pub sort: CertSort,
+    /// Keyset paging: start after this row of the order (its key, then fingerprint) instead
+    /// of skipping `offset` rows. Ignored with a SAN glob.
+    pub after: Option<Cursor>,
     /// The instant "now" for expiry decisions.
     pub now: Option<OffsetDateTime>,
     /// Rows to skip.
     pub offset: usize,
     /// Most rows to return (0 = no limit).
     pub limit: usize,
+}
+
+/// A row's place in a listing's order: the sort column's value (seconds) and the
+/// fingerprint. Written `KEY.FINGERPRINT` in URLs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// `recorded_at` or `not_after` of the row, in seconds since the epoch.
+    pub key: i64,
+    /// The row's fingerprint.
+    pub fingerprint: String,
+}
+
+impl Cursor {
+    /// The cursor just past `rec` in the order `sort`.
+    pub fn of(rec: &CertRecord, sort: CertSort) -> Self {
+        let t = match sort {
+            CertSort::Newest | CertSort::Oldest => rec.recorded_at,
+            CertSort::ExpirySoonest | CertSort::ExpiryLatest => rec.not_after,
+        };
+        Cursor {
+            key: t.unix_timestamp(),
+            fingerprint: rec.fingerprint.clone(),
+        }
+    }
+
+    /// `KEY.FINGERPRINT`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.key, self.fingerprint)
+    }
+
+    /// Parses [`Cursor::encode`]'s form.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (k, fp) = s.split_once('.')?;
+        let ok = !fp.is_empty() && fp.len() <= 64 && fp.chars().all(|c| c.is_ascii_hexdigit());
+        let key = k.parse().ok()?;
+        ok.then(|| Cursor {
+            key,
+            fingerprint: fp.to_ascii_lowercase(),
+        })
+    }
 }
 
 /// The order of a listing.
@@ -190,6 +233,17 @@ impl CertSort {
             "expiry" => Some(CertSort::ExpirySoonest),
             "-expiry" => Some(CertSort::ExpiryLatest),
             _ => None,
+        }
+    }
+
+    /// The keyset condition "after the cursor" in this order (three parameters: key, key,
+    /// fingerprint).
+    pub(crate) fn after_clause(self) -> &'static str {
+        match self {
+            CertSort::Newest => "(recorded_at < ? OR (recorded_at = ? AND fingerprint > ?))",
+            CertSort::Oldest => "(recorded_at > ? OR (recorded_at = ? AND fingerprint > ?))",
+            CertSort::ExpirySoonest => "(not_after > ? OR (not_after = ? AND fingerprint > ?))",
+            CertSort::ExpiryLatest => "(not_after < ? OR (not_after = ? AND fingerprint > ?))",
         }
     }
 

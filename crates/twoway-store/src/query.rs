@@ -205,7 +205,10 @@ pub(crate) fn list(
     let f = filter(d, q, now)?;
     let limit = if q.limit == 0 { usize::MAX } else { q.limit };
     let (total, items) = match &q.san_glob {
-        None => page_in_sql(db, rows, &f, q.sort.order_by(), q.offset, limit)?,
+        None => match &q.after {
+            Some(c) => page_after(db, rows, &f, q.sort, c, limit)?,
+            None => page_in_sql(db, rows, &f, q.sort.order_by(), q.offset, limit)?,
+        },
         Some(g) => {
             let glob = Glob::new(g, SAN_GLOB)
                 .map_err(|e| Error::database(format!("SAN glob {g:?}: {e}")))?;
@@ -258,6 +261,51 @@ fn page_in_sql(
     )?;
     count(rows, items.len());
     Ok((total, items))
+}
+
+/// `COUNT(*)` over the filters, and the page that follows the cursor (keyset paging: the
+/// page costs its own rows however deep it is).
+fn page_after(
+    db: &mut dyn Db,
+    rows: &AtomicU64,
+    f: &Filter<'_>,
+    sort: crate::CertSort,
+    after: &crate::Cursor,
+    limit: usize,
+) -> Result<(usize, Vec<CertRecord>)> {
+    let total = first(
+        db,
+        &format!("SELECT COUNT(*) FROM certificates{}", f.sql),
+        &f.args,
+        |r| r.int(0),
+    )?
+    .flatten()
+    .unwrap_or(0);
+    let mut page = Filter {
+        sql: f.sql.clone(),
+        args: f.args.clone(),
+    };
+    page.and(
+        sort.after_clause(),
+        [
+            Arg::int(after.key),
+            Arg::int(after.key),
+            Arg::text(&after.fingerprint),
+        ],
+    );
+    page.args.push(Arg::int(sql_int(limit)));
+    let items = all(
+        db,
+        &format!(
+            "SELECT {CERT_COLS} FROM certificates{}{} LIMIT ?",
+            page.sql,
+            sort.order_by()
+        ),
+        &page.args,
+        |r| decode_cert(r, false),
+    )?;
+    count(rows, items.len());
+    Ok((usize::try_from(total).unwrap_or(0), items))
 }
 
 /// The SAN glob in memory over the SQL candidates, then the page by fingerprint.

@@ -21,6 +21,8 @@
 //! - `certificates_not_after (not_after)` is no longer created: the status index serves its
 //!   queries. Inventories made before keep it (it costs a little per insert; it may be
 //!   dropped by hand once no older binary opens the database, or it comes back).
+//! - `certificates_profile (profile, recorded_at)`: the profile filter (the overview links
+//!   each profile to it), its count and its pages in listing order.
 //! - `inventory_counts`: certificates per profile and per owner (all, revoked), kept by
 //!   the writing transactions (`counts.rs`): the overview's and the owners page's counts
 //!   without grouping the inventory.
@@ -62,6 +64,7 @@ CREATE INDEX IF NOT EXISTS certificates_serial ON certificates (serial);
 CREATE INDEX IF NOT EXISTS certificates_owner ON certificates (owner);
 CREATE INDEX IF NOT EXISTS certificates_recorded ON certificates (recorded_at);
 CREATE INDEX IF NOT EXISTS certificates_status_not_after ON certificates (status, not_after);
+CREATE INDEX IF NOT EXISTS certificates_profile ON certificates (profile, recorded_at);
 CREATE TABLE IF NOT EXISTS audit_log (
     seq BIGINT PRIMARY KEY,
     time TEXT NOT NULL,

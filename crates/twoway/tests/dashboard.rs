@@ -150,6 +150,11 @@ fn dashboard_in_chromium() {
         "{seen}"
     );
     assert!(s("page2_url").contains("page=2") && s("page2_url").contains("owner=team-dash"));
+    assert!(
+        s("page2_url").contains("&after="),
+        "keyset paging: {}",
+        s("page2_url")
+    );
     assert_eq!(seen["page2_rows"], 5, "{seen}");
 
     // Revoked through the confirmation; the view it came from shows it revoked.

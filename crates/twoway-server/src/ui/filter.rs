@@ -24,6 +24,8 @@ pub(crate) struct Filters {
     pub(crate) issuer: String,
     pub(crate) expiring: String,
     pub(crate) sort: String,
+    /// Keyset paging: the page starts after this row (`KEY.FINGERPRINT`).
+    pub(crate) after: String,
     pub(crate) page: usize,
     pub(crate) per: usize,
 }
@@ -54,6 +56,7 @@ impl Filters {
                 "issuer" => f.issuer = v,
                 "expiring" => f.expiring = v,
                 "sort" => f.sort = v,
+                "after" => f.after = v,
                 "page" if v.is_empty() => {}
                 "page" => {
                     f.page = v.parse().ok().filter(|p| *p >= 1).ok_or_else(|| {
@@ -149,7 +152,16 @@ impl Filters {
             )
         })?;
         q.limit = self.per;
-        q.offset = (self.page - 1).saturating_mul(self.per);
+        if self.after.is_empty() || q.san_glob.is_some() {
+            q.offset = (self.page - 1).saturating_mul(self.per);
+        } else {
+            q.after = Some(twoway_store::Cursor::parse(&self.after).ok_or_else(|| {
+                format!(
+                    "after {:?}: not a page link of this inventory (follow Next, or drop it to page by number)",
+                    self.after
+                )
+            })?);
+        }
         Ok(q)
     }
 
@@ -187,9 +199,13 @@ impl Filters {
         }
     }
 
-    /// The path of this view (page included).
+    /// The path of this view (page and cursor included).
     pub(crate) fn view_path(&self) -> String {
-        format!("/ui/certificates?{}", self.page_qs(self.page))
+        let mut p = format!("/ui/certificates?{}", self.page_qs(self.page));
+        if !self.after.is_empty() {
+            p.push_str(&format!("&after={}", enc(&self.after)));
+        }
+        p
     }
 }
 
@@ -239,6 +255,16 @@ mod tests {
             .unwrap_err()
             .contains("24h"));
         assert!(Filters::parse("page=0").is_err());
+        assert!(Filters::parse("after=1.zz")
+            .unwrap()
+            .query(now)
+            .unwrap_err()
+            .contains("not a page link"));
+        let q = Filters::parse("after=1700000000.ab&page=3")
+            .unwrap()
+            .query(now)
+            .unwrap();
+        assert_eq!((q.offset, q.after.map(|c| c.key)), (0, Some(1_700_000_000)));
         assert!(Filters::parse("colour=red").is_err());
     }
 

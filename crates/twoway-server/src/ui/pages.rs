@@ -494,6 +494,7 @@ async fn inventory(state: &Arc<State>, v: &Viewer, query: &str) -> Result<Resp, 
             return render(StatusCode::BAD_REQUEST, &page);
         }
     };
+    let sort = cq.sort;
     let result = run_ca(state, move |ca| ca.list(&cq)).await?;
     let per = page.q.per;
     page.total = result.total;
@@ -525,8 +526,17 @@ async fn inventory(state: &Arc<State>, v: &Viewer, query: &str) -> Result<Resp, 
         ));
     }
     if page.q.page < page.pages {
+        // Next follows the last row (keyset paging: a deep page costs what the first does);
+        // with a SAN glob, paging is by number.
+        let after = match result.items.last() {
+            Some(last) if page.q.san.is_empty() => format!(
+                "&after={}",
+                enc(&twoway_store::Cursor::of(last, sort).encode())
+            ),
+            _ => String::new(),
+        };
         page.next = Some(format!(
-            "/ui/certificates?{}",
+            "/ui/certificates?{}{after}",
             page.q.page_qs(page.q.page + 1)
         ));
     }
