@@ -237,13 +237,14 @@ impl CertSort {
     }
 
     /// The keyset condition "after the cursor" in this order (three parameters: key, key,
-    /// fingerprint).
+    /// fingerprint), written with a plain range on the key first so that an index on it
+    /// bounds the scan.
     pub(crate) fn after_clause(self) -> &'static str {
         match self {
-            CertSort::Newest => "(recorded_at < ? OR (recorded_at = ? AND fingerprint > ?))",
-            CertSort::Oldest => "(recorded_at > ? OR (recorded_at = ? AND fingerprint > ?))",
-            CertSort::ExpirySoonest => "(not_after > ? OR (not_after = ? AND fingerprint > ?))",
-            CertSort::ExpiryLatest => "(not_after < ? OR (not_after = ? AND fingerprint > ?))",
+            CertSort::Newest => "recorded_at <= ? AND (recorded_at < ? OR fingerprint > ?)",
+            CertSort::Oldest => "recorded_at >= ? AND (recorded_at > ? OR fingerprint > ?)",
+            CertSort::ExpirySoonest => "not_after >= ? AND (not_after > ? OR fingerprint > ?)",
+            CertSort::ExpiryLatest => "not_after <= ? AND (not_after < ? OR fingerprint > ?)",
         }
     }
 

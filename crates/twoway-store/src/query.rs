@@ -25,7 +25,7 @@
 //! examined are the candidates, each once.
 
 use crate::db::{Arg, Db, Dialect};
-use crate::model::{CertQuery, CertRecord, Page};
+use crate::model::{CertQuery, CertRecord, CertSort, Page};
 use crate::records::{
     all, decode_audit, decode_cert, decode_sans, decode_token, first, to_json, ts, AUDIT_COLS,
     CERT_COLS, TOKEN_COLS,
@@ -118,16 +118,32 @@ pub(crate) fn find(db: &mut dyn Db, rows: &AtomicU64, key: &str) -> Result<CertR
 pub(crate) struct Filter<'a> {
     pub(crate) sql: String,
     pub(crate) args: Vec<Arg<'a>>,
+    /// The same conditions for reading a page in listing order, where they differ from
+    /// `sql` (for counting) only in which index they let the planner use.
+    pub(crate) page_sql: String,
 }
 
 impl<'a> Filter<'a> {
     pub(crate) fn and(&mut self, clause: &str, args: impl IntoIterator<Item = Arg<'a>>) {
-        self.sql.push_str(if self.sql.is_empty() {
+        self.and_paged(clause, clause, args);
+    }
+
+    /// A condition written one way for counting and another for paging (same parameters).
+    pub(crate) fn and_paged(
+        &mut self,
+        count: &str,
+        page: &str,
+        args: impl IntoIterator<Item = Arg<'a>>,
+    ) {
+        let join = if self.sql.is_empty() {
             " WHERE "
         } else {
             " AND "
-        });
-        self.sql.push_str(clause);
+        };
+        self.sql.push_str(join);
+        self.sql.push_str(count);
+        self.page_sql.push_str(join);
+        self.page_sql.push_str(page);
         self.args.extend(args);
     }
 }
@@ -144,10 +160,34 @@ fn filter<'a>(d: &Dialect, q: &'a CertQuery, now: i64) -> Result<Filter<'a>> {
     if q.expired {
         f.and("not_after <= ?", [Arg::int(now)]);
     }
+    // In listing order by recording time, a page of active (or expired) certificates is
+    // read from `(status, recorded_at)`, the expiry checked on each row (`+not_after`
+    // keeps SQLite from choosing the expiry index and sorting every match); the count
+    // takes the expiry index's range.
+    let by_recorded = matches!(q.sort, CertSort::Newest | CertSort::Oldest);
+    let (active, expired) = if by_recorded {
+        (
+            "status = 'active' AND +not_after > ?",
+            "status = 'active' AND +not_after <= ?",
+        )
+    } else {
+        (
+            "status = 'active' AND not_after > ?",
+            "status = 'active' AND not_after <= ?",
+        )
+    };
     match q.status.as_deref() {
         Some("revoked") => f.and("status = 'revoked'", []),
-        Some("active") => f.and("status = 'active' AND not_after > ?", [Arg::int(now)]),
-        Some("expired") => f.and("status = 'active' AND not_after <= ?", [Arg::int(now)]),
+        Some("active") => f.and_paged(
+            "status = 'active' AND not_after > ?",
+            active,
+            [Arg::int(now)],
+        ),
+        Some("expired") => f.and_paged(
+            "status = 'active' AND not_after <= ?",
+            expired,
+            [Arg::int(now)],
+        ),
         _ => {}
     }
     if let Some(o) = &q.owner {
@@ -254,7 +294,7 @@ fn page_in_sql(
         db,
         &format!(
             "SELECT {CERT_COLS} FROM certificates{}{order} LIMIT ? OFFSET ?",
-            f.sql
+            f.page_sql
         ),
         &args,
         |r| decode_cert(r, false),
@@ -282,8 +322,9 @@ fn page_after(
     .flatten()
     .unwrap_or(0);
     let mut page = Filter {
-        sql: f.sql.clone(),
+        sql: f.page_sql.clone(),
         args: f.args.clone(),
+        page_sql: f.page_sql.clone(),
     };
     page.and(
         sort.after_clause(),

@@ -21,6 +21,9 @@
 //! - `certificates_not_after (not_after)` is no longer created: the status index serves its
 //!   queries. Inventories made before keep it (it costs a little per insert; it may be
 //!   dropped by hand once no older binary opens the database, or it comes back).
+//! - `certificates_status_recorded (status, recorded_at)`: a page of one status in
+//!   listing order (the dashboard's "active" view) read from its front instead of
+//!   sorting every match; counts keep using the expiry index.
 //! - `certificates_profile (profile, recorded_at)`: the profile filter (the overview links
 //!   each profile to it), its count and its pages in listing order.
 //! - `inventory_counts`: certificates per profile and per owner (all, revoked), kept by
@@ -65,6 +68,7 @@ CREATE INDEX IF NOT EXISTS certificates_owner ON certificates (owner);
 CREATE INDEX IF NOT EXISTS certificates_recorded ON certificates (recorded_at);
 CREATE INDEX IF NOT EXISTS certificates_status_not_after ON certificates (status, not_after);
 CREATE INDEX IF NOT EXISTS certificates_profile ON certificates (profile, recorded_at);
+CREATE INDEX IF NOT EXISTS certificates_status_recorded ON certificates (status, recorded_at);
 CREATE TABLE IF NOT EXISTS audit_log (
     seq BIGINT PRIMARY KEY,
     time TEXT NOT NULL,
