@@ -55,3 +55,5 @@ measure "cert list --label env=prod" cert list --label env=prod --limit 50
 measure "cert list --status revoked" cert list --status revoked --limit 50
 measure "cert list --page 1000" cert list --limit 50 --page 1000
 measure "cert list --json --limit 1000" cert list --limit 1000 --json
+measure "cert list --expiring 30d --limit 50" cert list --expiring 30d --limit 50
+measure "cert list --profile peer" cert list --profile peer --limit 50

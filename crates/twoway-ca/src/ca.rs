@@ -849,17 +849,17 @@ impl Ca {
             .unwrap_or(OffsetDateTime::now_utc());
         let revoked = self
             .store
-            .revoked_by_issuer(&self.intermediate_info.subject, now)?;
+            .crl_entries(&self.intermediate_info.subject, now)?;
         let entries: Vec<RevokedEntry> = revoked
-            .iter()
+            .into_iter()
             .map(|r| RevokedEntry {
-                serial_hex: r.serial.clone(),
-                revoked_at: r.revoked_at.unwrap_or(now),
                 reason: r
-                    .revocation_reason
+                    .reason
                     .as_deref()
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(Reason::Unspecified),
+                serial_hex: r.serial,
+                revoked_at: r.revoked_at,
             })
             .collect();
         let number = self.store.next_crl_number(&NewAudit {

@@ -63,6 +63,11 @@ pub struct ServerSection {
     /// `DNS:…`), or whose SHA-256 fingerprint is listed as `sha256:<hex>`. A running
     /// `ca serve` re-reads it on SIGHUP.
     pub admins: Vec<String>,
+    /// Who may read the dashboard (`/ui/`) without changing anything: the same forms as
+    /// `admins` (a SAN of a client certificate issued by this CA, or `sha256:<hex>`).
+    /// Administrators may read it too. A running `ca serve` re-reads it on SIGHUP.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub auditors: Vec<String>,
     /// Validity of workload certificates from enrollment tokens when the token says none.
     pub workload_ttl: String,
     /// Enrollment requests allowed per second and client address (token bucket rate).
@@ -97,6 +102,7 @@ impl Default for ServerSection {
             listen: "127.0.0.1:9000".into(),
             sans: vec!["DNS:localhost".into(), "IP:127.0.0.1".into()],
             admins: Vec::new(),
+            auditors: Vec::new(),
             workload_ttl: "24h".into(),
             enroll_rate: 5,
             enroll_burst: 20,
@@ -297,6 +303,10 @@ impl CaConfig {
         out.push_str(&format!("sans = {}\n", qlist(&sv.sans)));
         out.push_str("# API administrators: SANs of client certificates issued by this CA (\"URI:spiffe://example.org/admin\")\n# or \"sha256:<fingerprint>\" of one certificate. A running `ca serve` re-reads this list on SIGHUP.\n");
         out.push_str(&format!("admins = {}\n", qlist(&sv.admins)));
+        out.push_str(
+            "# Dashboard readers (/ui/, read-only): the same forms as admins. Re-read on SIGHUP.\n",
+        );
+        out.push_str(&format!("auditors = {}\n", qlist(&sv.auditors)));
         out.push_str("# Validity of workload certificates enrolled with a token that sets none.\n");
         out.push_str(&format!("workload_ttl = {}\n", q(&sv.workload_ttl)));
         out.push_str(

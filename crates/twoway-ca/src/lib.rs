@@ -20,6 +20,7 @@ mod online;
 mod renewal;
 pub mod scep;
 mod settings;
+mod views;
 
 pub use ca::{init, layout, Ca, ImportOutcome, InitOptions, IssueRequest, Outcome, Unrecorded};
 pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT};
@@ -33,3 +34,4 @@ pub use online::{
 };
 pub use renewal::{RenewedBy, OVERDUE_FRACTION};
 pub use settings::{Admins, BadAdmin, CaSettings, Database, ProfileSettings, ServerSettings};
+pub use views::{Lineage, Pruned};

@@ -40,6 +40,8 @@ pub struct ServerSettings {
     pub sans: Vec<San>,
     /// Who may administer the CA over the API.
     pub admins: Admins,
+    /// Who may read the dashboard without changing anything (`[server] auditors`).
+    pub auditors: Admins,
     /// Validity of certificates enrolled with a token that sets none.
     pub workload_ttl: Duration,
     /// Validity of OCSP responses.
@@ -108,12 +110,16 @@ impl CaSettings {
             .map(|s| s.parse::<San>())
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| format!("[server] sans: {e}"))?;
-        let admins = Admins::parse(&sv.admins).map_err(|e| match e {
-            BadAdmin::Fingerprint(a) => {
-                format!("[server] admins: {a:?} is not sha256:<64 hex digits>")
-            }
-            BadAdmin::San(e) => format!("[server] admins: {e}"),
-        })?;
+        let people = |key: &str, list: &[String]| {
+            Admins::parse(list).map_err(|e| match e {
+                BadAdmin::Fingerprint(a) => {
+                    format!("[server] {key}: {a:?} is not sha256:<64 hex digits>")
+                }
+                BadAdmin::San(e) => format!("[server] {key}: {e}"),
+            })
+        };
+        let admins = people("admins", &sv.admins)?;
+        let auditors = people("auditors", &sv.auditors)?;
         for p in &raw.renewal.auto_profiles {
             p.parse::<Profile>()
                 .map_err(|e| format!("[renewal] auto_profiles: {e}"))?;
@@ -156,6 +162,7 @@ impl CaSettings {
         let server = ServerSettings {
             sans,
             admins,
+            auditors,
             workload_ttl,
             ocsp_validity,
             handshake_timeout,

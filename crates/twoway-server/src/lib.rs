@@ -24,6 +24,7 @@ pub mod responder;
 pub mod routes;
 mod scep;
 pub mod tls;
+mod ui;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -176,6 +177,8 @@ pub struct State {
     server_cert_renew_at: std::sync::Mutex<OffsetDateTime>,
     /// The administrators now (`[server] admins`, reloadable).
     admins: std::sync::RwLock<Arc<twoway_ca::Admins>>,
+    /// The dashboard's auditors and CSRF key.
+    ui: ui::Ui,
     opts: ServeOptions,
 }
 
@@ -196,6 +199,13 @@ impl State {
             Ok(mut a) => *a = new,
             Err(poisoned) => *poisoned.into_inner() = new,
         }
+    }
+}
+
+impl State {
+    /// Replaces the dashboard's read-only auditors (a reloaded `[server] auditors`).
+    pub fn set_auditors(&self, auditors: twoway_ca::Admins) {
+        self.ui.set_auditors(auditors);
     }
 }
 
@@ -325,6 +335,7 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
         server_cert_renew_at: std::sync::Mutex::new(renew_at),
         auth_generation: std::sync::atomic::AtomicU64::new(0),
         admins: std::sync::RwLock::new(Arc::new(opts.admins.clone())),
+        ui: ui::Ui::new(ca.settings().server.auditors.clone()),
         revocation_seq: std::sync::atomic::AtomicU64::new(first_seq),
         revocation_read_at: std::sync::atomic::AtomicU64::new(0),
         started: std::time::Instant::now(),

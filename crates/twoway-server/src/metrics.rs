@@ -48,6 +48,14 @@ impl Metrics {
         bump(&self.ocsp, status);
     }
 
+    /// OCSP answers by status so far.
+    pub fn ocsp_counts(&self) -> Vec<(&'static str, u64)> {
+        self.ocsp
+            .lock()
+            .map(|g| g.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default()
+    }
+
     /// The Prometheus text exposition.
     pub fn render(
         &self,

@@ -243,6 +243,14 @@ impl CrlCache {
         (now < *this + (*next - *this) / 2).then(|| der.clone())
     }
 
+    /// The current CRL's thisUpdate, nextUpdate and size, and whether a revocation made it
+    /// stale; None before the first CRL was signed.
+    pub fn status(&self) -> Option<(OffsetDateTime, OffsetDateTime, usize, bool)> {
+        let g = self.current.read().ok()?;
+        let (der, this, next) = g.as_ref()?;
+        Some((*this, *next, der.len(), self.dirty.load(Ordering::SeqCst)))
+    }
+
     /// Signs a new CRL (blocking).
     pub fn regenerate(&self, ca: &Ca, actor: &str) -> Result<Bytes, twoway_ca::Error> {
         self.dirty.store(false, Ordering::SeqCst);

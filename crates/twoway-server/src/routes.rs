@@ -35,6 +35,17 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The HTTP status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+    /// The public message.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+}
+
 /// Maps a CA error to a status (by kind) and a code (by variant).
 pub fn from_ca(e: &CaError) -> ApiError {
     use twoway_pki::Error as P;
@@ -127,6 +138,7 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         (_, "/v1/certificates") => "certificates",
         (_, p) if p.starts_with("/acme/") => "acme",
         (_, p) if is_scep_path(p) => "scep",
+        (_, p) if p == "/ui" || p.starts_with("/ui/") => "ui",
         _ => "other",
     }
 }
@@ -165,6 +177,12 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: hyper::Request<
             Err(e) => Err(e),
         };
         return finish(&state, &conn, route, answer);
+    }
+    if route == "ui" && conn.tls {
+        // The dashboard answers HTML pages of its own
+        let resp = crate::ui::handle(&state, &conn, req).await;
+        state.metrics.request(route, resp.status().as_u16());
+        return resp;
     }
     let answer = dispatch(&state, &conn, req, route).await;
     finish(&state, &conn, route, answer)

@@ -27,6 +27,8 @@ macro_rules! conformance_tests {
             acme_nonces_are_single_use_and_expire,
             acme_objects_compare_and_set,
             acme_exchange_and_modify,
+            dashboard_views_counts_and_prune,
+            keyset_pages_match_offset_pages,
         );
     };
     (@each $store:expr; $($check:ident),* $(,)?) => {
@@ -1067,4 +1069,178 @@ pub(crate) fn acme_exchange_and_modify(s: &dyn Store) {
         }
     });
     assert_eq!(won.into_inner(), 1);
+}
+
+/// What the dashboard reads and the prune: counts per profile and owner follow inserts,
+/// revocations (also by supersession) and prunes, and are rebuilt by `counts::ensure` on
+/// an inventory that has none; the CRL's entries come from revoked, unexpired rows of one
+/// issuer; a prune removes only expired rows, audited; an unused token can be withdrawn
+/// once, a used one not; the audit search filters and pages newest first.
+pub(crate) fn dashboard_views_counts_and_prune(s: &dyn Store) {
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let mut recs = Vec::new();
+    for i in 0..6 {
+        let mut r = rec(&format!("dd{i:02}"), &format!("d{i:02}"));
+        r.owner = Some(if i < 4 { "team-a" } else { "team-b" }.into());
+        r.profile = if i % 2 == 0 { "server" } else { "client" }.into();
+        r.not_before = now - time::Duration::days(200);
+        r.recorded_at = now - time::Duration::days(i64::from(i));
+        // two expired long ago, four valid
+        r.not_after = if i < 2 {
+            now - time::Duration::days(100)
+        } else {
+            now + time::Duration::days(10)
+        };
+        recs.push(r);
+    }
+    record_all(s, recs);
+    s.revoke("dd02", now, "key-compromise", &audit("cert.revoke"))
+        .unwrap();
+    s.revoke("dd00", now, "superseded", &audit("cert.revoke"))
+        .unwrap();
+    let stats = s.inventory_stats(now).unwrap();
+    assert_eq!(
+        stats.by_profile,
+        vec![("client".to_string(), 3), ("server".to_string(), 3)]
+    );
+    assert_eq!(stats.expiring, [0, 0, 3]);
+    assert_eq!(stats.expiring_per_day.iter().sum::<u64>(), 3);
+    assert_eq!(stats.issued_per_day.iter().sum::<u64>(), 6);
+    let owners = s.owner_summary(now, 10).unwrap();
+    assert_eq!(owners[0].owner.as_deref(), Some("team-a"));
+    assert_eq!(
+        (owners[0].total, owners[0].revoked, owners[0].expiring_30d),
+        (4, 2, 1)
+    );
+    assert_eq!(
+        (owners[1].total, owners[1].revoked, owners[1].expiring_30d),
+        (2, 0, 2)
+    );
+
+    // the CRL: dd02 only (dd00 is revoked but expired)
+    let crl = s.crl_entries("CN=I", now).unwrap();
+    assert_eq!(crl.len(), 1);
+    assert_eq!(crl[0].serial, "d02");
+    assert_eq!(crl[0].reason.as_deref(), Some("key-compromise"));
+    assert!(s.crl_entries("CN=other", now).unwrap().is_empty());
+
+    // prune: the two expired, whatever is asked
+    let old = s
+        .expired_certificates(now - time::Duration::days(90), 10)
+        .unwrap();
+    assert_eq!(old.len(), 2);
+    assert!(old.iter().all(|r| r.pem == "PEM"));
+    let asked: Vec<String> = ["dd00", "dd01", "dd02"].map(String::from).to_vec();
+    let gone = s
+        .prune_certificates(&asked, now - time::Duration::days(90), &audit("cert.prune"))
+        .unwrap();
+    assert_eq!(gone, 2);
+    assert!(s.find_certificate("dd02").is_ok());
+    assert!(matches!(
+        s.find_certificate("dd01"),
+        Err(Error::NotFound(_))
+    ));
+    let owners = s.owner_summary(now, 10).unwrap();
+    assert_eq!((owners[0].total, owners[0].revoked), (2, 1), "{owners:?}");
+    let stats = s.inventory_stats(now).unwrap();
+    assert_eq!(stats.by_profile.iter().map(|p| p.1).sum::<u64>(), 4);
+
+    // tokens: withdraw an unused one once; a used one is refused
+    s.insert_token(
+        &token("ab".repeat(32).as_str(), time::Duration::hours(1)),
+        &audit("token.create"),
+    )
+    .unwrap();
+    assert_eq!(s.list_tokens(10).unwrap().len(), 1);
+    let id = "ab".repeat(8);
+    s.withdraw_token(&id, now, &audit("token.withdraw"))
+        .unwrap();
+    assert!(matches!(
+        s.withdraw_token(&id, now, &audit("token.withdraw")),
+        Err(Error::TokenExpired(_))
+    ));
+    assert!(matches!(
+        s.withdraw_token("cd", now, &audit("token.withdraw")),
+        Err(Error::TokenUnknown)
+    ));
+
+    // the audit search: newest first, filtered, paged by sequence number
+    let revokes = s
+        .audit_search(&crate::AuditQuery {
+            action: Some("cert.revoke".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(revokes.len(), 2);
+    assert!(revokes[0].seq > revokes[1].seq);
+    let older = s
+        .audit_search(&crate::AuditQuery {
+            action: Some("cert.*".into()),
+            before: Some(revokes[1].seq),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(older
+        .iter()
+        .all(|e| e.seq < revokes[1].seq && e.action.starts_with("cert.")));
+    assert_eq!(older.len(), 6, "the six issuances");
+    assert!(verify_chain(&s.audit_entries(1, 1000).unwrap()).is_empty());
+}
+
+/// Keyset pages (`after` a cursor) are the offset pages, in every order, ties within a
+/// second included, and their `total` is the filter's.
+pub(crate) fn keyset_pages_match_offset_pages(s: &dyn Store) {
+    let recs = (0..23)
+        .map(|i| {
+            let mut r = rec_at(
+                i,
+                (i / 3) as i64,
+                &["DNS:k.example.internal"],
+                "team-k",
+                &[],
+            );
+            r.not_after += time::Duration::seconds((i % 5) as i64);
+            r
+        })
+        .collect();
+    record_all(s, recs);
+    let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    for sort in [
+        crate::CertSort::Newest,
+        crate::CertSort::Oldest,
+        crate::CertSort::ExpirySoonest,
+        crate::CertSort::ExpiryLatest,
+    ] {
+        let q = CertQuery {
+            owner: Some("team-k".into()),
+            sort,
+            now: Some(now),
+            limit: 4,
+            ..Default::default()
+        };
+        let mut after: Option<crate::Cursor> = None;
+        for page in 0..6 {
+            let by_offset = s
+                .list_certificates(&CertQuery {
+                    offset: page * 4,
+                    ..q.clone()
+                })
+                .unwrap();
+            let by_key = s
+                .list_certificates(&CertQuery {
+                    after: after.clone(),
+                    ..q.clone()
+                })
+                .unwrap();
+            assert_eq!(fps(&by_key), fps(&by_offset), "{sort:?} page {page}");
+            assert_eq!(by_key.total, 23);
+            after = by_key.items.last().map(|r| crate::Cursor::of(r, sort));
+            let c = after.clone().unwrap();
+            assert_eq!(crate::Cursor::parse(&c.encode()), Some(c));
+        }
+    }
+    assert_eq!(crate::Cursor::parse("12.zz"), None);
+    assert_eq!(crate::Cursor::parse("x.ab"), None);
 }

@@ -26,6 +26,7 @@ pub mod acme;
 mod audit;
 #[cfg(test)]
 mod conformance;
+mod counts;
 mod db;
 mod group;
 mod model;
@@ -35,18 +36,31 @@ mod records;
 pub mod schema;
 mod sqlite;
 mod token;
+mod views;
 mod write;
 
 pub use acme::AcmeObject;
 pub use audit::{chain_hash, verify_chain, AuditEntry, AuditProblem, NewAudit, GENESIS_HASH};
 pub use group::answers as batch_answers;
-pub use model::{CertQuery, CertRecord, CertSource, CertStatus, Page};
+pub use model::{CertQuery, CertRecord, CertSort, CertSource, CertStatus, Cursor, Page};
 pub use postgres::{PostgresStore, DEFAULT_POOL_SIZE, WRITE_LOCK};
 pub use sqlite::SqliteStore;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use time::OffsetDateTime;
 pub use token::{Issuance, IssueExtras, TokenRecord};
+pub use views::{AuditQuery, InventoryStats, OwnerSummary};
+
+/// One entry of a CRL, as the inventory holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrlEntry {
+    /// Serial, lower-case hex.
+    pub serial: String,
+    /// When it was revoked.
+    pub revoked_at: OffsetDateTime,
+    /// Why (`key-compromise`, …), if recorded.
+    pub reason: Option<String>,
+}
 
 /// The error a database driver returned, kept whole as the source of
 /// [`Error::Database`] (shared, so one failed transaction can fail every issuance of its
@@ -152,6 +166,9 @@ pub trait Store: Send + Sync {
     /// Every revoked certificate issued by `issuer` (its subject) that has not yet expired
     /// before `since`.
     fn revoked_by_issuer(&self, issuer: &str, since: OffsetDateTime) -> Result<Vec<CertRecord>>;
+    /// The CRL's entries of `issuer`: serial, revocation time and reason of every revoked
+    /// certificate not yet expired at `since`, from an index of revoked certificates only.
+    fn crl_entries(&self, issuer: &str, since: OffsetDateTime) -> Result<Vec<CrlEntry>>;
     /// Takes the next CRL number and records the audit entry, atomically.
     fn next_crl_number(&self, audit: &NewAudit) -> Result<u64>;
     /// Appends one audit entry on its own.
@@ -186,6 +203,38 @@ pub trait Store: Send + Sync {
     /// metrics. A page of a listing without a SAN glob reads its `limit` rows, whatever
     /// the inventory's size.
     fn certificate_rows_read(&self) -> u64;
+
+    /// What the dashboard's overview shows: counts by status and profile, the active
+    /// certificates expiring within 24 h, 7 d and 30 d, and per day over the next 30 days,
+    /// and the certificates recorded per day over the last 30 days.
+    fn inventory_stats(&self, now: OffsetDateTime) -> Result<InventoryStats>;
+    /// Certificates per owner (at most `limit` owners, most certificates first).
+    fn owner_summary(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<OwnerSummary>>;
+    /// The newest `limit` tokens (hashes only: secrets are never stored).
+    fn list_tokens(&self, limit: usize) -> Result<Vec<TokenRecord>>;
+    /// Withdraws an unused, unexpired token by its id (the first 16 or more hex digits of
+    /// its hash): it expires now, with its audit entry, atomically. A used or expired
+    /// token is refused ([`Error::TokenUsed`], [`Error::TokenExpired`]).
+    fn withdraw_token(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        audit: &NewAudit,
+    ) -> Result<TokenRecord>;
+    /// Certificates (PEM included) that expired at or before `before`, oldest expiry
+    /// first, at most `limit`: what [`Store::prune_certificates`] would remove.
+    fn expired_certificates(&self, before: OffsetDateTime, limit: usize)
+        -> Result<Vec<CertRecord>>;
+    /// Deletes the named certificates that expired at or before `before` (others are left
+    /// alone), with `audit`, in one transaction; how many went. Their audit entries stay.
+    fn prune_certificates(
+        &self,
+        fingerprints: &[String],
+        before: OffsetDateTime,
+        audit: &NewAudit,
+    ) -> Result<u64>;
+    /// Audit entries matching `q`, newest first.
+    fn audit_search(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>>;
 
     /// Stores a new ACME nonce valid until `expires_at`. Nonces are state a crash may lose
     /// (a lost nonce is a `badNonce` the client retries): the commit does not wait for
@@ -266,6 +315,10 @@ impl<E: db::Engine> Store for E {
         self.read(|db| query::revoked_by_issuer(db, &self.shared().rows_read, issuer, since))
     }
 
+    fn crl_entries(&self, issuer: &str, since: OffsetDateTime) -> Result<Vec<CrlEntry>> {
+        self.read(|db| query::crl_entries(db, issuer, since))
+    }
+
     fn next_crl_number(&self, audit: &NewAudit) -> Result<u64> {
         self.write(|db| write::next_crl_number(db, audit))
     }
@@ -314,6 +367,48 @@ impl<E: db::Engine> Store for E {
 
     fn certificate_rows_read(&self) -> u64 {
         self.shared().rows_read.load(Ordering::Relaxed)
+    }
+
+    fn inventory_stats(&self, now: OffsetDateTime) -> Result<InventoryStats> {
+        self.read_snapshot(|db| views::inventory_stats(db, now))
+    }
+
+    fn owner_summary(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<OwnerSummary>> {
+        self.read(|db| views::owner_summary(db, now, limit))
+    }
+
+    fn list_tokens(&self, limit: usize) -> Result<Vec<TokenRecord>> {
+        self.read(|db| views::list_tokens(db, limit))
+    }
+
+    fn withdraw_token(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+        audit: &NewAudit,
+    ) -> Result<TokenRecord> {
+        self.write(|db| views::withdraw_token(db, id, now, audit))
+    }
+
+    fn expired_certificates(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<CertRecord>> {
+        self.read(|db| views::expired_records(db, before, limit))
+    }
+
+    fn prune_certificates(
+        &self,
+        fingerprints: &[String],
+        before: OffsetDateTime,
+        audit: &NewAudit,
+    ) -> Result<u64> {
+        self.write(|db| views::prune(db, fingerprints, before, audit))
+    }
+
+    fn audit_search(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        self.read(|db| views::audit_search(db, q))
     }
 
     fn acme_new_nonce(&self, nonce: &str, expires_at: OffsetDateTime) -> Result<()> {

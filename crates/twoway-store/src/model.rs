@@ -149,12 +149,120 @@ pub struct CertQuery {
     pub san_glob: Option<String>,
     /// Only this profile.
     pub profile: Option<String>,
+    /// Only this source (`issued`, `imported`, `acme`).
+    pub source: Option<String>,
+    /// Only this issuer (its subject DN, exactly).
+    pub issuer: Option<String>,
+    /// The order of the rows.
+    pub sort: CertSort,
+    /// Keyset paging: start after this row of the order (its key, then fingerprint) instead
+    /// of skipping `offset` rows. Ignored with a SAN glob.
+    pub after: Option<Cursor>,
     /// The instant "now" for expiry decisions.
     pub now: Option<OffsetDateTime>,
     /// Rows to skip.
     pub offset: usize,
     /// Most rows to return (0 = no limit).
     pub limit: usize,
+}
+
+/// A row's place in a listing's order: the sort column's value (seconds) and the
+/// fingerprint. Written `KEY.FINGERPRINT` in URLs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// `recorded_at` or `not_after` of the row, in seconds since the epoch.
+    pub key: i64,
+    /// The row's fingerprint.
+    pub fingerprint: String,
+}
+
+impl Cursor {
+    /// The cursor just past `rec` in the order `sort`.
+    pub fn of(rec: &CertRecord, sort: CertSort) -> Self {
+        let t = match sort {
+            CertSort::Newest | CertSort::Oldest => rec.recorded_at,
+            CertSort::ExpirySoonest | CertSort::ExpiryLatest => rec.not_after,
+        };
+        Cursor {
+            key: t.unix_timestamp(),
+            fingerprint: rec.fingerprint.clone(),
+        }
+    }
+
+    /// `KEY.FINGERPRINT`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.key, self.fingerprint)
+    }
+
+    /// Parses [`Cursor::encode`]'s form.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (k, fp) = s.split_once('.')?;
+        let ok = !fp.is_empty() && fp.len() <= 64 && fp.chars().all(|c| c.is_ascii_hexdigit());
+        let key = k.parse().ok()?;
+        ok.then(|| Cursor {
+            key,
+            fingerprint: fp.to_ascii_lowercase(),
+        })
+    }
+}
+
+/// The order of a listing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertSort {
+    /// Newest recorded first (the default).
+    #[default]
+    Newest,
+    /// Oldest recorded first.
+    Oldest,
+    /// Soonest `notAfter` first.
+    ExpirySoonest,
+    /// Latest `notAfter` first.
+    ExpiryLatest,
+}
+
+impl CertSort {
+    /// The name in URLs and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertSort::Newest => "newest",
+            CertSort::Oldest => "oldest",
+            CertSort::ExpirySoonest => "expiry",
+            CertSort::ExpiryLatest => "-expiry",
+        }
+    }
+
+    /// Parses [`CertSort::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "newest" | "" => Some(CertSort::Newest),
+            "oldest" => Some(CertSort::Oldest),
+            "expiry" => Some(CertSort::ExpirySoonest),
+            "-expiry" => Some(CertSort::ExpiryLatest),
+            _ => None,
+        }
+    }
+
+    /// The keyset condition "after the cursor" in this order (three parameters: key, key,
+    /// fingerprint), written with a plain range on the key first so that an index on it
+    /// bounds the scan.
+    pub(crate) fn after_clause(self) -> &'static str {
+        match self {
+            CertSort::Newest => "recorded_at <= ? AND (recorded_at < ? OR fingerprint > ?)",
+            CertSort::Oldest => "recorded_at >= ? AND (recorded_at > ? OR fingerprint > ?)",
+            CertSort::ExpirySoonest => "not_after >= ? AND (not_after > ? OR fingerprint > ?)",
+            CertSort::ExpiryLatest => "not_after <= ? AND (not_after < ? OR fingerprint > ?)",
+        }
+    }
+
+    pub(crate) fn order_by(self) -> &'static str {
+        match self {
+            CertSort::Newest => " ORDER BY recorded_at DESC, fingerprint",
+            CertSort::Oldest => " ORDER BY recorded_at, fingerprint",
+            CertSort::ExpirySoonest => " ORDER BY not_after, fingerprint",
+            CertSort::ExpiryLatest => " ORDER BY not_after DESC, fingerprint",
+        }
+    }
 }
 
 /// One page of results.

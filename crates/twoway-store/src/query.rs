@@ -25,7 +25,7 @@
 //! examined are the candidates, each once.
 
 use crate::db::{Arg, Db, Dialect};
-use crate::model::{CertQuery, CertRecord, Page};
+use crate::model::{CertQuery, CertRecord, CertSort, Page};
 use crate::records::{
     all, decode_audit, decode_cert, decode_sans, decode_token, first, to_json, ts, AUDIT_COLS,
     CERT_COLS, TOKEN_COLS,
@@ -40,9 +40,6 @@ use twoway_glob::{Glob, Options};
 
 /// How the SAN filter reads its glob: `*` crosses everything, ASCII case is ignored.
 pub(crate) const SAN_GLOB: Options = Options::new().ignore_ascii_case();
-
-/// The order of every listing, newest first.
-const ORDER: &str = " ORDER BY recorded_at DESC, fingerprint";
 
 /// Fingerprints asked for in one `IN (…)` list when reading a page by fingerprint.
 const IN_CHUNK: usize = 500;
@@ -118,19 +115,35 @@ pub(crate) fn find(db: &mut dyn Db, rows: &AtomicU64, key: &str) -> Result<CertR
 
 /// A `WHERE` clause under construction.
 #[derive(Default)]
-struct Filter<'a> {
-    sql: String,
-    args: Vec<Arg<'a>>,
+pub(crate) struct Filter<'a> {
+    pub(crate) sql: String,
+    pub(crate) args: Vec<Arg<'a>>,
+    /// The same conditions for reading a page in listing order, where they differ from
+    /// `sql` (for counting) only in which index they let the planner use.
+    pub(crate) page_sql: String,
 }
 
 impl<'a> Filter<'a> {
-    fn and(&mut self, clause: &str, args: impl IntoIterator<Item = Arg<'a>>) {
-        self.sql.push_str(if self.sql.is_empty() {
+    pub(crate) fn and(&mut self, clause: &str, args: impl IntoIterator<Item = Arg<'a>>) {
+        self.and_paged(clause, clause, args);
+    }
+
+    /// A condition written one way for counting and another for paging (same parameters).
+    pub(crate) fn and_paged(
+        &mut self,
+        count: &str,
+        page: &str,
+        args: impl IntoIterator<Item = Arg<'a>>,
+    ) {
+        let join = if self.sql.is_empty() {
             " WHERE "
         } else {
             " AND "
-        });
-        self.sql.push_str(clause);
+        };
+        self.sql.push_str(join);
+        self.sql.push_str(count);
+        self.page_sql.push_str(join);
+        self.page_sql.push_str(page);
         self.args.extend(args);
     }
 }
@@ -147,10 +160,34 @@ fn filter<'a>(d: &Dialect, q: &'a CertQuery, now: i64) -> Result<Filter<'a>> {
     if q.expired {
         f.and("not_after <= ?", [Arg::int(now)]);
     }
+    // In listing order by recording time, a page of active (or expired) certificates is
+    // read from `(status, recorded_at)`, the expiry checked on each row (`+not_after`
+    // keeps SQLite from choosing the expiry index and sorting every match); the count
+    // takes the expiry index's range.
+    let by_recorded = matches!(q.sort, CertSort::Newest | CertSort::Oldest);
+    let (active, expired) = if by_recorded {
+        (
+            "status = 'active' AND +not_after > ?",
+            "status = 'active' AND +not_after <= ?",
+        )
+    } else {
+        (
+            "status = 'active' AND not_after > ?",
+            "status = 'active' AND not_after <= ?",
+        )
+    };
     match q.status.as_deref() {
         Some("revoked") => f.and("status = 'revoked'", []),
-        Some("active") => f.and("status = 'active' AND not_after > ?", [Arg::int(now)]),
-        Some("expired") => f.and("status = 'active' AND not_after <= ?", [Arg::int(now)]),
+        Some("active") => f.and_paged(
+            "status = 'active' AND not_after > ?",
+            active,
+            [Arg::int(now)],
+        ),
+        Some("expired") => f.and_paged(
+            "status = 'active' AND not_after <= ?",
+            expired,
+            [Arg::int(now)],
+        ),
         _ => {}
     }
     if let Some(o) = &q.owner {
@@ -158,6 +195,12 @@ fn filter<'a>(d: &Dialect, q: &'a CertQuery, now: i64) -> Result<Filter<'a>> {
     }
     if let Some(p) = &q.profile {
         f.and("profile = ?", [Arg::text(p)]);
+    }
+    if let Some(s) = &q.source {
+        f.and("source = ?", [Arg::text(s)]);
+    }
+    if let Some(i) = &q.issuer {
+        f.and("issuer = ?", [Arg::text(i)]);
     }
     let entries = "(',' || substr(labels, 2, length(labels) - 2) || ',')";
     for (k, v) in &q.labels {
@@ -202,11 +245,14 @@ pub(crate) fn list(
     let f = filter(d, q, now)?;
     let limit = if q.limit == 0 { usize::MAX } else { q.limit };
     let (total, items) = match &q.san_glob {
-        None => page_in_sql(db, rows, &f, q.offset, limit)?,
+        None => match &q.after {
+            Some(c) => page_after(db, rows, &f, q.sort, c, limit)?,
+            None => page_in_sql(db, rows, &f, q.sort.order_by(), q.offset, limit)?,
+        },
         Some(g) => {
             let glob = Glob::new(g, SAN_GLOB)
                 .map_err(|e| Error::database(format!("SAN glob {g:?}: {e}")))?;
-            page_by_glob(db, rows, &f, &glob, q.offset, limit)?
+            page_by_glob(db, rows, &f, q.sort.order_by(), &glob, q.offset, limit)?
         }
     };
     Ok(Page {
@@ -217,7 +263,7 @@ pub(crate) fn list(
     })
 }
 
-fn sql_int(n: usize) -> i64 {
+pub(crate) fn sql_int(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -226,6 +272,7 @@ fn page_in_sql(
     db: &mut dyn Db,
     rows: &AtomicU64,
     f: &Filter<'_>,
+    order: &str,
     offset: usize,
     limit: usize,
 ) -> Result<(usize, Vec<CertRecord>)> {
@@ -246,8 +293,8 @@ fn page_in_sql(
     let items = all(
         db,
         &format!(
-            "SELECT {CERT_COLS} FROM certificates{}{ORDER} LIMIT ? OFFSET ?",
-            f.sql
+            "SELECT {CERT_COLS} FROM certificates{}{order} LIMIT ? OFFSET ?",
+            f.page_sql
         ),
         &args,
         |r| decode_cert(r, false),
@@ -256,11 +303,58 @@ fn page_in_sql(
     Ok((total, items))
 }
 
+/// `COUNT(*)` over the filters, and the page that follows the cursor (keyset paging: the
+/// page costs its own rows however deep it is).
+fn page_after(
+    db: &mut dyn Db,
+    rows: &AtomicU64,
+    f: &Filter<'_>,
+    sort: crate::CertSort,
+    after: &crate::Cursor,
+    limit: usize,
+) -> Result<(usize, Vec<CertRecord>)> {
+    let total = first(
+        db,
+        &format!("SELECT COUNT(*) FROM certificates{}", f.sql),
+        &f.args,
+        |r| r.int(0),
+    )?
+    .flatten()
+    .unwrap_or(0);
+    let mut page = Filter {
+        sql: f.page_sql.clone(),
+        args: f.args.clone(),
+        page_sql: f.page_sql.clone(),
+    };
+    page.and(
+        sort.after_clause(),
+        [
+            Arg::int(after.key),
+            Arg::int(after.key),
+            Arg::text(&after.fingerprint),
+        ],
+    );
+    page.args.push(Arg::int(sql_int(limit)));
+    let items = all(
+        db,
+        &format!(
+            "SELECT {CERT_COLS} FROM certificates{}{} LIMIT ?",
+            page.sql,
+            sort.order_by()
+        ),
+        &page.args,
+        |r| decode_cert(r, false),
+    )?;
+    count(rows, items.len());
+    Ok((usize::try_from(total).unwrap_or(0), items))
+}
+
 /// The SAN glob in memory over the SQL candidates, then the page by fingerprint.
 fn page_by_glob(
     db: &mut dyn Db,
     rows: &AtomicU64,
     f: &Filter<'_>,
+    order: &str,
     glob: &Glob,
     offset: usize,
     limit: usize,
@@ -269,7 +363,7 @@ fn page_by_glob(
     let mut examined = 0usize;
     let mut page: Vec<String> = Vec::new();
     db.each(
-        &format!("SELECT fingerprint, sans FROM certificates{}{ORDER}", f.sql),
+        &format!("SELECT fingerprint, sans FROM certificates{}{order}", f.sql),
         &f.args,
         &mut |r| {
             examined += 1;
@@ -321,6 +415,30 @@ pub(crate) fn revoked_by_issuer(
     )?;
     count(rows, found.len());
     Ok(found)
+}
+
+/// The CRL's entries of `issuer`: its revoked certificates still unexpired at `since`,
+/// read from the partial index `certificates_revoked` alone.
+pub(crate) fn crl_entries(
+    db: &mut dyn Db,
+    issuer: &str,
+    since: OffsetDateTime,
+) -> Result<Vec<crate::CrlEntry>> {
+    all(
+        db,
+        "SELECT serial, revoked_at, revocation_reason FROM certificates
+         WHERE status = 'revoked' AND issuer = ? AND not_after > ?",
+        &[Arg::text(issuer), Arg::int(ts(since))],
+        |r| {
+            Ok(crate::CrlEntry {
+                serial: r
+                    .text(0)?
+                    .ok_or_else(|| Error::Corrupt("serial is NULL".into()))?,
+                revoked_at: crate::records::from_ts(r.int(1)?.unwrap_or(0))?,
+                reason: r.text(2)?,
+            })
+        },
+    )
 }
 
 /// How many certificates are active, expired and revoked at `now` (statuses with none

@@ -21,6 +21,19 @@
 //! - `certificates_not_after (not_after)` is no longer created: the status index serves its
 //!   queries. Inventories made before keep it (it costs a little per insert; it may be
 //!   dropped by hand once no older binary opens the database, or it comes back).
+//! - `certificates_status_recorded (status, recorded_at)`: a page of one status in
+//!   listing order (the dashboard's "active" view) read from its front instead of
+//!   sorting every match; counts keep using the expiry index.
+//! - `certificates_profile (profile, recorded_at)`: the profile filter (the overview links
+//!   each profile to it), its count and its pages in listing order.
+//! - `inventory_counts`: certificates per profile and per owner (all, revoked), kept by
+//!   the writing transactions (`counts.rs`): the overview's and the owners page's counts
+//!   without grouping the inventory.
+//! - `certificates_revoked`, partial (`WHERE status = 'revoked'`) and covering: the CRL's
+//!   entries (serial, time, reason) of one issuer still unexpired, read from the index
+//!   alone, whatever the number of active certificates.
+//! - `audit_log_target (target)`: a certificate's audit entries (the dashboard's
+//!   certificate page, and its renewal lineage) and the audit page's target filter.
 //! - `acme_nonces` and `acme_objects` (added for the ACME server, created at the first
 //!   open by a binary that has it): the primary keys serve every lookup by nonce and by
 //!   kind and id; `acme_objects_lookup` makes an account's key thumbprint unique;
@@ -54,6 +67,8 @@ CREATE INDEX IF NOT EXISTS certificates_serial ON certificates (serial);
 CREATE INDEX IF NOT EXISTS certificates_owner ON certificates (owner);
 CREATE INDEX IF NOT EXISTS certificates_recorded ON certificates (recorded_at);
 CREATE INDEX IF NOT EXISTS certificates_status_not_after ON certificates (status, not_after);
+CREATE INDEX IF NOT EXISTS certificates_profile ON certificates (profile, recorded_at);
+CREATE INDEX IF NOT EXISTS certificates_status_recorded ON certificates (status, recorded_at);
 CREATE TABLE IF NOT EXISTS audit_log (
     seq BIGINT PRIMARY KEY,
     time TEXT NOT NULL,
@@ -64,10 +79,19 @@ CREATE TABLE IF NOT EXISTS audit_log (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS audit_log_target ON audit_log (target);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS inventory_counts (
+    dim TEXT NOT NULL,
+    value TEXT NOT NULL,
+    total BIGINT NOT NULL,
+    revoked BIGINT NOT NULL,
+    PRIMARY KEY (dim, value)
+);
+CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates (issuer, not_after, serial, revoked_at, revocation_reason) WHERE status = 'revoked';
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY,
     sans TEXT NOT NULL,

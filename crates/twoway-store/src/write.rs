@@ -151,8 +151,10 @@ fn issuance(db: &mut dyn Db, job: &Issuance, head: &mut Head) -> Result<AuditEnt
             return Err(Error::AlreadyRevoked(old.clone()));
         }
         bump_revocations(db)?;
+        crate::counts::revoked(db, old)?;
     }
     insert_cert(db, rec)?;
+    crate::counts::inserted(db, [rec])?;
     let entry = append_audit(db, &job.audit, head)?;
     if let Some(a) = &extras.supersede_audit {
         append_audit(db, a, head)?;
@@ -229,6 +231,7 @@ fn insert_plain(db: &mut dyn Db, batch: &[Issuance], head: &mut Head) -> Result<
         ),
         &args,
     )?;
+    crate::counts::inserted(db, batch.iter().map(|j| &j.rec))?;
     load_head(db, head)?;
     audit_rows(db, batch, head)
 }
@@ -270,6 +273,7 @@ pub(crate) fn revoke(
         return Err(Error::AlreadyRevoked(rec.serial));
     }
     bump_revocations(db)?;
+    crate::counts::revoked(db, &rec.fingerprint)?;
     append_audit(db, audit, &mut None)?;
     rec.status = CertStatus::Revoked;
     rec.revoked_at = Some(at);

@@ -373,6 +373,35 @@ cessation-of-operation, certificate-hold, privilege-withdrawn.")]
         #[command(flatten)]
         ca: CaOpts,
     },
+    /// Archive, then remove, certificates that expired long ago, so the inventory stays
+    /// the size of what is in use.
+    #[command(after_help = "\
+Examples:
+  twoway cert prune --expired-before 90d
+  twoway cert prune --expired-before 1y --archive /backup/twoway-pruned.jsonl --json
+
+Removes certificates (revoked or not) whose notAfter is more than the given time ago, at
+most --limit a run (run again while it says more are left). Their whole records, PEM
+included, are first written as JSON lines to the archive (0600; default
+CA_DIR/archive/pruned-<time>.jsonl), and only then deleted, in one transaction with a
+`cert.prune` audit entry naming the archive and its SHA-256. Their earlier audit entries
+stay. An expired certificate is on no CRL, so pruning changes no CRL.")]
+    Prune {
+        /// How long ago a certificate must have expired (`90d`, `1y`, `12h`).
+        #[arg(long)]
+        expired_before: String,
+        /// Where to write the archive (a new file).
+        #[arg(long)]
+        archive: Option<std::path::PathBuf>,
+        /// Most certificates removed in one run.
+        #[arg(long, default_value_t = 100_000)]
+        limit: usize,
+        #[command(flatten)]
+        ca: CaOpts,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List what expires within a window and needs a person; exit 1 when anything does (for
     /// cron and monitoring).
     #[command(after_help = "\

@@ -525,3 +525,97 @@ fn keys_are_private_and_encrypted_keys_are_standard_pkcs8() {
     assert_eq!(mode(&lab.path("req/key.pem")), 0o600);
     assert_eq!(mode(&lab.path("req/csr.pem")), 0o644);
 }
+
+/// `cert prune` archives expired certificates (whole records, PEM included, 0600) before
+/// removing them, audited with the archive's SHA-256; what has not expired long enough
+/// stays; a bad window is a usage error; an archive that cannot be written removes
+/// nothing; `--limit` says when more are left.
+#[test]
+fn prune_archives_first_then_removes_expired_certificates() {
+    let lab = Lab::with_ca("test:prune", "");
+    for i in 0..3 {
+        lab.tw(&format!(
+            "cert issue --ca-dir ca --profile server --san DNS:old-{i}.test --ttl 1s --owner team-old --out old-{i}"
+        ))
+        .ok();
+    }
+    lab.tw("cert issue --ca-dir ca --profile server --san DNS:keep.test --ttl 1h --out keep")
+        .ok();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let listed = |lab: &Lab| lab.tw("cert list --ca-dir ca --json").ok().json()["total"].clone();
+    let before = listed(&lab);
+
+    let o = lab
+        .tw("cert prune --ca-dir ca --expired-before soon")
+        .code(EXIT_USAGE);
+    assert!(o.stderr.contains("--expired-before"), "{o}");
+    // the archive's directory is a file: nothing is removed
+    lab.tw("cert prune --ca-dir ca --expired-before 1s --archive keep/cert.pem/x.jsonl")
+        .fails();
+    assert_eq!(listed(&lab), before);
+    // nothing expired 1 day ago
+    let o = lab.tw("cert prune --ca-dir ca --expired-before 1d").ok();
+    assert!(o.stdout.contains("nothing pruned"), "{o}");
+
+    let o = lab
+        .tw("cert prune --ca-dir ca --expired-before 1s --limit 2 --archive a1.jsonl --json")
+        .ok()
+        .json();
+    assert_eq!(
+        (o["removed"].as_u64(), o["more"].as_bool()),
+        (Some(2), Some(true)),
+        "{o}"
+    );
+    let o = lab
+        .tw("cert prune --ca-dir ca --expired-before 1s --archive a2.jsonl --json")
+        .ok()
+        .json();
+    assert_eq!(
+        (o["removed"].as_u64(), o["more"].as_bool()),
+        (Some(1), Some(false)),
+        "{o}"
+    );
+    assert_eq!(listed(&lab).as_u64(), before.as_u64().map(|n| n - 3));
+    assert!(lab.tw("cert show --ca-dir ca keep").code.is_some());
+    let kept = lab
+        .tw("cert list --ca-dir ca --json --san keep.test")
+        .ok()
+        .json();
+    assert_eq!(kept["total"], 1);
+    let gone = lab
+        .tw("cert list --ca-dir ca --json --owner team-old")
+        .ok()
+        .json();
+    assert_eq!(gone["total"], 0);
+
+    // the archives hold the whole records; only the owner reads them
+    let mut archived = Vec::new();
+    for f in ["a1.jsonl", "a2.jsonl"] {
+        assert_eq!(mode(&lab.path(f)) & 0o777, 0o600);
+        for line in read(lab.path(f)).lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert!(v["pem"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
+            archived.push(v["sans"][0].as_str().unwrap().to_string());
+        }
+    }
+    archived.sort();
+    assert_eq!(
+        archived,
+        ["DNS:old-0.test", "DNS:old-1.test", "DNS:old-2.test"]
+    );
+    // audited, with the archive's digest; the chain still verifies
+    let log = lab
+        .tw("audit list --ca-dir ca --json --limit 1000")
+        .ok()
+        .json();
+    let prunes: Vec<&Value> = log
+        .as_array()
+        .or_else(|| log["entries"].as_array())
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "cert.prune")
+        .collect();
+    assert_eq!(prunes.len(), 2, "{log}");
+    assert!(prunes[0]["details"].to_string().contains("archive_sha256"));
+    lab.tw("audit verify --ca-dir ca").ok();
+}

@@ -108,6 +108,7 @@ impl PostgresStore {
             tx.batch_execute(SCHEMA)?;
             tx.commit()?;
         }
+        store.write(crate::counts::ensure)?;
         Ok(store)
     }
 }

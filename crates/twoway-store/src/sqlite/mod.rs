@@ -89,7 +89,7 @@ impl SqliteStore {
             r.set_prepared_statement_cache_capacity(STATEMENTS);
             readers.push(Mutex::new(r));
         }
-        Ok(SqliteStore {
+        let store = SqliteStore {
             writer: Mutex::new(Writer {
                 conn,
                 flushes: true,
@@ -97,7 +97,9 @@ impl SqliteStore {
             readers,
             next_reader: AtomicUsize::new(0),
             shared: Shared::new(&DIALECT),
-        })
+        };
+        store.write(crate::counts::ensure)?;
+        Ok(store)
     }
 
     /// An in-memory store, for tests.
@@ -105,7 +107,7 @@ impl SqliteStore {
         let conn = Connection::open_in_memory()?;
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
         conn.execute_batch(SCHEMA)?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             writer: Mutex::new(Writer {
                 conn,
                 flushes: true,
@@ -113,7 +115,9 @@ impl SqliteStore {
             readers: Vec::new(),
             next_reader: AtomicUsize::new(0),
             shared: Shared::new(&DIALECT),
-        })
+        };
+        store.write(crate::counts::ensure)?;
+        Ok(store)
     }
 
     /// Runs a read on a free read connection (the writer's, in memory).

@@ -6,7 +6,7 @@ mod inventory;
 mod remote;
 
 use crate::cli::CertCommand;
-use crate::context::{actor, duration_arg, open_ca};
+use crate::context::{actor, duration_arg, open_ca, CaOpts};
 use crate::exit::usage;
 use crate::issue::{issue_to_dir, IssueParams};
 use crate::output::{self, print_json, printable};
@@ -228,5 +228,75 @@ pub fn run(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         CertCommand::Check { within, ca, json } => inventory::check(&within, &ca, json),
+        CertCommand::Prune {
+            expired_before,
+            archive,
+            limit,
+            ca,
+            json,
+        } => prune(&expired_before, archive, limit, &ca, json),
     }
+}
+
+/// `cert prune`: archive, then remove, certificates expired more than `expired_before` ago.
+fn prune(
+    expired_before: &str,
+    archive: Option<std::path::PathBuf>,
+    limit: usize,
+    ca: &CaOpts,
+    json: bool,
+) -> Result<ExitCode> {
+    let age = duration_arg("--expired-before", expired_before)?;
+    if age < time::Duration::ZERO {
+        return Err(usage("--expired-before: a time ago, such as 90d"));
+    }
+    if limit == 0 {
+        return Err(usage("--limit: at least 1"));
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let before = now - age;
+    let c = open_ca(ca, false)?;
+    let archive = match archive {
+        Some(p) => p,
+        None => {
+            let dir = ca.ca_dir.join("archive");
+            twoway_files::create_private_dir_all(&dir)?;
+            dir.join(format!(
+                "pruned-{:04}{:02}{:02}T{:02}{:02}{:02}Z.jsonl",
+                now.year(),
+                u8::from(now.month()),
+                now.day(),
+                now.hour(),
+                now.minute(),
+                now.second()
+            ))
+        }
+    };
+    if archive.exists() {
+        return Err(usage(format!(
+            "--archive {}: the file exists; name a new one",
+            archive.display()
+        )));
+    }
+    let done = c.prune(before, limit, &archive, &actor(ca))?;
+    if json {
+        print_json(&done)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &done.archive {
+        None => outln!("Nothing expired before {}: nothing pruned.", expired_before)?,
+        Some(a) => {
+            outln!(
+                "Pruned {} certificate{} that expired more than {expired_before} ago; archived first to {} (sha256 {}).",
+                done.removed,
+                if done.removed == 1 { "" } else { "s" },
+                printable(&a.display().to_string()),
+                done.archive_sha256.as_deref().unwrap_or("")
+            )?;
+            if done.more {
+                outln!("More are left: run it again.")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -133,7 +133,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGHUP: re-reads `[server] admins` from ca.toml. A file that does not load keeps the
+/// SIGHUP: re-reads `[server] admins` (and the dashboard's `auditors`) from ca.toml. A file that does not load keeps the
 /// running list, and the log says why.
 fn reload_admins(running: &twoway_server::Running, path: &std::path::Path, flags: &Admins) {
     match twoway_ca::CaSettings::load(path) {
@@ -145,6 +145,7 @@ fn reload_admins(running: &twoway_server::Running, path: &std::path::Path, flags
                 path.display()
             );
             running.state.set_admins(admins);
+            running.state.set_auditors(settings.server.auditors.clone());
         }
         Err(e) => tracing::warn!(
             error = %e,

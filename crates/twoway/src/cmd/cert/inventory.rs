@@ -223,6 +223,7 @@ pub(super) fn list(a: ListArgs) -> Result<ExitCode> {
         now: Some(now),
         offset: (a.page - 1) * a.limit,
         limit: a.limit,
+        ..Default::default()
     };
     let ca = open_ca(&a.ca, false)?;
     let page = ca.list(&q)?;
