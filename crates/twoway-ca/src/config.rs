@@ -11,7 +11,8 @@ use twoway_pki::{KeyType, NamePolicy};
 pub struct CaConfig {
     /// The CA itself.
     pub ca: CaSection,
-    /// Defaults and limits per leaf profile: `server`, `client`, `peer`.
+    /// Defaults and limits per leaf profile: `server`, `client`, `peer`, `device`, `user`.
+    /// A profile without a section is refused.
     #[serde(default = "default_profiles")]
     pub profiles: BTreeMap<String, ProfileConfig>,
     /// Which names this CA may certify.
@@ -40,7 +41,8 @@ pub struct CaConfig {
 pub struct RenewalSection {
     /// Owners whose certificates automation renews (an agent, a cron job, a deploy tool).
     pub auto_owners: Vec<String>,
-    /// Profiles whose certificates automation renews (`server`, `client`, `peer`).
+    /// Profiles whose certificates automation renews (`server`, `client`, `peer`, `device`,
+    /// `user`).
     pub auto_profiles: Vec<String>,
 }
 
@@ -160,6 +162,8 @@ fn default_profiles() -> BTreeMap<String, ProfileConfig> {
         ("server".to_string(), p("90d", "397d")),
         ("client".to_string(), p("30d", "397d")),
         ("peer".to_string(), p("30d", "397d")),
+        ("device".to_string(), p("365d", "825d")),
+        ("user".to_string(), p("365d", "397d")),
     ])
 }
 

@@ -176,7 +176,14 @@ impl Ca {
         };
         let mut extras = IssueExtras::none(now);
         extras.consume_token = Some(hash);
-        let signed = self.prepare_with(&req, &csr.public_key_der, "cert.enroll", extras)?;
+        let signed = self.prepare_subject(
+            &req,
+            &csr.public_key_der,
+            "cert.enroll",
+            extras,
+            CertSource::Issued,
+            csr.serial_number.clone(),
+        )?;
         Ok(Outcome::Unrecorded(Box::new(signed)))
     }
 
@@ -194,6 +201,7 @@ impl Ca {
     /// the certificate signed, all in memory.
     pub fn prepare_sign_csr(&self, csr: &[u8], req: SignCsr) -> Result<Outcome> {
         let csr = verify_csr(csr)?;
+        let subject_serial = csr.serial_number.clone();
         let sans = match req.sans {
             Some(s) if !s.is_empty() => s,
             _ if !csr.sans.is_empty() => csr.sans,
@@ -210,7 +218,14 @@ impl Ca {
             actor: req.actor,
         };
         let extras = IssueExtras::none(OffsetDateTime::now_utc());
-        let signed = self.prepare_with(&req, &csr.public_key_der, "cert.sign", extras)?;
+        let signed = self.prepare_subject(
+            &req,
+            &csr.public_key_der,
+            "cert.sign",
+            extras,
+            CertSource::Issued,
+            subject_serial,
+        )?;
         Ok(Outcome::Unrecorded(Box::new(signed)))
     }
 
@@ -355,7 +370,19 @@ impl Ca {
             details: json!({"fingerprint": current.fingerprint, "reason": "superseded"}),
             time: now,
         });
-        let signed = self.prepare_with(&req, &csr.public_key_der, "cert.renew", extras)?;
+        // A device keeps its serial number in the subject across renewals.
+        let subject_serial = twoway_pki::parse_certificates(current.pem.as_bytes())
+            .ok()
+            .and_then(|c| c.into_iter().next())
+            .and_then(|der| twoway_pki::subject_serial_of_cert(&der));
+        let signed = self.prepare_subject(
+            &req,
+            &csr.public_key_der,
+            "cert.renew",
+            extras,
+            CertSource::Issued,
+            subject_serial,
+        )?;
         Ok(Outcome::Unrecorded(Box::new(signed)))
     }
 

@@ -28,8 +28,8 @@ mod subject;
 
 pub use cert::{
     build_intermediate, build_leaf, build_root, der_to_pem, key_matches_cert, parse_certificates,
-    random_serial, serial_hex, sha256_hex, spki_of_cert, subject_der_of_cert, CaSigner, CertInfo,
-    Issued, LeafSpec, Permits, RevocationUrls,
+    random_serial, serial_hex, sha256_hex, spki_of_cert, subject_der_of_cert,
+    subject_serial_of_cert, CaSigner, CertInfo, Issued, LeafSpec, Permits, RevocationUrls,
 };
 pub use constraints::NameConstraints;
 pub use crl::{build_crl, Reason, RevokedEntry};
@@ -39,7 +39,7 @@ pub use error::{Error, Result};
 pub use key::{key_type_of_spki, KeyType, PrivateKey};
 pub use ocsp::build_ocsp_signer;
 pub use policy::NamePolicy;
-pub use profile::Profile;
+pub use profile::{check_subject_serial, Profile, MAX_SUBJECT_SERIAL};
 pub use san::{validate_spiffe, San};
 pub use signer::Signer;
 pub use subject::{subject_common_name, MAX_COMMON_NAME};

@@ -408,7 +408,7 @@ pub struct MetaArgs {
 
 #[derive(Args, Debug)]
 pub struct IssueArgs {
-    /// Profile: server, client or peer.
+    /// Profile: server, client, peer, device or user.
     #[arg(long)]
     pub profile: Profile,
     #[command(flatten)]
@@ -450,7 +450,7 @@ pub struct CsrArgs {
 pub struct SignArgs {
     /// The CSR, PEM or DER.
     pub csr: PathBuf,
-    /// Profile: server, client or peer.
+    /// Profile: server, client, peer, device or user.
     #[arg(long)]
     pub profile: Profile,
     #[command(flatten)]
@@ -565,7 +565,7 @@ pub struct CreateArgs {
     /// A name the enrolling CSR may ask for; repeatable.
     #[arg(long = "san", value_name = "TYPE:VALUE")]
     pub sans: Vec<String>,
-    /// Profile of the certificate: server, client or peer.
+    /// Profile of the certificate: server, client, peer, device or user.
     #[arg(long, default_value = "server")]
     pub profile: Profile,
     /// How long the token can be used.

@@ -49,12 +49,8 @@ fn parse_ttl(ttl: &Option<String>) -> Result<Option<time::Duration>> {
     ttl.as_deref().map(|t| duration_arg("--ttl", t)).transpose()
 }
 
-fn describe(info: &CertInfo, out: Option<&Path>) -> Result<()> {
-    outln!(
-        "Issued {} certificate, serial {}",
-        info.profile.map(|p| p.as_str()).unwrap_or("a"),
-        info.serial
-    )?;
+fn describe(info: &CertInfo, profile: twoway_pki::Profile, out: Option<&Path>) -> Result<()> {
+    outln!("Issued {profile} certificate, serial {}", info.serial)?;
     let names: Vec<String> = info.sans.iter().map(|s| s.to_string()).collect();
     outln!("  names        {}", printable(&names.join(", ")))?;
     outln!("  valid until  {}", output::date(info.not_after))?;
@@ -95,6 +91,7 @@ pub fn run(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
             let labels = parse_labels(&a.meta.labels)?;
             let ttl = parse_ttl(&a.meta.ttl)?;
             let ca = open_ca(&a.ca, true)?;
+            let profile = a.profile;
             let info = issue_to_dir(
                 &ca,
                 IssueParams {
@@ -114,7 +111,7 @@ pub fn run(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
             if a.json {
                 print_json(&info)?;
             } else {
-                describe(&info, Some(&a.out))?;
+                describe(&info, profile, Some(&a.out))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -173,7 +170,7 @@ pub fn run(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
                 }
                 None => None,
             };
-            let issued = ca.issue(&req, &csr.public_key_der, "cert.sign")?;
+            let issued = ca.issue_for_csr(&req, &csr, "cert.sign")?;
             let cert = issued.pem();
             let chain = format!("{cert}{}", ca.intermediate_pem());
             match staged.as_mut() {
@@ -182,7 +179,7 @@ pub fn run(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
             }
             if let Some(s) = staged {
                 s.commit()?;
-                describe(&issued.info, None)?;
+                describe(&issued.info, a.profile, None)?;
                 let d = a.out.as_deref().unwrap_or(Path::new(".")).display();
                 outln!("  files        {d}/cert.pem {d}/chain.pem {d}/ca.pem")?;
             }
