@@ -283,8 +283,27 @@ pub enum CertCommand {
 Examples:
   twoway cert issue --profile server --san DNS:api.example.internal --san IP:10.0.0.5 \\
       --ttl 90d --owner team-payments --label env=prod --location host-17 --out ./api
-  twoway cert issue --profile client --san URI:spiffe://example.org/ns/prod/sa/billing --out ./billing")]
+  twoway cert issue --profile client --san URI:spiffe://example.org/ns/prod/sa/billing --out ./billing
+  twoway cert issue --profile user --san EMAIL:alice@example.org --p12 alice.p12 \\
+      --p12-passphrase-file ./alice.pass --friendly-name \"Alice (example.org)\"")]
     Issue(IssueArgs),
+    /// Write a certificate of the inventory with its key (a key.pem this host holds) and
+    /// the chain into a passphrase-protected PKCS#12 file, for browsers, phones and
+    /// keystores.
+    #[command(after_help = "\
+Examples:
+  twoway cert export 4f3a9c21e0b7 --key ./alice/key.pem --p12 alice.p12 \\
+      --p12-passphrase-file ./alice.pass
+  TWOWAY_P12_PASSPHRASE=s3cret twoway cert export 4f3a9c21e0b7 --key ./alice/key.pem \\
+      --p12 alice-old-windows.p12 --legacy
+  twoway cert export 4f3a9c21e0b7 --key ./alice/key.pem --p12 alice.p12   # prompts
+
+The passphrase comes from --p12-passphrase-file (its first line), else the environment
+variable TWOWAY_P12_PASSPHRASE, else a prompt on the terminal (not echoed, asked twice).
+Default encryption: PBES2 (PBKDF2-HMAC-SHA256, 2048 iterations, AES-256-CBC) and an
+HMAC-SHA256 MAC, as OpenSSL 3 writes; --legacy: pbeWithSHAAnd3-KeyTripleDES-CBC and an
+HMAC-SHA1 MAC for old Windows, macOS and Java (openssl 3 reads it with -legacy).")]
+    Export(ExportArgs),
     /// Make a private key and a CSR for the CA to sign (the key never leaves this machine).
     #[command(after_help = "\
 Example:
@@ -418,10 +437,13 @@ pub struct IssueArgs {
     /// Key type of the new key.
     #[arg(long, default_value = "p256")]
     pub key_type: KeyType,
-    /// Output directory.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Replace existing files in --out.
+    /// Output directory (cert.pem, chain.pem, key.pem, ca.pem); with --p12 alone, no PEM
+    /// file is written.
+    #[arg(long, required_unless_present = "p12")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub p12: P12Args,
+    /// Replace existing files in --out (and an existing --p12 file).
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
@@ -429,6 +451,42 @@ pub struct IssueArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A PKCS#12 file to write, and how.
+#[derive(Args, Debug, Default)]
+pub struct P12Args {
+    /// Also write key, certificate and chain into this PKCS#12 file (0600, written
+    /// atomically).
+    #[arg(long, value_name = "FILE")]
+    pub p12: Option<PathBuf>,
+    /// File holding the PKCS#12 passphrase (first line); else TWOWAY_P12_PASSPHRASE, else
+    /// a prompt.
+    #[arg(long, value_name = "FILE")]
+    pub p12_passphrase_file: Option<PathBuf>,
+    /// Encrypt with pbeWithSHAAnd3-KeyTripleDES-CBC and an HMAC-SHA1 MAC (old Windows,
+    /// macOS and Java) instead of AES-256 and HMAC-SHA256.
+    #[arg(long)]
+    pub legacy: bool,
+    /// The friendly name (alias) importers show; default: the certificate's first SAN.
+    #[arg(long, value_name = "NAME")]
+    pub friendly_name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// ID (from `cert list`), serial or fingerprint, hex.
+    pub serial: String,
+    /// The certificate's private key (PEM, unencrypted), e.g. the key.pem `cert issue` wrote.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    #[command(flatten)]
+    pub p12: P12Args,
+    /// Replace an existing --p12 file.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub ca: CaOpts,
 }
 
 #[derive(Args, Debug)]

@@ -8,7 +8,7 @@ mod remote;
 use crate::cli::CertCommand;
 use crate::context::{actor, duration_arg, open_ca};
 use crate::exit::usage;
-use crate::issue::{issue_to_dir, IssueParams};
+use crate::issue::{issue_to, IssueParams, P12Out};
 use crate::output::{self, print_json, printable};
 use crate::remote::RemoteOpts;
 use anyhow::{Context, Result};
@@ -80,6 +80,47 @@ fn suggested_profile(sans: &[San]) -> &'static str {
     }
 }
 
+/// `cert export SERIAL --key KEY --p12 FILE`: the inventory's certificate, the key this
+/// host holds and the chain in one PKCS#12 file.
+fn export(a: crate::cli::ExportArgs) -> Result<ExitCode> {
+    let key_text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&a.key)
+            .with_context(|| format!("cannot read the key {}", a.key.display()))?,
+    );
+    let key = PrivateKey::from_pem(&key_text, None)
+        .with_context(|| format!("{} is not an unencrypted PEM private key", a.key.display()))?;
+    let Some(p12) = P12Out::from_args(&a.p12)? else {
+        return Err(usage("cert export writes a PKCS#12 file: add --p12 FILE"));
+    };
+    p12.check(a.force)?;
+    let ca = open_ca(&a.ca, false)?;
+    let rec = ca
+        .store()
+        .find_certificate(&a.serial)
+        .map_err(twoway_ca::Error::from)?;
+    let der = twoway_pki::parse_certificates(rec.pem.as_bytes())?
+        .into_iter()
+        .next()
+        .context("the inventory holds no certificate for this record")?;
+    if !twoway_pki::key_matches_cert(&key.public_key_der(), &der)? {
+        return Err(usage(format!(
+            "{} is not the key of certificate {}: give the key.pem written with it",
+            a.key.display(),
+            rec.serial
+        )));
+    }
+    let info = CertInfo::from_der(&der)?;
+    let chain = crate::issue::chain_der(&der, &ca)?;
+    let pkcs8 = zeroize::Zeroizing::new(key.key_pair().serialize_der());
+    p12.write(&pkcs8, &chain, &info)?;
+    outln!(
+        "Wrote certificate {} with its key and chain to {} (0600)",
+        rec.serial,
+        p12.path.display()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `twoway cert …`: against the remote CA with `--ca URL`, else the local one.
 pub fn run(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
     if r.url.is_some() {
@@ -90,9 +131,10 @@ pub fn run(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
             let sans = parse_sans(&a.names.sans)?;
             let labels = parse_labels(&a.meta.labels)?;
             let ttl = parse_ttl(&a.meta.ttl)?;
+            let p12 = P12Out::from_args(&a.p12)?;
             let ca = open_ca(&a.ca, true)?;
             let profile = a.profile;
-            let info = issue_to_dir(
+            let info = issue_to(
                 &ca,
                 IssueParams {
                     profile: a.profile,
@@ -105,16 +147,21 @@ pub fn run(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
                     key_type: a.key_type,
                     actor: actor(&a.ca),
                 },
-                &a.out,
+                a.out.as_deref(),
+                p12.as_ref(),
                 a.force,
             )?;
             if a.json {
                 print_json(&info)?;
             } else {
-                describe(&info, profile, Some(&a.out))?;
+                describe(&info, profile, a.out.as_deref())?;
+                if let Some(f) = &p12 {
+                    outln!("  PKCS#12      {} (0600)", f.path.display())?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
+        CertCommand::Export(a) => export(a),
         CertCommand::Csr(a) => {
             let sans = parse_sans(&a.names.sans)?;
             twoway_files::check_absent(&a.out, &[twoway_files::KEY, "csr.pem"], a.force)?;
