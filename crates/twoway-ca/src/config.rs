@@ -30,6 +30,9 @@ pub struct CaConfig {
     /// The ACME directories of `twoway ca serve` (`[[acme.directory]]`).
     #[serde(default, skip_serializing_if = "crate::acme::AcmeSection::is_empty")]
     pub acme: crate::acme::AcmeSection,
+    /// EST enrollment of `twoway ca serve` (`[est]`, `/.well-known/est/`).
+    #[serde(default, skip_serializing_if = "crate::est::EstSection::is_empty")]
+    pub est: crate::est::EstSection,
 }
 
 /// The `[renewal]` section: certificates that automation renews, which `twoway cert check`
@@ -178,6 +181,7 @@ impl CaConfig {
             server: ServerSection::default(),
             renewal: RenewalSection::default(),
             acme: crate::acme::AcmeSection::default(),
+            est: crate::est::EstSection::default(),
         }
     }
 
@@ -307,6 +311,7 @@ impl CaConfig {
         out.push_str("# Profiles whose certificates are renewed that way, e.g. [\"client\"].\n");
         out.push_str(&format!("auto_profiles = {}\n", qlist(&rn.auto_profiles)));
         out.push_str(&self.acme.documented_toml());
+        out.push_str(&self.est.documented_toml());
         out
     }
 }

@@ -15,6 +15,7 @@ mod ca;
 mod checkpoint;
 mod config;
 mod error;
+pub mod est;
 mod online;
 mod renewal;
 mod settings;

@@ -140,6 +140,7 @@ impl CaSettings {
             return Err("[server] enroll_rate and enroll_burst must be at least 1".into());
         }
         raw.acme.validate()?;
+        raw.est.validate()?;
         if let Some(u) = &raw.ca.url {
             if !(u.starts_with("https://") || u.starts_with("http://")) {
                 return Err("[ca] url must start with https:// or http://".into());

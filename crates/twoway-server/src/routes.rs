@@ -114,6 +114,7 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         (_, "/v1/tokens") => "tokens",
         (_, "/v1/certificates") => "certificates",
         (_, p) if p.starts_with("/acme/") => "acme",
+        (_, p) if p.starts_with(crate::est::PREFIX) => "est",
         _ => "other",
     }
 }
@@ -133,6 +134,12 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: hyper::Request<
     if route == "acme" && conn.tls {
         // ACME answers problem documents of its own (RFC 8555 §6.7)
         let resp = crate::acme::handle(&state, req).await;
+        state.metrics.request(route, resp.status().as_u16());
+        return resp;
+    }
+    if route == "est" && conn.tls {
+        // EST answers text/plain reasons and base64 PKCS#7 (RFC 7030)
+        let resp = crate::est::handle(&state, &conn, req).await;
         state.metrics.request(route, resp.status().as_u16());
         return resp;
     }

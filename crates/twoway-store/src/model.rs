@@ -14,6 +14,8 @@ pub enum CertSource {
     Imported,
     /// Signed by this CA for an ACME client (`ca serve`'s ACME directories).
     Acme,
+    /// Signed by this CA for an EST client (`ca serve`'s `/.well-known/est/`).
+    Est,
 }
 
 impl CertSource {
@@ -23,17 +25,22 @@ impl CertSource {
             CertSource::Issued => "issued",
             CertSource::Imported => "imported",
             CertSource::Acme => "acme",
+            CertSource::Est => "est",
         }
     }
     /// True for certificates this CA signed (by any path), false for imported ones.
     pub fn signed_here(self) -> bool {
-        matches!(self, CertSource::Issued | CertSource::Acme)
+        matches!(
+            self,
+            CertSource::Issued | CertSource::Acme | CertSource::Est
+        )
     }
     pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "issued" => Some(CertSource::Issued),
             "imported" => Some(CertSource::Imported),
             "acme" => Some(CertSource::Acme),
+            "est" => Some(CertSource::Est),
             _ => None,
         }
     }
