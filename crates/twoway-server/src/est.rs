@@ -225,6 +225,14 @@ async fn route(
     req: hyper::Request<Incoming>,
     path: &str,
 ) -> Result<Resp, EstError> {
+    // The body is read (bounded) before anything is refused, so an HTTP/2 client still
+    // uploading reads the answer instead of a reset stream.
+    let (parts, incoming) = req.into_parts();
+    let body = if parts.method == Method::POST {
+        read_body(incoming).await?
+    } else {
+        Bytes::new()
+    };
     let rest = path.strip_prefix(PREFIX).unwrap_or_default();
     let (label, op) = match rest.split_once('/') {
         Some((l, op)) => (Some(l), op),
@@ -246,7 +254,7 @@ async fn route(
         }
         None => None,
     };
-    let method = req.method().clone();
+    let method = parts.method.clone();
     let wrong_method = |allowed: &str| {
         EstError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -258,9 +266,9 @@ async fn route(
         "cacerts" if method == Method::GET => Ok(pkcs7_resp(&cacerts(state)?)),
         "csrattrs" if method == Method::GET => Ok(csrattrs(label.as_ref().map(|l| l.1))),
         "simpleenroll" | "serverkeygen" if method == Method::POST => {
-            enroll(state, conn, req, label, op == "serverkeygen").await
+            enroll(state, conn, &parts, body, label, op == "serverkeygen").await
         }
-        "simplereenroll" if method == Method::POST => reenroll(state, conn, req).await,
+        "simplereenroll" if method == Method::POST => reenroll(state, conn, body).await,
         "cacerts" | "csrattrs" => Err(wrong_method("GET")),
         "simpleenroll" | "serverkeygen" | "simplereenroll" => Err(wrong_method("POST")),
         _ => Err(not_found()),
@@ -298,8 +306,8 @@ fn csrattrs(profile: Option<Profile>) -> Resp {
     base64_resp("application/csrattrs", &der)
 }
 
-async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, EstError> {
-    let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
+async fn read_body(body: Incoming) -> Result<Bytes, EstError> {
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
     match tokio::time::timeout(std::time::Duration::from_secs(30), limited.collect()).await {
         Ok(Ok(c)) => Ok(c.to_bytes()),
         Ok(Err(_)) => Err(EstError::new(
@@ -349,8 +357,8 @@ fn csr_of(body: &[u8]) -> Result<Vec<u8>, EstError> {
 
 /// The token of an `Authorization: Basic` header: the password, or the user name when the
 /// password is empty (`curl -u TOKEN:`).
-fn basic_token(req: &hyper::Request<Incoming>) -> Option<Result<String, EstError>> {
-    let v = req.headers().get(header::AUTHORIZATION)?;
+fn basic_token(req: &http::request::Parts) -> Option<Result<String, EstError>> {
+    let v = req.headers.get(header::AUTHORIZATION)?;
     let bad = || {
         EstError::unauthenticated(
             "the Authorization header is not HTTP Basic with the enrollment token as the password: use `curl -u device:twt_…`",
@@ -376,7 +384,8 @@ fn basic_token(req: &hyper::Request<Incoming>) -> Option<Result<String, EstError
 async fn enroll(
     state: &Arc<State>,
     conn: &Arc<ConnInfo>,
-    req: hyper::Request<Incoming>,
+    req: &http::request::Parts,
+    body: Bytes,
     label: Option<(String, Profile)>,
     server_key: bool,
 ) -> Result<Resp, EstError> {
@@ -401,8 +410,7 @@ async fn enroll(
             ),
         ));
     }
-    let token = basic_token(&req).transpose()?;
-    let body = read_body(req).await?;
+    let token = basic_token(req).transpose()?;
     let device = match &token {
         Some(_) => None,
         None => match state.est.bootstrap_device(conn) {
@@ -467,12 +475,7 @@ async fn enroll(
     }
 }
 
-async fn reenroll(
-    state: &Arc<State>,
-    conn: &Arc<ConnInfo>,
-    req: hyper::Request<Incoming>,
-) -> Result<Resp, EstError> {
-    let body = read_body(req).await?;
+async fn reenroll(state: &Arc<State>, conn: &Arc<ConnInfo>, body: Bytes) -> Result<Resp, EstError> {
     let Some(der) = conn.client_cert.clone() else {
         return Err(EstError::new(
             StatusCode::UNAUTHORIZED,
