@@ -274,12 +274,18 @@ mod tests {
             .der()
             .to_vec();
         let pk8 = other.key_pair().serialize_der();
-        let e =
-            build_pkcs12(&pk8, &[cert.clone()], "a", "pw", Pkcs12Encryption::Modern).unwrap_err();
+        let e = build_pkcs12(
+            &pk8,
+            std::slice::from_ref(&cert),
+            "a",
+            "pw",
+            Pkcs12Encryption::Modern,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("does not belong"), "{e}");
         let ok = ca_key.key_pair().serialize_der();
         for enc in [Pkcs12Encryption::Modern, Pkcs12Encryption::Legacy] {
-            let p12 = build_pkcs12(&ok, &[cert.clone()], "a", "pw", enc).unwrap();
+            let p12 = build_pkcs12(&ok, std::slice::from_ref(&cert), "a", "pw", enc).unwrap();
             assert_eq!(p12[0], 0x30);
         }
     }

@@ -95,9 +95,12 @@ pub fn certs_of(der: &[u8]) -> crate::Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
+/// A TLV read: (tag, content), and what follows it.
+type Read<'a> = ((u8, &'a [u8]), &'a [u8]);
+
 /// One DER TLV at the start of `b`: (tag, content) and what follows, or None when it is
 /// truncated or uses a length form DER does not (indefinite, more than 4 length bytes).
-pub(crate) fn read_tlv(b: &[u8]) -> Option<((u8, &[u8]), &[u8])> {
+pub(crate) fn read_tlv(b: &[u8]) -> Option<Read<'_>> {
     let tag = *b.first()?;
     let first = *b.get(1)?;
     let (len, hdr) = if first < 0x80 {
