@@ -306,15 +306,41 @@ fn csrattrs(profile: Option<Profile>) -> Resp {
     base64_resp("application/csrattrs", &der)
 }
 
-async fn read_body(body: Incoming) -> Result<Bytes, EstError> {
-    let limited = http_body_util::Limited::new(body, MAX_BODY);
-    match tokio::time::timeout(std::time::Duration::from_secs(30), limited.collect()).await {
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(_)) => Err(EstError::new(
+async fn read_body(mut body: Incoming) -> Result<Bytes, EstError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut drained = 0usize;
+    // Up to the limit; past it, keep draining (bounded in size and time) so the client
+    // reads the 413 instead of a reset connection.
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(EstError::new(
+                    StatusCode::BAD_REQUEST,
+                    "est_bad_body",
+                    "the request body could not be read",
+                ));
+            };
+            if let Ok(data) = frame.into_data() {
+                if drained == 0 && buf.len() + data.len() <= MAX_BODY {
+                    buf.extend_from_slice(&data);
+                } else {
+                    drained += data.len();
+                    if drained > 16 * MAX_BODY {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(30), read).await {
+        Ok(Ok(())) if drained == 0 => Ok(buf.freeze()),
+        Ok(Ok(())) => Err(EstError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "est_body_too_large",
-            format!("the request body is larger than {MAX_BODY} bytes (or could not be read): send one PKCS#10 CSR"),
+            format!("the request body is larger than {MAX_BODY} bytes: send one PKCS#10 CSR"),
         )),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(EstError::new(
             StatusCode::REQUEST_TIMEOUT,
             "est_body_timeout",

@@ -502,10 +502,16 @@ fn bad_requests_get_a_status_and_a_reason_and_record_nothing() {
         "/",
         "DNS:box1.example.org,DNS:bank.example.org",
     );
-    ca.sh("base64 box1.csr > box1.csr.b64; openssl req -inform DER -in box1.csr -out box1.csr.pem; head -c 300 /dev/urandom > garbage.bin")
+    ca.sh("base64 box1.csr > box1.csr.b64; openssl req -inform DER -in box1.csr -out box1.csr.pem; head -c 300 /dev/urandom > garbage.bin; head -c 200000 /dev/zero | base64 > huge.b64")
         .ok();
     let before = ca.count_offline();
-    let cases: [(&str, String, u16, &str); 6] = [
+    let cases: [(&str, String, u16, &str); 7] = [
+        (
+            "huge",
+            format!("-u box1:{token} --data-binary @huge.b64"),
+            413,
+            "larger than 65536 bytes",
+        ),
         // no credentials: 401 with a Basic challenge
         ("none", "--data-binary @box1.csr.b64".into(), 401, "HTTP Basic password"),
         (
@@ -608,6 +614,7 @@ fn bad_requests_get_a_status_and_a_reason_and_record_nothing() {
         "est_token_used",
         "est_name_not_allowed",
         "est_bad_body",
+        "est_body_too_large",
     ] {
         assert!(metrics.contains(code), "{code} counted:\n{metrics}");
     }
