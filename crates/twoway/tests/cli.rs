@@ -194,6 +194,8 @@ fn help_shows_examples() {
         &["cert", "show"],
         &["cert", "revoke"],
         &["cert", "check"],
+        &["cert", "export"],
+        &["cert", "issue"],
         &["token", "create"],
         &["agent"],
         &["acme", "eab", "create"],
