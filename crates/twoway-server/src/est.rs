@@ -454,28 +454,32 @@ async fn enroll(
         },
     };
     let csr = csr_of(&body)?;
-    let key = if server_key {
-        let kt = twoway_pki::verify_csr(&csr)
-            .map_err(|e| EstError::from_ca(&e.into()))?
-            .key_type;
-        Some(PrivateKey::generate(kt).map_err(|e| EstError::from_ca(&e.into()))?)
-    } else {
-        None
-    };
     let peer = conn.peer.ip();
-    let est = EstIssue {
-        label,
-        key_spki: key.as_ref().map(|k| k.public_key_der()),
-        actor: match &device {
-            Some(d) => format!("est:bootstrap:{}@{peer}", d.serial),
-            None => format!("est:token@{peer}"),
-        },
+    let actor = match &device {
+        Some(d) => format!("est:bootstrap:{}@{peer}", d.serial),
+        None => format!("est:token@{peer}"),
     };
     let ca = state.ca.clone();
-    let outcome = blocking(move || match (&token, &device) {
-        (Some(t), _) => ca.prepare_est_token(t, &csr, &est),
-        (None, Some(d)) => ca.prepare_est_bootstrap(d, &csr, &est),
-        (None, None) => Err(CaError::Unauthenticated("no credentials".into())),
+    // On a blocking thread: the store is read, and serverkeygen makes a key (RSA takes
+    // a while) of the CSR's key type.
+    let (outcome, key) = blocking(move || -> Result<_, CaError> {
+        let key = if server_key {
+            let kt = twoway_pki::verify_csr(&csr)?.key_type;
+            Some(PrivateKey::generate(kt)?)
+        } else {
+            None
+        };
+        let est = EstIssue {
+            label,
+            key_spki: key.as_ref().map(|k| k.public_key_der()),
+            actor,
+        };
+        let outcome = match (&token, &device) {
+            (Some(t), _) => ca.prepare_est_token(t, &csr, &est)?,
+            (None, Some(d)) => ca.prepare_est_bootstrap(d, &csr, &est)?,
+            (None, None) => return Err(CaError::Unauthenticated("no credentials".into())),
+        };
+        Ok((outcome, key))
     })
     .await
     .map_err(internal)?
