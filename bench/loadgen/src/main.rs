@@ -681,13 +681,15 @@ async fn post(a: &Args, cfg: Option<Arc<rustls::ClientConfig>>) -> anyhow::Resul
     for (i, mut s) in conns.into_iter().enumerate() {
         let (stop, requests, cfg, addr) =
             (stop.clone(), requests.clone(), cfg.clone(), a.addr.clone());
+        let (raw, conns) = (a.raw, a.conns.max(1));
         let first_error = first_error.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(100_000);
             let mut buf = Vec::with_capacity(4096);
             let (mut errors, mut reconnects) = (0u64, 0u64);
-            // each connection starts at its own offset in the bodies
-            let mut next = i * 7919;
+            // each connection starts at its own offset in the bodies; with --raw (single-use
+            // requests) each takes its own equal share, so no two send the same one
+            let mut next = if raw { i * requests.len() / conns } else { i * 7919 };
             while !stop.load(Ordering::Relaxed) {
                 let req = &requests[next % requests.len()];
                 next += 1;
