@@ -689,7 +689,11 @@ async fn post(a: &Args, cfg: Option<Arc<rustls::ClientConfig>>) -> anyhow::Resul
             let (mut errors, mut reconnects) = (0u64, 0u64);
             // each connection starts at its own offset in the bodies; with --raw (single-use
             // requests) each takes its own equal share, so no two send the same one
-            let mut next = if raw { i * requests.len() / conns } else { i * 7919 };
+            let mut next = if raw {
+                i * requests.len() / conns
+            } else {
+                i * 7919
+            };
             while !stop.load(Ordering::Relaxed) {
                 let req = &requests[next % requests.len()];
                 next += 1;

@@ -543,8 +543,8 @@ pub struct ListArgs {
     /// Only certificates with a SAN matching this glob, e.g. '*.example.internal'.
     #[arg(long)]
     pub san: Option<String>,
-    /// Only this profile: server, client, peer, ocsp, ca, unknown.
-    #[arg(long, value_parser = ["server", "client", "peer", "ocsp", "ca", "unknown"])]
+    /// Only this profile: server, client, peer, device, user, ocsp, ca, unknown.
+    #[arg(long, value_parser = ["server", "client", "peer", "device", "user", "ocsp", "ca", "unknown"])]
     pub profile: Option<String>,
     /// Rows per page.
     #[arg(long, default_value_t = 50)]

@@ -390,6 +390,12 @@ fn bootstrap_device_certificates_enroll_under_a_label() {
         Some(idevid_serial.trim_start_matches('0')),
         "{rec}"
     );
+    // People find them by profile and label.
+    let listed = ca
+        .tw("cert list --ca-dir ca --profile device --label est_auth=bootstrap --json")
+        .ok()
+        .json();
+    assert_eq!(listed["total"], 1, "{listed}");
     // The audit log names the device too.
     let audit = ca.tw("audit list --ca-dir ca --json").ok().stdout;
     assert!(
