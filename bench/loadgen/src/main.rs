@@ -19,7 +19,9 @@
 //!   from the files of `--bodies DIR` (one body per file), to `--path`, over TLS with the
 //!   client certificate or, with `--plain`, over plain HTTP (the way OCSP clients talk).
 //!   Any status other than 2xx counts as an error (the first one is printed); a server
-//!   that closes the connection is reconnected to and counted. req/s, p50, p99.
+//!   that closes the connection is reconnected to and counted. req/s, p50, p99. With
+//!   `--raw`, each file is a whole HTTP/1.1 request (head and body) sent as it is: for
+//!   requests that differ in their headers (EST's HTTP Basic tokens).
 //! - `ws`: N WebSocket connections (HTTP/1.1 upgrade of `--path`), each sending `--streams`
 //!   binary messages of `--size` bytes back to back and reading their echoes; messages/s
 //!   and MB/s. `wsecho ADDR` is the plaintext WebSocket echo backend for it ([`ws`]).
@@ -34,7 +36,7 @@
 //!
 //! Usage: `twoway-loadgen MODE ADDR --ca CA --cert CERT --key KEY [--conns N]
 //! [--streams S] [--secs S] [--path P] [--verify-server] [--kx x25519|all] [--real-client]
-//! [--bodies DIR --content-type T [--plain]] [--payload BYTES] [--size BYTES]`;
+//! [--bodies DIR --content-type T [--plain] [--raw]] [--payload BYTES] [--size BYTES]`;
 //! `twoway-loadgen wsecho ADDR`.
 //! Prints one `key=value` line.
 #![forbid(unsafe_code)]
@@ -67,6 +69,7 @@ struct Args {
     bodies: String,
     content_type: String,
     plain: bool,
+    raw: bool,
     /// `ws`: bytes per message.
     size: usize,
     /// `grpc`: bytes per message.
@@ -93,6 +96,7 @@ fn parse_args() -> anyhow::Result<Args> {
         bodies: String::new(),
         content_type: "application/octet-stream".into(),
         plain: false,
+        raw: false,
         size: 64,
         payload: 100,
     };
@@ -109,6 +113,10 @@ fn parse_args() -> anyhow::Result<Args> {
         }
         if flag == "--plain" {
             a.plain = true;
+            continue;
+        }
+        if flag == "--raw" {
+            a.raw = true;
             continue;
         }
         let v = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -647,6 +655,9 @@ async fn post(a: &Args, cfg: Option<Arc<rustls::ClientConfig>>) -> anyhow::Resul
         bodies
             .iter()
             .map(|b| {
+                if a.raw {
+                    return b.clone();
+                }
                 let mut r = format!(
                     "POST {} HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
                     a.path,
@@ -670,13 +681,19 @@ async fn post(a: &Args, cfg: Option<Arc<rustls::ClientConfig>>) -> anyhow::Resul
     for (i, mut s) in conns.into_iter().enumerate() {
         let (stop, requests, cfg, addr) =
             (stop.clone(), requests.clone(), cfg.clone(), a.addr.clone());
+        let (raw, conns) = (a.raw, a.conns.max(1));
         let first_error = first_error.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(100_000);
             let mut buf = Vec::with_capacity(4096);
             let (mut errors, mut reconnects) = (0u64, 0u64);
-            // each connection starts at its own offset in the bodies
-            let mut next = i * 7919;
+            // each connection starts at its own offset in the bodies; with --raw (single-use
+            // requests) each takes its own equal share, so no two send the same one
+            let mut next = if raw {
+                i * requests.len() / conns
+            } else {
+                i * 7919
+            };
             while !stop.load(Ordering::Relaxed) {
                 let req = &requests[next % requests.len()];
                 next += 1;

@@ -614,6 +614,7 @@ impl Ca {
         }
         // The subject holds only what was validated: a CN repeating one of the SANs.
         twoway_pki::subject_common_name(req.common_name.as_deref(), &req.sans)?;
+        req.profile.check_names(&req.sans)?;
         self.check_names(&req.sans, req.common_name.as_deref())?;
         let prof = self.settings.profile(req.profile)?;
         let max = prof.max_ttl;
@@ -656,6 +657,25 @@ impl Ca {
         )
     }
 
+    /// Like [`Ca::issue`] for the key of a verified CSR; a `device` certificate also takes
+    /// the CSR's subject `serialNumber`.
+    pub fn issue_for_csr(
+        &self,
+        req: &IssueRequest,
+        csr: &twoway_pki::VerifiedCsr,
+        action: &str,
+    ) -> Result<Issued> {
+        let signed = self.prepare_subject(
+            req,
+            &csr.public_key_der,
+            action,
+            IssueExtras::none(OffsetDateTime::now_utc()),
+            CertSource::Issued,
+            csr.serial_number.clone(),
+        )?;
+        self.record(Outcome::Unrecorded(Box::new(signed)))
+    }
+
     /// Like [`Ca::issue`], and in the same transaction consumes a token and/or supersedes
     /// the certificate being replaced: if either fails, nothing is recorded and the
     /// certificate never leaves.
@@ -692,11 +712,30 @@ impl Ca {
         extras: IssueExtras,
         source: CertSource,
     ) -> Result<Unrecorded> {
+        self.prepare_subject(req, public_key_der, action, extras, source, None)
+    }
+
+    /// [`Ca::prepare_from`] with a device serial number for the subject (`device` profile
+    /// only; any other profile ignores it).
+    pub(crate) fn prepare_subject(
+        &self,
+        req: &IssueRequest,
+        public_key_der: &[u8],
+        action: &str,
+        extras: IssueExtras,
+        source: CertSource,
+        subject_serial: Option<String>,
+    ) -> Result<Unrecorded> {
         let (not_before, not_after) = self.check_request(req)?;
+        let subject_serial = subject_serial.filter(|_| req.profile == Profile::Device);
+        if let Some(s) = &subject_serial {
+            twoway_pki::check_subject_serial(s)?;
+        }
         let spec = LeafSpec {
             profile: req.profile,
             sans: req.sans.clone(),
             common_name: req.common_name.clone(),
+            subject_serial,
             not_before,
             not_after,
             urls: self.urls(),

@@ -11,7 +11,8 @@ use twoway_pki::{KeyType, NamePolicy};
 pub struct CaConfig {
     /// The CA itself.
     pub ca: CaSection,
-    /// Defaults and limits per leaf profile: `server`, `client`, `peer`.
+    /// Defaults and limits per leaf profile: `server`, `client`, `peer`, `device`, `user`.
+    /// A profile without a section is refused.
     #[serde(default = "default_profiles")]
     pub profiles: BTreeMap<String, ProfileConfig>,
     /// Which names this CA may certify.
@@ -35,6 +36,9 @@ pub struct CaConfig {
     /// SCEP at `/scep` of `twoway ca serve` (`[scep]`).
     #[serde(default, skip_serializing_if = "crate::scep::ScepSection::is_default")]
     pub scep: crate::scep::ScepSection,
+    /// EST enrollment of `twoway ca serve` (`[est]`, `/.well-known/est/`).
+    #[serde(default, skip_serializing_if = "crate::est::EstSection::is_empty")]
+    pub est: crate::est::EstSection,
 }
 
 /// The `[renewal]` section: certificates that automation renews, which `twoway cert check`
@@ -46,7 +50,8 @@ pub struct CaConfig {
 pub struct RenewalSection {
     /// Owners whose certificates automation renews (an agent, a cron job, a deploy tool).
     pub auto_owners: Vec<String>,
-    /// Profiles whose certificates automation renews (`server`, `client`, `peer`).
+    /// Profiles whose certificates automation renews (`server`, `client`, `peer`, `device`,
+    /// `user`).
     pub auto_profiles: Vec<String>,
 }
 
@@ -192,6 +197,8 @@ fn default_profiles() -> BTreeMap<String, ProfileConfig> {
         ("server".to_string(), p("90d", "397d")),
         ("client".to_string(), p("30d", "397d")),
         ("peer".to_string(), p("30d", "397d")),
+        ("device".to_string(), p("365d", "825d")),
+        ("user".to_string(), p("365d", "397d")),
     ])
 }
 
@@ -208,6 +215,7 @@ impl CaConfig {
             acme: crate::acme::AcmeSection::default(),
             hsm: None,
             scep: crate::scep::ScepSection::default(),
+            est: crate::est::EstSection::default(),
         }
     }
 
@@ -361,6 +369,7 @@ impl CaConfig {
         if !self.scep.is_default() {
             out.push_str(&self.scep.documented_toml());
         }
+        out.push_str(&self.est.documented_toml());
         out
     }
 }

@@ -16,6 +16,7 @@ mod checkpoint;
 mod config;
 mod error;
 mod hsm;
+pub mod est;
 mod online;
 mod renewal;
 pub mod scep;

@@ -134,6 +134,22 @@ impl Ca {
 
     /// [`Ca::enroll`] without the recording: see [`Ca::prepare_with`].
     pub fn prepare_enroll(&self, secret: &str, csr: &[u8], actor: &str) -> Result<Outcome> {
+        let (tok, hash) = self.token_grant(secret)?;
+        let csr = verify_csr(csr)?;
+        let (req, extras) = self.token_request(&tok, hash, &csr, actor)?;
+        let signed = self.prepare_subject(
+            &req,
+            &csr.public_key_der,
+            "cert.enroll",
+            extras,
+            CertSource::Issued,
+            csr.serial_number.clone(),
+        )?;
+        Ok(Outcome::Unrecorded(Box::new(signed)))
+    }
+
+    /// The token of `secret`, if it is known, unused and unexpired (and its hash).
+    pub(crate) fn token_grant(&self, secret: &str) -> Result<(TokenRecord, String)> {
         let hash = token_hash(secret);
         let tok = self.store().find_token(&hash)?;
         let now = now_s();
@@ -143,7 +159,19 @@ impl Ca {
         if tok.expires_at <= now {
             return Err(twoway_store::Error::TokenExpired(rfc3339(tok.expires_at)).into());
         }
-        let csr = verify_csr(csr)?;
+        Ok((tok, hash))
+    }
+
+    /// What a token allows a verified CSR: its names (each one the token's; none: the
+    /// token's), the token's profile, owner and certificate lifetime, and the token consumed
+    /// by the issuing transaction.
+    pub(crate) fn token_request(
+        &self,
+        tok: &TokenRecord,
+        hash: String,
+        csr: &twoway_pki::VerifiedCsr,
+        actor: &str,
+    ) -> Result<(IssueRequest, IssueExtras)> {
         let allowed: Vec<San> = tok
             .sans
             .iter()
@@ -174,10 +202,9 @@ impl Ca {
             location: None,
             actor: actor.to_string(),
         };
-        let mut extras = IssueExtras::none(now);
+        let mut extras = IssueExtras::none(now_s());
         extras.consume_token = Some(hash);
-        let signed = self.prepare_with(&req, &csr.public_key_der, "cert.enroll", extras)?;
-        Ok(Outcome::Unrecorded(Box::new(signed)))
+        Ok((req, extras))
     }
 
     /// Signs a CSR for an administrator (`POST /v1/sign`): the CSR's signature must verify;
@@ -194,6 +221,7 @@ impl Ca {
     /// the certificate signed, all in memory.
     pub fn prepare_sign_csr(&self, csr: &[u8], req: SignCsr) -> Result<Outcome> {
         let csr = verify_csr(csr)?;
+        let subject_serial = csr.serial_number.clone();
         let sans = match req.sans {
             Some(s) if !s.is_empty() => s,
             _ if !csr.sans.is_empty() => csr.sans,
@@ -210,7 +238,14 @@ impl Ca {
             actor: req.actor,
         };
         let extras = IssueExtras::none(OffsetDateTime::now_utc());
-        let signed = self.prepare_with(&req, &csr.public_key_der, "cert.sign", extras)?;
+        let signed = self.prepare_subject(
+            &req,
+            &csr.public_key_der,
+            "cert.sign",
+            extras,
+            CertSource::Issued,
+            subject_serial,
+        )?;
         Ok(Outcome::Unrecorded(Box::new(signed)))
     }
 
@@ -355,7 +390,19 @@ impl Ca {
             details: json!({"fingerprint": current.fingerprint, "reason": "superseded"}),
             time: now,
         });
-        let signed = self.prepare_with(&req, &csr.public_key_der, "cert.renew", extras)?;
+        // A device keeps its serial number in the subject across renewals.
+        let subject_serial = twoway_pki::parse_certificates(current.pem.as_bytes())
+            .ok()
+            .and_then(|c| c.into_iter().next())
+            .and_then(|der| twoway_pki::subject_serial_of_cert(&der));
+        let signed = self.prepare_subject(
+            &req,
+            &csr.public_key_der,
+            "cert.renew",
+            extras,
+            CertSource::Issued,
+            subject_serial,
+        )?;
         Ok(Outcome::Unrecorded(Box::new(signed)))
     }
 

@@ -147,6 +147,7 @@ impl CaSettings {
         }
         raw.acme.validate()?;
         raw.scep.validate()?;
+        raw.est.validate()?;
         if let Some(u) = &raw.ca.url {
             if !(u.starts_with("https://") || u.starts_with("http://")) {
                 return Err("[ca] url must start with https:// or http://".into());

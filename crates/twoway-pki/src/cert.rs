@@ -100,6 +100,9 @@ pub struct LeafSpec {
     pub sans: Vec<San>,
     /// An optional subject common name.
     pub common_name: Option<String>,
+    /// The device's serial number for the subject's `serialNumber` attribute (profile
+    /// `device` only; [`crate::check_subject_serial`]).
+    pub subject_serial: Option<String>,
     /// Start of validity.
     pub not_before: OffsetDateTime,
     /// End of validity.
@@ -246,6 +249,7 @@ pub fn build_leaf(ca: &CaSigner, subject_key_spki: &[u8], spec: &LeafSpec) -> Re
     if spec.sans.is_empty() {
         return Err(Error::NoSan);
     }
+    spec.profile.check_names(&spec.sans)?;
     if let Some(nc) = &ca.constraints {
         nc.check_all(&spec.sans, spec.common_name.as_deref())?;
     }
@@ -254,6 +258,22 @@ pub fn build_leaf(ca: &CaSigner, subject_key_spki: &[u8], spec: &LeafSpec) -> Re
     p.distinguished_name = DistinguishedName::new();
     if let Some(cn) = crate::subject_common_name(spec.common_name.as_deref(), &spec.sans)? {
         p.distinguished_name.push(DnType::CommonName, cn);
+    }
+    if let Some(serial) = &spec.subject_serial {
+        if spec.profile != Profile::Device {
+            return Err(Error::ProfileNeeds(
+                "only the device profile carries a subject serialNumber",
+            ));
+        }
+        crate::check_subject_serial(serial)?;
+        p.distinguished_name.push(
+            DnType::CustomDnType(vec![2, 5, 4, 5]),
+            rcgen::DnValue::PrintableString(
+                serial.as_str().try_into().map_err(|_| {
+                    Error::ProfileNeeds("the subject serialNumber is not printable")
+                })?,
+            ),
+        );
     }
     p.not_before = spec.not_before;
     p.not_after = spec.not_after;
@@ -264,7 +284,7 @@ pub fn build_leaf(ca: &CaSigner, subject_key_spki: &[u8], spec: &LeafSpec) -> Re
     if key_type.is_rsa() && spec.profile != Profile::Client {
         p.key_usages.push(KeyUsagePurpose::KeyEncipherment);
     }
-    p.extended_key_usages = spec.profile.ekus();
+    p.extended_key_usages = spec.profile.ekus(&spec.sans);
     p.use_authority_key_identifier_extension = true;
     if let Some(crl) = &spec.urls.crl {
         p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
@@ -332,6 +352,16 @@ pub fn subject_der_of_cert(der: &[u8]) -> Result<Vec<u8>> {
     let (_, x) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| Error::BadCertificate(e.to_string()))?;
     Ok(x.subject().as_raw().to_vec())
+}
+
+/// The subject's `serialNumber` attribute (2.5.4.5) of a DER certificate, if it has one.
+pub fn subject_serial_of_cert(der: &[u8]) -> Option<String> {
+    let (_, x) = x509_parser::parse_x509_certificate(der).ok()?;
+    let attr = x
+        .subject()
+        .iter_by_oid(&x509_parser::oid_registry::OID_X509_SERIALNUMBER)
+        .next()?;
+    attr.as_str().ok().map(str::to_string)
 }
 
 /// Lower-case hex SHA-256 of `der`.
@@ -404,6 +434,7 @@ impl CertInfo {
         }
         let mut sans = Vec::new();
         let mut ekus = (false, false);
+        let mut email_protection = false;
         let mut ski = None;
         let mut aki = None;
         for ext in x.extensions() {
@@ -423,7 +454,10 @@ impl CertInfo {
                         }
                     }
                 }
-                ParsedExtension::ExtendedKeyUsage(e) => ekus = (e.server_auth, e.client_auth),
+                ParsedExtension::ExtendedKeyUsage(e) => {
+                    ekus = (e.server_auth, e.client_auth);
+                    email_protection = e.email_protection;
+                }
                 ParsedExtension::SubjectKeyIdentifier(k) => ski = Some(hex::encode(k.0)),
                 ParsedExtension::AuthorityKeyIdentifier(a) => {
                     aki = a.key_identifier.as_ref().map(|k| hex::encode(k.0))
@@ -433,6 +467,7 @@ impl CertInfo {
         }
         let is_ca = x.is_ca();
         let profile = match (is_ca, ekus) {
+            (false, (false, true)) if email_protection => Some(Profile::User),
             (false, (true, true)) => Some(Profile::Peer),
             (false, (true, false)) => Some(Profile::Server),
             (false, (false, true)) => Some(Profile::Client),

@@ -31,6 +31,8 @@ pub struct VerifiedCsr {
     pub sans: Vec<San>,
     /// The subject CN, if any.
     pub common_name: Option<String>,
+    /// The subject's `serialNumber` attribute (2.5.4.5), if any: a device's serial number.
+    pub serial_number: Option<String>,
 }
 
 impl fmt::Debug for VerifiedCsr {
@@ -101,11 +103,22 @@ pub fn verify_csr(input: &[u8]) -> Result<VerifiedCsr> {
                 .map_err(|_| Error::MalformedCsr("the CN is not a string".into()))
         })
         .transpose()?;
+    let serial_number = info
+        .subject
+        .iter_by_oid(&x509_parser::oid_registry::OID_X509_SERIALNUMBER)
+        .next()
+        .map(|a| {
+            a.as_str()
+                .map(str::to_string)
+                .map_err(|_| Error::MalformedCsr("the subject serialNumber is not a string".into()))
+        })
+        .transpose()?;
     Ok(VerifiedCsr {
         public_key_der: spki.raw.to_vec(),
         key_type,
         sans,
         common_name,
+        serial_number,
     })
 }
 

@@ -49,8 +49,11 @@ pub enum Error {
         permitted: String,
     },
     /// A profile name that twoway does not know.
-    #[error("unknown profile {0:?}: use server, client or peer")]
+    #[error("unknown profile {0:?}: use server, client, peer, device or user")]
     UnknownProfile(String),
+    /// A request that the profile cannot certify as asked (the message names the fix).
+    #[error("{0}")]
+    ProfileNeeds(&'static str),
     /// A subject common name that is none of the certificate's SANs.
     #[error("the subject CN {cn:?} is not one of the certificate's SANs ({sans}): the CA certifies only names it validated, so leave the CN out (the SANs carry the identity) or make it one of the SANs")]
     CommonNameNotASan {

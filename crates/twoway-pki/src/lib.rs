@@ -8,7 +8,9 @@
 //! (certificates by [`Profile`]), [`verify_csr`] (CSRs), [`build_crl`] (CRLs), [`CertInfo`]
 //! (reading any certificate back), [`ocsp`] (requests and signed responses), the
 //! [`Signer`] trait behind which CA keys live, and [`subject_common_name`] (the one rule
-//! for a leaf's subject: a CN only when it repeats one of its SANs).
+//! for a leaf's subject: a CN only when it repeats one of its SANs), [`pkcs7`] (certs-only
+//! messages, as EST and SCEP hand certificates out) and [`pkcs12`] (key, certificate and
+//! chain in one passphrase-protected file).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -20,6 +22,8 @@ mod duration;
 mod error;
 mod key;
 pub mod ocsp;
+pub mod pkcs12;
+pub mod pkcs7;
 mod policy;
 mod profile;
 mod san;
@@ -29,8 +33,8 @@ mod subject;
 
 pub use cert::{
     build_intermediate, build_leaf, build_root, der_to_pem, key_matches_cert, parse_certificates,
-    random_serial, serial_hex, sha256_hex, spki_of_cert, subject_der_of_cert, CaSigner, CertInfo,
-    Issued, LeafSpec, Permits, RevocationUrls,
+    random_serial, serial_hex, sha256_hex, spki_of_cert, subject_der_of_cert,
+    subject_serial_of_cert, CaSigner, CertInfo, Issued, LeafSpec, Permits, RevocationUrls,
 };
 pub use constraints::NameConstraints;
 pub use crl::{build_crl, Reason, RevokedEntry};
@@ -39,8 +43,9 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{Error, Result};
 pub use key::{key_type_of_spki, KeyType, PrivateKey};
 pub use ocsp::build_ocsp_signer;
+pub use pkcs12::{build_pkcs12, Pkcs12Encryption};
 pub use policy::NamePolicy;
-pub use profile::Profile;
+pub use profile::{check_subject_serial, Profile, MAX_SUBJECT_SERIAL};
 pub use san::{validate_spiffe, San};
 pub use scep_ra::build_scep_ra;
 pub use signer::Signer;

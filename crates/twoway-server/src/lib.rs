@@ -17,6 +17,7 @@
 
 mod acme;
 pub mod committer;
+pub mod est;
 pub mod metrics;
 mod plain;
 pub mod ratelimit;
@@ -62,6 +63,9 @@ pub enum Error {
     /// unreachable); it goes on in the background and its result is dropped.
     #[error("the inventory did not answer within {} s", STORE_DEADLINE.as_secs())]
     StoreTimeout,
+    /// A setting of ca.toml cannot be used (the message names the key).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The longest a request waits for the inventory (a read, or the commit of its
@@ -173,6 +177,8 @@ pub struct State {
     pub connections: Connections,
     /// SCEP at `/scep`, when `[scep] enabled`.
     pub(crate) scep: Option<scep::Scep>,
+    /// EST: the bootstrap CA's verifier, if configured.
+    pub est: est::Est,
     /// When the server's own certificate should be renewed.
     server_cert_renew_at: std::sync::Mutex<OffsetDateTime>,
     /// The administrators now (`[server] admins`, reloadable).
@@ -306,11 +312,10 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
         .next()
         .ok_or(twoway_pki::Error::NoPemBlock("CERTIFICATE"))?;
     let root_subject = root_subject_der(&root_der)?;
-    let server_cfg = Arc::new(tls::server_config(
-        provider(),
-        identity.clone(),
-        root_subject,
-    )?);
+    let est = est::Est::from_ca(&ca, provider()).map_err(Error::Config)?;
+    let mut hints = vec![root_subject];
+    hints.extend(est.hint_subjects().iter().cloned());
+    let server_cfg = Arc::new(tls::server_config(provider(), identity.clone(), hints)?);
     let sv = &ca.config().server;
     let limits = twoway_net::Limits {
         max_connections: sv.max_connections,
@@ -341,6 +346,7 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
         started: std::time::Instant::now(),
         connections,
         scep,
+        est,
         ca,
         opts: opts.clone(),
     });
@@ -425,6 +431,9 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The client certificate (DER), if one was presented.
     pub client_cert: Option<Vec<u8>>,
+    /// The certificates the client sent after its own (DER), for chains verified per
+    /// request (EST's bootstrap certificates).
+    pub client_intermediates: Vec<Vec<u8>>,
     /// True on the HTTPS listener.
     pub tls: bool,
     /// The client certificate's inventory record as last authenticated on this connection,
@@ -438,6 +447,7 @@ impl ConnInfo {
         ConnInfo {
             peer,
             client_cert,
+            client_intermediates: Vec::new(),
             tls,
             authenticated: std::sync::Mutex::new(None),
         }
@@ -487,13 +497,16 @@ async fn serve_tls(
         _ = conn.shed() => return,
         _ = conn.idle_timeout(d.first_request, d.idle) => return,
     };
-    let client_cert = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.as_ref().to_vec());
-    let info = Arc::new(ConnInfo::new(peer, client_cert, true));
+    let presented = tls.get_ref().1.peer_certificates().unwrap_or_default();
+    let client_cert = presented.first().map(|c| c.as_ref().to_vec());
+    let mut info = ConnInfo::new(peer, client_cert, true);
+    info.client_intermediates = presented
+        .iter()
+        .skip(1)
+        .take(8)
+        .map(|c| c.as_ref().to_vec())
+        .collect();
+    let info = Arc::new(info);
     serve_conn(TokioIo::new(tls), info, conn, state).await;
 }
 

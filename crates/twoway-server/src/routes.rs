@@ -139,6 +139,7 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         (_, p) if p.starts_with("/acme/") => "acme",
         (_, p) if is_scep_path(p) => "scep",
         (_, p) if p == "/ui" || p.starts_with("/ui/") => "ui",
+        (_, p) if p.starts_with(crate::est::PREFIX) => "est",
         _ => "other",
     }
 }
@@ -181,6 +182,12 @@ pub async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: hyper::Request<
     if route == "ui" && conn.tls {
         // The dashboard answers HTML pages of its own
         let resp = crate::ui::handle(&state, &conn, req).await;
+        state.metrics.request(route, resp.status().as_u16());
+        return resp;
+    }
+    if route == "est" && conn.tls {
+        // EST answers text/plain reasons and base64 PKCS#7 (RFC 7030)
+        let resp = crate::est::handle(&state, &conn, req).await;
         state.metrics.request(route, resp.status().as_u16());
         return resp;
     }

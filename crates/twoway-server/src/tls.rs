@@ -74,10 +74,14 @@ pub struct OptionalClientCert {
 }
 
 impl OptionalClientCert {
-    /// A verifier hinting `root_subject_der`.
-    pub fn new(root_subject_der: Vec<u8>, provider: Arc<CryptoProvider>) -> Self {
+    /// A verifier hinting the subjects `hint_subjects_der` (the CA's root, and the EST
+    /// bootstrap CA's certificates).
+    pub fn new(hint_subjects_der: Vec<Vec<u8>>, provider: Arc<CryptoProvider>) -> Self {
         OptionalClientCert {
-            hints: vec![DistinguishedName::from(root_subject_der)],
+            hints: hint_subjects_der
+                .into_iter()
+                .map(DistinguishedName::from)
+                .collect(),
             signatures: twoway_tls::ProviderSignatures(provider),
         }
     }
@@ -111,9 +115,9 @@ impl ClientCertVerifier for OptionalClientCert {
 pub fn server_config(
     provider: Arc<CryptoProvider>,
     identity: Arc<Identity>,
-    root_subject_der: Vec<u8>,
+    hint_subjects_der: Vec<Vec<u8>>,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
-    let verifier = Arc::new(OptionalClientCert::new(root_subject_der, provider.clone()));
+    let verifier = Arc::new(OptionalClientCert::new(hint_subjects_der, provider.clone()));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)

@@ -16,6 +16,8 @@ pub enum CertSource {
     Acme,
     /// Signed by this CA for a SCEP client (`ca serve`'s `/scep`).
     Scep,
+    /// Signed by this CA for an EST client (`ca serve`'s `/.well-known/est/`).
+    Est,
 }
 
 impl CertSource {
@@ -26,13 +28,14 @@ impl CertSource {
             CertSource::Imported => "imported",
             CertSource::Acme => "acme",
             CertSource::Scep => "scep",
+            CertSource::Est => "est",
         }
     }
     /// True for certificates this CA signed (by any path), false for imported ones.
     pub fn signed_here(self) -> bool {
         matches!(
             self,
-            CertSource::Issued | CertSource::Acme | CertSource::Scep
+            CertSource::Issued | CertSource::Acme | CertSource::Scep | CertSource::Est
         )
     }
     pub(crate) fn parse(s: &str) -> Option<Self> {
@@ -41,6 +44,7 @@ impl CertSource {
             "imported" => Some(CertSource::Imported),
             "acme" => Some(CertSource::Acme),
             "scep" => Some(CertSource::Scep),
+            "est" => Some(CertSource::Est),
             _ => None,
         }
     }

@@ -302,8 +302,27 @@ pub enum CertCommand {
 Examples:
   twoway cert issue --profile server --san DNS:api.example.internal --san IP:10.0.0.5 \\
       --ttl 90d --owner team-payments --label env=prod --location host-17 --out ./api
-  twoway cert issue --profile client --san URI:spiffe://example.org/ns/prod/sa/billing --out ./billing")]
+  twoway cert issue --profile client --san URI:spiffe://example.org/ns/prod/sa/billing --out ./billing
+  twoway cert issue --profile user --san EMAIL:alice@example.org --p12 alice.p12 \\
+      --p12-passphrase-file ./alice.pass --friendly-name \"Alice (example.org)\"")]
     Issue(IssueArgs),
+    /// Write a certificate of the inventory with its key (a key.pem this host holds) and
+    /// the chain into a passphrase-protected PKCS#12 file, for browsers, phones and
+    /// keystores.
+    #[command(after_help = "\
+Examples:
+  twoway cert export 4f3a9c21e0b7 --key ./alice/key.pem --p12 alice.p12 \\
+      --p12-passphrase-file ./alice.pass
+  TWOWAY_P12_PASSPHRASE=s3cret twoway cert export 4f3a9c21e0b7 --key ./alice/key.pem \\
+      --p12 alice-old-windows.p12 --legacy
+  twoway cert export 4f3a9c21e0b7 --key ./alice/key.pem --p12 alice.p12   # prompts
+
+The passphrase comes from --p12-passphrase-file (its first line), else the environment
+variable TWOWAY_P12_PASSPHRASE, else a prompt on the terminal (not echoed, asked twice).
+Default encryption: PBES2 (PBKDF2-HMAC-SHA256, 2048 iterations, AES-256-CBC) and an
+HMAC-SHA256 MAC, as OpenSSL 3 writes; --legacy: pbeWithSHAAnd3-KeyTripleDES-CBC and an
+HMAC-SHA1 MAC for old Windows, macOS and Java (openssl 3 reads it with -legacy).")]
+    Export(ExportArgs),
     /// Make a private key and a CSR for the CA to sign (the key never leaves this machine).
     #[command(after_help = "\
 Example:
@@ -456,7 +475,7 @@ pub struct MetaArgs {
 
 #[derive(Args, Debug)]
 pub struct IssueArgs {
-    /// Profile: server, client or peer.
+    /// Profile: server, client, peer, device or user.
     #[arg(long)]
     pub profile: Profile,
     #[command(flatten)]
@@ -466,10 +485,13 @@ pub struct IssueArgs {
     /// Key type of the new key.
     #[arg(long, default_value = "p256")]
     pub key_type: KeyType,
-    /// Output directory.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Replace existing files in --out.
+    /// Output directory (cert.pem, chain.pem, key.pem, ca.pem); with --p12 alone, no PEM
+    /// file is written.
+    #[arg(long, required_unless_present = "p12")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub p12: P12Args,
+    /// Replace existing files in --out (and an existing --p12 file).
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
@@ -477,6 +499,42 @@ pub struct IssueArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A PKCS#12 file to write, and how.
+#[derive(Args, Debug, Default)]
+pub struct P12Args {
+    /// Also write key, certificate and chain into this PKCS#12 file (0600, written
+    /// atomically).
+    #[arg(long, value_name = "FILE")]
+    pub p12: Option<PathBuf>,
+    /// File holding the PKCS#12 passphrase (first line); else TWOWAY_P12_PASSPHRASE, else
+    /// a prompt.
+    #[arg(long, value_name = "FILE")]
+    pub p12_passphrase_file: Option<PathBuf>,
+    /// Encrypt with pbeWithSHAAnd3-KeyTripleDES-CBC and an HMAC-SHA1 MAC (old Windows,
+    /// macOS and Java) instead of AES-256 and HMAC-SHA256.
+    #[arg(long)]
+    pub legacy: bool,
+    /// The friendly name (alias) importers show; default: the certificate's first SAN.
+    #[arg(long, value_name = "NAME")]
+    pub friendly_name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// ID (from `cert list`), serial or fingerprint, hex.
+    pub serial: String,
+    /// The certificate's private key (PEM, unencrypted), e.g. the key.pem `cert issue` wrote.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    #[command(flatten)]
+    pub p12: P12Args,
+    /// Replace an existing --p12 file.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub ca: CaOpts,
 }
 
 #[derive(Args, Debug)]
@@ -498,7 +556,7 @@ pub struct CsrArgs {
 pub struct SignArgs {
     /// The CSR, PEM or DER.
     pub csr: PathBuf,
-    /// Profile: server, client or peer.
+    /// Profile: server, client, peer, device or user.
     #[arg(long)]
     pub profile: Profile,
     #[command(flatten)]
@@ -533,8 +591,8 @@ pub struct ListArgs {
     /// Only certificates with a SAN matching this glob, e.g. '*.example.internal'.
     #[arg(long)]
     pub san: Option<String>,
-    /// Only this profile: server, client, peer, ocsp, scep-ra (the SCEP RA), ca, unknown.
-    #[arg(long, value_parser = ["server", "client", "peer", "ocsp", "scep-ra", "ca", "unknown"])]
+    /// Only this profile: server, client, peer, device, user, ocsp, scep-ra (the SCEP RA), ca, unknown.
+    #[arg(long, value_parser = ["server", "client", "peer", "device", "user", "ocsp", "scep-ra", "ca", "unknown"])]
     pub profile: Option<String>,
     /// Rows per page.
     #[arg(long, default_value_t = 50)]
@@ -613,7 +671,7 @@ pub struct CreateArgs {
     /// A name the enrolling CSR may ask for; repeatable.
     #[arg(long = "san", value_name = "TYPE:VALUE")]
     pub sans: Vec<String>,
-    /// Profile of the certificate: server, client or peer.
+    /// Profile of the certificate: server, client, peer, device or user.
     #[arg(long, default_value = "server")]
     pub profile: Profile,
     /// How long the token can be used.

@@ -809,6 +809,40 @@ fn pkilint_finds_no_error_in_any_profile_or_crl() {
         }
         docs.push((format!("crl:{crl}"), vec![]));
     }
+    // The device profile (a subject serialNumber from the CSR, serverAuth beside
+    // clientAuth for a host name) and the user profile (e-mail SAN, emailProtection).
+    lab.openssl(
+        "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout device.key \
+         -subj /serialNumber=SN-0042 -addext subjectAltName=DNS:router7.example.internal \
+         -out device.csr",
+    )
+    .ok();
+    lab.tw("cert sign device.csr --ca-dir p256 --profile device --out p256-device")
+        .ok();
+    lab.issue("--ca-dir p256 --profile user --san EMAIL:alice@example.org --out p256-user");
+    let subject = lab
+        .openssl("x509 -in p256-device/cert.pem -noout -subject -ext extendedKeyUsage")
+        .ok();
+    assert_prints(
+        &subject,
+        &[
+            "serialNumber = SN-0042",
+            "TLS Web Client Authentication, TLS Web Server Authentication",
+        ],
+    );
+    let user = lab
+        .openssl("x509 -in p256-user/cert.pem -noout -ext extendedKeyUsage")
+        .ok();
+    assert_prints(&user, &["TLS Web Client Authentication, E-mail Protection"]);
+    let inter = lab.p("p256/intermediate.pem");
+    for (dir, sans) in [
+        ("p256-device", vec!["DNS:router7.example.internal"]),
+        ("p256-user", vec!["EMAIL:alice@example.org"]),
+    ] {
+        let cert = lab.p(&format!("{dir}/cert.pem"));
+        docs.push((format!("cert:{cert}"), sans.clone()));
+        docs.push((format!("pair:{inter}:{cert}"), sans));
+    }
     // A name-constrained intermediate (permitted DNS and IP subtrees) and a leaf under it.
     lab.init_ca(
         "constrained",

@@ -150,7 +150,7 @@ fn messages_name_the_valid_choices() {
         .tw("cert issue --ca-dir ca --profile sever --san DNS:a.example.internal --out x")
         .code(EXIT_USAGE);
     assert!(
-        o.stderr.contains("server, client or peer")
+        o.stderr.contains("server, client, peer, device or user")
             && !o.stderr.contains("certificate generation failed"),
         "{o}"
     );
@@ -194,6 +194,8 @@ fn help_shows_examples() {
         &["cert", "show"],
         &["cert", "revoke"],
         &["cert", "check"],
+        &["cert", "export"],
+        &["cert", "issue"],
         &["token", "create"],
         &["agent"],
         &["acme", "eab", "create"],

@@ -8,7 +8,7 @@ mod remote;
 use crate::cli::CertCommand;
 use crate::context::{actor, duration_arg, open_ca, CaOpts};
 use crate::exit::usage;
-use crate::issue::{issue_to_dir, IssueParams};
+use crate::issue::{issue_to, IssueParams, P12Out};
 use crate::output::{self, print_json, printable};
 use crate::remote::RemoteOpts;
 use anyhow::{Context, Result};
@@ -49,12 +49,8 @@ fn parse_ttl(ttl: &Option<String>) -> Result<Option<time::Duration>> {
     ttl.as_deref().map(|t| duration_arg("--ttl", t)).transpose()
 }
 
-fn describe(info: &CertInfo, out: Option<&Path>) -> Result<()> {
-    outln!(
-        "Issued {} certificate, serial {}",
-        info.profile.map(|p| p.as_str()).unwrap_or("a"),
-        info.serial
-    )?;
+fn describe(info: &CertInfo, profile: twoway_pki::Profile, out: Option<&Path>) -> Result<()> {
+    outln!("Issued {profile} certificate, serial {}", info.serial)?;
     let names: Vec<String> = info.sans.iter().map(|s| s.to_string()).collect();
     outln!("  names        {}", printable(&names.join(", ")))?;
     outln!("  valid until  {}", output::date(info.not_after))?;
@@ -84,6 +80,47 @@ fn suggested_profile(sans: &[San]) -> &'static str {
     }
 }
 
+/// `cert export SERIAL --key KEY --p12 FILE`: the inventory's certificate, the key this
+/// host holds and the chain in one PKCS#12 file.
+fn export(a: crate::cli::ExportArgs) -> Result<ExitCode> {
+    let key_text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&a.key)
+            .with_context(|| format!("cannot read the key {}", a.key.display()))?,
+    );
+    let key = PrivateKey::from_pem(&key_text, None)
+        .with_context(|| format!("{} is not an unencrypted PEM private key", a.key.display()))?;
+    let Some(p12) = P12Out::from_args(&a.p12)? else {
+        return Err(usage("cert export writes a PKCS#12 file: add --p12 FILE"));
+    };
+    p12.check(a.force)?;
+    let ca = open_ca(&a.ca, false)?;
+    let rec = ca
+        .store()
+        .find_certificate(&a.serial)
+        .map_err(twoway_ca::Error::from)?;
+    let der = twoway_pki::parse_certificates(rec.pem.as_bytes())?
+        .into_iter()
+        .next()
+        .context("the inventory holds no certificate for this record")?;
+    if !twoway_pki::key_matches_cert(&key.public_key_der(), &der)? {
+        return Err(usage(format!(
+            "{} is not the key of certificate {}: give the key.pem written with it",
+            a.key.display(),
+            rec.serial
+        )));
+    }
+    let info = CertInfo::from_der(&der)?;
+    let chain = crate::issue::chain_der(&der, &ca)?;
+    let pkcs8 = zeroize::Zeroizing::new(key.key_pair().serialize_der());
+    p12.write(&pkcs8, &chain, &info)?;
+    outln!(
+        "Wrote certificate {} with its key and chain to {} (0600)",
+        rec.serial,
+        p12.path.display()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `twoway cert …`: against the remote CA with `--ca URL`, else the local one.
 pub fn run(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
     if r.url.is_some() {
@@ -94,8 +131,10 @@ pub fn run(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
             let sans = parse_sans(&a.names.sans)?;
             let labels = parse_labels(&a.meta.labels)?;
             let ttl = parse_ttl(&a.meta.ttl)?;
+            let p12 = P12Out::from_args(&a.p12)?;
             let ca = open_ca(&a.ca, true)?;
-            let info = issue_to_dir(
+            let profile = a.profile;
+            let info = issue_to(
                 &ca,
                 IssueParams {
                     profile: a.profile,
@@ -108,16 +147,21 @@ pub fn run(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
                     key_type: a.key_type,
                     actor: actor(&a.ca),
                 },
-                &a.out,
+                a.out.as_deref(),
+                p12.as_ref(),
                 a.force,
             )?;
             if a.json {
                 print_json(&info)?;
             } else {
-                describe(&info, Some(&a.out))?;
+                describe(&info, profile, a.out.as_deref())?;
+                if let Some(f) = &p12 {
+                    outln!("  PKCS#12      {} (0600)", f.path.display())?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
+        CertCommand::Export(a) => export(a),
         CertCommand::Csr(a) => {
             let sans = parse_sans(&a.names.sans)?;
             twoway_files::check_absent(&a.out, &[twoway_files::KEY, "csr.pem"], a.force)?;
@@ -173,7 +217,7 @@ pub fn run(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
                 }
                 None => None,
             };
-            let issued = ca.issue(&req, &csr.public_key_der, "cert.sign")?;
+            let issued = ca.issue_for_csr(&req, &csr, "cert.sign")?;
             let cert = issued.pem();
             let chain = format!("{cert}{}", ca.intermediate_pem());
             match staged.as_mut() {
@@ -182,7 +226,7 @@ pub fn run(cmd: CertCommand, r: &RemoteOpts) -> Result<ExitCode> {
             }
             if let Some(s) = staged {
                 s.commit()?;
-                describe(&issued.info, None)?;
+                describe(&issued.info, a.profile, None)?;
                 let d = a.out.as_deref().unwrap_or(Path::new(".")).display();
                 outln!("  files        {d}/cert.pem {d}/chain.pem {d}/ca.pem")?;
             }

@@ -195,6 +195,8 @@ pub fn run(a: InspectArgs) -> Result<ExitCode> {
                                 twoway_pki::Profile::Server => "serverAuth",
                                 twoway_pki::Profile::Client => "clientAuth",
                                 twoway_pki::Profile::Peer => "serverAuth, clientAuth",
+                                twoway_pki::Profile::Device => "clientAuth",
+                                twoway_pki::Profile::User => "clientAuth, emailProtection",
                             }
                         )
                     })
