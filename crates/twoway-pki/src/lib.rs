@@ -38,7 +38,7 @@ pub use cert::{
 };
 pub use constraints::NameConstraints;
 pub use crl::{build_crl, Reason, RevokedEntry};
-pub use csr::{create_csr, csr_der, verify_csr, verify_signature, VerifiedCsr};
+pub use csr::{create_csr, csr_body_der, csr_der, verify_csr, verify_signature, VerifiedCsr};
 pub use duration::{format_duration, parse_duration};
 pub use error::{Error, Result};
 pub use key::{key_type_of_spki, KeyType, PrivateKey};

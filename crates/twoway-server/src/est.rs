@@ -359,26 +359,7 @@ fn csr_of(body: &[u8]) -> Result<Vec<u8>, EstError> {
             "the body is not a PKCS#10 CSR in base64 (RFC 7030 §4.2.1): send the DER CSR base64-encoded, e.g. `openssl req -new … -outform DER | base64`",
         )
     };
-    if body.first() == Some(&0x30) {
-        return Ok(body.to_vec());
-    }
-    if body.windows(10).any(|w| w == b"-----BEGIN") {
-        return twoway_pki::csr_der(body).map_err(|_| bad());
-    }
-    let compact: Vec<u8> = body
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let engine = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    );
-    match engine.decode(&compact) {
-        Ok(der) if der.first() == Some(&0x30) => Ok(der),
-        _ => Err(bad()),
-    }
+    twoway_pki::csr_body_der(body).ok_or_else(bad)
 }
 
 /// The token of an `Authorization: Basic` header: the password, or the user name when the
