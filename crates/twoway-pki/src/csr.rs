@@ -155,6 +155,33 @@ pub fn verify_signature(spki_der: &[u8], msg: &[u8], sig: &[u8]) -> Result<()> {
         .map_err(|_| Error::BadSignature)
 }
 
+/// The DER CSR of an EST request body (RFC 7030 §4.2.1 with RFC 8951's leniency): DER as
+/// is, PEM, or base64 with or without line breaks and padding, whatever the headers say.
+/// `None` when it is none of these; the CSR itself is checked by [`verify_csr`].
+pub fn csr_body_der(body: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    if body.first() == Some(&0x30) {
+        return Some(body.to_vec());
+    }
+    if body.windows(10).any(|w| w == b"-----BEGIN") {
+        return csr_der(body).ok().filter(|der| der.first() == Some(&0x30));
+    }
+    let compact: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    match engine.decode(&compact) {
+        Ok(der) if der.first() == Some(&0x30) => Some(der),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,32 +214,5 @@ mod tests {
             verify_csr(b"garbage"),
             Err(Error::NoPemBlock(_)) | Err(Error::MalformedCsr(_))
         ));
-    }
-}
-
-/// The DER CSR of an EST request body (RFC 7030 §4.2.1 with RFC 8951's leniency): DER as
-/// is, PEM, or base64 with or without line breaks and padding, whatever the headers say.
-/// `None` when it is none of these; the CSR itself is checked by [`verify_csr`].
-pub fn csr_body_der(body: &[u8]) -> Option<Vec<u8>> {
-    use base64::Engine;
-    if body.first() == Some(&0x30) {
-        return Some(body.to_vec());
-    }
-    if body.windows(10).any(|w| w == b"-----BEGIN") {
-        return csr_der(body).ok().filter(|der| der.first() == Some(&0x30));
-    }
-    let compact: Vec<u8> = body
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let engine = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    );
-    match engine.decode(&compact) {
-        Ok(der) if der.first() == Some(&0x30) => Some(der),
-        _ => None,
     }
 }
