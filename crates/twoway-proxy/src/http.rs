@@ -146,6 +146,10 @@ impl HttpCtx {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new()).max_concurrent_streams(256);
+        if !protocol.is_h2() {
+            // RFC 8441: WebSockets from HTTP/2 clients, relayed to an HTTP/1.1 backend
+            h2.enable_connect_protocol();
+        }
         let id = NEXT_ID.fetch_add(1, Relaxed);
         let h2_backend = if protocol.is_h2() {
             Some(upstream::H2Upstream::new(name, id, backend, protocol)?)
@@ -418,6 +422,14 @@ async fn handle(
             return Ok(bad_request(why));
         }
     };
+    let websocket = match connect_kind(&parts) {
+        Connect::No => false,
+        Connect::WebSocket => true,
+        Connect::Other(why) => {
+            st.access(&parts.method, pq.path(), "bad request", why, 501, start);
+            return Ok(small(StatusCode::NOT_IMPLEMENTED, why));
+        }
+    };
     let state = ctx.state.load();
     let path = pq.path();
     let decision = state.routes.decide(&parts.method, path, &peer.id);
@@ -510,6 +522,9 @@ async fn handle(
         parts.uri = http::Uri::from(pq);
         parts.version = http::Version::HTTP_11;
     }
+    if websocket {
+        return Ok(websocket_over_h2(st.clone(), parts, body, logged, start).await);
+    }
     let method = parts.method.clone();
     match forward(&st, Request::from_parts(parts, body)).await {
         Ok(resp) => {
@@ -520,28 +535,214 @@ async fn handle(
             st.access(&method, logged.path(), "allow", "", status, start);
             Ok(Response::from_parts(rparts, Either::Left(rbody)))
         }
-        Err(e) => {
-            ctx.metrics.upstream_error();
-            let reason = if upstream::find_mismatch(e.as_ref()).is_some() {
-                ctx.metrics.upstream_mismatch();
-                "protocol_mismatch"
-            } else {
-                "other"
-            };
-            ctx.metrics.http_request(502, start.elapsed());
-            tracing::warn!(
-                listener = %ctx.name,
-                peer = %peer.addr,
-                identity = peer.id.primary(),
-                error = %chain(e.as_ref()),
-                reason,
-                origin = "upstream",
-                retryable = true,
-                "backend request failed"
+        Err(e) => Ok(upstream_failed(&st, e.as_ref(), start)),
+    }
+}
+
+/// The 502 for a request the backend did not answer, counted and logged.
+fn upstream_failed(
+    st: &ConnState,
+    e: &(dyn StdError + Send + Sync + 'static),
+    start: Instant,
+) -> Response<Answer> {
+    let (ctx, peer) = (&st.ctx, &st.peer);
+    ctx.metrics.upstream_error();
+    let reason = if upstream::find_mismatch(e).is_some() {
+        ctx.metrics.upstream_mismatch();
+        "protocol_mismatch"
+    } else {
+        "other"
+    };
+    ctx.metrics.http_request(502, start.elapsed());
+    tracing::warn!(
+        listener = %ctx.name,
+        peer = %peer.addr,
+        identity = peer.id.primary(),
+        error = %chain(e),
+        reason,
+        origin = "upstream",
+        retryable = true,
+        "backend request failed"
+    );
+    small(StatusCode::BAD_GATEWAY, "bad gateway\n")
+}
+
+/// What a `CONNECT` request asks for.
+enum Connect {
+    /// Not a `CONNECT`.
+    No,
+    /// RFC 8441's extended `CONNECT` with `:protocol = websocket`.
+    WebSocket,
+    /// Anything else: refused with 501 and this reason.
+    Other(&'static str),
+}
+
+fn connect_kind(parts: &http::request::Parts) -> Connect {
+    if parts.method != http::Method::CONNECT {
+        return Connect::No;
+    }
+    match parts.extensions.get::<hyper::ext::Protocol>() {
+        Some(p) if p.as_str().eq_ignore_ascii_case("websocket") => Connect::WebSocket,
+        Some(_) => Connect::Other("only the websocket protocol may be used with an extended CONNECT\n"),
+        None => Connect::Other("CONNECT tunnels are not offered; WebSockets over HTTP/2 use an extended CONNECT (RFC 8441)\n"),
+    }
+}
+
+/// The GUID RFC 6455 §1.3 appends to the key to form `Sec-WebSocket-Accept`.
+const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// `Sec-WebSocket-Accept` for `key`: base64(SHA-1(key ‖ GUID)).
+fn ws_accept(key: &[u8]) -> String {
+    use base64::Engine as _;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(WS_GUID);
+    base64::engine::general_purpose::STANDARD.encode(ctx.finish().as_ref())
+}
+
+static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+static SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
+static SEC_WEBSOCKET_VERSION: HeaderName = HeaderName::from_static("sec-websocket-version");
+
+/// RFC 8441: an HTTP/2 client's extended `CONNECT` (`:protocol = websocket`), already
+/// authorized and with its identity headers set, becomes an RFC 6455 upgrade to the
+/// HTTP/1.1 backend (`GET`, `Upgrade: websocket`, a fresh `Sec-WebSocket-Key`). When the
+/// backend switches protocols (and its `Sec-WebSocket-Accept` matches the key), the client
+/// gets `200` and the HTTP/2 stream and the backend connection are relayed as bytes,
+/// half-closes included; any other answer of the backend goes to the client as it is.
+async fn websocket_over_h2(
+    st: Arc<ConnState>,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    logged: PathAndQuery,
+    start: Instant,
+) -> Response<Answer> {
+    use base64::Engine as _;
+    let method = parts.method.clone();
+    let mut nonce = [0u8; 16];
+    if aws_lc_rs::rand::fill(&mut nonce).is_err() {
+        st.access(&method, logged.path(), "allow", "no randomness", 500, start);
+        return small(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+    }
+    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+    let client_up = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    parts.extensions.remove::<hyper::ext::Protocol>();
+    parts.method = http::Method::GET;
+    let h = &mut parts.headers;
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.remove(header::CONTENT_LENGTH);
+    if let Ok(v) = HeaderValue::from_str(&key) {
+        h.insert(SEC_WEBSOCKET_KEY.clone(), v);
+    }
+    if !h.contains_key(&SEC_WEBSOCKET_VERSION) {
+        h.insert(
+            SEC_WEBSOCKET_VERSION.clone(),
+            HeaderValue::from_static("13"),
+        );
+    }
+    if st.ctx.h2_backend.is_some() {
+        // not offered then (the SETTINGS say so); a client that tries anyway is told
+        st.access(
+            &method,
+            logged.path(),
+            "bad request",
+            "websocket to an HTTP/2 backend",
+            501,
+            start,
+        );
+        return small(
+            StatusCode::NOT_IMPLEMENTED,
+            "WebSockets over HTTP/2 reach HTTP/1.1 backends only\n",
+        );
+    }
+    let Some(client_up) = client_up else {
+        st.access(
+            &method,
+            logged.path(),
+            "bad request",
+            "no stream to upgrade",
+            400,
+            start,
+        );
+        return bad_request("the CONNECT request has no stream to relay");
+    };
+    let mut resp = match forward(&st, Request::from_parts(parts, body)).await {
+        Ok(r) => r,
+        Err(e) => return upstream_failed(&st, e.as_ref(), start),
+    };
+    let status = resp.status();
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        // the backend's refusal (403, 426, …) reaches the client as it is; a success that
+        // is not a switch would open a tunnel to nothing
+        if status.is_success() {
+            st.access(
+                &method,
+                logged.path(),
+                "allow",
+                "backend did not switch protocols",
+                502,
+                start,
             );
-            Ok(small(StatusCode::BAD_GATEWAY, "bad gateway\n"))
+            return small(
+                StatusCode::BAD_GATEWAY,
+                "the backend did not accept the WebSocket\n",
+            );
+        }
+        let (mut rparts, rbody) = resp.into_parts();
+        strip_hop_by_hop(&mut rparts.headers);
+        rparts.version = http::Version::HTTP_2;
+        st.access(&method, logged.path(), "allow", "", status.as_u16(), start);
+        return Response::from_parts(rparts, Either::Left(rbody));
+    }
+    let accepted = resp
+        .headers()
+        .get(&SEC_WEBSOCKET_ACCEPT)
+        .is_some_and(|v| v.as_bytes() == ws_accept(key.as_bytes()).as_bytes());
+    if !accepted {
+        st.ctx.metrics.upstream_error();
+        tracing::warn!(
+            listener = %st.ctx.name,
+            peer = %st.peer.addr,
+            "the backend switched to WebSocket with a wrong or missing Sec-WebSocket-Accept"
+        );
+        st.access(
+            &method,
+            logged.path(),
+            "allow",
+            "bad Sec-WebSocket-Accept",
+            502,
+            start,
+        );
+        return small(StatusCode::BAD_GATEWAY, "bad gateway\n");
+    }
+    let backend_up = hyper::upgrade::on(&mut resp);
+    let mut ok = Response::new(Either::Right(Full::new(Bytes::new())));
+    for n in ["sec-websocket-protocol", "sec-websocket-extensions"] {
+        for v in resp.headers().get_all(n) {
+            ok.headers_mut()
+                .append(HeaderName::from_static(n), v.clone());
         }
     }
+    let relay = st.clone();
+    tokio::spawn(async move {
+        // busy while the WebSocket lives: the connection is never shed under it
+        let _busy = relay.net.busy();
+        let (c, b) = tokio::join!(client_up, backend_up);
+        let (c, b) = match (c, b) {
+            (Ok(c), Ok(b)) => (c, b),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!(listener = %relay.ctx.name, error = %e, "WebSocket over HTTP/2 ended before it began");
+                return;
+            }
+        };
+        let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
+        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
+            tracing::debug!(listener = %relay.ctx.name, error = %e, "WebSocket over HTTP/2 ended with an error");
+        }
+    });
+    st.access(&method, logged.path(), "allow", "", 200, start);
+    ok
 }
 
 fn now_millis() -> u64 {

@@ -1,12 +1,13 @@
 //! Faults under the online CA, as its clients see them: the PostgreSQL server restarted,
 //! stopped and paused (SIGSTOP) under an issuance load, and the SQLite inventory's file
-//! system full. Meanwhile the CA answers 503 with `Retry-After`, no request waits past the
+//! system full; the agent's output directory full or remounted read-only when a renewal
+//! is due. Meanwhile the CA answers 503 with `Retry-After`, no request waits past the
 //! CA's own deadline, nothing a client received is lost, and issuance comes back by itself
 //! once the database does, without restarting `ca serve`.
 //!
 //! The real binary and a PostgreSQL server of the test's own (initdb on a free port, run as
-//! the postgres user) so that restarting it disturbs no other test; the full disk is a
-//! small tmpfs mounted for the test (root). Every wait is bounded.
+//! the postgres user) so that restarting it disturbs no other test; the full or read-only disk
+//! is a small tmpfs mounted for the test (root). Every wait is bounded.
 
 mod common;
 
@@ -358,6 +359,43 @@ fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// superseded the old certificate by the new one).
 #[test]
 fn agent_output_full_keeps_the_old_files_and_writes_the_renewal_later() {
+    agent_output_unwritable(
+        "full",
+        |ca| {
+            fill(&ca.path("d/filler"));
+        },
+        |ca| std::fs::remove_file(ca.path("d/filler")).unwrap(),
+    );
+}
+
+/// The same with the output directory's file system remounted read-only (a card switched
+/// to read-only by the kernel after errors, an operator's `mount -o remount,ro`): EROFS
+/// on every write, then writable again.
+#[test]
+fn agent_output_read_only_keeps_the_old_files_and_writes_the_renewal_later() {
+    agent_output_unwritable(
+        "read-only",
+        |ca| {
+            ca.sh("mount -o remount,ro d").ok();
+            assert!(
+                std::fs::write(ca.path("d/probe"), b"x").is_err(),
+                "the remounted file system still takes writes"
+            );
+        },
+        |ca| {
+            ca.sh("mount -o remount,rw d").ok();
+        },
+    );
+}
+
+/// Enrolls an agent into a 1 MiB tmpfs of the test's own, lets `break_output` make it
+/// unwritable before the next renewal, checks that nothing on disk changed and the
+/// agent kept running, then `repair` and checks the one renewal issued is what is written.
+fn agent_output_unwritable(
+    what: &str,
+    break_output: impl Fn(&OnlineCa),
+    repair: impl Fn(&OnlineCa),
+) {
     let mut ca = OnlineCa::start(&[]);
     ca.sh("mkdir d && mount -t tmpfs -o size=1m,mode=0700 tmpfs d")
         .ok();
@@ -409,7 +447,7 @@ fn agent_output_full_keeps_the_old_files_and_writes_the_renewal_later() {
         std::fs::read(ca.path("d/cert.pem")).unwrap(),
         std::fs::read(ca.path("d/key.pem")).unwrap(),
     );
-    fill(&ca.path("d/filler"));
+    break_output(&ca);
 
     // the next renewal (at about 2/3 of the certificate's life) is issued, and cannot be
     // written
@@ -419,7 +457,7 @@ fn agent_output_full_keeps_the_old_files_and_writes_the_renewal_later() {
         "no failed write was reported:\n{}",
         log()
     );
-    agent.assert_running("with its output directory full");
+    agent.assert_running(&format!("with its output directory {what}"));
     assert_eq!(std::fs::read(ca.path("d/cert.pem")).unwrap(), old_cert);
     assert_eq!(std::fs::read(ca.path("d/key.pem")).unwrap(), old_key);
     let stray: Vec<String> = std::fs::read_dir(ca.path("d"))
@@ -433,8 +471,8 @@ fn agent_output_full_keeps_the_old_files_and_writes_the_renewal_later() {
         "files left behind by the failed write: {stray:?}"
     );
 
-    // room again: the renewal the CA issued is written, without asking again
-    std::fs::remove_file(ca.path("d/filler")).unwrap();
+    // writable again: the renewal the CA issued is written, without asking again
+    repair(&ca);
     let old_serial = common::pki::serial_of(&ca.path("d/cert.pem"));
     assert!(
         within(Duration::from_secs(15), || common::pki::serial_of(
@@ -449,7 +487,7 @@ fn agent_output_full_keeps_the_old_files_and_writes_the_renewal_later() {
         &after[before..],
         std::slice::from_ref(&new_serial),
         "the CA was asked again, or the certificate written is not the renewal issued \
-         while the disk was full\n{}",
+         while the output was {what}\n{}",
         log()
     );
     // key and certificate on disk belong together

@@ -672,6 +672,99 @@ fn a_refused_upgrade_and_an_idle_websocket() {
     assert_eq!(r["messages"], 10, "{r}");
 }
 
+const WS_ROUTES: &str = r#"
+[[server.route]]
+prefix = "/ws"
+allow = ["spiffe://example.org/ns/prod/sa/alice"]
+
+[[server.route]]
+prefix = "/"
+"#;
+
+/// WebSockets over HTTP/2 (RFC 8441) from the `h2` package's client, relayed to the
+/// `websockets` server over HTTP/1.1: the proxy's SETTINGS offer the extended CONNECT; two
+/// WebSockets on one HTTP/2 connection carry 2,000 messages echoed in order on one while a
+/// 4 MiB message is echoed whole on the other; a close started by the client and one by
+/// the server each end their stream, none reset. The backend saw the identity headers on
+/// the upgrade; the route rules apply to the CONNECT (bob may connect, but not to /ws:
+/// 403, nothing reaches the backend); an upgrade the backend refuses reaches the client as
+/// the backend's answer.
+#[test]
+fn websocket_over_http2_extended_connect_through_the_proxy() {
+    let py = python_with("websockets");
+    python_with("h2");
+    let pki = Pki::new();
+    let ws_port = free_port();
+    let log = pki.dir.path().join("ws-server.log");
+    let mut cmd = Command::new(&py);
+    cmd.arg(support("ws.py"))
+        .args(["server", &ws_port.to_string()]);
+    let mut backend = Server::spawn("ws.py", &mut cmd, &log);
+    backend.wait_for_port_within(ws_port, Duration::from_secs(15));
+    let p = proxy_with(&pki, &format!("127.0.0.1:{ws_port}"), WS_ROUTES);
+    let client = |who: &str, args: &[&str]| {
+        let mut cmd = Command::new(&py);
+        cmd.arg(support("ws.py"))
+            .arg("h2")
+            .args(["--port", &p.port.to_string()])
+            .args(["--ca", &pki.p("ca.pem")])
+            .args(["--cert", &pki.p(&format!("{who}.pem"))])
+            .args(["--key", &pki.p(&format!("{who}.key"))])
+            .args(args);
+        cmd
+    };
+    let logs = || format!("{}\n{}", p.proc.log(), backend.log());
+    let r = run_json(
+        &mut client("alice", &["--messages", "2000", "--big", "4194304"]),
+        Duration::from_secs(120),
+        &logs(),
+    );
+    assert_eq!(r["status"], serde_json::json!([200, 200]), "{r}");
+    assert_eq!(r["messages"], 2000, "{r}");
+    assert_eq!(r["big"], 4 << 20, "{r}");
+    assert_eq!(
+        (r["client_close"].clone(), r["server_close"].clone()),
+        (1000.into(), 4000.into()),
+        "{r}"
+    );
+    assert_eq!(
+        r["reset"],
+        serde_json::json!([]),
+        "streams were reset: {r}\n{}",
+        logs()
+    );
+    let seen = backend.log();
+    let upgrades = seen
+        .matches(r#""x-client-identity": "spiffe://example.org/ns/prod/sa/alice""#)
+        .count();
+    assert_eq!(
+        upgrades, 2,
+        "the backend did not see both upgrades as alice:\n{seen}"
+    );
+
+    // bob reaches the proxy but the routes keep /ws for alice: 403 to the CONNECT itself
+    let r = run_json(&mut client("bob", &[]), Duration::from_secs(30), &logs());
+    assert_eq!(r["status"], 403, "{r}\n{}", logs());
+    assert_eq!(
+        backend.log().matches("x-client-identity").count(),
+        upgrades,
+        "a refused CONNECT reached the backend:\n{}",
+        logs()
+    );
+    // the backend refuses the upgrade of /refuse: its 403 reaches the client
+    let r = run_json(
+        &mut client("bob", &["--path", "/refuse"]),
+        Duration::from_secs(30),
+        &logs(),
+    );
+    assert_eq!(r["status"], 403, "{r}\n{}", logs());
+    assert!(
+        backend.log().contains(r#"{"refused": "/refuse"}"#),
+        "the 403 was not the backend's:\n{}",
+        logs()
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // gRPC and HTTP/2 to the backend
 // ---------------------------------------------------------------------------------------
