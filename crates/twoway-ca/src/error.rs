@@ -122,6 +122,11 @@ impl Error {
                 unavailable: true, ..
             } => ErrorKind::Unavailable,
             Error::Hsm { .. } => ErrorKind::Config,
+            Error::Store(S::SchemaTooNew { .. })
+            | Error::Inventory {
+                source: S::SchemaTooNew { .. },
+                ..
+            } => ErrorKind::Config,
             Error::Store(S::Database { .. }) | Error::Inventory { .. } => ErrorKind::Unavailable,
             Error::Store(_) => ErrorKind::Internal,
         }

@@ -107,6 +107,19 @@ pub enum Error {
     /// A stored row could not be decoded.
     #[error("corrupt inventory row: {0}")]
     Corrupt(String),
+    /// The database was upgraded by a newer twoway: its schema is newer than this binary
+    /// knows, and nothing was written to it.
+    #[error(
+        "the inventory's schema is version {found}, newer than this twoway knows (version \
+         {known}): a newer twoway has upgraded it. Run that version or a later one, or restore \
+         the copy made before the upgrade; nothing was changed"
+    )]
+    SchemaTooNew {
+        /// The version recorded in the database.
+        found: i64,
+        /// The newest version this binary knows.
+        known: i64,
+    },
 }
 
 impl Error {

@@ -1,11 +1,22 @@
 //! The one schema of the inventory, shared by every engine (SQLite and PostgreSQL): portable
-//! SQL only (TEXT, BIGINT, no engine-specific types), applied idempotently at open.
+//! SQL only (TEXT, BIGINT, no engine-specific types), brought up to date at open by
+//! versioned, forward-only migrations ([`MIGRATIONS`], applied by [`migrate`]).
 //!
-//! Every statement is `IF NOT EXISTS`, so opening an existing database adds what a newer
-//! schema has and changes nothing else: that is how indexes arrive in existing
-//! inventories (built once, at the first open by a newer binary; a few seconds per million
-//! certificates). Nothing is ever dropped here, so an older binary opening the same
-//! database finds what it expects and a newer one never rebuilds what an older one made.
+//! `schema_migrations` records each version applied (with when, and by which twoway).
+//! At open, in one write transaction (the engine's write lock: on PostgreSQL the advisory
+//! lock every writer takes, so replicas upgrading at once apply each migration once), the
+//! migrations above the recorded version run in order; a database whose version is above
+//! what this binary knows is refused ([`crate::Error::SchemaTooNew`]) before anything is
+//! written. Version 1 is the schema as it stood before versions were recorded: every
+//! statement `IF NOT EXISTS`, so a database made before (no `schema_migrations`, version
+//! 0) gains what it lacks and keeps everything it has (`tests/upgrade.rs` opens such a
+//! database, checked in as SQL). Later versions are appended, never edited; a migration
+//! that must rebuild data does it in SQL both engines run.
+//!
+//! Within version 1, statements are `IF NOT EXISTS`, so indexes added to it before
+//! versioning arrived in existing inventories at their first open by a newer binary (a few
+//! seconds per million certificates). Nothing is ever dropped, so an older binary opening
+//! the same database finds what it expects.
 //!
 //! Indexes and the queries they serve:
 //! - `certificates_recorded (recorded_at)`: the listing order (newest first; the rows of
@@ -39,7 +50,10 @@
 //!   kind and id; `acme_objects_lookup` makes an account's key thumbprint unique;
 //!   `acme_objects_parent` lists an account's orders; the expiry indexes serve the purge.
 
-/// The schema, as `;`-separated statements.
+use crate::db::{Arg, Db};
+use crate::{Error, Result};
+
+/// Version 1 of the schema, as `;`-separated statements.
 pub const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS certificates (
     fingerprint TEXT PRIMARY KEY,
@@ -123,6 +137,60 @@ CREATE UNIQUE INDEX IF NOT EXISTS acme_objects_lookup ON acme_objects (kind, loo
 CREATE INDEX IF NOT EXISTS acme_objects_parent ON acme_objects (kind, parent);
 CREATE INDEX IF NOT EXISTS acme_objects_expires ON acme_objects (expires_at);
 "#;
+
+/// The migrations, in order: (version, `;`-separated statements). Append only.
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA)];
+
+/// The newest schema version this binary knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Brings the schema to [`SCHEMA_VERSION`], inside the caller's write transaction: creates
+/// `schema_migrations` if needed, refuses a newer database, applies each missing migration
+/// and records it. The version the database had is returned.
+pub(crate) fn migrate(db: &mut dyn Db) -> Result<i64> {
+    db.exec(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version BIGINT PRIMARY KEY,
+            applied_at BIGINT NOT NULL,
+            applied_by TEXT NOT NULL
+        )",
+        &[],
+    )?;
+    let found = schema_version(db)?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let by = concat!("twoway ", env!("CARGO_PKG_VERSION"));
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            db.exec(stmt, &[])?;
+        }
+        db.exec(
+            "INSERT INTO schema_migrations (version, applied_at, applied_by) VALUES (?, ?, ?)",
+            &[Arg::int(*version), Arg::int(now), Arg::text(by)],
+        )?;
+    }
+    Ok(found)
+}
+
+/// The highest version recorded in `schema_migrations` (0: none, a database made before
+/// versions were recorded, or a new one).
+pub(crate) fn schema_version(db: &mut dyn Db) -> Result<i64> {
+    let mut v = 0;
+    db.each(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        &[],
+        &mut |r| {
+            v = r.int(0)?.unwrap_or(0);
+            Ok(())
+        },
+    )?;
+    Ok(v)
+}
 
 /// The counter bumped by every revocation (replicas watch it to drop cached OCSP answers).
 pub const REVOCATION_COUNTER: &str = "revocations";

@@ -16,7 +16,7 @@
 mod pool;
 
 use crate::db::{Arg, Db, Dialect, Engine, OnRow, Row, Shared, Value};
-use crate::schema::SCHEMA;
+use crate::schema::migrate;
 use crate::{Error, Result};
 use ::postgres::error::SqlState;
 use ::postgres::fallible_iterator::FallibleIterator;
@@ -105,7 +105,7 @@ impl PostgresStore {
             let mut conn = store.pool.get()?;
             let mut tx = conn.client()?.transaction()?;
             tx.batch_execute(&lock_sql())?;
-            tx.batch_execute(SCHEMA)?;
+            migrate(&mut Pg(&mut tx))?;
             tx.commit()?;
         }
         store.write(crate::counts::ensure)?;

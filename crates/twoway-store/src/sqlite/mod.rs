@@ -2,7 +2,7 @@
 //! statements and everything they mean are the shared core's (`query.rs`, `write.rs`).
 
 use crate::db::{Arg, Db, Dialect, Engine, OnRow, Row, Shared, Value};
-use crate::schema::SCHEMA;
+use crate::schema::migrate;
 use crate::{Error, Result};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -77,7 +77,6 @@ impl SqliteStore {
         // Savepoint journals (one per job of a group commit) in memory, not in a temp file.
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
-        conn.execute_batch(SCHEMA)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let r = Connection::open_with_flags(
@@ -98,6 +97,7 @@ impl SqliteStore {
             next_reader: AtomicUsize::new(0),
             shared: Shared::new(&DIALECT),
         };
+        store.write(migrate)?;
         store.write(crate::counts::ensure)?;
         Ok(store)
     }
@@ -106,7 +106,6 @@ impl SqliteStore {
     pub fn in_memory() -> Result<Self> {
         let conn = Connection::open_in_memory()?;
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
-        conn.execute_batch(SCHEMA)?;
         let store = SqliteStore {
             writer: Mutex::new(Writer {
                 conn,
@@ -116,6 +115,7 @@ impl SqliteStore {
             next_reader: AtomicUsize::new(0),
             shared: Shared::new(&DIALECT),
         };
+        store.write(migrate)?;
         store.write(crate::counts::ensure)?;
         Ok(store)
     }
