@@ -9,12 +9,12 @@
 
 use crate::ca::rfc3339;
 use crate::online::{now_s, token_hash, RENEWAL_LABEL};
-use crate::{Ca, Error, IssueRequest, Outcome, Result};
+use crate::{Ca, Error, Outcome, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use time::{Duration, OffsetDateTime};
-use twoway_pki::{parse_duration, verify_csr, Issued, KeyType, PrivateKey, Profile, San};
-use twoway_store::{CertQuery, CertRecord, CertSource, CertStatus, IssueExtras};
+use twoway_pki::{parse_duration, verify_csr, Issued, KeyType, PrivateKey};
+use twoway_store::{CertQuery, CertRecord, CertSource, CertStatus};
 use zeroize::Zeroizing;
 
 /// The RA's private key in the CA directory (PKCS#8 PEM, 0600, not encrypted: the server
@@ -269,38 +269,9 @@ impl Ca {
         if tok.expires_at <= now {
             return Err(twoway_store::Error::TokenExpired(rfc3339(tok.expires_at)).into());
         }
-        let allowed: Vec<San> = tok
-            .sans
-            .iter()
-            .map(|s| s.parse::<San>())
-            .collect::<std::result::Result<_, _>>()?;
-        let sans = if csr.sans.is_empty() {
-            allowed.clone()
-        } else {
-            for s in &csr.sans {
-                if !allowed.contains(s) {
-                    return Err(Error::NameNotAllowed(s.to_string(), tok.sans.join(", ")));
-                }
-            }
-            csr.sans.clone()
-        };
-        let profile: Profile = tok.profile.parse()?;
-        let ttl = match tok.cert_ttl {
-            Some(s) => Duration::seconds(s),
-            None => self.settings().server.workload_ttl,
-        };
-        let req = IssueRequest {
-            profile,
-            sans,
-            common_name: csr.common_name.clone(),
-            ttl: Some(ttl),
-            owner: tok.owner.clone(),
-            labels: scep_labels(device, transaction_id),
-            location: None,
-            actor: actor.to_string(),
-        };
-        let mut extras = IssueExtras::none(now);
-        extras.consume_token = Some(hash);
+        // the token's names, profile, owner and lifetime, as for /v1/enroll and EST
+        let (mut req, extras) = self.token_request(&tok, hash, &csr, actor)?;
+        req.labels = scep_labels(device, transaction_id);
         let mut signed = self.prepare_from(
             &req,
             &csr.public_key_der,
@@ -392,6 +363,8 @@ fn scep_labels(device: &str, transaction_id: &str) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::IssueRequest;
+    use twoway_pki::Profile;
 
     #[test]
     fn the_section_documents_itself_and_checks_ra_ttl() {
