@@ -567,6 +567,18 @@ fn identity_and_forwarding_headers_cannot_be_spoofed() {
 // WebSocket
 // ---------------------------------------------------------------------------------------
 
+/// ws.py's WebSocket echo server on a free port.
+fn ws_backend(py: &std::path::Path, pki: &Pki) -> (Server, u16) {
+    let port = free_port();
+    let log = pki.dir.path().join("ws-server.log");
+    let mut cmd = Command::new(py);
+    cmd.arg(support("ws.py"))
+        .args(["server", &port.to_string()]);
+    let mut backend = Server::spawn("ws.py", &mut cmd, &log);
+    backend.wait_for_port_within(port, Duration::from_secs(15));
+    (backend, port)
+}
+
 /// The Python `websockets` client and server through the proxy (RFC 6455 over HTTP/1.1):
 /// 10,000 messages echoed in order, a 16 MiB message whole, a close started by the client
 /// and one started by the server; the backend saw the identity headers on the upgrade
@@ -575,13 +587,7 @@ fn identity_and_forwarding_headers_cannot_be_spoofed() {
 fn websocket_client_and_server_through_the_proxy() {
     let py = python_with("websockets");
     let pki = Pki::new();
-    let ws_port = free_port();
-    let log = pki.dir.path().join("ws-server.log");
-    let mut cmd = Command::new(&py);
-    cmd.arg(support("ws.py"))
-        .args(["server", &ws_port.to_string()]);
-    let mut backend = Server::spawn("ws.py", &mut cmd, &log);
-    backend.wait_for_port_within(ws_port, Duration::from_secs(15));
+    let (backend, ws_port) = ws_backend(&py, &pki);
     let p = ProxyServer::start(
         &pki,
         &format!("127.0.0.1:{ws_port}"),
@@ -627,13 +633,7 @@ fn websocket_client_and_server_through_the_proxy() {
 fn a_refused_upgrade_and_an_idle_websocket() {
     let py = python_with("websockets");
     let pki = Pki::new();
-    let ws_port = free_port();
-    let log = pki.dir.path().join("ws-server.log");
-    let mut cmd = Command::new(&py);
-    cmd.arg(support("ws.py"))
-        .args(["server", &ws_port.to_string()]);
-    let mut backend = Server::spawn("ws.py", &mut cmd, &log);
-    backend.wait_for_port_within(ws_port, Duration::from_secs(15));
+    let (backend, ws_port) = ws_backend(&py, &pki);
     let p = ProxyServer::start(
         &pki,
         &format!("127.0.0.1:{ws_port}"),
@@ -694,13 +694,7 @@ fn websocket_over_http2_extended_connect_through_the_proxy() {
     let py = python_with("websockets");
     python_with("h2");
     let pki = Pki::new();
-    let ws_port = free_port();
-    let log = pki.dir.path().join("ws-server.log");
-    let mut cmd = Command::new(&py);
-    cmd.arg(support("ws.py"))
-        .args(["server", &ws_port.to_string()]);
-    let mut backend = Server::spawn("ws.py", &mut cmd, &log);
-    backend.wait_for_port_within(ws_port, Duration::from_secs(15));
+    let (backend, ws_port) = ws_backend(&py, &pki);
     let p = proxy_with(&pki, &format!("127.0.0.1:{ws_port}"), WS_ROUTES);
     let client = |who: &str, args: &[&str]| {
         let mut cmd = Command::new(&py);
