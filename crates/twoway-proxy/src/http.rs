@@ -426,7 +426,14 @@ async fn handle(
         Connect::No => false,
         Connect::WebSocket => true,
         Connect::Other(why) => {
-            st.access(&parts.method, pq.path(), "bad request", why, 501, start);
+            st.access(
+                &parts.method,
+                pq.path(),
+                "bad request",
+                why.trim_end(),
+                501,
+                start,
+            );
             return Ok(small(StatusCode::NOT_IMPLEMENTED, why));
         }
     };
