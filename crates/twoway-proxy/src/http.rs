@@ -408,6 +408,21 @@ async fn handle(
     let ctx = &st.ctx;
     let peer = &st.peer;
     let (mut parts, body) = req.into_parts();
+    let websocket = match connect_kind(&parts) {
+        Connect::No => false,
+        Connect::WebSocket => true,
+        Connect::Other(why) => {
+            st.access(
+                &parts.method,
+                parts.uri.path(),
+                "bad request",
+                why.trim_end(),
+                501,
+                start,
+            );
+            return Ok(small(StatusCode::NOT_IMPLEMENTED, why));
+        }
+    };
     let pq = match request_target(&parts) {
         Ok(x) => x,
         Err(why) => {
@@ -420,21 +435,6 @@ async fn handle(
                 start,
             );
             return Ok(bad_request(why));
-        }
-    };
-    let websocket = match connect_kind(&parts) {
-        Connect::No => false,
-        Connect::WebSocket => true,
-        Connect::Other(why) => {
-            st.access(
-                &parts.method,
-                pq.path(),
-                "bad request",
-                why.trim_end(),
-                501,
-                start,
-            );
-            return Ok(small(StatusCode::NOT_IMPLEMENTED, why));
         }
     };
     let state = ctx.state.load();

@@ -752,6 +752,13 @@ fn websocket_over_http2_extended_connect_through_the_proxy() {
         &logs(),
     );
     assert_eq!(r["status"], 403, "{r}\n{}", logs());
+    // a plain CONNECT (a tunnel) is not offered
+    let r = run_json(
+        &mut client("alice", &["--path", "CONNECT"]),
+        Duration::from_secs(30),
+        &logs(),
+    );
+    assert_eq!(r["status"], 501, "{r}\n{}", logs());
     assert!(
         backend.log().contains(r#"{"refused": "/refuse"}"#),
         "the 403 was not the backend's:\n{}",

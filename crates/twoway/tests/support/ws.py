@@ -22,7 +22,8 @@
       while a BIG binary message is echoed whole on the second, then a close started by
       the client (1000) on the first and one started by the server (4000) on the second,
       each followed by the end of its stream. Prints one JSON line. When the CONNECT is not
-      answered 200, or with --path other than /ws (one stream then), prints {"status": S}.
+      answered 200, or with --path other than /ws (one stream then), prints {"status": S};
+      --path CONNECT sends a plain CONNECT to example.org:443 instead.
 """
 import argparse
 import asyncio
@@ -275,6 +276,14 @@ def h2_websockets(a):
     if not c.conn.remote_settings.enable_connect_protocol:
         raise Failure("the server's SETTINGS do not offer the extended CONNECT (RFC 8441)")
     out = {"enable_connect_protocol": True}
+    if a.path == "CONNECT":
+        # a plain CONNECT (a tunnel to host:port), which the proxy does not offer
+        sid = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(sid, [(":method", "CONNECT"), (":authority", "example.org:443")])
+        c.flush()
+        c.until("the answer", lambda: sid in c.status)
+        print(json.dumps({"status": c.status[sid]}))
+        return
     if a.path != "/ws":
         sid = c.connect(a.path)
         c.until("the answer", lambda: sid in c.status)
