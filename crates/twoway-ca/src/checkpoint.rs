@@ -81,10 +81,31 @@ impl Ca {
     /// Signs a checkpoint of the log's current head with the intermediate key, then records
     /// that it did (the `audit.checkpoint` entry follows the checkpointed one).
     pub fn audit_checkpoint(&self, actor: &str) -> Result<Checkpoint> {
-        let signer = self.signer()?;
         let head = self.audit_head()?.ok_or_else(|| {
             Error::Refused("the audit log is empty: nothing to checkpoint".into())
         })?;
+        self.checkpoint_of(head, actor)
+    }
+
+    /// [`Ca::audit_checkpoint`] unless nothing was logged since the checkpoint of entry
+    /// `last` (the head is then that checkpoint's own `audit.checkpoint` entry) or the log
+    /// is empty: `ca serve`'s periodic checkpoints, which an idle CA does not repeat.
+    pub fn audit_checkpoint_if_grown(
+        &self,
+        last: Option<i64>,
+        actor: &str,
+    ) -> Result<Option<Checkpoint>> {
+        let Some(head) = self.audit_head()? else {
+            return Ok(None);
+        };
+        if last.is_some_and(|l| head.seq == l + 1) && head.action == "audit.checkpoint" {
+            return Ok(None);
+        }
+        self.checkpoint_of(head, actor).map(Some)
+    }
+
+    fn checkpoint_of(&self, head: AuditEntry, actor: &str) -> Result<Checkpoint> {
+        let signer = self.signer()?;
         let mut cp = Checkpoint {
             format: CHECKPOINT_FORMAT.into(),
             ca: self.intermediate_info.fingerprint.clone(),

@@ -99,6 +99,14 @@ pub struct ServerSection {
     pub first_request_timeout: String,
     /// Time a kept-alive connection may stay idle between requests.
     pub idle_timeout: String,
+    /// How often `ca serve` signs a checkpoint of the audit log's head (`twoway audit
+    /// checkpoint`) and writes it to `audit_checkpoint_dir`, when the log has grown since
+    /// the last one; `off` never.
+    pub audit_checkpoint_interval: String,
+    /// Where those checkpoints go (`audit-checkpoint-<seq>.json`), relative to the CA
+    /// directory unless absolute. Copy them off the machine: a checkpoint kept beside the
+    /// log it vouches for proves less.
+    pub audit_checkpoint_dir: String,
 }
 
 impl Default for ServerSection {
@@ -118,6 +126,8 @@ impl Default for ServerSection {
             handshake_timeout: "10s".into(),
             first_request_timeout: "10s".into(),
             idle_timeout: "30s".into(),
+            audit_checkpoint_interval: "1h".into(),
+            audit_checkpoint_dir: "audit-checkpoints".into(),
         }
     }
 }
@@ -337,6 +347,12 @@ impl CaConfig {
             q(&sv.handshake_timeout),
             q(&sv.first_request_timeout),
             q(&sv.idle_timeout)
+        ));
+        out.push_str("# Audit checkpoints signed by `ca serve` when the log has grown (\"off\": never), and\n# where they are written (relative to the CA directory); copy them elsewhere.\n");
+        out.push_str(&format!(
+            "audit_checkpoint_interval = {}\naudit_checkpoint_dir = {}\n",
+            q(&sv.audit_checkpoint_interval),
+            q(&sv.audit_checkpoint_dir)
         ));
         out.push_str("# Database: sqlite://PATH (default: inventory.db here) or postgres://user@host:5432/db.\n");
         match &sv.database {

@@ -54,6 +54,8 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// The inventory, when not the CA directory's `inventory.db`.
     pub database: Option<Database>,
+    /// How often `ca serve` writes an audit checkpoint; `None`: never.
+    pub audit_checkpoint_interval: Option<Duration>,
 }
 
 impl CaSettings {
@@ -160,6 +162,22 @@ impl CaSettings {
             .transpose()
             .map_err(|e| format!("[server] database: {e}"))?;
         let [handshake_timeout, first_request_timeout, idle_timeout] = deadlines;
+        let audit_checkpoint_interval =
+            match sv.audit_checkpoint_interval.trim() {
+                "off" => None,
+                v => match parse_duration(v) {
+                    Ok(d) if d > Duration::ZERO => Some(d),
+                    Ok(_) => return Err(
+                        "[server] audit_checkpoint_interval: must be longer than 0 s, or \"off\""
+                            .into(),
+                    ),
+                    Err(e) => {
+                        return Err(format!(
+                            "[server] audit_checkpoint_interval: {e} (or \"off\")"
+                        ))
+                    }
+                },
+            };
         let server = ServerSettings {
             sans,
             admins,
@@ -170,6 +188,7 @@ impl CaSettings {
             first_request_timeout,
             idle_timeout,
             database,
+            audit_checkpoint_interval,
         };
         Ok(CaSettings {
             raw,

@@ -597,6 +597,61 @@ pub(crate) fn saw_revocation_seq(state: &State, seq: u64) {
     }
 }
 
+/// `ca serve`'s periodic audit checkpoints (`[server] audit_checkpoint_interval`,
+/// `audit_checkpoint_dir`): one when the interval has passed and the log has grown since
+/// the last, written as `audit-checkpoint-<seq>.json` (atomically) for `twoway audit verify
+/// --checkpoint`.
+struct Checkpoints {
+    /// The entry the last checkpoint vouched for.
+    last_seq: Option<i64>,
+    /// When the next one is due.
+    due: OffsetDateTime,
+}
+
+impl Checkpoints {
+    async fn maybe_write(&mut self, state: &Arc<State>) {
+        let Some(every) = state.ca.settings().server.audit_checkpoint_interval else {
+            return;
+        };
+        let now = OffsetDateTime::now_utc();
+        if now < self.due {
+            return;
+        }
+        self.due = now + every;
+        let (ca, actor, last) = (state.ca.clone(), state.actor.clone(), self.last_seq);
+        let dir = state
+            .ca
+            .dir()
+            .join(&state.ca.config().server.audit_checkpoint_dir);
+        let res = blocking(
+            move || -> Result<Option<(i64, std::path::PathBuf)>, String> {
+                let Some(cp) = ca
+                    .audit_checkpoint_if_grown(last, &actor)
+                    .map_err(|e| e.to_string())?
+                else {
+                    return Ok(None);
+                };
+                let json = serde_json::to_vec_pretty(&cp).map_err(|e| e.to_string())?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                let path = dir.join(format!("audit-checkpoint-{}.json", cp.seq));
+                twoway_files::write_atomic(&path, &json, 0o644).map_err(|e| e.to_string())?;
+                Ok(Some((cp.seq, path)))
+            },
+        )
+        .await;
+        match res {
+            Ok(Ok(Some((seq, path)))) => {
+                self.last_seq = Some(seq);
+                tracing::info!(seq, path = %path.display(), "wrote an audit checkpoint");
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not write the audit checkpoint"),
+            Err(e) => tracing::warn!(error = %e, "could not write the audit checkpoint"),
+        }
+    }
+}
+
 /// Background duties: watch the revocation counter (drop cached OCSP answers, mark the CRL
 /// stale: this is how a revocation on another replica reaches this one), and renew the
 /// server's own certificates at two thirds of their life.
@@ -604,6 +659,10 @@ async fn maintenance(state: Arc<State>) {
     let mut tick = tokio::time::interval(StdDuration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
+    let mut checkpoints = Checkpoints {
+        last_seq: None,
+        due: OffsetDateTime::now_utc(),
+    };
     loop {
         tick.tick().await;
         n += 1;
@@ -611,6 +670,7 @@ async fn maintenance(state: Arc<State>) {
         if let Ok(Ok(seq)) = blocking(move || ca.store().revocation_seq()).await {
             saw_revocation_seq(&state, seq);
         }
+        checkpoints.maybe_write(&state).await;
         if !n.is_multiple_of(40) {
             continue;
         }

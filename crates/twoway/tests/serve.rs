@@ -239,3 +239,81 @@ fn cert_check_is_quiet_about_what_renews_itself() {
         "renew_at {at:?} is RFC 3339:\n{o}"
     );
 }
+
+/// The audit checkpoints `ca serve` writes by itself (`[server] audit_checkpoint_interval`):
+/// one soon after start, which `audit verify --checkpoint` accepts; none more while nothing
+/// is logged (its own `audit.checkpoint` entry does not count); a new one once the log has
+/// grown. (That a checkpoint catches removed entries: `ca_inventory.rs`.)
+#[test]
+fn serve_writes_audit_checkpoints_when_the_log_grows() {
+    let lab = lab();
+    let toml = lab.path("ca/ca.toml");
+    let text = read(&toml);
+    assert!(
+        text.contains("audit_checkpoint_interval = \"1h\""),
+        "a new ca.toml documents the default"
+    );
+    write(
+        &toml,
+        text.replace(
+            "audit_checkpoint_interval = \"1h\"",
+            "audit_checkpoint_interval = \"1s\"",
+        ),
+    );
+    let port = free_port();
+    let mut server = serve(&lab, port, &[]);
+    let dir = lab.path("ca/audit-checkpoints");
+    let files = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let wait_for = |n: usize| {
+        let t = Instant::now();
+        while files().len() < n && t.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        files()
+    };
+    let first = wait_for(1);
+    assert_eq!(
+        first.len(),
+        1,
+        "no checkpoint written: {first:?}\n{}",
+        server.log()
+    );
+    let cp = format!("ca/audit-checkpoints/{}", first[0]);
+    let out = lab.tw(&format!("audit verify --checkpoint {cp}")).ok();
+    assert!(out.stdout.contains("intact"), "{out}");
+
+    // idle: nothing logged but the checkpoint itself, so no second one
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(files(), first, "a checkpoint of nothing new");
+
+    // the log grows: a new checkpoint, further along
+    lab.tw("cert issue --profile server --san DNS:grown.serve.test --out grown")
+        .ok();
+    let both = wait_for(2);
+    assert_eq!(both.len(), 2, "no checkpoint after the log grew: {both:?}");
+    let seq = |f: &str| -> i64 {
+        let v: Value =
+            serde_json::from_str(&read(lab.path(&format!("ca/audit-checkpoints/{f}")))).unwrap();
+        v["seq"].as_i64().unwrap()
+    };
+    assert_ne!(seq(&both[0]), seq(&both[1]), "two checkpoints of one entry");
+    for f in &both {
+        let out = lab
+            .tw(&format!(
+                "audit verify --checkpoint ca/audit-checkpoints/{f}"
+            ))
+            .ok();
+        assert!(out.stdout.contains("intact"), "{out}");
+    }
+    terminate(&mut server);
+}
