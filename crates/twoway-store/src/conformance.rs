@@ -1106,6 +1106,25 @@ pub(crate) fn dashboard_views_counts_and_prune(s: &dyn Store) {
     assert_eq!(stats.expiring, [0, 0, 3]);
     assert_eq!(stats.expiring_per_day.iter().sum::<u64>(), 3);
     assert_eq!(stats.issued_per_day.iter().sum::<u64>(), 6);
+    // one a day, today (index 29) and the five days before; none earlier
+    assert_eq!(stats.issued_per_day[24..], [1, 1, 1, 1, 1, 1]);
+    // dd00 and dd01 expired (dd00 also revoked), dd02 revoked: what counting rows gives
+    let by_status = |v: Vec<(&str, u64)>| -> Vec<(String, u64)> {
+        v.into_iter().map(|(k, n)| (k.to_string(), n)).collect()
+    };
+    let expected = by_status(vec![("active", 3), ("expired", 1), ("revoked", 2)]);
+    assert_eq!(stats.by_status, expected);
+    assert_eq!(s.count_by_status().unwrap(), expected);
+    assert_eq!(
+        s.list_certificates(&CertQuery {
+            status: Some("active".into()),
+            now: Some(now),
+            ..Default::default()
+        })
+        .unwrap()
+        .total,
+        3
+    );
     let owners = s.owner_summary(now, 10).unwrap();
     assert_eq!(owners[0].owner.as_deref(), Some("team-a"));
     assert_eq!(
@@ -1144,6 +1163,12 @@ pub(crate) fn dashboard_views_counts_and_prune(s: &dyn Store) {
     assert_eq!((owners[0].total, owners[0].revoked), (2, 1), "{owners:?}");
     let stats = s.inventory_stats(now).unwrap();
     assert_eq!(stats.by_profile.iter().map(|p| p.1).sum::<u64>(), 4);
+    assert_eq!(
+        stats.by_status,
+        by_status(vec![("active", 3), ("revoked", 1)])
+    );
+    // the pruned dd00 and dd01 were recorded today and yesterday
+    assert_eq!(stats.issued_per_day[24..], [1, 1, 1, 1, 0, 0]);
 
     // tokens: withdraw an unused one once; a used one is refused
     s.insert_token(

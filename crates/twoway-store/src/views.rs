@@ -100,21 +100,8 @@ pub(crate) fn inventory_stats(db: &mut dyn Db, now: OffsetDateTime) -> Result<In
             *slot += count;
         }
     }
-    let mut issued_per_day = vec![0u64; 30];
-    for (day, count) in all(
-        db,
-        "SELECT recorded_at / 86400, COUNT(*) FROM certificates
-         WHERE recorded_at >= ? GROUP BY recorded_at / 86400",
-        &[Arg::int((today - 29) * DAY)],
-        |r| Ok((r.int(0)?.unwrap_or(0), n(r.int(1)?))),
-    )? {
-        if let Some(slot) = usize::try_from(day - (today - 29))
-            .ok()
-            .and_then(|i| issued_per_day.get_mut(i))
-        {
-            *slot += count;
-        }
-    }
+    // from the per-day counts the writes keep
+    let issued_per_day = crate::counts::per_day(db, today - 29, 30)?;
     Ok(InventoryStats {
         by_status,
         by_profile,
@@ -279,16 +266,17 @@ pub(crate) fn prune(
         let rows = all(
             db,
             &format!(
-                "SELECT profile, owner, status FROM certificates
+                "SELECT profile, owner, status, recorded_at FROM certificates
                  WHERE fingerprint IN ({list}) AND not_after <= ?"
             ),
             &args,
             |r| {
-                Ok((
-                    r.text(0)?.unwrap_or_default(),
-                    r.text(1)?.unwrap_or_default(),
-                    r.text(2)?.as_deref() == Some("revoked"),
-                ))
+                Ok(crate::counts::Deleted {
+                    profile: r.text(0)?.unwrap_or_default(),
+                    owner: r.text(1)?.unwrap_or_default(),
+                    revoked: r.text(2)?.as_deref() == Some("revoked"),
+                    recorded_at: r.int(3)?.unwrap_or_default(),
+                })
             },
         )?;
         gone += db.exec(
