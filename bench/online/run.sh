@@ -47,7 +47,8 @@ PIN=${PIN:-1}
 if [ "$PIN" = 1 ]; then SERVER_CORES=0 LOADGEN_CORES=1; else SERVER_CORES=0,1 LOADGEN_CORES=0,1; fi
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "missing $1: apt-get install $2" >&2; exit 1; }; }
-need openssl openssl; need taskset util-linux; need cfssl golang-cfssl; need psql postgresql-client
+need openssl openssl; need taskset util-linux; need psql postgresql-client
+if [[ " $PARTS " == *" issuance "* && " $PEERS " == *" cfssl"* ]]; then need cfssl golang-cfssl; fi
 need sqlite3 sqlite3; need ss iproute2
 
 if [ -z "${SKIP_BUILD:-}" ]; then
