@@ -3,7 +3,10 @@
 //! overview and owners page, and `ca show`, read a few rows instead of grouping or
 //! counting the inventory. The sum over the profiles is the inventory's total and its
 //! revoked count; the days (`value` the day number since 1970, UTC) are the overview's
-//! issuances per day.
+//! issuances per day. The `expiry` dimension counts the active (not revoked) certificates
+//! by the day they expire: a count of active certificates expiring in a window is then
+//! the counts of its whole days plus two index ranges of less than a day at its ends
+//! (`active_expiring`), however many certificates the window holds.
 //!
 //! Every insert of a certificate row (`write::issuance`, `write::insert_plain`) adds to
 //! its profile's, owner's and day's totals, every revocation (`write::mark_revoked`'s
@@ -11,7 +14,8 @@
 //! same transaction, under the same savepoint, so a rolled-back issuance leaves the counts
 //! as they were. An inventory made before the table existed is counted once, at the first
 //! open by a binary that has it (the row `('meta', 'built')` says it was done, and
-//! `('meta', 'days')` for the days, which came later; on PostgreSQL under the write lock,
+//! `('meta', 'days')` for the days and `('meta', 'expiry')` for the expiry days, which
+//! came later; on PostgreSQL under the write lock,
 //! so replicas opening together count it once). A binary without the table, or without
 //! the days, writing to the same database afterwards would leave the counts behind.
 
@@ -81,6 +85,12 @@ pub(crate) fn inserted<'a>(
             c.0 += 1;
             c.1 += revoked;
         }
+        if revoked == 0 {
+            changes
+                .entry(("expiry", day(ts(r.not_after))))
+                .or_default()
+                .0 += 1;
+        }
     }
     add(db, &changes)
 }
@@ -90,21 +100,24 @@ pub(crate) fn inserted<'a>(
 pub(crate) fn revoked(db: &mut dyn Db, fingerprint: &str) -> Result<()> {
     let found = all(
         db,
-        "SELECT profile, owner, recorded_at FROM certificates WHERE fingerprint = ?",
+        "SELECT profile, owner, recorded_at, not_after FROM certificates WHERE fingerprint = ?",
         &[Arg::text(fingerprint)],
         |r| {
             Ok((
                 r.text(0)?.unwrap_or_default(),
                 r.text(1)?.unwrap_or_default(),
                 r.int(2)?.unwrap_or_default(),
+                r.int(3)?.unwrap_or_default(),
             ))
         },
     )?;
     let mut changes = BTreeMap::new();
-    for (profile, owner, recorded_at) in found {
+    for (profile, owner, recorded_at, not_after) in found {
         for k in keys(&profile, &owner, recorded_at) {
             changes.insert(k, (0, 1));
         }
+        // no longer active
+        changes.insert(("expiry", day(not_after)), (-1, 0));
     }
     add(db, &changes)
 }
@@ -117,6 +130,8 @@ pub(crate) struct Deleted {
     pub(crate) owner: String,
     /// Its recording time, unix seconds.
     pub(crate) recorded_at: i64,
+    /// Its expiry, unix seconds.
+    pub(crate) not_after: i64,
     /// Whether it was revoked.
     pub(crate) revoked: bool,
 }
@@ -128,9 +143,13 @@ pub(crate) fn deleted(db: &mut dyn Db, rows: &[Deleted]) -> Result<()> {
         profile,
         owner,
         recorded_at,
+        not_after,
         revoked,
     } in rows
     {
+        if !revoked {
+            changes.entry(("expiry", day(*not_after))).or_default().0 -= 1;
+        }
         for k in keys(profile, owner, *recorded_at) {
             let c = changes.entry(k).or_default();
             c.0 -= 1;
@@ -150,6 +169,7 @@ pub(crate) fn ensure(db: &mut dyn Db) -> Result<()> {
             &[("profile", "profile"), ("owner", "COALESCE(owner, '')")][..],
         ),
         ("days", &by_day[..]),
+        ("expiry", &[][..]),
     ] {
         let claimed = db.exec(
             "INSERT INTO inventory_counts (dim, value, total, revoked) VALUES ('meta', ?, 0, 0)
@@ -158,6 +178,15 @@ pub(crate) fn ensure(db: &mut dyn Db) -> Result<()> {
         )?;
         if claimed > 0 {
             count_all(db, dims)?;
+            if marker == "expiry" {
+                db.exec(
+                    "INSERT INTO inventory_counts (dim, value, total, revoked)
+                     SELECT 'expiry', CAST(not_after / 86400 AS TEXT), COUNT(*), 0
+                     FROM certificates WHERE status = 'active'
+                     GROUP BY CAST(not_after / 86400 AS TEXT)",
+                    &[],
+                )?;
+            }
         }
     }
     Ok(())
@@ -192,17 +221,60 @@ pub(crate) fn totals(db: &mut dyn Db) -> Result<(u64, u64)> {
     .unwrap_or((0, 0)))
 }
 
+/// Active certificates with `from < not_after <= to` (unix seconds): the whole days
+/// between from the `expiry` counts, the parts of a day at either end from the
+/// `(status, not_after)` index.
+pub(crate) fn active_expiring(db: &mut dyn Db, from: i64, to: i64) -> Result<u64> {
+    // as a half-open range of seconds [a, b)
+    let (a, b) = (from.saturating_add(1), to.saturating_add(1));
+    if b <= a {
+        return Ok(0);
+    }
+    let (first_day, last_day) = ((a + DAY - 1).div_euclid(DAY), b.div_euclid(DAY) - 1);
+    if first_day > last_day {
+        return active_in(db, a, b);
+    }
+    let whole = first(
+        db,
+        "SELECT CAST(COALESCE(SUM(total), 0) AS BIGINT) FROM inventory_counts
+         WHERE dim = 'expiry' AND CAST(value AS BIGINT) >= ? AND CAST(value AS BIGINT) <= ?",
+        &[Arg::int(first_day), Arg::int(last_day)],
+        |r| Ok(u64::try_from(r.int(0)?.unwrap_or(0)).unwrap_or(0)),
+    )?
+    .unwrap_or(0);
+    Ok(active_in(db, a, first_day * DAY)? + whole + active_in(db, (last_day + 1) * DAY, b)?)
+}
+
+/// Active certificates with `a <= not_after < b`, from the index.
+fn active_in(db: &mut dyn Db, a: i64, b: i64) -> Result<u64> {
+    if b <= a {
+        return Ok(0);
+    }
+    Ok(first(
+        db,
+        "SELECT COUNT(*) FROM certificates
+         WHERE status = 'active' AND not_after >= ? AND not_after < ?",
+        &[Arg::int(a), Arg::int(b)],
+        |r| Ok(u64::try_from(r.int(0)?.unwrap_or(0)).unwrap_or(0)),
+    )?
+    .unwrap_or(0))
+}
+
 /// Certificates recorded on each of `days` days from day `from` (days since 1970, UTC).
 pub(crate) fn per_day(db: &mut dyn Db, from: i64, days: usize) -> Result<Vec<u64>> {
+    per_day_of(db, "day", from, days)
+}
+
+/// The counts of `dim` (`day` or `expiry`) on each of `days` days from day `from`.
+pub(crate) fn per_day_of(db: &mut dyn Db, dim: &str, from: i64, days: usize) -> Result<Vec<u64>> {
     let mut out = vec![0u64; days];
     let values: Vec<String> = (0..days).map(|i| day((from + i as i64) * DAY)).collect();
     let list = vec!["?"; days].join(", ");
-    let args: Vec<Arg<'_>> = values.iter().map(|v| Arg::text(v)).collect();
+    let mut args: Vec<Arg<'_>> = vec![Arg::text(dim)];
+    args.extend(values.iter().map(|v| Arg::text(v)));
     for (value, total) in all(
         db,
-        &format!(
-            "SELECT value, total FROM inventory_counts WHERE dim = 'day' AND value IN ({list})"
-        ),
+        &format!("SELECT value, total FROM inventory_counts WHERE dim = ? AND value IN ({list})"),
         &args,
         |r| Ok((r.text(0)?.unwrap_or_default(), r.int(1)?.unwrap_or(0))),
     )? {

@@ -348,7 +348,10 @@ mod tests {
         }
         assert_eq!(stats.issued_per_day, days);
         let in_window = days.iter().sum::<u64>();
-        assert!(in_window > 25 && in_window < 40, "23 h apart: 38 days in all");
+        assert!(
+            in_window > 25 && in_window < 40,
+            "23 h apart: 38 days in all"
+        );
         drop(stmt);
         drop(store);
 
