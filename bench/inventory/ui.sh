@@ -4,14 +4,15 @@
 # administrator's certificate made here, and measures each page RUNS times (default 5,
 # after one warm-up) with curl on one 127.0.0.1 connection each. "server" is curl's
 # time_starttransfer - time_pretransfer: from the request sent to the first byte back,
-# i.e. the server's time plus a loopback round trip, without the TLS handshake.
+# i.e. the server's time plus a loopback round trip, without the TLS handshake. The
+# inventory is whatever run.sh made: CA_DIR/inventory.db or ca.toml's PostgreSQL database.
 #
 #   bench/inventory/ui.sh [TWOWAY_BIN] [CA_DIR]
 set -euo pipefail
 BIN=${1:-target/release/twoway}
 DIR=${2:-/tmp/twoway-inventory-bench}
 RUNS=${RUNS:-5}
-[[ -f "$DIR/inventory.db" ]] || { echo "no inventory in $DIR: run bench/inventory/run.sh first" >&2; exit 64; }
+[[ -f "$DIR/ca.toml" ]] || { echo "no CA in $DIR: run bench/inventory/run.sh first" >&2; exit 64; }
 
 ADMIN="URI:spiffe://bench.example/admin"
 if [[ ! -f "$DIR/bench-admin/key.pem" ]]; then

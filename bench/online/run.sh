@@ -19,6 +19,11 @@
 #   - openssl ocsp -port (signs every answer with the intermediate), -multi 1 and -multi 2.
 # A sample answer of each responder is checked with `openssl ocsp` before it is measured.
 #
+# CA=DIR runs the twoway parts on an existing CA directory (e.g. a large inventory made by
+# bench/inventory/run.sh) instead of a new, empty one; this script's admin is added to its
+# ca.toml, and what it issues is recorded there:
+#   PARTS="issuance ocsp" PEERS=twoway-sqlite OCSP_PEERS=twoway CA=/tmp/inv-10m bench/online/run.sh
+#
 # Pinning (PIN=1, the default): the server under test on core 0, the load generator
 # (bench/loadgen, `post` mode, one thread) on core 1; PostgreSQL is not pinned. PIN=0 pins
 # nothing: server, peer, database and load generator share both cores. Server CPU time is
@@ -42,7 +47,8 @@ PIN=${PIN:-1}
 if [ "$PIN" = 1 ]; then SERVER_CORES=0 LOADGEN_CORES=1; else SERVER_CORES=0,1 LOADGEN_CORES=0,1; fi
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "missing $1: apt-get install $2" >&2; exit 1; }; }
-need openssl openssl; need taskset util-linux; need cfssl golang-cfssl; need psql postgresql-client
+need openssl openssl; need taskset util-linux; need psql postgresql-client
+if [[ " $PARTS " == *" issuance "* && " $PEERS " == *" cfssl"* ]]; then need cfssl golang-cfssl; fi
 need sqlite3 sqlite3; need ss iproute2
 
 if [ -z "${SKIP_BUILD:-}" ]; then
@@ -98,8 +104,14 @@ mkdir -p logs
 
 # ---- the CA: root + P-256 intermediate, an admin client certificate -------------------
 tw() { RUST_LOG=warn "$TWOWAY" "$@" --ca-dir "$OUT/ca"; }
-tw ca init --name "Bench" >/dev/null
-sed -i 's|^admins = \[\]|admins = ["URI:spiffe://bench.internal/admin"]|' ca/ca.toml
+if [ -n "${CA:-}" ]; then
+  [ -f "$CA/ca.toml" ] || { echo "CA=$CA has no ca.toml" >&2; exit 64; }
+  ln -s "$(cd "$CA" && pwd)" ca
+else
+  tw ca init --name "Bench" >/dev/null
+fi
+grep -q 'spiffe://bench.internal/admin' ca/ca.toml ||
+  sed -i 's|^admins = \[\]|admins = ["URI:spiffe://bench.internal/admin"]|;t;s|^admins = \[\(..*\)\]$|admins = [\1, "URI:spiffe://bench.internal/admin"]|' ca/ca.toml
 grep -q 'spiffe://bench.internal/admin' ca/ca.toml || { echo "could not set [server] admins in ca.toml" >&2; exit 1; }
 tw cert issue --profile client --san URI:spiffe://bench.internal/admin --out admin >/dev/null
 tw cert issue --profile server --san DNS:localhost --san IP:127.0.0.1 --out tls >/dev/null

@@ -1,10 +1,13 @@
-//! Fills a SQLite inventory with synthetic certificates, for measuring listings at scale
-//! (BENCHMARKS.md, "Inventory queries").
+//! Fills an inventory with synthetic certificates, for measuring listings at scale
+//! (BENCHMARKS.md, "Inventory queries"): a SQLite file, or a PostgreSQL database when the
+//! first argument is a `postgres://` URL (the same URL as `database` in `ca.toml`).
 //!
 //! ```sh
 //! twoway ca init --ca-dir /tmp/inv --name Bench
 //! cargo run --release -p twoway-store --example inventory -- /tmp/inv/inventory.db 1000000
 //! twoway cert list --ca-dir /tmp/inv --limit 50
+//! # PostgreSQL: a CA directory whose ca.toml says database = "postgres://…"
+//! cargo run --release -p twoway-store --example inventory -- postgres://postgres@127.0.0.1/inv 1000000
 //! ```
 //!
 //! Rows go in through the store's own batch path (`Store::record_issuances`, 512 a
@@ -22,7 +25,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use time::{Duration, OffsetDateTime};
 use twoway_store::{
-    CertRecord, CertSource, CertStatus, Issuance, IssueExtras, NewAudit, SqliteStore, Store,
+    CertRecord, CertSource, CertStatus, Issuance, IssueExtras, NewAudit, PostgresStore,
+    SqliteStore, Store,
 };
 
 const BATCH: usize = 512;
@@ -30,7 +34,9 @@ const BATCH: usize = 512;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(path), Some(count)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: inventory DB_PATH COUNT [ISSUER_DN]\n  e.g. inventory /tmp/inv/inventory.db 1000000");
+        eprintln!(
+            "usage: inventory DB_PATH|POSTGRES_URL COUNT [ISSUER_DN]\n  e.g. inventory /tmp/inv/inventory.db 1000000"
+        );
         return ExitCode::from(64);
     };
     let Ok(count) = count.replace('_', "").parse::<usize>() else {
@@ -41,7 +47,14 @@ fn main() -> ExitCode {
         .get(2)
         .cloned()
         .unwrap_or_else(|| "CN=Bench Intermediate CA,O=Bench".into());
-    match run(PathBuf::from(path), count, &issuer) {
+    let store: Box<dyn Store> = match open(path) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(store.as_ref(), path, count, &issuer) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -50,8 +63,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: PathBuf, count: usize, issuer: &str) -> Result<(), twoway_store::Error> {
-    let store = SqliteStore::open(&path)?;
+/// A `postgres://` (or `postgresql://`) URL opens PostgreSQL; anything else is a SQLite file.
+fn open(target: &str) -> Result<Box<dyn Store>, twoway_store::Error> {
+    if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+        Ok(Box::new(PostgresStore::connect(target)?))
+    } else {
+        Ok(Box::new(SqliteStore::open(&PathBuf::from(target))?))
+    }
+}
+
+fn run(
+    store: &dyn Store,
+    target: &str,
+    count: usize,
+    issuer: &str,
+) -> Result<(), twoway_store::Error> {
     let mut rng = StdRng::seed_from_u64(count as u64);
     let now = OffsetDateTime::now_utc();
     let start = now - Duration::days(730);
@@ -79,7 +105,7 @@ fn run(path: PathBuf, count: usize, issuer: &str) -> Result<(), twoway_store::Er
     eprintln!(
         "recorded {count} certificates in {:.1} s into {}",
         started.elapsed().as_secs_f64(),
-        path.display()
+        target
     );
     Ok(())
 }

@@ -29,6 +29,7 @@ macro_rules! conformance_tests {
             acme_exchange_and_modify,
             dashboard_views_counts_and_prune,
             keyset_pages_match_offset_pages,
+            expiry_windows_list_in_order,
         );
     };
     (@each $store:expr; $($check:ident),* $(,)?) => {
@@ -1106,6 +1107,25 @@ pub(crate) fn dashboard_views_counts_and_prune(s: &dyn Store) {
     assert_eq!(stats.expiring, [0, 0, 3]);
     assert_eq!(stats.expiring_per_day.iter().sum::<u64>(), 3);
     assert_eq!(stats.issued_per_day.iter().sum::<u64>(), 6);
+    // one a day, today (index 29) and the five days before; none earlier
+    assert_eq!(stats.issued_per_day[24..], [1, 1, 1, 1, 1, 1]);
+    // dd00 and dd01 expired (dd00 also revoked), dd02 revoked: what counting rows gives
+    let by_status = |v: Vec<(&str, u64)>| -> Vec<(String, u64)> {
+        v.into_iter().map(|(k, n)| (k.to_string(), n)).collect()
+    };
+    let expected = by_status(vec![("active", 3), ("expired", 1), ("revoked", 2)]);
+    assert_eq!(stats.by_status, expected);
+    assert_eq!(s.count_by_status().unwrap(), expected);
+    assert_eq!(
+        s.list_certificates(&CertQuery {
+            status: Some("active".into()),
+            now: Some(now),
+            ..Default::default()
+        })
+        .unwrap()
+        .total,
+        3
+    );
     let owners = s.owner_summary(now, 10).unwrap();
     assert_eq!(owners[0].owner.as_deref(), Some("team-a"));
     assert_eq!(
@@ -1144,6 +1164,12 @@ pub(crate) fn dashboard_views_counts_and_prune(s: &dyn Store) {
     assert_eq!((owners[0].total, owners[0].revoked), (2, 1), "{owners:?}");
     let stats = s.inventory_stats(now).unwrap();
     assert_eq!(stats.by_profile.iter().map(|p| p.1).sum::<u64>(), 4);
+    assert_eq!(
+        stats.by_status,
+        by_status(vec![("active", 3), ("revoked", 1)])
+    );
+    // the pruned dd00 and dd01 were recorded today and yesterday
+    assert_eq!(stats.issued_per_day[24..], [1, 1, 1, 1, 0, 0]);
 
     // tokens: withdraw an unused one once; a used one is refused
     s.insert_token(
@@ -1243,4 +1269,79 @@ pub(crate) fn keyset_pages_match_offset_pages(s: &dyn Store) {
     }
     assert_eq!(crate::Cursor::parse("12.zz"), None);
     assert_eq!(crate::Cursor::parse("x.ab"), None);
+}
+
+/// An expiry window lists its matches in listing order, by offset and by keyset, whether
+/// the page sorts the window's matches (few) or walks the listing order (many: more than
+/// the tests' threshold of five).
+pub(crate) fn expiry_windows_list_in_order(s: &dyn Store) {
+    let recs: Vec<CertRecord> = (0..23)
+        .map(|i| {
+            let mut r = rec_at(
+                i,
+                (i / 3) as i64,
+                &["DNS:w.example.internal"],
+                "team-w",
+                &[],
+            );
+            r.not_after = r.not_before + time::Duration::hours(7 * i as i64);
+            r
+        })
+        .collect();
+    record_all(s, recs.clone());
+    let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+    for (hours, matches) in [(10, 1), (20, 2), (50, 7), (200, 22)] {
+        let before = now + time::Duration::hours(hours);
+        for sort in [crate::CertSort::Newest, crate::CertSort::Oldest] {
+            let mut expected: Vec<&CertRecord> = recs
+                .iter()
+                .filter(|r| r.not_after > now && r.not_after <= before)
+                .collect();
+            expected.sort_by(|a, b| match sort {
+                crate::CertSort::Newest => b
+                    .recorded_at
+                    .cmp(&a.recorded_at)
+                    .then(a.fingerprint.cmp(&b.fingerprint)),
+                _ => a
+                    .recorded_at
+                    .cmp(&b.recorded_at)
+                    .then(a.fingerprint.cmp(&b.fingerprint)),
+            });
+            let expected: Vec<String> = expected.iter().map(|r| r.fingerprint.clone()).collect();
+            assert_eq!(expected.len(), matches);
+            let q = CertQuery {
+                expiring_before: Some(before),
+                sort,
+                now: Some(now),
+                limit: 3,
+                ..Default::default()
+            };
+            let (mut by_offset, mut by_key) = (Vec::new(), Vec::new());
+            let mut after: Option<crate::Cursor> = None;
+            for page in 0..8 {
+                let p = s
+                    .list_certificates(&CertQuery {
+                        offset: page * 3,
+                        ..q.clone()
+                    })
+                    .unwrap();
+                assert_eq!(p.total, matches);
+                by_offset.extend(fps(&p));
+                let k = s
+                    .list_certificates(&CertQuery {
+                        after: after.clone(),
+                        ..q.clone()
+                    })
+                    .unwrap();
+                assert_eq!(k.total, matches);
+                after = k.items.last().map(|r| crate::Cursor::of(r, sort));
+                by_key.extend(fps(&k));
+                if after.is_none() {
+                    break;
+                }
+            }
+            assert_eq!(by_offset, expected, "{hours} h {sort:?} by offset");
+            assert_eq!(by_key, expected, "{hours} h {sort:?} by keyset");
+        }
+    }
 }

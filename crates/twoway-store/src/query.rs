@@ -13,7 +13,10 @@
 //! (ties within a second are sorted as they come), and paging is
 //! SQL's `LIMIT`/`OFFSET`; `total` is a `COUNT(*)` over the same filters in the same
 //! read transaction. Such a page reads `limit` certificate rows, whatever the inventory's
-//! size.
+//! size. A status or an expiry window (`--expiring`) is counted on the `(status,
+//! not_after)` index, but its page in listing order walks `(status, recorded_at)` and
+//! checks the expiry on each row, unless the window matches few rows, which are then read
+//! by expiry and sorted.
 //!
 //! The SAN glob (`*`, `?`, ASCII case ignored, matching a SAN whole or its value after
 //! `TYPE:`) is matched in memory by `twoway-glob`, linear in the SAN. SQL first narrows the
@@ -121,7 +124,16 @@ pub(crate) struct Filter<'a> {
     /// The same conditions for reading a page in listing order, where they differ from
     /// `sql` (for counting) only in which index they let the planner use.
     pub(crate) page_sql: String,
+    /// `page_sql` with the conditions added by [`Filter::and_walked`] written as for
+    /// counting: the page is then the matches found by their index, sorted.
+    pub(crate) sorted_page_sql: String,
+    /// Whether a condition was added by [`Filter::and_walked`].
+    pub(crate) walks: bool,
 }
+
+/// Most matches of an expiry window that a page sorts into listing order; with more, the
+/// page walks the listing order and checks the window on each row (see `filter`).
+const SORT_AT_MOST: usize = if cfg!(test) { 5 } else { 10_000 };
 
 impl<'a> Filter<'a> {
     pub(crate) fn and(&mut self, clause: &str, args: impl IntoIterator<Item = Arg<'a>>) {
@@ -144,27 +156,63 @@ impl<'a> Filter<'a> {
         self.sql.push_str(count);
         self.page_sql.push_str(join);
         self.page_sql.push_str(page);
+        self.sorted_page_sql.push_str(join);
+        self.sorted_page_sql.push_str(page);
         self.args.extend(args);
+    }
+
+    /// Like [`Filter::and_paged`], but a page of few matches (at most [`SORT_AT_MOST`])
+    /// reads them by the counting form's index and sorts them instead.
+    pub(crate) fn and_walked(
+        &mut self,
+        count: &str,
+        walk: &str,
+        args: impl IntoIterator<Item = Arg<'a>>,
+    ) {
+        self.and_paged(count, walk, args);
+        let len = self.sorted_page_sql.len() - walk.len();
+        self.sorted_page_sql.truncate(len);
+        self.sorted_page_sql.push_str(count);
+        self.walks = true;
+    }
+
+    /// The page's conditions for a filter that matches `total` rows.
+    fn page_for(&self, total: usize) -> &str {
+        if self.walks && total <= SORT_AT_MOST {
+            &self.sorted_page_sql
+        } else {
+            &self.page_sql
+        }
     }
 }
 
 /// The SQL part of a listing's filters (everything but the exact SAN glob).
 fn filter<'a>(d: &Dialect, q: &'a CertQuery, now: i64) -> Result<Filter<'a>> {
     let mut f = Filter::default();
+    // In listing order by recording time, a page of active (or expired) certificates is
+    // read from `(status, recorded_at)`, the expiry checked on each row (`+not_after`
+    // keeps SQLite from choosing the expiry index and sorting every match); the count
+    // takes the expiry index's range. An expiry window does the same when it matches
+    // many rows (`and_walked`): sorting 100,000 matches of a 30-day window costs far more
+    // than walking the newest rows until a page is found; a window of few matches is
+    // read from the expiry index and sorted.
+    let by_recorded = matches!(q.sort, CertSort::Newest | CertSort::Oldest);
     if let Some(before) = q.expiring_before {
-        f.and(
-            "status = 'active' AND not_after > ? AND not_after <= ?",
-            [Arg::int(now), Arg::int(ts(before))],
-        );
+        let range = "status = 'active' AND not_after > ? AND not_after <= ?";
+        let args = [Arg::int(now), Arg::int(ts(before))];
+        if by_recorded {
+            f.and_walked(
+                range,
+                "status = 'active' AND +not_after > ? AND +not_after <= ?",
+                args,
+            );
+        } else {
+            f.and(range, args);
+        }
     }
     if q.expired {
         f.and("not_after <= ?", [Arg::int(now)]);
     }
-    // In listing order by recording time, a page of active (or expired) certificates is
-    // read from `(status, recorded_at)`, the expiry checked on each row (`+not_after`
-    // keeps SQLite from choosing the expiry index and sorting every match); the count
-    // takes the expiry index's range.
-    let by_recorded = matches!(q.sort, CertSort::Newest | CertSort::Oldest);
     let (active, expired) = if by_recorded {
         (
             "status = 'active' AND +not_after > ?",
@@ -245,10 +293,16 @@ pub(crate) fn list(
     let f = filter(d, q, now)?;
     let limit = if q.limit == 0 { usize::MAX } else { q.limit };
     let (total, items) = match &q.san_glob {
-        None => match &q.after {
-            Some(c) => page_after(db, rows, &f, q.sort, c, limit)?,
-            None => page_in_sql(db, rows, &f, q.sort.order_by(), q.offset, limit)?,
-        },
+        None => {
+            let total = match status_only_total(db, q, now)? {
+                Some(n) => n,
+                None => count_matches(db, &f)?,
+            };
+            match &q.after {
+                Some(c) => page_after(db, rows, &f, total, q.sort, c, limit)?,
+                None => page_in_sql(db, rows, &f, total, q.sort.order_by(), q.offset, limit)?,
+            }
+        }
         Some(g) => {
             let glob = Glob::new(g, SAN_GLOB)
                 .map_err(|e| Error::database(format!("SAN glob {g:?}: {e}")))?;
@@ -267,15 +321,35 @@ pub(crate) fn sql_int(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// `COUNT(*)` and `LIMIT … OFFSET …`: every filter is SQL.
-fn page_in_sql(
-    db: &mut dyn Db,
-    rows: &AtomicU64,
-    f: &Filter<'_>,
-    order: &str,
-    offset: usize,
-    limit: usize,
-) -> Result<(usize, Vec<CertRecord>)> {
+/// The `total` of a listing filtered by status alone (or not at all), from the counts the
+/// writes keep (`count_by_status`) instead of counting rows; None for other filters.
+fn status_only_total(db: &mut dyn Db, q: &CertQuery, now: i64) -> Result<Option<usize>> {
+    let status_only = q.expiring_before.is_none()
+        && !q.expired
+        && q.owner.is_none()
+        && q.profile.is_none()
+        && q.source.is_none()
+        && q.issuer.is_none()
+        && q.labels.is_empty()
+        && q.san_glob.is_none();
+    let wanted = match q.status.as_deref() {
+        _ if !status_only => return Ok(None),
+        None => None,
+        Some(s @ ("active" | "expired" | "revoked")) => Some(s),
+        Some(_) => return Ok(None),
+    };
+    let at = crate::records::from_ts(now)?;
+    let counts = count_by_status(db, at)?;
+    let n = counts
+        .iter()
+        .filter(|(s, _)| wanted.is_none_or(|w| w == s))
+        .map(|(_, n)| *n)
+        .sum::<u64>();
+    Ok(Some(usize::try_from(n).unwrap_or(usize::MAX)))
+}
+
+/// `COUNT(*)` over the filters.
+fn count_matches(db: &mut dyn Db, f: &Filter<'_>) -> Result<usize> {
     let total = first(
         db,
         &format!("SELECT COUNT(*) FROM certificates{}", f.sql),
@@ -284,7 +358,19 @@ fn page_in_sql(
     )?
     .flatten()
     .unwrap_or(0);
-    let total = usize::try_from(total).unwrap_or(0);
+    Ok(usize::try_from(total).unwrap_or(0))
+}
+
+/// `LIMIT … OFFSET …` of `total` matches: every filter is SQL.
+fn page_in_sql(
+    db: &mut dyn Db,
+    rows: &AtomicU64,
+    f: &Filter<'_>,
+    total: usize,
+    order: &str,
+    offset: usize,
+    limit: usize,
+) -> Result<(usize, Vec<CertRecord>)> {
     if offset >= total {
         return Ok((total, Vec::new()));
     }
@@ -294,7 +380,7 @@ fn page_in_sql(
         db,
         &format!(
             "SELECT {CERT_COLS} FROM certificates{}{order} LIMIT ? OFFSET ?",
-            f.page_sql
+            f.page_for(total)
         ),
         &args,
         |r| decode_cert(r, false),
@@ -303,28 +389,24 @@ fn page_in_sql(
     Ok((total, items))
 }
 
-/// `COUNT(*)` over the filters, and the page that follows the cursor (keyset paging: the
-/// page costs its own rows however deep it is).
+/// The page that follows the cursor, of `total` matches (keyset paging: the page costs its
+/// own rows however deep it is).
 fn page_after(
     db: &mut dyn Db,
     rows: &AtomicU64,
     f: &Filter<'_>,
+    total: usize,
     sort: crate::CertSort,
     after: &crate::Cursor,
     limit: usize,
 ) -> Result<(usize, Vec<CertRecord>)> {
-    let total = first(
-        db,
-        &format!("SELECT COUNT(*) FROM certificates{}", f.sql),
-        &f.args,
-        |r| r.int(0),
-    )?
-    .flatten()
-    .unwrap_or(0);
+    let page_sql = f.page_for(total).to_string();
     let mut page = Filter {
-        sql: f.page_sql.clone(),
+        sql: page_sql.clone(),
         args: f.args.clone(),
-        page_sql: f.page_sql.clone(),
+        page_sql: page_sql.clone(),
+        sorted_page_sql: page_sql,
+        walks: false,
     };
     page.and(
         sort.after_clause(),
@@ -346,7 +428,7 @@ fn page_after(
         |r| decode_cert(r, false),
     )?;
     count(rows, items.len());
-    Ok((usize::try_from(total).unwrap_or(0), items))
+    Ok((total, items))
 }
 
 /// The SAN glob in memory over the SQL candidates, then the page by fingerprint.
@@ -442,21 +524,12 @@ pub(crate) fn crl_entries(
 }
 
 /// How many certificates are active, expired and revoked at `now` (statuses with none
-/// left out, by name). Three counts that indexes answer: all rows, the revoked ones and the
-/// unexpired active ones; the expired are the rest.
+/// left out, by name), from the counts the writes keep (`counts.rs`): all rows, the
+/// revoked ones, and the unexpired active ones by expiry day (the rest of today from the
+/// index); the expired are the rest. Nothing counts the whole inventory.
 pub(crate) fn count_by_status(db: &mut dyn Db, now: OffsetDateTime) -> Result<Vec<(String, u64)>> {
-    let counts = first(
-        db,
-        "SELECT (SELECT COUNT(*) FROM certificates),
-                (SELECT COUNT(*) FROM certificates WHERE status = 'revoked'),
-                (SELECT COUNT(*) FROM certificates WHERE status = 'active' AND not_after > ?)",
-        &[Arg::int(ts(now))],
-        |r| {
-            let n = |i| -> Result<u64> { Ok(u64::try_from(r.int(i)?.unwrap_or(0)).unwrap_or(0)) };
-            Ok((n(0)?, n(1)?, n(2)?))
-        },
-    )?;
-    let (all, revoked, active) = counts.unwrap_or((0, 0, 0));
+    let (all, revoked) = crate::counts::totals(db)?;
+    let active = crate::counts::active_expiring(db, ts(now), i64::MAX)?;
     let expired = all.saturating_sub(revoked).saturating_sub(active);
     Ok([
         ("active", active),

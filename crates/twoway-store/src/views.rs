@@ -8,7 +8,7 @@
 
 use crate::db::{Arg, Db};
 use crate::query::{like_literal, sql_int};
-use crate::records::{all, decode_audit, decode_token, first, from_ts, ts, AUDIT_COLS, TOKEN_COLS};
+use crate::records::{all, decode_audit, decode_token, from_ts, ts, AUDIT_COLS, TOKEN_COLS};
 use crate::token::TokenRecord;
 use crate::write::append_audit;
 use crate::{AuditEntry, Error, NewAudit, Result};
@@ -74,47 +74,18 @@ pub(crate) fn inventory_stats(db: &mut dyn Db, now: OffsetDateTime) -> Result<In
         .collect();
     let mut expiring = [0u64; 3];
     for (i, secs) in [DAY, 7 * DAY, 30 * DAY].into_iter().enumerate() {
-        expiring[i] = first(
-            db,
-            "SELECT COUNT(*) FROM certificates
-             WHERE status = 'active' AND not_after > ? AND not_after <= ?",
-            &[Arg::int(t), Arg::int(t + secs)],
-            |r| Ok(n(r.int(0)?)),
-        )?
-        .unwrap_or(0);
+        expiring[i] = crate::counts::active_expiring(db, t, t + secs)?;
     }
+    // today's rest from the index, the next 29 days from the expiry counts
     let today = t.div_euclid(DAY);
-    let mut expiring_per_day = vec![0u64; 30];
-    for (day, count) in all(
+    let mut expiring_per_day = vec![crate::counts::active_expiring(
         db,
-        "SELECT not_after / 86400, COUNT(*) FROM certificates
-         WHERE status = 'active' AND not_after > ? AND not_after < ?
-         GROUP BY not_after / 86400",
-        &[Arg::int(t), Arg::int((today + 30) * DAY)],
-        |r| Ok((r.int(0)?.unwrap_or(0), n(r.int(1)?))),
-    )? {
-        if let Some(slot) = usize::try_from(day - today)
-            .ok()
-            .and_then(|i| expiring_per_day.get_mut(i))
-        {
-            *slot += count;
-        }
-    }
-    let mut issued_per_day = vec![0u64; 30];
-    for (day, count) in all(
-        db,
-        "SELECT recorded_at / 86400, COUNT(*) FROM certificates
-         WHERE recorded_at >= ? GROUP BY recorded_at / 86400",
-        &[Arg::int((today - 29) * DAY)],
-        |r| Ok((r.int(0)?.unwrap_or(0), n(r.int(1)?))),
-    )? {
-        if let Some(slot) = usize::try_from(day - (today - 29))
-            .ok()
-            .and_then(|i| issued_per_day.get_mut(i))
-        {
-            *slot += count;
-        }
-    }
+        t,
+        (today + 1) * DAY - 1,
+    )?];
+    expiring_per_day.extend(crate::counts::per_day_of(db, "expiry", today + 1, 29)?);
+    // from the per-day counts the writes keep
+    let issued_per_day = crate::counts::per_day(db, today - 29, 30)?;
     Ok(InventoryStats {
         by_status,
         by_profile,
@@ -279,16 +250,18 @@ pub(crate) fn prune(
         let rows = all(
             db,
             &format!(
-                "SELECT profile, owner, status FROM certificates
+                "SELECT profile, owner, status, recorded_at, not_after FROM certificates
                  WHERE fingerprint IN ({list}) AND not_after <= ?"
             ),
             &args,
             |r| {
-                Ok((
-                    r.text(0)?.unwrap_or_default(),
-                    r.text(1)?.unwrap_or_default(),
-                    r.text(2)?.as_deref() == Some("revoked"),
-                ))
+                Ok(crate::counts::Deleted {
+                    profile: r.text(0)?.unwrap_or_default(),
+                    owner: r.text(1)?.unwrap_or_default(),
+                    revoked: r.text(2)?.as_deref() == Some("revoked"),
+                    recorded_at: r.int(3)?.unwrap_or_default(),
+                    not_after: r.int(4)?.unwrap_or_default(),
+                })
             },
         )?;
         gone += db.exec(

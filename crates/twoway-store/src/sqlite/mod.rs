@@ -287,6 +287,86 @@ mod tests {
         conformance::batch_with_failures(&SqliteStore::open(&dir.path().join("b.db")).unwrap());
     }
 
+    /// The counts the overview and `ca show` read (status totals, issuances per day) are
+    /// what counting the rows gives, and an inventory counted before the per-day counts
+    /// existed gets them at its next open.
+    #[test]
+    fn counts_match_the_rows_and_days_are_counted_at_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.db");
+        let now = time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        for i in 0..40i64 {
+            let mut r = conformance::rec(&format!("cc{i:02}"), &format!("c{i:02}"));
+            r.recorded_at = now - time::Duration::hours(23 * i);
+            r.not_before = r.recorded_at;
+            r.not_after = r.recorded_at + time::Duration::days(i % 5 * 3);
+            store
+                .insert_certificate(&r, &conformance::audit("cert.issue"))
+                .unwrap();
+            if i % 7 == 0 {
+                store
+                    .revoke(&r.fingerprint, now, "superseded", &conformance::audit("r"))
+                    .unwrap();
+            }
+        }
+        let stats = store.inventory_stats(now).unwrap();
+        let t = now.unix_timestamp();
+        let today = t.div_euclid(86_400);
+        let raw = Connection::open(&path).unwrap();
+        let count = |sql: &str| -> u64 { raw.query_row(sql, [t], |r| r.get(0)).unwrap() };
+        let all = count("SELECT COUNT(*) FROM certificates WHERE ?1 = ?1");
+        let revoked =
+            count("SELECT COUNT(*) FROM certificates WHERE status = 'revoked' AND ?1 = ?1");
+        let active =
+            count("SELECT COUNT(*) FROM certificates WHERE status = 'active' AND not_after > ?1");
+        assert!(active > 0 && revoked > 0 && all > active + revoked);
+        let expected: Vec<(String, u64)> = vec![
+            ("active".into(), active),
+            ("expired".into(), all - active - revoked),
+            ("revoked".into(), revoked),
+        ];
+        assert_eq!(stats.by_status, expected);
+        assert_eq!(store.count_by_status().unwrap(), expected);
+        let mut days = vec![0u64; 30];
+        let mut stmt = raw
+            .prepare("SELECT recorded_at / 86400, COUNT(*) FROM certificates GROUP BY 1")
+            .unwrap();
+        for row in stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u64>(1)?)))
+            .unwrap()
+        {
+            let (day, n) = row.unwrap();
+            if let Some(slot) = usize::try_from(day - (today - 29))
+                .ok()
+                .and_then(|i| days.get_mut(i))
+            {
+                *slot = n;
+            }
+        }
+        assert_eq!(stats.issued_per_day, days);
+        let in_window = days.iter().sum::<u64>();
+        assert!(
+            in_window > 25 && in_window < 40,
+            "23 h apart: 38 days in all"
+        );
+        drop(stmt);
+        drop(store);
+
+        // an inventory counted by a binary without the per-day counts
+        raw.execute_batch(
+            "DELETE FROM inventory_counts WHERE dim = 'day' OR (dim = 'meta' AND value = 'days')",
+        )
+        .unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        let again = store.inventory_stats(now).unwrap();
+        assert_eq!(again.issued_per_day, days);
+        assert_eq!(again.by_status, expected);
+        assert_eq!(again.by_profile, stats.by_profile);
+    }
+
     #[test]
     fn reads_do_not_wait_for_the_writer() {
         let dir = tempfile::tempdir().unwrap();
