@@ -23,7 +23,7 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use sha2::Digest;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use twoway_pki::{KeyType, Signer};
 use zeroize::Zeroizing;
 
@@ -407,6 +407,11 @@ pub struct Pkcs11Signer {
     key_type: KeyType,
     spki: Vec<u8>,
     state: Mutex<State>,
+    /// Held shared by every signing for as long as it uses a session, and exclusively by
+    /// [`Pkcs11Signer::reset`]: the library is never finalized under a call in progress
+    /// on another thread (SoftHSM frees a session's memory at `C_Finalize`; a `C_Sign`
+    /// running on it then brought the whole process down).
+    calls: RwLock<()>,
 }
 
 impl std::fmt::Debug for Pkcs11Signer {
@@ -557,6 +562,7 @@ impl Pkcs11Signer {
                 ctx: Some(ctx),
                 idle: vec![session],
             }),
+            calls: RwLock::new(()),
         })
     }
 
@@ -567,6 +573,7 @@ impl Pkcs11Signer {
 
     /// One signing of `digest` on a session from the pool (or a new one).
     fn sign_once(&self, digest: &[u8]) -> Result<Vec<u8>, Error> {
+        let _call = self.calls.read().unwrap_or_else(|e| e.into_inner());
         let session = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if st.ctx.is_none() {
@@ -599,6 +606,8 @@ impl Pkcs11Signer {
 
     /// Drops every session and the library's initialisation: the next call starts over.
     fn reset(&self) {
+        // every call in progress ends first (with the token gone, each fails at once)
+        let _all = self.calls.write().unwrap_or_else(|e| e.into_inner());
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.idle.clear();
         if let Some(ctx) = st.ctx.take() {
