@@ -156,6 +156,9 @@ pub struct Ca {
     pub(crate) intermediate_info: CertInfo,
     constraints: Option<NameConstraints>,
     signer: Option<CaSigner>,
+    /// The passphrase the CA's keys were unlocked with, kept to encrypt the server's own
+    /// keys the same way ([`Ca::seal_service_key`]); None when the keys are not encrypted.
+    sealing: Option<zeroize::Zeroizing<Vec<u8>>>,
     pub(crate) store: Box<dyn Store>,
 }
 
@@ -502,6 +505,7 @@ impl Ca {
             intermediate_info,
             constraints,
             signer: None,
+            sealing: None,
             store,
         })
     }
@@ -528,7 +532,36 @@ impl Ca {
         }
         let key = PrivateKey::from_pem(&pem, passphrase)?;
         self.signer = Some(CaSigner::new(self.intermediate_der.clone(), Arc::new(key))?);
+        self.sealing = passphrase
+            .filter(|_| self.settings.raw.ca.encrypted_keys)
+            .map(|p| zeroize::Zeroizing::new(p.to_vec()));
         Ok(())
+    }
+
+    /// A key of the server's own (its TLS or OCSP-signing key) as PEM to keep on disk,
+    /// protected as the CA's own key is: encrypted with the CA's passphrase when its keys
+    /// are, plain (for a 0600 file) when they are not. None when the intermediate key
+    /// lives in a PKCS#11 token: a software key on disk would then be the weakest key of
+    /// the CA, so the server keeps its keys in memory only and issues new ones per start.
+    pub fn seal_service_key(&self, key: &PrivateKey) -> Result<Option<Zeroizing<String>>> {
+        if !self.keeps_service_keys() {
+            return Ok(None);
+        }
+        Ok(Some(key.to_pem(self.sealing.as_deref().map(|p| &p[..]))?))
+    }
+
+    /// Whether the server's own keys are kept on disk across restarts: when the
+    /// intermediate key is a file too (see [`Ca::seal_service_key`]).
+    pub fn keeps_service_keys(&self) -> bool {
+        self.settings.raw.ca.intermediate_key.is_none()
+    }
+
+    /// Reads a key written by [`Ca::seal_service_key`].
+    pub fn unseal_service_key(&self, pem: &str) -> Result<PrivateKey> {
+        Ok(PrivateKey::from_pem(
+            pem,
+            self.sealing.as_deref().map(|p| &p[..]),
+        )?)
     }
 
     pub(crate) fn signer(&self) -> Result<&CaSigner> {

@@ -19,6 +19,7 @@ mod acme;
 pub mod committer;
 pub mod est;
 pub mod metrics;
+mod own;
 mod plain;
 pub mod ratelimit;
 pub mod responder;
@@ -254,12 +255,39 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Issues the server's TLS certificate (a fresh P-256 key) and returns the rustls key and
-/// its renewal time.
-fn issue_tls_identity(
+/// The server's TLS certificate: the kept one when it may serve again ([`own`]), else a
+/// new one (a fresh P-256 key), kept for the next start. Returns the rustls key, its
+/// renewal time and the fingerprint of the kept certificate it replaced, if any.
+fn tls_identity(
     ca: &Ca,
     opts: &ServeOptions,
-) -> Result<(Arc<rustls::sign::CertifiedKey>, OffsetDateTime), Error> {
+    reuse: bool,
+) -> Result<
+    (
+        Arc<rustls::sign::CertifiedKey>,
+        OffsetDateTime,
+        Option<String>,
+    ),
+    Error,
+> {
+    let int = twoway_pki::parse_certificates(ca.intermediate_pem().as_bytes())?;
+    let certified = |key: &PrivateKey, der: Vec<u8>| {
+        let mut chain = vec![der];
+        chain.extend(int.iter().cloned());
+        tls::certified_key(&provider(), chain, key.key_pair().serialize_der())
+    };
+    let mut replaced = None;
+    if reuse {
+        let sans = Some(&opts.sans[..]);
+        match kept(ca, own::Role::Tls, opts.server_cert_ttl, sans) {
+            Kept::Use(k) => {
+                let at = two_thirds(k.info.not_before, k.info.not_after);
+                return Ok((certified(&k.key, k.der)?, at, None));
+            }
+            Kept::Replace(fp) => replaced = Some(fp),
+            Kept::None => {}
+        }
+    }
     let key = PrivateKey::generate(KeyType::P256)?;
     let issued = ca.issue_server_cert(
         &key.public_key_der(),
@@ -267,25 +295,84 @@ fn issue_tls_identity(
         opts.server_cert_ttl,
         &opts.actor,
     )?;
-    let int = twoway_pki::parse_certificates(ca.intermediate_pem().as_bytes())?;
-    let mut chain = vec![issued.der.clone()];
-    chain.extend(int);
-    let ck = tls::certified_key(&provider(), chain, key.key_pair().serialize_der())?;
-    Ok((
-        ck,
-        two_thirds(issued.info.not_before, issued.info.not_after),
-    ))
+    keep(ca, own::Role::Tls, &key, &issued.der);
+    let at = two_thirds(issued.info.not_before, issued.info.not_after);
+    Ok((certified(&key, issued.der)?, at, replaced))
 }
 
-fn issue_ocsp_signer(ca: &Ca, opts: &ServeOptions) -> Result<responder::OcspSigner, Error> {
+/// The OCSP-signing certificate, kept or new as [`tls_identity`] decides; with the
+/// fingerprint of the kept one it replaced, if any.
+fn ocsp_signer(
+    ca: &Ca,
+    opts: &ServeOptions,
+    reuse: bool,
+) -> Result<(responder::OcspSigner, Option<String>), Error> {
+    let signer =
+        |key: PrivateKey, der: Vec<u8>, info: &twoway_pki::CertInfo| responder::OcspSigner {
+            key,
+            cert_der: der,
+            not_after: info.not_after,
+            not_before: info.not_before,
+        };
+    let mut replaced = None;
+    if reuse {
+        match kept(ca, own::Role::Ocsp, opts.ocsp_cert_ttl, None) {
+            Kept::Use(k) => {
+                let k = *k;
+                return Ok((signer(k.key, k.der, &k.info), None));
+            }
+            Kept::Replace(fp) => replaced = Some(fp),
+            Kept::None => {}
+        }
+    }
     let key = PrivateKey::generate(KeyType::P256)?;
     let issued = ca.issue_ocsp_signer(&key.public_key_der(), opts.ocsp_cert_ttl, &opts.actor)?;
-    Ok(responder::OcspSigner {
-        key,
-        cert_der: issued.der,
-        not_after: issued.info.not_after,
-        not_before: issued.info.not_before,
-    })
+    keep(ca, own::Role::Ocsp, &key, &issued.der);
+    Ok((signer(key, issued.der, &issued.info), replaced))
+}
+
+/// What to do with a kept certificate of the server's own.
+enum Kept {
+    /// Serve with it again.
+    Use(Box<own::Kept>),
+    /// Issue a new one and mark this one (its fingerprint) superseded.
+    Replace(String),
+    /// There is none (or none readable): issue a new one.
+    None,
+}
+
+fn kept(ca: &Ca, role: own::Role, ttl: Duration, sans: Option<&[San]>) -> Kept {
+    match own::load(ca, role) {
+        None => Kept::None,
+        Some(Err(u)) => {
+            tracing::warn!(
+                ?role,
+                why = u.why,
+                "the kept certificate cannot be used; issuing a new one"
+            );
+            u.fingerprint.map_or(Kept::None, Kept::Replace)
+        }
+        Some(Ok(k)) => match own::reusable(ca, &k, ttl, sans, OffsetDateTime::now_utc()) {
+            Ok(()) => {
+                tracing::info!(?role, serial = %k.info.serial, "using the kept certificate again");
+                Kept::Use(Box::new(k))
+            }
+            Err(why) => {
+                tracing::info!(
+                    ?role,
+                    why,
+                    "not using the kept certificate; issuing a new one"
+                );
+                Kept::Replace(k.info.fingerprint)
+            }
+        },
+    }
+}
+
+fn keep(ca: &Ca, role: own::Role, key: &PrivateKey, der: &[u8]) {
+    if let Err(e) = own::save(ca, role, key, der) {
+        tracing::warn!(?role, error = %e, "could not keep the new certificate; the next start issues another");
+    }
 }
 
 /// Issues the server's own certificates, binds the listeners and starts serving in the
@@ -294,8 +381,14 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
     let ca = Arc::new(ca);
     let (ca2, o2) = (ca.clone(), opts.clone());
     let (tls_key, renew_at, ocsp_signer) = blocking(move || -> Result<_, Error> {
-        let (k, r) = issue_tls_identity(&ca2, &o2)?;
-        let s = issue_ocsp_signer(&ca2, &o2)?;
+        let (k, r, old_tls) = tls_identity(&ca2, &o2, true)?;
+        let (s, old_ocsp) = ocsp_signer(&ca2, &o2, true)?;
+        for fp in [old_tls, old_ocsp].into_iter().flatten() {
+            if let Err(e) = ca2.retire_service_cert(&fp, twoway_pki::Reason::Superseded, &o2.actor)
+            {
+                tracing::warn!(error = %e, "could not mark the replaced certificate superseded");
+            }
+        }
         Ok((k, r, s))
     })
     .await??;
@@ -378,11 +471,14 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
 
 impl Running {
     /// Retires the server's own TLS and OCSP-signing certificates (revoked,
-    /// `cessation-of-operation`): their keys live only in this process, so once it stops
-    /// nobody can use them. Call it when shutting down; a restart issues new ones, so
-    /// restarts do not pile up active certificates in the inventory.
+    /// `cessation-of-operation`) when their keys live only in this process (the CA's key
+    /// is in a token, see [`own`]): once it stops nobody can use them. Kept ones are left
+    /// active for the next start. Call it when shutting down.
     pub async fn retire(&self) -> Result<(), Error> {
         let state = self.state.clone();
+        if state.ca.keeps_service_keys() {
+            return Ok(());
+        }
         let tls = state.identity.leaf_fingerprint();
         let ocsp = Some(twoway_pki::sha256_hex(&state.ocsp.signer().cert_der));
         blocking(move || -> Result<(), Error> {
@@ -685,8 +781,8 @@ async fn maintenance(state: Arc<State>) {
             .unwrap_or(false);
         if due {
             let (ca, opts) = (state.ca.clone(), state.opts.clone());
-            match blocking(move || issue_tls_identity(&ca, &opts)).await {
-                Ok(Ok((k, at))) => {
+            match blocking(move || tls_identity(&ca, &opts, false)).await {
+                Ok(Ok((k, at, _))) => {
                     let old = state.identity.leaf_fingerprint();
                     state.identity.swap(k);
                     supersede_own(&state, old, "tls").await;
@@ -703,7 +799,7 @@ async fn maintenance(state: Arc<State>) {
         let signer = state.ocsp.signer();
         if two_thirds(signer.not_before, signer.not_after) <= now {
             let (ca, opts) = (state.ca.clone(), state.opts.clone());
-            if let Ok(Ok(s)) = blocking(move || issue_ocsp_signer(&ca, &opts)).await {
+            if let Ok(Ok((s, _))) = blocking(move || ocsp_signer(&ca, &opts, false)).await {
                 let old = twoway_pki::sha256_hex(&signer.cert_der);
                 state.ocsp.swap_signer(s);
                 supersede_own(&state, Some(old), "ocsp").await;

@@ -1,5 +1,5 @@
 //! `twoway ca serve` as an operator meets it: what it says at start, its admins reloaded on
-//! SIGHUP, its own certificates retired instead of piling up across restarts and renewals,
+//! SIGHUP, its own certificates kept across restarts and superseded when renewed,
 //! and `cert check` quiet about what renews itself. The real binary, curl-free, 127.0.0.1
 //! only; every wait is bounded.
 
@@ -112,26 +112,93 @@ fn serve_says_what_it_serves_and_reloads_its_admins_on_sighup() {
     assert!(o.stdout.contains("403"), "{o}");
 }
 
+/// The fingerprints of the server's active certificates, sorted.
+fn server_fingerprints(lab: &Lab) -> Vec<String> {
+    let mut fps: Vec<String> = server_rows(lab)
+        .iter()
+        .map(|r| r["fingerprint"].as_str().unwrap().to_string())
+        .collect();
+    fps.sort();
+    fps
+}
+
+/// Every certificate the server ever issued itself, active or not.
+fn server_total(lab: &Lab) -> u64 {
+    let line = "cert list --owner twoway-server --json --limit 1";
+    lab.tw(line).ok().json()["total"].as_u64().unwrap()
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 #[test]
-fn restarts_and_renewals_leave_one_active_certificate_per_role() {
+fn restarts_reuse_the_kept_certificates_and_renewals_supersede_them() {
     let lab = lab();
     let port = free_port();
+    let mut first: Option<Vec<String>> = None;
     for round in 0..3 {
         let mut server = serve(&lab, port, &[]);
-        let rows = server_rows(&lab);
+        let fps = server_fingerprints(&lab);
         assert_eq!(
-            rows.len(),
+            fps.len(),
             2,
-            "round {round}: one TLS and one OCSP-signing certificate active:\n{rows:#?}"
-        );
-        terminate(&mut server);
-        assert!(
-            server_rows(&lab).is_empty(),
-            "round {round}: a stopped server retires its certificates:\n{}",
+            "round {round}: one TLS and one OCSP-signing certificate active:\n{}",
             server.log()
         );
+        match &first {
+            None => first = Some(fps),
+            Some(f) => assert_eq!(&fps, f, "round {round}: a restart issues nothing new"),
+        }
+        terminate(&mut server);
+        assert_eq!(
+            server_fingerprints(&lab).len(),
+            2,
+            "round {round}: a stopped server keeps its certificates for the next start"
+        );
     }
-    // Renewing its own certificate supersedes the one it replaces.
+    assert_eq!(
+        server_total(&lab),
+        2,
+        "three starts, two certificates in all"
+    );
+    // Kept in the CA directory: 0700, each file 0600 with the certificate and its key.
+    let kept = lab.path("ca/serve");
+    assert_eq!(mode(&kept), 0o700);
+    for f in ["tls.pem", "ocsp.pem"] {
+        let p = kept.join(f);
+        assert_eq!(mode(&p), 0o600, "{f}");
+        let text = read(&p);
+        assert!(text.contains("BEGIN CERTIFICATE") && text.contains("BEGIN PRIVATE KEY"));
+    }
+
+    // A kept file others could read is not trusted: a new certificate, the old superseded.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let p = kept.join("tls.pem");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let mut server = serve(&lab, port, &[]);
+    let fps = server_fingerprints(&lab);
+    assert_eq!(fps.len(), 2, "{fps:?}");
+    let old = first.unwrap();
+    assert_eq!(
+        fps.iter().filter(|f| old.contains(f)).count(),
+        1,
+        "only the TLS one is new"
+    );
+    assert!(
+        server.log().contains("readable by others"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(mode(&kept.join("tls.pem")), 0o600);
+    terminate(&mut server);
+    assert_eq!(server_total(&lab), 3);
+
+    // A shorter lifetime than the kept certificate's: a new one at start (the kept one
+    // superseded), and renewing it supersedes the one it replaces.
     let mut server = serve(&lab, port, &["--server-cert-ttl", "15s"]);
     let deadline = Instant::now() + Duration::from_secs(40);
     let renewed = || {
@@ -139,12 +206,45 @@ fn restarts_and_renewals_leave_one_active_certificate_per_role() {
         lab.tw(line).ok().json()["total"].as_u64().unwrap()
     };
     let before = renewed();
+    assert!(
+        before >= 2,
+        "the two replaced TLS certificates are superseded: {before}"
+    );
     while renewed() == before && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(renewed() > before, "renewed within 40 s:\n{}", server.log());
     assert_eq!(server_rows(&lab).len(), 2, "{:#?}", server_rows(&lab));
     terminate(&mut server);
+}
+
+/// With encrypted CA keys the kept keys are encrypted with the same passphrase, and a
+/// restart given it uses them again.
+#[test]
+fn kept_keys_of_an_encrypted_ca_are_encrypted() {
+    let lab = Lab::with_ca_dir_env("test:serve-encrypted");
+    write(lab.path("pass.txt"), "correct horse battery staple\n");
+    lab.tw("ca init --name Sealed --trust-domain sealed.test --passphrase-file pass.txt")
+        .ok();
+    let port = free_port();
+    let pass = lab.path("pass.txt");
+    let pass = pass.to_str().unwrap();
+    let mut fps = Vec::new();
+    for _ in 0..2 {
+        let mut server = serve(&lab, port, &["--passphrase-file", pass]);
+        fps.push(server_fingerprints(&lab));
+        terminate(&mut server);
+    }
+    assert_eq!(fps[0].len(), 2, "{fps:?}");
+    assert_eq!(
+        fps[0], fps[1],
+        "the second start used the kept certificates"
+    );
+    for f in ["tls.pem", "ocsp.pem"] {
+        let text = read(lab.path(&format!("ca/serve/{f}")));
+        assert!(text.contains("BEGIN ENCRYPTED PRIVATE KEY"), "{f}: {text}");
+        assert!(!text.contains("BEGIN PRIVATE KEY"), "{f}");
+    }
 }
 
 #[test]
