@@ -5,9 +5,11 @@
 //! - [`KeyUri`]: the RFC 7512 URI naming the key (`pkcs11:token=ca;object=intermediate`).
 //! - [`Module`]: the PKCS#11 library and the user PIN (from a file or an environment
 //!   variable, never from the URI or the command line).
-//! - [`Pkcs11Signer`]: EC P-256 and P-384 keys. The message is hashed on the host and the
-//!   token signs the digest with `CKM_ECDSA` (tokens such as Debian's SoftHSM2 lack the
-//!   combined `CKM_ECDSA_SHA256`); its raw `r‖s` becomes the DER signature X.509 wants.
+//! - [`Pkcs11Signer`]: EC P-256 and P-384 keys, and RSA keys of 2048, 3072 and 4096 bits.
+//!   The message is hashed on the host and the token signs the digest: `CKM_ECDSA` (tokens
+//!   such as Debian's SoftHSM2 lack the combined `CKM_ECDSA_SHA256`), its raw `r‖s` made
+//!   the DER signature X.509 wants; for RSA, `CKM_RSA_PKCS` over the SHA-256 `DigestInfo`
+//!   (PKCS#1 v1.5 with SHA-256, the signature twoway's RSA CAs make in software too).
 //!   Sessions are pooled (a PKCS#11 session may move between threads but not be shared)
 //!   and, when the token goes away, the whole library is re-initialised and the call tried
 //!   once more, so a token that comes back is used again without a restart.
@@ -346,6 +348,78 @@ fn spki_of(key_type: KeyType, ec_point: &[u8]) -> Result<Vec<u8>, Error> {
     Ok(spki)
 }
 
+/// A DER TLV: `tag`, the length in short or long form, `body`.
+fn der(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let n = body.len();
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|&b| b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend_from_slice(&bytes);
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// A DER INTEGER of the unsigned big-endian `v` (leading zeros dropped, a zero byte put
+/// before a high bit).
+fn der_uint(v: &[u8]) -> Vec<u8> {
+    let v = match v.iter().position(|&b| b != 0) {
+        Some(i) => &v[i..],
+        None => &[0u8][..],
+    };
+    let mut body = Vec::with_capacity(v.len() + 1);
+    if v[0] & 0x80 != 0 {
+        body.push(0);
+    }
+    body.extend_from_slice(v);
+    der(0x02, &body)
+}
+
+/// The DER SubjectPublicKeyInfo of an RSA key (`rsaEncryption`) from its modulus and
+/// public exponent, and the key type its modulus size makes.
+fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Result<(KeyType, Vec<u8>), Error> {
+    let bits = match modulus.iter().position(|&b| b != 0) {
+        Some(i) => (modulus.len() - i) * 8 - modulus[i].leading_zeros() as usize,
+        None => 0,
+    };
+    let key_type = match bits {
+        2048 => KeyType::Rsa2048,
+        3072 => KeyType::Rsa3072,
+        4096 => KeyType::Rsa4096,
+        other => {
+            return Err(Error::Unsupported(format!(
+                "an RSA key of {other} bits (2048, 3072 and 4096 are supported)"
+            )))
+        }
+    };
+    let rsa_public = der(0x30, &[der_uint(modulus), der_uint(exponent)].concat());
+    let mut bits_body = vec![0u8];
+    bits_body.extend_from_slice(&rsa_public);
+    // rsaEncryption (1.2.840.113549.1.1.1), NULL parameters
+    let alg = [
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    let spki = der(0x30, &[&alg[..], &der(0x03, &bits_body)].concat());
+    Ok((key_type, spki))
+}
+
+/// The DER `DigestInfo` of a SHA-256 digest, what `CKM_RSA_PKCS` signs for PKCS#1 v1.5.
+fn sha256_digest_info(digest: &[u8]) -> Vec<u8> {
+    let mut out = vec![
+        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        0x05, 0x00, 0x04, 0x20,
+    ];
+    out.extend_from_slice(digest);
+    out
+}
+
 /// `CKA_EC_PARAMS` (the curve's OID) of a key type.
 fn ec_params(key_type: KeyType) -> Result<Vec<u8>, Error> {
     match key_type {
@@ -354,7 +428,8 @@ fn ec_params(key_type: KeyType) -> Result<Vec<u8>, Error> {
         ]),
         KeyType::P384 => Ok(vec![0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22]),
         other => Err(Error::Unsupported(format!(
-            "{other:?} (generate an EC P-256 or P-384 key: --key-type p256|p384)"
+            "{other:?} (a key in the token is EC P-256 or P-384, or RSA 2048, 3072 or 4096: \
+             --key-type p256|p384|rsa2048|rsa3072|rsa4096)"
         ))),
     }
 }
@@ -391,6 +466,14 @@ fn der_signature(raw: &[u8]) -> Result<Vec<u8>, Error> {
     }
     out.extend_from_slice(&body);
     Ok(out)
+}
+
+/// What a new key pair is generated with.
+enum KeyParams {
+    /// `CKA_EC_PARAMS`: the curve.
+    Ec(Vec<u8>),
+    /// `CKA_MODULUS_BITS`.
+    Rsa(u64),
 }
 
 struct State {
@@ -455,7 +538,12 @@ impl Pkcs11Signer {
     /// Generates a key of `key_type` on the URI's token (sensitive, not extractable,
     /// labelled with the URI's object); refuses when a key with that label exists.
     pub fn generate(uri: &KeyUri, module: &Module, key_type: KeyType) -> Result<Self, Error> {
-        let params = ec_params(key_type)?;
+        let (mechanism, params) = match key_type {
+            KeyType::Rsa2048 => (Mechanism::RsaPkcsKeyPairGen, KeyParams::Rsa(2048)),
+            KeyType::Rsa3072 => (Mechanism::RsaPkcsKeyPairGen, KeyParams::Rsa(3072)),
+            KeyType::Rsa4096 => (Mechanism::RsaPkcsKeyPairGen, KeyParams::Rsa(4096)),
+            other => (Mechanism::EccKeyPairGen, KeyParams::Ec(ec_params(other)?)),
+        };
         let path = uri
             .module_path
             .clone()
@@ -469,12 +557,18 @@ impl Pkcs11Signer {
             });
         }
         let label = uri.object.as_bytes().to_vec();
-        let public = [
+        let mut public = vec![
             Attribute::Token(true),
             Attribute::Verify(true),
-            Attribute::EcParams(params),
             Attribute::Label(label.clone()),
         ];
+        match params {
+            KeyParams::Ec(p) => public.push(Attribute::EcParams(p)),
+            KeyParams::Rsa(bits) => {
+                public.push(Attribute::ModulusBits(bits.into()));
+                public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
+            }
+        }
         let private = [
             Attribute::Token(true),
             Attribute::Private(true),
@@ -484,7 +578,7 @@ impl Pkcs11Signer {
             Attribute::Label(label),
         ];
         session
-            .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+            .generate_key_pair(&mechanism, &public, &private)
             .map_err(call("C_GenerateKeyPair"))?;
         drop(session);
         Self::open_with(uri, path, module.pin.clone(), Some(ctx))
@@ -519,39 +613,56 @@ impl Pkcs11Signer {
         }
         let public = find_key(&session, ObjectClass::PUBLIC_KEY, &uri.object)?;
         let public = *public.first().ok_or_else(no_key)?;
-        let attrs = session
-            .get_attributes(
-                public,
-                &[
-                    AttributeType::KeyType,
-                    AttributeType::EcParams,
-                    AttributeType::EcPoint,
-                ],
-            )
-            .map_err(call("C_GetAttributeValue"))?;
-        let (mut kt, mut params, mut point) = (None, None, None);
-        for a in attrs {
-            match a {
-                Attribute::KeyType(k) => kt = Some(k),
-                Attribute::EcParams(p) => params = Some(p),
-                Attribute::EcPoint(p) => point = Some(p),
-                _ => {}
+        let kt = session
+            .get_attributes(public, &[AttributeType::KeyType])
+            .map_err(call("C_GetAttributeValue"))?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::KeyType(k) => Some(k),
+                _ => None,
+            });
+        let (key_type, spki) = if kt == Some(P11KeyType::EC) {
+            let attrs = session
+                .get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint])
+                .map_err(call("C_GetAttributeValue"))?;
+            let (mut params, mut point) = (None, None);
+            for a in attrs {
+                match a {
+                    Attribute::EcParams(p) => params = Some(p),
+                    Attribute::EcPoint(p) => point = Some(p),
+                    _ => {}
+                }
             }
-        }
-        if kt != Some(P11KeyType::EC) {
-            return Err(Error::Unsupported(format!("the key is {kt:?}")));
-        }
-        let params = params.unwrap_or_default();
-        let key_type = if params == ec_params(KeyType::P256)? {
-            KeyType::P256
-        } else if params == ec_params(KeyType::P384)? {
-            KeyType::P384
+            let params = params.unwrap_or_default();
+            let key_type = if params == ec_params(KeyType::P256)? {
+                KeyType::P256
+            } else if params == ec_params(KeyType::P384)? {
+                KeyType::P384
+            } else {
+                return Err(Error::Unsupported(
+                    "an EC curve other than P-256 and P-384".into(),
+                ));
+            };
+            (key_type, spki_of(key_type, &point.unwrap_or_default())?)
+        } else if kt == Some(P11KeyType::RSA) {
+            let attrs = session
+                .get_attributes(
+                    public,
+                    &[AttributeType::Modulus, AttributeType::PublicExponent],
+                )
+                .map_err(call("C_GetAttributeValue"))?;
+            let (mut n, mut e) = (None, None);
+            for a in attrs {
+                match a {
+                    Attribute::Modulus(v) => n = Some(v),
+                    Attribute::PublicExponent(v) => e = Some(v),
+                    _ => {}
+                }
+            }
+            rsa_spki(&n.unwrap_or_default(), &e.unwrap_or_default())?
         } else {
-            return Err(Error::Unsupported(
-                "an EC curve other than P-256 and P-384".into(),
-            ));
+            return Err(Error::Unsupported(format!("the key is {kt:?}")));
         };
-        let spki = spki_of(key_type, &point.unwrap_or_default())?;
         Ok(Pkcs11Signer {
             uri: uri.clone(),
             module,
@@ -593,14 +704,22 @@ impl Pkcs11Signer {
             token: self.uri.token.clone(),
             object: self.uri.object.clone(),
         })?;
-        let raw = session
-            .sign(&Mechanism::Ecdsa, key, digest)
-            .map_err(call("C_Sign"))?;
+        let rsa = self.key_type.is_rsa();
+        let raw = if rsa {
+            session.sign(&Mechanism::RsaPkcs, key, &sha256_digest_info(digest))
+        } else {
+            session.sign(&Mechanism::Ecdsa, key, digest)
+        }
+        .map_err(call("C_Sign"))?;
         self.state
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .idle
             .push(session);
+        if rsa {
+            // PKCS#1 v1.5: the signature is the bytes X.509 carries
+            return Ok(raw);
+        }
         der_signature(&raw)
     }
 

@@ -1,5 +1,6 @@
 //! The intermediate key in a PKCS#11 token (Debian's SoftHSM2, a token of the test's own):
-//! `ca init --key-uri` generates it inside the token, no key file exists, `pkcs11-tool`
+//! `ca init --key-uri` generates it inside the token (EC, or RSA with `--key-type
+//! rsa2048`), no key file exists, `pkcs11-tool`
 //! lists a sensitive, never-extractable key, and everything the intermediate signs —
 //! certificates by the CLI and by `ca serve`, CRLs, OCSP answers — verifies with openssl.
 //! The token taken away under an issuance load: requests fail cleanly (503, none hangs),
@@ -105,6 +106,39 @@ fn the_intermediate_key_lives_in_the_token_and_signs_there() {
     assert!(ca.ocsp("b.pem").contains("b.pem: good"));
 }
 
+/// An RSA intermediate key generated in the token (`--key-type rsa2048`): it signs with
+/// `CKM_RSA_PKCS` over the SHA-256 DigestInfo, and openssl accepts what it signs —
+/// certificates (sha256WithRSAEncryption), the CRL and `ca serve`'s OCSP signer's chain.
+#[test]
+fn an_rsa_intermediate_key_in_the_token_signs_what_openssl_accepts() {
+    let init = |lab: &Lab| format!("{} --key-type rsa2048", softhsm(lab));
+    let mut ca = OnlineCa::create_with("HSM RSA", "URI:spiffe://hsm.test/admin", "", init, &[]);
+    assert!(!ca.path("ca/intermediate.key").exists());
+    let list = objects(&ca);
+    assert!(list.contains("Private Key Object; RSA"), "{list}");
+    assert!(list.contains("never extractable"), "{list}");
+
+    ca.tw("cert issue --ca-dir ca --profile server --san DNS:r.example.internal --out r")
+        .ok();
+    let (ok, why) = ca.verifies(ca.path("r/cert.pem"), "");
+    assert!(ok, "{why}");
+    let text = ca.openssl("x509 -in r/cert.pem -noout -text").all();
+    assert!(text.contains("sha256WithRSAEncryption"), "{text}");
+    ca.tw("crl --ca-dir ca --out crl.pem").ok();
+    let o = ca.openssl("crl -in crl.pem -CAfile ca/intermediate.pem -noout");
+    assert!(o.all().contains("verify OK"), "{}", o.all());
+
+    ca.serve();
+    let csr = common::pki::openssl_csr(ca.dir.path(), "s", "", "DNS:s.example.internal");
+    let body = serde_json::json!({"csr": csr, "profile": "server"});
+    let (s, v) = ca.post_json("/v1/sign", &body, Some("admin"));
+    assert_eq!(s, 201, "{v}");
+    std::fs::write(ca.path("s.pem"), v["certificate"].as_str().unwrap()).unwrap();
+    let (ok, why) = ca.verifies(ca.path("s.pem"), "");
+    assert!(ok, "{why}");
+    assert!(ca.ocsp("s.pem").contains("s.pem: good"));
+}
+
 #[test]
 fn the_token_taken_away_under_load_fails_cleanly_and_comes_back() {
     let mut ca = OnlineCa::create_with("HSM Test", "URI:spiffe://hsm.test/admin", "", softhsm, &[]);
@@ -181,13 +215,15 @@ fn token_mistakes_are_refused_with_the_fix() {
         o.all()
     );
     assert!(!lab.path("ca2/ca.toml").exists());
-    // RSA keys are not generated in the token
+    // Ed25519 keys are not generated in the token (PKCS#11 2.40 has no EdDSA)
     let o = lab.sh(&format!(
-        "\"$TWOWAY\" ca init --ca-dir ca3 --name T --key-type rsa2048 {}",
-        args.replace("object=intermediate", "object=rsa")
+        "\"$TWOWAY\" ca init --ca-dir ca3 --name T --key-type ed25519 {}",
+        args.replace("object=intermediate", "object=ed")
     ));
     assert!(
-        !o.success() && o.stderr.contains("P-256 or P-384"),
+        !o.success()
+            && o.stderr
+                .contains("P-256 or P-384, or RSA 2048, 3072 or 4096"),
         "{}",
         o.all()
     );
