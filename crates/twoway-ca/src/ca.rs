@@ -75,6 +75,8 @@ pub struct InitOptions {
     /// Generate the intermediate key in this PKCS#11 token instead of `intermediate.key`:
     /// the key's URI and the token's library and PIN source.
     pub intermediate_in_hsm: Option<(String, crate::config::HsmSection)>,
+    /// Generate the root key in the same token too (its URI) instead of `root.key`.
+    pub root_in_hsm: Option<String>,
 }
 
 impl std::fmt::Debug for InitOptions {
@@ -238,6 +240,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
                 .map(|u| u.trim_end_matches('/').to_string()),
             trust_domain: opts.trust_domain.clone(),
             intermediate_key: opts.intermediate_in_hsm.as_ref().map(|(u, _)| u.clone()),
+            root_key: opts.root_in_hsm.clone(),
         },
         policy,
     );
@@ -245,7 +248,23 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
         .replace_nanosecond(0)
         .unwrap_or(OffsetDateTime::now_utc());
     let not_before = now - Duration::minutes(5);
-    let root_key = Arc::new(PrivateKey::generate(opts.key_type)?);
+    let pass = opts.passphrase.as_deref().map(|p| p.as_slice());
+    // the root key: generated in the token, or here (then written to root.key)
+    let (root_key, root_pem): (Arc<dyn Signer>, Option<Zeroizing<String>>) =
+        match (&opts.root_in_hsm, &opts.intermediate_in_hsm) {
+            (Some(uri), Some((_, hsm))) => (crate::hsm::generate(uri, hsm, opts.key_type)?, None),
+            (Some(_), None) => {
+                return Err(Error::Refused(
+                    "the root key goes in a token only with the intermediate's: give --key-uri too"
+                        .into(),
+                ))
+            }
+            (None, _) => {
+                let k = PrivateKey::generate(opts.key_type)?;
+                let pem = k.to_pem(pass)?;
+                (Arc::new(k), Some(pem))
+            }
+        };
     let root_der = build_root(
         root_key.clone(),
         &config.ca.name,
@@ -276,11 +295,11 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
         now + opts.intermediate_ttl,
         &permits,
     )?;
-    let pass = opts.passphrase.as_deref().map(|p| p.as_slice());
-
     ensure_private_dir(dir)?;
     let mut staged = StagedFiles::new(dir)?;
-    staged.stage(layout::ROOT_KEY, root_key.to_pem(pass)?.as_bytes(), 0o600)?;
+    if let Some(pem) = &root_pem {
+        staged.stage(layout::ROOT_KEY, pem.as_bytes(), 0o600)?;
+    }
     if let Some(pem) = &int_pem {
         staged.stage(layout::INTERMEDIATE_KEY, pem.as_bytes(), 0o600)?;
     }
@@ -945,17 +964,23 @@ impl Ca {
         Ok((number, der))
     }
 
-    /// Signs a new root CRL with the root key (`root.key` in the CA directory; `passphrase`
-    /// when the keys are encrypted), writes it to `root.crl` and returns it, DER. Refused,
-    /// naming the fix, when the root key is not here.
-    pub fn sign_root_crl(
-        &self,
-        passphrase: Option<&[u8]>,
-        validity: Option<Duration>,
-        actor: &str,
-    ) -> Result<Vec<u8>> {
-        if validity.is_some_and(|v| v <= Duration::ZERO) {
-            return Err(twoway_pki::Error::BadTtl("--next-update must be positive".into()).into());
+    /// Whether the root key is at hand here: in the token (`[ca] root_key`) or `root.key`.
+    pub fn has_root_key(&self) -> bool {
+        self.settings.raw.ca.root_key.is_some() || self.dir.join(layout::ROOT_KEY).exists()
+    }
+
+    /// The root key: opened in the token when `[ca] root_key` names one, else read from
+    /// `root.key` (refused, saying where to run instead, when it is not here).
+    fn root_signer(&self, passphrase: Option<&[u8]>) -> Result<Arc<dyn Signer>> {
+        if let Some(uri) = &self.settings.raw.ca.root_key {
+            let hsm = self.settings.raw.hsm.clone().ok_or_else(|| Error::Config {
+                path: self.dir.join(layout::CONFIG),
+                message: format!(
+                    "[ca] root_key is {uri} but there is no [hsm] section naming the PKCS#11 \
+                     module and the PIN source"
+                ),
+            })?;
+            return crate::hsm::open(uri, &hsm);
         }
         let p = self.dir.join(layout::ROOT_KEY);
         if !p.exists() {
@@ -970,13 +995,28 @@ impl Ca {
         if self.settings.raw.ca.encrypted_keys && passphrase.is_none() {
             return Err(twoway_pki::Error::PassphraseRequired.into());
         }
-        let key = PrivateKey::from_pem(&pem, passphrase)?;
+        Ok(Arc::new(PrivateKey::from_pem(&pem, passphrase)?))
+    }
+
+    /// Signs a new root CRL with the root key (`root.key` in the CA directory; `passphrase`
+    /// when the keys are encrypted), writes it to `root.crl` and returns it, DER. Refused,
+    /// naming the fix, when the root key is not here.
+    pub fn sign_root_crl(
+        &self,
+        passphrase: Option<&[u8]>,
+        validity: Option<Duration>,
+        actor: &str,
+    ) -> Result<Vec<u8>> {
+        if validity.is_some_and(|v| v <= Duration::ZERO) {
+            return Err(twoway_pki::Error::BadTtl("--next-update must be positive".into()).into());
+        }
+        let key = self.root_signer(passphrase)?;
         let root_der = parse_certificates(self.root_pem.as_bytes())?
             .into_iter()
             .next()
             .ok_or(twoway_pki::Error::NoPemBlock("CERTIFICATE"))?;
         let root_info = CertInfo::from_der(&root_der)?;
-        let root = CaSigner::new(root_der, Arc::new(key))?;
+        let root = CaSigner::new(root_der, key)?;
         let now = OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .unwrap_or(OffsetDateTime::now_utc());
@@ -1132,6 +1172,7 @@ mod tests {
             passphrase: pass.map(|p| Zeroizing::new(p.to_vec())),
             actor: "test".into(),
             intermediate_in_hsm: None,
+            root_in_hsm: None,
         }
     }
 

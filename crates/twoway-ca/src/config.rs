@@ -154,6 +154,9 @@ pub struct CaSection {
     /// PKCS#11 URI (`pkcs11:token=ca;object=intermediate`), the token named by `[hsm]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intermediate_key: Option<String>,
+    /// Where the root key lives when it is not `root.key`: a PKCS#11 URI in the same token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_key: Option<String>,
 }
 
 /// The `[hsm]` section: the PKCS#11 library and the token's user PIN, for CA keys kept in a
@@ -273,6 +276,11 @@ impl CaConfig {
         match &self.ca.intermediate_key {
             Some(u) => out.push_str(&format!("intermediate_key = {}\n", q(u))),
             None => out.push_str("# intermediate_key = \"pkcs11:token=ca;object=intermediate\"\n"),
+        }
+        out.push_str("# Where the root key lives when not in root.key: a PKCS#11 URI of a key in the same\n# token (`twoway crl --root` signs the root's CRL there).\n");
+        match &self.ca.root_key {
+            Some(u) => out.push_str(&format!("root_key = {}\n", q(u))),
+            None => out.push_str("# root_key = \"pkcs11:token=ca;object=root\"\n"),
         }
         out.push_str("\n# Validity per profile: default_ttl when --ttl is not given, max_ttl the longest allowed.\n# Units: s, m, h, d, w, y (365 days).\n");
         for (name, p) in &self.profiles {
@@ -404,6 +412,7 @@ mod tests {
                 url: Some("https://ca.example.internal:9000".into()),
                 trust_domain: None,
                 intermediate_key: None,
+                root_key: None,
             },
             NamePolicy {
                 dns: Some(vec!["example.internal".into()]),

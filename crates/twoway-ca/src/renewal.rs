@@ -103,6 +103,7 @@ mod tests {
                 url: None,
                 trust_domain: None,
                 intermediate_key: None,
+                root_key: None,
             },
             NamePolicy::default(),
         );

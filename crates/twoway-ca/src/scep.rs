@@ -399,6 +399,7 @@ mod tests {
             passphrase: None,
             actor: "test".into(),
             intermediate_in_hsm: None,
+            root_in_hsm: None,
         };
         crate::init(dir, &opts).unwrap()
     }

@@ -176,6 +176,7 @@ mod tests {
             passphrase: None,
             actor: "test".into(),
             intermediate_in_hsm: None,
+            root_in_hsm: None,
         };
         Arc::new(twoway_ca::init(dir, &opts).unwrap())
     }

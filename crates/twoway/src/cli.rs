@@ -123,9 +123,14 @@ pub struct InitArgs {
     pub url: Option<String>,
     /// Generate the intermediate key inside a PKCS#11 token (an HSM) instead of
     /// intermediate.key: an RFC 7512 URI such as 'pkcs11:token=ca;object=intermediate'.
-    /// Needs --pkcs11-module and --pin-file or --pin-env; EC keys (p256, p384) only.
+    /// Needs --pkcs11-module and --pin-file or --pin-env; EC (p256, p384) or RSA
+    /// (rsa2048, rsa3072, rsa4096) keys.
     #[arg(long, value_name = "URI")]
     pub key_uri: Option<String>,
+    /// Generate the root key in the same token too, instead of root.key: e.g.
+    /// 'pkcs11:token=ca;object=root'. `twoway crl --root` then signs there.
+    #[arg(long, value_name = "URI", requires = "key_uri")]
+    pub root_key_uri: Option<String>,
     /// The PKCS#11 library of --key-uri, e.g. /usr/lib/softhsm/libsofthsm2.so.
     #[arg(long, value_name = "PATH", requires = "key_uri")]
     pub pkcs11_module: Option<String>,

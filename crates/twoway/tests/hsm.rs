@@ -1,6 +1,6 @@
 //! The intermediate key in a PKCS#11 token (Debian's SoftHSM2, a token of the test's own):
 //! `ca init --key-uri` generates it inside the token (EC, or RSA with `--key-type
-//! rsa2048`), no key file exists, `pkcs11-tool`
+//! rsa2048`; the root's too with `--root-key-uri`), no key file exists, `pkcs11-tool`
 //! lists a sensitive, never-extractable key, and everything the intermediate signs —
 //! certificates by the CLI and by `ca serve`, CRLs, OCSP answers — verifies with openssl.
 //! The token taken away under an issuance load: requests fail cleanly (503, none hangs),
@@ -137,6 +137,53 @@ fn an_rsa_intermediate_key_in_the_token_signs_what_openssl_accepts() {
     let (ok, why) = ca.verifies(ca.path("s.pem"), "");
     assert!(ok, "{why}");
     assert!(ca.ocsp("s.pem").contains("s.pem: good"));
+}
+
+/// Both CA keys in the token (`--root-key-uri`): no key file at all, `pkcs11-tool` lists
+/// the two keys, the chain verifies, and the root's CRL (`crl --root`, and within `crl
+/// --all`) is signed in the token and verifies against the root.
+#[test]
+fn the_root_key_can_live_in_the_token_too() {
+    let lab = Lab::new("test:hsm-root");
+    let args = softhsm(&lab);
+    let o = lab
+        .sh(&format!(
+            "\"$TWOWAY\" ca init --ca-dir ca --name R {args} --root-key-uri 'pkcs11:token=ca;object=root'"
+        ))
+        .ok();
+    assert!(
+        o.stdout
+            .contains("root          ca/root.pem   (key in the PKCS#11 token"),
+        "{o}"
+    );
+    assert!(!lab.path("ca/root.key").exists() && !lab.path("ca/intermediate.key").exists());
+    let list = objects(&lab);
+    assert!(list.contains("label:      root"), "{list}");
+    assert!(list.contains("label:      intermediate"), "{list}");
+    let toml = read(lab.path("ca/ca.toml"));
+    assert!(
+        toml.contains("root_key = \"pkcs11:token=ca;object=root\""),
+        "{toml}"
+    );
+
+    lab.tw("cert issue --ca-dir ca --profile server --san DNS:x.example.internal --out x")
+        .ok();
+    let o = lab.sh("openssl verify -CAfile ca/root.pem -untrusted ca/intermediate.pem x/cert.pem");
+    assert!(o.stdout.contains("x/cert.pem: OK"), "{o}");
+    lab.tw("crl --ca-dir ca --root --out root-crl.pem").ok();
+    let o = lab.sh("openssl crl -in root-crl.pem -CAfile ca/root.pem -noout");
+    assert!(o.all().contains("verify OK"), "{o}");
+    lab.tw("crl --ca-dir ca --all --out all.pem").ok();
+    let o = lab.sh(
+        "openssl verify -crl_check_all -CRLfile all.pem -CAfile ca/root.pem \
+         -untrusted ca/intermediate.pem x/cert.pem",
+    );
+    assert!(o.stdout.contains("x/cert.pem: OK"), "{o}");
+
+    // the root key alone in a token is refused: the intermediate's goes there first
+    let o = lab
+        .sh("\"$TWOWAY\" ca init --ca-dir ca2 --name R --root-key-uri 'pkcs11:token=ca;object=r2'");
+    assert!(!o.success() && o.stderr.contains("--key-uri"), "{o}");
 }
 
 #[test]

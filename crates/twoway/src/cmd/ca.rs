@@ -53,6 +53,7 @@ pub fn init(a: InitArgs) -> Result<ExitCode> {
         passphrase: pass,
         actor: actor(&a.ca),
         intermediate_in_hsm: hsm_of(&a)?,
+        root_in_hsm: a.root_key_uri.clone(),
     };
     if a.key_type.is_rsa() {
         output::progress(&format!("generating two {} keys…", a.key_type));
@@ -60,7 +61,12 @@ pub fn init(a: InitArgs) -> Result<ExitCode> {
     let ca = twoway_ca::init(&a.ca.ca_dir, &opts)?;
     let dir = a.ca.ca_dir.display();
     outln!("Created a CA for {:?} in {dir}", a.name)?;
-    outln!("  root          {dir}/root.pem   (key {dir}/root.key: move it offline now)")?;
+    match &a.root_key_uri {
+        Some(uri) => outln!("  root          {dir}/root.pem   (key in the PKCS#11 token: {uri})")?,
+        None => {
+            outln!("  root          {dir}/root.pem   (key {dir}/root.key: move it offline now)")?
+        }
+    }
     match &a.key_uri {
         Some(uri) => {
             outln!("  intermediate  {dir}/intermediate.pem   (key in the PKCS#11 token: {uri})")?

@@ -44,8 +44,7 @@ pub fn run(a: CrlArgs) -> Result<ExitCode> {
     let (number, der) = ca.crl(next, &actor(&a.ca))?;
     let mut pem = twoway_pki::der_to_pem("X509 CRL", &der);
     if a.all {
-        let root_key = a.ca.ca_dir.join(twoway_ca::layout::ROOT_KEY);
-        let root = if root_key.exists() {
+        let root = if ca.has_root_key() {
             let pass = passphrase(&a.ca)?;
             ca.sign_root_crl(pass.as_ref().map(|p| p.as_slice()), None, &actor(&a.ca))?
         } else {

@@ -39,6 +39,7 @@ pub fn run(a: QuickstartArgs) -> Result<ExitCode> {
             passphrase: None,
             actor: act.clone(),
             intermediate_in_hsm: None,
+            root_in_hsm: None,
         },
     )?;
     let ca = open_ca(&opts, true)?;
