@@ -342,6 +342,9 @@ enum Kept {
 }
 
 fn kept(ca: &Ca, role: own::Role, ttl: Duration, sans: Option<&[San]>) -> Kept {
+    if !ca.keeps_service_keys() {
+        return Kept::None;
+    }
     match own::load(ca, role) {
         None => Kept::None,
         Some(Err(u)) => {
