@@ -191,12 +191,26 @@ pub struct ProfileConfig {
 pub struct CrlConfig {
     /// How long a CRL is valid (its nextUpdate), e.g. `24h`.
     pub next_update: String,
+    /// Delta CRLs (RFC 5280 §5.2.4): complete CRLs name `<url>/crl/delta` (Freshest CRL) and
+    /// `ca serve` re-signs only the delta after a revocation, the complete CRL at half its
+    /// validity.
+    #[serde(default)]
+    pub delta: bool,
+    /// How long a delta CRL is valid, e.g. `1h`.
+    #[serde(default = "default_delta_next_update")]
+    pub delta_next_update: String,
+}
+
+fn default_delta_next_update() -> String {
+    "1h".into()
 }
 
 impl Default for CrlConfig {
     fn default() -> Self {
         CrlConfig {
             next_update: "24h".into(),
+            delta: false,
+            delta_next_update: default_delta_next_update(),
         }
     }
 }
@@ -313,6 +327,13 @@ impl CaConfig {
         }
         out.push_str("\n[crl]\n# How long a CRL from `twoway crl` is valid (its nextUpdate).\n");
         out.push_str(&format!("next_update = {}\n", q(&self.crl.next_update)));
+        out.push_str("# Delta CRLs (RFC 5280 5.2.4) for large fleets: complete CRLs then name <url>/crl/delta\n# (Freshest CRL) and `ca serve` re-signs only the small delta after a revocation, the\n# complete CRL at half its validity. `twoway crl --delta --base FILE` signs one by hand.\n");
+        out.push_str(&format!("delta = {}\n", self.crl.delta));
+        out.push_str("# How long a delta CRL is valid (its nextUpdate).\n");
+        out.push_str(&format!(
+            "delta_next_update = {}\n",
+            q(&self.crl.delta_next_update)
+        ));
         let sv = &self.server;
         let qlist = |l: &[String]| {
             format!(

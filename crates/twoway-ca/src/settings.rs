@@ -18,6 +18,8 @@ pub struct CaSettings {
     profiles: BTreeMap<String, ProfileSettings>,
     /// `[crl] next_update`.
     pub crl_next_update: Duration,
+    /// `[crl] delta_next_update`.
+    pub crl_delta_next_update: Duration,
     /// `[server]`.
     pub server: ServerSettings,
 }
@@ -98,6 +100,8 @@ impl CaSettings {
         }
         let crl_next_update =
             parse_duration(&raw.crl.next_update).map_err(|e| format!("[crl] next_update: {e}"))?;
+        let crl_delta_next_update = parse_duration(&raw.crl.delta_next_update)
+            .map_err(|e| format!("[crl] delta_next_update: {e}"))?;
         raw.policy
             .validate()
             .map_err(|e| format!("[policy]: {e}"))?;
@@ -194,6 +198,7 @@ impl CaSettings {
             raw,
             profiles,
             crl_next_update,
+            crl_delta_next_update,
             server,
         })
     }

@@ -104,8 +104,192 @@ pub struct RevokedEntry {
     pub reason: Reason,
 }
 
+/// What kind of CRL [`build_crl_as`] signs.
+#[derive(Clone, Debug, Default)]
+pub enum CrlKind {
+    /// A complete CRL, as [`build_crl`] signs.
+    #[default]
+    Complete,
+    /// A complete CRL that names where its delta CRLs are published (the Freshest CRL
+    /// extension, RFC 5280 §5.2.6): the URL.
+    CompleteWithDeltas(String),
+    /// A delta CRL (RFC 5280 §5.2.4): the changes since the complete CRL of this number
+    /// (the Delta CRL Indicator extension, critical).
+    Delta(u64),
+}
+
 /// Signs a CRL (v2, with CRL number and AKI) listing `entries`.
 pub fn build_crl(
+    ca: &CaSigner,
+    number: u64,
+    this_update: OffsetDateTime,
+    next_update: OffsetDateTime,
+    entries: &[RevokedEntry],
+) -> Result<Vec<u8>> {
+    build_crl_as(
+        ca,
+        number,
+        this_update,
+        next_update,
+        entries,
+        &CrlKind::Complete,
+    )
+}
+
+/// Signs a CRL of `kind` listing `entries`: [`build_crl`]'s CRL, with the delta extension
+/// `kind` asks for among its extensions.
+pub fn build_crl_as(
+    ca: &CaSigner,
+    number: u64,
+    this_update: OffsetDateTime,
+    next_update: OffsetDateTime,
+    entries: &[RevokedEntry],
+    kind: &CrlKind,
+) -> Result<Vec<u8>> {
+    let der = rcgen_crl(ca, number, this_update, next_update, entries)?;
+    let ext = match kind {
+        CrlKind::Complete => return Ok(der),
+        CrlKind::CompleteWithDeltas(url) => freshest_crl(url),
+        CrlKind::Delta(base) => delta_crl_indicator(*base),
+    };
+    with_extension(ca, &der, &ext)
+}
+
+/// The CRL number and thisUpdate of `crl` (PEM or DER), a complete CRL signed by the key of
+/// `issuer_der`: what a delta CRL against it needs. A delta CRL, one without a number or
+/// one another key signed is refused, saying which.
+pub fn complete_crl_info(crl: &[u8], issuer_der: &[u8]) -> Result<(u64, OffsetDateTime)> {
+    let der = match pem::parse(crl) {
+        Ok(p) if p.tag() == "X509 CRL" => p.into_contents(),
+        Ok(p) => return Err(Error::BadCrl(format!("it holds a {}, not a CRL", p.tag()))),
+        Err(_) => crl.to_vec(),
+    };
+    let (_, list) = x509_parser::parse_x509_crl(&der)
+        .map_err(|e| Error::BadCrl(format!("it does not parse: {e}")))?;
+    let (_, issuer) = x509_parser::parse_x509_certificate(issuer_der)
+        .map_err(|e| Error::BadCertificate(e.to_string()))?;
+    if list.verify_signature(issuer.public_key()).is_err() {
+        return Err(Error::BadCrl(
+            "this CA's intermediate did not sign it".into(),
+        ));
+    }
+    let oid = x509_parser::oid_registry::OID_X509_EXT_DELTA_CRL_INDICATOR;
+    if list.extensions().iter().any(|e| e.oid == oid) {
+        return Err(Error::BadCrl("it is itself a delta CRL".into()));
+    }
+    let number = list
+        .crl_number()
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| Error::BadCrl("it has no CRL number".into()))?;
+    let this_update = OffsetDateTime::from_unix_timestamp(list.last_update().timestamp())
+        .map_err(|e| Error::BadCrl(e.to_string()))?;
+    Ok((number, this_update))
+}
+
+/// A DER TLV.
+fn der(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let n = body.len();
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|&b| b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend_from_slice(&bytes);
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// The first DER TLV of some input: (tag, whole TLV, content, the input after it).
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// Splits the first DER TLV off `input`.
+fn tlv(input: &[u8]) -> Result<Tlv<'_>> {
+    let bad = || Error::BadCrl("malformed DER in the CRL being extended".into());
+    let (&tag, rest) = input.split_first().ok_or_else(bad)?;
+    let (&first, rest) = rest.split_first().ok_or_else(bad)?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return Err(bad());
+        }
+        let len = rest[..n].iter().fold(0usize, |a, &b| (a << 8) | b as usize);
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return Err(bad());
+    }
+    let header = input.len() - rest.len();
+    Ok((tag, &input[..header + len], &rest[..len], &rest[len..]))
+}
+
+/// An unsigned INTEGER.
+fn der_uint(v: u64) -> Vec<u8> {
+    let bytes = v.to_be_bytes();
+    let mut body: Vec<u8> = bytes.iter().copied().skip_while(|&b| b == 0).collect();
+    if body.first().is_none_or(|b| b & 0x80 != 0) {
+        body.insert(0, 0);
+    }
+    der(0x02, &body)
+}
+
+/// The Delta CRL Indicator extension (2.5.29.27, critical): the base CRL's number.
+fn delta_crl_indicator(base: u64) -> Vec<u8> {
+    let oid = [0x06, 0x03, 0x55, 0x1d, 0x1b];
+    let critical = [0x01, 0x01, 0xff];
+    der(
+        0x30,
+        &[&oid[..], &critical[..], &der(0x04, &der_uint(base))].concat(),
+    )
+}
+
+/// The Freshest CRL extension (2.5.29.46, not critical): one distribution point, `url`.
+fn freshest_crl(url: &str) -> Vec<u8> {
+    let oid = [0x06, 0x03, 0x55, 0x1d, 0x2e];
+    // CRLDistributionPoints { DistributionPoint { [0] { fullName [0] { URI [6] } } } }
+    let uri = der(0x86, url.as_bytes());
+    let point = der(0x30, &der(0xa0, &der(0xa0, &uri)));
+    der(0x30, &[&oid[..], &der(0x04, &der(0x30, &point))].concat())
+}
+
+/// `crl` with `ext` appended to its extensions, signed again by `ca`.
+fn with_extension(ca: &CaSigner, crl: &[u8], ext: &[u8]) -> Result<Vec<u8>> {
+    let (_, _, list, _) = tlv(crl)?;
+    let (_, _, tbs, rest) = tlv(list)?;
+    let (_, alg, _, _) = tlv(rest)?;
+    let mut fields = Vec::with_capacity(tbs.len() + ext.len() + 8);
+    let mut rest = tbs;
+    let mut extended = false;
+    while !rest.is_empty() {
+        let (tag, whole, content, next) = tlv(rest)?;
+        if tag == 0xa0 {
+            let (_, _, exts, _) = tlv(content)?;
+            let all = [exts, ext].concat();
+            fields.extend_from_slice(&der(0xa0, &der(0x30, &all)));
+            extended = true;
+        } else {
+            fields.extend_from_slice(whole);
+        }
+        rest = next;
+    }
+    if !extended {
+        fields.extend_from_slice(&der(0xa0, &der(0x30, ext)));
+    }
+    let tbs = der(0x30, &fields);
+    let sig = ca.sign(&tbs)?;
+    let mut bits = vec![0u8];
+    bits.extend_from_slice(&sig);
+    Ok(der(0x30, &[&tbs[..], alg, &der(0x03, &bits)].concat()))
+}
+
+fn rcgen_crl(
     ca: &CaSigner,
     number: u64,
     this_update: OffsetDateTime,

@@ -37,7 +37,7 @@ pub use cert::{
     subject_serial_of_cert, CaSigner, CertInfo, Issued, LeafSpec, Permits, RevocationUrls,
 };
 pub use constraints::NameConstraints;
-pub use crl::{build_crl, Reason, RevokedEntry};
+pub use crl::{build_crl, build_crl_as, complete_crl_info, CrlKind, Reason, RevokedEntry};
 pub use csr::{create_csr, csr_body_der, csr_der, verify_csr, verify_signature, VerifiedCsr};
 pub use duration::{format_duration, parse_duration};
 pub use error::{Error, Result};

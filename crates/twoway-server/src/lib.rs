@@ -426,7 +426,7 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
         metrics: metrics::Metrics::default(),
         limiter: ratelimit::RateLimiter::new(sv.enroll_rate, sv.enroll_burst),
         ocsp: responder::Responder::new(&ca, ocsp_signer, validity)?,
-        crl: responder::CrlCache::default(),
+        crl: responder::CrlCache::new(ca.config().crl.delta),
         committer: committer::Committer::start(ca.clone())
             .map_err(|e| Error::Task(format!("cannot start the committer thread: {e}")))?,
         identity,

@@ -217,51 +217,137 @@ impl Responder {
     }
 }
 
-/// The current CRL, re-signed after a revocation and before it is half-way to nextUpdate.
-#[derive(Debug, Default)]
+/// A signed CRL kept for serving.
+#[derive(Clone)]
+struct SignedCrl {
+    der: Bytes,
+    number: u64,
+    this: OffsetDateTime,
+    next: OffsetDateTime,
+}
+
+impl SignedCrl {
+    /// Before half its validity: served as it is.
+    fn young(&self, now: OffsetDateTime) -> bool {
+        now < self.this + (self.next - self.this) / 2
+    }
+}
+
+/// The intermediate's complete CRL and its delta CRL as last signed. A revocation makes the
+/// delta stale, and the complete CRL too unless `[crl] delta` is on: then the complete CRL
+/// is re-signed only at half its validity, and each revocation costs a delta (the
+/// certificates revoked since the complete CRL) instead of the whole list.
+#[derive(Default)]
 pub struct CrlCache {
-    current: RwLock<Option<(Bytes, OffsetDateTime, OffsetDateTime)>>,
+    current: RwLock<Option<SignedCrl>>,
     dirty: AtomicBool,
+    delta: RwLock<Option<(SignedCrl, u64)>>,
+    delta_dirty: AtomicBool,
+    /// `[crl] delta`.
+    deltas: bool,
     /// Serializes regeneration.
     pub regen: tokio::sync::Mutex<()>,
 }
 
 impl CrlCache {
-    /// Marks the CRL stale (a revocation happened).
-    pub fn mark_dirty(&self) {
-        self.dirty.store(true, Ordering::SeqCst);
+    /// An empty cache; `deltas`: `[crl] delta`.
+    pub fn new(deltas: bool) -> Self {
+        CrlCache {
+            deltas,
+            ..CrlCache::default()
+        }
     }
 
-    /// The CRL if it is current.
+    /// A revocation happened: the delta is stale, and the complete CRL unless deltas are on.
+    pub fn mark_dirty(&self) {
+        self.delta_dirty.store(true, Ordering::SeqCst);
+        if !self.deltas {
+            self.dirty.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The complete CRL if it is current.
     pub fn fresh(&self) -> Option<Bytes> {
         if self.dirty.load(Ordering::SeqCst) {
             return None;
         }
         let g = self.current.read().ok()?;
-        let (der, this, next) = g.as_ref()?;
-        let now = OffsetDateTime::now_utc();
-        (now < *this + (*next - *this) / 2).then(|| der.clone())
+        let c = g.as_ref()?;
+        c.young(OffsetDateTime::now_utc()).then(|| c.der.clone())
+    }
+
+    /// The delta CRL if it is current: against the complete CRL served now, no revocation
+    /// since, before half its validity.
+    pub fn fresh_delta(&self) -> Option<Bytes> {
+        if self.delta_dirty.load(Ordering::SeqCst) {
+            return None;
+        }
+        let base = self.current.read().ok()?.as_ref()?.number;
+        let g = self.delta.read().ok()?;
+        let (d, against) = g.as_ref()?;
+        (*against == base && d.young(OffsetDateTime::now_utc())).then(|| d.der.clone())
     }
 
     /// The current CRL's thisUpdate, nextUpdate and size, and whether a revocation made it
     /// stale; None before the first CRL was signed.
     pub fn status(&self) -> Option<(OffsetDateTime, OffsetDateTime, usize, bool)> {
         let g = self.current.read().ok()?;
-        let (der, this, next) = g.as_ref()?;
-        Some((*this, *next, der.len(), self.dirty.load(Ordering::SeqCst)))
+        let c = g.as_ref()?;
+        Some((
+            c.this,
+            c.next,
+            c.der.len(),
+            self.dirty.load(Ordering::SeqCst),
+        ))
     }
 
-    /// Signs a new CRL (blocking).
+    /// Signs a new complete CRL (blocking).
     pub fn regenerate(&self, ca: &Ca, actor: &str) -> Result<Bytes, twoway_ca::Error> {
         self.dirty.store(false, Ordering::SeqCst);
-        let (_, der) = ca.crl(None, actor)?;
-        let now = OffsetDateTime::now_utc();
-        let next = now
-            + twoway_pki::parse_duration(&ca.config().crl.next_update)
-                .unwrap_or(Duration::hours(24));
+        let this = OffsetDateTime::now_utc();
+        let (number, der) = ca.crl(None, actor)?;
+        let next = this + ca.settings().crl_next_update;
         let der = Bytes::from(der);
         if let Ok(mut g) = self.current.write() {
-            *g = Some((der.clone(), now, next));
+            *g = Some(SignedCrl {
+                der: der.clone(),
+                number,
+                this,
+                next,
+            });
+        }
+        Ok(der)
+    }
+
+    /// Signs a new delta CRL against the complete CRL served now, signing that first when
+    /// there is none or it is stale (blocking).
+    pub fn regenerate_delta(&self, ca: &Ca, actor: &str) -> Result<Bytes, twoway_ca::Error> {
+        if self.fresh().is_none() {
+            self.regenerate(ca, actor)?;
+        }
+        let base = self
+            .current
+            .read()
+            .ok()
+            .and_then(|g| g.as_ref().map(|c| (c.number, c.this)));
+        let Some((number, this)) = base else {
+            return Err(twoway_ca::Error::Refused(
+                "no complete CRL to be relative to".into(),
+            ));
+        };
+        self.delta_dirty.store(false, Ordering::SeqCst);
+        let signed_at = OffsetDateTime::now_utc();
+        let (n, der) = ca.delta_crl(number, this, None, actor)?;
+        let (this, next) = (signed_at, signed_at + ca.settings().crl_delta_next_update);
+        let der = Bytes::from(der);
+        if let Ok(mut g) = self.delta.write() {
+            let signed = SignedCrl {
+                der: der.clone(),
+                number: n,
+                this,
+                next,
+            };
+            *g = Some((signed, number));
         }
         Ok(der)
     }

@@ -129,6 +129,7 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         (_, "/roots.pem") => "roots",
         (_, "/crl") => "crl",
         (_, "/crl/root") => "crl-root",
+        (_, "/crl/delta") => "crl-delta",
         (_, p) if p == "/ocsp" || p.starts_with("/ocsp/") => "ocsp",
         (_, "/v1/enroll") => "enroll",
         (_, "/v1/renew") => "renew",
@@ -284,7 +285,7 @@ pub(crate) fn count_ocsp_hit(state: &State) {
 fn is_public(route: &str) -> bool {
     matches!(
         route,
-        "healthz" | "metrics" | "roots" | "crl" | "crl-root" | "ocsp"
+        "healthz" | "metrics" | "roots" | "crl" | "crl-root" | "crl-delta" | "ocsp"
     )
 }
 
@@ -292,7 +293,7 @@ fn plain_only() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         codes::NOT_FOUND,
-        "the plain-HTTP listener serves only /ocsp, /crl, /crl/root, /roots.pem, /scep, /healthz and /metrics: use HTTPS",
+        "the plain-HTTP listener serves only /ocsp, /crl, /crl/root, /crl/delta, /roots.pem, /scep, /healthz and /metrics: use HTTPS",
     )
 }
 
@@ -331,6 +332,7 @@ async fn public(
         )),
         "crl" => crl(state).await,
         "crl-root" => root_crl(state).await,
+        "crl-delta" => crl_delta(state).await,
         _ => ocsp(state, method, path, body).await,
     }
 }
@@ -946,6 +948,23 @@ async fn crl(state: &Arc<State>) -> Result<Resp, ApiError> {
     }
     let st = state.clone();
     let der = run_ca(state, move |ca| st.crl.regenerate(ca, &st.actor)).await?;
+    state.metrics.crl_signed.fetch_add(1, Ordering::Relaxed);
+    Ok(bytes_resp("application/pkix-crl", der))
+}
+
+/// The delta CRL against the complete CRL `/crl` serves (RFC 5280 §5.2.4): the
+/// certificates revoked since it was signed. Re-signed after a revocation; with `[crl]
+/// delta` on, that is all a revocation re-signs.
+async fn crl_delta(state: &Arc<State>) -> Result<Resp, ApiError> {
+    if let Some(der) = state.crl.fresh_delta() {
+        return Ok(bytes_resp("application/pkix-crl", der));
+    }
+    let _g = state.crl.regen.lock().await;
+    if let Some(der) = state.crl.fresh_delta() {
+        return Ok(bytes_resp("application/pkix-crl", der));
+    }
+    let st = state.clone();
+    let der = run_ca(state, move |ca| st.crl.regenerate_delta(ca, &st.actor)).await?;
     state.metrics.crl_signed.fetch_add(1, Ordering::Relaxed);
     Ok(bytes_resp("application/pkix-crl", der))
 }

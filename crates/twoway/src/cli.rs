@@ -156,12 +156,17 @@ Examples:
   twoway crl --all --out bundle.pem            # every CRL of the chain, for nginx's ssl_crl
   openssl verify -crl_check_all -CRLfile bundle.pem -CAfile ca/root.pem -untrusted ca/intermediate.pem cert.pem
   twoway crl --root --next-update 365d         # where the root key is kept: a new root.crl
+  twoway crl --delta --base crl.pem --out delta.pem   # what was revoked since crl.pem
+  openssl verify -crl_check -use_deltas -CRLfile crl.pem -CRLfile delta.pem -CAfile ca/root.pem -untrusted ca/intermediate.pem cert.pem
 
 Each CRL takes the next CRL number (recorded in the audit log) and lists every revoked,
 unexpired certificate of its issuer: the intermediate's leaves, or with --root the root's
 intermediates. Verifiers that check the whole chain (nginx ssl_crl, openssl -crl_check_all)
 need both: --all writes the intermediate's CRL and the root's (signed afresh when root.key is
-in the CA directory, else the root.crl signed at init or by the last `twoway crl --root`).")]
+in the CA directory, else the root.crl signed at init or by the last `twoway crl --root`).
+--delta signs a delta CRL (RFC 5280 5.2.4) against the complete CRL given with --base: the
+certificates revoked since it was signed; with [crl] delta = true complete CRLs name
+<url>/crl/delta, where `ca serve` publishes one.")]
 pub struct CrlArgs {
     #[command(flatten)]
     pub ca: CaOpts,
@@ -177,6 +182,13 @@ pub struct CrlArgs {
     /// Write every CRL of the chain (the intermediate's, then the root's) as one PEM file.
     #[arg(long)]
     pub all: bool,
+    /// Sign a delta CRL against the complete CRL given with --base (default validity:
+    /// [crl] delta_next_update).
+    #[arg(long, requires = "base", conflicts_with_all = ["root", "all"])]
+    pub delta: bool,
+    /// The complete CRL (PEM or DER) this CA signed that --delta is relative to.
+    #[arg(long, value_name = "FILE", requires = "delta")]
+    pub base: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -29,6 +29,18 @@ pub fn run(a: CrlArgs) -> Result<ExitCode> {
         // Before a CRL number is used and audited: the output must be writable.
         files::check_writable(path)?;
     }
+    if let (true, Some(base)) = (a.delta, &a.base) {
+        let ca = open_ca(&a.ca, true)?;
+        let (number, this_update) = base_crl(&ca, base)?;
+        let (n, der) = ca.delta_crl(number, this_update, next, &actor(&a.ca))?;
+        let pem = twoway_pki::der_to_pem("X509 CRL", &der);
+        return write(
+            &a,
+            &der,
+            pem,
+            &format!("delta CRL number {n} (against CRL number {number})"),
+        );
+    }
     if a.root {
         let ca = open_ca(&a.ca, false)?;
         let pass = passphrase(&a.ca)?;
@@ -54,6 +66,23 @@ pub fn run(a: CrlArgs) -> Result<ExitCode> {
         return write(&a, &der, pem, "the intermediate's and the root's CRLs");
     }
     write(&a, &der, pem, &format!("CRL number {number}"))
+}
+
+/// The CRL number and thisUpdate of a complete CRL this CA's intermediate signed, read from
+/// `path` (PEM or DER); refused, saying why, for anything else.
+fn base_crl(ca: &twoway_ca::Ca, path: &std::path::Path) -> Result<(u64, time::OffsetDateTime)> {
+    let raw = std::fs::read(path)
+        .map_err(|e| usage(format!("cannot read the base CRL {}: {e}", path.display())))?;
+    let inter = twoway_pki::parse_certificates(ca.intermediate_pem().as_bytes())?;
+    let inter = inter
+        .first()
+        .ok_or(twoway_pki::Error::NoPemBlock("CERTIFICATE"))?;
+    twoway_pki::complete_crl_info(&raw, inter).map_err(|e| {
+        usage(format!(
+            "{} is not a complete CRL of this CA ({e}): give one `twoway crl` wrote",
+            path.display()
+        ))
+    })
 }
 
 /// Writes `pem` (or `der` to a .der file) to --out, or PEM to stdout.
