@@ -21,7 +21,7 @@ use crate::{blocking, ConnInfo, State};
 use base64::Engine;
 use bytes::Bytes;
 use http::{header, Method, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -306,47 +306,25 @@ fn csrattrs(profile: Option<Profile>) -> Resp {
     base64_resp("application/csrattrs", &der)
 }
 
-async fn read_body(mut body: Incoming) -> Result<Bytes, EstError> {
-    let mut buf = bytes::BytesMut::new();
-    let mut drained = 0usize;
-    // Up to the limit; past it, keep draining (bounded in size and time) so the client
-    // reads the 413 instead of a reset connection.
-    let read = async {
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else {
-                return Err(EstError::new(
-                    StatusCode::BAD_REQUEST,
-                    "est_bad_body",
-                    "the request body could not be read",
-                ));
-            };
-            if let Ok(data) = frame.into_data() {
-                if drained == 0 && buf.len() + data.len() <= MAX_BODY {
-                    buf.extend_from_slice(&data);
-                } else {
-                    drained += data.len();
-                    if drained > 16 * MAX_BODY {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(())
-    };
-    match tokio::time::timeout(std::time::Duration::from_secs(30), read).await {
-        Ok(Ok(())) if drained == 0 => Ok(buf.freeze()),
-        Ok(Ok(())) => Err(EstError::new(
+async fn read_body(body: Incoming) -> Result<Bytes, EstError> {
+    use crate::routes::{read_limited, BodyError};
+    read_limited(body, MAX_BODY).await.map_err(|e| match e {
+        BodyError::Unreadable => EstError::new(
+            StatusCode::BAD_REQUEST,
+            "est_bad_body",
+            "the request body could not be read",
+        ),
+        BodyError::TooLarge => EstError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "est_body_too_large",
             format!("the request body is larger than {MAX_BODY} bytes: send one PKCS#10 CSR"),
-        )),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(EstError::new(
+        ),
+        BodyError::TooSlow => EstError::new(
             StatusCode::REQUEST_TIMEOUT,
             "est_body_timeout",
             "the request body took too long to arrive",
-        )),
-    }
+        ),
+    })
 }
 
 /// The CSR of a request body: base64 (with or without line breaks, RFC 8951), PEM, or DER,

@@ -379,34 +379,33 @@ async fn dispatch(
     }
 }
 
-pub(crate) async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            codes::BODY_TOO_LARGE,
-            format!("the request body is larger than {MAX_BODY} bytes"),
-        )
-    };
-    let mut body = req.into_body();
+/// How reading a request body failed ([`read_limited`]).
+pub(crate) enum BodyError {
+    /// The connection failed mid-body.
+    Unreadable,
+    /// Longer than the limit.
+    TooLarge,
+    /// Not all there within the deadline.
+    TooSlow,
+}
+
+/// Reads a request body of at most `max` bytes within 30 s. Past the limit it keeps
+/// draining (bounded: 16 × `max`, and the deadline) so the client reads the 413 instead of
+/// a reset connection. The API's and EST's bodies both come through here.
+pub(crate) async fn read_limited(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
     let mut buf = bytes::BytesMut::new();
     let mut drained = 0usize;
-    // Read up to the limit; past it, keep draining (bounded in size and time) so the
-    // client reads the 413 instead of a reset connection.
     let read = async {
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    codes::BAD_REQUEST,
-                    "the request body could not be read",
-                ));
+                return Err(BodyError::Unreadable);
             };
             if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() <= MAX_BODY && drained == 0 {
+                if drained == 0 && buf.len() + data.len() <= max {
                     buf.extend_from_slice(&data);
                 } else {
                     drained += data.len();
-                    if drained > 16 * MAX_BODY {
+                    if drained > 16 * max {
                         break;
                     }
                 }
@@ -416,14 +415,32 @@ pub(crate) async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, Ap
     };
     match tokio::time::timeout(std::time::Duration::from_secs(30), read).await {
         Ok(Ok(())) if drained == 0 => Ok(buf.freeze()),
-        Ok(Ok(())) => Err(too_large()),
+        Ok(Ok(())) => Err(BodyError::TooLarge),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            codes::BAD_REQUEST,
-            "the request body took too long to arrive",
-        )),
+        Err(_) => Err(BodyError::TooSlow),
     }
+}
+
+pub(crate) async fn read_body(req: hyper::Request<Incoming>) -> Result<Bytes, ApiError> {
+    read_limited(req.into_body(), MAX_BODY)
+        .await
+        .map_err(|e| match e {
+            BodyError::Unreadable => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                codes::BAD_REQUEST,
+                "the request body could not be read",
+            ),
+            BodyError::TooLarge => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                codes::BODY_TOO_LARGE,
+                format!("the request body is larger than {MAX_BODY} bytes"),
+            ),
+            BodyError::TooSlow => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                codes::BAD_REQUEST,
+                "the request body took too long to arrive",
+            ),
+        })
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(
