@@ -938,21 +938,7 @@ impl Ca {
         let now = OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .unwrap_or(OffsetDateTime::now_utc());
-        let revoked = self
-            .store
-            .crl_entries(&self.intermediate_info.subject, now)?;
-        let entries: Vec<RevokedEntry> = revoked
-            .into_iter()
-            .map(|r| RevokedEntry {
-                reason: r
-                    .reason
-                    .as_deref()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(Reason::Unspecified),
-                serial_hex: r.serial,
-                revoked_at: r.revoked_at,
-            })
-            .collect();
+        let entries = self.crl_entries(now, None)?;
         let number = self.store.next_crl_number(&NewAudit {
             actor: actor.into(),
             action: "crl.sign".into(),
@@ -968,6 +954,30 @@ impl Ca {
         };
         let der = twoway_pki::build_crl_as(signer, number, now, now + validity, &entries, &kind)?;
         Ok((number, der))
+    }
+
+    /// The intermediate's revoked, unexpired certificates at `now` as CRL entries; only
+    /// those revoked at or after `since` when given (a delta CRL's).
+    fn crl_entries(
+        &self,
+        now: OffsetDateTime,
+        since: Option<OffsetDateTime>,
+    ) -> Result<Vec<RevokedEntry>> {
+        Ok(self
+            .store
+            .crl_entries(&self.intermediate_info.subject, now)?
+            .into_iter()
+            .filter(|r| since.is_none_or(|t| r.revoked_at >= t))
+            .map(|r| RevokedEntry {
+                reason: r
+                    .reason
+                    .as_deref()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(Reason::Unspecified),
+                serial_hex: r.serial,
+                revoked_at: r.revoked_at,
+            })
+            .collect())
     }
 
     /// Signs a delta CRL (RFC 5280 §5.2.4) against the complete CRL numbered `base_number`
@@ -997,22 +1007,7 @@ impl Ca {
                     .into(),
             ));
         }
-        let since = base_this_update - Duration::minutes(10);
-        let entries: Vec<RevokedEntry> = self
-            .store
-            .crl_entries(&self.intermediate_info.subject, now)?
-            .into_iter()
-            .filter(|r| r.revoked_at >= since)
-            .map(|r| RevokedEntry {
-                reason: r
-                    .reason
-                    .as_deref()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(Reason::Unspecified),
-                serial_hex: r.serial,
-                revoked_at: r.revoked_at,
-            })
-            .collect();
+        let entries = self.crl_entries(now, Some(base_this_update - Duration::minutes(10)))?;
         let number = self.store.next_crl_number(&NewAudit {
             actor: actor.into(),
             action: "crl.sign_delta".into(),

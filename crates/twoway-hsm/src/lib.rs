@@ -26,7 +26,7 @@ use cryptoki::types::AuthPin;
 use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use twoway_pki::{KeyType, Signer};
+use twoway_pki::{der_tlv as der, der_uint, KeyType, Signer};
 use zeroize::Zeroizing;
 
 /// Errors of the PKCS#11 key store.
@@ -346,40 +346,6 @@ fn spki_of(key_type: KeyType, ec_point: &[u8]) -> Result<Vec<u8>, Error> {
     let mut spki = prefix.to_vec();
     spki.extend_from_slice(point);
     Ok(spki)
-}
-
-/// A DER TLV: `tag`, the length in short or long form, `body`.
-fn der(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let n = body.len();
-    if n < 0x80 {
-        out.push(n as u8);
-    } else {
-        let bytes: Vec<u8> = n
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|&b| b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend_from_slice(&bytes);
-    }
-    out.extend_from_slice(body);
-    out
-}
-
-/// A DER INTEGER of the unsigned big-endian `v` (leading zeros dropped, a zero byte put
-/// before a high bit).
-fn der_uint(v: &[u8]) -> Vec<u8> {
-    let v = match v.iter().position(|&b| b != 0) {
-        Some(i) => &v[i..],
-        None => &[0u8][..],
-    };
-    let mut body = Vec::with_capacity(v.len() + 1);
-    if v[0] & 0x80 != 0 {
-        body.push(0);
-    }
-    body.extend_from_slice(v);
-    der(0x02, &body)
 }
 
 /// The DER SubjectPublicKeyInfo of an RSA key (`rsaEncryption`) from its modulus and

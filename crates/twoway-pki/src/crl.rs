@@ -1,6 +1,6 @@
 //! Certificate revocation lists.
 
-use crate::{CaSigner, Error, Result};
+use crate::{der_tlv as der, der_uint, CaSigner, Error, Result};
 use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -186,25 +186,6 @@ pub fn complete_crl_info(crl: &[u8], issuer_der: &[u8]) -> Result<(u64, OffsetDa
     Ok((number, this_update))
 }
 
-/// A DER TLV.
-fn der(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let n = body.len();
-    if n < 0x80 {
-        out.push(n as u8);
-    } else {
-        let bytes: Vec<u8> = n
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|&b| b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend_from_slice(&bytes);
-    }
-    out.extend_from_slice(body);
-    out
-}
-
 /// The first DER TLV of some input: (tag, whole TLV, content, the input after it).
 type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
 
@@ -230,23 +211,18 @@ fn tlv(input: &[u8]) -> Result<Tlv<'_>> {
     Ok((tag, &input[..header + len], &rest[..len], &rest[len..]))
 }
 
-/// An unsigned INTEGER.
-fn der_uint(v: u64) -> Vec<u8> {
-    let bytes = v.to_be_bytes();
-    let mut body: Vec<u8> = bytes.iter().copied().skip_while(|&b| b == 0).collect();
-    if body.first().is_none_or(|b| b & 0x80 != 0) {
-        body.insert(0, 0);
-    }
-    der(0x02, &body)
-}
-
 /// The Delta CRL Indicator extension (2.5.29.27, critical): the base CRL's number.
 fn delta_crl_indicator(base: u64) -> Vec<u8> {
     let oid = [0x06, 0x03, 0x55, 0x1d, 0x1b];
     let critical = [0x01, 0x01, 0xff];
     der(
         0x30,
-        &[&oid[..], &critical[..], &der(0x04, &der_uint(base))].concat(),
+        &[
+            &oid[..],
+            &critical[..],
+            &der(0x04, &der_uint(&base.to_be_bytes())),
+        ]
+        .concat(),
     )
 }
 

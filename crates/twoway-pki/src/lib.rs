@@ -18,6 +18,7 @@ mod cert;
 mod constraints;
 mod crl;
 mod csr;
+mod der;
 mod duration;
 mod error;
 mod key;
@@ -39,6 +40,7 @@ pub use cert::{
 pub use constraints::NameConstraints;
 pub use crl::{build_crl, build_crl_as, complete_crl_info, CrlKind, Reason, RevokedEntry};
 pub use csr::{create_csr, csr_body_der, csr_der, verify_csr, verify_signature, VerifiedCsr};
+pub use der::{der_tlv, der_uint};
 pub use duration::{format_duration, parse_duration};
 pub use error::{Error, Result};
 pub use key::{key_type_of_spki, KeyType, PrivateKey};
