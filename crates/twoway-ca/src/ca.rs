@@ -963,11 +963,13 @@ impl Ca {
         now: OffsetDateTime,
         since: Option<OffsetDateTime>,
     ) -> Result<Vec<RevokedEntry>> {
-        Ok(self
-            .store
-            .crl_entries(&self.intermediate_info.subject, now)?
+        let issuer = &self.intermediate_info.subject;
+        let rows = match since {
+            None => self.store.crl_entries(issuer, now)?,
+            Some(t) => self.store.crl_entries_revoked_since(issuer, now, t)?,
+        };
+        Ok(rows
             .into_iter()
-            .filter(|r| since.is_none_or(|t| r.revoked_at >= t))
             .map(|r| RevokedEntry {
                 reason: r
                     .reason

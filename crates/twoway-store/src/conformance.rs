@@ -1143,6 +1143,11 @@ pub(crate) fn dashboard_views_counts_and_prune(s: &dyn Store) {
     assert_eq!(crl[0].serial, "d02");
     assert_eq!(crl[0].reason.as_deref(), Some("key-compromise"));
     assert!(s.crl_entries("CN=other", now).unwrap().is_empty());
+    // a delta's: revoked at or after the time asked (dd02 was revoked at `now`)
+    let since = |t| s.crl_entries_revoked_since("CN=I", now, t).unwrap();
+    assert_eq!(since(now - time::Duration::hours(1)).len(), 1);
+    assert_eq!(since(now)[0].serial, "d02");
+    assert!(since(now + time::Duration::seconds(1)).is_empty());
 
     // prune: the two expired, whatever is asked
     let old = s

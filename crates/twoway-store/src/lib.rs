@@ -182,6 +182,15 @@ pub trait Store: Send + Sync {
     /// The CRL's entries of `issuer`: serial, revocation time and reason of every revoked
     /// certificate not yet expired at `since`, from an index of revoked certificates only.
     fn crl_entries(&self, issuer: &str, since: OffsetDateTime) -> Result<Vec<CrlEntry>>;
+    /// A delta CRL's entries of `issuer`: those of [`Store::crl_entries`] revoked at or after
+    /// `revoked_since`, found by revocation time (`certificates_revoked_at`), not by reading
+    /// every revoked certificate.
+    fn crl_entries_revoked_since(
+        &self,
+        issuer: &str,
+        now: OffsetDateTime,
+        revoked_since: OffsetDateTime,
+    ) -> Result<Vec<CrlEntry>>;
     /// Takes the next CRL number and records the audit entry, atomically.
     fn next_crl_number(&self, audit: &NewAudit) -> Result<u64>;
     /// Appends one audit entry on its own.
@@ -329,7 +338,16 @@ impl<E: db::Engine> Store for E {
     }
 
     fn crl_entries(&self, issuer: &str, since: OffsetDateTime) -> Result<Vec<CrlEntry>> {
-        self.read(|db| query::crl_entries(db, issuer, since))
+        self.read(|db| query::crl_entries(db, issuer, since, None))
+    }
+
+    fn crl_entries_revoked_since(
+        &self,
+        issuer: &str,
+        now: OffsetDateTime,
+        revoked_since: OffsetDateTime,
+    ) -> Result<Vec<CrlEntry>> {
+        self.read(|db| query::crl_entries(db, issuer, now, Some(revoked_since)))
     }
 
     fn next_crl_number(&self, audit: &NewAudit) -> Result<u64> {

@@ -505,22 +505,29 @@ pub(crate) fn crl_entries(
     db: &mut dyn Db,
     issuer: &str,
     since: OffsetDateTime,
+    revoked_since: Option<OffsetDateTime>,
 ) -> Result<Vec<crate::CrlEntry>> {
-    all(
-        db,
-        "SELECT serial, revoked_at, revocation_reason FROM certificates
-         WHERE status = 'revoked' AND issuer = ? AND not_after > ?",
-        &[Arg::text(issuer), Arg::int(ts(since))],
-        |r| {
-            Ok(crate::CrlEntry {
-                serial: r
-                    .text(0)?
-                    .ok_or_else(|| Error::Corrupt("serial is NULL".into()))?,
-                revoked_at: crate::records::from_ts(r.int(1)?.unwrap_or(0))?,
-                reason: r.text(2)?,
-            })
-        },
-    )
+    let (sql, args) = match revoked_since {
+        None => (
+            "SELECT serial, revoked_at, revocation_reason FROM certificates
+             WHERE status = 'revoked' AND issuer = ? AND not_after > ?",
+            vec![Arg::text(issuer), Arg::int(ts(since))],
+        ),
+        Some(r) => (
+            "SELECT serial, revoked_at, revocation_reason FROM certificates
+             WHERE status = 'revoked' AND issuer = ? AND revoked_at >= ? AND not_after > ?",
+            vec![Arg::text(issuer), Arg::int(ts(r)), Arg::int(ts(since))],
+        ),
+    };
+    all(db, sql, &args, |r| {
+        Ok(crate::CrlEntry {
+            serial: r
+                .text(0)?
+                .ok_or_else(|| Error::Corrupt("serial is NULL".into()))?,
+            revoked_at: crate::records::from_ts(r.int(1)?.unwrap_or(0))?,
+            reason: r.text(2)?,
+        })
+    })
 }
 
 /// How many certificates are active, expired and revoked at `now` (statuses with none
