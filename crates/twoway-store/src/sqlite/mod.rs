@@ -85,8 +85,6 @@ impl SqliteStore {
         private_files(path, true);
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // A page cache that holds the indexes of a large inventory, and checkpoints every
-        // ~16 MiB of WAL instead of every 4 MiB: fewer pages copied twice.
         // A page cache that holds much of the indexes of a large inventory. Checkpoints
         // run on their own connection and thread ([`Checkpointer`]), not in the commit
         // that crossed the WAL threshold: at ten million certificates copying a few
