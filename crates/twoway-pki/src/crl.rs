@@ -157,33 +157,94 @@ pub fn build_crl_as(
 
 /// The CRL number and thisUpdate of `crl` (PEM or DER), a complete CRL signed by the key of
 /// `issuer_der`: what a delta CRL against it needs. A delta CRL, one without a number or
-/// one another key signed is refused, saying which.
+/// one another key signed is refused, saying which. Read by walking the DER, not by parsing
+/// every entry: a complete CRL of a million entries is 66 MB.
 pub fn complete_crl_info(crl: &[u8], issuer_der: &[u8]) -> Result<(u64, OffsetDateTime)> {
     let der = match pem::parse(crl) {
         Ok(p) if p.tag() == "X509 CRL" => p.into_contents(),
         Ok(p) => return Err(Error::BadCrl(format!("it holds a {}, not a CRL", p.tag()))),
         Err(_) => crl.to_vec(),
     };
-    let (_, list) = x509_parser::parse_x509_crl(&der)
-        .map_err(|e| Error::BadCrl(format!("it does not parse: {e}")))?;
-    let (_, issuer) = x509_parser::parse_x509_certificate(issuer_der)
-        .map_err(|e| Error::BadCertificate(e.to_string()))?;
-    if list.verify_signature(issuer.public_key()).is_err() {
-        return Err(Error::BadCrl(
-            "this CA's intermediate did not sign it".into(),
-        ));
+    let bad = |why: &str| Error::BadCrl(why.to_string());
+    let malformed = |_| bad("it is not DER: give the PEM or DER file `twoway crl` wrote");
+    let (tag, _, list, _) = tlv(&der).map_err(malformed)?;
+    if tag != 0x30 {
+        return Err(bad("it is not a CRL"));
     }
-    let oid = x509_parser::oid_registry::OID_X509_EXT_DELTA_CRL_INDICATOR;
-    if list.extensions().iter().any(|e| e.oid == oid) {
-        return Err(Error::BadCrl("it is itself a delta CRL".into()));
+    let (_, tbs_whole, tbs, rest) = tlv(list).map_err(malformed)?;
+    let (_, _, _, rest) = tlv(rest).map_err(malformed)?;
+    let (tag, _, bits, _) = tlv(rest).map_err(malformed)?;
+    let sig = match bits.split_first() {
+        Some((0, sig)) if tag == 0x03 => sig,
+        _ => return Err(bad("its signature is not a BIT STRING")),
+    };
+    let spki = crate::spki_of_cert(issuer_der)?;
+    crate::verify_signature(&spki, tbs_whole, sig)
+        .map_err(|_| bad("this CA's intermediate did not sign it"))?;
+    let (mut this_update, mut exts) = (None, None);
+    let mut rest = tbs;
+    while !rest.is_empty() {
+        let (tag, _, content, next) = tlv(rest).map_err(malformed)?;
+        match tag {
+            0x17 | 0x18 if this_update.is_none() => this_update = Some(der_time(tag, content)?),
+            0xa0 => exts = Some(content),
+            _ => {}
+        }
+        rest = next;
     }
-    let number = list
-        .crl_number()
-        .and_then(|n| u64::try_from(n).ok())
-        .ok_or_else(|| Error::BadCrl("it has no CRL number".into()))?;
-    let this_update = OffsetDateTime::from_unix_timestamp(list.last_update().timestamp())
-        .map_err(|e| Error::BadCrl(e.to_string()))?;
+    let this_update = this_update.ok_or_else(|| bad("it has no thisUpdate"))?;
+    let mut number = None;
+    if let Some(exts) = exts {
+        let (_, _, mut list, _) = tlv(exts).map_err(malformed)?;
+        while !list.is_empty() {
+            let (_, _, ext, next) = tlv(list).map_err(malformed)?;
+            let (_, _, oid, mut fields) = tlv(ext).map_err(malformed)?;
+            match oid {
+                // deltaCRLIndicator
+                [0x55, 0x1d, 0x1b] => return Err(bad("it is itself a delta CRL")),
+                // cRLNumber: OCTET STRING { INTEGER }
+                [0x55, 0x1d, 0x14] => {
+                    while !fields.is_empty() {
+                        let (tag, _, value, after) = tlv(fields).map_err(malformed)?;
+                        if tag == 0x04 {
+                            let (_, _, int, _) = tlv(value).map_err(malformed)?;
+                            if int.len() <= 9 && int.first().is_some_and(|b| b & 0x80 == 0) {
+                                number =
+                                    Some(int.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b)));
+                            }
+                        }
+                        fields = after;
+                    }
+                }
+                _ => {}
+            }
+            list = next;
+        }
+    }
+    let number = number.ok_or_else(|| bad("it has no CRL number"))?;
     Ok((number, this_update))
+}
+
+/// A DER UTCTime (`0x17`, YYMMDDHHMMSSZ) or GeneralizedTime (`0x18`, YYYYMMDDHHMMSSZ).
+fn der_time(tag: u8, v: &[u8]) -> Result<OffsetDateTime> {
+    let bad = || Error::BadCrl("its thisUpdate is not a DER time".into());
+    let text = std::str::from_utf8(v).map_err(|_| bad())?;
+    let (year, rest) = match (tag, text.len()) {
+        (0x17, 13) => {
+            let yy: i32 = text[..2].parse().map_err(|_| bad())?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &text[2..])
+        }
+        (0x18, 15) => (text[..4].parse().map_err(|_| bad())?, &text[4..]),
+        _ => return Err(bad()),
+    };
+    if !rest.ends_with('Z') || !rest[..10].bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n = |i: usize| rest[i..i + 2].parse::<u8>().map_err(|_| bad());
+    let month = time::Month::try_from(n(0)?).map_err(|_| bad())?;
+    let date = time::Date::from_calendar_date(year, month, n(2)?).map_err(|_| bad())?;
+    let t = time::Time::from_hms(n(4)?, n(6)?, n(8)?).map_err(|_| bad())?;
+    Ok(time::PrimitiveDateTime::new(date, t).assume_utc())
 }
 
 /// The first DER TLV of some input: (tag, whole TLV, content, the input after it).
@@ -302,4 +363,47 @@ fn rcgen_crl(
         key_identifier_method: ski,
     };
     Ok(params.signed_by(ca.issuer())?.der().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{build_root, KeyType, PrivateKey};
+    use std::sync::Arc;
+
+    fn ca(name: &str) -> CaSigner {
+        let key: Arc<dyn crate::Signer> = Arc::new(PrivateKey::generate(KeyType::P256).unwrap());
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let der = build_root(key.clone(), name, now, now + time::Duration::days(1)).unwrap();
+        CaSigner::new(der, key).unwrap()
+    }
+
+    /// A complete CRL's number and time are read back; a delta, another CA's CRL and
+    /// garbage are refused with why.
+    #[test]
+    fn complete_crl_info_reads_the_base_and_refuses_the_rest() {
+        let a = ca("A");
+        let t = OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap();
+        let entries = [RevokedEntry {
+            serial_hex: "0102".into(),
+            revoked_at: t,
+            reason: Reason::KeyCompromise,
+        }];
+        let next = t + time::Duration::hours(1);
+        let kind = CrlKind::CompleteWithDeltas("http://ca.example/crl/delta".into());
+        let base = build_crl_as(&a, 300, t, next, &entries, &kind).unwrap();
+        assert_eq!(complete_crl_info(&base, a.cert_der()).unwrap(), (300, t));
+        let pem = crate::der_to_pem("X509 CRL", &base);
+        assert_eq!(
+            complete_crl_info(pem.as_bytes(), a.cert_der()).unwrap().0,
+            300
+        );
+        let delta = build_crl_as(&a, 301, t, next, &[], &CrlKind::Delta(300)).unwrap();
+        let e = complete_crl_info(&delta, a.cert_der()).unwrap_err();
+        assert!(e.to_string().contains("itself a delta"), "{e}");
+        let e = complete_crl_info(&base, ca("B").cert_der()).unwrap_err();
+        assert!(e.to_string().contains("did not sign it"), "{e}");
+        let e = complete_crl_info(b"\x30\x05\x01", a.cert_der()).unwrap_err();
+        assert!(e.to_string().contains("not DER"), "{e}");
+    }
 }
