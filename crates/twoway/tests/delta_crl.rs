@@ -91,7 +91,7 @@ fn ca_serve_with_deltas_re_signs_only_the_delta_after_a_revocation() {
     let mut ca = OnlineCa::create("Delta Test", "URI:spiffe://delta.test/admin", "", &[]);
     let toml = ca.path("ca/ca.toml");
     deltas_on(&toml);
-    // the Freshest CRL pointer needs the CA's URL (openssl uses deltas only when it is there)
+    // the Freshest CRL pointer needs the CA's URL (without it openssl ignored this delta)
     let text = read(&toml);
     let url_line = "# url = \"https://ca.example.internal:9000\"";
     assert!(text.contains(url_line), "{text}");
