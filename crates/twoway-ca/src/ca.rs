@@ -149,19 +149,23 @@ pub struct ImportOutcome {
 
 /// An opened CA directory.
 pub struct Ca {
-    dir: PathBuf,
-    settings: CaSettings,
+    pub(crate) dir: PathBuf,
+    pub(crate) settings: CaSettings,
     /// The inventory's location, when opened by one (not [`Ca::open_with_store`]).
     database: Option<Database>,
-    root_pem: String,
+    pub(crate) root_pem: String,
     pub(crate) intermediate_der: Vec<u8>,
     pub(crate) intermediate_info: CertInfo,
-    constraints: Option<NameConstraints>,
+    pub(crate) constraints: Option<NameConstraints>,
     signer: Option<CaSigner>,
     /// The passphrase the CA's keys were unlocked with, kept to encrypt the server's own
     /// keys the same way ([`Ca::seal_service_key`]); None when the keys are not encrypted.
     sealing: Option<zeroize::Zeroizing<Vec<u8>>>,
     pub(crate) store: Box<dyn Store>,
+    /// The active intermediate's id (`g1` until a rotation; see [`crate::rotate`]).
+    pub(crate) active_id: String,
+    /// The other intermediates: prepared, retiring, retired.
+    pub(crate) others: Vec<crate::rotate::OtherIssuer>,
 }
 
 impl std::fmt::Debug for Ca {
@@ -172,7 +176,7 @@ impl std::fmt::Debug for Ca {
     }
 }
 
-fn ensure_private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn ensure_private_dir(dir: &Path) -> Result<()> {
     twoway_files::create_private_dir_all(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .map_err(Error::io("cannot set permissions on", dir))
@@ -291,6 +295,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
         &root,
         &int_key.public_key_der(),
         &config.ca.name,
+        1,
         not_before,
         now + opts.intermediate_ttl,
         &permits,
@@ -515,6 +520,7 @@ impl Ca {
                     ),
                 })?;
         }
+        let (active_id, others) = crate::rotate::load(dir)?;
         Ok(Ca {
             dir: dir.to_path_buf(),
             settings,
@@ -526,6 +532,8 @@ impl Ca {
             signer: None,
             sealing: None,
             store,
+            active_id,
+            others,
         })
     }
 
@@ -551,6 +559,7 @@ impl Ca {
         }
         let key = PrivateKey::from_pem(&pem, passphrase)?;
         self.signer = Some(CaSigner::new(self.intermediate_der.clone(), Arc::new(key))?);
+        self.unlock_others(passphrase)?;
         self.sealing = passphrase
             .filter(|_| self.settings.raw.ca.encrypted_keys)
             .map(|p| zeroize::Zeroizing::new(p.to_vec()));
@@ -645,10 +654,16 @@ impl Ca {
         self.store.as_ref()
     }
 
+    /// The CRL distribution point and OCSP URL of new certificates. The first
+    /// intermediate's CRL is at `/crl`, a rotated one's at `/crl/<id>`: a distribution
+    /// point must name its issuer's CRL for as long as the certificate lives.
     pub(crate) fn urls(&self) -> RevocationUrls {
         match &self.settings.raw.ca.url {
             Some(u) => RevocationUrls {
-                crl: Some(format!("{u}/crl")),
+                crl: Some(match self.active_id.as_str() {
+                    "g1" => format!("{u}/crl"),
+                    id => format!("{u}/crl/{id}"),
+                }),
                 ocsp: Some(format!("{u}/ocsp")),
             },
             None => RevocationUrls::default(),
@@ -892,9 +907,10 @@ impl Ca {
     /// Revokes a certificate this CA issued.
     pub fn revoke(&self, serial_or_fp: &str, reason: Reason, actor: &str) -> Result<CertRecord> {
         let rec = self.store.find_certificate(serial_or_fp)?;
-        if !rec.source.signed_here() || rec.issuer != self.intermediate_info.subject {
+        if !rec.source.signed_here() || !self.vouches_for(&rec.issuer) {
             return Err(Error::Refused(format!(
-                "certificate {} was not issued by this CA's intermediate ({}): only its issuer can revoke it",
+                "certificate {} was not issued by an intermediate of this CA that still signs \
+                 revocations ({}): only its issuer can revoke it",
                 rec.serial, rec.issuer
             )));
         }
@@ -938,7 +954,7 @@ impl Ca {
         let now = OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .unwrap_or(OffsetDateTime::now_utc());
-        let entries = self.crl_entries(now, None)?;
+        let entries = self.crl_entries_of(&self.intermediate_info.subject, now, None)?;
         let number = self.store.next_crl_number(&NewAudit {
             actor: actor.into(),
             action: "crl.sign".into(),
@@ -956,14 +972,14 @@ impl Ca {
         Ok((number, der))
     }
 
-    /// The intermediate's revoked, unexpired certificates at `now` as CRL entries; only
-    /// those revoked at or after `since` when given (a delta CRL's).
-    fn crl_entries(
+    /// `issuer`'s revoked, unexpired certificates at `now` as CRL entries; only those
+    /// revoked at or after `since` when given (a delta CRL's).
+    pub(crate) fn crl_entries_of(
         &self,
+        issuer: &str,
         now: OffsetDateTime,
         since: Option<OffsetDateTime>,
     ) -> Result<Vec<RevokedEntry>> {
-        let issuer = &self.intermediate_info.subject;
         let rows = match since {
             None => self.store.crl_entries(issuer, now)?,
             Some(t) => self.store.crl_entries_revoked_since(issuer, now, t)?,
@@ -1009,7 +1025,11 @@ impl Ca {
                     .into(),
             ));
         }
-        let entries = self.crl_entries(now, Some(base_this_update - Duration::minutes(10)))?;
+        let entries = self.crl_entries_of(
+            &self.intermediate_info.subject,
+            now,
+            Some(base_this_update - Duration::minutes(10)),
+        )?;
         let number = self.store.next_crl_number(&NewAudit {
             actor: actor.into(),
             action: "crl.sign_delta".into(),
@@ -1033,7 +1053,7 @@ impl Ca {
 
     /// The root key: opened in the token when `[ca] root_key` names one, else read from
     /// `root.key` (refused, saying where to run instead, when it is not here).
-    fn root_signer(&self, passphrase: Option<&[u8]>) -> Result<Arc<dyn Signer>> {
+    pub(crate) fn root_signer(&self, passphrase: Option<&[u8]>) -> Result<Arc<dyn Signer>> {
         if let Some(uri) = &self.settings.raw.ca.root_key {
             let hsm = self.settings.raw.hsm.clone().ok_or_else(|| Error::Config {
                 path: self.dir.join(layout::CONFIG),

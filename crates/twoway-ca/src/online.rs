@@ -275,7 +275,7 @@ impl Ca {
             }
             Err(e) => return Err(e.into()),
         };
-        if !rec.source.signed_here() || rec.issuer != self.intermediate_info().subject {
+        if !rec.source.signed_here() || !self.vouches_for(&rec.issuer) {
             return Err(Error::Unauthenticated(
                 "the client certificate was not issued by this CA's intermediate".into(),
             ));

@@ -77,6 +77,11 @@ impl CaSigner {
         self.signer.sign(msg)
     }
 
+    /// The CA key, to sign with directly (an OCSP answer by the CA itself).
+    pub fn key(&self) -> &Arc<dyn Signer> {
+        &self.signer
+    }
+
     pub(crate) fn issuer(&self) -> &Issuer<'static, RcgenKey> {
         &self.issuer
     }
@@ -200,18 +205,30 @@ pub struct Permits {
     pub ip: Vec<ipnet::IpNet>,
 }
 
+/// The common name of an intermediate: `<org> Intermediate CA` for the first (the one
+/// `ca init` makes), `<org> Intermediate CA G<n>` for the n-th made by a rotation. Each
+/// intermediate gets its own name, so the inventory, CRLs and OCSP tell them apart.
+pub fn intermediate_common_name(org: &str, generation: u32) -> String {
+    match generation {
+        0 | 1 => format!("{org} Intermediate CA"),
+        n => format!("{org} Intermediate CA G{n}"),
+    }
+}
+
 /// Builds an intermediate CA certificate signed by `root`: pathLen 0, and X.509 name
-/// constraints when `permits` has any entry.
+/// constraints when `permits` has any entry. `generation` names it
+/// ([`intermediate_common_name`]).
 pub fn build_intermediate(
     root: &CaSigner,
     subject_key_spki: &[u8],
     org: &str,
+    generation: u32,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
     permits: &Permits,
 ) -> Result<Vec<u8>> {
     let mut params = ca_params(
-        org_name(org, format!("{org} Intermediate CA")),
+        org_name(org, intermediate_common_name(org, generation)),
         not_before,
         not_after,
         Some(0),

@@ -85,6 +85,19 @@ impl NameConstraints {
         self.permitted.to_string()
     }
 
+    /// The permitted DNS subtrees and IP ranges, to build another intermediate under the
+    /// same constraints; `None` when there is anything else (URI or e-mail subtrees,
+    /// excluded subtrees), which [`crate::build_intermediate`] cannot carry over.
+    pub fn permits(&self) -> Option<crate::Permits> {
+        (self.excluded.is_empty()
+            && self.permitted.uri.is_empty()
+            && self.permitted.email.is_empty())
+        .then(|| crate::Permits {
+            dns: self.permitted.dns.clone(),
+            ip: self.permitted.ip.clone(),
+        })
+    }
+
     /// The excluded subtrees, for people (`none` when there are none).
     pub fn excluded(&self) -> String {
         self.excluded.to_string()

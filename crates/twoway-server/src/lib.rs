@@ -143,6 +143,27 @@ pub struct Connections {
     pub deadlines: Deadlines,
 }
 
+impl State {
+    /// A revocation happened: every CRL this server signs is stale.
+    pub(crate) fn mark_crls_dirty(&self) {
+        self.crl.mark_dirty();
+        for (_, c) in &self.issuer_crls {
+            c.mark_dirty();
+        }
+    }
+
+    /// The CRL cache of intermediate `id` (`g1` for `/crl`).
+    pub(crate) fn crl_cache(&self, id: &str) -> Option<&responder::CrlCache> {
+        if id == self.ca.active_issuer_id() {
+            return Some(&self.crl);
+        }
+        self.issuer_crls
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, c)| c)
+    }
+}
+
 /// Everything the handlers share.
 pub struct State {
     /// The CA, unlocked.
@@ -153,8 +174,10 @@ pub struct State {
     pub limiter: ratelimit::RateLimiter,
     /// OCSP.
     pub ocsp: responder::Responder,
-    /// CRL.
+    /// The active intermediate's CRL (and delta CRL).
     pub crl: responder::CrlCache,
+    /// The other intermediates' CRLs (`/crl/<id>`), after a rotation.
+    pub issuer_crls: Vec<(String, responder::CrlCache)>,
     /// Records the issuances the handlers prepared, in batches.
     pub committer: committer::Committer,
     /// The server's TLS identity.
@@ -427,6 +450,15 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
         limiter: ratelimit::RateLimiter::new(sv.enroll_rate, sv.enroll_burst),
         ocsp: responder::Responder::new(&ca, ocsp_signer, validity)?,
         crl: responder::CrlCache::new(ca.config().crl.delta),
+        issuer_crls: ca
+            .crl_issuer_ids()
+            .into_iter()
+            .filter(|id| id != ca.active_issuer_id())
+            .map(|id| {
+                let cache = responder::CrlCache::for_issuer(&id);
+                (id, cache)
+            })
+            .collect(),
         committer: committer::Committer::start(ca.clone())
             .map_err(|e| Error::Task(format!("cannot start the committer thread: {e}")))?,
         identity,
@@ -692,7 +724,7 @@ pub(crate) fn saw_revocation_seq(state: &State, seq: u64) {
     if state.revocation_seq.swap(seq, Ordering::SeqCst) != seq {
         state.auth_generation.fetch_add(1, Ordering::SeqCst);
         state.ocsp.clear();
-        state.crl.mark_dirty();
+        state.mark_crls_dirty();
     }
 }
 

@@ -47,11 +47,23 @@ struct Cached {
     fresh_until: Instant,
 }
 
+/// A retiring intermediate (see `twoway ca rotate`): it answers for the certificates it
+/// issued, signing with its own key (RFC 6960 §2.2: the CA itself as the responder).
+struct RetiringIssuer {
+    hashes: IssuerHashes,
+    subject: String,
+    key: Arc<dyn twoway_pki::Signer>,
+    cert_der: Vec<u8>,
+    not_after: OffsetDateTime,
+}
+
 /// Answers OCSP requests from a cache of pre-signed responses.
 pub struct Responder {
     signer: ArcSwap<OcspSigner>,
     intermediate_subject: String,
     issuer: IssuerHashes,
+    /// The retiring intermediates; their answers are signed per request, not cached.
+    retiring: Vec<RetiringIssuer>,
     validity: Duration,
     cache: RwLock<HashMap<String, Cached>>,
     /// Bumped by every [`Responder::clear`]: an answer computed from a read made before a
@@ -75,9 +87,20 @@ impl Responder {
             .into_iter()
             .next()
             .ok_or(twoway_pki::Error::NoPemBlock("CERTIFICATE"))?;
+        let mut retiring = Vec::new();
+        for (_, s) in ca.retiring_signers() {
+            retiring.push(RetiringIssuer {
+                hashes: IssuerHashes::new(s.cert_der())?,
+                subject: s.info().subject.clone(),
+                key: s.key().clone(),
+                cert_der: s.cert_der().to_vec(),
+                not_after: s.info().not_after,
+            });
+        }
         Ok(Responder {
             issuer: IssuerHashes::new(&intermediate_der)?,
             intermediate_subject: ca.intermediate_info().subject.clone(),
+            retiring,
             signer: ArcSwap::from_pointee(signer),
             validity,
             cache: RwLock::new(HashMap::new()),
@@ -129,16 +152,25 @@ impl Responder {
         let now = OffsetDateTime::now_utc();
         let now = now.replace_nanosecond(0).unwrap_or(now);
         let signer = self.signer();
-        let next_update = (now + self.validity).min(signer.not_after);
+        // The first certificate's issuer answers: the active intermediate through its
+        // delegated responder, a retiring one with its own key. Certificates of another
+        // issuer in the same request are `unknown` to it.
+        let by_retiring = req.cert_ids.first().and_then(|id| {
+            (!self.issuer.matches(id))
+                .then(|| self.retiring.iter().find(|r| r.hashes.matches(id)))
+                .flatten()
+        });
+        let (hashes, subject, not_after) = match by_retiring {
+            Some(r) => (&r.hashes, &r.subject, r.not_after),
+            None => (&self.issuer, &self.intermediate_subject, signer.not_after),
+        };
+        let next_update = (now + self.validity).min(not_after);
         let mut singles = Vec::with_capacity(req.cert_ids.len());
         let mut first = "unknown";
         for (i, id) in req.cert_ids.iter().enumerate() {
-            let status = if self.issuer.matches(id) {
+            let status = if hashes.matches(id) {
                 match ca.store().find_certificate(&id.serial_hex) {
-                    Ok(rec)
-                        if rec.serial == id.serial_hex
-                            && rec.issuer == self.intermediate_subject =>
-                    {
+                    Ok(rec) if rec.serial == id.serial_hex && &rec.issuer == subject => {
                         match rec.status {
                             CertStatus::Active => OcspStatus::Good,
                             CertStatus::Revoked => OcspStatus::Revoked {
@@ -184,8 +216,11 @@ impl Responder {
         // issuer it asks about (it named it in the CertID), and that issuer is all a
         // client needs to check the delegation (RFC 6960 §4.2.2.2). Leaving the
         // intermediate out makes every answer ~40 % smaller.
-        let chain: [&[u8]; 1] = [&signer.cert_der];
-        let der = match build_response(&signer.key, &chain, now, &singles, None) {
+        let signed = match by_retiring {
+            Some(r) => build_response(r.key.as_ref(), &[&r.cert_der], now, &singles, None),
+            None => build_response(&signer.key, &[&signer.cert_der], now, &singles, None),
+        };
+        let der = match signed {
             Ok(d) => Bytes::from(d),
             Err(e) => {
                 tracing::error!(error = %e, "OCSP: signing failed");
@@ -194,7 +229,7 @@ impl Responder {
             }
         };
         metrics.ocsp(first);
-        if singles.len() == 1 && first != "unknown" {
+        if singles.len() == 1 && first != "unknown" && by_retiring.is_none() {
             let half: Duration = (next_update - now) / 2;
             let fresh = StdDuration::from_secs(half.whole_seconds().max(0) as u64);
             if let Ok(mut c) = self.cache.write() {
@@ -245,6 +280,9 @@ pub struct CrlCache {
     delta_dirty: AtomicBool,
     /// `[crl] delta`.
     deltas: bool,
+    /// A non-active intermediate's CRL (`/crl/<id>`; see `twoway ca rotate`); None: the
+    /// active intermediate's.
+    issuer: Option<String>,
     /// Serializes regeneration.
     pub regen: tokio::sync::Mutex<()>,
 }
@@ -254,6 +292,15 @@ impl CrlCache {
     pub fn new(deltas: bool) -> Self {
         CrlCache {
             deltas,
+            ..CrlCache::default()
+        }
+    }
+
+    /// The cache of the CRL of intermediate `id` when it is not the active one: complete
+    /// CRLs only, signed with its own key (or its final CRL, once retired).
+    pub fn for_issuer(id: &str) -> Self {
+        CrlCache {
+            issuer: Some(id.to_string()),
             ..CrlCache::default()
         }
     }
@@ -305,7 +352,10 @@ impl CrlCache {
     pub fn regenerate(&self, ca: &Ca, actor: &str) -> Result<Bytes, twoway_ca::Error> {
         self.dirty.store(false, Ordering::SeqCst);
         let this = OffsetDateTime::now_utc();
-        let (number, der) = ca.crl(None, actor)?;
+        let (number, der) = match &self.issuer {
+            Some(id) => ca.crl_of(id, None, actor)?,
+            None => ca.crl(None, actor)?,
+        };
         let next = this + ca.settings().crl_next_update;
         let der = Bytes::from(der);
         if let Ok(mut g) = self.current.write() {

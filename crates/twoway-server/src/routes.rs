@@ -130,6 +130,7 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         (_, "/crl") => "crl",
         (_, "/crl/root") => "crl-root",
         (_, "/crl/delta") => "crl-delta",
+        (_, p) if p.starts_with("/crl/g") => "crl",
         (_, p) if p == "/ocsp" || p.starts_with("/ocsp/") => "ocsp",
         (_, "/v1/enroll") => "enroll",
         (_, "/v1/renew") => "renew",
@@ -293,7 +294,7 @@ fn plain_only() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         codes::NOT_FOUND,
-        "the plain-HTTP listener serves only /ocsp, /crl, /crl/root, /crl/delta, /roots.pem, /scep, /healthz and /metrics: use HTTPS",
+        "the plain-HTTP listener serves only /ocsp, /crl, /crl/<id>, /crl/root, /crl/delta, /roots.pem, /scep, /healthz and /metrics: use HTTPS",
     )
 }
 
@@ -330,7 +331,7 @@ async fn public(
             "application/x-pem-file",
             Bytes::from(state.root_pem.clone()),
         )),
-        "crl" => crl(state).await,
+        "crl" => crl(state, path).await,
         "crl-root" => root_crl(state).await,
         "crl-delta" => crl_delta(state).await,
         _ => ocsp(state, method, path, body).await,
@@ -715,7 +716,7 @@ async fn sign(
 pub(crate) fn invalidate(state: &State) {
     state.auth_generation.fetch_add(1, Ordering::SeqCst);
     state.ocsp.clear();
-    state.crl.mark_dirty();
+    state.mark_crls_dirty();
 }
 
 async fn renew(
@@ -955,16 +956,39 @@ async fn certificates(
     ))
 }
 
-async fn crl(state: &Arc<State>) -> Result<Resp, ApiError> {
-    if let Some(der) = state.crl.fresh() {
+/// `/crl`: the CRL of the first intermediate (`g1`, the one `ca init` made), whose
+/// certificates name it; `/crl/<id>`: intermediate `id`'s (see `twoway ca rotate`).
+async fn crl(state: &Arc<State>, path: &str) -> Result<Resp, ApiError> {
+    let id = path.strip_prefix("/crl/").unwrap_or("g1").to_string();
+    let Some(cache) = state.crl_cache(&id) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            format!(
+                "no CRL for intermediate {id:?}: this CA publishes {}",
+                state
+                    .ca
+                    .crl_issuer_ids()
+                    .iter()
+                    .map(|i| format!("/crl/{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    };
+    if let Some(der) = cache.fresh() {
         return Ok(bytes_resp("application/pkix-crl", der));
     }
-    let _g = state.crl.regen.lock().await;
-    if let Some(der) = state.crl.fresh() {
+    let _g = cache.regen.lock().await;
+    if let Some(der) = cache.fresh() {
         return Ok(bytes_resp("application/pkix-crl", der));
     }
     let st = state.clone();
-    let der = run_ca(state, move |ca| st.crl.regenerate(ca, &st.actor)).await?;
+    let der = run_ca(state, move |ca| match st.crl_cache(&id) {
+        Some(c) => c.regenerate(ca, &st.actor),
+        None => Err(twoway_ca::Error::Refused(format!("no CRL for {id}"))),
+    })
+    .await?;
     state.metrics.crl_signed.fetch_add(1, Ordering::Relaxed);
     Ok(bytes_resp("application/pkix-crl", der))
 }

@@ -91,6 +91,66 @@ Examples:
         #[arg(long)]
         json: bool,
     },
+    /// Replace the intermediate without downtime: prepare a new one, activate it, retire
+    /// the old one once nothing depends on it.
+    #[command(subcommand)]
+    Rotate(RotateCommand),
+}
+
+#[derive(Subcommand, Debug)]
+#[command(after_help = "\
+Examples:
+  twoway ca rotate intermediate --ca-dir ./ca     # g2: new key, signed by the root
+  twoway ca rotate activate --ca-dir ./ca         # g2 issues; g1 keeps signing its CRL/OCSP
+  systemctl restart twoway-ca                     # ca serve takes the new issuer at start
+  twoway ca show --ca-dir ./ca                    # each intermediate's state and live certificates
+  twoway ca rotate retire g1 --ca-dir ./ca        # once g1's last certificate has expired
+
+The root key signs the new intermediate and, at retire, the root's CRL: run prepare and
+retire where root.key is (or the token holding it). Clients pick up the new chain with
+their next renewal; `roots.pem` does not change. Each step is audited (ca.rotate.*).")]
+pub enum RotateCommand {
+    /// Prepare a new intermediate (the next id: g2, g3, …): a new key, signed by the root,
+    /// with the same name constraints and key type; it does not issue until activated.
+    #[command(after_help = "\
+Example:
+  twoway ca rotate intermediate --ca-dir ./ca --ttl 3y")]
+    Intermediate {
+        #[command(flatten)]
+        ca: CaOpts,
+        /// Validity of the new intermediate (default: as long as the active one's; never
+        /// past the root's).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the prepared intermediate the issuer of new certificates; the active one
+    /// becomes retiring (it signs its CRL and OCSP answers until retired).
+    #[command(after_help = "\
+Example:
+  twoway ca rotate activate --ca-dir ./ca && systemctl restart twoway-ca")]
+    Activate {
+        #[command(flatten)]
+        ca: CaOpts,
+    },
+    /// Retire a retiring intermediate: a final CRL valid until its expiry, revoked by the
+    /// root, its key destroyed. Refused while it has live certificates, unless --force.
+    #[command(after_help = "\
+Example:
+  twoway ca rotate retire g1 --ca-dir ./ca
+  twoway cert list --issuer g1 --status active    # what still depends on g1")]
+    Retire {
+        /// The intermediate's id (`twoway ca show` lists them).
+        id: String,
+        #[command(flatten)]
+        ca: CaOpts,
+        /// Retire even though certificates it issued are still valid: they keep the final
+        /// CRL, and OCSP stops answering for them.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -611,6 +671,10 @@ pub struct ListArgs {
     /// Only this profile: server, client, peer, device, user, ocsp, scep-ra (the SCEP RA), ca, unknown.
     #[arg(long, value_parser = ["server", "client", "peer", "device", "user", "ocsp", "scep-ra", "ca", "unknown"])]
     pub profile: Option<String>,
+    /// Only certificates of this issuer: an intermediate's id (g1, g2: `ca show` lists
+    /// them) or an issuer's subject, exactly.
+    #[arg(long, value_name = "ID|SUBJECT")]
+    pub issuer: Option<String>,
     /// Rows per page.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,

@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         Command::Ca(CaCommand::Init(a)) => cmd::ca::init(a),
         Command::Ca(CaCommand::Show { ca, json }) => cmd::ca::show(&ca, json),
         Command::Ca(CaCommand::Serve(a)) => cmd::serve::run(a),
+        Command::Ca(CaCommand::Rotate(c)) => cmd::ca::rotate(c),
         Command::Crl(c) => cmd::crl::run(c),
         Command::Audit(c) => cmd::audit::run(c),
         Command::Quickstart(c) => cmd::quickstart::run(c),

@@ -883,8 +883,8 @@ async fn pem(state: &Arc<State>, key: &str, chain: bool) -> Result<Resp, Failure
         if !body.ends_with('\n') {
             body.push('\n');
         }
-        if rec.issuer == state.ca.intermediate_info().subject {
-            body.push_str(&state.intermediate_pem);
+        if let Some(pem) = state.ca.issuer_pem(&rec.issuer) {
+            body.push_str(&pem);
         }
     }
     let name = format!(

@@ -1,6 +1,6 @@
 //! `twoway ca init` and `twoway ca show`.
 
-use crate::cli::InitArgs;
+use crate::cli::{InitArgs, RotateCommand};
 use crate::context::{actor, duration_arg, open_ca, passphrase, CaOpts};
 use crate::exit::usage;
 use crate::output::{self, print_json, printable};
@@ -103,6 +103,7 @@ pub fn show(opts: &CaOpts, json: bool) -> Result<ExitCode> {
             .ok_or_else(|| anyhow::anyhow!("root.pem holds no certificate"))?,
     )?;
     let counts = ca.store().count_by_status()?;
+    let issuers = ca.issuers()?;
     if json {
         return print_json(&serde_json::json!({
             "dir": ca.dir(),
@@ -113,6 +114,7 @@ pub fn show(opts: &CaOpts, json: bool) -> Result<ExitCode> {
                 "permitted": nc.permitted(), "excluded": nc.excluded(),
             })),
             "certificates": counts.iter().map(|(s, n)| (s.clone(), *n)).collect::<std::collections::BTreeMap<_,_>>(),
+            "issuers": issuers,
         }))
         .map(|_| ExitCode::SUCCESS);
     }
@@ -131,6 +133,19 @@ pub fn show(opts: &CaOpts, json: bool) -> Result<ExitCode> {
         )?;
     }
     outln!("root sha256   {}", root.fingerprint)?;
+    if issuers.len() > 1 {
+        outln!("intermediates (`twoway ca rotate`):")?;
+        for i in &issuers {
+            outln!(
+                "  {:<4} {:<9} {}  expires {}  {} live certificate(s)",
+                i.id,
+                i.state.as_str(),
+                printable(&i.certificate.subject),
+                output::date(i.certificate.not_after),
+                i.live_certificates
+            )?;
+        }
+    }
     match ca.name_constraints() {
         Some(nc) => outln!(
             "may certify   {} (the intermediate's name constraints; [policy] in ca.toml narrows them)",
@@ -154,5 +169,88 @@ pub fn show(opts: &CaOpts, json: bool) -> Result<ExitCode> {
             summary.join(", ")
         }
     )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ca rotate intermediate|activate|retire`.
+pub fn rotate(c: RotateCommand) -> Result<ExitCode> {
+    match c {
+        RotateCommand::Intermediate {
+            ca: opts,
+            ttl,
+            json,
+        } => {
+            let ttl = ttl.map(|t| duration_arg("--ttl", &t)).transpose()?;
+            let ca = open_ca(&opts, false)?;
+            let pass = passphrase(&opts)?;
+            if ca.config().ca.key_type.is_rsa() {
+                output::progress(&format!("generating a {} key…", ca.config().ca.key_type));
+            }
+            let view =
+                ca.rotate_prepare(pass.as_ref().map(|p| p.as_slice()), ttl, &actor(&opts))?;
+            if json {
+                return print_json(&view).map(|_| ExitCode::SUCCESS);
+            }
+            outln!(
+                "Prepared intermediate {}: {} (expires {})",
+                view.id,
+                printable(&view.certificate.subject),
+                output::date(view.certificate.not_after)
+            )?;
+            outln!(
+                "  in {}/{}/{}/ — it issues nothing until activated",
+                ca.dir().display(),
+                twoway_ca::ISSUERS_DIR,
+                view.id
+            )?;
+            outln!(
+                "Next: {} ca rotate activate --ca-dir {}",
+                output::self_command(),
+                ca.dir().display()
+            )?;
+        }
+        RotateCommand::Activate { ca: opts } => {
+            let ca = open_ca(&opts, false)?;
+            let (old, new) = ca.rotate_activate(&actor(&opts))?;
+            outln!("{new} is now the active intermediate: it issues every new certificate.")?;
+            outln!(
+                "{old} is retiring: it signs the CRL (/crl{}) and OCSP answers of the certificates it issued.",
+                if old == "g1" { String::new() } else { format!("/{old}") }
+            )?;
+            outln!("Restart `ca serve` (one replica at a time) to serve with {new}; clients take the new chain at their next renewal.")?;
+            outln!(
+                "Then, once {old}'s certificates have expired: {} ca rotate retire {old} --ca-dir {}",
+                output::self_command(),
+                ca.dir().display()
+            )?;
+        }
+        RotateCommand::Retire {
+            id,
+            ca: opts,
+            force,
+        } => {
+            let ca = open_ca(&opts, true)?;
+            let pass = passphrase(&opts)?;
+            let r = ca.rotate_retire(
+                &id,
+                force,
+                pass.as_ref().map(|p| p.as_slice()),
+                &actor(&opts),
+            )?;
+            outln!(
+                "Retired {}: final CRL written, revoked by the root (cessationOfOperation), key destroyed.",
+                r.id
+            )?;
+            if r.live_certificates > 0 {
+                outln!(
+                    "  {} certificate(s) it issued are still valid: they keep its final CRL, OCSP no longer answers for them.",
+                    r.live_certificates
+                )?;
+            }
+            if !r.root_crl_signed {
+                outln!("  The root key is not here: sign the root's CRL where it is (`twoway crl --root`) and copy root.crl into this directory, so verifiers see the revocation.")?;
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! `twoway crl`: a signed CRL of this intermediate's revoked, unexpired certificates; with
-//! `--root` the root's CRL (its revoked intermediates), with `--all` both in one PEM file.
+//! `--root` the root's CRL (its revoked intermediates), with `--all` every intermediate's
+//! (after a rotation, the retiring and retired ones' too) and the root's in one PEM file.
 
 use crate::cli::CrlArgs;
 use crate::context::{actor, duration_arg, open_ca, passphrase};
@@ -56,6 +57,14 @@ pub fn run(a: CrlArgs) -> Result<ExitCode> {
     let (number, der) = ca.crl(next, &actor(&a.ca))?;
     let mut pem = twoway_pki::der_to_pem("X509 CRL", &der);
     if a.all {
+        // After a rotation: the retiring intermediates' CRLs (signed now) and the retired
+        // ones' final CRLs, for the certificates they issued.
+        for id in ca.crl_issuer_ids() {
+            if id != ca.active_issuer_id() {
+                let (_, der) = ca.crl_of(&id, next, &actor(&a.ca))?;
+                pem.push_str(&twoway_pki::der_to_pem("X509 CRL", &der));
+            }
+        }
         let root = if ca.has_root_key() {
             let pass = passphrase(&a.ca)?;
             ca.sign_root_crl(pass.as_ref().map(|p| p.as_slice()), None, &actor(&a.ca))?
@@ -63,7 +72,7 @@ pub fn run(a: CrlArgs) -> Result<ExitCode> {
             ca.root_crl()?
         };
         pem.push_str(&twoway_pki::der_to_pem("X509 CRL", &root));
-        return write(&a, &der, pem, "the intermediate's and the root's CRLs");
+        return write(&a, &der, pem, "the intermediates' and the root's CRLs");
     }
     write(&a, &der, pem, &format!("CRL number {number}"))
 }

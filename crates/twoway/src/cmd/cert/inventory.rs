@@ -226,6 +226,13 @@ pub(super) fn list(a: ListArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     let ca = open_ca(&a.ca, false)?;
+    let mut q = q;
+    if let Some(issuer) = &a.issuer {
+        q.issuer = Some(match ca.issuers()?.into_iter().find(|i| &i.id == issuer) {
+            Some(i) => i.certificate.subject,
+            None => issuer.clone(),
+        });
+    }
     let page = ca.list(&q)?;
     if a.json {
         print_json(&page)?;

@@ -1,0 +1,632 @@
+//! Intermediate rotation: a new intermediate is prepared (new key, signed by the root),
+//! activated (it issues every new certificate; the old one goes on signing its CRL and
+//! OCSP answers for the certificates it issued) and, once the old one's last certificate
+//! has expired, the old one is retired (a final CRL valid to its own expiry, its key
+//! destroyed, the intermediate revoked by the root).
+//!
+//! The active intermediate is always `intermediate.pem` / `intermediate.key` at the top
+//! of the CA directory, so every reader of the layout keeps working. The others live in
+//! `issuers/<id>/`: `intermediate.pem`, the key while it still signs (`intermediate.key`),
+//! `state` (`prepared`, `retiring`, `retired`) and, once retired, `final.crl`. Ids are
+//! generations: `g1` is the intermediate `ca init` made, `g2` the first rotation's. The
+//! active one's id is in `issuers/active` (absent: `g1`).
+
+use crate::ca::{ensure_private_dir, record_for, rfc3339};
+use crate::{layout, Ca, Error, Result};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+use twoway_pki::{
+    der_to_pem, parse_certificates, CaSigner, CertInfo, PrivateKey, Reason, RevokedEntry,
+};
+use twoway_store::{CertQuery, CertSource, NewAudit};
+use zeroize::Zeroizing;
+
+/// Where the non-active intermediates live, inside the CA directory.
+pub const ISSUERS_DIR: &str = "issuers";
+const ACTIVE_FILE: &str = "active";
+const STATE_FILE: &str = "state";
+const FINAL_CRL: &str = "final.crl";
+
+/// Where an intermediate is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IssuerState {
+    /// Made by `ca rotate intermediate`, not issuing yet.
+    Prepared,
+    /// Issues every new certificate.
+    Active,
+    /// Replaced; still signs the CRL and OCSP answers of the certificates it issued.
+    Retiring,
+    /// Done: a final CRL, its key destroyed.
+    Retired,
+}
+
+impl IssuerState {
+    /// As written in `state` and shown to people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssuerState::Prepared => "prepared",
+            IssuerState::Active => "active",
+            IssuerState::Retiring => "retiring",
+            IssuerState::Retired => "retired",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "prepared" => Some(IssuerState::Prepared),
+            "active" => Some(IssuerState::Active),
+            "retiring" => Some(IssuerState::Retiring),
+            "retired" => Some(IssuerState::Retired),
+            _ => None,
+        }
+    }
+}
+
+/// An intermediate that is not the active one.
+pub(crate) struct OtherIssuer {
+    pub(crate) id: String,
+    pub(crate) state: IssuerState,
+    pub(crate) der: Vec<u8>,
+    pub(crate) info: CertInfo,
+    /// Loaded by [`Ca::unlock`] for a retiring intermediate.
+    pub(crate) signer: Option<CaSigner>,
+}
+
+/// One intermediate of the CA, for people and tools (`ca show`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct IssuerView {
+    /// `g1`, `g2`, …
+    pub id: String,
+    /// Where it is in its life.
+    pub state: IssuerState,
+    /// What its certificate says.
+    pub certificate: CertInfo,
+    /// Unexpired, unrevoked certificates it issued: what still depends on it.
+    pub live_certificates: usize,
+}
+
+/// What [`Ca::rotate_retire`] did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Retired {
+    /// The retired intermediate.
+    pub id: String,
+    /// Live certificates it still had (non-zero only with `--force`).
+    pub live_certificates: usize,
+    /// Whether the root's CRL was re-signed here (the root key is here); else it must be
+    /// signed where the root key is.
+    pub root_crl_signed: bool,
+}
+
+fn generation(id: &str) -> Option<u32> {
+    id.strip_prefix('g')?.parse().ok().filter(|n| *n >= 1)
+}
+
+fn issuer_dir(dir: &Path, id: &str) -> PathBuf {
+    dir.join(ISSUERS_DIR).join(id)
+}
+
+fn read_cert(path: &Path) -> Result<Vec<u8>> {
+    let bytes = fs::read(path).map_err(Error::io("cannot read", path))?;
+    parse_certificates(&bytes)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| twoway_pki::Error::NoPemBlock("CERTIFICATE").into())
+}
+
+/// The active intermediate's id and the others, as the CA directory holds them.
+pub(crate) fn load(dir: &Path) -> Result<(String, Vec<OtherIssuer>)> {
+    let root = dir.join(ISSUERS_DIR);
+    let active = match fs::read_to_string(root.join(ACTIVE_FILE)) {
+        Ok(s) => s.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "g1".to_string(),
+        Err(e) => return Err(Error::io("cannot read", root.join(ACTIVE_FILE))(e)),
+    };
+    if generation(&active).is_none() {
+        return Err(Error::Refused(format!(
+            "{} names {active:?}, not an intermediate id such as g2",
+            root.join(ACTIVE_FILE).display()
+        )));
+    }
+    let mut others = Vec::new();
+    let entries = match fs::read_dir(&root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((active, others)),
+        Err(e) => return Err(Error::io("cannot read", &root)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(Error::io("cannot read", &root))?;
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if id == active || generation(&id).is_none() || !entry.path().is_dir() {
+            continue;
+        }
+        let state_path = entry.path().join(STATE_FILE);
+        let text =
+            fs::read_to_string(&state_path).map_err(Error::io("cannot read", &state_path))?;
+        let state = IssuerState::parse(&text).ok_or_else(|| {
+            Error::Refused(format!(
+                "{} holds {:?}, not prepared, retiring or retired",
+                state_path.display(),
+                text.trim()
+            ))
+        })?;
+        if state == IssuerState::Active {
+            // An activation stopped before it finished: `issuers/active` names another one.
+            continue;
+        }
+        let der = read_cert(&entry.path().join(layout::INTERMEDIATE_CERT))?;
+        let info = CertInfo::from_der(&der)?;
+        others.push(OtherIssuer {
+            id,
+            state,
+            der,
+            info,
+            signer: None,
+        });
+    }
+    others.sort_by_key(|o| generation(&o.id));
+    Ok((active, others))
+}
+
+fn now_s() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
+}
+
+impl Ca {
+    /// Loads the keys of the retiring intermediates (they sign their CRLs and OCSP
+    /// answers), with the passphrase of the CA's keys.
+    pub(crate) fn unlock_others(&mut self, passphrase: Option<&[u8]>) -> Result<()> {
+        for o in self.others.iter_mut() {
+            if o.state != IssuerState::Retiring {
+                continue;
+            }
+            let p = issuer_dir(&self.dir, &o.id).join(layout::INTERMEDIATE_KEY);
+            let pem = Zeroizing::new(fs::read_to_string(&p).map_err(Error::io("cannot read", &p))?);
+            let key = PrivateKey::from_pem(&pem, passphrase)?;
+            o.signer = Some(CaSigner::new(o.der.clone(), Arc::new(key))?);
+        }
+        Ok(())
+    }
+
+    /// The id of the intermediate that issues new certificates (`g1` until a rotation).
+    pub fn active_issuer_id(&self) -> &str {
+        &self.active_id
+    }
+
+    /// Every intermediate of the CA, the active one first, with what still depends on each.
+    pub fn issuers(&self) -> Result<Vec<IssuerView>> {
+        let mut out = vec![IssuerView {
+            id: self.active_id.clone(),
+            state: IssuerState::Active,
+            certificate: self.intermediate_info.clone(),
+            live_certificates: self.live_leaves(&self.intermediate_info.subject)?,
+        }];
+        for o in &self.others {
+            out.push(IssuerView {
+                id: o.id.clone(),
+                state: o.state,
+                certificate: o.info.clone(),
+                live_certificates: self.live_leaves(&o.info.subject)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn live_leaves(&self, subject: &str) -> Result<usize> {
+        let q = CertQuery {
+            issuer: Some(subject.to_string()),
+            status: Some("active".into()),
+            now: Some(OffsetDateTime::now_utc()),
+            limit: 1,
+            ..CertQuery::default()
+        };
+        Ok(self.store.list_certificates(&q)?.total)
+    }
+
+    /// Whether `subject` names an intermediate of this CA that still vouches for what it
+    /// issued (the active one or a retiring one): its certificates may be revoked, renewed
+    /// and answered for by OCSP.
+    pub fn vouches_for(&self, subject: &str) -> bool {
+        subject == self.intermediate_info.subject
+            || self
+                .others
+                .iter()
+                .any(|o| o.state == IssuerState::Retiring && o.info.subject == subject)
+    }
+
+    /// The certificate (PEM) of this CA's intermediate named `subject`, whatever its state.
+    pub fn issuer_pem(&self, subject: &str) -> Option<String> {
+        if subject == self.intermediate_info.subject {
+            return Some(der_to_pem("CERTIFICATE", &self.intermediate_der));
+        }
+        self.others
+            .iter()
+            .find(|o| o.info.subject == subject)
+            .map(|o| der_to_pem("CERTIFICATE", &o.der))
+    }
+
+    /// The retiring intermediates with their keys (after [`Ca::unlock`]): `(id, certificate
+    /// DER, signer)`. They sign their own OCSP answers.
+    pub fn retiring_signers(&self) -> Vec<(&str, &CaSigner)> {
+        self.others
+            .iter()
+            .filter_map(|o| o.signer.as_ref().map(|s| (o.id.as_str(), s)))
+            .collect()
+    }
+
+    /// The ids whose CRL `ca serve` publishes at `/crl/<id>`: every intermediate but the
+    /// prepared one.
+    pub fn crl_issuer_ids(&self) -> Vec<String> {
+        let mut ids = vec![self.active_id.clone()];
+        ids.extend(
+            self.others
+                .iter()
+                .filter(|o| o.state != IssuerState::Prepared)
+                .map(|o| o.id.clone()),
+        );
+        ids
+    }
+
+    /// The CRL of intermediate `id`: the active one's as [`Ca::crl`] signs it, a retiring
+    /// one's signed with its own key, a retired one's final CRL. (number, DER).
+    pub fn crl_of(
+        &self,
+        id: &str,
+        next_update: Option<Duration>,
+        actor: &str,
+    ) -> Result<(u64, Vec<u8>)> {
+        if id == self.active_id {
+            return self.crl(next_update, actor);
+        }
+        let o = self
+            .others
+            .iter()
+            .find(|o| o.id == id && o.state != IssuerState::Prepared)
+            .ok_or_else(|| {
+                Error::Store(twoway_store::Error::NotFound(format!(
+                    "intermediate {id}: this CA has {}",
+                    self.crl_issuer_ids().join(", ")
+                )))
+            })?;
+        if o.state == IssuerState::Retired {
+            let p = issuer_dir(&self.dir, id).join(FINAL_CRL);
+            let text = fs::read(&p).map_err(Error::io("cannot read", &p))?;
+            let der = x509_parser::pem::Pem::iter_from_buffer(&text)
+                .filter_map(|b| b.ok())
+                .find(|b| b.label == "X509 CRL")
+                .map(|b| b.contents)
+                .ok_or_else(|| {
+                    Error::Refused(format!("{} holds no X509 CRL block", p.display()))
+                })?;
+            return Ok((0, der));
+        }
+        let signer = o
+            .signer
+            .as_ref()
+            .ok_or(Error::Pki(twoway_pki::Error::PassphraseRequired))?;
+        let validity = next_update.unwrap_or(self.settings.crl_next_update);
+        let now = now_s();
+        let next = (now + validity).min(o.info.not_after);
+        self.sign_crl_of(signer, &o.info, now, next, "crl.sign", actor)
+    }
+
+    /// Signs a complete CRL of `issuer`'s revoked, unexpired certificates with `signer`,
+    /// numbered from the inventory's CRL counter (audited as `action`).
+    fn sign_crl_of(
+        &self,
+        signer: &CaSigner,
+        issuer: &CertInfo,
+        now: OffsetDateTime,
+        next: OffsetDateTime,
+        action: &str,
+        actor: &str,
+    ) -> Result<(u64, Vec<u8>)> {
+        let entries: Vec<RevokedEntry> = self.crl_entries_of(&issuer.subject, now, None)?;
+        let number = self.store.next_crl_number(&NewAudit {
+            actor: actor.into(),
+            action: action.into(),
+            target: String::new(),
+            details: json!({
+                "issuer": issuer.subject, "revoked": entries.len(),
+                "next_update": rfc3339(next),
+            }),
+            time: now,
+        })?;
+        let der = twoway_pki::build_crl_as(
+            signer,
+            number,
+            now,
+            next,
+            &entries,
+            &twoway_pki::CrlKind::Complete,
+        )?;
+        Ok((number, der))
+    }
+
+    /// `ca rotate intermediate`: a new intermediate, signed by the root (its key here, or
+    /// in the token), with the same name constraints, key type and lifetime as the active
+    /// one (`validity` to choose another), kept in `issuers/<id>/` until
+    /// [`Ca::rotate_activate`]. Recorded in the inventory and the audit log.
+    pub fn rotate_prepare(
+        &self,
+        passphrase: Option<&[u8]>,
+        validity: Option<Duration>,
+        actor: &str,
+    ) -> Result<IssuerView> {
+        if let Some(uri) = &self.settings.raw.ca.intermediate_key {
+            return Err(Error::Refused(format!(
+                "the intermediate key is in a PKCS#11 token ({uri}): rotating a token-held \
+                 intermediate is not supported yet; rotate a CA whose intermediate key is a file"
+            )));
+        }
+        if let Some(p) = self
+            .others
+            .iter()
+            .find(|o| o.state == IssuerState::Prepared)
+        {
+            return Err(Error::Refused(format!(
+                "intermediate {} is already prepared ({}): activate it with `twoway ca rotate \
+                 activate` before preparing another",
+                p.id, p.info.subject
+            )));
+        }
+        let permits = match &self.constraints {
+            None => twoway_pki::Permits::default(),
+            Some(nc) => nc.permits().ok_or_else(|| {
+                Error::Refused(format!(
+                    "the active intermediate's name constraints ({}; excluded: {}) hold more \
+                     than DNS and IP subtrees, which a new intermediate cannot carry over",
+                    nc.permitted(),
+                    nc.excluded()
+                ))
+            })?,
+        };
+        let next_gen = std::iter::once(self.active_id.as_str())
+            .chain(self.others.iter().map(|o| o.id.as_str()))
+            .filter_map(generation)
+            .max()
+            .unwrap_or(1)
+            + 1;
+        let id = format!("g{next_gen}");
+        let root_der = parse_certificates(self.root_pem.as_bytes())?
+            .into_iter()
+            .next()
+            .ok_or(twoway_pki::Error::NoPemBlock("CERTIFICATE"))?;
+        let root = CaSigner::new(root_der, self.root_signer(passphrase)?)?;
+        let now = now_s();
+        let life = validity
+            .unwrap_or(self.intermediate_info.not_after - self.intermediate_info.not_before);
+        if life <= Duration::hours(1) {
+            return Err(twoway_pki::Error::BadTtl(
+                "--ttl of the new intermediate must be longer than an hour".into(),
+            )
+            .into());
+        }
+        let not_after = (now + life).min(root.info().not_after);
+        let key = PrivateKey::generate(self.settings.raw.ca.key_type)?;
+        let pass = passphrase.filter(|_| self.settings.raw.ca.encrypted_keys);
+        let key_pem = key.to_pem(pass)?;
+        let der = twoway_pki::build_intermediate(
+            &root,
+            &key.public_key_der(),
+            &self.settings.raw.ca.name,
+            next_gen,
+            now - Duration::minutes(5),
+            not_after,
+            &permits,
+        )?;
+        let info = CertInfo::from_der(&der)?;
+        let target = issuer_dir(&self.dir, &id);
+        ensure_private_dir(&self.dir.join(ISSUERS_DIR))?;
+        let mut staged = twoway_files::StagedFiles::new(&target)?;
+        staged.stage(layout::INTERMEDIATE_KEY, key_pem.as_bytes(), 0o600)?;
+        staged.stage(
+            layout::INTERMEDIATE_CERT,
+            der_to_pem("CERTIFICATE", &der).as_bytes(),
+            0o644,
+        )?;
+        staged.stage(STATE_FILE, b"prepared\n", 0o644)?;
+        let rec = record_for(
+            &info,
+            &der,
+            "ca",
+            CertSource::Issued,
+            None,
+            BTreeMap::new(),
+            None,
+            now,
+        );
+        self.store.insert_certificate(
+            &rec,
+            &NewAudit {
+                actor: actor.into(),
+                action: "ca.rotate.prepare".into(),
+                target: info.serial.clone(),
+                details: json!({
+                    "id": id, "subject": info.subject, "fingerprint": info.fingerprint,
+                    "replaces": self.intermediate_info.fingerprint,
+                    "not_after": rfc3339(info.not_after),
+                }),
+                time: now,
+            },
+        )?;
+        staged.commit()?;
+        Ok(IssuerView {
+            id,
+            state: IssuerState::Prepared,
+            certificate: info,
+            live_certificates: 0,
+        })
+    }
+
+    /// `ca rotate activate`: the prepared intermediate becomes the active one (the top-level
+    /// `intermediate.pem`/`.key`); the one it replaces moves to `issuers/<id>/`, retiring.
+    /// Each step is a whole-file write, ordered so that running it again after a crash
+    /// finishes the job. Returns (old id, new id). `ca serve` takes it at its next start.
+    pub fn rotate_activate(&self, actor: &str) -> Result<(String, String)> {
+        let new = self
+            .others
+            .iter()
+            .find(|o| o.state == IssuerState::Prepared)
+            .ok_or_else(|| {
+                Error::Refused(
+                    "no intermediate is prepared: run `twoway ca rotate intermediate` first".into(),
+                )
+            })?;
+        if let Some(uri) = &self.settings.raw.ca.intermediate_key {
+            return Err(Error::Refused(format!(
+                "the intermediate key is in a PKCS#11 token ({uri}): rotating a token-held \
+                 intermediate is not supported yet"
+            )));
+        }
+        let old_id = self.active_id.clone();
+        let old_dir = issuer_dir(&self.dir, &old_id);
+        let new_dir = issuer_dir(&self.dir, &new.id);
+        let top_key = self.dir.join(layout::INTERMEDIATE_KEY);
+        let read = |p: &Path| -> Result<Zeroizing<Vec<u8>>> {
+            Ok(Zeroizing::new(
+                fs::read(p).map_err(Error::io("cannot read", p))?,
+            ))
+        };
+        let new_key = read(&new_dir.join(layout::INTERMEDIATE_KEY))?;
+        let old_key = read(&top_key)?;
+        // 1. The old intermediate, with its key, to issuers/<old>/ as retiring.
+        ensure_private_dir(&old_dir)?;
+        twoway_files::write_atomic(&old_dir.join(layout::INTERMEDIATE_KEY), &old_key, 0o600)?;
+        twoway_files::write_atomic(
+            &old_dir.join(layout::INTERMEDIATE_CERT),
+            der_to_pem("CERTIFICATE", &self.intermediate_der).as_bytes(),
+            0o644,
+        )?;
+        twoway_files::write_atomic(&old_dir.join(STATE_FILE), b"retiring\n", 0o644)?;
+        // 2. The new one at the top.
+        twoway_files::write_atomic(&top_key, &new_key, 0o600)?;
+        twoway_files::write_atomic(
+            &self.dir.join(layout::INTERMEDIATE_CERT),
+            der_to_pem("CERTIFICATE", &new.der).as_bytes(),
+            0o644,
+        )?;
+        // 3. Named active; its copy of the key goes (the top-level one is the key now).
+        twoway_files::write_atomic(
+            &self.dir.join(ISSUERS_DIR).join(ACTIVE_FILE),
+            format!("{}\n", new.id).as_bytes(),
+            0o644,
+        )?;
+        twoway_files::write_atomic(&new_dir.join(STATE_FILE), b"active\n", 0o644)?;
+        let _ = fs::remove_file(new_dir.join(layout::INTERMEDIATE_KEY));
+        self.store.append_audit(&NewAudit {
+            actor: actor.into(),
+            action: "ca.rotate.activate".into(),
+            target: new.info.serial.clone(),
+            details: json!({
+                "id": new.id, "subject": new.info.subject, "fingerprint": new.info.fingerprint,
+                "retiring": old_id, "retiring_fingerprint": self.intermediate_info.fingerprint,
+            }),
+            time: now_s(),
+        })?;
+        Ok((old_id, new.id.clone()))
+    }
+
+    /// `ca rotate retire ID`: the retiring intermediate `id` signs a final CRL valid until
+    /// its own expiry (served at `/crl/<id>` from then on), is revoked by the root
+    /// (cessationOfOperation; the root's CRL re-signed when the root key is here), and its
+    /// key is destroyed. Refused while it has live certificates unless `force`.
+    pub fn rotate_retire(
+        &self,
+        id: &str,
+        force: bool,
+        passphrase: Option<&[u8]>,
+        actor: &str,
+    ) -> Result<Retired> {
+        if id == self.active_id {
+            return Err(Error::Refused(format!(
+                "{id} is the active intermediate: retiring it would leave the CA nothing to \
+                 issue with. Prepare and activate a new one first (`twoway ca rotate \
+                 intermediate`, then `twoway ca rotate activate`)"
+            )));
+        }
+        let o = self.others.iter().find(|o| o.id == id).ok_or_else(|| {
+            Error::Store(twoway_store::Error::NotFound(format!(
+                "intermediate {id}: `twoway ca show` lists this CA's intermediates"
+            )))
+        })?;
+        match o.state {
+            IssuerState::Retiring => {}
+            IssuerState::Prepared => {
+                return Err(Error::Refused(format!(
+                    "{id} was never activated: activate it (`twoway ca rotate activate`) \
+                     before it can be retired"
+                )))
+            }
+            _ => return Err(Error::Refused(format!("{id} is already retired"))),
+        }
+        let live = self.live_leaves(&o.info.subject)?;
+        if live > 0 && !force {
+            return Err(Error::Refused(format!(
+                "{id} still has {live} live certificate(s): they would lose their CRL and OCSP \
+                 answers. Wait until they expire or are renewed (`twoway cert list --issuer \
+                 {id} --status active` shows them), or retire with --force"
+            )));
+        }
+        let signer = o
+            .signer
+            .as_ref()
+            .ok_or(Error::Pki(twoway_pki::Error::PassphraseRequired))?;
+        let now = now_s();
+        let (_, crl) = self.sign_crl_of(
+            signer,
+            &o.info,
+            now,
+            o.info.not_after.max(now + Duration::days(1)),
+            "crl.sign",
+            actor,
+        )?;
+        let dir = issuer_dir(&self.dir, id);
+        twoway_files::write_atomic(
+            &dir.join(FINAL_CRL),
+            der_to_pem("X509 CRL", &crl).as_bytes(),
+            0o644,
+        )?;
+        let rec = self.store.find_certificate(&o.info.fingerprint)?;
+        let reason = Reason::CessationOfOperation;
+        if rec.status == twoway_store::CertStatus::Active {
+            self.store.revoke(
+                &rec.fingerprint,
+                now,
+                reason.as_str(),
+                &NewAudit {
+                    actor: actor.into(),
+                    action: "ca.rotate.retire".into(),
+                    target: rec.serial.clone(),
+                    details: json!({
+                        "id": id, "subject": o.info.subject, "fingerprint": o.info.fingerprint,
+                        "live_certificates": live, "forced": force && live > 0,
+                        "reason": reason.as_str(),
+                    }),
+                    time: now,
+                },
+            )?;
+        }
+        twoway_files::write_atomic(&dir.join(STATE_FILE), b"retired\n", 0o644)?;
+        let key = dir.join(layout::INTERMEDIATE_KEY);
+        if key.exists() {
+            fs::remove_file(&key).map_err(Error::io("cannot remove", &key))?;
+        }
+        let root_crl_signed = if self.has_root_key() {
+            self.sign_root_crl(passphrase, None, actor)?;
+            true
+        } else {
+            false
+        };
+        Ok(Retired {
+            id: id.to_string(),
+            live_certificates: live,
+            root_crl_signed,
+        })
+    }
+}
