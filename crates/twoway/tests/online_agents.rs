@@ -205,6 +205,15 @@ fn agent_renews_at_once_after_waking_past_the_renewal_point() {
 
 /// The serial of the certificate a TLS server presents now, as openssl sees it.
 fn served_serial(port: u16, name: &str, client: &Path) -> Option<String> {
+    served_field(port, name, client, "-serial")
+}
+
+/// The issuer of the certificate the proxy on `port` serves for `name`.
+fn served_issuer(port: u16, name: &str, client: &Path) -> Option<String> {
+    served_field(port, name, client, "-issuer")
+}
+
+fn served_field(port: u16, name: &str, client: &Path, field: &str) -> Option<String> {
     let openssl = require_tool("openssl", "openssl");
     let connect = format!("127.0.0.1:{port}");
     let (chain, key) = (client.join("chain.pem"), client.join("key.pem"));
@@ -217,7 +226,7 @@ fn served_serial(port: u16, name: &str, client: &Path) -> Option<String> {
     let pem = run(&mut cmd).stdout;
     let start = pem.find("-----BEGIN CERTIFICATE-----")?;
     let end = pem.find("-----END CERTIFICATE-----")? + "-----END CERTIFICATE-----".len();
-    Some(openssl_x509(&pem[start..end], &["-serial"]))
+    Some(openssl_x509(&pem[start..end], &[field]))
 }
 
 /// The app behind the proxies: python's http.server on a free port, serving `hello.txt`
@@ -414,6 +423,170 @@ fn proxy_enrolled_in_process_renews_through_a_ca_restart_without_failed_requests
         "the active certificate is the one the proxy serves"
     );
     drop(proxy);
+}
+
+/// The curl loop of the rotation test: a new process and a full mTLS handshake per request
+/// to `https://NAME:PORT/hello.txt`, with the client certificate in the directory the
+/// shared path names (switched during the test); (successes, failures) when `stop` is set.
+fn curl_loop(
+    name: &'static str,
+    port: u16,
+    root: std::path::PathBuf,
+    client: std::sync::Arc<std::sync::Mutex<std::path::PathBuf>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u32, Vec<String>)> {
+    std::thread::spawn(move || {
+        let (mut oks, mut failures) = (0u32, Vec::new());
+        let end = Instant::now() + Duration::from_secs(240);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+            let dir = client.lock().unwrap().clone();
+            let o = run_tool(
+                "curl",
+                &[
+                    "-sS",
+                    "--max-time",
+                    "10",
+                    "--cacert",
+                    root.to_str().unwrap(),
+                    "--cert",
+                    dir.join("chain.pem").to_str().unwrap(),
+                    "--key",
+                    dir.join("key.pem").to_str().unwrap(),
+                    "--resolve",
+                    &format!("{name}:{port}:127.0.0.1"),
+                    &format!("https://{name}:{port}/hello.txt"),
+                ],
+            );
+            if o.success() && o.stdout == "hello from the app\n" {
+                oks += 1;
+            } else {
+                failures.push(format!("{}{}", o.stdout, o.stderr));
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        (oks, failures)
+    })
+}
+
+/// The intermediate is rotated under load: `ca serve` with a proxy enrolled in process and
+/// a long-running agent, both on short-lived certificates, and curl calling the app
+/// through the proxy with a full handshake per request. `ca rotate intermediate` and
+/// `activate` run beside the server, which is restarted; the proxy and the agent move to
+/// the new intermediate at their next renewal, curl switches to a client certificate of
+/// the new one, both chains verify against the unchanged root during the overlap, and the
+/// old intermediate is retired (refused first: the administrator's certificate still
+/// depends on it). Not one request may fail.
+#[test]
+fn an_intermediate_rotation_under_load_fails_no_request_through_an_enrolled_proxy() {
+    let mut ca = OnlineCa::start(&[]);
+    let name = "rot.e2e.test";
+    let (_app, app_port) = app(&ca.path("site"), "hello from the app\n");
+    ca.tw("cert issue --ca-dir ca --profile client --san URI:spiffe://online.test/curl --out curl")
+        .ok();
+    let token = ca.token(&format!(
+        "--san DNS:{name} --profile server --cert-ttl 24s --owner team-rot"
+    ));
+    let (port, admin) = (free_port(), free_port());
+    let mut args = strings(&["proxy", "server", "--listen", &format!("127.0.0.1:{port}")]);
+    args.extend(strings(&["--backend", &format!("127.0.0.1:{app_port}")]));
+    args.extend(strings(&[
+        "--http",
+        "--admin",
+        &format!("127.0.0.1:{admin}"),
+    ]));
+    args.extend(strings(&["--workers", "1"]));
+    args.extend(enroll_args(&ca, &token, &format!("DNS:{name}")));
+    let proxy = enrolled_proxy(&ca, &args, port, "rotation-proxy.log");
+    // A long-running agent beside it.
+    let agent_token = ca.token("--san DNS:agent.e2e.test --profile server --cert-ttl 24s");
+    let url = ca.url();
+    let mut cmd = ca.cmd(&[
+        "agent",
+        "--ca",
+        &url,
+        "--ca-fingerprint",
+        &ca.fingerprint,
+        "--token",
+        &agent_token,
+        "--san",
+        "DNS:agent.e2e.test",
+        "--out",
+        "agent",
+    ]);
+    cmd.env("RUST_LOG", "info");
+    let agent = Server::spawn("twoway agent", &mut cmd, &ca.path("agent.log"));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = std::sync::Arc::new(std::sync::Mutex::new(ca.path("curl")));
+    let looper = curl_loop(
+        name,
+        port,
+        ca.path("ca/root.pem"),
+        client.clone(),
+        stop.clone(),
+    );
+    let curl_dir = ca.path("curl");
+    let first = served_issuer(port, name, &curl_dir).expect("served certificate");
+    assert!(first.trim_end().ends_with("Intermediate CA"), "{first}");
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The rotation, beside the running server; then the server takes g2 at its restart.
+    ca.tw("ca rotate intermediate --ca-dir ca").ok();
+    ca.tw("ca rotate activate --ca-dir ca").ok();
+    ca.restart(Duration::from_millis(200));
+    ca.tw(
+        "cert issue --ca-dir ca --profile client --san URI:spiffe://online.test/curl --out curl2",
+    )
+    .ok();
+    *client.lock().unwrap() = ca.path("curl2");
+
+    // The proxy and the agent renew on their own and come back with g2's chain.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let is_g2 = |issuer: &str| issuer.contains("Intermediate CA G2");
+    loop {
+        let served = served_issuer(port, name, &curl_dir).unwrap_or_default();
+        let agent_issuer = ca.openssl("x509 -in agent/cert.pem -noout -issuer").stdout;
+        if is_g2(&served) && is_g2(&agent_issuer) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no renewal under g2: proxy {served:?}, agent {agent_issuer:?}\n{}",
+            ca.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // During the overlap both chains verify against the one root.
+    for dir in ["curl", "curl2", "agent"] {
+        let v = ca
+            .sh(&format!(
+                "openssl verify -CAfile ca/root.pem -untrusted {dir}/chain.pem {dir}/cert.pem 2>&1"
+            ))
+            .all();
+        assert!(v.contains(": OK"), "{dir}: {v}");
+    }
+
+    // g1 still has live certificates (the administrator's, curl's): refused, then forced.
+    let o = ca.tw("ca rotate retire g1 --ca-dir ca").fails();
+    assert!(o.all().contains("live certificate"), "{o}");
+    ca.tw("ca rotate retire g1 --ca-dir ca --force").ok();
+    ca.restart(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_secs(2));
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (oks, failures) = looper.join().unwrap();
+    eprintln!(
+        "through the proxy during the rotation: {oks} requests ok, {} failed",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(oks >= 40, "only {oks} requests made");
+    drop((proxy, agent));
 }
 
 /// An enrolling proxy refuses bad input before it listens, with the CA's reason and a
