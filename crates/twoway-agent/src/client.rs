@@ -184,8 +184,9 @@ impl CaClient {
         })
     }
 
-    /// Fetches `/roots.pem` from `url` and returns it if the first certificate's SHA-256
-    /// fingerprint (hex, `:` allowed) is `fingerprint`.
+    /// Fetches `/roots.pem` from `url` and returns the root in it whose SHA-256 fingerprint
+    /// (hex, `:` allowed) is `fingerprint`: the first, or during a root rotation the other
+    /// one, so agents pinned to either root keep working.
     pub async fn bootstrap_root(url: &str, fingerprint: &str) -> Result<String, ClientError> {
         let target = parse_url(url)?;
         let p = provider();
@@ -207,22 +208,24 @@ impl CaClient {
         }
         let pem = String::from_utf8(body.to_vec())
             .map_err(|_| ClientError::Decode("/roots.pem is not text".into()))?;
-        let first = twoway_pki::parse_certificates(pem.as_bytes())
-            .map_err(|e| ClientError::Decode(format!("/roots.pem: {e}")))?
-            .into_iter()
-            .next()
+        let roots = twoway_pki::parse_certificates(pem.as_bytes())
+            .map_err(|e| ClientError::Decode(format!("/roots.pem: {e}")))?;
+        let first = roots
+            .first()
             .ok_or_else(|| ClientError::Decode("/roots.pem holds no certificate".into()))?;
-        let got = twoway_pki::sha256_hex(&first);
         let want = fingerprint.trim().to_ascii_lowercase().replace(':', "");
         let want = want
             .strip_prefix("sha256")
             .unwrap_or(&want)
             .trim_start_matches('=')
             .to_string();
-        if got != want {
-            return Err(ClientError::FingerprintMismatch { got, want });
+        match roots.iter().find(|r| twoway_pki::sha256_hex(r) == want) {
+            Some(r) => Ok(twoway_pki::der_to_pem("CERTIFICATE", r)),
+            None => Err(ClientError::FingerprintMismatch {
+                got: twoway_pki::sha256_hex(first),
+                want,
+            }),
         }
-        Ok(twoway_pki::der_to_pem("CERTIFICATE", &first))
     }
 
     /// Sends one request and returns the status and body.

@@ -166,6 +166,12 @@ pub struct Ca {
     pub(crate) active_id: String,
     /// The other intermediates: prepared, retiring, retired.
     pub(crate) others: Vec<crate::rotate::OtherIssuer>,
+    /// The active root's id (`r1` until a root rotation; see [`crate::roots`]).
+    pub(crate) root_id: String,
+    /// The other roots: prepared, retiring, retired.
+    pub(crate) old_roots: Vec<crate::roots::OtherRoot>,
+    /// Cross certificates the active intermediate's chain carries up to retiring roots.
+    crosses: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Ca {
@@ -272,6 +278,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
     let root_der = build_root(
         root_key.clone(),
         &config.ca.name,
+        1,
         not_before,
         now + opts.root_ttl,
     )?;
@@ -399,7 +406,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Ca> {
 /// is the signing time in Unix seconds, above `previous`: the root signs rarely and offline,
 /// away from the inventory's CRL counter (which numbers the intermediate's CRLs).
 /// (number, nextUpdate, DER).
-fn build_root_crl(
+pub(crate) fn build_root_crl(
     root: &CaSigner,
     root_info: &CertInfo,
     now: OffsetDateTime,
@@ -521,6 +528,9 @@ impl Ca {
                 })?;
         }
         let (active_id, others) = crate::rotate::load(dir)?;
+        let (root_id, old_roots) = crate::roots::load(dir)?;
+        let crosses = crate::roots::chain_crosses(dir, &root_id, &old_roots);
+        let root_pem = crate::roots::bundle(&root_pem, &old_roots);
         Ok(Ca {
             dir: dir.to_path_buf(),
             settings,
@@ -534,6 +544,9 @@ impl Ca {
             store,
             active_id,
             others,
+            root_id,
+            old_roots,
+            crosses,
         })
     }
 
@@ -618,14 +631,21 @@ impl Ca {
         self.database.as_ref()
     }
 
-    /// The root certificate, PEM.
+    /// The roots to trust, PEM: the active root first, then (during a root rotation) the
+    /// retiring one, until it is retired.
     pub fn root_pem(&self) -> &str {
         &self.root_pem
     }
 
-    /// The intermediate certificate, PEM.
+    /// The chain above a leaf, PEM: the active intermediate, then (during a root rotation)
+    /// the cross certificate of its root by the retiring root, so verifiers that trust
+    /// only the old root accept it.
     pub fn intermediate_pem(&self) -> String {
-        der_to_pem("CERTIFICATE", &self.intermediate_der)
+        let mut pem = der_to_pem("CERTIFICATE", &self.intermediate_der);
+        for c in &self.crosses {
+            pem.push_str(&der_to_pem("CERTIFICATE", c));
+        }
+        pem
     }
 
     /// The intermediate certificate's details.
@@ -1102,20 +1122,7 @@ impl Ca {
         let now = OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .unwrap_or(OffsetDateTime::now_utc());
-        let revoked: Vec<RevokedEntry> = self
-            .store
-            .revoked_by_issuer(&root_info.subject, now)?
-            .iter()
-            .map(|r| RevokedEntry {
-                serial_hex: r.serial.clone(),
-                revoked_at: r.revoked_at.unwrap_or(now),
-                reason: r
-                    .revocation_reason
-                    .as_deref()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(Reason::Unspecified),
-            })
-            .collect();
+        let revoked = self.revoked_entries_of(&root_info.subject, now)?;
         let previous = self.root_crl_any().ok().and_then(|der| {
             x509_parser::parse_x509_crl(&der)
                 .ok()
@@ -1183,6 +1190,28 @@ impl Ca {
             .next_update()
             .and_then(|t| OffsetDateTime::from_unix_timestamp(t.timestamp()).ok());
         Ok(next)
+    }
+
+    /// The revoked, unexpired certificates `issuer` (a root) signed, as CRL entries.
+    pub(crate) fn revoked_entries_of(
+        &self,
+        issuer: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<RevokedEntry>> {
+        Ok(self
+            .store
+            .revoked_by_issuer(issuer, now)?
+            .iter()
+            .map(|r| RevokedEntry {
+                serial_hex: r.serial.clone(),
+                revoked_at: r.revoked_at.unwrap_or(now),
+                reason: r
+                    .revocation_reason
+                    .as_deref()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(Reason::Unspecified),
+            })
+            .collect())
     }
 
     /// `root.crl`'s CRL, DER, whatever its dates.

@@ -19,6 +19,7 @@ pub mod est;
 mod hsm;
 mod online;
 mod renewal;
+mod roots;
 mod rotate;
 pub mod scep;
 mod settings;
@@ -35,6 +36,7 @@ pub use online::{
     RENEWED_BY_SERVER, SERVER_OWNER, TOKEN_PREFIX,
 };
 pub use renewal::{RenewedBy, OVERDUE_FRACTION};
+pub use roots::{RootView, ROOTS_DIR};
 pub use rotate::{IssuerState, IssuerView, Retired, ISSUERS_DIR};
 pub use settings::{Admins, BadAdmin, CaSettings, Database, ProfileSettings, ServerSettings};
 pub use views::{Lineage, Pruned};

@@ -393,11 +393,11 @@ impl Ca {
             .unwrap_or(1)
             + 1;
         let id = format!("g{next_gen}");
-        let root_der = parse_certificates(self.root_pem.as_bytes())?
-            .into_iter()
-            .next()
-            .ok_or(twoway_pki::Error::NoPemBlock("CERTIFICATE"))?;
-        let root = CaSigner::new(root_der, self.root_signer(passphrase)?)?;
+        // Under the prepared root when a root rotation is under way, else the active root.
+        let root = match self.prepared_root(passphrase)? {
+            Some((_, r)) => r,
+            None => CaSigner::new(self.active_root_der()?, self.root_signer(passphrase)?)?,
+        };
         let now = now_s();
         let life = validity
             .unwrap_or(self.intermediate_info.not_after - self.intermediate_info.not_before);
@@ -484,6 +484,20 @@ impl Ca {
                  intermediate is not supported yet"
             )));
         }
+        // A prepared root goes active with the intermediate it signed.
+        if let Some(root) = self
+            .old_roots
+            .iter()
+            .find(|r| r.state == IssuerState::Prepared)
+        {
+            if new.info.issuer != root.info.subject {
+                return Err(Error::Refused(format!(
+                    "root {} is prepared but intermediate {} is not under it: prepare the                      intermediate again after the root",
+                    root.id, new.id
+                )));
+            }
+            self.activate_root(&root.id, actor)?;
+        }
         let old_id = self.active_id.clone();
         let old_dir = issuer_dir(&self.dir, &old_id);
         let new_dir = issuer_dir(&self.dir, &new.id);
@@ -543,6 +557,9 @@ impl Ca {
         passphrase: Option<&[u8]>,
         actor: &str,
     ) -> Result<Retired> {
+        if crate::roots::generation(id).is_some() {
+            return self.retire_root(id, passphrase, actor);
+        }
         if id == self.active_id {
             return Err(Error::Refused(format!(
                 "{id} is the active intermediate: retiring it would leave the CA nothing to \
@@ -617,12 +634,7 @@ impl Ca {
         if key.exists() {
             fs::remove_file(&key).map_err(Error::io("cannot remove", &key))?;
         }
-        let root_crl_signed = if self.has_root_key() {
-            self.sign_root_crl(passphrase, None, actor)?;
-            true
-        } else {
-            false
-        };
+        let root_crl_signed = self.sign_arl_of(&o.info.issuer, None, passphrase, actor)?;
         Ok(Retired {
             id: id.to_string(),
             live_certificates: live,

@@ -179,21 +179,78 @@ fn ca_params(
     Ok(p)
 }
 
-/// Builds a self-signed root CA certificate: `O=<name>, CN=<name> Root CA`, no path length limit.
+/// The common name of a root: `<org> Root CA` for the first, `<org> Root CA G<n>` for the
+/// n-th made by `ca rotate root`.
+pub fn root_common_name(org: &str, generation: u32) -> String {
+    match generation {
+        0 | 1 => format!("{org} Root CA"),
+        n => format!("{org} Root CA G{n}"),
+    }
+}
+
+/// Builds a self-signed root CA certificate: `O=<name>, CN=<name> Root CA` (the
+/// `generation`'s name: [`root_common_name`]), no path length limit.
 pub fn build_root(
     signer: Arc<dyn Signer>,
     org: &str,
+    generation: u32,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
 ) -> Result<Vec<u8>> {
     let params = ca_params(
-        org_name(org, format!("{org} Root CA")),
+        org_name(org, root_common_name(org, generation)),
         not_before,
         not_after,
         None,
     )?;
     let key = RcgenKey::new(signer)?;
     Ok(params.self_signed(&key)?.der().to_vec())
+}
+
+/// A cross certificate: the root `subject_der` (root `generation` of `org`) certified by
+/// another root, `issuer`. It has the subject's name, key and key identifier, so a chain
+/// that reaches the subject root also reaches the issuing root through it: verifiers that
+/// trust either root accept chains of both during a root rotation.
+pub fn build_cross(
+    issuer: &CaSigner,
+    subject_der: &[u8],
+    org: &str,
+    generation: u32,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<Vec<u8>> {
+    let info = CertInfo::from_der(subject_der)?;
+    let mut params = ca_params(
+        org_name(org, root_common_name(org, generation)),
+        not_before,
+        not_after.min(issuer.info().not_after),
+        None,
+    )?;
+    let ski = info
+        .subject_key_id
+        .as_deref()
+        .and_then(hex_decode)
+        .ok_or_else(|| Error::BadCertificate("the root has no subject key identifier".into()))?;
+    params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(ski);
+    params.use_authority_key_identifier_extension = true;
+    let pk = rcgen::SubjectPublicKeyInfo::from_der(&spki_of_cert(subject_der)?)?;
+    let der = params.signed_by(&pk, issuer.issuer())?.der().to_vec();
+    if CertInfo::from_der(&der)?.subject != info.subject {
+        return Err(Error::BadCertificate(format!(
+            "the cross certificate's subject differs from the root's ({})",
+            info.subject
+        )));
+    }
+    Ok(der)
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    let s: String = s.chars().filter(|c| *c != ':').collect();
+    s.len().is_multiple_of(2).then_some(())?;
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Name constraints for an intermediate: permitted DNS subtrees and IP ranges.

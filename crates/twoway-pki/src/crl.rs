@@ -374,7 +374,7 @@ mod tests {
     fn ca(name: &str) -> CaSigner {
         let key: Arc<dyn crate::Signer> = Arc::new(PrivateKey::generate(KeyType::P256).unwrap());
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-        let der = build_root(key.clone(), name, now, now + time::Duration::days(1)).unwrap();
+        let der = build_root(key.clone(), name, 1, now, now + time::Duration::days(1)).unwrap();
         CaSigner::new(der, key).unwrap()
     }
 

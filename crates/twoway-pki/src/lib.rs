@@ -33,10 +33,10 @@ mod signer;
 mod subject;
 
 pub use cert::{
-    build_intermediate, build_leaf, build_root, der_to_pem, intermediate_common_name,
-    key_matches_cert, parse_certificates, random_serial, serial_hex, sha256_hex, spki_of_cert,
-    subject_der_of_cert, subject_serial_of_cert, CaSigner, CertInfo, Issued, LeafSpec, Permits,
-    RevocationUrls,
+    build_cross, build_intermediate, build_leaf, build_root, der_to_pem, intermediate_common_name,
+    key_matches_cert, parse_certificates, random_serial, root_common_name, serial_hex, sha256_hex,
+    spki_of_cert, subject_der_of_cert, subject_serial_of_cert, CaSigner, CertInfo, Issued,
+    LeafSpec, Permits, RevocationUrls,
 };
 pub use constraints::NameConstraints;
 pub use crl::{build_crl, build_crl_as, complete_crl_info, CrlKind, Reason, RevokedEntry};

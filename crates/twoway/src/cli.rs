@@ -126,6 +126,29 @@ Example:
         #[arg(long)]
         json: bool,
     },
+    /// Prepare a new root (the next id: r2, …) and the cross certificates between it and
+    /// the active root; the next `ca rotate intermediate` is signed by it, and `activate`
+    /// makes both active. Needs root.key here.
+    #[command(after_help = "\
+Example:
+  twoway ca rotate root --ca-dir ./ca            # r2, r2-by-r1.pem and r1-by-r2.pem
+  twoway ca rotate intermediate --ca-dir ./ca    # g3, signed by r2
+  twoway ca rotate activate --ca-dir ./ca        # r2 and g3 active; roots.pem holds r2 and r1
+  twoway ca rotate retire g2 --ca-dir ./ca       # once g2's certificates are gone
+  twoway ca rotate retire r1 --ca-dir ./ca       # then r1 leaves roots.pem
+
+While both roots are trusted, chains of the new intermediate carry r2 certified by r1, so
+verifiers that trust only r1 accept them; r1-by-r2.pem does the same the other way.")]
+    Root {
+        #[command(flatten)]
+        ca: CaOpts,
+        /// Validity of the new root (default: as long as the active one's).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make the prepared intermediate the issuer of new certificates; the active one
     /// becomes retiring (it signs its CRL and OCSP answers until retired).
     #[command(after_help = "\
@@ -135,14 +158,15 @@ Example:
         #[command(flatten)]
         ca: CaOpts,
     },
-    /// Retire a retiring intermediate: a final CRL valid until its expiry, revoked by the
-    /// root, its key destroyed. Refused while it has live certificates, unless --force.
+    /// Retire a retiring intermediate (a final CRL valid until its expiry, revoked by its
+    /// root, its key destroyed; refused while it has live certificates, unless --force) or
+    /// a retiring root (once no intermediate is left under it).
     #[command(after_help = "\
 Example:
   twoway ca rotate retire g1 --ca-dir ./ca
   twoway cert list --issuer g1 --status active    # what still depends on g1")]
     Retire {
-        /// The intermediate's id (`twoway ca show` lists them).
+        /// The intermediate's or root's id (`twoway ca show` lists them): g1, r1, …
         id: String,
         #[command(flatten)]
         ca: CaOpts,

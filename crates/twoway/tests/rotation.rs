@@ -277,3 +277,173 @@ fn ca_serve_after_a_rotation_answers_for_both_intermediates_and_renewals_move_to
         "{o}"
     );
 }
+
+/// `openssl verify` of `dir/cert.pem` trusting only `anchor`, with `untrusted` as the
+/// chain offered; its output.
+fn verify_with(lab: &Lab, anchor: &str, untrusted: &str, cert: &str) -> String {
+    lab.sh(&format!(
+        "openssl verify -CAfile {anchor} -untrusted {untrusted} {cert} 2>&1"
+    ))
+    .all()
+}
+
+#[test]
+fn a_root_rotation_cross_signs_so_either_root_accepts_both_chains_until_the_old_retires() {
+    let lab = Lab::new("test:rotation");
+    lab.init_ca("ca", "--url http://127.0.0.1:9080");
+    lab.tw("cert issue --ca-dir ca --profile server --san DNS:old.example.internal --out old")
+        .ok();
+    std::fs::copy(lab.path("ca/root.pem"), lab.path("r1.pem")).unwrap();
+
+    let o = lab.tw("ca rotate root --ca-dir ca --json").ok();
+    let r2 = o.json();
+    assert_eq!(r2["id"], "r2", "{o}");
+    assert!(
+        r2["certificate"]["subject"]
+            .as_str()
+            .unwrap()
+            .ends_with("Root CA G2"),
+        "{o}"
+    );
+    let o = lab.tw("ca rotate root --ca-dir ca").fails();
+    assert!(o.all().contains("r2 is already prepared"), "{o}");
+    // Until activation nothing changes for clients.
+    assert_eq!(
+        common::read(lab.path("ca/root.pem")),
+        common::read(lab.path("r1.pem"))
+    );
+    let g2 = lab
+        .tw("ca rotate intermediate --ca-dir ca --json")
+        .ok()
+        .json();
+    assert!(
+        g2["certificate"]["issuer"]
+            .as_str()
+            .unwrap()
+            .ends_with("Root CA G2"),
+        "the new intermediate is under the new root: {g2}"
+    );
+    lab.tw("ca rotate activate --ca-dir ca").ok();
+    std::fs::copy(lab.path("ca/root.pem"), lab.path("r2.pem")).unwrap();
+    lab.tw("cert issue --ca-dir ca --profile server --san DNS:new.example.internal --out new")
+        .ok();
+
+    // roots.pem (ca.pem) carries both roots; the new chain carries r2 certified by r1.
+    let ca_pem = common::read(lab.path("new/ca.pem"));
+    assert_eq!(ca_pem.matches("BEGIN CERTIFICATE").count(), 2, "{ca_pem}");
+    let chain = common::read(lab.path("new/chain.pem"));
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 3, "{chain}");
+    // Either root alone accepts the new chain, and (with r1 certified by r2) the old one.
+    common::write(
+        lab.path("old-chain-for-r2.pem"),
+        common::read(lab.path("old/chain.pem"))
+            + &common::read(lab.path("ca/roots/r2/r1-by-r2.pem")),
+    );
+    for anchor in ["r1.pem", "r2.pem"] {
+        let v = verify_with(&lab, anchor, "new/chain.pem", "new/cert.pem");
+        assert!(v.contains(": OK"), "new chain, {anchor}: {v}");
+        let v = verify_with(&lab, anchor, "old-chain-for-r2.pem", "old/cert.pem");
+        assert!(v.contains(": OK"), "old chain, {anchor}: {v}");
+    }
+    // And with full-chain CRL checking: every CRL of both roots and both intermediates.
+    lab.tw("crl --all --ca-dir ca --out bundle.pem").ok();
+    let bundle = common::read(lab.path("bundle.pem"));
+    assert_eq!(bundle.matches("BEGIN X509 CRL").count(), 4, "{bundle}");
+    for anchor in ["r1.pem", "r2.pem"] {
+        let v = lab
+            .sh(&format!(
+                "openssl verify -crl_check_all -CRLfile bundle.pem -CAfile {anchor} \
+                 -untrusted new/chain.pem new/cert.pem 2>&1"
+            ))
+            .all();
+        assert!(v.contains(": OK"), "{anchor}: {v}");
+    }
+
+    // r1 cannot go while g1 is under it; then g1 and r1 retire, in that order.
+    let o = lab.tw("ca rotate retire r1 --ca-dir ca").fails();
+    assert!(o.all().contains("g1"), "{o}");
+    lab.tw("ca rotate retire g1 --ca-dir ca --force").ok();
+    let r1_crl = lab
+        .openssl("crl -in ca/roots/r1/root.crl -noout -text")
+        .ok()
+        .stdout
+        .to_ascii_lowercase();
+    let g1_serial = serial_of(&lab.path("ca/issuers/g1/intermediate.pem"));
+    assert!(r1_crl.contains(&g1_serial), "r1's CRL lists g1:\n{r1_crl}");
+    let o = lab.tw("ca rotate retire r1 --ca-dir ca").ok();
+    assert!(o.stdout.contains("Retired root r1"), "{o}");
+    assert!(!lab.path("ca/roots/r1/root.key").exists());
+    lab.tw("cert issue --ca-dir ca --profile server --san DNS:after.example.internal --out after")
+        .ok();
+    let ca_pem = common::read(lab.path("after/ca.pem"));
+    assert_eq!(ca_pem.matches("BEGIN CERTIFICATE").count(), 1, "{ca_pem}");
+    let chain = common::read(lab.path("after/chain.pem"));
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "{chain}");
+    let v = verify_with(&lab, "r2.pem", "after/chain.pem", "after/cert.pem");
+    assert!(v.contains(": OK"), "{v}");
+    lab.tw("audit verify --ca-dir ca").ok();
+}
+
+#[test]
+fn agents_pinned_to_the_old_root_renew_after_a_root_rotation() {
+    let mut ca = OnlineCa::start(&[]);
+    ca.enroll_agent(
+        "DNS:pinned.example.internal",
+        "pinned",
+        "--profile server --cert-ttl 6s",
+    );
+    let enrolled = std::time::Instant::now();
+    std::fs::copy(ca.path("ca/root.pem"), ca.path("r1.pem")).unwrap();
+    ca.stop();
+    ca.tw("ca rotate root --ca-dir ca").ok();
+    ca.tw("ca rotate intermediate --ca-dir ca").ok();
+    ca.tw("ca rotate activate --ca-dir ca").ok();
+    let old_fp = ca.restart_with_new_root();
+    let roots = ca.tool_args(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "30",
+            &format!("http://{}/roots.pem", ca.http),
+        ],
+    );
+    assert_eq!(
+        roots.stdout.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "{roots}"
+    );
+
+    // The agent still pins r1: it finds r1 in /roots.pem, and the CA's chain reaches r1
+    // through the cross certificate.
+    std::thread::sleep(Duration::from_millis(4_500).saturating_sub(enrolled.elapsed()));
+    let url = ca.url();
+    ca.tw_args(&[
+        "agent",
+        "--ca",
+        &url,
+        "--ca-fingerprint",
+        &old_fp,
+        "--san",
+        "DNS:pinned.example.internal",
+        "--out",
+        "pinned",
+        "--once",
+    ])
+    .ok();
+    assert!(
+        issuer_of(&ca, "pinned/cert.pem").contains("Intermediate CA G2"),
+        "{}",
+        issuer_of(&ca, "pinned/cert.pem")
+    );
+    let v = ca
+        .sh("openssl verify -CAfile r1.pem -untrusted pinned/chain.pem pinned/cert.pem 2>&1")
+        .all();
+    assert!(v.contains(": OK"), "{v}");
+    // A new agent pinned to the new root enrolls too.
+    ca.enroll_agent("DNS:fresh.example.internal", "fresh", "--profile server");
+    let v = ca
+        .sh("openssl verify -CAfile ca/root.pem -untrusted fresh/chain.pem fresh/cert.pem 2>&1")
+        .all();
+    assert!(v.contains(": OK"), "{v}");
+}

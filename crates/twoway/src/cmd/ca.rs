@@ -104,6 +104,7 @@ pub fn show(opts: &CaOpts, json: bool) -> Result<ExitCode> {
     )?;
     let counts = ca.store().count_by_status()?;
     let issuers = ca.issuers()?;
+    let roots = ca.roots()?;
     if json {
         return print_json(&serde_json::json!({
             "dir": ca.dir(),
@@ -115,6 +116,7 @@ pub fn show(opts: &CaOpts, json: bool) -> Result<ExitCode> {
             })),
             "certificates": counts.iter().map(|(s, n)| (s.clone(), *n)).collect::<std::collections::BTreeMap<_,_>>(),
             "issuers": issuers,
+            "roots": roots,
         }))
         .map(|_| ExitCode::SUCCESS);
     }
@@ -133,6 +135,19 @@ pub fn show(opts: &CaOpts, json: bool) -> Result<ExitCode> {
         )?;
     }
     outln!("root sha256   {}", root.fingerprint)?;
+    if roots.len() > 1 {
+        outln!("roots (`twoway ca rotate root`):")?;
+        for r in &roots {
+            outln!(
+                "  {:<4} {:<9} {}  expires {}  sha256 {}",
+                r.id,
+                r.state.as_str(),
+                printable(&r.certificate.subject),
+                output::date(r.certificate.not_after),
+                r.certificate.fingerprint
+            )?;
+        }
+    }
     if issuers.len() > 1 {
         outln!("intermediates (`twoway ca rotate`):")?;
         for i in &issuers {
@@ -209,6 +224,38 @@ pub fn rotate(c: RotateCommand) -> Result<ExitCode> {
                 ca.dir().display()
             )?;
         }
+        RotateCommand::Root {
+            ca: opts,
+            ttl,
+            json,
+        } => {
+            let ttl = ttl.map(|t| duration_arg("--ttl", &t)).transpose()?;
+            let ca = open_ca(&opts, false)?;
+            let pass = passphrase(&opts)?;
+            let view =
+                ca.rotate_root_prepare(pass.as_ref().map(|p| p.as_slice()), ttl, &actor(&opts))?;
+            if json {
+                return print_json(&view).map(|_| ExitCode::SUCCESS);
+            }
+            let dir = ca.dir().display();
+            outln!(
+                "Prepared root {}: {} (expires {}), sha256 {}",
+                view.id,
+                printable(&view.certificate.subject),
+                output::date(view.certificate.not_after),
+                view.certificate.fingerprint
+            )?;
+            let (new, old) = (&view.id, ca.active_root_id());
+            outln!(
+                "  in {dir}/{}/{new}/ with the cross certificates {new}-by-{old}.pem and {old}-by-{new}.pem",
+                twoway_ca::ROOTS_DIR,
+            )?;
+            outln!(
+                "Next: {} ca rotate intermediate --ca-dir {dir}   (signed by {})",
+                output::self_command(),
+                view.id
+            )?;
+        }
         RotateCommand::Activate { ca: opts } => {
             let ca = open_ca(&opts, false)?;
             let (old, new) = ca.rotate_activate(&actor(&opts))?;
@@ -237,10 +284,17 @@ pub fn rotate(c: RotateCommand) -> Result<ExitCode> {
                 pass.as_ref().map(|p| p.as_slice()),
                 &actor(&opts),
             )?;
-            outln!(
-                "Retired {}: final CRL written, revoked by the root (cessationOfOperation), key destroyed.",
-                r.id
-            )?;
+            if r.id.starts_with('r') {
+                outln!(
+                    "Retired root {}: final CRL written, key destroyed; roots.pem and new chains no longer carry it.",
+                    r.id
+                )?;
+            } else {
+                outln!(
+                    "Retired {}: final CRL written, revoked by its root (cessationOfOperation), key destroyed.",
+                    r.id
+                )?;
+            }
             if r.live_certificates > 0 {
                 outln!(
                     "  {} certificate(s) it issued are still valid: they keep its final CRL, OCSP no longer answers for them.",

@@ -72,6 +72,9 @@ pub fn run(a: CrlArgs) -> Result<ExitCode> {
             ca.root_crl()?
         };
         pem.push_str(&twoway_pki::der_to_pem("X509 CRL", &root));
+        for der in ca.other_root_crls()? {
+            pem.push_str(&twoway_pki::der_to_pem("X509 CRL", &der));
+        }
         return write(&a, &der, pem, "the intermediates' and the root's CRLs");
     }
     write(&a, &der, pem, &format!("CRL number {number}"))

@@ -206,6 +206,22 @@ impl OnlineCa {
         self.adopt(s);
     }
 
+    /// [`OnlineCa::restart`] after a root rotation: the same addresses, a new root
+    /// fingerprint (returned; the old one stays in `/roots.pem` until it is retired).
+    #[track_caller]
+    pub fn restart_with_new_root(&mut self) -> String {
+        if let Some(mut s) = self.server.take() {
+            s.server.kill();
+        }
+        let (https, http) = (self.https.to_string(), self.http.to_string());
+        let s = self.spawn_server("", &https, &http, &[], &[]).ready();
+        assert_eq!((s.https, s.http), (self.https, self.http));
+        assert_ne!(s.fingerprint, self.fingerprint, "the root changed");
+        let old = std::mem::take(&mut self.fingerprint);
+        self.adopt(s);
+        old
+    }
+
     fn adopt(&mut self, s: CaServer) {
         self.https = s.https;
         self.http = s.http;
