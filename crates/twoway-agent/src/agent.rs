@@ -303,7 +303,7 @@ enum Outcome {
 
 /// Runs the agent: bootstrap trust, enroll if needed, then renew forever (or once).
 pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), AgentError> {
-    let root_pem = {
+    let mut root_pem = {
         let mut n = 0;
         loop {
             match CaClient::bootstrap_root(&cfg.ca_url, &cfg.ca_fingerprint).await {
@@ -435,6 +435,13 @@ pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), Agent
                     status.renewals.fetch_add(1, Ordering::Relaxed);
                 }
                 tracing::info!(how, serial = %resp.serial, not_after = %resp.not_after, storage = %cfg.storage, "new certificate in place");
+                // The roots came over a connection verified against the roots trusted so
+                // far: after a root rotation they name the new root too, which the agent
+                // trusts from now on, so it keeps reaching the CA once the old one retires.
+                if let Some(roots) = adopted_roots(&root_pem, &resp.root) {
+                    tracing::info!("the CA's roots changed: trusting the roots it sent");
+                    root_pem = roots;
+                }
                 reload(&cfg).await;
                 attempt = 0;
                 if cfg.once {
@@ -561,6 +568,14 @@ pub fn proof_request(
             signature: base64::engine::general_purpose::STANDARD.encode(sig),
         }),
     })
+}
+
+/// The roots a CA answer carries, when they differ from the ones trusted now and hold at
+/// least one certificate; None to keep trusting what is trusted now.
+fn adopted_roots(current: &str, sent: &str) -> Option<String> {
+    let sent_certs = twoway_pki::parse_certificates(sent.as_bytes()).ok()?;
+    let now_certs = twoway_pki::parse_certificates(current.as_bytes()).unwrap_or_default();
+    (!sent_certs.is_empty() && sent_certs != now_certs).then(|| sent.to_string())
 }
 
 fn save(

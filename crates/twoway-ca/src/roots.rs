@@ -123,10 +123,15 @@ pub(crate) fn load(dir: &Path) -> Result<(String, Vec<OtherRoot>)> {
     Ok((active, others))
 }
 
-/// The trust bundle (`roots.pem`): the active root first, then the retiring ones.
+/// The trust bundle (`roots.pem`): the active root first, then the retiring ones (which
+/// `root.pem` already holds after an activation: not twice).
 pub(crate) fn bundle(active_pem: &str, others: &[OtherRoot]) -> String {
     let mut pem = active_pem.to_string();
-    for o in others.iter().filter(|o| o.state == IssuerState::Retiring) {
+    let present = parse_certificates(active_pem.as_bytes()).unwrap_or_default();
+    for o in others
+        .iter()
+        .filter(|o| o.state == IssuerState::Retiring && !present.contains(&o.der))
+    {
         if !pem.ends_with('\n') {
             pem.push('\n');
         }
@@ -375,9 +380,17 @@ impl Ca {
             &top(layout::ROOT_KEY),
             0o600,
         )?;
-        copy(
-            &new_dir.join(layout::ROOT_CERT),
+        // root.pem is what people hand to verifiers: during the overlap it holds both roots,
+        // the new one first (the active root, for everything that reads one).
+        let new_pem = fs::read_to_string(new_dir.join(layout::ROOT_CERT))
+            .map_err(Error::io("cannot read", new_dir.join(layout::ROOT_CERT)))?;
+        twoway_files::write_atomic(
             &top(layout::ROOT_CERT),
+            format!(
+                "{new_pem}{}",
+                der_to_pem("CERTIFICATE", &self.active_root_der()?)
+            )
+            .as_bytes(),
             0o644,
         )?;
         copy(
@@ -535,6 +548,12 @@ impl Ca {
         }
         let dir = root_dir(&self.dir, id);
         twoway_files::write_atomic(&dir.join(STATE_FILE), b"retired\n", 0o644)?;
+        // root.pem goes back to the active root alone.
+        twoway_files::write_atomic(
+            &self.dir.join(layout::ROOT_CERT),
+            der_to_pem("CERTIFICATE", &self.active_root_der()?).as_bytes(),
+            0o644,
+        )?;
         let key = dir.join(layout::ROOT_KEY);
         if key.exists() {
             fs::remove_file(&key).map_err(Error::io("cannot remove", &key))?;

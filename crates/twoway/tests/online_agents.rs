@@ -468,16 +468,18 @@ fn curl_loop(
     })
 }
 
-/// The intermediate is rotated under load: `ca serve` with a proxy enrolled in process and
-/// a long-running agent, both on short-lived certificates, and curl calling the app
-/// through the proxy with a full handshake per request. `ca rotate intermediate` and
-/// `activate` run beside the server, which is restarted; the proxy and the agent move to
-/// the new intermediate at their next renewal, curl switches to a client certificate of
-/// the new one, both chains verify against the unchanged root during the overlap, and the
-/// old intermediate is retired (refused first: the administrator's certificate still
-/// depends on it). Not one request may fail.
+/// The intermediate, then the root, are rotated under load: `ca serve` with a proxy
+/// enrolled in process and a long-running agent, both on short-lived certificates, and
+/// curl calling the app through the proxy with a full handshake per request. `ca rotate
+/// intermediate` and `activate` run beside the server, which is restarted; the proxy and
+/// the agent move to the new intermediate at their next renewal, curl switches to a client
+/// certificate of the new one, both chains verify against the unchanged root during the
+/// overlap, and the old intermediate is retired (refused first: the administrator's
+/// certificate still depends on it). Then `ca rotate root` (r2, g3 under it): the agent,
+/// pinned to r1, keeps renewing through the cross certificate, either root accepts the new
+/// chains, and after g2 and r1 are retired both renew once more. Not one request may fail.
 #[test]
-fn an_intermediate_rotation_under_load_fails_no_request_through_an_enrolled_proxy() {
+fn intermediate_and_root_rotations_under_load_fail_no_request_through_an_enrolled_proxy() {
     let mut ca = OnlineCa::start(&[]);
     let name = "rot.e2e.test";
     let (_app, app_port) = app(&ca.path("site"), "hello from the app\n");
@@ -571,6 +573,72 @@ fn an_intermediate_rotation_under_load_fails_no_request_through_an_enrolled_prox
     assert!(o.all().contains("live certificate"), "{o}");
     ca.tw("ca rotate retire g1 --ca-dir ca --force").ok();
     ca.restart(Duration::from_millis(200));
+
+    // Then the root: r2 and g3 under it, cross-signed with r1; the server restarts with a
+    // new root fingerprint, and the agent, still pinned to r1, keeps renewing.
+    std::fs::copy(ca.path("ca/root.pem"), ca.path("r1.pem")).unwrap();
+    ca.tw("ca rotate root --ca-dir ca").ok();
+    ca.tw("ca rotate intermediate --ca-dir ca").ok();
+    ca.tw("ca rotate activate --ca-dir ca").ok();
+    ca.restart_with_new_root();
+    let both = common::read(ca.path("ca/root.pem"));
+    let end = both.find("-----END CERTIFICATE-----\n").unwrap() + 26;
+    common::write(ca.path("r2.pem"), &both[..end]);
+    ca.tw(
+        "cert issue --ca-dir ca --profile client --san URI:spiffe://online.test/curl --out curl3",
+    )
+    .ok();
+    *client.lock().unwrap() = ca.path("curl3");
+    let under = |gen: &str, deadline: Instant| loop {
+        let served = served_issuer(port, name, &curl_dir).unwrap_or_default();
+        let agent_issuer = ca.openssl("x509 -in agent/cert.pem -noout -issuer").stdout;
+        if served.contains(gen) && agent_issuer.contains(gen) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no renewal under {gen}: proxy {served:?}, agent {agent_issuer:?}\n{}",
+            ca.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    under(
+        "Intermediate CA G3",
+        Instant::now() + Duration::from_secs(90),
+    );
+    // Either root accepts the new chain (it carries r2 certified by r1).
+    for anchor in ["r1.pem", "r2.pem"] {
+        for dir in ["curl3", "agent"] {
+            let v = ca
+                .sh(&format!(
+                    "openssl verify -CAfile {anchor} -untrusted {dir}/chain.pem {dir}/cert.pem 2>&1"
+                ))
+                .all();
+            assert!(v.contains(": OK"), "{dir} with {anchor}: {v}");
+        }
+    }
+    // The old intermediate and root go; the proxy and the agent renew once more with only
+    // r2 left (the agent took r2 from its last renewal's answer).
+    ca.tw("ca rotate retire g2 --ca-dir ca --force").ok();
+    ca.tw("ca rotate retire r1 --ca-dir ca").ok();
+    ca.restart(Duration::from_millis(200));
+    let (served_before, agent_before) = (
+        served_serial(port, name, &curl_dir),
+        common::read(ca.path("agent/cert.pem")),
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while served_serial(port, name, &curl_dir) == served_before
+        || common::read(ca.path("agent/cert.pem")) == agent_before
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no renewal after r1 retired\n{}",
+            ca.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let roots = common::read(ca.path("agent/ca.pem"));
+    assert_eq!(roots.matches("BEGIN CERTIFICATE").count(), 1, "{roots}");
     std::thread::sleep(Duration::from_secs(2));
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

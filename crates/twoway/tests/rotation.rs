@@ -324,7 +324,15 @@ fn a_root_rotation_cross_signs_so_either_root_accepts_both_chains_until_the_old_
         "the new intermediate is under the new root: {g2}"
     );
     lab.tw("ca rotate activate --ca-dir ca").ok();
-    std::fs::copy(lab.path("ca/root.pem"), lab.path("r2.pem")).unwrap();
+    // root.pem holds both roots during the overlap, the new one first.
+    let both = common::read(lab.path("ca/root.pem"));
+    assert_eq!(both.matches("BEGIN CERTIFICATE").count(), 2, "{both}");
+    let end = both.find("-----END CERTIFICATE-----\n").unwrap() + 26;
+    common::write(lab.path("r2.pem"), &both[..end]);
+    assert_ne!(
+        common::read(lab.path("r2.pem")),
+        common::read(lab.path("r1.pem"))
+    );
     lab.tw("cert issue --ca-dir ca --profile server --san DNS:new.example.internal --out new")
         .ok();
 
@@ -377,6 +385,10 @@ fn a_root_rotation_cross_signs_so_either_root_accepts_both_chains_until_the_old_
         .ok();
     let ca_pem = common::read(lab.path("after/ca.pem"));
     assert_eq!(ca_pem.matches("BEGIN CERTIFICATE").count(), 1, "{ca_pem}");
+    assert_eq!(
+        common::read(lab.path("ca/root.pem")),
+        common::read(lab.path("r2.pem"))
+    );
     let chain = common::read(lab.path("after/chain.pem"));
     assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "{chain}");
     let v = verify_with(&lab, "r2.pem", "after/chain.pem", "after/cert.pem");
