@@ -183,8 +183,8 @@ pub trait Store: Send + Sync {
     /// certificate not yet expired at `since`, from an index of revoked certificates only.
     fn crl_entries(&self, issuer: &str, since: OffsetDateTime) -> Result<Vec<CrlEntry>>;
     /// A delta CRL's entries of `issuer`: those of [`Store::crl_entries`] revoked at or after
-    /// `revoked_since`, found by revocation time (`certificates_revoked_at`), not by reading
-    /// every revoked certificate.
+    /// `revoked_since`, found by revocation time (`certificates_revoked_since`), not by
+    /// reading every revoked certificate.
     fn crl_entries_revoked_since(
         &self,
         issuer: &str,

@@ -499,8 +499,21 @@ pub(crate) fn revoked_by_issuer(
     Ok(found)
 }
 
-/// The CRL's entries of `issuer`: its revoked certificates still unexpired at `since`,
-/// read from the partial index `certificates_revoked` alone.
+/// A complete CRL's entries (issuer, unexpired at): read from the partial covering index
+/// `certificates_revoked (issuer, not_after, …)` alone.
+pub(crate) const CRL_ENTRIES_SQL: &str = "SELECT serial, revoked_at, revocation_reason \
+     FROM certificates WHERE status = 'revoked' AND issuer = ? AND not_after > ?";
+
+/// A delta CRL's entries: those of [`CRL_ENTRIES_SQL`] revoked at or after a time, read
+/// from the partial covering index `certificates_revoked_since (issuer, revoked_at, …)`
+/// alone (schema version 3).
+pub(crate) const CRL_DELTA_ENTRIES_SQL: &str = "SELECT serial, revoked_at, revocation_reason \
+     FROM certificates WHERE status = 'revoked' AND issuer = ? AND revoked_at >= ? \
+     AND not_after > ?";
+
+/// The CRL's entries of `issuer`: its revoked certificates still unexpired at `since`
+/// ([`CRL_ENTRIES_SQL`]), or only those revoked at or after `revoked_since`
+/// ([`CRL_DELTA_ENTRIES_SQL`]), each read from an index of revoked certificates alone.
 pub(crate) fn crl_entries(
     db: &mut dyn Db,
     issuer: &str,
@@ -509,13 +522,11 @@ pub(crate) fn crl_entries(
 ) -> Result<Vec<crate::CrlEntry>> {
     let (sql, args) = match revoked_since {
         None => (
-            "SELECT serial, revoked_at, revocation_reason FROM certificates
-             WHERE status = 'revoked' AND issuer = ? AND not_after > ?",
+            CRL_ENTRIES_SQL,
             vec![Arg::text(issuer), Arg::int(ts(since))],
         ),
         Some(r) => (
-            "SELECT serial, revoked_at, revocation_reason FROM certificates
-             WHERE status = 'revoked' AND issuer = ? AND revoked_at >= ? AND not_after > ?",
+            CRL_DELTA_ENTRIES_SQL,
             vec![Arg::text(issuer), Arg::int(ts(r)), Arg::int(ts(since))],
         ),
     };

@@ -3,16 +3,18 @@
 //! - `fixtures/inventory-unversioned.sql`, written before the schema was versioned (made
 //!   by `twoway ca init`, `cert issue`, `cert revoke` and `token create`): every row is
 //!   still there and the same, the audit chain still links, the schema is recorded at the
-//!   current version, and opening it again changes nothing. A database whose recorded
-//!   version is newer than this binary knows is refused with an error that says so, and
-//!   nothing is written to it.
+//!   current version (version 3's covering index of revoked certificates by revocation
+//!   time there, version 2's gone), and opening it again changes nothing. A database whose
+//!   recorded version is newer than this binary knows is refused with an error that says
+//!   so, and nothing is written to it.
 //! - `fixtures/schema-v1.sql`, written by the code of schema version 1 (`ca init`, four
-//!   `cert issue`, `cert revoke`, `crl`): the first open applies version 2 only; the
+//!   `cert issue`, `cert revoke`, `crl`): the first open applies versions 2 and 3 only; the
 //!   certificates, the revocation, the CRL number, the counts and the audit chain read back
-//!   as the version-1 code wrote them; version 2's index is added and the delta CRL's
-//!   query (revoked since a time) finds the revocation; a second open changes nothing; and
-//!   writes after the upgrade (an issuance, a revocation, a CRL number) extend the same
-//!   chain and counters.
+//!   as the version-1 code wrote them; one index is added, version 3's
+//!   `certificates_revoked_since` (version 2's `certificates_revoked_at`, built and dropped
+//!   in the same open, is gone), and the delta CRL's query (revoked since a time) finds the
+//!   revocation; a second open changes nothing; and writes after the upgrade (an issuance,
+//!   a revocation, a CRL number) extend the same chain and counters.
 //!
 //! PostgreSQL: a real server on 127.0.0.1:5432 (user postgres, trust authentication), as
 //! the store's unit tests use; each test makes its own database and drops it.
@@ -103,7 +105,14 @@ fn sqlite_opens_an_unversioned_inventory_and_refuses_a_newer_one() {
         check_fixture_data(&store);
     }
     let versions: Vec<i64> = (1..=SCHEMA_VERSION).collect();
+    assert_eq!(versions, [1, 2, 3]);
     assert_eq!(sqlite_versions(&path), versions);
+    let indexes = sqlite_indexes(&path);
+    assert!(
+        indexes.contains(&"certificates_revoked_since".to_string())
+            && !indexes.contains(&"certificates_revoked_at".to_string()),
+        "{indexes:?}"
+    );
     // written by this version: opened again, nothing re-applied, the same data
     {
         let store = SqliteStore::open(&path).expect("open the upgraded inventory");
@@ -197,7 +206,14 @@ fn postgres_opens_an_unversioned_inventory_and_refuses_a_newer_one() {
         check_fixture_data(&store);
     }
     let versions: Vec<i64> = (1..=SCHEMA_VERSION).collect();
+    assert_eq!(versions, [1, 2, 3]);
     assert_eq!(pg_versions(&db.url()), versions);
+    let indexes = pg_indexes(&db.url());
+    assert!(
+        indexes.contains(&"certificates_revoked_since".to_string())
+            && !indexes.contains(&"certificates_revoked_at".to_string()),
+        "{indexes:?}"
+    );
     {
         let store = PostgresStore::connect(&db.url()).expect("connect again");
         check_fixture_data(&store);
@@ -640,32 +656,39 @@ fn sqlite_upgrades_a_version_1_inventory() {
     );
     let v1_indexes = sqlite_indexes(&path);
     assert!(v1_indexes.contains(&"certificates_revoked".to_string()));
-    assert!(
-        !v1_indexes.contains(&"certificates_revoked_at".to_string()),
-        "version 1 has no certificates_revoked_at"
-    );
+    for later in ["certificates_revoked_at", "certificates_revoked_since"] {
+        assert!(
+            !v1_indexes.contains(&later.to_string()),
+            "version 1 has no {later}"
+        );
+    }
     let v1_rows = sqlite_v1_rows(&path);
     assert_eq!(v1_rows["certificates"].len(), 6);
     assert_eq!(v1_rows["audit_log"].len(), 8);
 
-    // the first open applies version 2 alone; the rows are untouched
+    // the first open applies versions 2 and 3 alone; the rows are untouched
     {
         let store = SqliteStore::open(&path).expect("open the version-1 inventory");
         check_v1_data(&store);
     }
     let migrations = sqlite_migrations(&path);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(SCHEMA_VERSION, 3);
     assert_eq!(
         migrations.iter().map(|m| m.0).collect::<Vec<_>>(),
-        [1, 2],
+        [1, 2, 3],
         "{migrations:?}"
     );
     assert_eq!(migrations[0], v1_migrations[0], "version 1's row is kept");
     assert_eq!(sqlite_v1_rows(&path), v1_rows, "the upgrade changed a row");
+    // version 2's index is dropped by version 3, which adds its covering one
     let mut indexes = v1_indexes.clone();
-    indexes.push("certificates_revoked_at".to_string());
+    indexes.push("certificates_revoked_since".to_string());
     indexes.sort();
-    assert_eq!(sqlite_indexes(&path), indexes, "version 2 adds one index");
+    assert_eq!(
+        sqlite_indexes(&path),
+        indexes,
+        "versions 2 and 3 add one index in all"
+    );
 
     // opened again: nothing applied, nothing changed
     {
@@ -695,16 +718,20 @@ fn sqlite_upgrades_a_version_1_inventory() {
     assert_eq!(sqlite_migrations(&path), migrations);
 }
 
+/// The names of the indexes on `certificates`, in byte order (not the database's collation).
 fn pg_indexes(url: &str) -> Vec<String> {
     let mut c = Client::connect(url, NoTls).unwrap();
-    c.query(
-        "SELECT indexname::text FROM pg_indexes WHERE tablename = 'certificates' ORDER BY 1",
-        &[],
-    )
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
+    let mut names: Vec<String> = c
+        .query(
+            "SELECT indexname::text FROM pg_indexes WHERE tablename = 'certificates'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    names.sort();
+    names
 }
 
 #[test]
@@ -715,17 +742,25 @@ fn postgres_upgrades_a_version_1_inventory() {
         .batch_execute(FIXTURE_V1)
         .expect("the fixture is portable SQL");
     assert_eq!(pg_versions(&db.url()), [1]);
-    assert!(!pg_indexes(&db.url()).contains(&"certificates_revoked_at".to_string()));
+    let v1_indexes = pg_indexes(&db.url());
+    assert!(v1_indexes.contains(&"certificates_revoked".to_string()));
+    assert!(!v1_indexes.contains(&"certificates_revoked_at".to_string()));
+    assert!(!v1_indexes.contains(&"certificates_revoked_since".to_string()));
     {
         let store = PostgresStore::connect(&db.url()).expect("connect to the version-1 inventory");
         check_v1_data(&store);
     }
-    assert_eq!(pg_versions(&db.url()), [1, 2]);
-    assert!(pg_indexes(&db.url()).contains(&"certificates_revoked_at".to_string()));
+    assert_eq!(pg_versions(&db.url()), [1, 2, 3]);
+    // version 2's index is dropped by version 3, which adds its covering one
+    let mut indexes = v1_indexes.clone();
+    indexes.push("certificates_revoked_since".to_string());
+    indexes.sort();
+    assert_eq!(pg_indexes(&db.url()), indexes);
     {
         let store = PostgresStore::connect(&db.url()).expect("connect again");
         check_v1_data(&store);
         write_after_v1_upgrade(&store);
     }
-    assert_eq!(pg_versions(&db.url()), [1, 2]);
+    assert_eq!(pg_versions(&db.url()), [1, 2, 3]);
+    assert_eq!(pg_indexes(&db.url()), indexes);
 }
