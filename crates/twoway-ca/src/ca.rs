@@ -563,6 +563,7 @@ impl Ca {
             })?;
             let signer = crate::hsm::open(&uri, &hsm)?;
             self.signer = Some(CaSigner::new(self.intermediate_der.clone(), signer)?);
+            self.unlock_others(passphrase)?;
             return Ok(());
         }
         let p = self.dir.join(layout::INTERMEDIATE_KEY);

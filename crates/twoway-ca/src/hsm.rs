@@ -47,3 +47,10 @@ pub(crate) fn open(uri: &str, hsm: &HsmSection) -> Result<Arc<dyn Signer>> {
     let s = Pkcs11Signer::open(&uri, &m).map_err(hsm_error)?;
     Ok(Arc::new(s))
 }
+
+/// Destroys the key `uri` names in its token (a retired CA key).
+pub(crate) fn destroy(uri: &str, hsm: &HsmSection) -> Result<usize> {
+    let uri: KeyUri = uri.parse().map_err(hsm_error)?;
+    let m = module(hsm)?;
+    Pkcs11Signer::destroy(&uri, &m).map_err(hsm_error)
+}

@@ -30,6 +30,8 @@ pub const ISSUERS_DIR: &str = "issuers";
 const ACTIVE_FILE: &str = "active";
 const STATE_FILE: &str = "state";
 const FINAL_CRL: &str = "final.crl";
+/// In `issuers/<id>/`: the PKCS#11 URI of the intermediate's key, when it is in a token.
+const KEY_URI_FILE: &str = "key-uri";
 
 /// Where an intermediate is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -185,10 +187,25 @@ impl Ca {
             if o.state != IssuerState::Retiring {
                 continue;
             }
-            let p = issuer_dir(&self.dir, &o.id).join(layout::INTERMEDIATE_KEY);
-            let pem = Zeroizing::new(fs::read_to_string(&p).map_err(Error::io("cannot read", &p))?);
-            let key = PrivateKey::from_pem(&pem, passphrase)?;
-            o.signer = Some(CaSigner::new(o.der.clone(), Arc::new(key))?);
+            let dir = issuer_dir(&self.dir, &o.id);
+            let uri_path = dir.join(KEY_URI_FILE);
+            let key: Arc<dyn twoway_pki::Signer> = if uri_path.exists() {
+                let uri =
+                    fs::read_to_string(&uri_path).map_err(Error::io("cannot read", &uri_path))?;
+                let hsm = self.settings.raw.hsm.clone().ok_or_else(|| {
+                    Error::Refused(format!(
+                        "{} names a key in a token but ca.toml has no [hsm] section",
+                        uri_path.display()
+                    ))
+                })?;
+                crate::hsm::open(uri.trim(), &hsm)?
+            } else {
+                let p = dir.join(layout::INTERMEDIATE_KEY);
+                let pem =
+                    Zeroizing::new(fs::read_to_string(&p).map_err(Error::io("cannot read", &p))?);
+                Arc::new(PrivateKey::from_pem(&pem, passphrase)?)
+            };
+            o.signer = Some(CaSigner::new(o.der.clone(), key)?);
         }
         Ok(())
     }
@@ -358,12 +375,6 @@ impl Ca {
         validity: Option<Duration>,
         actor: &str,
     ) -> Result<IssuerView> {
-        if let Some(uri) = &self.settings.raw.ca.intermediate_key {
-            return Err(Error::Refused(format!(
-                "the intermediate key is in a PKCS#11 token ({uri}): rotating a token-held \
-                 intermediate is not supported yet; rotate a CA whose intermediate key is a file"
-            )));
-        }
         if let Some(p) = self
             .others
             .iter()
@@ -408,12 +419,22 @@ impl Ca {
             .into());
         }
         let not_after = (now + life).min(root.info().not_after);
-        let key = PrivateKey::generate(self.settings.raw.ca.key_type)?;
-        let pass = passphrase.filter(|_| self.settings.raw.ca.encrypted_keys);
-        let key_pem = key.to_pem(pass)?;
+        // The new key: in the token beside the active one (`<object>-g<n>`) when that is
+        // where the active key is, else a file like it.
+        let (public_key, key_file): (Vec<u8>, KeyFile) = match self.token_uri_for(&id)? {
+            Some((uri, hsm)) => {
+                let signer = crate::hsm::generate(&uri, &hsm, self.settings.raw.ca.key_type)?;
+                (signer.public_key_der(), KeyFile::Uri(uri))
+            }
+            None => {
+                let key = PrivateKey::generate(self.settings.raw.ca.key_type)?;
+                let pass = passphrase.filter(|_| self.settings.raw.ca.encrypted_keys);
+                (key.public_key_der(), KeyFile::Pem(key.to_pem(pass)?))
+            }
+        };
         let der = twoway_pki::build_intermediate(
             &root,
-            &key.public_key_der(),
+            &public_key,
             &self.settings.raw.ca.name,
             next_gen,
             now - Duration::minutes(5),
@@ -424,7 +445,12 @@ impl Ca {
         let target = issuer_dir(&self.dir, &id);
         ensure_private_dir(&self.dir.join(ISSUERS_DIR))?;
         let mut staged = twoway_files::StagedFiles::new(&target)?;
-        staged.stage(layout::INTERMEDIATE_KEY, key_pem.as_bytes(), 0o600)?;
+        match &key_file {
+            KeyFile::Pem(pem) => staged.stage(layout::INTERMEDIATE_KEY, pem.as_bytes(), 0o600)?,
+            KeyFile::Uri(uri) => {
+                staged.stage(KEY_URI_FILE, format!("{uri}\n").as_bytes(), 0o644)?
+            }
+        }
         staged.stage(
             layout::INTERMEDIATE_CERT,
             der_to_pem("CERTIFICATE", &der).as_bytes(),
@@ -478,12 +504,6 @@ impl Ca {
                     "no intermediate is prepared: run `twoway ca rotate intermediate` first".into(),
                 )
             })?;
-        if let Some(uri) = &self.settings.raw.ca.intermediate_key {
-            return Err(Error::Refused(format!(
-                "the intermediate key is in a PKCS#11 token ({uri}): rotating a token-held \
-                 intermediate is not supported yet"
-            )));
-        }
         // A prepared root goes active with the intermediate it signed.
         if let Some(root) = self
             .old_roots
@@ -492,7 +512,8 @@ impl Ca {
         {
             if new.info.issuer != root.info.subject {
                 return Err(Error::Refused(format!(
-                    "root {} is prepared but intermediate {} is not under it: prepare the                      intermediate again after the root",
+                    "root {} is prepared but intermediate {} is not under it: prepare the \
+                     intermediate again after the root",
                     root.id, new.id
                 )));
             }
@@ -507,19 +528,47 @@ impl Ca {
                 fs::read(p).map_err(Error::io("cannot read", p))?,
             ))
         };
-        let new_key = read(&new_dir.join(layout::INTERMEDIATE_KEY))?;
-        let old_key = read(&top_key)?;
-        // 1. The old intermediate, with its key, to issuers/<old>/ as retiring.
-        ensure_private_dir(&old_dir)?;
-        twoway_files::write_atomic(&old_dir.join(layout::INTERMEDIATE_KEY), &old_key, 0o600)?;
-        twoway_files::write_atomic(
-            &old_dir.join(layout::INTERMEDIATE_CERT),
-            der_to_pem("CERTIFICATE", &self.intermediate_der).as_bytes(),
-            0o644,
-        )?;
-        twoway_files::write_atomic(&old_dir.join(STATE_FILE), b"retiring\n", 0o644)?;
-        // 2. The new one at the top.
-        twoway_files::write_atomic(&top_key, &new_key, 0o600)?;
+        let token_uri = self.settings.raw.ca.intermediate_key.clone();
+        // An activation that stopped after the new intermediate reached the top: the old
+        // one was moved already, and the top is the new one.
+        let resumed = self.intermediate_der == new.der;
+        // 1. The old intermediate, with its key (or its key's URI), to issuers/<old>/ as
+        //    retiring.
+        if !resumed {
+            ensure_private_dir(&old_dir)?;
+            match &token_uri {
+                Some(uri) => twoway_files::write_atomic(
+                    &old_dir.join(KEY_URI_FILE),
+                    format!("{uri}\n").as_bytes(),
+                    0o644,
+                )?,
+                None => twoway_files::write_atomic(
+                    &old_dir.join(layout::INTERMEDIATE_KEY),
+                    &read(&top_key)?,
+                    0o600,
+                )?,
+            }
+            twoway_files::write_atomic(
+                &old_dir.join(layout::INTERMEDIATE_CERT),
+                der_to_pem("CERTIFICATE", &self.intermediate_der).as_bytes(),
+                0o644,
+            )?;
+            twoway_files::write_atomic(&old_dir.join(STATE_FILE), b"retiring\n", 0o644)?;
+        }
+        // 2. The new one at the top: its key file, or its URI as ca.toml's [ca]
+        //    intermediate_key (that one line changed; the rest of the file kept).
+        match &token_uri {
+            Some(old_uri) => {
+                let new_uri = fs::read_to_string(new_dir.join(KEY_URI_FILE))
+                    .map_err(Error::io("cannot read", new_dir.join(KEY_URI_FILE)))?;
+                self.set_intermediate_key_uri(old_uri, new_uri.trim())?;
+            }
+            None => twoway_files::write_atomic(
+                &top_key,
+                &read(&new_dir.join(layout::INTERMEDIATE_KEY))?,
+                0o600,
+            )?,
+        }
         twoway_files::write_atomic(
             &self.dir.join(layout::INTERMEDIATE_CERT),
             der_to_pem("CERTIFICATE", &new.der).as_bytes(),
@@ -629,11 +678,17 @@ impl Ca {
                 },
             )?;
         }
-        twoway_files::write_atomic(&dir.join(STATE_FILE), b"retired\n", 0o644)?;
+        // The key goes first (in the token too): a retire that fails here is run again.
+        let uri_path = dir.join(KEY_URI_FILE);
+        if let (Ok(uri), Some(hsm)) = (fs::read_to_string(&uri_path), &self.settings.raw.hsm) {
+            crate::hsm::destroy(uri.trim(), hsm)?;
+            fs::remove_file(&uri_path).map_err(Error::io("cannot remove", &uri_path))?;
+        }
         let key = dir.join(layout::INTERMEDIATE_KEY);
         if key.exists() {
             fs::remove_file(&key).map_err(Error::io("cannot remove", &key))?;
         }
+        twoway_files::write_atomic(&dir.join(STATE_FILE), b"retired\n", 0o644)?;
         let root_crl_signed = self.sign_arl_of(&o.info.issuer, None, passphrase, actor)?;
         Ok(Retired {
             id: id.to_string(),
@@ -641,4 +696,61 @@ impl Ca {
             root_crl_signed,
         })
     }
+
+    /// The URI of the next intermediate's key in the token (`object=<object>-<id>`) and the
+    /// token's settings, when the active intermediate's key is in one.
+    fn token_uri_for(&self, id: &str) -> Result<Option<(String, crate::HsmSection)>> {
+        let Some(uri) = &self.settings.raw.ca.intermediate_key else {
+            return Ok(None);
+        };
+        let hsm = self.settings.raw.hsm.clone().ok_or_else(|| Error::Config {
+            path: self.dir.join(layout::CONFIG),
+            message: format!("[ca] intermediate_key is {uri} but there is no [hsm] section"),
+        })?;
+        let mut parsed: twoway_hsm::KeyUri =
+            uri.parse().map_err(|e: twoway_hsm::Error| Error::Hsm {
+                message: e.to_string(),
+                unavailable: false,
+            })?;
+        let base = match parsed.object.rsplit_once("-g") {
+            Some((b, n)) if n.parse::<u32>().is_ok() => b.to_string(),
+            _ => parsed.object.clone(),
+        };
+        parsed.object = format!("{base}-{id}");
+        Ok(Some((parsed.to_string(), hsm)))
+    }
+
+    /// Rewrites `[ca] intermediate_key = "<old>"` in ca.toml to `new` (that line only).
+    fn set_intermediate_key_uri(&self, old: &str, new: &str) -> Result<()> {
+        let path = self.dir.join(layout::CONFIG);
+        let text = fs::read_to_string(&path).map_err(Error::io("cannot read", &path))?;
+        let quoted = |u: &str| toml::Value::String(u.to_string()).to_string();
+        let (from, to) = (
+            format!("intermediate_key = {}", quoted(old)),
+            format!("intermediate_key = {}", quoted(new)),
+        );
+        if text.contains(&to) {
+            return Ok(());
+        }
+        if text.matches(&from).count() != 1 {
+            return Err(Error::Config {
+                path,
+                message: format!(
+                    "cannot find the line `{from}` to point it at the new key: set [ca] \
+                     intermediate_key = {} by hand and run `twoway ca rotate activate` again",
+                    quoted(new)
+                ),
+            });
+        }
+        twoway_files::write_atomic(&path, text.replace(&from, &to).as_bytes(), 0o600)?;
+        Ok(())
+    }
+}
+
+/// Where a prepared intermediate's key is kept.
+enum KeyFile {
+    /// A key file (PEM, encrypted like the CA's).
+    Pem(Zeroizing<String>),
+    /// A key in the token, by its PKCS#11 URI.
+    Uri(String),
 }

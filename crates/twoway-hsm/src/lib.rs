@@ -550,6 +550,25 @@ impl Pkcs11Signer {
         Self::open_with(uri, path, module.pin.clone(), Some(ctx))
     }
 
+    /// Destroys the key pair the URI names (its private and public key objects) in the
+    /// token: what retiring a CA key means. Returns how many objects went.
+    pub fn destroy(uri: &KeyUri, module: &Module) -> Result<usize, Error> {
+        let path = uri
+            .module_path
+            .clone()
+            .unwrap_or_else(|| module.path.clone());
+        let ctx = open_context(&path, &uri.token)?;
+        let session = login(&ctx, &module.pin)?;
+        let mut n = 0;
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+            for h in find_key(&session, class, &uri.object)? {
+                session.destroy_object(h).map_err(call("C_DestroyObject"))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// The existing key the URI names.
     pub fn open(uri: &KeyUri, module: &Module) -> Result<Self, Error> {
         let path = uri

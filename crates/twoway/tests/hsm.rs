@@ -106,6 +106,70 @@ fn the_intermediate_key_lives_in_the_token_and_signs_there() {
     assert!(ca.ocsp("b.pem").contains("b.pem: good"));
 }
 
+/// An intermediate whose key is in the token rotates in the token: the new key is made
+/// there (`object=intermediate-g2`, never on disk), activation points ca.toml at it, the
+/// old key keeps signing its OCSP answers from the token, and retiring destroys it there.
+#[test]
+fn a_token_held_intermediate_rotates_inside_the_token() {
+    let mut ca = OnlineCa::create_with("HSM Test", "URI:spiffe://hsm.test/admin", "", softhsm, &[]);
+    ca.tw("cert issue --ca-dir ca --profile server --san DNS:a.example.internal --out a")
+        .ok();
+    ca.tw("ca rotate intermediate --ca-dir ca").ok();
+    let list = objects(&ca);
+    assert!(list.contains("label:      intermediate-g2"), "{list}");
+    assert!(!ca.path("ca/issuers/g2/intermediate.key").exists());
+    assert_eq!(
+        read(ca.path("ca/issuers/g2/key-uri")).trim(),
+        "pkcs11:token=ca;object=intermediate-g2"
+    );
+    ca.tw("ca rotate activate --ca-dir ca").ok();
+    let toml = read(ca.path("ca/ca.toml"));
+    assert!(
+        toml.contains("intermediate_key = \"pkcs11:token=ca;object=intermediate-g2\""),
+        "{toml}"
+    );
+    assert!(
+        toml.contains("# The PKCS#11 token of CA keys"),
+        "the rest of ca.toml is kept:\n{toml}"
+    );
+    assert!(!ca.path("ca/intermediate.key").exists());
+    ca.tw("cert issue --ca-dir ca --profile server --san DNS:b.example.internal --out b")
+        .ok();
+    for c in ["a", "b"] {
+        let v = ca
+            .sh(&format!(
+                "openssl verify -CAfile ca/root.pem -untrusted {c}/chain.pem {c}/cert.pem 2>&1"
+            ))
+            .all();
+        assert!(v.contains(": OK"), "{c}: {v}");
+    }
+    let issuer = ca.openssl("x509 -in b/cert.pem -noout -issuer").ok().stdout;
+    assert!(issuer.contains("Intermediate CA G2"), "{issuer}");
+
+    // ca serve: g2 issues through the token, g1 answers OCSP from the token.
+    ca.serve();
+    let url = format!("http://{}/ocsp", ca.http);
+    let o = ca.openssl(&format!(
+        "ocsp -timeout 5 -issuer ca/issuers/g1/intermediate.pem -cert a/cert.pem -url {url} -CAfile ca/root.pem"
+    ));
+    assert!(
+        o.all().contains("Response verify OK") && o.all().contains("a/cert.pem: good"),
+        "{o}"
+    );
+    assert!(ca.ocsp("b/cert.pem").contains("b/cert.pem: good"));
+    ca.stop();
+
+    // Retiring g1 destroys its key in the token; g2's stays.
+    ca.tw("ca rotate retire g1 --ca-dir ca --force").ok();
+    let list = objects(&ca);
+    assert!(list.contains("label:      intermediate-g2"), "{list}");
+    assert!(
+        !list.contains("label:      intermediate\n"),
+        "g1's key is gone:\n{list}"
+    );
+    assert!(!ca.path("ca/issuers/g1/key-uri").exists());
+}
+
 /// An RSA intermediate key generated in the token (`--key-type rsa2048`): it signs with
 /// `CKM_RSA_PKCS` over the SHA-256 DigestInfo, and openssl accepts what it signs —
 /// certificates (sha256WithRSAEncryption), the CRL and `ca serve`'s OCSP signer's chain.
