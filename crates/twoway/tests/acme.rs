@@ -5,7 +5,9 @@
 //! certificate verifies with openssl, is in the inventory with source `acme` and the
 //! directory's owner, and a revoked one reads `revoked` from `openssl ocsp`. Bad requests
 //! are hand-built JWS, each answered with its RFC 8555 problem type; the same client's
-//! requests alternate between two replicas on one PostgreSQL database.
+//! requests alternate between two replicas on one PostgreSQL database. Across an
+//! intermediate rotation certbot renews from the new intermediate and revokes the
+//! certificate the old one issued, which the old one's OCSP answers and CRL then report.
 //!
 //! Only 127.0.0.1: the directory's `validation_address` sends validations there. Every
 //! client run is bounded in time.
@@ -1840,5 +1842,166 @@ fn certbot_with_preauthorized_names() {
         audit.matches("acme.authz.preauthorized").count(),
         1,
         "{audit}"
+    );
+}
+
+/// The issuer line `openssl x509 -issuer` prints for the certificate file `cert` in the lab.
+fn issuer_of(ca: &OnlineCa, cert: &str) -> String {
+    let o = ca.openssl(&format!("x509 -in {cert} -noout -issuer")).ok();
+    o.stdout.trim().to_string()
+}
+
+#[test]
+fn certbot_renews_across_an_intermediate_rotation() {
+    let port = free_port();
+    let mut ca = acme_ca(port, free_port());
+    let name = "rot1.acme.test";
+    let live = ca.p(&format!("cb-rot/live/{name}"));
+    let o = certbot_certonly(&ca, port, "cb-rot", name, &[]);
+    assert!(o.success(), "certbot certonly: {}\n{}", o.all(), ca.log());
+    std::fs::copy(format!("{live}/cert.pem"), ca.path("old.pem")).unwrap();
+    let g1_issuer = issuer_of(&ca, "old.pem");
+    assert!(
+        g1_issuer.ends_with("ACME Test Intermediate CA"),
+        "{g1_issuer}"
+    );
+    check_issued(&ca, "old.pem", name);
+    let old_serial = common::pki::serial_of(&ca.path("old.pem"));
+
+    // g2 prepared and activated while the server is down; the restarted server issues
+    // from g2 under the same root
+    ca.stop();
+    ca.tw("ca rotate intermediate --ca-dir ca").ok();
+    ca.tw("ca rotate activate --ca-dir ca").ok();
+    let show = ca.tw("ca show --ca-dir ca --json").ok().json();
+    let state = |id: &str| {
+        show["issuers"]
+            .as_array()
+            .and_then(|all| all.iter().find(|i| i["id"] == id))
+            .map(|i| i["state"].clone())
+            .unwrap_or_else(|| panic!("issuer {id} in `ca show`: {show}"))
+    };
+    assert_eq!(state("g1"), "retiring", "{show}");
+    assert_eq!(state("g2"), "active", "{show}");
+    ca.restart(Duration::ZERO);
+
+    // certbot renews the lineage from the same config directory; its new certificate and
+    // the chain it saved are g2's
+    let mut c = client(&ca, "certbot", "certbot (pip install certbot)");
+    c.args(["renew", "--force-renewal", "--no-random-sleep-on-renew"])
+        .args(certbot_args(&ca, port))
+        .args(["--config-dir", &ca.p("cb-rot")]);
+    let o = run_client(c);
+    assert!(o.success(), "certbot renew: {}\n{}", o.all(), ca.log());
+    for (from, to) in [
+        ("cert.pem", "new.pem"),
+        ("chain.pem", "new-chain.pem"),
+        ("fullchain.pem", "new-full.pem"),
+    ] {
+        std::fs::copy(format!("{live}/{from}"), ca.path(to)).unwrap();
+    }
+    let new_serial = common::pki::serial_of(&ca.path("new.pem"));
+    assert_ne!(new_serial, old_serial, "certbot renewed");
+    let g2_issuer = issuer_of(&ca, "new.pem");
+    assert!(
+        g2_issuer.ends_with("ACME Test Intermediate CA G2"),
+        "{g2_issuer}"
+    );
+    // the chain is the g2 intermediate alone, the one `ca/intermediate.pem` now holds
+    let fingerprint = |file: &str| {
+        ca.openssl(&format!("x509 -in {file} -noout -fingerprint -sha256"))
+            .ok()
+            .stdout
+    };
+    let chain = std::fs::read_to_string(ca.path("new-chain.pem")).unwrap();
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 1, "{chain}");
+    let subject = ca
+        .openssl("x509 -in new-chain.pem -noout -subject")
+        .ok()
+        .stdout;
+    assert!(
+        subject.trim_end().ends_with("ACME Test Intermediate CA G2"),
+        "{subject}"
+    );
+    assert_eq!(
+        fingerprint("new-chain.pem"),
+        fingerprint("ca/intermediate.pem")
+    );
+    let full = std::fs::read_to_string(ca.path("new-full.pem")).unwrap();
+    assert_eq!(full.matches("BEGIN CERTIFICATE").count(), 2, "{full}");
+    assert!(
+        full.ends_with(&chain),
+        "fullchain is the leaf, then the chain"
+    );
+    let v = ca
+        .sh("openssl verify -CAfile ca/root.pem -untrusted new-chain.pem new.pem 2>&1")
+        .all();
+    assert!(v.contains("new.pem: OK"), "{v}");
+    // the g1 intermediate does not make a chain for it
+    let v = ca
+        .sh("openssl verify -CAfile ca/root.pem -untrusted ca/issuers/g1/intermediate.pem new.pem 2>&1")
+        .all();
+    assert!(!v.contains("new.pem: OK"), "{v}");
+    let recs = inventory_records(&ca, name);
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    let new = recs
+        .iter()
+        .find(|r| r["serial"] == new_serial.as_str())
+        .unwrap_or_else(|| panic!("{new_serial} is in the inventory: {recs:?}"));
+    assert_eq!(new["source"], "acme", "{new}");
+    assert_eq!(new["owner"], "team-web", "{new}");
+    assert_eq!(new["status"], "active", "{new}");
+    assert!(ca.ocsp("new.pem").contains("new.pem: good"));
+
+    // the g1 certificate is revoked through ACME after the rotation; g1 answers for it
+    let ocsp_g1 = || {
+        let url = format!("http://{}/ocsp", ca.http);
+        let o = ca.openssl(&format!(
+            "ocsp -timeout 5 -issuer ca/issuers/g1/intermediate.pem -cert old.pem -url {url} \
+             -CAfile ca/root.pem"
+        ));
+        let out = format!("{}{}", o.stdout, o.stderr);
+        assert!(out.contains("Response verify OK"), "openssl ocsp: {out}");
+        out
+    };
+    let out = ocsp_g1();
+    assert!(out.contains("old.pem: good"), "{out}");
+    let mut c = client(&ca, "certbot", "certbot (pip install certbot)");
+    c.args([
+        "revoke",
+        "--cert-path",
+        &ca.p("old.pem"),
+        "--no-delete-after-revoke",
+    ])
+    .args(certbot_args(&ca, 0))
+    .args(["--config-dir", &ca.p("cb-rot")]);
+    let o = run_client(c);
+    assert!(o.success(), "certbot revoke: {}\n{}", o.all(), ca.log());
+    let out = ocsp_g1();
+    assert!(out.contains("old.pem: revoked"), "{out}");
+    let recs = inventory_records(&ca, name);
+    let status = |serial: &str| {
+        recs.iter()
+            .find(|r| r["serial"] == serial)
+            .map(|r| r["status"].clone())
+            .unwrap_or_else(|| panic!("{serial}: {recs:?}"))
+    };
+    assert_eq!(status(&old_serial), "revoked", "{recs:?}");
+    assert_eq!(status(&new_serial), "active", "{recs:?}");
+    assert!(ca.ocsp("new.pem").contains("new.pem: good"));
+    // and g1's CRL, still at /crl, lists it
+    let crl = ca.crl_text();
+    let crl_issuer = crl
+        .lines()
+        .find(|l| l.contains("issuer:"))
+        .unwrap_or_default();
+    assert!(crl_issuer.ends_with("acme test intermediate ca"), "{crl}");
+    assert!(
+        crl.contains(&format!("serial number: {old_serial}")),
+        "{crl}"
+    );
+    assert!(
+        !crl.contains(&format!("serial number: {new_serial}")),
+        "{crl}"
     );
 }
