@@ -1088,13 +1088,19 @@ impl Ca {
         let p = self.dir.join(layout::ROOT_KEY);
         if !p.exists() {
             return Err(Error::Refused(format!(
-                "the root key {} is not here (kept offline?): run `twoway crl --root` where \
-                 the root key is, and copy the {} it writes into this CA directory",
+                "the root key {} is not here (kept offline?): run this where the root key is \
+                 (for the root's CRL, `twoway crl --root`, then copy the {} it writes into \
+                 this CA directory)",
                 p.display(),
                 layout::ROOT_CRL
             )));
         }
-        let pem = Zeroizing::new(fs::read_to_string(&p).map_err(Error::io("cannot read", &p))?);
+        self.read_key(&p, passphrase)
+    }
+
+    /// A CA key file (PEM, PKCS#8, encrypted when the CA's keys are).
+    pub(crate) fn read_key(&self, p: &Path, passphrase: Option<&[u8]>) -> Result<Arc<dyn Signer>> {
+        let pem = Zeroizing::new(fs::read_to_string(p).map_err(Error::io("cannot read", p))?);
         if self.settings.raw.ca.encrypted_keys && passphrase.is_none() {
             return Err(twoway_pki::Error::PassphraseRequired.into());
         }

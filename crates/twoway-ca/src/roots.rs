@@ -11,7 +11,7 @@
 //! `roots/active` (absent: `r1`).
 
 use crate::ca::{ensure_private_dir, record_for, rfc3339};
-use crate::rotate::IssuerState;
+use crate::rotate::{IssuerState, ACTIVE_FILE, STATE_FILE};
 use crate::{layout, Ca, Error, Result};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -25,8 +25,6 @@ use zeroize::Zeroizing;
 
 /// Where the non-active roots live, inside the CA directory.
 pub const ROOTS_DIR: &str = "roots";
-const ACTIVE_FILE: &str = "active";
-const STATE_FILE: &str = "state";
 
 /// A root that is not the active one.
 pub(crate) struct OtherRoot {
@@ -61,66 +59,21 @@ fn cross_path(dir: &Path, newer: &str, subject: &str, issuer: &str) -> PathBuf {
     root_dir(dir, newer).join(format!("{subject}-by-{issuer}.pem"))
 }
 
-fn read_first_cert(path: &Path) -> Result<Vec<u8>> {
-    let bytes = fs::read(path).map_err(Error::io("cannot read", path))?;
-    parse_certificates(&bytes)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| twoway_pki::Error::NoPemBlock("CERTIFICATE").into())
-}
-
 /// The active root's id and the other roots, as the CA directory holds them.
 pub(crate) fn load(dir: &Path) -> Result<(String, Vec<OtherRoot>)> {
-    let base = dir.join(ROOTS_DIR);
-    let active = match fs::read_to_string(base.join(ACTIVE_FILE)) {
-        Ok(s) => s.trim().to_string(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "r1".to_string(),
-        Err(e) => return Err(Error::io("cannot read", base.join(ACTIVE_FILE))(e)),
-    };
-    if generation(&active).is_none() {
-        return Err(Error::Refused(format!(
-            "{} names {active:?}, not a root id such as r2",
-            base.join(ACTIVE_FILE).display()
-        )));
-    }
-    let mut others = Vec::new();
-    let entries = match fs::read_dir(&base) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((active, others)),
-        Err(e) => return Err(Error::io("cannot read", &base)(e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(Error::io("cannot read", &base))?;
-        let id = entry.file_name().to_string_lossy().into_owned();
-        if id == active || generation(&id).is_none() || !entry.path().is_dir() {
-            continue;
-        }
-        let state_path = entry.path().join(STATE_FILE);
-        let text =
-            fs::read_to_string(&state_path).map_err(Error::io("cannot read", &state_path))?;
-        let state = match text.trim() {
-            "prepared" => IssuerState::Prepared,
-            "retiring" => IssuerState::Retiring,
-            "retired" => IssuerState::Retired,
-            "active" => continue,
-            other => {
-                return Err(Error::Refused(format!(
-                    "{} holds {other:?}, not prepared, retiring or retired",
-                    state_path.display()
-                )))
-            }
-        };
-        let der = read_first_cert(&entry.path().join(layout::ROOT_CERT))?;
-        let info = CertInfo::from_der(&der)?;
-        others.push(OtherRoot {
-            id,
-            state,
-            der,
-            info,
-        });
-    }
-    others.sort_by_key(|o| generation(&o.id));
-    Ok((active, others))
+    let (active, others) = crate::rotate::load_generations(dir, ROOTS_DIR, 'r', layout::ROOT_CERT)?;
+    Ok((
+        active,
+        others
+            .into_iter()
+            .map(|g| OtherRoot {
+                id: g.id,
+                state: g.state,
+                der: g.der,
+                info: g.info,
+            })
+            .collect(),
+    ))
 }
 
 /// The trust bundle (`roots.pem`): the active root first, then the retiring ones (which
@@ -145,7 +98,7 @@ pub(crate) fn chain_crosses(dir: &Path, active: &str, others: &[OtherRoot]) -> V
     others
         .iter()
         .filter(|o| o.state == IssuerState::Retiring)
-        .filter_map(|o| read_first_cert(&cross_path(dir, active, active, &o.id)).ok())
+        .filter_map(|o| crate::rotate::read_cert(&cross_path(dir, active, active, &o.id)).ok())
         .collect()
 }
 
@@ -200,14 +153,6 @@ impl Ca {
             passphrase,
         )?;
         Ok(Some((o.id.clone(), CaSigner::new(o.der.clone(), key)?)))
-    }
-
-    fn read_key(&self, p: &Path, passphrase: Option<&[u8]>) -> Result<Arc<dyn twoway_pki::Signer>> {
-        let pem = Zeroizing::new(fs::read_to_string(p).map_err(Error::io("cannot read", p))?);
-        if self.settings.raw.ca.encrypted_keys && passphrase.is_none() {
-            return Err(twoway_pki::Error::PassphraseRequired.into());
-        }
-        Ok(Arc::new(PrivateKey::from_pem(&pem, passphrase)?))
     }
 
     /// `ca rotate root`: a new root (the next id), its first (empty) CRL, and the two cross

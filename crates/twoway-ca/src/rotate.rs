@@ -27,8 +27,8 @@ use zeroize::Zeroizing;
 
 /// Where the non-active intermediates live, inside the CA directory.
 pub const ISSUERS_DIR: &str = "issuers";
-const ACTIVE_FILE: &str = "active";
-const STATE_FILE: &str = "state";
+pub(crate) const ACTIVE_FILE: &str = "active";
+pub(crate) const STATE_FILE: &str = "state";
 const FINAL_CRL: &str = "final.crl";
 /// In `issuers/<id>/`: the PKCS#11 URI of the intermediate's key, when it is in a token.
 const KEY_URI_FILE: &str = "key-uri";
@@ -112,7 +112,7 @@ fn issuer_dir(dir: &Path, id: &str) -> PathBuf {
     dir.join(ISSUERS_DIR).join(id)
 }
 
-fn read_cert(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_cert(path: &Path) -> Result<Vec<u8>> {
     let bytes = fs::read(path).map_err(Error::io("cannot read", path))?;
     parse_certificates(&bytes)?
         .into_iter()
@@ -120,30 +120,47 @@ fn read_cert(path: &Path) -> Result<Vec<u8>> {
         .ok_or_else(|| twoway_pki::Error::NoPemBlock("CERTIFICATE").into())
 }
 
-/// The active intermediate's id and the others, as the CA directory holds them.
-pub(crate) fn load(dir: &Path) -> Result<(String, Vec<OtherIssuer>)> {
-    let root = dir.join(ISSUERS_DIR);
-    let active = match fs::read_to_string(root.join(ACTIVE_FILE)) {
+/// A CA certificate of a generation directory (`issuers/g2/`, `roots/r1/`) that is not the
+/// active one.
+pub(crate) struct Generation {
+    pub(crate) id: String,
+    pub(crate) state: IssuerState,
+    pub(crate) der: Vec<u8>,
+    pub(crate) info: CertInfo,
+}
+
+/// Reads `<dir>/<sub>/`: the active id (its `active` file; absent: `<prefix>1`) and every
+/// other `<prefix><n>/` directory's `state` and `cert_file`, oldest first.
+pub(crate) fn load_generations(
+    dir: &Path,
+    sub: &str,
+    prefix: char,
+    cert_file: &str,
+) -> Result<(String, Vec<Generation>)> {
+    let gen =
+        |id: &str| -> Option<u32> { id.strip_prefix(prefix)?.parse().ok().filter(|n| *n >= 1) };
+    let base = dir.join(sub);
+    let active = match fs::read_to_string(base.join(ACTIVE_FILE)) {
         Ok(s) => s.trim().to_string(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "g1".to_string(),
-        Err(e) => return Err(Error::io("cannot read", root.join(ACTIVE_FILE))(e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!("{prefix}1"),
+        Err(e) => return Err(Error::io("cannot read", base.join(ACTIVE_FILE))(e)),
     };
-    if generation(&active).is_none() {
+    if gen(&active).is_none() {
         return Err(Error::Refused(format!(
-            "{} names {active:?}, not an intermediate id such as g2",
-            root.join(ACTIVE_FILE).display()
+            "{} names {active:?}, not an id such as {prefix}2",
+            base.join(ACTIVE_FILE).display()
         )));
     }
     let mut others = Vec::new();
-    let entries = match fs::read_dir(&root) {
+    let entries = match fs::read_dir(&base) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((active, others)),
-        Err(e) => return Err(Error::io("cannot read", &root)(e)),
+        Err(e) => return Err(Error::io("cannot read", &base)(e)),
     };
     for entry in entries {
-        let entry = entry.map_err(Error::io("cannot read", &root))?;
+        let entry = entry.map_err(Error::io("cannot read", &base))?;
         let id = entry.file_name().to_string_lossy().into_owned();
-        if id == active || generation(&id).is_none() || !entry.path().is_dir() {
+        if id == active || gen(&id).is_none() || !entry.path().is_dir() {
             continue;
         }
         let state_path = entry.path().join(STATE_FILE);
@@ -157,21 +174,38 @@ pub(crate) fn load(dir: &Path) -> Result<(String, Vec<OtherIssuer>)> {
             ))
         })?;
         if state == IssuerState::Active {
-            // An activation stopped before it finished: `issuers/active` names another one.
+            // An activation stopped before it finished: the `active` file names another.
             continue;
         }
-        let der = read_cert(&entry.path().join(layout::INTERMEDIATE_CERT))?;
+        let der = read_cert(&entry.path().join(cert_file))?;
         let info = CertInfo::from_der(&der)?;
-        others.push(OtherIssuer {
+        others.push(Generation {
             id,
             state,
             der,
             info,
-            signer: None,
         });
     }
-    others.sort_by_key(|o| generation(&o.id));
+    others.sort_by_key(|o| gen(&o.id));
     Ok((active, others))
+}
+
+/// The active intermediate's id and the others, as the CA directory holds them.
+pub(crate) fn load(dir: &Path) -> Result<(String, Vec<OtherIssuer>)> {
+    let (active, others) = load_generations(dir, ISSUERS_DIR, 'g', layout::INTERMEDIATE_CERT)?;
+    Ok((
+        active,
+        others
+            .into_iter()
+            .map(|g| OtherIssuer {
+                id: g.id,
+                state: g.state,
+                der: g.der,
+                info: g.info,
+                signer: None,
+            })
+            .collect(),
+    ))
 }
 
 fn now_s() -> OffsetDateTime {

@@ -307,41 +307,14 @@ fn proxy_enrolled_in_process_renews_through_a_ca_restart_without_failed_requests
 
     // The curl loop: a new process and a full mTLS handshake per request.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (root, curl_dir) = (ca.path("ca/root.pem"), ca.path("curl"));
-    let looper = {
-        let stop = stop.clone();
-        let (root, curl_dir) = (root.clone(), curl_dir.clone());
-        std::thread::spawn(move || {
-            let (mut oks, mut failures) = (0u32, Vec::new());
-            let end = Instant::now() + Duration::from_secs(420);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
-                let o = run_tool(
-                    "curl",
-                    &[
-                        "-sS",
-                        "--max-time",
-                        "10",
-                        "--cacert",
-                        root.to_str().unwrap(),
-                        "--cert",
-                        curl_dir.join("chain.pem").to_str().unwrap(),
-                        "--key",
-                        curl_dir.join("key.pem").to_str().unwrap(),
-                        "--resolve",
-                        &format!("{name}:{port}:127.0.0.1"),
-                        &format!("https://{name}:{port}/hello.txt"),
-                    ],
-                );
-                if o.success() && o.stdout == "hello from the app\n" {
-                    oks += 1;
-                } else {
-                    failures.push(format!("{}{}", o.stdout, o.stderr));
-                }
-                std::thread::sleep(Duration::from_millis(150));
-            }
-            (oks, failures)
-        })
-    };
+    let curl_dir = ca.path("curl");
+    let looper = curl_loop(
+        name,
+        port,
+        ca.path("ca/root.pem"),
+        std::sync::Arc::new(std::sync::Mutex::new(curl_dir.clone())),
+        stop.clone(),
+    );
 
     let gauge = |n: &str| sample(&http_get(admin, "/metrics").1, n).unwrap_or(-1.0);
     let mut serials = vec![served_serial(port, name, &curl_dir).expect("served certificate")];
@@ -437,7 +410,7 @@ fn curl_loop(
 ) -> std::thread::JoinHandle<(u32, Vec<String>)> {
     std::thread::spawn(move || {
         let (mut oks, mut failures) = (0u32, Vec::new());
-        let end = Instant::now() + Duration::from_secs(240);
+        let end = Instant::now() + Duration::from_secs(480);
         while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
             let dir = client.lock().unwrap().clone();
             let o = run_tool(
