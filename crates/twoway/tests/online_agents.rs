@@ -441,23 +441,122 @@ fn curl_loop(
     })
 }
 
+/// curl's side of the rotation test: a client that renews. Every 8 s it takes a new 25 s
+/// client certificate from whatever intermediate is active (`twoway cert issue` into
+/// `curl-<n>/` of the lab) and points `client` at it, so the curl loop always has a valid
+/// one and each old intermediate's last curl certificate expires soon after a rotation.
+fn curl_renewer(
+    lab: std::path::PathBuf,
+    client: std::sync::Arc<std::sync::Mutex<std::path::PathBuf>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(480);
+        let mut n = 0u32;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+            let dir = format!("curl-{n}");
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_twoway"));
+            cmd.current_dir(&lab).args([
+                "cert",
+                "issue",
+                "--ca-dir",
+                "ca",
+                "--profile",
+                "client",
+                "--san",
+                "URI:spiffe://online.test/curl",
+                "--ttl",
+                "25s",
+                "--out",
+                &dir,
+            ]);
+            // A failure (the intermediate's files caught mid-activation) is retried.
+            if run(&mut cmd).success() {
+                *client.lock().unwrap() = lab.join(&dir);
+                n += 1;
+                for _ in 0..80 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            } else {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    })
+}
+
+/// Runs `twoway ca rotate retire ID` until it succeeds (the retiring intermediate's last
+/// certificates expire meanwhile), within `limit`.
+#[track_caller]
+fn retire_when_free(ca: &OnlineCa, id: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let o = ca.tw(&format!("ca rotate retire {id} --ca-dir ca"));
+        if o.success() {
+            return;
+        }
+        assert!(
+            o.all().contains("live certificate") && Instant::now() < deadline,
+            "{o}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Waits (up to 90 s) until the proxy on `port`, the agent (`agent/`) and curl's current
+/// client certificate are all issued by `gen`.
+#[track_caller]
+fn wait_under(
+    ca: &OnlineCa,
+    port: u16,
+    name: &str,
+    client: &std::sync::Mutex<std::path::PathBuf>,
+    gen: &str,
+) {
+    let current = || client.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let served = served_issuer(port, name, &current()).unwrap_or_default();
+        let agent_issuer = ca.openssl("x509 -in agent/cert.pem -noout -issuer").stdout;
+        let curl_issuer = ca
+            .openssl(&format!(
+                "x509 -in {}/cert.pem -noout -issuer",
+                current().display()
+            ))
+            .stdout;
+        if [&served, &agent_issuer, &curl_issuer]
+            .iter()
+            .all(|i| i.trim_end().ends_with(gen))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no renewal under {gen}: proxy {served:?}, agent {agent_issuer:?}, curl {curl_issuer:?}\n{}",
+            ca.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// The intermediate, then the root, are rotated under load: `ca serve` with a proxy
 /// enrolled in process and a long-running agent, both on short-lived certificates, and
-/// curl calling the app through the proxy with a full handshake per request. `ca rotate
-/// intermediate` and `activate` run beside the server, which is restarted; the proxy and
-/// the agent move to the new intermediate at their next renewal, curl switches to a client
-/// certificate of the new one, both chains verify against the unchanged root during the
-/// overlap, and the old intermediate is retired (refused first: the administrator's
-/// certificate still depends on it). Then `ca rotate root` (r2, g3 under it): the agent,
-/// pinned to r1, keeps renewing through the cross certificate, either root accepts the new
-/// chains, and after g2 and r1 are retired both renew once more. Not one request may fail.
+/// curl calling the app through the proxy with a full handshake per request, with client
+/// certificates that a renewer keeps fresh. `ca rotate intermediate` and `activate` run
+/// beside the server, which is restarted; the proxy, the agent and curl move to the new
+/// intermediate at their next renewal, both chains verify against the one root during the
+/// overlap, and the old intermediate is refused retirement while certificates depend on it,
+/// then retired (without --force) once the last has expired. Then `ca rotate root` (r2, g3
+/// under it): the agent, pinned to r1, keeps renewing through the cross certificate, either
+/// root accepts the new chains, and after g2 and r1 are retired the proxy and the agent
+/// renew once more. Not one request may fail.
 #[test]
 fn intermediate_and_root_rotations_under_load_fail_no_request_through_an_enrolled_proxy() {
     let mut ca = OnlineCa::start(&[]);
     let name = "rot.e2e.test";
     let (_app, app_port) = app(&ca.path("site"), "hello from the app\n");
-    ca.tw("cert issue --ca-dir ca --profile client --san URI:spiffe://online.test/curl --out curl")
-        .ok();
     let token = ca.token(&format!(
         "--san DNS:{name} --profile server --cert-ttl 24s --owner team-rot"
     ));
@@ -492,7 +591,13 @@ fn intermediate_and_root_rotations_under_load_fail_no_request_through_an_enrolle
     let agent = Server::spawn("twoway agent", &mut cmd, &ca.path("agent.log"));
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let client = std::sync::Arc::new(std::sync::Mutex::new(ca.path("curl")));
+    let client = std::sync::Arc::new(std::sync::Mutex::new(std::path::PathBuf::new()));
+    let renewer = curl_renewer(ca.path(""), client.clone(), stop.clone());
+    let started = Instant::now() + Duration::from_secs(30);
+    while client.lock().unwrap().as_os_str().is_empty() {
+        assert!(Instant::now() < started, "no client certificate for curl");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let looper = curl_loop(
         name,
         port,
@@ -500,8 +605,8 @@ fn intermediate_and_root_rotations_under_load_fail_no_request_through_an_enrolle
         client.clone(),
         stop.clone(),
     );
-    let curl_dir = ca.path("curl");
-    let first = served_issuer(port, name, &curl_dir).expect("served certificate");
+    let current = || client.lock().unwrap().clone();
+    let first = served_issuer(port, name, &current()).expect("served certificate");
     assert!(first.trim_end().ends_with("Intermediate CA"), "{first}");
     std::thread::sleep(Duration::from_secs(2));
 
@@ -509,30 +614,11 @@ fn intermediate_and_root_rotations_under_load_fail_no_request_through_an_enrolle
     ca.tw("ca rotate intermediate --ca-dir ca").ok();
     ca.tw("ca rotate activate --ca-dir ca").ok();
     ca.restart(Duration::from_millis(200));
-    ca.tw(
-        "cert issue --ca-dir ca --profile client --san URI:spiffe://online.test/curl --out curl2",
-    )
-    .ok();
-    *client.lock().unwrap() = ca.path("curl2");
 
-    // The proxy and the agent renew on their own and come back with g2's chain.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let is_g2 = |issuer: &str| issuer.contains("Intermediate CA G2");
-    loop {
-        let served = served_issuer(port, name, &curl_dir).unwrap_or_default();
-        let agent_issuer = ca.openssl("x509 -in agent/cert.pem -noout -issuer").stdout;
-        if is_g2(&served) && is_g2(&agent_issuer) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no renewal under g2: proxy {served:?}, agent {agent_issuer:?}\n{}",
-            ca.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    // The proxy, the agent and curl renew on their own and come back with g2's chain.
+    wait_under(&ca, port, name, &client, "Intermediate CA G2");
     // During the overlap both chains verify against the one root.
-    for dir in ["curl", "curl2", "agent"] {
+    for dir in ["curl-0", &current().display().to_string(), "agent"] {
         let v = ca
             .sh(&format!(
                 "openssl verify -CAfile ca/root.pem -untrusted {dir}/chain.pem {dir}/cert.pem 2>&1"
@@ -541,10 +627,18 @@ fn intermediate_and_root_rotations_under_load_fail_no_request_through_an_enrolle
         assert!(v.contains(": OK"), "{dir}: {v}");
     }
 
-    // g1 still has live certificates (the administrator's, curl's): refused, then forced.
+    // g1 still has live certificates (the administrator's, curl's last g1 one): refused.
+    // The administrator's is revoked (this test needs it no more), curl's expires; then g1
+    // retires without --force (the proxy's and the agent's g1 certificates were superseded
+    // by their renewals, the server's own by its restart).
     let o = ca.tw("ca rotate retire g1 --ca-dir ca").fails();
     assert!(o.all().contains("live certificate"), "{o}");
-    ca.tw("ca rotate retire g1 --ca-dir ca --force").ok();
+    let admin = common::pki::serial_of(&ca.path("admin/cert.pem"));
+    ca.tw(&format!(
+        "cert revoke {admin} --ca-dir ca --reason superseded"
+    ))
+    .ok();
+    retire_when_free(&ca, "g1", Duration::from_secs(60));
     ca.restart(Duration::from_millis(200));
 
     // Then the root: r2 and g3 under it, cross-signed with r1; the server restarts with a
@@ -557,31 +651,10 @@ fn intermediate_and_root_rotations_under_load_fail_no_request_through_an_enrolle
     let both = common::read(ca.path("ca/root.pem"));
     let end = both.find("-----END CERTIFICATE-----\n").unwrap() + 26;
     common::write(ca.path("r2.pem"), &both[..end]);
-    ca.tw(
-        "cert issue --ca-dir ca --profile client --san URI:spiffe://online.test/curl --out curl3",
-    )
-    .ok();
-    *client.lock().unwrap() = ca.path("curl3");
-    let under = |gen: &str, deadline: Instant| loop {
-        let served = served_issuer(port, name, &curl_dir).unwrap_or_default();
-        let agent_issuer = ca.openssl("x509 -in agent/cert.pem -noout -issuer").stdout;
-        if served.contains(gen) && agent_issuer.contains(gen) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no renewal under {gen}: proxy {served:?}, agent {agent_issuer:?}\n{}",
-            ca.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    under(
-        "Intermediate CA G3",
-        Instant::now() + Duration::from_secs(90),
-    );
-    // Either root accepts the new chain (it carries r2 certified by r1).
+    wait_under(&ca, port, name, &client, "Intermediate CA G3");
+    // Either root accepts the new chains (they carry r2 certified by r1).
     for anchor in ["r1.pem", "r2.pem"] {
-        for dir in ["curl3", "agent"] {
+        for dir in [current().display().to_string(), "agent".to_string()] {
             let v = ca
                 .sh(&format!(
                     "openssl verify -CAfile {anchor} -untrusted {dir}/chain.pem {dir}/cert.pem 2>&1"
@@ -592,15 +665,15 @@ fn intermediate_and_root_rotations_under_load_fail_no_request_through_an_enrolle
     }
     // The old intermediate and root go; the proxy and the agent renew once more with only
     // r2 left (the agent took r2 from its last renewal's answer).
-    ca.tw("ca rotate retire g2 --ca-dir ca --force").ok();
+    retire_when_free(&ca, "g2", Duration::from_secs(60));
     ca.tw("ca rotate retire r1 --ca-dir ca").ok();
     ca.restart(Duration::from_millis(200));
     let (served_before, agent_before) = (
-        served_serial(port, name, &curl_dir),
+        served_serial(port, name, &current()),
         common::read(ca.path("agent/cert.pem")),
     );
     let deadline = Instant::now() + Duration::from_secs(90);
-    while served_serial(port, name, &curl_dir) == served_before
+    while served_serial(port, name, &current()) == served_before
         || common::read(ca.path("agent/cert.pem")) == agent_before
     {
         assert!(
@@ -616,8 +689,9 @@ fn intermediate_and_root_rotations_under_load_fail_no_request_through_an_enrolle
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (oks, failures) = looper.join().unwrap();
+    renewer.join().unwrap();
     eprintln!(
-        "through the proxy during the rotation: {oks} requests ok, {} failed",
+        "through the proxy during the rotations: {oks} requests ok, {} failed",
         failures.len()
     );
     assert!(
