@@ -298,45 +298,50 @@ impl Ca {
             twoway_files::write_atomic(to, &data, mode)?;
             Ok(())
         };
-        ensure_private_dir(&old_dir)?;
         let top = |name: &str| self.dir.join(name);
-        if top(layout::ROOT_KEY).exists() {
-            copy(
-                &top(layout::ROOT_KEY),
-                &old_dir.join(layout::ROOT_KEY),
-                0o600,
+        let active_der = self.active_root_der()?;
+        let new_der = crate::rotate::read_cert(&new_dir.join(layout::ROOT_CERT))?;
+        // An activation that stopped after root.pem was rewritten: the old root's copies
+        // are made already, and root.pem is right.
+        if active_der != new_der {
+            ensure_private_dir(&old_dir)?;
+            if top(layout::ROOT_KEY).exists() {
+                copy(
+                    &top(layout::ROOT_KEY),
+                    &old_dir.join(layout::ROOT_KEY),
+                    0o600,
+                )?;
+            }
+            twoway_files::write_atomic(
+                &old_dir.join(layout::ROOT_CERT),
+                der_to_pem("CERTIFICATE", &active_der).as_bytes(),
+                0o644,
             )?;
-        }
-        copy(
-            &top(layout::ROOT_CERT),
-            &old_dir.join(layout::ROOT_CERT),
-            0o644,
-        )?;
-        if top(layout::ROOT_CRL).exists() {
-            copy(
-                &top(layout::ROOT_CRL),
-                &old_dir.join(layout::ROOT_CRL),
+            if top(layout::ROOT_CRL).exists() {
+                copy(
+                    &top(layout::ROOT_CRL),
+                    &old_dir.join(layout::ROOT_CRL),
+                    0o644,
+                )?;
+            }
+            twoway_files::write_atomic(&old_dir.join(STATE_FILE), b"retiring\n", 0o644)?;
+            // root.pem is what people hand to verifiers: during the overlap it holds both
+            // roots, the new one first (the active root, for everything that reads one).
+            twoway_files::write_atomic(
+                &top(layout::ROOT_CERT),
+                format!(
+                    "{}{}",
+                    der_to_pem("CERTIFICATE", &new_der),
+                    der_to_pem("CERTIFICATE", &active_der)
+                )
+                .as_bytes(),
                 0o644,
             )?;
         }
-        twoway_files::write_atomic(&old_dir.join(STATE_FILE), b"retiring\n", 0o644)?;
         copy(
             &new_dir.join(layout::ROOT_KEY),
             &top(layout::ROOT_KEY),
             0o600,
-        )?;
-        // root.pem is what people hand to verifiers: during the overlap it holds both roots,
-        // the new one first (the active root, for everything that reads one).
-        let new_pem = fs::read_to_string(new_dir.join(layout::ROOT_CERT))
-            .map_err(Error::io("cannot read", new_dir.join(layout::ROOT_CERT)))?;
-        twoway_files::write_atomic(
-            &top(layout::ROOT_CERT),
-            format!(
-                "{new_pem}{}",
-                der_to_pem("CERTIFICATE", &self.active_root_der()?)
-            )
-            .as_bytes(),
-            0o644,
         )?;
         copy(
             &new_dir.join(layout::ROOT_CRL),

@@ -217,7 +217,8 @@ impl Ca {
     /// Loads the keys of the retiring intermediates (they sign their CRLs and OCSP
     /// answers), with the passphrase of the CA's keys.
     pub(crate) fn unlock_others(&mut self, passphrase: Option<&[u8]>) -> Result<()> {
-        for o in self.others.iter_mut() {
+        let mut signers = Vec::new();
+        for (i, o) in self.others.iter().enumerate() {
             if o.state != IssuerState::Retiring {
                 continue;
             }
@@ -234,12 +235,12 @@ impl Ca {
                 })?;
                 crate::hsm::open(uri.trim(), &hsm)?
             } else {
-                let p = dir.join(layout::INTERMEDIATE_KEY);
-                let pem =
-                    Zeroizing::new(fs::read_to_string(&p).map_err(Error::io("cannot read", &p))?);
-                Arc::new(PrivateKey::from_pem(&pem, passphrase)?)
+                self.read_key(&dir.join(layout::INTERMEDIATE_KEY), passphrase)?
             };
-            o.signer = Some(CaSigner::new(o.der.clone(), key)?);
+            signers.push((i, CaSigner::new(o.der.clone(), key)?));
+        }
+        for (i, s) in signers {
+            self.others[i].signer = Some(s);
         }
         Ok(())
     }
@@ -301,8 +302,8 @@ impl Ca {
             .map(|o| der_to_pem("CERTIFICATE", &o.der))
     }
 
-    /// The retiring intermediates with their keys (after [`Ca::unlock`]): `(id, certificate
-    /// DER, signer)`. They sign their own OCSP answers.
+    /// The retiring intermediates with their keys (after [`Ca::unlock`]): `(id, signer)`,
+    /// the signer holding the certificate. They sign their own OCSP answers.
     pub fn retiring_signers(&self) -> Vec<(&str, &CaSigner)> {
         self.others
             .iter()
@@ -589,8 +590,15 @@ impl Ca {
             )?;
             twoway_files::write_atomic(&old_dir.join(STATE_FILE), b"retiring\n", 0o644)?;
         }
-        // 2. The new one at the top: its key file, or its URI as ca.toml's [ca]
-        //    intermediate_key (that one line changed; the rest of the file kept).
+        // 2. The new one at the top: its certificate first (from then on a run again sees
+        //    the activation under way and leaves the old one's copies alone), then its key
+        //    file, or its URI as ca.toml's [ca] intermediate_key (that one line changed; the
+        //    rest of the file kept).
+        twoway_files::write_atomic(
+            &self.dir.join(layout::INTERMEDIATE_CERT),
+            der_to_pem("CERTIFICATE", &new.der).as_bytes(),
+            0o644,
+        )?;
         match &token_uri {
             Some(old_uri) => {
                 let new_uri = fs::read_to_string(new_dir.join(KEY_URI_FILE))
@@ -603,11 +611,6 @@ impl Ca {
                 0o600,
             )?,
         }
-        twoway_files::write_atomic(
-            &self.dir.join(layout::INTERMEDIATE_CERT),
-            der_to_pem("CERTIFICATE", &new.der).as_bytes(),
-            0o644,
-        )?;
         // 3. Named active; its copy of the key goes (the top-level one is the key now).
         twoway_files::write_atomic(
             &self.dir.join(ISSUERS_DIR).join(ACTIVE_FILE),

@@ -459,3 +459,42 @@ fn agents_pinned_to_the_old_root_renew_after_a_root_rotation() {
         .all();
     assert!(v.contains(": OK"), "{v}");
 }
+
+/// An activation cut short (here: after the old intermediate was copied to issuers/g1/ and
+/// the new certificate reached the top, before its key did) is finished by running it
+/// again: the new intermediate issues, and g1's copied key still matches g1 (retire, which
+/// signs g1's final CRL with it, succeeds).
+#[test]
+fn an_activation_cut_short_is_finished_by_running_it_again() {
+    let lab = Lab::new("test:rotation");
+    lab.init_ca("ca", "");
+    lab.tw("cert issue --ca-dir ca --profile server --san DNS:a.example.internal --out a")
+        .ok();
+    lab.tw("ca rotate intermediate --ca-dir ca").ok();
+    // The state a crash in the middle of `activate` leaves.
+    lab.sh(
+        "mkdir -m 700 ca/issuers/g1 && cp -p ca/intermediate.key ca/intermediate.pem ca/issuers/g1/ \
+         && echo retiring > ca/issuers/g1/state && cp ca/issuers/g2/intermediate.pem ca/intermediate.pem",
+    )
+    .ok();
+    let o = lab
+        .tw("cert issue --ca-dir ca --profile server --san DNS:b.example.internal --out b")
+        .fails();
+    assert!(
+        o.all().contains("does not match"),
+        "a half-made pair is refused: {o}"
+    );
+
+    lab.tw("ca rotate activate --ca-dir ca").ok();
+    lab.tw("cert issue --ca-dir ca --profile server --san DNS:b.example.internal --out b")
+        .ok();
+    assert!(issuer_of(&lab, "b/cert.pem").contains("Intermediate CA G2"));
+    let v = verify_with(&lab, "ca/root.pem", "b/chain.pem", "b/cert.pem");
+    assert!(v.contains(": OK"), "{v}");
+    lab.tw("ca rotate retire g1 --ca-dir ca --force").ok();
+    lab.tw("crl --all --ca-dir ca --out bundle.pem").ok();
+    let v = lab
+        .sh("openssl verify -crl_check_all -CRLfile bundle.pem -CAfile ca/root.pem -untrusted a/chain.pem a/cert.pem 2>&1")
+        .all();
+    assert!(v.contains("certificate revoked"), "g1 is retired: {v}");
+}
