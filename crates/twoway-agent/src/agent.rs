@@ -303,7 +303,9 @@ enum Outcome {
 
 /// Runs the agent: bootstrap trust, enroll if needed, then renew forever (or once).
 pub async fn run(cfg: AgentConfig, status: Arc<AgentStatus>) -> Result<(), AgentError> {
-    let mut root_pem = {
+    let mut root_pem = if let Some(kept) = kept_roots(&cfg) {
+        kept
+    } else {
         let mut n = 0;
         loop {
             match CaClient::bootstrap_root(&cfg.ca_url, &cfg.ca_fingerprint).await {
@@ -568,6 +570,32 @@ pub fn proof_request(
             signature: base64::engine::general_purpose::STANDARD.encode(sig),
         }),
     })
+}
+
+/// The roots this agent kept from the CA's last answer (`ca.pem` of its output
+/// directory), when they include the pinned root: trusted as they are, without fetching
+/// `/roots.pem`. They came over a connection verified with the roots trusted then, and
+/// after a root rotation they are what reaches the CA once the pinned root has retired
+/// and left `/roots.pem`.
+fn kept_roots(cfg: &AgentConfig) -> Option<String> {
+    let Storage::Dir(out) = &cfg.storage else {
+        return None;
+    };
+    let pem = std::fs::read_to_string(out.join(twoway_files::CA)).ok()?;
+    let want = cfg
+        .ca_fingerprint
+        .trim()
+        .to_ascii_lowercase()
+        .replace(':', "");
+    let want = want
+        .strip_prefix("sha256")
+        .unwrap_or(&want)
+        .trim_start_matches('=');
+    twoway_pki::parse_certificates(pem.as_bytes())
+        .ok()?
+        .iter()
+        .any(|c| twoway_pki::sha256_hex(c) == want)
+        .then_some(pem)
 }
 
 /// The roots a CA answer carries, when they differ from the ones trusted now and hold at

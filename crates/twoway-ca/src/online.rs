@@ -277,7 +277,7 @@ impl Ca {
         };
         if !rec.source.signed_here() || !self.vouches_for(&rec.issuer) {
             return Err(Error::Unauthenticated(
-                "the client certificate was not issued by this CA's intermediate".into(),
+                "the client certificate was not issued by an intermediate of this CA that still vouches for its certificates (the active one or a retiring one)".into(),
             ));
         }
         let superseded = rec.revocation_reason.as_deref() == Some("superseded");

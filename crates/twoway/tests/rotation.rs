@@ -458,6 +458,55 @@ fn agents_pinned_to_the_old_root_renew_after_a_root_rotation() {
         .sh("openssl verify -CAfile ca/root.pem -untrusted fresh/chain.pem fresh/cert.pem 2>&1")
         .all();
     assert!(v.contains(": OK"), "{v}");
+
+    // After g1 and r1 retire, r1 is gone from /roots.pem. The agent, started again with the
+    // same r1 pin (here: enrolling anew into the same directory), trusts the roots its last
+    // renewal brought (its ca.pem, which holds r1 and r2) and reaches the CA.
+    ca.tw("ca rotate retire g1 --ca-dir ca --force").ok();
+    ca.tw("ca rotate retire r1 --ca-dir ca").ok();
+    ca.restart(Duration::ZERO);
+    let roots = ca.tool_args(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "30",
+            &format!("http://{}/roots.pem", ca.http),
+        ],
+    );
+    assert_eq!(
+        roots.stdout.matches("BEGIN CERTIFICATE").count(),
+        1,
+        "{roots}"
+    );
+    let before = common::read(ca.path("pinned/cert.pem"));
+    for f in ["cert.pem", "chain.pem"] {
+        std::fs::remove_file(ca.path(&format!("pinned/{f}"))).unwrap();
+    }
+    let token = ca
+        .tw("token create --ca-dir ca --san DNS:pinned.example.internal --profile server")
+        .ok()
+        .line();
+    ca.tw_args(&[
+        "agent",
+        "--ca",
+        &url,
+        "--ca-fingerprint",
+        &old_fp,
+        "--token",
+        &token,
+        "--san",
+        "DNS:pinned.example.internal",
+        "--out",
+        "pinned",
+        "--once",
+    ])
+    .ok();
+    assert_ne!(
+        common::read(ca.path("pinned/cert.pem")),
+        before,
+        "enrolled again"
+    );
 }
 
 /// An activation cut short (here: after the old intermediate was copied to issuers/g1/ and
