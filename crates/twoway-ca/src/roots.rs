@@ -415,6 +415,39 @@ impl Ca {
         Ok(true)
     }
 
+    /// The CRL of root `id` as last signed, DER: the active root's as [`Ca::root_crl`]
+    /// checks it, a retiring or retired one's from `roots/<id>/root.crl` (`/crl/root/<id>`).
+    pub fn root_crl_of(&self, id: &str) -> Result<Vec<u8>> {
+        if id == self.root_id {
+            return self.root_crl();
+        }
+        let o = self
+            .old_roots
+            .iter()
+            .find(|o| o.id == id && o.state != IssuerState::Prepared)
+            .ok_or_else(|| {
+                Error::Store(twoway_store::Error::NotFound(format!(
+                    "root {id}: this CA has {}",
+                    std::iter::once(self.root_id.as_str())
+                        .chain(
+                            self.old_roots
+                                .iter()
+                                .filter(|o| o.state != IssuerState::Prepared)
+                                .map(|o| o.id.as_str())
+                        )
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            })?;
+        let p = root_dir(&self.dir, &o.id).join(layout::ROOT_CRL);
+        let text = fs::read(&p).map_err(Error::io("cannot read", &p))?;
+        x509_parser::pem::Pem::iter_from_buffer(&text)
+            .filter_map(|b| b.ok())
+            .find(|b| b.label == "X509 CRL")
+            .map(|b| b.contents)
+            .ok_or_else(|| Error::Refused(format!("{} holds no X509 CRL block", p.display())))
+    }
+
     /// The CRLs of the roots that are not active (retiring and retired), DER, as last
     /// signed: for `crl --all`.
     pub fn other_root_crls(&self) -> Result<Vec<Vec<u8>>> {

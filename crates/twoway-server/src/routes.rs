@@ -129,6 +129,7 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         (_, "/roots.pem") => "roots",
         (_, "/crl") => "crl",
         (_, "/crl/root") => "crl-root",
+        (_, p) if p.starts_with("/crl/root/") => "crl-root",
         (_, "/crl/delta") => "crl-delta",
         (_, p) if p.starts_with("/crl/g") => "crl",
         (_, p) if p == "/ocsp" || p.starts_with("/ocsp/") => "ocsp",
@@ -294,7 +295,7 @@ fn plain_only() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         codes::NOT_FOUND,
-        "the plain-HTTP listener serves only /ocsp, /crl, /crl/<id>, /crl/root, /crl/delta, /roots.pem, /scep, /healthz and /metrics: use HTTPS",
+        "the plain-HTTP listener serves only /ocsp, /crl, /crl/<id>, /crl/root, /crl/root/<id>, /crl/delta, /roots.pem, /scep, /healthz and /metrics: use HTTPS",
     )
 }
 
@@ -332,7 +333,7 @@ async fn public(
             Bytes::from(state.root_pem.clone()),
         )),
         "crl" => crl(state, path).await,
-        "crl-root" => root_crl(state).await,
+        "crl-root" => root_crl(state, path).await,
         "crl-delta" => crl_delta(state).await,
         _ => ocsp(state, method, path, body).await,
     }
@@ -1012,10 +1013,21 @@ async fn crl_delta(state: &Arc<State>) -> Result<Resp, ApiError> {
 
 /// The root's CRL as last signed (`root.crl` of the CA directory: the root key is offline,
 /// so the server never signs it); 503 naming the fix when it is missing or stale.
-async fn root_crl(state: &Arc<State>) -> Result<Resp, ApiError> {
+async fn root_crl(state: &Arc<State>, path: &str) -> Result<Resp, ApiError> {
     let ca = state.ca.clone();
-    match blocking(move || ca.root_crl()).await {
+    let id = path.strip_prefix("/crl/root/").map(str::to_string);
+    match blocking(move || match id {
+        None => ca.root_crl(),
+        Some(id) => ca.root_crl_of(&id),
+    })
+    .await
+    {
         Ok(Ok(der)) => Ok(bytes_resp("application/pkix-crl", Bytes::from(der))),
+        Ok(Err(e)) if e.kind() == twoway_ca::ErrorKind::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            e.to_string(),
+        )),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot serve the root CRL");
             Err(ApiError::new(

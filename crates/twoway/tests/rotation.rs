@@ -452,6 +452,32 @@ fn agents_pinned_to_the_old_root_renew_after_a_root_rotation() {
         .sh("openssl verify -CAfile r1.pem -untrusted pinned/chain.pem pinned/cert.pem 2>&1")
         .all();
     assert!(v.contains(": OK"), "{v}");
+    // Each root's CRL is served: /crl/root the active one's, /crl/root/<id> any other's.
+    let crl_issuer = |path: &str| {
+        let url = format!("http://{}{path}", ca.http);
+        ca.tool_args("curl", &["-sS", "--max-time", "30", "-o", "got.der", &url])
+            .ok();
+        ca.openssl("crl -inform DER -in got.der -noout -issuer")
+            .ok()
+            .stdout
+    };
+    assert!(crl_issuer("/crl/root").contains("Root CA G2"));
+    assert!(crl_issuer("/crl/root/r2").contains("Root CA G2"));
+    assert!(crl_issuer("/crl/root/r1")
+        .trim_end()
+        .ends_with("Online Test Root CA"));
+    let o = ca.tool_args(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "30",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://{}/crl/root/r9", ca.http),
+        ],
+    );
+    assert!(o.stdout.ends_with("404") && o.stdout.contains("r1"), "{o}");
     // A new agent pinned to the new root enrolls too.
     ca.enroll_agent("DNS:fresh.example.internal", "fresh", "--profile server");
     let v = ca
