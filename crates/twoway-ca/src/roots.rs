@@ -10,17 +10,18 @@
 //! Ids are generations: `r1` is the root `ca init` made. The active root's id is in
 //! `roots/active` (absent: `r1`).
 
-use crate::ca::{ensure_private_dir, record_for, rfc3339};
+use crate::ca::{build_root_crl, ensure_private_dir, rfc3339, ROOT_CRL_FIX};
 use crate::rotate::{IssuerState, ACTIVE_FILE, STATE_FILE};
 use crate::{layout, Ca, Error, Result};
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
-use twoway_pki::{der_to_pem, parse_certificates, CaSigner, CertInfo, PrivateKey, Reason};
-use twoway_store::{CertSource, NewAudit};
+use twoway_pki::{
+    der_to_pem, parse_certificates, CaSigner, CertInfo, PrivateKey, Reason, RevokedEntry, Signer,
+};
+use twoway_store::NewAudit;
 use zeroize::Zeroizing;
 
 /// Where the non-active roots live, inside the CA directory.
@@ -255,28 +256,16 @@ impl Ca {
             (&down, "ca.rotate.cross"),
         ] {
             let info = CertInfo::from_der(der)?;
-            let rec = record_for(
+            self.record_ca_certificate(
                 &info,
                 der,
-                "ca",
-                CertSource::Issued,
-                None,
-                BTreeMap::new(),
-                None,
+                action,
+                json!({
+                    "id": id, "subject": info.subject, "issuer": info.issuer,
+                    "fingerprint": info.fingerprint, "not_after": rfc3339(info.not_after),
+                }),
+                actor,
                 now,
-            );
-            self.store.insert_certificate(
-                &rec,
-                &NewAudit {
-                    actor: actor.into(),
-                    action: action.into(),
-                    target: info.serial.clone(),
-                    details: json!({
-                        "id": id, "subject": info.subject, "issuer": info.issuer,
-                        "fingerprint": info.fingerprint, "not_after": rfc3339(info.not_after),
-                    }),
-                    time: now,
-                },
             )?;
         }
         staged.commit()?;
@@ -556,5 +545,183 @@ impl Ca {
             live_certificates: 0,
             root_crl_signed: true,
         })
+    }
+}
+
+/// The root key and the root CRLs (the active root's `root.crl`).
+impl Ca {
+    /// Whether the root key is at hand here: in the token (`[ca] root_key`) or `root.key`.
+    pub fn has_root_key(&self) -> bool {
+        self.settings.raw.ca.root_key.is_some() || self.dir.join(layout::ROOT_KEY).exists()
+    }
+
+    /// The root key: opened in the token when `[ca] root_key` names one, else read from
+    /// `root.key` (refused, saying where to run instead, when it is not here).
+    pub(crate) fn root_signer(&self, passphrase: Option<&[u8]>) -> Result<Arc<dyn Signer>> {
+        if let Some(uri) = &self.settings.raw.ca.root_key {
+            let hsm = self.settings.raw.hsm.clone().ok_or_else(|| Error::Config {
+                path: self.dir.join(layout::CONFIG),
+                message: format!(
+                    "[ca] root_key is {uri} but there is no [hsm] section naming the PKCS#11 \
+                     module and the PIN source"
+                ),
+            })?;
+            return crate::hsm::open(uri, &hsm);
+        }
+        let p = self.dir.join(layout::ROOT_KEY);
+        if !p.exists() {
+            return Err(Error::Refused(format!(
+                "the root key {} is not here (kept offline?): run this where the root key is \
+                 (for the root's CRL, `twoway crl --root`, then copy the {} it writes into \
+                 this CA directory)",
+                p.display(),
+                layout::ROOT_CRL
+            )));
+        }
+        self.read_key(&p, passphrase)
+    }
+
+    /// A CA key file (PEM, PKCS#8, encrypted when the CA's keys are).
+    pub(crate) fn read_key(&self, p: &Path, passphrase: Option<&[u8]>) -> Result<Arc<dyn Signer>> {
+        let pem = Zeroizing::new(fs::read_to_string(p).map_err(Error::io("cannot read", p))?);
+        if self.settings.raw.ca.encrypted_keys && passphrase.is_none() {
+            return Err(twoway_pki::Error::PassphraseRequired.into());
+        }
+        Ok(Arc::new(PrivateKey::from_pem(&pem, passphrase)?))
+    }
+
+    /// Signs a new root CRL with the root key (`root.key` in the CA directory; `passphrase`
+    /// when the keys are encrypted), writes it to `root.crl` and returns it, DER. Refused,
+    /// naming the fix, when the root key is not here.
+    pub fn sign_root_crl(
+        &self,
+        passphrase: Option<&[u8]>,
+        validity: Option<Duration>,
+        actor: &str,
+    ) -> Result<Vec<u8>> {
+        if validity.is_some_and(|v| v <= Duration::ZERO) {
+            return Err(twoway_pki::Error::BadTtl("--next-update must be positive".into()).into());
+        }
+        let key = self.root_signer(passphrase)?;
+        let root_der = parse_certificates(self.root_pem.as_bytes())?
+            .into_iter()
+            .next()
+            .ok_or(twoway_pki::Error::NoPemBlock("CERTIFICATE"))?;
+        let root_info = CertInfo::from_der(&root_der)?;
+        let root = CaSigner::new(root_der, key)?;
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(OffsetDateTime::now_utc());
+        let revoked = self.revoked_entries_of(&root_info.subject, now)?;
+        let previous = self.root_crl_any().ok().and_then(|der| {
+            x509_parser::parse_x509_crl(&der)
+                .ok()
+                .and_then(|(_, c)| c.crl_number().and_then(|n| u64::try_from(n).ok()))
+        });
+        let (number, next, der) =
+            build_root_crl(&root, &root_info, now, validity, previous, &revoked)?;
+        self.store.append_audit(&NewAudit {
+            actor: actor.into(),
+            action: "crl.sign".into(),
+            target: number.to_string(),
+            details: json!({
+                "issuer": root_info.subject, "revoked": revoked.len(),
+                "next_update": rfc3339(next),
+            }),
+            time: now,
+        })?;
+        twoway_files::write_atomic(
+            &self.dir.join(layout::ROOT_CRL),
+            der_to_pem("X509 CRL", &der).as_bytes(),
+            0o644,
+        )?;
+        Ok(der)
+    }
+
+    /// The root CRL as last signed (`root.crl`), DER. An error naming the fix when it is
+    /// missing or past its nextUpdate (verifiers would refuse every chain).
+    pub fn root_crl(&self) -> Result<Vec<u8>> {
+        let der = self.root_crl_any()?;
+        let p = self.dir.join(layout::ROOT_CRL);
+        let next = x509_parser::parse_x509_crl(&der)
+            .map_err(|e| {
+                Error::Refused(format!(
+                    "{} is not a CRL ({e}): {ROOT_CRL_FIX}",
+                    p.display()
+                ))
+            })?
+            .1
+            .next_update()
+            .map(|t| t.timestamp());
+        if next.is_some_and(|n| n <= OffsetDateTime::now_utc().unix_timestamp()) {
+            return Err(Error::Refused(format!(
+                "the root CRL {} is past its nextUpdate: {ROOT_CRL_FIX}",
+                p.display()
+            )));
+        }
+        Ok(der)
+    }
+
+    /// When `root.crl` stops being valid (its nextUpdate); `None` when the directory holds no
+    /// root CRL (a CA made before it had one) or the CRL names no nextUpdate.
+    pub fn root_crl_next_update(&self) -> Result<Option<OffsetDateTime>> {
+        if !self.dir.join(layout::ROOT_CRL).exists() {
+            return Ok(None);
+        }
+        let der = self.root_crl_any()?;
+        let next = x509_parser::parse_x509_crl(&der)
+            .map_err(|e| {
+                Error::Refused(format!(
+                    "{} is not a CRL ({e}): {ROOT_CRL_FIX}",
+                    self.dir.join(layout::ROOT_CRL).display()
+                ))
+            })?
+            .1
+            .next_update()
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t.timestamp()).ok());
+        Ok(next)
+    }
+
+    /// The revoked, unexpired certificates `issuer` (a root) signed, as CRL entries.
+    pub(crate) fn revoked_entries_of(
+        &self,
+        issuer: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<RevokedEntry>> {
+        Ok(self
+            .store
+            .revoked_by_issuer(issuer, now)?
+            .iter()
+            .map(|r| RevokedEntry {
+                serial_hex: r.serial.clone(),
+                revoked_at: r.revoked_at.unwrap_or(now),
+                reason: r
+                    .revocation_reason
+                    .as_deref()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(Reason::Unspecified),
+            })
+            .collect())
+    }
+
+    /// `root.crl`'s CRL, DER, whatever its dates.
+    fn root_crl_any(&self) -> Result<Vec<u8>> {
+        let p = self.dir.join(layout::ROOT_CRL);
+        let text = fs::read(&p).map_err(|e| {
+            Error::Refused(format!(
+                "cannot read the root CRL {}: {e}: {ROOT_CRL_FIX}",
+                p.display()
+            ))
+        })?;
+        x509_parser::pem::Pem::iter_from_buffer(&text)
+            .filter_map(|b| b.ok())
+            .find(|b| b.label == "X509 CRL")
+            .map(|b| b.contents)
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "{} holds no X509 CRL block: {ROOT_CRL_FIX}",
+                    p.display()
+                ))
+            })
     }
 }

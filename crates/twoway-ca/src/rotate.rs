@@ -492,29 +492,17 @@ impl Ca {
             0o644,
         )?;
         staged.stage(STATE_FILE, b"prepared\n", 0o644)?;
-        let rec = record_for(
+        self.record_ca_certificate(
             &info,
             &der,
-            "ca",
-            CertSource::Issued,
-            None,
-            BTreeMap::new(),
-            None,
+            "ca.rotate.prepare",
+            json!({
+                "id": id, "subject": info.subject, "fingerprint": info.fingerprint,
+                "replaces": self.intermediate_info.fingerprint,
+                "not_after": rfc3339(info.not_after),
+            }),
+            actor,
             now,
-        );
-        self.store.insert_certificate(
-            &rec,
-            &NewAudit {
-                actor: actor.into(),
-                action: "ca.rotate.prepare".into(),
-                target: info.serial.clone(),
-                details: json!({
-                    "id": id, "subject": info.subject, "fingerprint": info.fingerprint,
-                    "replaces": self.intermediate_info.fingerprint,
-                    "not_after": rfc3339(info.not_after),
-                }),
-                time: now,
-            },
         )?;
         staged.commit()?;
         Ok(IssuerView {
@@ -732,6 +720,40 @@ impl Ca {
             live_certificates: live,
             root_crl_signed,
         })
+    }
+
+    /// Records a CA certificate this CA made (an intermediate, a root, a cross certificate)
+    /// in the inventory, profile `ca`, with its audit entry `action`.
+    pub(crate) fn record_ca_certificate(
+        &self,
+        info: &CertInfo,
+        der: &[u8],
+        action: &str,
+        details: serde_json::Value,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let rec = record_for(
+            info,
+            der,
+            "ca",
+            CertSource::Issued,
+            None,
+            BTreeMap::new(),
+            None,
+            now,
+        );
+        self.store.insert_certificate(
+            &rec,
+            &NewAudit {
+                actor: actor.into(),
+                action: action.into(),
+                target: info.serial.clone(),
+                details,
+                time: now,
+            },
+        )?;
+        Ok(())
     }
 
     /// The URI of the next intermediate's key in the token (`object=<object>-<id>`) and the
