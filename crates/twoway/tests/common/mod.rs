@@ -7,12 +7,14 @@
 //! - [`pki`]: the rcgen test PKI, keys, CSRs and certificates made by openssl, PEM;
 //! - [`http`]: rustls clients, raw HTTP/1 exchanges, Prometheus samples;
 //! - [`online`]: `twoway ca serve` on a CA directory, and what talks to it;
+//! - [`acme`]: its ACME directories and the real ACME clients;
 //! - [`pg`]: a fresh PostgreSQL database per test;
 //! - [`proxy`]: `twoway proxy`, its backends and clients.
 //!
 //! Each test file is its own crate and uses a part of this; the rest is dead code there.
 #![allow(dead_code)]
 
+pub mod acme;
 pub mod http;
 pub mod lab;
 pub mod online;
