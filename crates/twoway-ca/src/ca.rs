@@ -595,6 +595,12 @@ impl Ca {
     /// Whether the server's own keys are kept on disk across restarts: when the
     /// intermediate key is a file too (see [`Ca::seal_service_key`]).
     pub fn keeps_service_keys(&self) -> bool {
+        self.signs_in_memory()
+    }
+
+    /// Whether the intermediate key is in this process's memory (a file), not in a
+    /// PKCS#11 token: then a signature costs microseconds and never waits on a device.
+    pub fn signs_in_memory(&self) -> bool {
         self.settings.raw.ca.intermediate_key.is_none()
     }
 
@@ -647,6 +653,16 @@ impl Ca {
             pem.push_str(&der_to_pem("CERTIFICATE", c));
         }
         pem
+    }
+
+    /// The other chains above a leaf, PEM, besides [`Ca::intermediate_pem`]: during a root
+    /// rotation, the active intermediate alone, which ends at the new root (for verifiers
+    /// that trust the new root already: one certificate less). Empty otherwise.
+    pub fn alternate_chains(&self) -> Vec<String> {
+        if self.crosses.is_empty() {
+            return Vec::new();
+        }
+        vec![der_to_pem("CERTIFICATE", &self.intermediate_der)]
     }
 
     /// The intermediate certificate's details.

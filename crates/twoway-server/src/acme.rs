@@ -24,11 +24,12 @@ use time::{Duration, OffsetDateTime};
 use twoway_acme::challenge::{self, Kind};
 use twoway_acme::{Jwk, Jws, Signer};
 use twoway_ca::acme::{AcmeDirectory, AcmeIssue};
-use twoway_store::{AcmeObject, Store};
+use twoway_store::{AcmeObject, AcmeTx, Store};
 
 mod ari;
 mod keychange;
 mod preauth;
+pub(crate) mod state;
 mod validate;
 
 /// How long a nonce stays usable.
@@ -139,6 +140,106 @@ fn new_id() -> Result<String, Problem> {
     Ok(t)
 }
 
+/// A store call's outcome as a request sees it: an unreachable or paused database is a
+/// 503 the client retries, anything else a 500.
+fn store_answer<T>(r: Result<twoway_store::Result<T>, crate::Error>) -> Result<T, Problem> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e @ twoway_store::Error::Database { .. })) => {
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "inventory unavailable"
+            );
+            Err(unavailable())
+        }
+        Ok(Err(e)) => Err(internal(e)),
+        Err(crate::Error::StoreTimeout) => Err(unavailable()),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// What a route reads besides its signer, read in the transaction that takes the
+/// request's nonce (one store call for both).
+enum Load {
+    /// An object and the objects its document names in `field` (an authorization and its
+    /// challenges, an order and its authorizations, a challenge and its authorization).
+    With {
+        kind: &'static str,
+        id: String,
+        field: &'static str,
+        of: &'static str,
+    },
+    /// A certificate of the inventory by fingerprint.
+    Cert(String),
+}
+
+/// What a [`Load`] found.
+enum Loaded {
+    With(Option<AcmeObject>, Vec<Option<AcmeObject>>),
+    Cert(Option<Box<twoway_store::CertRecord>>),
+}
+
+impl Load {
+    /// What the request to `what/id` reads.
+    fn of(what: &str, id: &str) -> Option<Load> {
+        let with = |kind, field, of| Load::With {
+            kind,
+            id: id.to_string(),
+            field,
+            of,
+        };
+        match what {
+            "authz" => Some(with("authz", "challenges", "challenge")),
+            "chall" => Some(with("challenge", "authz", "authz")),
+            "order" | "finalize" => Some(with("order", "authorizations", "authz")),
+            // `cert/<fingerprint>`, or `cert/<fingerprint>/<n>` for an alternate chain
+            "cert" => Some(Load::Cert(
+                id.split_once('/').map_or(id, |(fp, _)| fp).to_string(),
+            )),
+            _ => None,
+        }
+    }
+
+    fn read(&self, s: &mut AcmeTx<'_>) -> twoway_store::Result<Loaded> {
+        match self {
+            Load::With {
+                kind,
+                id,
+                field,
+                of,
+            } => {
+                let Some(o) = s.get(kind, id)? else {
+                    return Ok(Loaded::With(None, Vec::new()));
+                };
+                let mut list = Vec::new();
+                for i in ids_in(&o.doc[*field]) {
+                    list.push(s.get(of, &i)?);
+                }
+                Ok(Loaded::With(Some(o), list))
+            }
+            Load::Cert(fp) => Ok(Loaded::Cert(
+                s.certificate(fp)?
+                    .filter(|r| &r.fingerprint == fp)
+                    .map(Box::new),
+            )),
+        }
+    }
+}
+
+/// The ids a document names in one of its fields: one id, or a list of them.
+fn ids_in(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(one) => vec![one.clone()],
+        v => v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+    }
+}
+
 /// One request's context: the directory and the URLs of its objects.
 struct Ctx {
     state: Arc<State>,
@@ -160,53 +261,46 @@ impl Ctx {
         f: impl FnOnce(&dyn Store) -> twoway_store::Result<T> + Send + 'static,
     ) -> Result<T, Problem> {
         let ca = self.state.ca.clone();
-        match store_call(move || f(ca.store())).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e @ twoway_store::Error::Database { .. })) => {
-                tracing::warn!(
-                    error = &e as &dyn std::error::Error,
-                    "inventory unavailable"
-                );
-                Err(unavailable())
-            }
-            Ok(Err(e)) => Err(internal(e)),
-            Err(crate::Error::StoreTimeout) => Err(unavailable()),
-            Err(e) => Err(internal(e)),
-        }
+        store_answer(store_call(move || f(ca.store())).await)
     }
 
-    /// An object and the `of` objects its document names in `field` (one id or a list),
-    /// in one store call.
+    /// Runs store work on the ACME state thread, in a transaction shared with the
+    /// requests queued beside it (see [`state`]).
+    async fn tx<T: Send + 'static>(
+        &self,
+        f: impl FnMut(&mut AcmeTx<'_>) -> twoway_store::Result<T> + Send + 'static,
+    ) -> Result<T, Problem> {
+        store_answer(self.state.acme_state.run(f).await)
+    }
+
+    /// An object and the `of` objects its document names in `field` (one id or a list):
+    /// what the request's authentication read already (`pre`), else in one store call.
     async fn get_with(
         &self,
+        pre: Option<Loaded>,
         kind: &'static str,
         id: &str,
         field: &'static str,
         of: &'static str,
     ) -> Result<(AcmeObject, Vec<AcmeObject>), Problem> {
-        let i = id.to_string();
-        let (o, list) = self
-            .db(move |s| {
-                let Some(o) = s.acme_get(kind, &i)? else {
-                    return Ok((None, Vec::new()));
+        let (o, list) = match pre {
+            Some(Loaded::With(o, list)) => (o, list),
+            _ => {
+                let load = Load::With {
+                    kind,
+                    id: id.to_string(),
+                    field,
+                    of,
                 };
-                let ids: Vec<String> = match &o.doc[field] {
-                    Value::String(one) => vec![one.clone()],
-                    v => v
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|x| x.as_str().unwrap_or_default().to_string())
-                        .collect(),
-                };
-                let mut list = Vec::with_capacity(ids.len());
-                for i in ids {
-                    list.push(s.acme_get(of, &i)?);
+                match self.tx(move |s| load.read(s)).await? {
+                    Loaded::With(o, list) => (o, list),
+                    Loaded::Cert(_) => return Err(internal("a certificate read for an object")),
                 }
-                Ok((Some(o), list))
-            })
-            .await?;
-        let o = o.ok_or_else(|| not_found(kind))?;
+            }
+        };
+        let o = o
+            .filter(|o| o.kind == kind && o.id == id)
+            .ok_or_else(|| not_found(kind))?;
         let list = list
             .into_iter()
             .map(|x| x.ok_or_else(|| not_found(of)))
@@ -220,7 +314,7 @@ impl Ctx {
         }
         let n = new_id()?;
         let n2 = n.clone();
-        self.db(move |s| s.acme_new_nonce(&n2, OffsetDateTime::now_utc() + NONCE_TTL))
+        self.tx(move |s| s.new_nonce(&n2, OffsetDateTime::now_utc() + NONCE_TTL))
             .await?;
         Ok(n)
     }
@@ -247,11 +341,14 @@ async fn change(
     id: &str,
     f: impl Fn(&mut AcmeObject) -> bool + Send + Sync + 'static,
 ) -> Result<(AcmeObject, bool), Problem> {
-    let durable = !matches!(kind, "order" | "authz" | "challenge");
     let i = id.to_string();
-    ctx.db(move |s| s.acme_modify(kind, &i, durable, &mut |o| f(o)))
-        .await?
-        .ok_or_else(|| not_found(kind))
+    let changed = if matches!(kind, "order" | "authz" | "challenge") {
+        ctx.tx(move |s| s.modify(kind, &i, &mut |o| f(o))).await?
+    } else {
+        ctx.db(move |s| s.acme_modify(kind, &i, true, &mut |o| f(o)))
+            .await?
+    };
+    changed.ok_or_else(|| not_found(kind))
 }
 
 /// Handles a request whose path starts with `/acme/`.
@@ -483,6 +580,8 @@ struct Req {
     /// The signing key (the account's for `kid`).
     key: Jwk,
     account: Option<AcmeObject>,
+    /// What the route reads, read with the nonce ([`Load::of`]).
+    pre: Option<Loaded>,
 }
 
 impl Req {
@@ -516,11 +615,25 @@ async fn authenticate(ctx: &Ctx, rest: &str, body: &[u8]) -> Result<Req, Problem
     };
     let (used, next) = (jws.nonce.clone(), new_id()?);
     let (n2, k2) = (next.clone(), kid_id.clone());
-    let (fresh, found) = ctx
-        .db(move |s| {
+    // what the route reads comes along; it is looked at only once the JWS verified
+    let load = match rest.split_once('/') {
+        Some((what, id)) if kid_id.is_some() => Load::of(what, id),
+        _ => None,
+    };
+    let (fresh, found, pre) = ctx
+        .tx(move |s| {
             let now = OffsetDateTime::now_utc();
-            let read = k2.as_deref().map(|id| ("account", id));
-            s.acme_exchange_nonce(&used, &n2, now, now + NONCE_TTL, read)
+            let fresh = s.use_nonce(&used, now)?;
+            s.new_nonce(&n2, now + NONCE_TTL)?;
+            let found = match &k2 {
+                Some(id) => s.get("account", id)?,
+                None => None,
+            };
+            let pre = match &load {
+                Some(l) if fresh && found.is_some() => Some(l.read(s)?),
+                _ => None,
+            };
+            Ok((fresh, found, pre))
         })
         .await?;
     if let Ok(mut n) = ctx.nonce.lock() {
@@ -568,7 +681,12 @@ async fn authenticate(ctx: &Ctx, rest: &str, body: &[u8]) -> Result<Req, Problem
         }
     };
     jws.verify(&key)?;
-    Ok(Req { jws, key, account })
+    Ok(Req {
+        jws,
+        key,
+        account,
+        pre,
+    })
 }
 
 fn account_json(ctx: &Ctx, a: &AcmeObject) -> Value {
@@ -774,12 +892,8 @@ async fn new_order(ctx: &Ctx, req: Req) -> Result<Answer, Problem> {
                 ctx.dir.name, ctx.dir.allow
             )));
         }
-        let n2 = name.clone();
-        let ca = ctx.state.ca.clone();
-        let policy = blocking(move || ca.check_dns_name(&n2))
-            .await
-            .map_err(internal)?;
-        if let Err(e) = policy {
+        // the name policy and constraints: in memory, no thread hand-off needed
+        if let Err(e) = ctx.state.ca.check_dns_name(&name) {
             return Err(refuse(format!("{name}: {e}")));
         }
         if !names.contains(&name) {
@@ -856,7 +970,8 @@ async fn new_order(ctx: &Ctx, req: Req) -> Result<Answer, Problem> {
         expires_at: Some(expires + KEEP),
     };
     objs.push(order.clone());
-    ctx.db(move |s| s.acme_insert_ephemeral(&objs)).await?;
+    ctx.tx(move |s| objs.iter().try_for_each(|o| s.insert(o)))
+        .await?;
     preauth::audit(ctx, &acct, &order_id, preauthorized).await?;
     Ok(Answer::json(StatusCode::CREATED, &order_json(ctx, &order))
         .header("location", ctx.url(&format!("order/{order_id}"))))
@@ -899,15 +1014,12 @@ fn order_json(ctx: &Ctx, o: &AcmeObject) -> Value {
     v
 }
 
-/// Reads an order and moves it on from its authorizations: `pending` becomes `ready` when
-/// all are valid, `invalid` when one is invalid (or it expired).
-async fn load_order(ctx: &Ctx, id: &str, acct: &AcmeObject) -> Result<AcmeObject, Problem> {
-    let (o, authzs) = ctx.get_with("order", id, "authorizations", "authz").await?;
-    if o.parent.as_deref() != Some(acct.id.as_str()) {
-        return Err(unauthorized("this order belongs to another account"));
-    }
+/// Where a pending order goes from its authorizations: `invalid` (with the failed
+/// authorization's error) when one is invalid or the order expired, `ready` when all are
+/// valid; None while it waits (or is no longer pending).
+fn order_moves_on(o: &AcmeObject, authzs: &[AcmeObject]) -> Option<(&'static str, Value)> {
     if o.doc["status"] != "pending" {
-        return Ok(o);
+        return None;
     }
     let mut all_valid = true;
     let mut failed = None;
@@ -924,15 +1036,18 @@ async fn load_order(ctx: &Ctx, id: &str, acct: &AcmeObject) -> Result<AcmeObject
     let expired = OffsetDateTime::parse(o.doc["expires"].as_str().unwrap_or_default(), &Rfc3339)
         .map(|t| t <= OffsetDateTime::now_utc())
         .unwrap_or(false);
-    let next = if failed.is_some() || expired {
-        "invalid"
+    if failed.is_some() || expired {
+        Some(("invalid", failed.unwrap_or(Value::Null)))
     } else if all_valid {
-        "ready"
+        Some(("ready", Value::Null))
     } else {
-        return Ok(o);
-    };
-    let err = failed.unwrap_or(Value::Null);
-    modify(ctx, "order", id, move |o| {
+        None
+    }
+}
+
+/// `f` for [`modify`]: a pending order moves to `next` (with `err` when there is one).
+fn move_order(next: &'static str, err: Value) -> impl Fn(&mut AcmeObject) -> bool {
+    move |o| {
         if o.doc["status"] != "pending" {
             return false;
         }
@@ -941,13 +1056,57 @@ async fn load_order(ctx: &Ctx, id: &str, acct: &AcmeObject) -> Result<AcmeObject
             o.doc["error"] = err.clone();
         }
         true
-    })
-    .await
+    }
 }
 
-async fn order(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
+/// Moves an order on from its authorizations, in the caller's transaction: what a
+/// validation does once it decided the order's last authorization.
+fn advance_order(s: &mut AcmeTx<'_>, id: &str) -> twoway_store::Result<()> {
+    let Some(o) = s.get("order", id)? else {
+        return Ok(());
+    };
+    if o.doc["status"] != "pending" {
+        return Ok(());
+    }
+    let mut authzs = Vec::new();
+    for a in ids_in(&o.doc["authorizations"]) {
+        match s.get("authz", &a)? {
+            Some(az) => authzs.push(az),
+            None => return Ok(()),
+        }
+    }
+    if let Some((next, err)) = order_moves_on(&o, &authzs) {
+        let f = move_order(next, err);
+        s.modify("order", id, &mut |o| f(o))?;
+    }
+    Ok(())
+}
+
+/// Reads an order (or takes what the request's authentication read, `pre`) and moves it
+/// on from its authorizations: `pending` becomes `ready` when all are valid, `invalid`
+/// when one is invalid (or it expired).
+async fn load_order(
+    ctx: &Ctx,
+    pre: Option<Loaded>,
+    id: &str,
+    acct: &AcmeObject,
+) -> Result<AcmeObject, Problem> {
+    let (o, authzs) = ctx
+        .get_with(pre, "order", id, "authorizations", "authz")
+        .await?;
+    if o.parent.as_deref() != Some(acct.id.as_str()) {
+        return Err(unauthorized("this order belongs to another account"));
+    }
+    match order_moves_on(&o, &authzs) {
+        None => Ok(o),
+        Some((next, err)) => modify(ctx, "order", id, move_order(next, err)).await,
+    }
+}
+
+async fn order(ctx: &Ctx, mut req: Req, id: &str) -> Result<Answer, Problem> {
+    let pre = req.pre.take();
     let acct = req.account()?;
-    let o = load_order(ctx, id, acct).await?;
+    let o = load_order(ctx, pre, id, acct).await?;
     let mut a = Answer::json(StatusCode::OK, &order_json(ctx, &o));
     if o.doc["status"] == "processing" {
         a = a.header("retry-after", RETRY_AFTER_SECS.into());
@@ -961,7 +1120,7 @@ async fn orders(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
         return Err(unauthorized("an account may only list its own orders"));
     }
     let i = id.to_string();
-    let list = ctx.db(move |s| s.acme_children("order", &i)).await?;
+    let list = ctx.tx(move |s| s.children("order", &i)).await?;
     let urls: Vec<String> = list
         .iter()
         .filter(|o| o.doc["status"] != "invalid")
@@ -985,9 +1144,12 @@ fn challenge_json(ctx: &Ctx, c: &AcmeObject) -> Value {
     v
 }
 
-async fn authz(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
+async fn authz(ctx: &Ctx, mut req: Req, id: &str) -> Result<Answer, Problem> {
+    let pre = req.pre.take();
     let acct = req.account()?;
-    let (mut az, challenges) = ctx.get_with("authz", id, "challenges", "challenge").await?;
+    let (mut az, challenges) = ctx
+        .get_with(pre, "authz", id, "challenges", "challenge")
+        .await?;
     if az.parent.as_deref() != Some(acct.id.as_str()) {
         return Err(unauthorized(
             "this authorization belongs to another account",
@@ -1023,9 +1185,10 @@ async fn authz(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
     ))
 }
 
-async fn chall(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
+async fn chall(ctx: &Ctx, mut req: Req, id: &str) -> Result<Answer, Problem> {
+    let pre = req.pre.take();
     let acct = req.account()?;
-    let (c, mut up_authz) = ctx.get_with("challenge", id, "authz", "authz").await?;
+    let (c, mut up_authz) = ctx.get_with(pre, "challenge", id, "authz", "authz").await?;
     if c.doc["account"] != acct.id.as_str() {
         return Err(unauthorized("this challenge belongs to another account"));
     }
@@ -1113,39 +1276,51 @@ fn spawn_validation(ctx: &Ctx, c: AcmeObject) -> tokio::task::JoinHandle<Option<
                 )
             }
         };
-        let (e2, r2) = (err.clone(), record);
         let id = c.id.clone();
-        let res = modify(&ctx, "challenge", &id, move |o| {
-            o.doc["status"] = status.into();
-            o.doc["validationRecord"] = json!([r2]);
-            if status == "valid" {
-                o.doc["validated"] = now.clone().into();
-            } else {
-                o.doc["error"] = e2.clone();
-            }
-            true
-        })
-        .await;
-        let recorded = res.ok()?;
         let authz = c.doc["authz"].as_str().unwrap_or_default().to_string();
-        let _ = modify(&ctx, "authz", &authz, move |o| {
-            if o.doc["status"] != "pending" {
-                return false;
-            }
-            o.doc["status"] = status.into();
-            if !err.is_null() {
-                o.doc["error"] = err.clone();
-            }
-            true
-        })
-        .await;
-        Some(recorded)
+        // the challenge, its authorization and (with its last authorization) the order,
+        // in one transaction
+        let res = ctx
+            .tx(move |s| {
+                let Some((recorded, _)) = s.modify("challenge", &id, &mut |o| {
+                    o.doc["status"] = status.into();
+                    o.doc["validationRecord"] = json!([record]);
+                    if status == "valid" {
+                        o.doc["validated"] = now.clone().into();
+                    } else {
+                        o.doc["error"] = err.clone();
+                    }
+                    true
+                })?
+                else {
+                    return Ok(None);
+                };
+                let decided = s.modify("authz", &authz, &mut |o| {
+                    if o.doc["status"] != "pending" {
+                        return false;
+                    }
+                    o.doc["status"] = status.into();
+                    if !err.is_null() {
+                        o.doc["error"] = err.clone();
+                    }
+                    true
+                })?;
+                if let Some((az, true)) = decided {
+                    if let Some(order) = az.doc["order"].as_str() {
+                        advance_order(s, order)?;
+                    }
+                }
+                Ok(Some(recorded))
+            })
+            .await;
+        res.ok().flatten()
     })
 }
 
-async fn finalize(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
+async fn finalize(ctx: &Ctx, mut req: Req, id: &str) -> Result<Answer, Problem> {
+    let pre = req.pre.take();
     let acct = req.account()?.clone();
-    let o = load_order(ctx, id, &acct).await?;
+    let o = load_order(ctx, pre, id, &acct).await?;
     if o.doc["status"] != "ready" {
         return Err(problem(
             StatusCode::FORBIDDEN,
@@ -1203,7 +1378,7 @@ async fn finalize(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
     let actor = format!("acme:{}:{}", dir.name, acct.id);
     let ca = ctx.state.ca.clone();
     let (a2, o2) = (account.clone(), order_url.clone());
-    let prepared = blocking(move || {
+    let sign = move || {
         ca.prepare_acme(
             &csr,
             &AcmeIssue {
@@ -1216,9 +1391,15 @@ async fn finalize(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
                 replaces: replaces.as_ref(),
             },
         )
-    })
-    .await
-    .map_err(internal)?;
+    };
+    // A key in memory signs in well under a millisecond (a CSR check and one signature):
+    // here, rather than pay two thread hand-offs. A key in a token may take as long as the
+    // token does, so that goes to the blocking pool.
+    let prepared = if ctx.state.ca.signs_in_memory() {
+        sign()
+    } else {
+        blocking(sign).await.map_err(internal)?
+    };
     let fail = |p: Problem| async {
         let err = problem_json(p.kind, &p.detail, p.status.as_u16());
         // a refused CSR leaves the order ready for a better one; anything else fails it
@@ -1273,12 +1454,34 @@ async fn finalize(ctx: &Ctx, req: Req, id: &str) -> Result<Answer, Problem> {
     Ok(Answer::json(StatusCode::OK, &order_json(ctx, &done)).header("location", order_url))
 }
 
-async fn cert(ctx: &Ctx, req: Req, fp: &str) -> Result<Answer, Problem> {
+async fn cert(ctx: &Ctx, mut req: Req, id: &str) -> Result<Answer, Problem> {
+    // `<fingerprint>` is the default chain, `<fingerprint>/<n>` the n-th alternate one
+    let (fp, alt) = match id.split_once('/') {
+        Some((fp, n)) => (fp, Some(n)),
+        None => (id, None),
+    };
+    let alternates = ctx.state.ca.alternate_chains();
+    let above = match alt {
+        None => ctx.state.intermediate_pem.clone(),
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| alternates.get(i).cloned())
+            .ok_or_else(|| not_found("certificate chain"))?,
+    };
+    let found = match req.pre.take() {
+        Some(Loaded::Cert(rec)) => rec,
+        _ => {
+            let load = Load::Cert(fp.to_string());
+            match ctx.tx(move |s| load.read(s)).await? {
+                Loaded::Cert(rec) => rec,
+                Loaded::With(..) => return Err(internal("an object read for a certificate")),
+            }
+        }
+    };
     let acct = req.account()?;
-    let f = fp.to_string();
-    let rec = ctx
-        .db(move |s| Ok(s.find_certificate(&f).ok()))
-        .await?
+    let rec = found
         .filter(|r| r.fingerprint == fp)
         .ok_or_else(|| not_found("certificate"))?;
     if rec.labels.get("acme_account") != Some(&account_url(ctx, acct)) {
@@ -1290,12 +1493,24 @@ async fn cert(ctx: &Ctx, req: Req, fp: &str) -> Result<Answer, Problem> {
     if !pem.ends_with('\n') {
         pem.push('\n');
     }
-    pem.push_str(&ctx.state.intermediate_pem);
+    pem.push_str(&above);
+    // every other chain of the same certificate, as `alternate` links (RFC 8555 §7.4.2)
+    let mut headers = vec![("link", format!("<{}>;rel=\"up\"", ctx.url("issuer")))];
+    let others = std::iter::once(None)
+        .chain((1..=alternates.len()).map(Some))
+        .filter(|n| n.map(|n| n.to_string()).as_deref() != alt);
+    for n in others {
+        let url = match n {
+            None => ctx.url(&format!("cert/{fp}")),
+            Some(n) => ctx.url(&format!("cert/{fp}/{n}")),
+        };
+        headers.push(("link", format!("<{url}>;rel=\"alternate\"")));
+    }
     Ok(Answer {
         status: StatusCode::OK,
         body: Bytes::from(pem),
         ctype: "application/pem-certificate-chain",
-        headers: vec![("link", format!("<{}>;rel=\"up\"", ctx.url("issuer")))],
+        headers,
     })
 }
 

@@ -180,6 +180,8 @@ pub struct State {
     pub issuer_crls: Vec<(String, responder::CrlCache)>,
     /// Records the issuances the handlers prepared, in batches.
     pub committer: committer::Committer,
+    /// Runs the ACME requests' store work, in batches.
+    pub(crate) acme_state: acme::state::AcmeState,
     /// The server's TLS identity.
     pub identity: Arc<tls::Identity>,
     /// Audit actor of the server itself.
@@ -461,6 +463,8 @@ pub async fn start(ca: Ca, opts: ServeOptions) -> Result<Running, Error> {
             .collect(),
         committer: committer::Committer::start(ca.clone())
             .map_err(|e| Error::Task(format!("cannot start the committer thread: {e}")))?,
+        acme_state: acme::state::AcmeState::start(ca.clone())
+            .map_err(|e| Error::Task(format!("cannot start the ACME state thread: {e}")))?,
         identity,
         actor: opts.actor.clone(),
         root_pem: ca.root_pem().to_string(),

@@ -326,6 +326,7 @@ async fn public(
             if let Some(s) = &state.scep {
                 s.render(&mut text);
             }
+            state.acme_state.render(&mut text);
             Ok(bytes_resp("text/plain; version=0.0.4", Bytes::from(text)))
         }
         "roots" => Ok(bytes_resp(

@@ -186,3 +186,102 @@ pub(crate) fn children(db: &mut dyn Db, kind: &str, parent: &str) -> Result<Vec<
         decode,
     )
 }
+
+/// An open ACME transaction: what a job of [`crate::Store::acme_batch`] may do. Its
+/// writes commit with the batch's, and only if the job returned Ok.
+pub struct AcmeTx<'a> {
+    db: &'a mut dyn Db,
+    rows_read: &'a std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for AcmeTx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcmeTx").finish_non_exhaustive()
+    }
+}
+
+impl AcmeTx<'_> {
+    /// Stores a new nonce, as [`crate::Store::acme_new_nonce`].
+    pub fn new_nonce(&mut self, nonce: &str, expires_at: OffsetDateTime) -> Result<()> {
+        new_nonce(self.db, nonce, expires_at)
+    }
+
+    /// Takes a nonce, as [`crate::Store::acme_use_nonce`].
+    pub fn use_nonce(&mut self, nonce: &str, now: OffsetDateTime) -> Result<bool> {
+        use_nonce(self.db, nonce, now)
+    }
+
+    /// One object by kind and id (this transaction's writes included).
+    pub fn get(&mut self, kind: &str, id: &str) -> Result<Option<AcmeObject>> {
+        get(self.db, kind, id)
+    }
+
+    /// One object by kind and lookup key.
+    pub fn find(&mut self, kind: &str, lookup: &str) -> Result<Option<AcmeObject>> {
+        find(self.db, kind, lookup)
+    }
+
+    /// The objects of a kind that belong to `parent`, oldest id first.
+    pub fn children(&mut self, kind: &str, parent: &str) -> Result<Vec<AcmeObject>> {
+        children(self.db, kind, parent)
+    }
+
+    /// Inserts a new object; [`Error::Duplicate`] when its id or lookup key is taken.
+    pub fn insert(&mut self, o: &AcmeObject) -> Result<()> {
+        insert(self.db, o)
+    }
+
+    /// Changes an object by compare-and-set, as [`crate::Store::acme_modify`].
+    pub fn modify(
+        &mut self,
+        kind: &str,
+        id: &str,
+        f: &mut dyn FnMut(&mut AcmeObject) -> bool,
+    ) -> Result<Option<(AcmeObject, bool)>> {
+        modify(self.db, kind, id, f)
+    }
+
+    /// A certificate of the inventory by its fingerprint (None when there is none), as
+    /// [`crate::Store::find_certificate`] finds it.
+    pub fn certificate(&mut self, fingerprint: &str) -> Result<Option<crate::CertRecord>> {
+        match crate::query::find(self.db, self.rows_read, fingerprint) {
+            Ok(r) => Ok(Some(r)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// One job of a batch: it runs in the batch's transaction under a savepoint of its own.
+pub type AcmeJob<'f> = dyn FnMut(&mut AcmeTx<'_>) -> Result<()> + Send + 'f;
+
+/// Runs `jobs` in the caller's transaction, each under its own savepoint: a job that fails
+/// is rolled back alone and gets its error. One result per job, in order.
+pub(crate) fn batch(
+    db: &mut dyn Db,
+    rows_read: &std::sync::atomic::AtomicU64,
+    jobs: &mut [&mut AcmeJob<'_>],
+) -> Result<Vec<Result<()>>> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for (i, job) in jobs.iter_mut().enumerate() {
+        if i == 0 {
+            db.batch(&["SAVEPOINT acme"])?;
+        } else {
+            db.batch(&["RELEASE SAVEPOINT acme", "SAVEPOINT acme"])?;
+        }
+        let r = job(&mut AcmeTx {
+            db: &mut *db,
+            rows_read,
+        });
+        if r.is_err() {
+            // If the error already ended the transaction, this fails and so does the
+            // batch: nothing of it is committed.
+            db.batch(&["ROLLBACK TO SAVEPOINT acme"])?;
+        }
+        out.push(r);
+    }
+    if !jobs.is_empty() {
+        db.batch(&["RELEASE SAVEPOINT acme"])?;
+    }
+    Ok(out)
+}

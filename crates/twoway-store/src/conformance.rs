@@ -27,6 +27,7 @@ macro_rules! conformance_tests {
             acme_nonces_are_single_use_and_expire,
             acme_objects_compare_and_set,
             acme_exchange_and_modify,
+            acme_batches_roll_back_a_failed_job_alone,
             dashboard_views_counts_and_prune,
             keyset_pages_match_offset_pages,
             expiry_windows_list_in_order,
@@ -981,6 +982,64 @@ pub(crate) fn acme_objects_compare_and_set(s: &dyn Store) {
     assert_eq!(s.acme_purge(now).unwrap(), 1);
     assert!(s.acme_get("order", "o1").unwrap().is_none());
     assert!(s.acme_get("order", "o2").unwrap().is_some());
+}
+
+pub(crate) fn acme_batches_roll_back_a_failed_job_alone(s: &dyn Store) {
+    let now = OffsetDateTime::now_utc();
+    let later = now + time::Duration::minutes(5);
+    let obj = |id: &str| AcmeObject {
+        kind: "order".into(),
+        id: id.into(),
+        parent: Some("a1".into()),
+        lookup: None,
+        doc: serde_json::json!({"status": "pending"}),
+        version: 1,
+        expires_at: None,
+    };
+    s.acme_new_nonce("n1", later).unwrap();
+    let (o1, o2) = (obj("o1"), obj("o2"));
+    let mut taken = None;
+    // a nonce taken and an order stored; then a job that writes and fails on a duplicate;
+    // then one that reads what the first wrote in the same transaction
+    let mut first = |tx: &mut crate::AcmeTx<'_>| {
+        taken = Some(tx.use_nonce("n1", now)?);
+        tx.new_nonce("n2", later)?;
+        tx.insert(&o1)
+    };
+    let mut failing = |tx: &mut crate::AcmeTx<'_>| {
+        tx.insert(&o2)?;
+        tx.new_nonce("lost", later)?;
+        tx.insert(&o1)
+    };
+    let mut seen = None;
+    let mut unknown_cert = None;
+    let mut reader = |tx: &mut crate::AcmeTx<'_>| {
+        seen = tx.get("order", "o1")?;
+        unknown_cert = Some(tx.certificate("00ab")?);
+        Ok(())
+    };
+    let out = s
+        .acme_batch(&mut [&mut first, &mut failing, &mut reader])
+        .unwrap();
+    assert_eq!(out.len(), 3);
+    assert!(out[0].is_ok() && out[2].is_ok(), "{out:?}");
+    assert!(matches!(out[1], Err(Error::Duplicate(_))), "{out:?}");
+    assert_eq!(taken, Some(true));
+    assert_eq!(
+        seen,
+        Some(obj("o1")),
+        "a job sees the batch's earlier writes"
+    );
+    assert_eq!(unknown_cert, Some(None), "no such certificate");
+    assert!(s.acme_get("order", "o1").unwrap().is_some(), "committed");
+    assert!(
+        s.acme_get("order", "o2").unwrap().is_none(),
+        "the failed job's insert rolled back"
+    );
+    assert!(!s.acme_use_nonce("lost", now).unwrap(), "and its nonce too");
+    assert!(s.acme_use_nonce("n2", now).unwrap());
+    assert!(!s.acme_use_nonce("n1", now).unwrap(), "taken once");
+    assert!(s.acme_batch(&mut []).unwrap().is_empty());
 }
 
 pub(crate) fn acme_exchange_and_modify(s: &dyn Store) {

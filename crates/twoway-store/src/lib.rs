@@ -39,7 +39,7 @@ mod token;
 mod views;
 mod write;
 
-pub use acme::AcmeObject;
+pub use acme::{AcmeJob, AcmeObject, AcmeTx};
 pub use audit::{chain_hash, verify_chain, AuditEntry, AuditProblem, NewAudit, GENESIS_HASH};
 pub use group::answers as batch_answers;
 pub use model::{CertQuery, CertRecord, CertSort, CertSource, CertStatus, Cursor, Page};
@@ -292,6 +292,12 @@ pub trait Store: Send + Sync {
         durable: bool,
         f: &mut dyn FnMut(&mut AcmeObject) -> bool,
     ) -> Result<Option<(AcmeObject, bool)>>;
+    /// Runs ACME jobs in one ephemeral transaction (one commit, no flush), each under a
+    /// savepoint of its own: a job that fails is rolled back alone and gets its error.
+    /// One result per job, in order; the outer error fails them all (nothing of the
+    /// batch is committed). What the server's ACME state thread calls, so that concurrent
+    /// requests share a transaction.
+    fn acme_batch(&self, jobs: &mut [&mut acme::AcmeJob<'_>]) -> Result<Vec<Result<()>>>;
     /// Forgets expired nonces and ACME objects; how many rows went.
     fn acme_purge(&self, now: OffsetDateTime) -> Result<u64>;
     /// Stores a new ACME object; [`Error::Duplicate`] when its id or lookup key is taken.
@@ -485,6 +491,13 @@ impl<E: db::Engine> Store for E {
         } else {
             self.write_ephemeral(|db| acme::modify(db, kind, id, f))
         }
+    }
+
+    fn acme_batch(&self, jobs: &mut [&mut acme::AcmeJob<'_>]) -> Result<Vec<Result<()>>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write_ephemeral(|db| acme::batch(db, &self.shared().rows_read, jobs))
     }
 
     fn acme_purge(&self, now: OffsetDateTime) -> Result<u64> {

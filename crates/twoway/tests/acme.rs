@@ -522,6 +522,86 @@ fn a_csr_with_an_extra_name_is_bad() {
     assert_eq!(inventory_record(&ca, "ok1.acme.test")["source"], "acme");
 }
 
+/// The `alternate` link target in an answer's headers, if any.
+fn alternates(headers: &str) -> Vec<String> {
+    headers
+        .lines()
+        .filter(|l| l.starts_with("link:") && l.contains("rel=\"alternate\""))
+        .filter_map(|l| Some(l.split_once('<')?.1.split_once('>')?.0.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_root_rotation_offers_the_chain_to_the_new_root_as_an_alternate() {
+    let port = free_port();
+    let mut ca = OnlineCa::create("ACME Test", ONLINE_ADMIN, "", &[]);
+    add_directory(&ca, port, free_port(), "");
+    std::fs::copy(ca.path("ca/root.pem"), ca.path("r1.pem")).unwrap();
+    ca.tw("ca rotate root --ca-dir ca").ok();
+    ca.tw("ca rotate intermediate --ca-dir ca").ok();
+    ca.tw("ca rotate activate --ca-dir ca").ok();
+    std::fs::copy(ca.path("ca/roots/r2/root.pem"), ca.path("r2.pem")).unwrap();
+    ca.serve();
+    let mut c = Client::new(&ca);
+    c.register();
+    let (order_url, body, ch) = c.order("alt.acme.test", "http-01");
+    let key_auth = format!("{}.{}", ch["token"].as_str().unwrap(), c.thumbprint());
+    answer_http01(port, key_auth);
+    c.post(ch["url"].as_str().unwrap(), Some(&json!({})));
+    assert_eq!(c.wait(&order_url)["status"], "ready");
+    let finalize = body["finalize"].as_str().unwrap().to_string();
+    let a = c.post(&finalize, Some(&json!({"csr": csr(&["alt.acme.test"])})));
+    assert_eq!(a.body["status"], "valid", "{}", a.body);
+    let url = a.body["certificate"].as_str().unwrap().to_string();
+
+    // the default chain carries the new root certified by the old: old trust stores accept it
+    let main = c.post(&url, None);
+    assert_eq!(main.status, 200);
+    let chain = main.body.as_str().unwrap().to_string();
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 3, "{chain}");
+    let alt_urls = alternates(&main.headers);
+    assert_eq!(alt_urls, vec![format!("{url}/1")], "{}", main.headers);
+    // the alternate ends at the new root, and links back to the default
+    let alt = c.post(&alt_urls[0], None);
+    assert_eq!(alt.status, 200, "{}", alt.body);
+    assert!(alt.headers.contains("rel=\"up\""), "{}", alt.headers);
+    assert_eq!(
+        alternates(&alt.headers),
+        vec![url.clone()],
+        "{}",
+        alt.headers
+    );
+    let alt_chain = alt.body.as_str().unwrap().to_string();
+    assert_eq!(
+        alt_chain.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "{alt_chain}"
+    );
+    assert_eq!(
+        chain.split("-----END CERTIFICATE-----").next(),
+        alt_chain.split("-----END CERTIFICATE-----").next(),
+        "both chains start with the same certificate"
+    );
+    common::write(ca.path("main.pem"), &chain);
+    common::write(ca.path("alt.pem"), &alt_chain);
+    let verify = |anchor: &str, file: &str| {
+        ca.openssl(&format!("verify -CAfile {anchor} -untrusted {file} {file}"))
+    };
+    for (anchor, file, ok) in [
+        ("r1.pem", "main.pem", true),
+        ("r2.pem", "main.pem", true),
+        ("r2.pem", "alt.pem", true),
+        ("r1.pem", "alt.pem", false),
+    ] {
+        let o = verify(anchor, file);
+        assert_eq!(o.success(), ok, "{file} against {anchor}: {}", o.all());
+    }
+    // there is one alternate only; without a rotation there is none
+    let none = c.post(&format!("{url}/2"), None);
+    none.problem("malformed");
+    assert_eq!(none.status, 404);
+}
+
 #[test]
 fn dns01_through_the_configured_resolver() {
     let (tx, rx) = std::sync::mpsc::channel();

@@ -1,0 +1,315 @@
+//! The ACME state thread: one thread runs the store work of ACME requests (nonces taken
+//! and handed out, orders, authorizations and challenges read and changed), and runs what
+//! is queued together in one transaction, a savepoint per request
+//! ([`twoway_store::Store::acme_batch`]), answering each once it committed.
+//!
+//! An order costs about ten such store calls. Run one transaction each on the blocking
+//! pool, they cost a thread hand-off and a wake-up there and back, a WAL append and, on
+//! SQLite, a transaction's fixed work: together more than half of the server's CPU per
+//! order. Queued here, concurrent requests share the transaction, its pages written once,
+//! and the thread, which is woken once per batch rather than once per call. A lone request
+//! is run at once (nothing waits to gather a batch: these commits do not flush).
+//!
+//! Durable ACME writes (accounts, EAB keys) do not come here: they flush, and are rare.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use twoway_ca::Ca;
+use twoway_store::{AcmeJob, AcmeTx, Error as StoreError, Result as StoreResult};
+
+/// The most requests one transaction takes: bounds a batch's latency.
+const MAX_BATCH: usize = 256;
+
+/// A queued request: its store work, run in a batch's transaction (perhaps again, never
+/// after its answer), and the answer once the batch committed or failed.
+trait Work: Send {
+    fn run(&mut self, tx: &mut AcmeTx<'_>) -> StoreResult<()>;
+    fn answer(self: Box<Self>, committed: StoreResult<()>);
+}
+
+struct Typed<T, F> {
+    f: F,
+    out: Option<T>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> Work for Typed<T, F>
+where
+    T: Send,
+    F: FnMut(&mut AcmeTx<'_>) -> StoreResult<T> + Send,
+{
+    fn run(&mut self, tx: &mut AcmeTx<'_>) -> StoreResult<()> {
+        self.out = Some((self.f)(tx)?);
+        Ok(())
+    }
+
+    fn answer(mut self: Box<Self>, committed: StoreResult<()>) {
+        let r = committed.and_then(|()| {
+            self.out
+                .take()
+                .ok_or_else(|| StoreError::database("an ACME store job lost its result"))
+        });
+        // a request that went away (its client disconnected) has nothing to be told
+        let _ = self.reply.send(r);
+    }
+}
+
+/// Counters of the ACME state thread, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    /// Transactions run (committed or failed).
+    pub batches: AtomicU64,
+    /// Requests they carried.
+    pub jobs: AtomicU64,
+}
+
+/// The handle the ACME handlers queue their store work on.
+pub struct AcmeState {
+    tx: mpsc::Sender<Box<dyn Work>>,
+    /// Batches and requests so far.
+    pub stats: Arc<BatchStats>,
+}
+
+impl std::fmt::Debug for AcmeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcmeState")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::database("the ACME state thread stopped: restart the CA (see its log)")
+}
+
+impl AcmeState {
+    /// Starts the thread. It runs until every handle is dropped.
+    pub fn start(ca: Arc<Ca>) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Box<dyn Work>>();
+        let stats = Arc::new(BatchStats::default());
+        let st = stats.clone();
+        std::thread::Builder::new()
+            .name("twoway-acme".into())
+            .spawn(move || run(&ca, &rx, &st))?;
+        Ok(AcmeState { tx, stats })
+    }
+
+    /// Appends the batching counters to a `/metrics` text.
+    pub(crate) fn render(&self, o: &mut String) {
+        use std::fmt::Write as _;
+        for (name, help, v) in [
+            (
+                "twoway_ca_acme_store_batches_total",
+                "Transactions of ACME store work (concurrent requests share one).",
+                &self.stats.batches,
+            ),
+            (
+                "twoway_ca_acme_store_jobs_total",
+                "ACME requests' store work those transactions carried.",
+                &self.stats.jobs,
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(o, "{name} {}", v.load(Ordering::Relaxed));
+        }
+    }
+
+    /// Runs `f` once, in the next batch's transaction, and returns what it returned once
+    /// that committed (an error of `f` rolls back its own writes only).
+    /// [`crate::Error::StoreTimeout`] after
+    /// [`crate::STORE_DEADLINE`] (the database is paused or unreachable).
+    pub(crate) async fn run<T, F>(&self, f: F) -> Result<StoreResult<T>, crate::Error>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut AcmeTx<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn Work> = Box::new(Typed {
+            f,
+            out: None,
+            reply,
+        });
+        if self.tx.send(job).is_err() {
+            return Ok(Err(stopped()));
+        }
+        match tokio::time::timeout(crate::STORE_DEADLINE, answer).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Ok(Err(stopped())),
+            Err(_) => Err(crate::Error::StoreTimeout),
+        }
+    }
+}
+
+fn run(ca: &Ca, rx: &mpsc::Receiver<Box<dyn Work>>, stats: &BatchStats) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let n = jobs.len();
+        let mut answers = commit(ca, &mut jobs, stats);
+        // A whole batch that failed (on PostgreSQL, a deadlock with another replica's
+        // batch, or a job whose error ended the transaction) is redone one request per
+        // transaction, so that one request's trouble is not every request's. Its writes
+        // were rolled back, so running the jobs again is running them once. When the
+        // first of them fails alone too, the database itself is in trouble: the rest are
+        // answered with that error rather than wait once each.
+        if n > 1 && answers.iter().all(Result::is_err) {
+            let mut redone = Vec::with_capacity(n);
+            let mut down = None;
+            for job in jobs.iter_mut() {
+                if let Some(e) = &down {
+                    redone.push(Err(StoreError::clone(e)));
+                    continue;
+                }
+                let r = commit(ca, std::slice::from_mut(job), stats)
+                    .pop()
+                    .unwrap_or_else(|| Err(StoreError::database("an ACME batch lost a result")));
+                if let Err(e) = &r {
+                    if redone.is_empty() {
+                        down = Some(e.clone());
+                    }
+                }
+                redone.push(r);
+            }
+            answers = redone;
+        }
+        for (job, r) in jobs.into_iter().zip(answers) {
+            job.answer(r);
+        }
+    }
+}
+
+/// Runs `jobs` in one transaction: one result per job.
+fn commit(ca: &Ca, jobs: &mut [Box<dyn Work>], stats: &BatchStats) -> Vec<StoreResult<()>> {
+    let n = jobs.len();
+    let results = {
+        let mut runs: Vec<_> = jobs
+            .iter_mut()
+            .map(|j| move |tx: &mut AcmeTx<'_>| j.run(tx))
+            .collect();
+        let mut refs: Vec<&mut AcmeJob<'_>> =
+            runs.iter_mut().map(|r| r as &mut AcmeJob<'_>).collect();
+        // a panic inside the store fails this batch, not every later one
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ca.store().acme_batch(&mut refs)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!("a batch of ACME store work panicked");
+            Err(StoreError::database("the ACME store work failed"))
+        })
+    };
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats.jobs.fetch_add(n as u64, Ordering::Relaxed);
+    match results {
+        Ok(r) if r.len() == n => r,
+        Ok(_) => (0..n)
+            .map(|_| Err(StoreError::database("an ACME batch lost a result")))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                jobs = n,
+                "a batch of ACME store work was not committed"
+            );
+            (0..n).map(|_| Err(e.clone())).collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::{Duration, OffsetDateTime};
+    use twoway_ca::InitOptions;
+    use twoway_pki::KeyType;
+    use twoway_store::AcmeObject;
+
+    fn new_ca(dir: &std::path::Path) -> Arc<Ca> {
+        let opts = InitOptions {
+            name: "Test".into(),
+            key_type: KeyType::P256,
+            root_ttl: Duration::days(3650),
+            intermediate_ttl: Duration::days(365),
+            permit_dns: vec![],
+            permit_ip: vec![],
+            trust_domain: None,
+            url: None,
+            passphrase: None,
+            actor: "test".into(),
+            intermediate_in_hsm: None,
+            root_in_hsm: None,
+        };
+        Arc::new(twoway_ca::init(dir, &opts).unwrap())
+    }
+
+    fn order(id: &str) -> AcmeObject {
+        AcmeObject {
+            kind: "order".into(),
+            id: id.into(),
+            parent: Some("a1".into()),
+            lookup: None,
+            doc: serde_json::json!({"status": "pending"}),
+            version: 1,
+            expires_at: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_transactions_and_a_failing_one_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = new_ca(dir.path());
+        let state = Arc::new(AcmeState::start(ca.clone()).unwrap());
+        let later = OffsetDateTime::now_utc() + Duration::minutes(5);
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let state = state.clone();
+            tasks.push(tokio::spawn(async move {
+                let o = order(&format!("o{i}"));
+                state
+                    .run(move |tx| {
+                        tx.new_nonce(&format!("n{i}"), later)?;
+                        tx.insert(&o)?;
+                        Ok(i)
+                    })
+                    .await
+            }));
+        }
+        // one that stores a nonce and then fails: its nonce is rolled back with it
+        let dup = order("o0");
+        let failing = state
+            .run(move |tx| {
+                tx.new_nonce("lost", later)?;
+                tx.insert(&dup)
+            })
+            .await;
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap().unwrap().unwrap(), i);
+        }
+        assert!(
+            matches!(failing, Ok(Err(twoway_store::Error::Duplicate(_)))),
+            "{failing:?}"
+        );
+        let now = OffsetDateTime::now_utc();
+        let store = ca.store();
+        assert!(!store.acme_use_nonce("lost", now).unwrap());
+        for i in 0..200 {
+            assert!(store.acme_get("order", &format!("o{i}")).unwrap().is_some());
+            assert!(store.acme_use_nonce(&format!("n{i}"), now).unwrap());
+        }
+        let batches = state.stats.batches.load(Ordering::Relaxed);
+        assert_eq!(state.stats.jobs.load(Ordering::Relaxed), 201);
+        assert!((1..=201).contains(&batches), "{batches} batches");
+        let mut text = String::new();
+        state.render(&mut text);
+        assert!(
+            text.contains("twoway_ca_acme_store_jobs_total 201"),
+            "{text}"
+        );
+    }
+}
