@@ -200,7 +200,11 @@ impl std::fmt::Debug for AcmeTx<'_> {
     }
 }
 
-impl AcmeTx<'_> {
+impl<'a> AcmeTx<'a> {
+    pub(crate) fn new(db: &'a mut dyn Db, rows_read: &'a std::sync::atomic::AtomicU64) -> Self {
+        AcmeTx { db, rows_read }
+    }
+
     /// Stores a new nonce, as [`crate::Store::acme_new_nonce`].
     pub fn new_nonce(&mut self, nonce: &str, expires_at: OffsetDateTime) -> Result<()> {
         new_nonce(self.db, nonce, expires_at)
@@ -269,10 +273,7 @@ pub(crate) fn batch(
         } else {
             db.batch(&["RELEASE SAVEPOINT acme", "SAVEPOINT acme"])?;
         }
-        let r = job(&mut AcmeTx {
-            db: &mut *db,
-            rows_read,
-        });
+        let r = job(&mut AcmeTx::new(&mut *db, rows_read));
         if r.is_err() {
             // If the error already ended the transaction, this fails and so does the
             // batch: nothing of it is committed.

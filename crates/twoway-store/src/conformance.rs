@@ -1040,6 +1040,14 @@ pub(crate) fn acme_batches_roll_back_a_failed_job_alone(s: &dyn Store) {
     assert!(s.acme_use_nonce("n2", now).unwrap());
     assert!(!s.acme_use_nonce("n1", now).unwrap(), "taken once");
     assert!(s.acme_batch(&mut []).unwrap().is_empty());
+    // a lone job that fails: its writes go with it
+    let mut alone = |tx: &mut crate::AcmeTx<'_>| {
+        tx.new_nonce("lost-alone", later)?;
+        tx.insert(&obj("o1"))
+    };
+    let out = s.acme_batch(&mut [&mut alone]).unwrap();
+    assert!(matches!(out[..], [Err(Error::Duplicate(_))]), "{out:?}");
+    assert!(!s.acme_use_nonce("lost-alone", now).unwrap());
 }
 
 pub(crate) fn acme_exchange_and_modify(s: &dyn Store) {

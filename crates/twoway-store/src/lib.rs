@@ -292,8 +292,10 @@ pub trait Store: Send + Sync {
         durable: bool,
         f: &mut dyn FnMut(&mut AcmeObject) -> bool,
     ) -> Result<Option<(AcmeObject, bool)>>;
-    /// Runs ACME jobs in one ephemeral transaction (one commit, no flush), each under a
-    /// savepoint of its own: a job that fails is rolled back alone and gets its error.
+    /// Runs ACME jobs in one ephemeral transaction (one commit, no flush), each as if
+    /// under a savepoint of its own: a job that fails is rolled back alone and gets its
+    /// error (the batch is then redone with savepoints, so a job may run twice: it must
+    /// act on the transaction only).
     /// One result per job, in order; the outer error fails them all (nothing of the
     /// batch is committed). What the server's ACME state thread calls, so that concurrent
     /// requests share a transaction.
@@ -497,7 +499,28 @@ impl<E: db::Engine> Store for E {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        self.write_ephemeral(|db| acme::batch(db, &self.shared().rows_read, jobs))
+        let rows = &self.shared().rows_read;
+        // First without savepoints (a savepoint copies every page its job first changes,
+        // and on PostgreSQL costs a round trip): when every job succeeds, as nearly all
+        // do, that is the whole batch. A job that fails rolls the attempt back, and the
+        // batch is redone with a savepoint per job, so that it fails alone. A lone job
+        // needs no redo: the rollback was its own.
+        let mut failed = None;
+        let first = self.write_ephemeral(|db| {
+            for (i, job) in jobs.iter_mut().enumerate() {
+                if let Err(e) = job(&mut acme::AcmeTx::new(db, rows)) {
+                    failed = Some(i);
+                    return Err(e);
+                }
+            }
+            Ok(())
+        });
+        match (first, failed) {
+            (Ok(()), _) => Ok(jobs.iter().map(|_| Ok(())).collect()),
+            (Err(e), Some(_)) if jobs.len() == 1 => Ok(vec![Err(e)]),
+            (Err(_), Some(_)) => self.write_ephemeral(|db| acme::batch(db, rows, jobs)),
+            (Err(e), None) => Err(e),
+        }
     }
 
     fn acme_purge(&self, now: OffsetDateTime) -> Result<u64> {

@@ -116,10 +116,11 @@ impl AcmeState {
         }
     }
 
-    /// Runs `f` once, in the next batch's transaction, and returns what it returned once
-    /// that committed (an error of `f` rolls back its own writes only).
-    /// [`crate::Error::StoreTimeout`] after
-    /// [`crate::STORE_DEADLINE`] (the database is paused or unreachable).
+    /// Runs `f` in the next batch's transaction, and returns what it returned once that
+    /// committed (an error of `f` rolls back its own writes only). `f` may run again when
+    /// the batch is redone (see [`twoway_store::Store::acme_batch`]), so it acts on the
+    /// transaction only. [`crate::Error::StoreTimeout`] after [`crate::STORE_DEADLINE`]
+    /// (the database is paused or unreachable).
     pub(crate) async fn run<T, F>(&self, f: F) -> Result<StoreResult<T>, crate::Error>
     where
         T: Send + 'static,
@@ -156,7 +157,7 @@ fn run(ca: &Ca, rx: &mpsc::Receiver<Box<dyn Work>>, stats: &BatchStats) {
         // A whole batch that failed (on PostgreSQL, a deadlock with another replica's
         // batch, or a job whose error ended the transaction) is redone one request per
         // transaction, so that one request's trouble is not every request's. Its writes
-        // were rolled back, so running the jobs again is running them once. When the
+        // were rolled back, so the jobs run again from scratch. When the
         // first of them fails alone too, the database itself is in trouble: the rest are
         // answered with that error rather than wait once each.
         if n > 1 && answers.iter().all(Result::is_err) {
