@@ -47,7 +47,7 @@ PORT_TW=19543 PORT_TW_HTTP=19580 PORT_PEBBLE=19400 PORT_PEBBLE_MGMT=19401 PORT_D
 PORT_HTTP01=19502
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "missing $1: apt-get install $2" >&2; exit 1; }; }
-need pebble pebble; need pebble-challtestsrv pebble; need ss iproute2; need psql postgresql-client
+need pebble pebble; need pebble-challtestsrv pebble; need ss iproute2; need psql postgresql-client; need curl curl
 
 if [ -z "${SKIP_BUILD:-}" ]; then
   echo "building release binaries (target: $TARGET)…" >&2
@@ -115,9 +115,15 @@ load() { # name clients directory-url pids…
     2> "logs/load-$name.err" | tee "logs/load-$name.txt" >&2
   head -5 "logs/load-$name.err" >&2 || true
   echo "$name clients=$clients $(cat "logs/load-$name.txt")" >> raw.txt
+  case "$name" in
+    twoway*) # how the store work was batched (whole run, registrations included)
+      curl -s -m 5 "http://127.0.0.1:$PORT_TW_HTTP/metrics" > "logs/metrics-$name.txt" || true
+      m() { sed -n "s/^$1 //p" "logs/metrics-$name.txt"; }
+      echo "$name $(m twoway_ca_acme_store_jobs_total) $(m twoway_ca_acme_store_batches_total) $(m twoway_ca_issuance_committed_total) $(m twoway_ca_issuance_commits_total)" >> batching.txt ;;
+  esac
 }
 
-: > raw.txt
+: > raw.txt; : > batching.txt
 for peer in $PEERS; do
   case "$peer" in
     twoway-sqlite)
@@ -171,4 +177,10 @@ while read -r name line; do
   echo "| $name | $(echo " $line" | val clients) | $rate | $(echo " $line" | val p50_ms) | $(echo " $line" | val p99_ms) | $(echo " $line" | val reqs_per_order) | $(echo " $line" | val errors) | $scpu | $lcpu | $(per "$scpu") | $(per "$lcpu") | $ratio |"
 done < raw.txt
 echo
+while read -r name jobs batches certs commits; do
+  [ -n "$batches" ] && [ "$batches" -gt 0 ] || continue
+  awk -v n="$name" -v j="$jobs" -v b="$batches" -v c="$certs" -v k="$commits" 'BEGIN{
+    printf "%s: %d ACME store jobs in %d transactions (%.1f per transaction); %d certificates in %d durable commits (%.1f per commit)\n",
+      n, j, b, j/b, c, k, (k > 0 ? c/k : 0) }'
+done < batching.txt
 echo "raw: $OUT/raw.txt" >&2
