@@ -711,3 +711,48 @@ fn certbot_renews_across_an_intermediate_rotation() {
         "{crl}"
     );
 }
+
+#[test]
+fn certbot_takes_the_chain_to_the_new_root_with_preferred_chain() {
+    let port = free_port();
+    let mut ca = acme_ca(port, free_port());
+    // a root rotation, the intermediate under the new root active: the server offers the
+    // chain through the cross certificate by default, the one to the new root as alternate
+    ca.stop();
+    ca.tw("ca rotate root --ca-dir ca").ok();
+    ca.tw("ca rotate intermediate --ca-dir ca").ok();
+    ca.tw("ca rotate activate --ca-dir ca").ok();
+    ca.restart_with_new_root();
+    let chain_of = |config: &str, name: &str, extra: &[&str]| {
+        let o = certbot_certonly(&ca, port, config, name, extra);
+        assert!(o.success(), "certbot certonly: {}\n{}", o.all(), ca.log());
+        let live = ca.p(&format!("{config}/live/{name}"));
+        let chain = std::fs::read_to_string(format!("{live}/chain.pem")).unwrap();
+        std::fs::copy(
+            format!("{live}/chain.pem"),
+            ca.path(&format!("{config}.pem")),
+        )
+        .unwrap();
+        chain
+    };
+    let default = chain_of("cb-default", "dflt.acme.test", &[]);
+    assert_eq!(default.matches("BEGIN CERTIFICATE").count(), 2, "{default}");
+    let preferred = chain_of(
+        "cb-preferred",
+        "pref.acme.test",
+        &["--preferred-chain", "ACME Test Root CA G2"],
+    );
+    assert_eq!(
+        preferred.matches("BEGIN CERTIFICATE").count(),
+        1,
+        "{preferred}"
+    );
+    // its topmost certificate (the intermediate) was issued by the new root
+    let top = issuer_of(&ca, "cb-preferred.pem");
+    assert!(top.ends_with("ACME Test Root CA G2"), "{top}");
+    check_issued(
+        &ca,
+        "cb-preferred/live/pref.acme.test/cert.pem",
+        "pref.acme.test",
+    );
+}
