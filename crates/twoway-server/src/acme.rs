@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use load::{ids_in, Load, Loaded};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -27,7 +28,9 @@ use twoway_ca::acme::{AcmeDirectory, AcmeIssue};
 use twoway_store::{AcmeObject, AcmeTx, Store};
 
 mod ari;
+mod cert;
 mod keychange;
+mod load;
 mod preauth;
 pub(crate) mod state;
 mod validate;
@@ -166,88 +169,6 @@ fn store_answer<T>(r: Result<twoway_store::Result<T>, crate::Error>) -> Result<T
         Ok(Err(e)) => Err(internal(e)),
         Err(crate::Error::StoreTimeout) => Err(unavailable()),
         Err(e) => Err(internal(e)),
-    }
-}
-
-/// What a route reads besides its signer, read in the transaction that takes the
-/// request's nonce (one store call for both).
-enum Load {
-    /// An object and the objects its document names in `field` (an authorization and its
-    /// challenges, an order and its authorizations, a challenge and its authorization).
-    With {
-        kind: &'static str,
-        id: String,
-        field: &'static str,
-        of: &'static str,
-    },
-    /// A certificate of the inventory by fingerprint.
-    Cert(String),
-}
-
-/// What a [`Load`] found.
-enum Loaded {
-    With(Option<AcmeObject>, Vec<Option<AcmeObject>>),
-    Cert(Option<Box<twoway_store::CertRecord>>),
-}
-
-impl Load {
-    /// What the request to `what/id` reads.
-    fn of(what: &str, id: &str) -> Option<Load> {
-        let with = |kind, field, of| Load::With {
-            kind,
-            id: id.to_string(),
-            field,
-            of,
-        };
-        match what {
-            "authz" => Some(with("authz", "challenges", "challenge")),
-            "chall" => Some(with("challenge", "authz", "authz")),
-            "order" | "finalize" => Some(with("order", "authorizations", "authz")),
-            // `cert/<fingerprint>`, or `cert/<fingerprint>/<n>` for an alternate chain
-            "cert" => Some(Load::Cert(
-                id.split_once('/').map_or(id, |(fp, _)| fp).to_string(),
-            )),
-            _ => None,
-        }
-    }
-
-    fn read(&self, s: &mut AcmeTx<'_>) -> twoway_store::Result<Loaded> {
-        match self {
-            Load::With {
-                kind,
-                id,
-                field,
-                of,
-            } => {
-                let Some(o) = s.get(kind, id)? else {
-                    return Ok(Loaded::With(None, Vec::new()));
-                };
-                let mut list = Vec::new();
-                for i in ids_in(&o.doc[*field]) {
-                    list.push(s.get(of, &i)?);
-                }
-                Ok(Loaded::With(Some(o), list))
-            }
-            Load::Cert(fp) => Ok(Loaded::Cert(
-                s.certificate(fp)?
-                    .filter(|r| &r.fingerprint == fp)
-                    .map(Box::new),
-            )),
-        }
-    }
-}
-
-/// The ids a document names in one of its fields: one id, or a list of them.
-fn ids_in(v: &Value) -> Vec<String> {
-    match v {
-        Value::String(one) => vec![one.clone()],
-        v => v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect(),
     }
 }
 
@@ -554,8 +475,8 @@ async fn route(
                 "authz" => authz(ctx, req, &id).await,
                 "chall" => chall(ctx, req, &id).await,
                 "finalize" => finalize(ctx, req, &id).await,
-                "cert" => cert(ctx, req, &id).await,
-                "revoke-cert" => revoke(ctx, req).await,
+                "cert" => cert::cert(ctx, req, &id).await,
+                "revoke-cert" => cert::revoke(ctx, req).await,
                 "key-change" => keychange::key_change(ctx, req).await,
                 _ => Err(not_found("resource")),
             }
@@ -1463,141 +1384,6 @@ async fn finalize(ctx: &Ctx, mut req: Req, id: &str) -> Result<Answer, Problem> 
     })
     .await?;
     Ok(Answer::json(StatusCode::OK, &order_json(ctx, &done)).header("location", order_url))
-}
-
-async fn cert(ctx: &Ctx, mut req: Req, id: &str) -> Result<Answer, Problem> {
-    // `<fingerprint>` is the default chain, `<fingerprint>/<n>` the n-th alternate one
-    let (fp, alt) = match id.split_once('/') {
-        Some((fp, n)) => (fp, Some(n)),
-        None => (id, None),
-    };
-    let alternates = ctx.state.ca.alternate_chains();
-    let above = match alt {
-        None => ctx.state.intermediate_pem.clone(),
-        Some(n) => n
-            .parse::<usize>()
-            .ok()
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|i| alternates.get(i).cloned())
-            .ok_or_else(|| not_found("certificate chain"))?,
-    };
-    let found = match req.pre.take() {
-        Some(Loaded::Cert(rec)) => rec,
-        _ => {
-            let load = Load::Cert(fp.to_string());
-            match ctx.tx(move |s| load.read(s)).await? {
-                Loaded::Cert(rec) => rec,
-                Loaded::With(..) => return Err(internal("an object read for a certificate")),
-            }
-        }
-    };
-    let acct = req.account()?;
-    let rec = found
-        .filter(|r| r.fingerprint == fp)
-        .ok_or_else(|| not_found("certificate"))?;
-    if rec.labels.get("acme_account") != Some(&account_url(ctx, acct)) {
-        return Err(unauthorized(
-            "this certificate was issued to another account",
-        ));
-    }
-    let mut pem = rec.pem.clone();
-    if !pem.ends_with('\n') {
-        pem.push('\n');
-    }
-    pem.push_str(&above);
-    // every other chain of the same certificate, as `alternate` links (RFC 8555 §7.4.2)
-    let mut headers = vec![("link", format!("<{}>;rel=\"up\"", ctx.url("issuer")))];
-    let others = std::iter::once(None)
-        .chain((1..=alternates.len()).map(Some))
-        .filter(|n| n.map(|n| n.to_string()).as_deref() != alt);
-    for n in others {
-        let url = match n {
-            None => ctx.url(&format!("cert/{fp}")),
-            Some(n) => ctx.url(&format!("cert/{fp}/{n}")),
-        };
-        headers.push(("link", format!("<{url}>;rel=\"alternate\"")));
-    }
-    Ok(Answer {
-        status: StatusCode::OK,
-        body: Bytes::from(pem),
-        ctype: "application/pem-certificate-chain",
-        headers,
-    })
-}
-
-async fn revoke(ctx: &Ctx, req: Req) -> Result<Answer, Problem> {
-    let payload = req.jws.json()?;
-    let der = payload["certificate"]
-        .as_str()
-        .and_then(|c| B64.decode(c).ok())
-        .ok_or_else(|| malformed("certificate must be base64url DER"))?;
-    let reason = match payload["reason"].as_u64() {
-        None => twoway_pki::Reason::Unspecified,
-        Some(code) => reason_of(code).ok_or_else(|| {
-            problem(
-                StatusCode::BAD_REQUEST,
-                "badRevocationReason",
-                format!("reason {code} is not a revocation reason this CA takes"),
-            )
-        })?,
-    };
-    let fp = twoway_pki::sha256_hex(&der);
-    let f = fp.clone();
-    let rec = ctx
-        .db(move |s| Ok(s.find_certificate(&f).ok()))
-        .await?
-        .filter(|r| r.fingerprint == fp)
-        .ok_or_else(|| unauthorized("this CA did not issue that certificate"))?;
-    let allowed = match &req.account {
-        Some(a) => rec.labels.get("acme_account") == Some(&account_url(ctx, a)),
-        None => req.key.matches_certificate(&der),
-    };
-    if !allowed {
-        return Err(unauthorized(
-            "only the account that ordered the certificate, or its own key, may revoke it",
-        ));
-    }
-    if rec.status == twoway_store::CertStatus::Revoked {
-        return Err(problem(
-            StatusCode::BAD_REQUEST,
-            "alreadyRevoked",
-            "the certificate is already revoked",
-        ));
-    }
-    let actor = match &req.account {
-        Some(a) => format!("acme:{}:{}", ctx.dir.name, a.id),
-        None => format!("acme:{}:certificate-key", ctx.dir.name),
-    };
-    let ca = ctx.state.ca.clone();
-    let res = blocking(move || ca.revoke(&fp, reason, &actor))
-        .await
-        .map_err(internal)?;
-    match res {
-        Ok(_) => {}
-        Err(twoway_ca::Error::Store(twoway_store::Error::AlreadyRevoked(_))) => {
-            return Err(problem(
-                StatusCode::BAD_REQUEST,
-                "alreadyRevoked",
-                "the certificate is already revoked",
-            ))
-        }
-        Err(e) => return Err(internal(e)),
-    }
-    crate::routes::invalidate(&ctx.state);
-    Ok(Answer::empty(StatusCode::OK))
-}
-
-/// RFC 5280 reason codes an ACME client may give.
-fn reason_of(code: u64) -> Option<twoway_pki::Reason> {
-    let name = match code {
-        0 => "unspecified",
-        1 => "key-compromise",
-        3 => "affiliation-changed",
-        4 => "superseded",
-        5 => "cessation-of-operation",
-        _ => return None,
-    };
-    name.parse().ok()
 }
 
 /// Forgets expired nonces and ACME objects (the server's maintenance calls it).
