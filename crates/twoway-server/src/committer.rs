@@ -152,7 +152,7 @@ fn run(ca: &Ca, rx: &mpsc::Receiver<Job>, stats: &CommitStats) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use time::Duration;
     use twoway_ca::{InitOptions, SignCsr};
@@ -163,7 +163,8 @@ mod tests {
         twoway_pki::create_csr(&key, &[format!("DNS:{name}").parse().unwrap()], None).unwrap()
     }
 
-    fn new_ca(dir: &std::path::Path) -> Arc<Ca> {
+    /// A CA in `dir` for the server's unit tests.
+    pub(crate) fn new_ca(dir: &std::path::Path) -> Arc<Ca> {
         let opts = InitOptions {
             name: "Test".into(),
             key_type: KeyType::P256,

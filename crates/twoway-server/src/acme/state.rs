@@ -252,28 +252,9 @@ fn commit(ca: &Ca, jobs: &mut [Box<dyn Work>], stats: &BatchStats) -> Vec<StoreR
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::committer::tests::new_ca;
     use time::{Duration, OffsetDateTime};
-    use twoway_ca::InitOptions;
-    use twoway_pki::KeyType;
     use twoway_store::AcmeObject;
-
-    fn new_ca(dir: &std::path::Path) -> Arc<Ca> {
-        let opts = InitOptions {
-            name: "Test".into(),
-            key_type: KeyType::P256,
-            root_ttl: Duration::days(3650),
-            intermediate_ttl: Duration::days(365),
-            permit_dns: vec![],
-            permit_ip: vec![],
-            trust_domain: None,
-            url: None,
-            passphrase: None,
-            actor: "test".into(),
-            intermediate_in_hsm: None,
-            root_in_hsm: None,
-        };
-        Arc::new(twoway_ca::init(dir, &opts).unwrap())
-    }
 
     fn order(id: &str) -> AcmeObject {
         AcmeObject {
