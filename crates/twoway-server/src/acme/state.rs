@@ -1,6 +1,6 @@
 //! The ACME state thread: one thread runs the store work of ACME requests (nonces taken
 //! and handed out, orders, authorizations and challenges read and changed), and runs what
-//! is queued together in one transaction, a savepoint per request
+//! is queued together in one transaction, each request as if under a savepoint of its own
 //! ([`twoway_store::Store::acme_batch`]), answering each once it committed.
 //!
 //! An order costs about ten such store calls. Run one transaction each on the blocking
@@ -178,51 +178,72 @@ fn run(ca: &Ca, rx: &Mutex<mpsc::Receiver<Box<dyn Work>>>, stats: &BatchStats) {
             }
             jobs
         };
-        let n = jobs.len();
-        let mut answers = commit(ca, &mut jobs, stats);
-        // A whole batch that failed (on PostgreSQL, a deadlock with another replica's
-        // batch, or a job whose error ended the transaction) is redone one request per
-        // transaction, so that one request's trouble is not every request's. Its writes
-        // were rolled back, so the jobs run again from scratch. When the
-        // first of them fails alone too, the database itself is in trouble: the rest are
-        // answered with that error rather than wait once each.
-        if n > 1 && answers.iter().all(Result::is_err) {
-            let mut redone = Vec::with_capacity(n);
-            let mut down = None;
-            for job in jobs.iter_mut() {
-                if let Some(e) = &down {
-                    redone.push(Err(StoreError::clone(e)));
-                    continue;
-                }
-                let r = commit(ca, std::slice::from_mut(job), stats)
-                    .pop()
-                    .unwrap_or_else(|| Err(StoreError::database("an ACME batch lost a result")));
-                if let Err(e) = &r {
-                    if redone.is_empty() {
-                        down = Some(e.clone());
-                    }
-                }
-                redone.push(r);
-            }
-            answers = redone;
-        }
+        let answers = match commit(ca, &mut jobs, stats) {
+            Ok(answers) => answers,
+            Err(e) if jobs.len() == 1 => vec![Err(e)],
+            Err(_) => redo_alone(ca, &mut jobs, stats),
+        };
         for (job, r) in jobs.into_iter().zip(answers) {
             job.answer(r);
         }
     }
 }
 
-/// Runs `jobs` in one transaction: one result per job.
-fn commit(ca: &Ca, jobs: &mut [Box<dyn Work>], stats: &BatchStats) -> Vec<StoreResult<()>> {
+/// Redoes the jobs of a batch that failed as a whole (on PostgreSQL, a deadlock with
+/// another replica's batch, or a job whose error ended the transaction) one per
+/// transaction, so that one request's trouble is not every request's. The batch's writes
+/// were rolled back, so the jobs run again from scratch. When the first of them fails as a
+/// whole too, the database itself is in trouble: the rest are answered with that error
+/// rather than wait once each.
+fn redo_alone(ca: &Ca, jobs: &mut [Box<dyn Work>], stats: &BatchStats) -> Vec<StoreResult<()>> {
+    let mut answers = Vec::with_capacity(jobs.len());
+    let mut down: Option<StoreError> = None;
+    for job in jobs.iter_mut() {
+        if let Some(e) = &down {
+            answers.push(Err(e.clone()));
+            continue;
+        }
+        match commit(ca, std::slice::from_mut(job), stats) {
+            Ok(mut r) => answers.push(
+                r.pop()
+                    .unwrap_or_else(|| Err(StoreError::database("an ACME batch lost a result"))),
+            ),
+            Err(e) => {
+                if answers.is_empty() {
+                    down = Some(e.clone());
+                }
+                answers.push(Err(e));
+            }
+        }
+    }
+    answers
+}
+
+/// Runs `jobs` in one transaction: one result per job, or the error that failed the
+/// whole transaction (nothing of it committed).
+fn commit(
+    ca: &Ca,
+    jobs: &mut [Box<dyn Work>],
+    stats: &BatchStats,
+) -> StoreResult<Vec<StoreResult<()>>> {
     let n = jobs.len();
     let results = {
+        // a job that panics fails alone, like a job that returns an error
         let mut runs: Vec<_> = jobs
             .iter_mut()
-            .map(|j| move |tx: &mut AcmeTx<'_>| j.run(tx))
+            .map(|j| {
+                move |tx: &mut AcmeTx<'_>| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| j.run(tx)))
+                        .unwrap_or_else(|_| {
+                            tracing::error!("an ACME request's store work panicked");
+                            Err(StoreError::database("the ACME store work failed"))
+                        })
+                }
+            })
             .collect();
         let mut refs: Vec<&mut AcmeJob<'_>> =
             runs.iter_mut().map(|r| r as &mut AcmeJob<'_>).collect();
-        // a panic inside the store fails this batch, not every later one
+        // a panic inside the store itself fails this batch, not every later one
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             ca.store().acme_batch(&mut refs)
         }))
@@ -234,17 +255,15 @@ fn commit(ca: &Ca, jobs: &mut [Box<dyn Work>], stats: &BatchStats) -> Vec<StoreR
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.jobs.fetch_add(n as u64, Ordering::Relaxed);
     match results {
-        Ok(r) if r.len() == n => r,
-        Ok(_) => (0..n)
-            .map(|_| Err(StoreError::database("an ACME batch lost a result")))
-            .collect(),
+        Ok(r) if r.len() == n => Ok(r),
+        Ok(_) => Err(StoreError::database("an ACME batch lost a result")),
         Err(e) => {
             tracing::warn!(
                 error = &e as &dyn std::error::Error,
                 jobs = n,
                 "a batch of ACME store work was not committed"
             );
-            (0..n).map(|_| Err(e.clone())).collect()
+            Err(e)
         }
     }
 }
@@ -303,6 +322,14 @@ mod tests {
                 tx.insert(&dup)
             })
             .await;
+        // and one that panics: it fails alone too
+        let panicking = state
+            .run(move |tx| -> twoway_store::Result<()> {
+                tx.new_nonce("lost-too", later)?;
+                panic!("a bug in a handler's store work")
+            })
+            .await;
+        assert!(matches!(panicking, Ok(Err(_))), "{panicking:?}");
         for (i, t) in tasks.into_iter().enumerate() {
             assert_eq!(t.await.unwrap().unwrap().unwrap(), i);
         }
@@ -313,17 +340,18 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let store = ca.store();
         assert!(!store.acme_use_nonce("lost", now).unwrap());
+        assert!(!store.acme_use_nonce("lost-too", now).unwrap());
         for i in 0..200 {
             assert!(store.acme_get("order", &format!("o{i}")).unwrap().is_some());
             assert!(store.acme_use_nonce(&format!("n{i}"), now).unwrap());
         }
         let batches = state.stats.batches.load(Ordering::Relaxed);
-        assert_eq!(state.stats.jobs.load(Ordering::Relaxed), 202);
-        assert!((2..=202).contains(&batches), "{batches} batches");
+        assert_eq!(state.stats.jobs.load(Ordering::Relaxed), 203);
+        assert!((2..=203).contains(&batches), "{batches} batches");
         let mut text = String::new();
         state.render(&mut text);
         assert!(
-            text.contains("twoway_ca_acme_store_jobs_total 202"),
+            text.contains("twoway_ca_acme_store_jobs_total 203"),
             "{text}"
         );
     }
