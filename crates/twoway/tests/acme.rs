@@ -603,6 +603,64 @@ fn a_root_rotation_offers_the_chain_to_the_new_root_as_an_alternate() {
 }
 
 #[test]
+fn a_certificate_downloaded_after_an_intermediate_rotation_comes_with_its_own_issuer() {
+    let port = free_port();
+    let mut ca = acme_ca(port, free_port());
+    let mut c = Client::new(&ca);
+    c.register();
+    let (order_url, body, ch) = c.order("g1.acme.test", "http-01");
+    let key_auth = format!("{}.{}", ch["token"].as_str().unwrap(), c.thumbprint());
+    answer_http01(port, key_auth);
+    c.post(ch["url"].as_str().unwrap(), Some(&json!({})));
+    assert_eq!(c.wait(&order_url)["status"], "ready");
+    let finalize = body["finalize"].as_str().unwrap().to_string();
+    let a = c.post(&finalize, Some(&json!({"csr": csr(&["g1.acme.test"])})));
+    assert_eq!(a.body["status"], "valid", "{}", a.body);
+    let url = a.body["certificate"].as_str().unwrap().to_string();
+    std::fs::copy(ca.path("ca/intermediate.pem"), ca.path("g1.pem")).unwrap();
+
+    // g2 becomes active; the same account downloads the certificate g1 issued again
+    let Client {
+        base,
+        via,
+        key,
+        kid,
+        nonce,
+        n,
+        ..
+    } = c;
+    ca.stop();
+    ca.tw("ca rotate intermediate --ca-dir ca").ok();
+    ca.tw("ca rotate activate --ca-dir ca").ok();
+    ca.restart(Duration::ZERO);
+    let mut c = Client {
+        ca: &ca,
+        base,
+        via,
+        key,
+        kid,
+        nonce,
+        n,
+    };
+    let again = c.post(&url, None);
+    assert_eq!(again.status, 200, "{}", again.body);
+    let chain = again.body.as_str().unwrap().to_string();
+    let blocks: Vec<&str> = chain
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .collect();
+    assert_eq!(blocks.len(), 2, "{chain}");
+    assert_eq!(
+        blocks[1],
+        common::read(ca.path("g1.pem")),
+        "the issuer sent is the one that signed it, not the active one"
+    );
+    common::write(ca.path("again.pem"), &chain);
+    let v = ca.openssl("verify -CAfile ca/root.pem -untrusted again.pem again.pem");
+    assert!(v.success(), "{}", v.all());
+    assert!(alternates(&again.headers).is_empty(), "{}", again.headers);
+}
+
+#[test]
 fn dns01_through_the_configured_resolver() {
     let (tx, rx) = std::sync::mpsc::channel();
     let (dns, answered) = dns_server(move || rx.recv_timeout(Duration::from_secs(20)).unwrap());

@@ -18,16 +18,6 @@ pub(super) async fn cert(ctx: &Ctx, mut req: Req, id: &str) -> Result<Answer, Pr
         Some((fp, n)) => (fp, Some(n)),
         None => (id, None),
     };
-    let alternates = ctx.state.ca.alternate_chains();
-    let above = match alt {
-        None => ctx.state.intermediate_pem.clone(),
-        Some(n) => n
-            .parse::<usize>()
-            .ok()
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|i| alternates.get(i).cloned())
-            .ok_or_else(|| not_found("certificate chain"))?,
-    };
     let found = match req.pre.take() {
         Some(Loaded::Cert(rec)) => rec,
         _ => {
@@ -47,6 +37,28 @@ pub(super) async fn cert(ctx: &Ctx, mut req: Req, id: &str) -> Result<Answer, Pr
             "this certificate was issued to another account",
         ));
     }
+    // the chain above is its issuer's: the active intermediate's (with the cross
+    // certificate and the alternate during a root rotation), or, for a certificate an
+    // intermediate issued before a rotation, that intermediate's
+    let ca = &ctx.state.ca;
+    let by_active = rec.issuer == ca.intermediate_info().subject;
+    let alternates = if by_active {
+        ca.alternate_chains()
+    } else {
+        Vec::new()
+    };
+    let above = match alt {
+        None if by_active => ctx.state.intermediate_pem.clone(),
+        None => ca
+            .issuer_pem(&rec.issuer)
+            .ok_or_else(|| internal(format!("no intermediate {} here", rec.issuer)))?,
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| alternates.get(i).cloned())
+            .ok_or_else(|| not_found("certificate chain"))?,
+    };
     let mut pem = rec.pem.clone();
     if !pem.ends_with('\n') {
         pem.push('\n');
