@@ -291,6 +291,28 @@ impl Ca {
                 .any(|o| o.state == IssuerState::Retiring && o.info.subject == subject)
     }
 
+    /// The id (`g<n>`) of this CA's intermediate named `subject`, whatever its state.
+    pub fn issuer_id(&self, subject: &str) -> Option<&str> {
+        if subject == self.intermediate_info.subject {
+            return Some(&self.active_id);
+        }
+        self.others
+            .iter()
+            .find(|o| o.info.subject == subject)
+            .map(|o| o.id.as_str())
+    }
+
+    /// The certificate (PEM) of this CA's intermediate `id` (`g<n>`), whatever its state.
+    pub fn issuer_pem_by_id(&self, id: &str) -> Option<String> {
+        if id == self.active_id {
+            return Some(der_to_pem("CERTIFICATE", &self.intermediate_der));
+        }
+        self.others
+            .iter()
+            .find(|o| o.id == id)
+            .map(|o| der_to_pem("CERTIFICATE", &o.der))
+    }
+
     /// The certificate (PEM) of this CA's intermediate named `subject`, whatever its state.
     pub fn issuer_pem(&self, subject: &str) -> Option<String> {
         if subject == self.intermediate_info.subject {

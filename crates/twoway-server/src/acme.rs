@@ -434,12 +434,21 @@ async fn route(
             Ok(Answer::empty(StatusCode::NO_CONTENT).header("cache-control", "no-store".into()))
         }
         ("GET", "renewal-info") => ari::renewal_info(ctx, &id).await,
-        ("GET", "issuer") => Ok(Answer {
-            status: StatusCode::OK,
-            body: Bytes::from(ctx.state.intermediate_pem.clone()),
-            ctype: "application/pem-certificate-chain",
-            headers: Vec::new(),
-        }),
+        // `issuer`: the active intermediate (with the cross certificate during a root
+        // rotation); `issuer/<g<n>>`: an earlier one, the issuer of what it signed
+        ("GET", "issuer") => {
+            let pem = if id.is_empty() || id == ctx.state.ca.active_issuer_id() {
+                Some(ctx.state.intermediate_pem.clone())
+            } else {
+                ctx.state.ca.issuer_pem_by_id(&id)
+            };
+            Ok(Answer {
+                status: StatusCode::OK,
+                body: Bytes::from(pem.ok_or_else(|| not_found("intermediate"))?),
+                ctype: "application/pem-certificate-chain",
+                headers: Vec::new(),
+            })
+        }
         ("POST", _) => {
             let jose = req
                 .headers()

@@ -658,6 +658,13 @@ fn a_certificate_downloaded_after_an_intermediate_rotation_comes_with_its_own_is
     let v = ca.openssl("verify -CAfile ca/root.pem -untrusted again.pem again.pem");
     assert!(v.success(), "{}", v.all());
     assert!(alternates(&again.headers).is_empty(), "{}", again.headers);
+    // `up` names that intermediate too
+    let up = format!("{}/issuer/g1>;rel=\"up\"", c.url("").trim_end_matches('/'));
+    assert!(again.headers.contains(&up), "{up}\n{}", again.headers);
+    let issuer = c.curl(&c.url("issuer/g1"), None, &[]);
+    assert_eq!(issuer.status, 200);
+    assert_eq!(issuer.body.as_str(), Some(blocks[1]));
+    assert_eq!(c.curl(&c.url("issuer/g9"), None, &[]).status, 404);
 }
 
 #[test]

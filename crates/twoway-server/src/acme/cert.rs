@@ -65,7 +65,11 @@ pub(super) async fn cert(ctx: &Ctx, mut req: Req, id: &str) -> Result<Answer, Pr
     }
     pem.push_str(&above);
     // every other chain of the same certificate, as `alternate` links (RFC 8555 §7.4.2)
-    let mut headers = vec![("link", format!("<{}>;rel=\"up\"", ctx.url("issuer")))];
+    let up = match ca.issuer_id(&rec.issuer) {
+        Some(id) if !by_active => ctx.url(&format!("issuer/{id}")),
+        _ => ctx.url("issuer"),
+    };
+    let mut headers = vec![("link", format!("<{up}>;rel=\"up\""))];
     let others = std::iter::once(None)
         .chain((1..=alternates.len()).map(Some))
         .filter(|n| n.map(|n| n.to_string()).as_deref() != alt);
