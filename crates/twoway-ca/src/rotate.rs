@@ -315,13 +315,7 @@ impl Ca {
 
     /// The certificate (PEM) of this CA's intermediate named `subject`, whatever its state.
     pub fn issuer_pem(&self, subject: &str) -> Option<String> {
-        if subject == self.intermediate_info.subject {
-            return Some(der_to_pem("CERTIFICATE", &self.intermediate_der));
-        }
-        self.others
-            .iter()
-            .find(|o| o.info.subject == subject)
-            .map(|o| der_to_pem("CERTIFICATE", &o.der))
+        self.issuer_pem_by_id(self.issuer_id(subject)?)
     }
 
     /// The retiring intermediates with their keys (after [`Ca::unlock`]): `(id, signer)`,
